@@ -1,0 +1,76 @@
+"""The ``thyro`` command line.  Thin: parse, call the API, print.  No logic lives here.
+
+Each area registers its commands from its own module (``cli/data.py``, ``cli/weights.py``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from thyro import __version__
+from thyro.console import err_console, set_quiet
+from thyro.errors import ThyroError
+
+app = typer.Typer(
+    name="thyro",
+    help="Transfer-learning studies for thyroid-nodule ultrasound: data, weights, training, statistics, use.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = {"on": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"thyro {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    set_quiet(quiet)
+    _debug["on"] = debug or bool(os.environ.get("THYRO_DEBUG"))
+
+
+def _register_all() -> None:
+    from thyro.cli import data, pretrain, stats, train, use, weights
+
+    for module in (data, weights, train, stats, use, pretrain):
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``thyro`` console script."""
+    try:
+        app(args=argv, prog_name="thyro")
+    except SystemExit as exc:  # typer/click exit codes
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if argv is not None:
+            return code
+        raise
+    except ThyroError as exc:
+        if _debug["on"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True, highlight=False)
+        if argv is not None:
+            return 2
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: work finished so far is saved; run the same command again to resume.")
+        if argv is not None:
+            return 130
+        sys.exit(130)
+    return 0
