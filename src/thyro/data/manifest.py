@@ -1,0 +1,197 @@
+"""The manifest: one CSV schema every stage reads.
+
+Columns
+-------
+image       path of the image, relative to the manifest's folder (also the image's id everywhere)
+label       1 malignant, 0 benign, empty = unlabelled
+patient_id  the patient (or case) the image belongs to
+group       the leakage group: the patient, merged with every duplicate image's patient
+roi         optional JSON, in image pixels: ``{"polygons": [[[x, y], ...], ...]}`` or ``{"box": [x0, y0, x1, y1]}``
+...         any other columns (source fields such as tirads, composition) are kept as they are
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from thyro.errors import DataError
+from thyro.fileio import atomic_path
+
+REQUIRED_COLUMNS = ("image", "label", "patient_id", "group")
+OPTIONAL_COLUMNS = ("roi",)
+
+
+@dataclass
+class Manifest:
+    """A manifest table and the folder its image paths are relative to."""
+
+    df: pd.DataFrame
+    root: Path
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    @property
+    def ids(self) -> list[str]:
+        """Image ids (the ``image`` column), in row order."""
+        return self.df["image"].tolist()
+
+    def abspath(self, image: str) -> Path:
+        """Absolute path of an image id."""
+        return (self.root / image).resolve()
+
+    def paths(self) -> list[Path]:
+        return [self.abspath(i) for i in self.df["image"]]
+
+    def labels(self) -> np.ndarray:
+        """Labels as float (NaN = unlabelled)."""
+        return self.df["label"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+
+    def labelled(self) -> Manifest:
+        """The rows with a label."""
+        return Manifest(self.df[self.df["label"].notna()].reset_index(drop=True), self.root, self.path)
+
+    def rois(self) -> list[dict | None]:
+        if "roi" not in self.df.columns:
+            return [None] * len(self.df)
+        return [parse_roi(v, where=f"row {i + 2}") for i, v in enumerate(self.df["roi"])]
+
+    def write(self, path: str | os.PathLike) -> Path:
+        return write_manifest(self.df, path, root=self.root)
+
+
+def parse_roi(value: Any, where: str = "") -> dict | None:
+    """Parse a manifest ``roi`` cell into ``{"polygons": [...]}`` or ``{"box": [...]}`` (None when empty)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, dict):
+        roi = value
+    else:
+        try:
+            roi = json.loads(value)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{where}: roi is not valid JSON ({exc}); expected "
+                            '{"polygons": [[[x, y], ...]]} or {"box": [x0, y0, x1, y1]}') from None
+    if not isinstance(roi, dict) or not ({"polygons", "box"} & set(roi)):
+        raise DataError(f"{where}: roi must be a JSON object with 'polygons' or 'box', got {value!r}")
+    if "box" in roi:
+        box = roi["box"]
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+                and box[2] > box[0] and box[3] > box[1]):
+            raise DataError(f"{where}: roi box must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0, got {box!r}")
+    if "polygons" in roi:
+        polys = roi["polygons"]
+        if not isinstance(polys, list) or not polys:
+            raise DataError(f"{where}: roi polygons must be a non-empty list of [[x, y], ...] lists")
+        for k, poly in enumerate(polys):
+            if (not isinstance(poly, list) or len(poly) < 3
+                    or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in poly)):
+                raise DataError(f"{where}: roi polygon {k} needs at least 3 [x, y] points")
+    return roi
+
+
+def roi_to_json(roi: dict | None) -> str:
+    return "" if roi is None else json.dumps(roi, separators=(",", ":"))
+
+
+def roi_bbox(roi: dict) -> tuple[float, float, float, float]:
+    """Bounding box ``(x0, y0, x1, y1)`` of an ROI (all polygons together)."""
+    if "box" in roi:
+        x0, y0, x1, y1 = roi["box"]
+        return float(x0), float(y0), float(x1), float(y1)
+    pts = np.array([p for poly in roi["polygons"] for p in poly], dtype=float)
+    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
+
+def _coerce(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if "image" in missing:
+        raise DataError(f"{where}: no 'image' column; a manifest needs columns {', '.join(REQUIRED_COLUMNS)}")
+    df = df.copy()
+    if "label" not in df.columns:
+        df["label"] = pd.NA
+    if "patient_id" not in df.columns:
+        df["patient_id"] = df["image"]
+    if "group" not in df.columns:
+        df["group"] = df["patient_id"]
+    df["image"] = df["image"].astype(str)
+    df["patient_id"] = df["patient_id"].astype(str)
+    df["group"] = df["group"].astype(str)
+    return df
+
+
+def read_manifest(path: str | os.PathLike, *, check_labels: bool = True) -> Manifest:
+    """Read a manifest CSV.  Missing ``patient_id``/``group`` default to the image id / patient.
+
+    Raises :class:`DataError` naming the file and rows when labels are not 0, 1 or empty.
+    (``thyro data validate`` checks everything else, files included.)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found.")
+    try:
+        df = pd.read_csv(path, dtype={"image": str, "patient_id": str, "group": str, "roi": str},
+                         keep_default_na=False, na_values={"label": [""]})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV manifest ({exc}).") from None
+    df = _coerce(df, str(path))
+    labels, bad = normalise_labels(df["label"])
+    if bad and check_labels:
+        rows = ", ".join(f"row {i + 2} ({v!r})" for i, v in bad[:20])
+        raise DataError(f"{path}: label must be 1 (malignant), 0 (benign) or empty (unlabelled); "
+                        f"{len(bad)} bad value(s): {rows}")
+    df["label"] = labels
+    return Manifest(df=df, root=path.parent.resolve(), path=path.resolve())
+
+
+def normalise_labels(series: pd.Series) -> tuple[pd.Series, list[tuple[int, Any]]]:
+    """Map label cells to nullable Int64 (1, 0, <NA>); return the bad (row index, value) pairs too."""
+    out: list[Any] = []
+    bad: list[tuple[int, Any]] = []
+    for i, v in enumerate(series.tolist()):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()) or v is pd.NA:
+            out.append(pd.NA)
+            continue
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            bad.append((i, v))
+            out.append(pd.NA)
+            continue
+        if f in (0.0, 1.0):
+            out.append(int(f))
+        else:
+            bad.append((i, v))
+            out.append(pd.NA)
+    return pd.Series(out, index=series.index, dtype="Int64"), bad
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike, root: Path | None = None) -> Path:
+    """Write a manifest atomically; required columns first.  If ``root`` differs from the
+    target folder, image paths are rewritten relative to the new folder."""
+    path = Path(path)
+    df = _coerce(df, str(path))
+    target_root = path.parent.resolve()
+    if root is not None and Path(root).resolve() != target_root:
+        df["image"] = [os.path.relpath((Path(root) / p).resolve(), target_root) for p in df["image"]]
+    cols = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in df.columns]
+    cols += [c for c in df.columns if c not in cols]
+    with atomic_path(path, suffix=".csv") as tmp:
+        df[cols].to_csv(tmp, index=False)
+    return path
+
+
+def manifest_from_records(records: list[dict], root: Path) -> Manifest:
+    """Build a manifest from row dicts (used by importers and the phantom)."""
+    df = pd.DataFrame.from_records(records)
+    df = _coerce(df, str(root))
+    df["label"], _ = normalise_labels(df["label"])
+    return Manifest(df=df, root=Path(root).resolve())
