@@ -1,0 +1,36 @@
+"""Training configuration for one arm x fold job."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from thyro.base import StrictModel
+from thyro.data.augment import AugmentConfig
+
+
+class TrainConfig(StrictModel):
+    """Optimisation, imbalance handling, augmentation, early stopping and hardware settings."""
+
+    epochs: int = Field(30, ge=1, description="maximum epochs")
+    batch_size: int = Field(32, ge=2)
+    eval_batch_size: int = Field(256, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up, then cosine decay")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final learning rate as a fraction of lr")
+    patience: int = Field(10, ge=1, description="epochs without a better validation AUROC before stopping")
+    imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA (auto: bf16 where supported)")
+    channels_last: bool = True
+    data_on_device: Literal["auto", "yes", "no"] = Field(
+        "auto", description="keep the uint8 training images on the GPU (auto: when they take under 2 GiB)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
+    tta_flip: bool = Field(False, description="average predictions over the image and its horizontal flip")
+    tensorboard: bool = Field(True, description="also write TensorBoard logs when tensorboard is installed")

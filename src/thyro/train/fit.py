@@ -1,0 +1,331 @@
+"""Training of one arm x fold: a plain loop a reader can hold in their head.
+
+The loop reads uint8 images already preprocessed in the cache, moves each batch to the training device,
+augments it there (:mod:`thyro.data.augment`) and optimises a one-logit model with AdamW (or SGD),
+linear warm-up and cosine decay.  Early stopping follows the validation AUROC.
+
+Files in the job folder
+-----------------------
+``last.pt``          the state after the last finished epoch (model, optimiser, schedule, counters),
+                     written atomically every epoch; ``resume=True`` continues from it.
+``best.safetensors`` a copy of the best weights so far (copied tensors, not a live reference).
+``log.csv``          one row per epoch: epoch, train_loss, val_loss, val_auroc, lr, seconds.
+
+Randomness is derived from ``(seed, epoch)`` at the start of every epoch, so a resumed job repeats an
+uninterrupted one exactly on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from thyro.console import make_progress
+from thyro.data.augment import BatchAugment
+from thyro.errors import TrainingError
+from thyro.fileio import atomic_path, write_text
+from thyro.train.config import TrainConfig
+from thyro.train.device import autocast, autocast_dtype, resolve_device
+
+LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds")
+
+
+@dataclass
+class ArraySet:
+    """Images (N, S, S) uint8 and labels (N,) in {0, 1} for one split of one job."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.float32)
+        if self.images.ndim != 3 or self.images.dtype != np.uint8:
+            raise TrainingError(f"images must be (N, S, S) uint8, got {self.images.shape} {self.images.dtype}")
+        if len(self.images) != len(self.labels):
+            raise TrainingError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_auroc: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict]
+    seconds: float
+    images_per_second: float
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases (as in timm's and torchvision's reference recipes).
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _to_batch(images: torch.Tensor, idx: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Slice uint8 images, move them to ``device`` and scale to float in [0, 1], shape (B, 1, S, S)."""
+    xb = images.index_select(0, idx.to(images.device))
+    xb = xb.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+    if channels_last and device.type == "cuda":
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    return xb
+
+
+class _Images:
+    """uint8 images as a tensor: on the GPU when they fit (no loader at all), else pinned host memory."""
+
+    def __init__(self, array: np.ndarray, device: torch.device, cfg: TrainConfig):
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        on_device = device.type == "cuda" and (
+            cfg.data_on_device == "yes" or (cfg.data_on_device == "auto" and tensor.numel() < 2 * 1024**3))
+        if on_device:
+            tensor = tensor.to(device)
+        elif device.type == "cuda":
+            tensor = tensor.pin_memory()
+        self.tensor = tensor
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, device: torch.device | str = "cpu",
+                  batch_size: int = 256, tta_flip: bool = False, amp: str = "auto",
+                  channels_last: bool = True) -> np.ndarray:
+    """Probabilities (sigmoid of the logit) for uint8 images (N, S, S), in order."""
+    device = torch.device(device)
+    dtype = autocast_dtype(device, amp)
+    tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    model.eval()
+    out = []
+    for start in range(0, len(tensor), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(tensor)))
+        xb = _to_batch(tensor, idx, device, channels_last)
+        with autocast(device, dtype):
+            logits = model(xb).float().reshape(-1)
+            if tta_flip:
+                logits = 0.5 * (logits + model(torch.flip(xb, dims=[3])).float().reshape(-1))
+        out.append(torch.sigmoid(logits).cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def _auroc(labels: np.ndarray, probs: np.ndarray) -> float:
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, probs))
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(path, buf.getvalue())
+
+
+def _save_torch(obj, path: Path) -> None:
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save(obj, tmp)
+
+
+def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the weights (not a live reference to the model's tensors)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: torch.nn.Module,
+    train: ArraySet,
+    val: ArraySet,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    description: str = "train",
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train``, stop early on ``val`` AUROC, keep the best weights in the model.
+
+    Parameters
+    ----------
+    model : a one-logit network taking float (B, 1, S, S) in [0, 1].
+    train, val : uint8 images and 0/1 labels.
+    cfg : :class:`TrainConfig`.
+    out_dir : job folder (``last.pt``, ``best.safetensors``, ``log.csv``).
+    resume : continue from ``out_dir/last.pt`` when it exists.
+    on_epoch_end : called with ``(epoch, log_row)`` after each epoch's state is saved.
+
+    Returns
+    -------
+    FitResult; on return ``model`` holds the best weights.
+    """
+    from safetensors.torch import load_file, save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, part in (("training", train), ("validation", val)):
+        classes = np.unique(part.labels)
+        if len(classes) < 2:
+            raise TrainingError(
+                f"{description}: the {name} set has only class {classes.tolist()} ({len(part.labels)} images); "
+                "each fold needs benign and malignant cases: use fewer folds or more data.")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    amp_dtype = autocast_dtype(device, cfg.amp)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    n = len(train.labels)
+    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch (BatchNorm needs > 1)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.min_lr_ratio))
+
+    pos = float(train.labels.sum())
+    pos_weight = None
+    if cfg.imbalance == "weighted_loss":
+        pos_weight = torch.tensor((n - pos) / max(pos, 1.0), device=device)
+    sample_weights = None
+    if cfg.imbalance == "balanced_sampler":
+        w = np.where(train.labels > 0.5, 0.5 / pos, 0.5 / (n - pos))
+        sample_weights = torch.tensor(w, dtype=torch.double)
+
+    images = _Images(train.images, device, cfg).tensor
+    labels = torch.from_numpy(train.labels).to(device)
+    augment = BatchAugment(cfg.augment)
+
+    start_epoch, history = 0, []
+    best_auroc, best_epoch, bad_epochs = -math.inf, -1, 0
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.safetensors"
+    if resume and last_path.exists():
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
+        best_auroc, best_epoch, bad_epochs = float(state["best_auroc"]), int(state["best_epoch"]), int(state["bad_epochs"])
+    best_state = load_file(best_path) if (best_epoch >= 0 and best_path.exists()) else None
+
+    stopped_early = bad_epochs >= cfg.patience
+    t_start, seen = time.perf_counter(), 0
+    progress = make_progress(transient=True)
+    with progress:
+        task = progress.add_task(description, total=cfg.epochs * steps_per_epoch,
+                                 completed=start_epoch * steps_per_epoch, status="")
+        for epoch in range(start_epoch, cfg.epochs):
+            if stopped_early:
+                break
+            t0 = time.perf_counter()
+            torch.manual_seed(_epoch_seed(cfg.seed, epoch, 0))  # dropout and anything else global
+            cpu_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, 1))
+            dev_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
+            if sample_weights is not None:
+                order = torch.multinomial(sample_weights, n, replacement=True, generator=cpu_gen)
+            else:
+                order = torch.randperm(n, generator=cpu_gen)
+            model.train()
+            losses = torch.zeros((), device=device)
+            for step in range(steps_per_epoch):
+                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                xb = augment(_to_batch(images, idx, device, cfg.channels_last), dev_gen)
+                yb = labels.index_select(0, idx.to(labels.device))
+                with autocast(device, amp_dtype):
+                    logits = model(xb).float().reshape(-1)
+                loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{description}: the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                        f"the job stopped and its last good state is kept in {last_path}. "
+                        "Lower the learning rate (train.lr) or check the input images.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses += loss.detach()
+                seen += len(idx)
+                progress.update(task, advance=1)
+            train_loss = float(losses) / steps_per_epoch
+            probs = predict_proba(model, val.images, device=device, batch_size=cfg.eval_batch_size,
+                                  amp=cfg.amp, channels_last=cfg.channels_last)
+            val_auroc = _auroc(val.labels, probs)
+            p = np.clip(probs, 1e-7, 1 - 1e-7)
+            val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
+            if val_auroc > best_auroc:
+                best_auroc, best_epoch, bad_epochs = val_auroc, epoch, 0
+                best_state = _copy_state(model)
+                with atomic_path(best_path, suffix=".tmp") as tmp:
+                    save_file(best_state, str(tmp))
+            else:
+                bad_epochs += 1
+            row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+                   "val_auroc": round(val_auroc, 6), "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                   "seconds": round(time.perf_counter() - t0, 3)}
+            history.append(row)
+            _save_torch({"model": _copy_state(model), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                         "best_auroc": best_auroc, "best_epoch": best_epoch, "bad_epochs": bad_epochs}, last_path)
+            _write_log(out_dir / "log.csv", history)
+            _tensorboard(out_dir, row, cfg)
+            progress.update(task, status=f"loss {train_loss:.3f}  val AUROC {val_auroc:.3f} (best {best_auroc:.3f})")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+            stopped_early = bad_epochs >= cfg.patience
+    if best_state is not None:
+        model.load_state_dict({k: v.to(device) for k, v in best_state.items()})
+    elapsed = time.perf_counter() - t_start
+    return FitResult(best_epoch=best_epoch + 1, best_auroc=best_auroc, epochs_run=len(history),
+                     stopped_early=stopped_early, history=history, seconds=elapsed,
+                     images_per_second=seen / elapsed if elapsed > 0 else float("nan"))
+
+
+_tb_writers: dict[str, object] = {}
+
+
+def _tensorboard(out_dir: Path, row: dict, cfg: TrainConfig) -> None:
+    """Mirror the log row to TensorBoard when the package is installed (optional)."""
+    if not cfg.tensorboard:
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: the CSV log is the record
+        return
+    key = str(out_dir)
+    writer = _tb_writers.get(key)
+    if writer is None:
+        writer = _tb_writers[key] = SummaryWriter(log_dir=str(out_dir / "tb"))
+    for name in ("train_loss", "val_loss", "val_auroc"):
+        writer.add_scalar(name, float(row[name]), int(row["epoch"]))  # type: ignore[attr-defined]
+    writer.flush()  # type: ignore[attr-defined]
