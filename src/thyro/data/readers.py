@@ -1,0 +1,338 @@
+"""Image readers: every supported file becomes a ``uint8`` array (one gray channel, or RGB on request).
+
+Formats
+-------
+PNG, JPEG, BMP, TIFF (and anything else Pillow opens) through Pillow; DICOM through pydicom.
+A file is taken for DICOM when it carries the ``DICM`` marker after its 128-byte preamble, whatever
+its name, or when it is named ``*.dcm``/``*.dicom`` (files written without a preamble).
+
+Decisions
+---------
+* **EXIF orientation** is applied (``ImageOps.exif_transpose``): the pixels come out the way an image
+  viewer shows them, which is the orientation a person annotates in.  Ultrasound scanners do not
+  write the tag, so their exports are unchanged.
+* **Transparency** (RGBA, LA, palette with transparency) is composited onto black, the background of
+  an ultrasound image.
+* **More than 8 bits** (16-bit PNG/TIFF, float TIFF, 12/16-bit DICOM): DICOM applies the modality
+  LUT (rescale slope/intercept) and then its VOI LUT or first window (centre/width) when present;
+  otherwise, and for every non-DICOM image, the image's own minimum..maximum is stretched linearly to
+  0..255.
+* **Gray**: colour becomes gray with the ITU-R 601-2 luma weights (Pillow's ``convert("L")``).
+  MONOCHROME1 DICOM is inverted so that bright always means echogenic.
+* **Ultrasound region**: for DICOM with a Sequence of Ultrasound Regions (0018,6011) the image is
+  cropped (``us_region=True``) to the bounding box of the regions holding 2-D tissue images
+  (Region Spatial Format 1), or of all regions when none says so.  ``LoadedImage.origin`` gives the
+  crop's offset so that ROIs drawn on the full frame can be shifted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from thyro.errors import DataError
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+#: File name endings the folder importer picks up (lower case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp") + DICOM_SUFFIXES
+
+
+class ImageReadError(DataError):
+    """An image file that cannot be read; the message names the file and what is wrong."""
+
+
+@dataclass
+class LoadedImage:
+    """Decoded pixels and where they sit in the file's full pixel grid.
+
+    Attributes
+    ----------
+    pixels : np.ndarray
+        ``uint8``, ``(H, W)`` gray or ``(H, W, 3)`` RGB.
+    origin : tuple of int
+        ``(x0, y0)`` of ``pixels[0, 0]`` in the original image (non-zero only after an ultrasound
+        region crop).  An ROI point ``(x, y)`` of the original maps to ``(x - x0, y - y0)``.
+    source_mode : str
+        What the file held: a Pillow mode (``"RGB"``, ``"L"``, ``"I;16"``...) or
+        ``"DICOM <PhotometricInterpretation>"``.
+    size : tuple of int
+        ``(width, height)`` of the full frame before any crop.
+    """
+
+    pixels: np.ndarray
+    origin: tuple[int, int] = (0, 0)
+    source_mode: str = ""
+    size: tuple[int, int] = (0, 0)
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True when ``path`` has the DICOM ``DICM`` marker at byte 128 or a DICOM file name ending."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES
+
+
+def load_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False, us_region: bool = True) -> LoadedImage:
+    """Read an image file as ``uint8``.
+
+    Parameters
+    ----------
+    path : path-like
+        PNG, JPEG, BMP, TIFF, ... or DICOM (detected by content).
+    frame : int, default 0
+        Frame of a multi-frame DICOM (or animated/multi-page Pillow image) to read.
+    color : bool, default False
+        Return ``(H, W, 3)`` RGB instead of ``(H, W)`` gray.  Gray sources are repeated to 3 channels.
+    us_region : bool, default True
+        Crop DICOM to its ultrasound region (0018,6011) when the file has one.
+
+    Returns
+    -------
+    LoadedImage
+
+    Raises
+    ------
+    ImageReadError
+        Missing, truncated or corrupt file, unsupported format, DICOM without pixel data, frame out
+        of range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: image file not found.")
+    if frame < 0:
+        raise ImageReadError(f"{path}: frame must be >= 0, got {frame}.")
+    if is_dicom(path):
+        arr, origin, mode, size = _read_dicom(path, frame, us_region)
+    else:
+        arr, mode = _read_pillow(path, frame)
+        origin, size = (0, 0), (arr.shape[1], arr.shape[0])
+    arr = to_rgb(arr) if color else to_gray(arr)
+    return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size)
+
+
+def read_gray(path: str | os.PathLike, frame: int = 0) -> np.ndarray:
+    """Gray ``uint8`` pixels ``(H, W)`` of an image (DICOM cropped to its ultrasound region)."""
+    return load_image(path, frame=frame).pixels
+
+
+# ---------------------------------------------------------------------------------------------
+# colour helpers
+
+def to_gray(arr: np.ndarray) -> np.ndarray:
+    """``uint8`` gray from gray or RGB (ITU-R 601-2 luma, as Pillow's ``convert("L")``)."""
+    if arr.ndim == 2:
+        return arr
+    rgb = arr[..., :3].astype(np.uint32)
+    # Pillow's integer formula: L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16
+    return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def to_rgb(arr: np.ndarray) -> np.ndarray:
+    """``uint8`` RGB ``(H, W, 3)`` from gray or RGB."""
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    return arr[..., :3]
+
+
+def stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Linear map of the array's own minimum..maximum to 0..255 (constant images become 0)."""
+    a = np.asarray(arr, dtype=np.float64)
+    finite = np.isfinite(a)
+    if not finite.any():
+        return np.zeros(a.shape, dtype=np.uint8)
+    lo, hi = float(a[finite].min()), float(a[finite].max())
+    a = np.where(finite, a, lo)
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def _composite_on_black(arr: np.ndarray) -> np.ndarray:
+    """``(H, W, 2|4)`` with alpha last -> gray/RGB premultiplied onto black."""
+    alpha = arr[..., -1:].astype(np.uint32)
+    colour = arr[..., :-1].astype(np.uint32)
+    out = ((colour * alpha + 127) // 255).astype(np.uint8)
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pillow
+
+def _read_pillow(path: Path, frame: int) -> tuple[np.ndarray, str]:
+    try:
+        with Image.open(path) as im:
+            n_frames = getattr(im, "n_frames", 1)
+            if frame >= n_frames:
+                raise ImageReadError(f"{path}: frame {frame} requested but the image has {n_frames} frame(s) "
+                                     f"(frames count from 0).")
+            if frame:
+                im.seek(frame)
+            im.load()
+            mode = im.mode
+            im = ImageOps.exif_transpose(im) if frame == 0 else im
+            return _pil_to_array(im, path), mode
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image format Pillow or pydicom can read "
+                             f"(supported: PNG, JPEG, BMP, TIFF, DICOM, ...).") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: corrupt or truncated image ({exc}).") from None
+
+
+def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
+    mode = im.mode
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode == "1":
+        return np.asarray(im.convert("L"))
+    if mode == "L":
+        return np.asarray(im)
+    if mode in ("LA", "La"):
+        return _composite_on_black(np.asarray(im.convert("LA")))
+    if mode in ("RGBA", "RGBa"):
+        return _composite_on_black(np.asarray(im.convert("RGBA")))
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return stretch_to_uint8(np.asarray(im))
+    if mode == "RGB":
+        return np.asarray(im)
+    try:  # CMYK, YCbCr, LAB, HSV, ...
+        return np.asarray(im.convert("RGB"))
+    except (ValueError, OSError) as exc:
+        raise ImageReadError(f"{path}: image mode {mode!r} cannot be converted to RGB ({exc}).") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# DICOM
+
+def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tuple[int, int], str, tuple[int, int]]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"{path}: not a readable DICOM file ({exc}).") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ImageReadError(f"{path}: DICOM file has no pixel data (7FE0,0010); it may be a report, "
+                             f"presentation state or other non-image object.")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frame >= n_frames:
+        raise ImageReadError(f"{path}: frame {frame} requested but the DICOM file has {n_frames} frame(s) "
+                             f"(frames count from 0).")
+    arr = _dicom_pixels(ds, path, frame if n_frames > 1 else None)
+    if arr.ndim == 3 and arr.shape[-1] not in (3, 4) and n_frames == 1:
+        arr = arr[0]
+    out = _dicom_to_uint8(arr, ds, photometric, path)
+    height, width = out.shape[:2]
+    origin = (0, 0)
+    if us_region:
+        box = ultrasound_region(ds, width, height)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            out = out[y0:y1, x0:x1]
+            origin = (x0, y0)
+    return out, origin, f"DICOM {photometric}", (width, height)
+
+
+def _dicom_pixels(ds, path: Path, index: int | None) -> np.ndarray:
+    from pydicom.pixels import pixel_array
+
+    try:
+        # raw=False converts YBR_FULL / YBR_FULL_422 (native or JPEG) to RGB.
+        return pixel_array(ds, index=index, raw=False)
+    except (NotImplementedError, RuntimeError) as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(ts, "name", str(ts))
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data in transfer syntax {name!r} ({exc}). "
+                             f"Install a decoder plugin (pylibjpeg, python-gdcm) or convert the file.") from None
+    except (ValueError, AttributeError, KeyError, EOFError, OSError) as exc:
+        raise ImageReadError(f"{path}: corrupt or truncated DICOM pixel data ({exc}).") from None
+
+
+def _dicom_to_uint8(arr: np.ndarray, ds, photometric: str, path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    if photometric == "PALETTE COLOR":
+        try:
+            rgb = apply_color_lut(arr, ds)
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise ImageReadError(f"{path}: PALETTE COLOR DICOM without a usable colour table ({exc}).") from None
+        return rgb if rgb.dtype == np.uint8 else stretch_to_uint8(rgb)
+    if arr.ndim == 3:  # RGB (YBR already converted by pydicom)
+        if arr.shape[-1] == 4:
+            arr = arr[..., :3]
+        return arr if arr.dtype == np.uint8 else stretch_to_uint8(arr)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageReadError(f"{path}: unsupported DICOM photometric interpretation {photometric!r}.")
+    bits = int(ds.get("BitsStored", 8) or 8)
+    has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+    has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
+    if arr.dtype == np.uint8 and bits <= 8 and not has_rescale and not has_voi:
+        out = arr
+    else:
+        values = apply_modality_lut(arr, ds) if has_rescale else arr.astype(np.float64)
+        if "VOILUTSequence" in ds:
+            values = apply_voi_lut(arr if not has_rescale else values, ds, prefer_lut=True)
+            out = stretch_to_uint8(values)
+        elif "WindowCenter" in ds and "WindowWidth" in ds:
+            out = _window(values, ds.WindowCenter, ds.WindowWidth)
+        else:
+            out = stretch_to_uint8(values)
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+    return out.astype(np.uint8)
+
+
+def _first(value) -> float:
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _window(values: np.ndarray, center, width) -> np.ndarray:
+    """DICOM linear VOI window (PS3.3 C.11.2.1.2) mapped to 0..255."""
+    c, w = _first(center), max(_first(width), 1.0)
+    y = ((np.asarray(values, dtype=np.float64) - (c - 0.5)) / max(w - 1.0, 1.0) + 0.5) * 255.0
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def ultrasound_region(ds, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """Crop box ``(x0, y0, x1, y1)`` (x1/y1 exclusive) from the Sequence of Ultrasound Regions.
+
+    The union of the regions whose Region Spatial Format is 1 (2-D tissue image), or of all
+    regions when none is; None when the file has no usable region.
+    """
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if not regions:
+        return None
+    boxes, tissue = [], []
+    for item in regions:
+        try:
+            box = (int(item.RegionLocationMinX0), int(item.RegionLocationMinY0),
+                   int(item.RegionLocationMaxX1) + 1, int(item.RegionLocationMaxY1) + 1)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        x0, y0 = max(box[0], 0), max(box[1], 0)
+        x1, y1 = min(box[2], width), min(box[3], height)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        boxes.append((x0, y0, x1, y1))
+        if int(item.get("RegionSpatialFormat", 0) or 0) == 1:
+            tissue.append((x0, y0, x1, y1))
+    chosen = tissue or boxes
+    if not chosen:
+        return None
+    xs0, ys0, xs1, ys1 = zip(*chosen)
+    return min(xs0), min(ys0), max(xs1), max(ys1)
