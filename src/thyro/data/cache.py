@@ -1,0 +1,350 @@
+"""The image cache: every preprocessed image stored once, as uint8, in one memory-mapped file.
+
+Training reads batches from the cache; it never decodes an image file per epoch.
+
+Layout (one folder per cache key under the cache directory)::
+
+    CACHE_DIR/KEY/images.u8     N x S x S uint8, raw C-order bytes (np.memmap)
+    CACHE_DIR/KEY/meta.json     key, ids (manifest row order), size, preprocessing settings, timings
+    CACHE_DIR/KEY.partial/      the same while building, plus done.npy (which rows are finished)
+    CACHE_DIR/KEY.lock          held while building (concurrent builders wait, then reuse)
+
+The key is a hash of the preprocessing settings (with the algorithm version) and, per manifest row,
+the image id, the file's size and modification time (or its content hash with ``hash_content``), the
+frame, and the ROI when ``roi_crop`` uses it.  The same manifest and settings give the same key in every
+run and every arm, so the cache is built once; changing either gives a new key and a new build.
+
+An interrupted build resumes where it stopped (``done.npy`` is saved after the finished images are
+flushed to disk); a finished cache is published by renaming the partial folder, so a reader never
+sees a half-written cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from thyro.console import info, progress_task
+from thyro.data.manifest import Manifest, parse_roi, read_manifest, roi_to_json
+from thyro.data.preprocess import PreprocessConfig, Preprocessor
+from thyro.errors import DataError, Problems
+from thyro.fileio import atomic_path, sha256_file, sha256_json, write_json
+
+CACHE_FORMAT = 1
+_KEY_LEN = 24
+
+
+def default_cache_dir() -> Path:
+    """``$THYRO_CACHE_DIR/images``, else ``~/.cache/thyro/images``."""
+    root = os.environ.get("THYRO_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "thyro"
+    return base / "images"
+
+
+def _as_manifest(manifest: Manifest | str | os.PathLike) -> Manifest:
+    if isinstance(manifest, Manifest):
+        return manifest
+    return read_manifest(manifest)
+
+
+def _as_config(cfg: PreprocessConfig | dict | None) -> PreprocessConfig:
+    if cfg is None:
+        return PreprocessConfig()
+    if isinstance(cfg, dict):
+        return PreprocessConfig.parse(cfg, source="preprocess")
+    return cfg
+
+
+def _frames(manifest: Manifest) -> list[int]:
+    if "frame" not in manifest.df.columns:
+        return [0] * len(manifest)
+    out = []
+    for i, v in enumerate(manifest.df["frame"].tolist()):
+        try:
+            out.append(0 if v in ("", None) or (isinstance(v, float) and np.isnan(v)) else int(v))
+        except (TypeError, ValueError):
+            raise DataError(f"{manifest.path or 'manifest'}: row {i + 2}: frame must be an integer, got {v!r}") from None
+    return out
+
+
+def _rois(manifest: Manifest) -> list[dict | None]:
+    if "roi" not in manifest.df.columns:
+        return [None] * len(manifest)
+    where = str(manifest.path or "manifest")
+    return [parse_roi(v, where=f"{where}: row {i + 2}") for i, v in enumerate(manifest.df["roi"].tolist())]
+
+
+def _file_stamp(path: Path, hash_content: bool) -> str:
+    try:
+        if hash_content:
+            return sha256_file(path)
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return "missing"
+
+
+def cache_key(manifest: Manifest | str | os.PathLike, cfg: PreprocessConfig | dict | None = None, *,
+              hash_content: bool = False) -> str:
+    """The cache key of a manifest under preprocessing settings (hex string).
+
+    Parameters
+    ----------
+    manifest : Manifest or path
+    cfg : PreprocessConfig, dict or None
+    hash_content : bool, default False
+        Hash each file's bytes instead of using its size and modification time (slower; survives
+        copying the data to another disk).
+    """
+    manifest, cfg = _as_manifest(manifest), _as_config(cfg)
+    rois = _rois(manifest) if cfg.roi_crop else [None] * len(manifest)
+    rows = [[image, _file_stamp(path, hash_content), frame, roi_to_json(roi)]
+            for image, path, frame, roi in zip(manifest.ids, manifest.paths(), _frames(manifest), rois)]
+    return sha256_json({"format": CACHE_FORMAT, "preprocess": cfg.cache_fields(), "stamp": "content" if hash_content
+                        else "size+mtime", "rows": rows})[:_KEY_LEN]
+
+
+class ImageCache:
+    """Preprocessed images of a manifest, memory-mapped.
+
+    Attributes
+    ----------
+    images : np.memmap of uint8, shape (N, S, S)
+        Row ``i`` is manifest row ``i``.
+    ids : list of str
+        Image ids in manifest row order.
+    key : str
+        Hash of manifest content and preprocessing settings.
+    path : Path
+        The cache's folder.
+    config : PreprocessConfig
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        meta_path = path / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{path}: not a finished image cache (meta.json missing); build it with "
+                            "`thyro data cache MANIFEST`.") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{meta_path}: unreadable cache metadata ({exc}); delete {path} and rebuild.") from None
+        n, size = int(meta["n"]), int(meta["size"])
+        data = path / "images.u8"
+        expected = n * size * size
+        if not data.is_file() or data.stat().st_size != expected:
+            raise DataError(f"{data}: missing or of the wrong size (expected {expected} bytes); delete {path} and rebuild.")
+        self.path = path
+        self.meta = meta
+        self.key: str = meta["key"]
+        self.ids: list[str] = list(meta["ids"])
+        self.size = size
+        self.config = PreprocessConfig.parse(meta["preprocess"], source=str(meta_path))
+        self.images = np.memmap(data, dtype=np.uint8, mode="r", shape=(n, size, size)) if n else \
+            np.zeros((0, size, size), np.uint8)
+        self._index = {image: i for i, image in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"ImageCache(n={len(self)}, size={self.size}, key={self.key!r}, path={str(self.path)!r})"
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.size * self.size
+
+    def index_of(self, ids: str | Sequence[str]) -> np.ndarray:
+        """Row indices of image ids (raises DataError naming ids that are not in the cache)."""
+        if isinstance(ids, str):
+            ids = [ids]
+        missing = [i for i in ids if i not in self._index]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:10])
+            raise DataError(f"{len(missing)} image id(s) not in the cache {self.path}: {shown}"
+                            f"{' ...' if len(missing) > 10 else ''}; rebuild the cache from the current manifest.")
+        return np.fromiter((self._index[i] for i in ids), dtype=np.int64, count=len(ids))
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """A batch ``(B, S, S)`` uint8 (a copy) by row indices."""
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        out = np.empty((len(idx), self.size, self.size), np.uint8)
+        out[order] = self.images[idx[order]]  # sorted reads are sequential on disk
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, manifest: Manifest | str | os.PathLike, cfg: PreprocessConfig | dict | None = None,
+              cache_dir: str | os.PathLike | None = None, workers: int | None = None, *,
+              hash_content: bool = False, rebuild: bool = False) -> ImageCache:
+        """Open the cache of ``manifest`` under ``cfg``, building (or finishing) it first if needed.
+
+        Parameters
+        ----------
+        manifest : Manifest or path
+        cfg : PreprocessConfig, dict or None
+        cache_dir : path, optional
+            Default :func:`default_cache_dir` (``$THYRO_CACHE_DIR/images`` or ``~/.cache/thyro/images``).
+        workers : int, optional
+            Processes for decoding and preprocessing; default ``min(8, cpu count)``; 1 or a small
+            manifest (< 64 images) works in this process.
+        hash_content : bool
+            Key on file contents instead of size and modification time.
+        rebuild : bool
+            Delete an existing cache with this key and build again.
+
+        Raises
+        ------
+        Problems
+            Listing every image that could not be read or preprocessed (the others are kept, so a
+            rerun after fixing the manifest only redoes what changed).
+        """
+        manifest, cfg = _as_manifest(manifest), _as_config(cfg)
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        key = cache_key(manifest, cfg, hash_content=hash_content)
+        final = cache_dir / key
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(cache_dir / f"{key}.lock"):
+            if rebuild and final.exists():
+                shutil.rmtree(final)
+            if (final / "meta.json").is_file():
+                return cls(final)
+            _build_partial(manifest, cfg, key, cache_dir, workers)
+            return cls(final)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX); a no-op where fcntl does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------------------
+# building
+
+_worker_pre: dict = {}
+
+
+def _init_worker(cfg_json: dict) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    _worker_pre["pre"] = Preprocessor(PreprocessConfig.model_validate(cfg_json))
+
+
+def _work(task: tuple[int, str, dict | None, int]) -> tuple[int, np.ndarray | None, str | None]:
+    i, path, roi, frame = task
+    try:
+        return i, _worker_pre["pre"].from_file(path, roi=roi, frame=frame), None
+    except Exception as exc:  # reported per file, all together, at the end
+        return i, None, f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
+
+
+def _save_done(done: np.ndarray, path: Path) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, done)
+
+
+def _build_partial(manifest: Manifest, cfg: PreprocessConfig, key: str, cache_dir: Path, workers: int | None) -> None:
+    n, size = len(manifest), cfg.size
+    partial = cache_dir / f"{key}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    data_path, done_path = partial / "images.u8", partial / "done.npy"
+    done = np.zeros(n, dtype=bool)
+    if done_path.is_file() and data_path.is_file() and data_path.stat().st_size == n * size * size:
+        with contextlib.suppress(ValueError, OSError):
+            loaded = np.load(done_path)
+            if loaded.shape == (n,):
+                done = loaded.astype(bool)
+    else:
+        with open(data_path, "wb") as fh:
+            fh.truncate(n * size * size)
+    t0 = time.perf_counter()
+    todo = np.flatnonzero(~done)
+    if done.any():
+        info(f"resuming image cache {key}: {int(done.sum())} of {n} images already done")
+    tasks = []
+    paths = manifest.paths()
+    rois, frames = _rois(manifest), _frames(manifest)
+    for i in todo:
+        tasks.append((int(i), str(paths[i]), rois[i], frames[i]))
+    errors: list[tuple[int, str]] = []
+    if n:
+        images = np.memmap(data_path, dtype=np.uint8, mode="r+", shape=(n, size, size))
+        try:
+            _run_tasks(tasks, cfg, images, done, done_path, errors, workers)
+        finally:
+            images.flush()
+            _save_done(done, done_path)
+            del images
+    if errors:
+        errors.sort()
+        where = manifest.path or "manifest"
+        raise Problems(f"{where}: {len(errors)} image(s) could not be read or preprocessed for the cache "
+                       f"(the other {n - len(errors)} are kept; fix or remove these rows and run again)",
+                       [f"row {i + 2} ({manifest.ids[i]}): {msg}" for i, msg in errors])
+    write_json(partial / "meta.json", {
+        "format": CACHE_FORMAT, "key": key, "n": n, "size": size, "dtype": "uint8", "ids": manifest.ids,
+        "preprocess": cfg.model_dump(mode="json"), "manifest": str(manifest.path) if manifest.path else None,
+        "build_seconds": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    done_path.unlink()
+    final = cache_dir / key
+    os.replace(partial, final)
+
+
+def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.ndarray, done_path: Path,
+               errors: list, workers: int | None) -> None:
+    if not tasks:
+        return
+    workers = min(8, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    if len(tasks) < 64:
+        workers = 1
+    cfg_json = cfg.model_dump(mode="json")
+    last_save = time.monotonic()
+    with progress_task("Preprocessing images into the cache", len(tasks)) as (progress, task_id):
+        if workers == 1:
+            _init_worker(cfg_json)
+            results = map(_work, tasks)
+            pool = None
+        else:
+            # spawn: safe when torch (OpenMP threads) is loaded in the parent
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(cfg_json,))
+            results = pool.map(_work, tasks, chunksize=max(1, min(32, len(tasks) // (workers * 8))))
+        try:
+            for i, arr, err in results:
+                if err is not None:
+                    errors.append((i, err))
+                else:
+                    images[i] = arr
+                    done[i] = True
+                progress.advance(task_id)
+                if time.monotonic() - last_save > 5.0:
+                    images.flush()
+                    _save_done(done, done_path)
+                    last_save = time.monotonic()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,612 @@
+"""Synthetic ultrasound: a thyroid-nodule phantom cohort and a multi-class radiology corpus.
+
+Thyroid phantom (:func:`generate_cohort`)
+-----------------------------------------
+Each synthetic patient has one nodule seen in several views (images).  The nodule's visible features
+follow the ACR TI-RADS lexicon (Tessler et al., J Am Coll Radiol 2017):
+
+=================  ==================================================================  =========
+feature            categories (points)                                                 rendering
+=================  ==================================================================  =========
+composition        cystic 0, spongiform 0, mixed cystic/solid 1, solid 2               anechoic spaces
+echogenicity       anechoic 0, hyperechoic 1, isoechoic 1, hypoechoic 2, very hypo 3   mean echo level
+shape              wider-than-tall 0, taller-than-wide 3                               axis ratio
+margin             smooth 0, ill-defined 0, lobulated 2, irregular 2, extrathyroidal 3 outline, edge width
+echogenic foci     none/comet-tail 0, macrocalcifications 1, peripheral rim 2,          bright spots,
+                   punctate 3                                                          acoustic shadows
+=================  ==================================================================  =========
+
+As in ACR TI-RADS, a spongiform nodule scores 0 in total and a cystic nodule only scores its foci
+and margin points are not given (they are smooth).  The TI-RADS level follows from the points
+(TR1: 0-1, TR2: 2, TR3: 3, TR4: 4-6, TR5: 7+).  Malignancy is drawn per patient from the known
+probability ``p_malignant = sigmoid(MALIGNANCY_INTERCEPT + MALIGNANCY_SLOPE * points)`` and written
+per image with the features, so the AUROC of ``p_malignant`` against the drawn labels
+(:func:`best_auroc`) is the best any classifier can achieve on that cohort (the probability is the
+Bayes-optimal score: it is the true conditional probability of the label given the image).  With
+the feature frequencies used here it is about 0.88 in expectation, with about 40% malignant.
+
+Images are B-mode-like: a tissue echo map (skin, fat, strap muscles, the gland with its capsule, the
+carotid artery, deep tissue) with the nodule painted in, multiplied by fully developed speckle
+(squared magnitude of a low-pass filtered complex Gaussian field: exponential intensity, Rayleigh
+amplitude), log-compressed to 40 dB, and framed like a scanner screen (black borders, depth dots,
+settings text) that the preprocessing removes.
+
+Radiology corpus (:func:`generate_corpus`)
+------------------------------------------
+Fifteen classes in RadImageNet's layout ``modality/region/class/*.png``: ultrasound liver, kidney,
+breast and thyroid lesions rendered with the same speckle, lesion outlines, echogenic foci and
+shadows as the phantom, plus CT-like lung and MR-like brain images, for pretraining a small
+backbone that then transfers to the thyroid phantom.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from thyro.data.manifest import Manifest, manifest_from_records, read_manifest, roi_to_json, write_manifest
+from thyro.errors import DataError
+from thyro.fileio import atomic_path, write_json
+
+# --------------------------------------------------------------------------------------------------
+# TI-RADS model
+# --------------------------------------------------------------------------------------------------
+
+COMPOSITION_POINTS = {"cystic": 0, "spongiform": 0, "mixed": 1, "solid": 2}
+ECHOGENICITY_POINTS = {"anechoic": 0, "hyperechoic": 1, "isoechoic": 1, "hypoechoic": 2, "very hypoechoic": 3}
+SHAPE_POINTS = {"wider-than-tall": 0, "taller-than-wide": 3}
+MARGIN_POINTS = {"smooth": 0, "ill-defined": 0, "lobulated": 2, "irregular": 2, "extrathyroidal": 3}
+FOCI_POINTS = {"none": 0, "comet-tail": 0, "macrocalcifications": 1, "peripheral": 2, "punctate": 3}
+
+#: Malignancy model: p = sigmoid(INTERCEPT + SLOPE * TI-RADS points).
+MALIGNANCY_INTERCEPT = -5.0
+MALIGNANCY_SLOPE = 0.8
+
+# Relative echo levels (gland = 0.6); very hypoechoic is darker than the strap muscles (0.2).
+_ECHO = {"anechoic": 0.003, "hyperechoic": 1.4, "isoechoic": 0.5, "hypoechoic": 0.22, "very hypoechoic": 0.07}
+_GLAND, _MUSCLE = 0.6, 0.2
+
+
+def tirads_points(features: dict) -> int:
+    """ACR TI-RADS points of a feature dict (keys composition, echogenicity, shape, margin, foci)."""
+    if features["composition"] == "spongiform":
+        return 0
+    return (COMPOSITION_POINTS[features["composition"]] + ECHOGENICITY_POINTS[features["echogenicity"]]
+            + SHAPE_POINTS[features["shape"]] + MARGIN_POINTS[features["margin"]] + FOCI_POINTS[features["foci"]])
+
+
+def tirads_level(points: int) -> int:
+    """ACR TI-RADS level (1-5) from points."""
+    return 1 if points <= 1 else 2 if points == 2 else 3 if points == 3 else 4 if points <= 6 else 5
+
+
+def malignancy_probability(points: int | np.ndarray) -> float | np.ndarray:
+    """Known probability of malignancy given TI-RADS points (logistic model)."""
+    return 1.0 / (1.0 + np.exp(-(MALIGNANCY_INTERCEPT + MALIGNANCY_SLOPE * np.asarray(points, dtype=float))))
+
+
+def sample_features(rng: np.random.Generator) -> dict:
+    """Draw one nodule's TI-RADS features (frequencies of a biopsied cohort, enriched in suspicious ones)."""
+    comp = str(rng.choice(["cystic", "spongiform", "mixed", "solid"], p=[0.07, 0.08, 0.25, 0.60]))
+    if comp == "cystic":
+        echo = "anechoic"
+    elif comp == "spongiform":
+        echo = str(rng.choice(["isoechoic", "hyperechoic"], p=[0.7, 0.3]))
+    else:
+        echo = str(rng.choice(["hyperechoic", "isoechoic", "hypoechoic", "very hypoechoic"], p=[0.10, 0.30, 0.42, 0.18]))
+    if comp in ("cystic", "spongiform"):
+        shape = "taller-than-wide" if rng.random() < 0.05 else "wider-than-tall"
+        margin = str(rng.choice(["smooth", "ill-defined"], p=[0.8, 0.2]))
+        foci = str(rng.choice(["none", "comet-tail"], p=[0.7, 0.3]))
+    else:
+        shape = "taller-than-wide" if rng.random() < 0.22 else "wider-than-tall"
+        margin = str(rng.choice(list(MARGIN_POINTS), p=[0.42, 0.20, 0.14, 0.16, 0.08]))
+        foci = str(rng.choice(["none", "macrocalcifications", "peripheral", "punctate", "comet-tail"],
+                              p=[0.45, 0.15, 0.08, 0.25, 0.07]))
+        if foci == "comet-tail" and comp == "solid":
+            foci = "none"
+    return {"composition": comp, "echogenicity": echo, "shape": shape, "margin": margin, "foci": foci}
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering primitives (float32 echo maps in relative reflectivity)
+# --------------------------------------------------------------------------------------------------
+
+
+def speckle(rng: np.random.Generator, h: int, w: int, sx: float, sy: float, looks: int = 3) -> np.ndarray:
+    """Speckle intensity, mean 1: the average of ``looks`` independent fully developed speckle patterns.
+
+    Each look is the squared magnitude of a low-pass filtered complex Gaussian field (exponential
+    intensity, Rayleigh amplitude); averaging looks mimics spatial compounding (gamma intensity).
+    """
+    z = rng.standard_normal((2 * looks, h, w), dtype=np.float32)
+    inten = np.zeros((h, w), np.float32)
+    for k in range(2 * looks):
+        f = cv2.GaussianBlur(z[k], (0, 0), sigmaX=sx, sigmaY=sy)
+        inten += f * f
+    return inten / max(float(inten.mean()), 1e-12)
+
+
+def bmode(echo: np.ndarray, inten: np.ndarray, gain_db: float = 0.0, dynamic_range: float = 36.0,
+          floor_db: float = -22.0) -> np.ndarray:
+    """Log-compress ``echo * speckle`` to uint8 (``floor_db`` maps to 0, ``floor_db + dynamic_range`` to 255)."""
+    level = 10.0 * np.log10(echo * inten + 1e-7) + gain_db
+    out = (level - floor_db) * (255.0 / dynamic_range)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def smooth_noise(rng: np.random.Generator, h: int, w: int, sigma: float) -> np.ndarray:
+    """Zero-mean, unit-std smooth random field."""
+    f = cv2.GaussianBlur(rng.standard_normal((h, w), dtype=np.float32), (0, 0), sigmaX=sigma, sigmaY=sigma)
+    return (f - f.mean()) / max(float(f.std()), 1e-6)
+
+
+def _band(v: np.ndarray, lo: float, hi: float, soft: float) -> np.ndarray:
+    """Soft indicator of lo <= v <= hi."""
+    return _sigmoid((v - lo) / soft) * _sigmoid((hi - v) / soft)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
+@dataclass
+class Lesion:
+    """A lesion's shape and content in its own unit coordinates (radius ~1), placed by a view."""
+
+    aspect: float = 1.0                 # height / width
+    harmonics: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # rows: k, amplitude, phase
+    spikes: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))     # rows: angle, amplitude, width
+    edge: float = 0.06                  # edge width in radius units (ill-defined: ~0.35)
+    echo: float = 0.26                  # solid-part echo level
+    texture: float = 0.15               # internal heterogeneity (std of a smooth multiplicative field)
+    cysts: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))      # rows: x, y, radius (unit coords)
+    foci: str = "none"
+    foci_pts: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))   # unit coords
+    rim_arc: tuple[float, float] = (0.0, 0.0)     # start angle, extent (radians)
+    halo: float = 0.0                   # thickness of a hypoechoic halo (unit radius), 0 = none
+    enhancement: float = 1.0            # posterior acoustic enhancement factor (cystic)
+    shadow: float = 0.0                 # posterior shadow strength of the whole lesion (0-1)
+
+
+@dataclass
+class Placement:
+    cx: float
+    cy: float
+    radius: float     # pixels
+    rot: float = 0.0  # radians
+    flip: bool = False
+
+
+def _local(xx: np.ndarray, yy: np.ndarray, les: Lesion, pl: Placement) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel grid -> lesion unit coordinates (x right, y down)."""
+    dx, dy = (xx - pl.cx) / pl.radius, (yy - pl.cy) / pl.radius
+    c, s = math.cos(-pl.rot), math.sin(-pl.rot)
+    lx, ly = c * dx - s * dy, s * dx + c * dy
+    if pl.flip:
+        lx = -lx
+    return lx, ly
+
+
+def _outline_radius(theta: np.ndarray, les: Lesion) -> np.ndarray:
+    """Radius of the outline at angle ``theta`` (unit coordinates)."""
+    a, b = 1.0 / math.sqrt(les.aspect), math.sqrt(les.aspect)
+    r = a * b / np.sqrt((b * np.cos(theta)) ** 2 + (a * np.sin(theta)) ** 2)
+    mod = np.ones_like(theta)
+    for k, amp, ph in les.harmonics:
+        mod = mod + amp * np.cos(k * theta + ph)
+    for ang, amp, width in les.spikes:
+        d = np.angle(np.exp(1j * (theta - ang)))
+        mod = mod + amp * np.exp(-0.5 * (d / width) ** 2)
+    return r * np.maximum(mod, 0.3)
+
+
+def lesion_polygon(les: Lesion, pl: Placement, n: int = 48, offset: tuple[float, float] = (0, 0)) -> list[list[float]]:
+    """The lesion outline as an image-pixel polygon [[x, y], ...]."""
+    theta = np.linspace(-math.pi, math.pi, n, endpoint=False)
+    r = _outline_radius(theta, les)
+    lx, ly = r * np.cos(theta), r * np.sin(theta)
+    if pl.flip:
+        lx = -lx
+    c, s = math.cos(pl.rot), math.sin(pl.rot)
+    x = pl.cx + pl.radius * (c * lx - s * ly) + offset[0]
+    y = pl.cy + pl.radius * (s * lx + c * ly) + offset[1]
+    return [[round(float(a), 1), round(float(b), 1)] for a, b in zip(x, y)]
+
+
+def paint_lesion(echo: np.ndarray, les: Lesion, pl: Placement, rng: np.random.Generator,
+                 xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Paint a lesion into an echo map (returns a new map), with foci, halo, shadows and enhancement."""
+    h, w = echo.shape
+    lx, ly = _local(xx, yy, les, pl)
+    rho_abs = np.hypot(lx, ly)
+    theta = np.arctan2(ly, lx)
+    rho = rho_abs / _outline_radius(theta, les)
+    edge = max(les.edge, 0.8 / pl.radius)
+    inside = _sigmoid((1.0 - rho) / edge)
+
+    inner = les.echo * np.exp(les.texture * smooth_noise(rng, h, w, max(1.0, pl.radius * 0.25)))
+    for cxu, cyu, ru in les.cysts:
+        d = np.hypot(lx - cxu, ly - cyu) / ru
+        cyst = _sigmoid((1.0 - d) / max(0.12, 0.8 / (ru * pl.radius)))
+        inner = inner * (1 - cyst) + _ECHO["anechoic"] * cyst
+    if les.halo > 0:
+        ring = _band(rho, 1.0 - les.halo, 1.0 + 0.02, max(0.03, 0.5 / pl.radius))
+        inner = inner * (1 - 0.85 * ring)
+    out = echo * (1 - inside) + inner * inside
+
+    # posterior effects: a band below the lesion, as wide as it
+    x_extent = float(np.max(np.abs(lx[inside > 0.5]))) if (inside > 0.5).any() else 1.0
+    below = _sigmoid((ly - 0.0) / 0.2) * (rho > 0.95)
+    column = _sigmoid((0.85 * x_extent - np.abs(lx)) / 0.1)
+    if les.enhancement != 1.0:
+        out = out * (1 + (les.enhancement - 1) * below * column * np.exp(-np.maximum(ly - 1, 0) / 2.5))
+    if les.shadow > 0:
+        out = out * (1 - les.shadow * below * column)
+
+    foci = np.zeros_like(echo)
+    spot = max(0.5, pl.radius * 0.05)
+    if les.foci in ("punctate", "comet-tail", "macrocalcifications"):
+        for fx, fy in les.foci_pts:
+            px, py = _to_pixels(fx, fy, pl)
+            if les.foci == "punctate":
+                foci = np.maximum(foci, 30.0 * np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * spot ** 2)))
+            elif les.foci == "comet-tail":
+                tail = np.exp(-((xx - px) ** 2) / (2 * spot ** 2)) * _band(yy - py, 0, pl.radius * 0.35, 0.5)
+                tail = tail * np.exp(-np.maximum(yy - py, 0) / (pl.radius * 0.15))
+                foci = np.maximum(foci, 20.0 * tail)
+            else:  # macrocalcification: a larger bright curved blob with a dense shadow below
+                big = 2.2 * spot
+                blob = np.exp(-(((xx - px) / (1.6 * big)) ** 2 + ((yy - py) / big) ** 2) / 2)
+                foci = np.maximum(foci, 25.0 * blob)
+                sh = _sigmoid((yy - py - big) / 1.0) * np.exp(-((xx - px) / (1.4 * big)) ** 4)
+                out = out * (1 - 0.85 * sh)
+    elif les.foci == "peripheral":
+        start, extent = les.rim_arc
+        d = np.angle(np.exp(1j * (theta - start)))
+        d = np.where(d < 0, d + 2 * math.pi, d)
+        on_arc = (d <= extent).astype(np.float32)
+        rim = _band(rho, 0.9, 1.05, max(0.025, 0.4 / pl.radius)) * on_arc
+        foci = np.maximum(foci, 18.0 * rim)
+        below_rim = _sigmoid((ly - 0.2) / 0.2) * (rho > 1.0) * column
+        out = out * (1 - 0.6 * below_rim)
+    return np.maximum(out, foci)
+
+
+def _to_pixels(fx: float, fy: float, pl: Placement) -> tuple[float, float]:
+    if pl.flip:
+        fx = -fx
+    c, s = math.cos(pl.rot), math.sin(pl.rot)
+    return pl.cx + pl.radius * (c * fx - s * fy), pl.cy + pl.radius * (s * fx + c * fy)
+
+
+def _random_points_in_lesion(rng: np.random.Generator, les: Lesion, n: int, max_rho: float = 0.75) -> np.ndarray:
+    pts = []
+    while len(pts) < n:
+        th = rng.uniform(-math.pi, math.pi)
+        r = max_rho * math.sqrt(rng.random()) * float(_outline_radius(np.array([th]), les)[0])
+        pts.append((r * math.cos(th), r * math.sin(th)))
+    return np.array(pts, dtype=float)
+
+
+def make_outline(rng: np.random.Generator, margin: str, aspect: float) -> Lesion:
+    """Lesion outline for a TI-RADS margin category."""
+    les = Lesion(aspect=aspect)
+    if margin in ("smooth", "ill-defined"):
+        ks = np.array([2, 3])
+        les.harmonics = np.column_stack([ks, rng.uniform(0, 0.04, 2), rng.uniform(0, 2 * math.pi, 2)])
+        les.edge = 0.2 if margin == "ill-defined" else 0.05
+    elif margin == "lobulated":
+        ks = rng.choice([3, 4, 5, 6], size=2, replace=False)
+        les.harmonics = np.column_stack([ks, rng.uniform(0.12, 0.18, 2), rng.uniform(0, 2 * math.pi, 2)])
+        les.edge = 0.05
+    else:  # irregular / extrathyroidal: jagged outline with spiculations
+        ks = rng.choice(np.arange(5, 15), size=6, replace=False)
+        les.harmonics = np.column_stack([ks, rng.uniform(0.04, 0.08, 6), rng.uniform(0, 2 * math.pi, 6)])
+        n_sp = int(rng.integers(3, 7))
+        les.spikes = np.column_stack([rng.uniform(-math.pi, math.pi, n_sp), rng.uniform(0.2, 0.35, n_sp),
+                                      rng.uniform(0.06, 0.12, n_sp)])
+        les.edge = 0.05
+    return les
+
+
+def thyroid_nodule(rng: np.random.Generator, features: dict) -> Lesion:
+    """A nodule (in unit coordinates) with the given TI-RADS features."""
+    aspect = rng.uniform(1.2, 1.55) if features["shape"] == "taller-than-wide" else rng.uniform(0.55, 0.85)
+    les = make_outline(rng, features["margin"], aspect)
+    comp, echo = features["composition"], features["echogenicity"]
+    les.echo = _ECHO[echo] if comp != "spongiform" else _ECHO["isoechoic"] * (1.4 if echo == "hyperechoic" else 1.0)
+    if comp == "cystic":
+        les.echo = _ECHO["anechoic"]
+        les.texture = 0.0
+        les.enhancement = 1.9
+        # a thin isoechoic wall segment (a small mural component)
+        les.cysts = np.zeros((0, 3))
+    elif comp == "spongiform":
+        n = int(rng.integers(14, 24))
+        pts = _random_points_in_lesion(rng, les, n, max_rho=0.8)
+        les.cysts = np.column_stack([pts, rng.uniform(0.11, 0.17, n)])
+    elif comp == "mixed":
+        n = int(rng.integers(1, 3))
+        pts = _random_points_in_lesion(rng, les, n, max_rho=0.4)
+        les.cysts = np.column_stack([pts, rng.uniform(0.4, 0.55, n)])
+        les.enhancement = 1.3
+    if echo in ("isoechoic", "hyperechoic") and comp == "solid":
+        les.texture = 0.3  # coarser echotexture than the gland: iso/hyperechoic nodules stay visible
+        if features["margin"] != "extrathyroidal":
+            les.halo = 0.2 if features["margin"] != "irregular" else 0.1
+    les.foci = features["foci"]
+    if les.foci == "punctate":
+        les.foci_pts = _random_points_in_lesion(rng, les, int(rng.integers(3, 8)), 0.75)
+    elif les.foci == "macrocalcifications":
+        les.foci_pts = _random_points_in_lesion(rng, les, int(rng.integers(1, 3)), 0.5)
+    elif les.foci == "comet-tail":
+        les.foci_pts = _random_points_in_lesion(rng, les, int(rng.integers(1, 3)), 0.6)
+    elif les.foci == "peripheral":
+        les.rim_arc = (rng.uniform(-math.pi, math.pi), rng.uniform(math.pi, 1.9 * math.pi))
+    return les
+
+
+# --------------------------------------------------------------------------------------------------
+# Scenes
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Frame:
+    """Where the sector sits in the image, and the scanner UI drawn around it."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+def _frame_for(size: int, rng: np.random.Generator, framed: bool) -> Frame:
+    if not framed:
+        return Frame(0, 0, size, size)
+    x0 = int(round(size * rng.uniform(0.06, 0.09)))
+    x1 = size - int(round(size * rng.uniform(0.11, 0.14)))
+    y0 = int(round(size * rng.uniform(0.02, 0.04)))
+    y1 = size - int(round(size * rng.uniform(0.08, 0.11)))
+    return Frame(x0, y0, x1, y1)
+
+
+def _draw_ui(img: np.ndarray, fr: Frame, rng: np.random.Generator) -> None:
+    """Scanner screen furniture outside the sector: depth dots, settings text, a label, a gray bar."""
+    size = img.shape[0]
+    if fr.x0 == 0:
+        return
+    xd = max(0, fr.x0 // 2)
+    for yd in np.linspace(fr.y0, fr.y1 - 1, 6).astype(int):
+        img[yd, xd] = 220
+    glyph = max(1, size // 64)
+    xt = fr.x1 + max(1, (size - fr.x1) // 5)
+    for line in range(int(rng.integers(4, 8))):
+        yt = fr.y0 + 2 + line * 4 * glyph
+        if yt + 2 * glyph >= size:
+            break
+        for ch in range(int(rng.integers(2, 4))):
+            x = xt + ch * 2 * glyph
+            if x + glyph < size:
+                pattern = rng.random((2 * glyph, glyph)) < 0.6
+                img[yt:yt + 2 * glyph, x:x + glyph][pattern] = 200
+    yb = fr.y1 + max(1, (size - fr.y1) // 3)
+    for ch in range(3):
+        x = fr.x0 + 2 + ch * 2 * glyph
+        pattern = rng.random((2 * glyph, glyph)) < 0.6
+        img[yb:yb + 2 * glyph, x:x + glyph][pattern[: max(0, min(2 * glyph, size - yb))]] = 190
+    # gray-scale bar at the left edge
+    bar_y0, bar_y1 = fr.y0 + (fr.y1 - fr.y0) // 3, fr.y0 + 2 * (fr.y1 - fr.y0) // 3
+    img[bar_y0:bar_y1, 0:max(1, glyph)] = np.linspace(255, 20, bar_y1 - bar_y0, dtype=np.float32)[:, None].astype(np.uint8)
+
+
+def _speckle_sigmas(w: int, h: int) -> tuple[float, float]:
+    # speckle grain: ~1/80 of the sector width laterally, ~1/150 of its depth axially (at least 0.6 px)
+    return max(0.6, w / 80.0), max(0.5, h / 150.0)
+
+
+def _neck_background(rng: np.random.Generator, h: int, w: int, xx: np.ndarray, yy: np.ndarray,
+                     gland: bool = True) -> tuple[np.ndarray, dict]:
+    """Echo map of a transverse/longitudinal neck view; returns it and the gland geometry."""
+    v = yy / h
+    echo = np.full((h, w), 0.32, np.float32)
+    t_fat, t_mus = rng.uniform(0.07, 0.11), rng.uniform(0.19, 0.24)
+    echo = np.where(v < 0.035, 1.2, echo)
+    echo = np.where((v >= 0.035) & (v < t_fat), 0.35, echo)
+    striation = 1 + 0.35 * np.sin(2 * math.pi * yy / max(2.0, h / 30) + rng.uniform(0, 6))
+    echo = np.where((v >= t_fat) & (v < t_mus), _MUSCLE * striation, echo).astype(np.float32)
+    for t in (t_fat, t_mus):
+        echo = echo + 1.6 * _band(v, t - 0.006, t + 0.006, 0.004)
+    geo = {}
+    if gland:
+        gcx = w * rng.uniform(0.42, 0.58)
+        gcy = h * rng.uniform(0.47, 0.53)
+        ax, ay = w * rng.uniform(0.40, 0.48), h * (0.5 - t_mus + 0.02) + h * rng.uniform(0.0, 0.06)
+        gcy = h * t_mus + ay + 1
+        d = np.sqrt(((xx - gcx) / ax) ** 2 + ((yy - gcy) / ay) ** 2)
+        inside = _sigmoid((1 - d) / 0.02)
+        gl = _GLAND * np.exp(0.12 * smooth_noise(rng, h, w, max(1.0, w / 25)))
+        echo = echo * (1 - inside) + gl * inside
+        echo = echo + 1.0 * _band(d, 0.985, 1.015, 0.006)
+        geo = {"cx": gcx, "cy": gcy, "ax": ax, "ay": ay, "top": h * t_mus}
+    # carotid artery at one side, below the muscles
+    side = rng.choice([0.06, 0.94])
+    ccx, ccy, cr = w * side, h * rng.uniform(0.45, 0.6), w * rng.uniform(0.07, 0.1)
+    dc = np.hypot(xx - ccx, yy - ccy) / cr
+    echo = np.where(dc < 1, 0.004, echo) + 1.2 * _band(dc, 0.97, 1.07, 0.02)
+    echo = echo * (1 + 0.7 * _sigmoid((yy - ccy - cr) / 2) * _sigmoid((cr - np.abs(xx - ccx)) / 2))
+    return echo.astype(np.float32), geo
+
+
+def attenuate(echo: np.ndarray, h: int, yy: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Depth attenuation left after time-gain compensation: ``exp(-alpha * depth / h)``."""
+    return echo * np.exp(-alpha * yy / h)
+
+
+def render_thyroid_view(rng: np.random.Generator, size: int, nodule: Lesion | None, features: dict | None,
+                        framed: bool = True) -> tuple[np.ndarray, list[list[float]] | None]:
+    """One thyroid view (uint8 size x size) and the nodule's polygon in image pixels (None without nodule)."""
+    fr = _frame_for(size, rng, framed)
+    h, w = fr.y1 - fr.y0, fr.x1 - fr.x0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    echo, geo = _neck_background(rng, h, w, xx, yy, gland=True)
+    polygon = None
+    if nodule is not None:
+        radius = min(w, h) * rng.uniform(0.17, 0.23)
+        if features is not None and features["margin"] == "extrathyroidal":
+            ncy = geo["top"] + radius * rng.uniform(0.2, 0.5)  # breaks through the capsule into the muscle
+        else:
+            ncy = geo["cy"] + rng.uniform(-0.15, 0.15) * geo["ay"]
+        ncx = geo["cx"] + rng.uniform(-0.25, 0.25) * geo["ax"]
+        pl = Placement(ncx, ncy, radius, rot=rng.uniform(-0.12, 0.12), flip=bool(rng.random() < 0.5))
+        echo = paint_lesion(echo, nodule, pl, rng, xx, yy)
+        polygon = lesion_polygon(nodule, pl, offset=(fr.x0, fr.y0))
+    echo = attenuate(echo, h, yy)
+    sx, sy = _speckle_sigmas(w, h)
+    sector = bmode(echo, speckle(rng, h, w, sx, sy), gain_db=rng.uniform(-1.5, 1.5))
+    img = np.zeros((size, size), np.uint8)
+    img[fr.y0:fr.y1, fr.x0:fr.x1] = sector
+    _draw_ui(img, fr, rng)
+    return img, polygon
+
+
+# --------------------------------------------------------------------------------------------------
+# Cohort
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_size(size: int) -> int:
+    if not isinstance(size, (int, np.integer)) or size < 64:
+        raise DataError(f"phantom image size must be an integer of at least 64 pixels, got {size!r}.")
+    return int(size)
+
+
+def _prepare_out_dir(out_dir: Path, marker: str) -> None:
+    """Refuse to overwrite a folder that is not empty and not an earlier output of the same kind."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise DataError(f"{out_dir}: exists and is not a folder; choose another --out.")
+        if any(out_dir.iterdir()) and not (out_dir / marker).is_file():
+            raise DataError(f"{out_dir}: folder is not empty and was not written by thyro ({marker} missing); "
+                            "choose an empty or new --out folder.")
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move a finished temporary folder onto ``out_dir`` (replacing an earlier output)."""
+    if out_dir.exists():
+        trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, trash)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images_per_patient: tuple[int, int] = (1, 3),
+                    size: int = 128, seed: int = 0, framed: bool = True) -> Path:
+    """Write a synthetic thyroid-ultrasound cohort (PNG images and ``manifest.csv``) to ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder (created; an earlier phantom there is replaced; any other non-empty folder is refused).
+    n_patients : int
+        Synthetic patients, one nodule each.
+    images_per_patient : (int, int)
+        Inclusive range of views per patient (different views of the same nodule).
+    size : int
+        Image side in pixels (>= 64).
+    seed : int
+        Patient ``i`` depends only on ``(seed, i)``, so a larger cohort extends a smaller one.
+    framed : bool
+        Draw the scanner frame (black borders, depth dots, settings text) around the sector.
+
+    Returns
+    -------
+    Path of the manifest.  Columns beyond the manifest schema: ``p_malignant``, ``tirads``,
+    ``tirads_points``, ``composition``, ``echogenicity``, ``shape``, ``margin``, ``foci``, ``view``.
+    ``roi`` holds the nodule outline polygon.  The label is drawn per patient from ``p_malignant``.
+    """
+    out_dir = Path(out_dir)
+    size = _check_size(size)
+    if int(n_patients) < 1:
+        raise DataError(f"n_patients must be at least 1, got {n_patients}.")
+    lo, hi = (int(images_per_patient), int(images_per_patient)) if np.isscalar(images_per_patient) else \
+        (int(images_per_patient[0]), int(images_per_patient[1]))
+    if lo < 1 or hi < lo:
+        raise DataError(f"images_per_patient must be a range (lo, hi) with 1 <= lo <= hi, got {images_per_patient}.")
+    _prepare_out_dir(out_dir, "phantom.json")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        (tmp / "images").mkdir()
+        records = []
+        for i, ss in enumerate(np.random.SeedSequence(seed).spawn(int(n_patients))):
+            rng = np.random.default_rng(ss)
+            features = sample_features(rng)
+            points = tirads_points(features)
+            p = float(malignancy_probability(points))
+            label = int(rng.random() < p)
+            nodule = thyroid_nodule(rng, features)
+            pid = f"P{i + 1:04d}"
+            for v in range(int(rng.integers(lo, hi + 1))):
+                img, poly = render_thyroid_view(rng, size, nodule, features, framed=framed)
+                name = f"images/{pid}_v{v + 1}.png"
+                cv2.imwrite(str(tmp / name), img)
+                records.append({"image": name, "label": label, "patient_id": pid, "group": pid,
+                                "roi": roi_to_json({"polygons": [poly]}), "p_malignant": round(p, 6),
+                                "tirads": tirads_level(points), "tirads_points": points, **features,
+                                "view": v + 1})
+        manifest = manifest_from_records(records, tmp)
+        write_manifest(manifest.df, tmp / "manifest.csv", root=tmp)
+        labels = manifest.df["label"].astype(int).to_numpy()
+        write_json(tmp / "phantom.json", {
+            "kind": "thyroid-phantom", "seed": seed, "n_patients": int(n_patients), "n_images": len(records),
+            "images_per_patient": [lo, hi], "size": size, "framed": framed,
+            "malignancy_model": {"intercept": MALIGNANCY_INTERCEPT, "slope": MALIGNANCY_SLOPE,
+                                 "formula": "p = sigmoid(intercept + slope * tirads_points)"},
+            "n_malignant_images": int(labels.sum()),
+            "best_auroc": _auroc_or_none(labels, manifest.df["p_malignant"].to_numpy(float)),
+        })
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "manifest.csv"
+
+
+def _auroc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+def best_auroc(manifest: Manifest | str | os.PathLike | pd.DataFrame) -> float:
+    """AUROC of the known ``p_malignant`` against the drawn labels: the best achievable on the cohort.
+
+    No classifier can beat it in expectation, since ``p_malignant`` is the true probability of the
+    label given the nodule's features (what the images show).
+    """
+    if isinstance(manifest, (str, os.PathLike)):
+        manifest = read_manifest(manifest)
+    df = manifest.df if isinstance(manifest, Manifest) else manifest
+    if "p_malignant" not in df.columns:
+        raise DataError("manifest has no 'p_malignant' column: best_auroc needs a phantom cohort.")
+    df = df[df["label"].notna()]
+    labels = df["label"].astype(int).to_numpy()
+    auc = _auroc_or_none(labels, df["p_malignant"].to_numpy(float))
+    if auc is None:
+        raise DataError("best_auroc needs both classes among the labelled images.")
+    return auc

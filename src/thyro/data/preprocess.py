@@ -1,0 +1,303 @@
+"""Ultrasound preprocessing: frame/UI removal, ROI crop, mark inpainting, square resize.
+
+One :class:`Preprocessor` turns a decoded image into the square, one-channel uint8 array the cache
+stores and the model reads.  Training (through :mod:`thyro.data.cache`) and prediction on new images
+both call :meth:`Preprocessor.from_file`, so a model always sees exactly the preprocessing it was
+trained with.
+
+The steps, in order (each one can be switched off in :class:`PreprocessConfig`):
+
+1. ``inpaint_marks``: burned-in coloured marks (calipers, measurement crosses, body-marker icons in
+   colour) are found as pixels of high chroma and filled in with OpenCV's Telea inpainting.
+2. Grayscale (always): ITU-R 601 luma, as Pillow's ``convert("L")`` and OpenCV's ``RGB2GRAY``.
+3. ``remove_frame``: the ultrasound sector is found as the largest connected region that is not
+   near-black after a small blur and a morphological opening; the opening removes thin text,
+   scale ticks and side markers, so text/settings columns and black borders fall outside the box.
+4. ``roi_crop``: crop to the nodule ROI's bounding box (from the manifest's polygons or box) grown by
+   ``roi_margin`` of the ROI's width/height on each side, kept inside the sector.  Images without an
+   ROI keep the sector crop.
+5. Resize to ``size`` x ``size``: with ``keep_aspect`` the longer side is scaled to ``size`` and the
+   shorter one padded (centred) with ``pad_value``; otherwise the crop is stretched.  Downscaling
+   uses area averaging, upscaling bilinear interpolation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from thyro.base import StrictModel
+from thyro.data.manifest import roi_bbox
+from thyro.errors import DataError
+
+#: Bumped whenever the algorithm changes in a way that changes output pixels; part of the cache key.
+PREPROCESS_VERSION = 1
+
+
+class PreprocessConfig(StrictModel):
+    """Preprocessing settings (``preprocess:`` block of a study configuration).
+
+    Attributes
+    ----------
+    size : int, default 224
+        Output side in pixels (square).
+    remove_frame : bool, default True
+        Crop to the ultrasound sector, dropping black borders and text/settings columns.
+    frame_threshold : int, default 4
+        Gray level (0-255, after a small blur) at or below which a pixel counts as frame background.
+    frame_min_area : float, default 0.1
+        If the largest non-black region covers less than this fraction of the image, no frame crop
+        is made (the image is probably already cropped or mostly dark).
+    roi_crop : bool, default False
+        Crop to the nodule ROI (manifest ``roi``) grown by ``roi_margin``.
+    roi_margin : float, default 0.15
+        Margin added on each side of the ROI box, as a fraction of the ROI's width (left/right) and
+        height (top/bottom).
+    roi_min_size : int, default 32
+        The ROI crop is grown around its centre to at least this many source pixels per side.
+    inpaint_marks : bool, default False
+        Fill in burned-in coloured marks (e.g. green calipers) by inpainting before grayscale.
+    mark_chroma : int, default 40
+        A pixel whose max(R, G, B) - min(R, G, B) exceeds this counts as a coloured mark.
+    inpaint_radius : int, default 3
+        Radius (pixels) of the inpainting neighbourhood; the mark mask is also dilated by 1 pixel.
+    keep_aspect : bool, default True
+        Keep the aspect ratio and pad to a square; False stretches the crop to a square.
+    pad_value : int, default 0
+        Gray level of the padding.
+    """
+
+    size: int = Field(224, ge=8, le=4096)
+    remove_frame: bool = True
+    frame_threshold: int = Field(4, ge=0, le=254)
+    frame_min_area: float = Field(0.1, ge=0.0, le=1.0)
+    roi_crop: bool = False
+    roi_margin: float = Field(0.15, ge=0.0, le=5.0)
+    roi_min_size: int = Field(32, ge=1)
+    inpaint_marks: bool = False
+    mark_chroma: int = Field(40, ge=1, le=255)
+    inpaint_radius: int = Field(3, ge=1, le=32)
+    keep_aspect: bool = True
+    pad_value: int = Field(0, ge=0, le=255)
+
+    def cache_fields(self) -> dict:
+        """Settings that determine output pixels (all of them), plus the algorithm version."""
+        return {"preprocess_version": PREPROCESS_VERSION, **self.model_dump(mode="json")}
+
+
+Box = tuple[int, int, int, int]
+
+
+def _as_uint8_image(image: np.ndarray, where: str = "image") -> np.ndarray:
+    """Validate an input image: uint8, (H, W) or (H, W, 3|4); returns (H, W) or (H, W, 3)."""
+    if not isinstance(image, np.ndarray):
+        raise DataError(f"{where}: expected a numpy array, got {type(image).__name__}.")
+    if image.dtype != np.uint8:
+        raise DataError(f"{where}: expected uint8 pixels, got {image.dtype}; read images with thyro.data.readers.")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise DataError(f"{where}: expected an (H, W) or (H, W, 3) image, got shape {image.shape}.")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise DataError(f"{where}: image of shape {image.shape} is too small to preprocess.")
+    return image
+
+
+def mark_mask(rgb: np.ndarray, chroma: int = 40) -> np.ndarray:
+    """Boolean mask of coloured (high-chroma) pixels of an RGB uint8 image."""
+    chan_max = rgb.max(axis=2).astype(np.int16)
+    chan_min = rgb.min(axis=2).astype(np.int16)
+    return (chan_max - chan_min) > chroma
+
+
+def inpaint_marks(rgb: np.ndarray, chroma: int = 40, radius: int = 3) -> np.ndarray:
+    """Fill coloured marks of an RGB uint8 image by Telea inpainting (returns a new RGB image)."""
+    mask = mark_mask(rgb, chroma).astype(np.uint8)
+    if not mask.any():
+        return rgb
+    # JPEG chroma subsampling smears a mark's colour over its neighbours: dilate by one pixel.
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    return cv2.inpaint(np.ascontiguousarray(rgb), mask, radius, cv2.INPAINT_TELEA)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of an RGB uint8 image (gray images are returned unchanged)."""
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+
+
+def find_sector(gray: np.ndarray, threshold: int = 4, min_area: float = 0.1) -> Box:
+    """Bounding box ``(x0, y0, x1, y1)`` (x1, y1 exclusive) of the ultrasound sector of a gray image.
+
+    The sector is the largest 4-connected region whose blurred gray level exceeds ``threshold`` after
+    a morphological opening that removes text strokes, tick marks and thin lines.  Edge columns and
+    rows of the box that the region fills for less than a quarter are trimmed (text stuck to the
+    sector).  Returns the whole image when no region covers ``min_area`` of it.
+    """
+    h, w = gray.shape
+    side = min(h, w)
+    k_blur = max(3, int(round(side * 0.012)) | 1)
+    k_open = max(3, int(round(side * 0.03)) | 1)
+    blurred = cv2.blur(gray, (k_blur, k_blur))
+    mask = (blurred > threshold).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k_open, k_open), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    if n <= 1:
+        return 0, 0, w, h
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[best, cv2.CC_STAT_AREA] < min_area * h * w:
+        return 0, 0, w, h
+    x, y, bw, bh = (int(v) for v in stats[best, :4])
+    region = labels[y:y + bh, x:x + bw] == best
+    cols = np.flatnonzero(region.mean(axis=0) >= 0.25)
+    rows = np.flatnonzero(region.mean(axis=1) >= 0.25)
+    if cols.size and rows.size:
+        return x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1
+    return x, y, x + bw, y + bh
+
+
+def roi_box(roi: dict, origin: tuple[float, float], margin: float, min_size: int,
+            shape: tuple[int, int]) -> Box | None:
+    """The ROI's bounding box in the (possibly offset) image, grown by ``margin``; None if outside."""
+    h, w = shape
+    x0, y0, x1, y1 = roi_bbox(roi)
+    x0, x1 = x0 - origin[0], x1 - origin[0]
+    y0, y1 = y0 - origin[1], y1 - origin[1]
+    rw, rh = x1 - x0, y1 - y0
+    x0, x1 = x0 - margin * rw, x1 + margin * rw
+    y0, y1 = y0 - margin * rh, y1 + margin * rh
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    half_w, half_h = max(x1 - x0, min_size) / 2, max(y1 - y0, min_size) / 2
+    box = (int(np.floor(cx - half_w)), int(np.floor(cy - half_h)), int(np.ceil(cx + half_w)), int(np.ceil(cy + half_h)))
+    box = (max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3]))
+    if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+        return None
+    return box
+
+
+def _intersect(a: Box, b: Box) -> Box | None:
+    box = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+    return box if box[2] > box[0] and box[3] > box[1] else None
+
+
+def resize_square(image: np.ndarray, size: int, keep_aspect: bool = True, pad_value: int = 0) -> np.ndarray:
+    """Resize a gray uint8 image to ``size`` x ``size`` (aspect kept with centred padding, or stretched)."""
+    h, w = image.shape
+    if not keep_aspect:
+        interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
+        return cv2.resize(image, (size, size), interpolation=interp)
+    scale = size / max(h, w)
+    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    out = np.full((size, size), pad_value, dtype=np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top:top + nh, left:left + nw] = resized
+    return out
+
+
+class Preprocessor:
+    """Apply a :class:`PreprocessConfig` to images.
+
+    Parameters
+    ----------
+    cfg : PreprocessConfig or dict or None
+        Settings; None uses the defaults.
+
+    Examples
+    --------
+    >>> pre = Preprocessor(PreprocessConfig(size=64))
+    >>> pre(np.zeros((100, 120), np.uint8)).shape
+    (64, 64)
+    """
+
+    def __init__(self, cfg: PreprocessConfig | dict | None = None):
+        if cfg is None:
+            cfg = PreprocessConfig()
+        elif isinstance(cfg, dict):
+            cfg = PreprocessConfig.parse(cfg, source="preprocess")
+        elif not isinstance(cfg, PreprocessConfig):
+            raise TypeError(f"cfg must be a PreprocessConfig, dict or None, got {type(cfg).__name__}")
+        self.cfg = cfg
+
+    def __repr__(self) -> str:
+        return f"Preprocessor({self.cfg!r})"
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Steps before cropping: inpaint coloured marks (if on) and convert to gray."""
+        image = _as_uint8_image(image)
+        if image.ndim == 3 and self.cfg.inpaint_marks:
+            image = inpaint_marks(image, self.cfg.mark_chroma, self.cfg.inpaint_radius)
+        return to_gray(image)
+
+    def crop_box(self, gray: np.ndarray, roi: dict | None = None, origin: tuple[float, float] = (0, 0)) -> Box:
+        """The crop ``(x0, y0, x1, y1)`` (exclusive ends) this configuration takes from a gray image."""
+        h, w = gray.shape
+        box: Box = (0, 0, w, h)
+        if self.cfg.remove_frame:
+            box = find_sector(gray, self.cfg.frame_threshold, self.cfg.frame_min_area)
+        if self.cfg.roi_crop and roi is not None:
+            rbox = roi_box(roi, origin, self.cfg.roi_margin, self.cfg.roi_min_size, (h, w))
+            if rbox is not None:
+                box = _intersect(rbox, box) or rbox
+        return box
+
+    def __call__(self, image: np.ndarray, roi: dict | None = None, origin: tuple[float, float] = (0, 0)) -> np.ndarray:
+        """Preprocess one decoded image.
+
+        Parameters
+        ----------
+        image : ndarray of uint8, shape (H, W) or (H, W, 3)
+            Decoded pixels (RGB when colour).
+        roi : dict or None
+            The manifest ROI (``{"polygons": ...}`` or ``{"box": ...}``) in original image pixels.
+        origin : (x0, y0)
+            Where ``image`` starts in the original image (e.g. a DICOM ultrasound region crop);
+            subtracted from the ROI's coordinates.
+
+        Returns
+        -------
+        ndarray of uint8, shape (size, size)
+        """
+        gray = self.prepare(image)
+        x0, y0, x1, y1 = self.crop_box(gray, roi, origin)
+        crop = gray[y0:y1, x0:x1]
+        return resize_square(crop, self.cfg.size, self.cfg.keep_aspect, self.cfg.pad_value)
+
+    def from_file(self, path: str | os.PathLike, roi: dict | None = None, frame: int = 0) -> np.ndarray:
+        """Read an image file (any format thyro reads) and preprocess it exactly as for training."""
+        pixels, origin = read_pixels(path, frame=frame, color=self.cfg.inpaint_marks)
+        return self(pixels, roi=roi, origin=origin)
+
+
+def read_pixels(path: str | os.PathLike, *, frame: int = 0, color: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an image file to uint8 pixels and the origin of its ultrasound region.
+
+    Uses :func:`thyro.data.readers.load_image` (Pillow formats and DICOM, ultrasound region crop).
+    """
+    try:
+        from thyro.data.readers import load_image
+    except ImportError:  # readers not available: Pillow formats only
+        return _read_with_pillow(Path(path), color=color), (0, 0)
+    loaded = load_image(Path(path), frame=frame, color=color, us_region=True)
+    return loaded.pixels, (int(loaded.origin[0]), int(loaded.origin[1]))
+
+
+def _read_with_pillow(path: Path, color: bool) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB" if color else "L"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found.") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read image ({exc}).") from None
