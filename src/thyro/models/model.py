@@ -1,0 +1,169 @@
+"""The model thyro trains and uses: input adapter + timm backbone + one logit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from thyro.errors import ConfigError
+from thyro.models.adapter import InputAdapter, InputSpec
+from thyro.models.backbones import (
+    LAYOUTS,
+    NATIVE_SIZE,
+    apply_keras_layout,
+    check_arch,
+    create_backbone,
+    first_conv_weight_key,
+    head_name,
+)
+from thyro.models.weights.report import LoadReport, load_checked
+
+IN_CHANS_MODES = ("repeat", "sum")
+
+
+class ThyroNet(nn.Module):
+    """Grey images in, one logit per image out.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        A timm model with ``num_classes=1`` (see :func:`thyro.models.create_backbone`).
+    input_spec : InputSpec
+        What the backbone expects; ``input_spec.channels`` must equal its input channels.
+    arch : str
+        Architecture name (one of :data:`thyro.models.ARCHS`).
+    layout : {"timm", "keras"}
+        Recorded so that a saved checkpoint rebuilds the same network.
+    dropout : float
+        Recorded for the same reason.
+
+    Notes
+    -----
+    ``forward(x)`` takes float ``(B, 1, H, W)`` in ``[0, 1]`` (uint8 is divided by 255) and
+    returns logits of shape ``(B,)``; probability = ``sigmoid(logit)``.
+    """
+
+    def __init__(self, backbone: nn.Module, input_spec: InputSpec, arch: str, *, layout: str = "timm",
+                 dropout: float = 0.0):
+        super().__init__()
+        check_arch(arch)
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
+        if not isinstance(input_spec, InputSpec):
+            input_spec = InputSpec.parse(input_spec, source="input_spec")
+        conv = backbone.get_submodule(first_conv_weight_key(arch)[: -len(".weight")])
+        if conv.in_channels != input_spec.channels:
+            raise ConfigError(f"input_spec.channels={input_spec.channels} but the {arch} backbone's first "
+                              f"convolution takes {conv.in_channels} channels.")
+        self.arch = arch
+        self.layout = layout
+        self.dropout = float(dropout)
+        self.input_spec = input_spec
+        self.adapter = InputAdapter(input_spec)
+        self.backbone = backbone
+        self.metadata: dict[str, Any] = {}
+
+    @property
+    def head(self) -> nn.Module:
+        """The classification head (a ``nn.Linear`` with one output)."""
+        return self.backbone.get_submodule(head_name(self.arch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.adapter(x)).squeeze(-1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the head, ``(B, F)``."""
+        feats = self.backbone.forward_features(self.adapter(x))
+        return self.backbone.forward_head(feats, pre_logits=True)
+
+    def config(self) -> dict[str, Any]:
+        """What is needed to rebuild this network (JSON-ready)."""
+        return {"arch": self.arch, "layout": self.layout, "dropout": self.dropout,
+                "input_spec": self.input_spec.model_dump(mode="json")}
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch}, layout={self.layout}"
+
+
+def build_backbone_for(arch: str, *, channels: int, layout: str = "timm", dropout: float = 0.0,
+                       seed: int | None = 0) -> nn.Module:
+    """:func:`create_backbone` plus the layout change."""
+    backbone = create_backbone(arch, in_chans=channels, dropout=dropout, seed=seed)
+    if layout == "keras":
+        apply_keras_layout(backbone, arch)
+    return backbone
+
+
+def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode: str = "repeat",
+                dropout: float = 0.0, seed: int | None = 0,
+                input_spec: InputSpec | dict | None = None) -> tuple[ThyroNet, LoadReport]:
+    """Build a :class:`ThyroNet` and start it from a weight source.
+
+    Parameters
+    ----------
+    arch : str
+        One of :data:`thyro.models.ARCHS`.
+    weights : str, dict or WeightSource
+        ``"none"``, ``"imagenet"``, ``"imagenet:PATH"``, ``"radimagenet:PATH"``, ``"file:PATH"``, or
+        the YAML forms ``{"imagenet": PATH}``, ``{"radimagenet": PATH}``, ``{"file": PATH}``.
+    in_chans_mode : {"repeat", "sum"}
+        ``"repeat"`` (default, exact): the grey image is repeated to three channels.
+        ``"sum"``: a one-channel first convolution whose kernel is the sum of the RGB kernels.
+    dropout : float
+        Dropout before the head.
+    seed : int or None
+        Seed of the random initialisation (the whole network for ``"none"``, the head otherwise).
+    input_spec : InputSpec or dict, optional
+        Override the preprocessing the weight source declares.
+
+    Returns
+    -------
+    (ThyroNet, LoadReport)
+
+    Raises
+    ------
+    WeightsError
+        Missing, unsafe, corrupt or ill-fitting weight files.
+    """
+    from thyro.models.weights.sources import parse_weight_source
+
+    check_arch(arch)
+    if in_chans_mode not in IN_CHANS_MODES:
+        raise ConfigError(f"in_chans_mode must be one of {', '.join(IN_CHANS_MODES)}, got {in_chans_mode!r}.")
+    channels = 3 if in_chans_mode == "repeat" else 1
+    source = parse_weight_source(weights, arch=arch)
+    path = source.resolve(arch)
+    if path is None:
+        backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
+        spec = source.default_input_spec(arch)
+        report = LoadReport(source=f"none (seed {seed})", format="none", arch=arch, head_reinitialised=True,
+                            notes=[f"random initialisation, seed {seed}"])
+        layout = "timm"
+    else:
+        from thyro.models.weights.formats import read_weights
+
+        probe = build_backbone_for(arch, channels=3, dropout=dropout, seed=seed)
+        conv = read_weights(path, arch, probe)
+        layout = conv.layout
+        backbone = probe if (channels == 3 and layout == "timm") else build_backbone_for(
+            arch, channels=channels, layout=layout, dropout=dropout, seed=seed)
+        report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
+                              path=str(path), notes=conv.notes)
+        spec = conv.input_spec or source.default_input_spec(arch, conv=conv, path=path)
+        if conv.input_spec is None and not conv.keras_origin and source.kind == "file":
+            report.notes.append("the file declares no preprocessing: ImageNet mean/std assumed")
+    if input_spec is not None:
+        spec = input_spec if isinstance(input_spec, InputSpec) else InputSpec.parse(input_spec, source="input_spec")
+        report.notes.append("preprocessing overridden by the caller")
+    spec = spec.with_channels(channels)
+    report.layout = layout
+    report.input_spec = spec.model_dump(mode="json")
+    model = ThyroNet(backbone, spec, arch, layout=layout, dropout=dropout)
+    return model, report
+
+
+def native_size(arch: str) -> int:
+    """Input size the architecture was designed for (224 or 299)."""
+    return NATIVE_SIZE[check_arch(arch)]

@@ -1,0 +1,371 @@
+"""Read weight files safely and turn them into state dicts with timm's names.
+
+Containers (detected from the first bytes, not the file name):
+
+* safetensors (thyro's own checkpoints carry JSON metadata under the key ``"thyro"``);
+* PyTorch files (zip or legacy pickle), read with ``torch.load(weights_only=True)`` only;
+* Keras HDF5 (``.h5``), read with h5py (see :mod:`thyro.models.weights.keras_h5`).
+
+Key layouts understood inside a PyTorch file or safetensors:
+
+* torchvision/timm state dicts, plain or wrapped (``state_dict``, ``model``, ...), with
+  ``module.``/``_orig_mod.``/``model.``/``backbone.`` prefixes removed, and torchvision's legacy
+  DenseNet names (``norm.1`` for ``norm1``);
+* RadImageNet's PyTorch export, an ``nn.Sequential`` of the torchvision model's children
+  (``backbone.0`` = ``conv1``, ``backbone.1`` = ``bn1``, ``backbone.4``-``7`` = ``layer1``-``4``;
+  the Lab-Rasool/RadImageNet files use the same prefix for ResNet50, DenseNet121 and InceptionV3);
+  the index-to-name map is taken from the target network and the best-fitting one is chosen;
+* Keras-converted files that keep conv biases (``conv1.bias``, ``layerX.Y.convK.bias``): each
+  bias is folded into the following BatchNorm exactly (``running_mean -= bias``), and a
+  ResNet-50 is then run in the Keras layout (:func:`thyro.models.backbones.apply_keras_layout`).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thyro.errors import WeightsError
+from thyro.models.adapter import InputSpec
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "model_state", "net", "network", "weights", "params",
+                "state_dict_ema", "model_ema")
+STRIP_PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.")
+
+
+@dataclass
+class Converted:
+    """Tensors ready for a timm backbone, with what is known about them."""
+
+    state: dict[str, torch.Tensor]
+    format: str
+    layout: str = "timm"
+    input_spec: InputSpec | None = None
+    arch: str | None = None
+    notes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    keras_origin: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# containers
+
+
+def detect_container(path: Path) -> str:
+    """``"safetensors"``, ``"torch-zip"``, ``"torch-pickle"`` or ``"keras-h5"`` from the first bytes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            size = path.stat().st_size
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read the file ({exc}).") from None
+    if len(head) < 8:
+        raise WeightsError(f"{path}: file is empty or truncated ({size} bytes); copy it again.")
+    if head.startswith(HDF5_MAGIC):
+        return "keras-h5"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    n = struct.unpack("<Q", head[:8])[0]
+    if 2 <= n <= size - 8 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch-pickle"
+    raise WeightsError(f"{path}: not a weight file thyro knows (safetensors, PyTorch .pt/.pth, Keras .h5); "
+                       f"first bytes {head[:8]!r}.")
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise WeightsError(f"{path}: unreadable safetensors file, probably truncated or corrupt ({exc}); "
+                           f"copy it again.") from None
+    return tensors, dict(meta)
+
+
+def safe_torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; unsafe or broken files become :class:`WeightsError`.
+
+    A pickle that needs arbitrary code (a whole pickled model, or anything malicious) is refused
+    and never executed.
+    """
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "truncated" in text.lower():
+            raise WeightsError(f"{path}: the file is truncated; copy it again.") from None
+        detail = _unsafe_detail(text)
+        raise WeightsError(
+            f"{path}: refused: loading this file would need to run arbitrary code ({detail}). thyro only loads "
+            "tensors (torch.load(weights_only=True)). If you trust the file, re-save its weights elsewhere with "
+            "torch.save(model.state_dict(), 'weights.pth') or as safetensors."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise WeightsError(f"{path}: unreadable PyTorch file, probably truncated or corrupt "
+                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); copy it again.") from None
+
+
+def _unsafe_detail(text: str) -> str:
+    for line in text.splitlines():
+        if "GLOBAL" in line or "Unsupported global" in line or "global" in line.lower():
+            return line.strip()[:200]
+    return text.splitlines()[0][:200] if text else "unsupported pickle content"
+
+
+def read_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """Read a safetensors or PyTorch file into ``(tensors, metadata, container)``."""
+    container = detect_container(path)
+    if container == "keras-h5":
+        raise WeightsError(f"{path}: a Keras HDF5 file; read it with thyro.models.weights.keras_h5.")
+    if container == "safetensors":
+        tensors, meta = read_safetensors(path)
+        return tensors, meta, container
+    obj = safe_torch_load(path)
+    return unwrap_state_dict(obj, path), {}, container
+
+
+def unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Find the state dict in what ``torch.load`` returned (plain or wrapped)."""
+    for _ in range(3):
+        if isinstance(obj, dict) and not _mostly_tensors(obj):
+            inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a dictionary of tensors (a state dict); "
+                           "save weights with torch.save(model.state_dict(), PATH).")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(list(map(str, obj))[:8])
+        raise WeightsError(f"{path}: no tensors found (top-level keys: {keys or 'none'}); "
+                           "is this a weight file?")
+    return tensors
+
+
+def _mostly_tensors(d: dict) -> bool:
+    if not d:
+        return False
+    n = sum(isinstance(v, torch.Tensor) for v in d.values())
+    return n >= max(1, len(d) // 2)
+
+
+# --------------------------------------------------------------------------------------------
+# key layouts
+
+_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Remove prefixes every key shares (``module.`` from DDP, ``_orig_mod.`` from compile, ...).
+
+    ``backbone.`` is only removed when no key continues with a digit (``backbone.0`` is
+    RadImageNet's Sequential export, handled by :func:`map_sequential`).
+    """
+    removed = []
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in STRIP_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                rest = [k[len(prefix):] for k in state]
+                if prefix == "backbone." and any(r.split(".", 1)[0].isdigit() for r in rest):
+                    continue
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                removed.append(prefix)
+                changed = True
+    return state, removed
+
+
+def fix_densenet_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's old DenseNet files name ``norm.1`` what is now ``norm1``."""
+    return {_DENSENET_LEGACY.sub(r"\1\2", k): v for k, v in state.items()}
+
+
+def is_sequential_export(state: dict[str, torch.Tensor]) -> bool:
+    """Keys like ``backbone.0.weight`` or ``0.weight``: an ``nn.Sequential`` of a network's children."""
+    def idx(k: str) -> str:
+        k = k[len("backbone."):] if k.startswith("backbone.") else k
+        return k.split(".", 1)[0]
+    return bool(state) and all(idx(k).isdigit() for k in state)
+
+
+def _sequential_candidates(model: torch.nn.Module) -> list[list[str]]:
+    """Child-name lists the indices of a Sequential export may refer to."""
+    top = [name for name, _ in model.named_children()]
+    cands = [top]
+    if "Mixed_6e" in top and "AuxLogits" not in top:  # torchvision's Inception3 has AuxLogits here
+        i = top.index("Mixed_6e") + 1
+        cands.append(top[:i] + ["AuxLogits"] + top[i:])
+    for name, child in model.named_children():
+        sub = [n for n, _ in child.named_children()]
+        if isinstance(child, torch.nn.Sequential) and len(sub) > 3 and not all(s.isdigit() for s in sub):
+            cands.append([f"{name}.{s}" for s in sub])
+    return cands
+
+
+def map_sequential(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str]:
+    """Rename ``backbone.N.rest`` keys to the target network's module names, choosing the best fit."""
+    model_state = model.state_dict()
+    best: tuple[int, dict[str, torch.Tensor], str] = (-1, state, "")
+    for names in _sequential_candidates(model):
+        out = {}
+        for k, v in state.items():
+            k2 = k[len("backbone."):] if k.startswith("backbone.") else k
+            i, _, rest = k2.partition(".")
+            idx = int(i)
+            new = f"{names[idx]}.{rest}" if idx < len(names) else k
+            out[new] = v
+        score = sum(1 for k, v in out.items() if k in model_state and model_state[k].shape == v.shape)
+        if score > best[0]:
+            best = (score, out, ", ".join(f"{i}={n}" for i, n in enumerate(names[:8])))
+    return best[1], best[2]
+
+
+def _bn_after(conv: str) -> str | None:
+    """Name of the BatchNorm that directly follows convolution ``conv`` (ResNets, Inception)."""
+    if conv == "conv1":
+        return "bn1"
+    m = re.fullmatch(r"(layer\d+\.\d+)\.conv(\d)", conv)
+    if m:
+        return f"{m.group(1)}.bn{m.group(2)}"
+    m = re.fullmatch(r"(layer\d+\.\d+\.downsample)\.0", conv)
+    if m:
+        return f"{m.group(1)}.1"
+    if conv.endswith(".conv"):
+        return conv[: -len(".conv")] + ".bn"
+    if conv == "features.conv0":
+        return "features.norm0"
+    return None
+
+
+def fold_conv_biases(state: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """Fold conv biases the target network has no place for into the following BatchNorm.
+
+    ``BN(conv(x) + b) = BN'(conv(x))`` with ``running_mean' = running_mean - b``: exact.
+
+    Returns
+    -------
+    (state, n_folded)
+
+    Raises
+    ------
+    WeightsError
+        When a bias has no BatchNorm right after its convolution.
+    """
+    state = dict(state)
+    folded = 0
+    for key in [k for k in state if k.endswith(".bias")]:
+        conv = key[: -len(".bias")]
+        w = state.get(conv + ".weight")
+        if w is None or w.ndim != 4 or key in model_state:
+            continue
+        bn = _bn_after(conv)
+        if bn is None or bn + ".running_mean" not in state:
+            raise WeightsError(f"convolution '{conv}' has a bias but no BatchNorm after it to fold it into; "
+                               "thyro cannot load this layout exactly.")
+        mean = state[bn + ".running_mean"]
+        state[bn + ".running_mean"] = mean - state.pop(key).to(mean.dtype)
+        folded += 1
+    return state, folded
+
+
+def thyro_metadata(meta: dict[str, str]) -> dict[str, Any] | None:
+    """The ``"thyro"`` metadata of a safetensors file written by thyro, or None."""
+    raw = meta.get("thyro")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+
+
+def convert_tensor_file(path: Path, arch: str, model: torch.nn.Module) -> Converted:
+    """Read a safetensors/PyTorch file and rename its tensors for ``model`` (a timm ``arch``)."""
+    tensors, meta, container = read_tensor_file(path)
+    info = thyro_metadata(meta)
+    notes: list[str] = []
+    if info is not None:
+        file_arch = info.get("arch")
+        if file_arch and file_arch != arch:
+            raise WeightsError(f"{path}: a thyro checkpoint of a {file_arch} backbone, not {arch}; "
+                               f"set the backbone to {file_arch} or pick another file.")
+        spec = InputSpec.parse(info["input_spec"], source=f"{path} metadata") if info.get("input_spec") else None
+        if spec is not None and spec.channels != 3:
+            spec = spec.with_channels(3)
+        return Converted(state=tensors, format=info.get("format", "thyro"), layout=info.get("layout", "timm"),
+                         input_spec=spec, arch=file_arch, metadata=info, notes=notes)
+    state, removed = strip_prefixes(tensors)
+    if removed:
+        notes.append("prefix removed: " + " ".join(removed))
+    fmt = "safetensors" if container == "safetensors" else "torch state_dict"
+    if is_sequential_export(state):
+        state, how = map_sequential(state, model)
+        fmt = "RadImageNet PyTorch export (nn.Sequential)"
+        notes.append(f"Sequential indices mapped to module names ({how}, ...)")
+    state = fix_densenet_legacy(state)
+    state, n_folded = fold_conv_biases(state, model.state_dict())
+    keras = n_folded > 0
+    layout = "timm"
+    if keras:
+        fmt = "Keras-converted state_dict (conv biases)"
+        notes.append(f"{n_folded} conv biases folded into the following BatchNorm running_mean")
+        if arch in ("resnet50", "densenet121"):
+            layout = "keras"
+            notes.append("Keras layout: BatchNorm eps 1.001e-5" + (", stride 2 on the first 1x1 conv of stages 3-5"
+                                                                   if arch == "resnet50" else ""))
+    return Converted(state=state, format=fmt, layout=layout, notes=notes, keras_origin=keras)
+
+
+def read_weights(path: Path, arch: str, model: torch.nn.Module) -> Converted:
+    """Detect the format of ``path`` and convert it for ``model`` (a timm ``arch`` backbone)."""
+    if detect_container(path) == "keras-h5":
+        from thyro.models.weights.keras_h5 import convert_keras_h5
+
+        return convert_keras_h5(path, arch)
+    return convert_tensor_file(path, arch, model)
+
+
+def guess_arch(state: dict[str, torch.Tensor]) -> str | None:
+    """Architecture a state dict (timm names) most likely belongs to, or a description of it."""
+    keys = set(state)
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    if has("conv2d_7b.") or has("block8."):
+        return "inception_resnet_v2"
+    if has("Mixed_7c."):
+        return "inception_v3"
+    if has("features.denseblock"):
+        n4 = {k.split(".")[3] for k in keys if k.startswith("features.denseblock4.")}
+        n3 = {k.split(".")[3] for k in keys if k.startswith("features.denseblock3.")}
+        if len(n3) == 24 and len(n4) == 16:
+            return "densenet121"
+        return f"a DenseNet (block3 {len(n3)} layers, block4 {len(n4)} layers), not densenet121"
+    if has("layer4."):
+        bottleneck = has("layer1.0.conv3.")
+        n3 = {k.split(".")[1] for k in keys if k.startswith("layer3.")}
+        if not bottleneck and len(n3) == 2:
+            return "resnet18"
+        if bottleneck and len(n3) == 6:
+            return "resnet50"
+        return f"a ResNet with {len(n3)} blocks in layer3 ({'bottleneck' if bottleneck else 'basic'}), " \
+               "not resnet18/resnet50"
+    return None

@@ -1,0 +1,297 @@
+"""Weight sources: where a backbone's starting weights come from, found offline.
+
+``none``
+    seeded random initialisation.
+``imagenet`` / ``imagenet:PATH``
+    the torchvision file in the standard cache (``$TORCH_HOME/hub/checkpoints``; its SHA-256 prefix
+    is checked) or timm's Hugging Face cache (``$HF_HOME/hub/models--timm--<name>``), or a named file.
+``radimagenet:PATH``
+    a RadImageNet file the user names (Keras ``.h5``, PyTorch export, Keras-converted ``.pth``).
+``file:PATH``
+    any checkpoint, including thyro's own.
+
+Nothing here downloads: a missing file fails at once with every place looked at and how to get it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thyro.errors import ConfigError, WeightsError
+from thyro.fileio import sha256_file
+from thyro.models.adapter import InputSpec
+from thyro.models.backbones import NATIVE_SIZE, check_arch
+
+KINDS = ("none", "imagenet", "radimagenet", "file")
+
+#: torchvision ImageNet files (the 8 hex digits are the start of the file's SHA-256).
+TORCHVISION_FILES: dict[str, list[str]] = {
+    "resnet18": ["resnet18-f37072fd.pth"],
+    "resnet50": ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
+    "densenet121": ["densenet121-a639ec97.pth"],
+    "inception_v3": ["inception_v3_google-0cc3c7bd.pth"],
+    "inception_resnet_v2": [],
+}
+TORCHVISION_CALL: dict[str, str] = {
+    "resnet18": 'torchvision.models.resnet18(weights="IMAGENET1K_V1")',
+    "resnet50": 'torchvision.models.resnet50(weights="IMAGENET1K_V1")',
+    "densenet121": 'torchvision.models.densenet121(weights="IMAGENET1K_V1")',
+    "inception_v3": 'torchvision.models.inception_v3(weights="IMAGENET1K_V1")',
+}
+#: timm pretrained tags searched in the Hugging Face cache, in order of preference.
+TIMM_TAGS: dict[str, list[str]] = {
+    "resnet18": ["resnet18.tv_in1k", "resnet18.a1_in1k"],
+    "resnet50": ["resnet50.tv_in1k", "resnet50.a1_in1k", "resnet50.tv2_in1k"],
+    "densenet121": ["densenet121.tv_in1k", "densenet121.ra_in1k"],
+    "inception_v3": ["inception_v3.tv_in1k", "inception_v3.tf_in1k"],
+    "inception_resnet_v2": ["inception_resnet_v2.tf_in1k"],
+}
+HF_FILES = ("model.safetensors", "pytorch_model.bin")
+RADIMAGENET_HELP = ("RadImageNet weights may not be redistributed: request them from the official release "
+                    "(https://github.com/BMEII-AI/RadImageNet, RadImageNet-<Arch>_notop.h5, or its PyTorch export) "
+                    "on a machine with internet, copy the file here and name it: weights: {radimagenet: PATH}.")
+
+_verified: dict[tuple[str, int, float], str] = {}
+
+
+def torch_checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` as torch.hub computes it (no network)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return Path(home) / "hub"
+
+
+def _hf_snapshot_files(tag: str) -> list[Path]:
+    """Candidate weight files of a timm tag in the HF cache (the ``refs/main`` snapshot first)."""
+    repo = hf_hub_cache() / f"models--timm--{tag}"
+    snaps = repo / "snapshots"
+    order: list[Path] = []
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        order.append(snaps / ref.read_text().strip())
+    if snaps.is_dir():
+        order.extend(sorted(p for p in snaps.iterdir() if p not in order))
+    return [s / f for s in order for f in HF_FILES]
+
+
+def check_torchvision_hash(path: Path) -> None:
+    """Check the SHA-256 prefix a torchvision file name carries (``resnet18-f37072fd.pth``)."""
+    m = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
+    if not m:
+        return
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime)
+    digest = _verified.get(key) or sha256_file(path)
+    if not digest.startswith(m.group(1)):
+        raise WeightsError(f"{path}: SHA-256 {digest[:16]}... does not start with {m.group(1)} as its name says: the "
+                           "file is damaged or not the original torchvision file; copy it again.")
+    _verified[key] = digest
+
+
+def check_file(path: Path, what: str) -> Path:
+    """A readable, non-empty weight file of a known container, else :class:`WeightsError`."""
+    from thyro.models.weights.formats import detect_container
+
+    if not path.exists():
+        raise WeightsError(f"{what}: {path} does not exist.")
+    if not path.is_file():
+        raise WeightsError(f"{what}: {path} is not a file.")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{what}: {path} is empty; copy it again.")
+    detect_container(path)
+    return path
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """A parsed weight specification.
+
+    Attributes
+    ----------
+    kind : {"none", "imagenet", "radimagenet", "file"}
+    path : Path or None
+        File named by the user (None: random init, or ImageNet from the caches).
+    arch : str or None
+        Backbone the weights are for (needed to search the ImageNet caches).
+    """
+
+    kind: str
+    path: Path | None = None
+    arch: str | None = None
+
+    def describe(self) -> str:
+        """The spec as written in a configuration (``"radimagenet:/x/y.h5"``)."""
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+    def to_config(self) -> str | dict[str, str]:
+        """The YAML form."""
+        return self.kind if self.path is None else {self.kind: str(self.path)}
+
+    def resolve(self, arch: str | None = None) -> Path | None:
+        """The weight file to load (None for ``none``), checked quickly and without network.
+
+        Raises
+        ------
+        WeightsError
+            Naming the file, every place looked, and how to get it on a machine with internet.
+        """
+        arch = arch or self.arch
+        if self.kind == "none":
+            return None
+        if self.path is not None:
+            path = check_file(self.path, f"{self.kind} weights")
+            if self.kind == "imagenet":
+                check_torchvision_hash(path)
+            return path
+        if self.kind == "imagenet":
+            if arch is None:
+                raise ConfigError("weights 'imagenet': say which backbone, to know which file to look for.")
+            return find_imagenet(check_arch(arch))
+        if self.kind == "radimagenet":
+            raise WeightsError("weights 'radimagenet' need a file: radimagenet:PATH. " + RADIMAGENET_HELP)
+        raise WeightsError(f"weights '{self.kind}' need a path: {self.kind}:PATH.")
+
+    def default_input_spec(self, arch: str, conv: Any = None, path: Path | None = None) -> InputSpec:
+        """Preprocessing the source declares for ``arch`` when the file itself says nothing."""
+        size = NATIVE_SIZE[check_arch(arch)]
+        keras = self.kind == "radimagenet" or (conv is not None and getattr(conv, "keras_origin", False))
+        if keras:
+            return keras_input_spec(arch)
+        tag = imagenet_tag_of(path) if path is not None else None
+        if tag:
+            return timm_input_spec(tag)
+        if arch in ("inception_v3", "inception_resnet_v2"):
+            # torchvision's Inception-v3 (transform_input) and timm's tf ports both take (x - 0.5) / 0.5.
+            return InputSpec.inception(size)
+        return InputSpec.imagenet(size)
+
+
+def keras_input_spec(arch: str) -> InputSpec:
+    """What Keras's ``preprocess_input`` did for the architecture (RadImageNet was trained this way).
+
+    ResNet50: Caffe style (BGR, mean subtraction).  DenseNet121: ImageNet mean/std.
+    InceptionV3/InceptionResNetV2: ``(x - 0.5) / 0.5``.
+    """
+    size = NATIVE_SIZE[check_arch(arch)]
+    if arch == "resnet50":
+        return InputSpec.caffe_bgr(size)
+    if arch in ("inception_v3", "inception_resnet_v2"):
+        return InputSpec.inception(size)
+    return InputSpec.imagenet(size)
+
+
+def timm_input_spec(tag: str) -> InputSpec:
+    """Mean/std/size of a timm pretrained tag (from timm's offline table)."""
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(tag)
+    if cfg is None:
+        return InputSpec.imagenet()
+    return InputSpec(mean=tuple(cfg.mean), std=tuple(cfg.std), input_size=int(cfg.input_size[-1]))
+
+
+def imagenet_places(arch: str) -> list[tuple[Path, str | None]]:
+    """Every file the ImageNet lookup tries for ``arch``: ``(path, timm tag or None)``."""
+    ckpt = torch_checkpoint_dir()
+    places: list[tuple[Path, str | None]] = [(ckpt / name, None) for name in TORCHVISION_FILES[arch]]
+    for tag in TIMM_TAGS[arch]:
+        files = _hf_snapshot_files(tag)
+        if files:
+            places.extend((f, tag) for f in files)
+        else:
+            places.append((hf_hub_cache() / f"models--timm--{tag}" / "snapshots" / "*" / HF_FILES[0], tag))
+    return places
+
+
+def find_imagenet(arch: str) -> Path:
+    """The first ImageNet file for ``arch`` in the standard caches (hash checked)."""
+    places = imagenet_places(arch)
+    for path, _tag in places:
+        if path.is_file():
+            check_torchvision_hash(path)
+            return path
+    raise WeightsError(imagenet_missing_message(arch, [p for p, _ in places]))
+
+
+def imagenet_tag_of(path: Path) -> str | None:
+    """The timm tag of a file inside the HF cache (``models--timm--resnet18.a1_in1k``), if any."""
+    for part in path.parts:
+        if part.startswith("models--timm--"):
+            return part[len("models--timm--"):]
+    return None
+
+
+def imagenet_missing_message(arch: str, looked: list[Path]) -> str:
+    lines = [f"ImageNet weights for {arch} not found (nothing is downloaded). Looked in:"]
+    lines += [f"  - {p}" for p in looked]
+    lines.append("Get them on a machine with internet, then copy the file here:")
+    ckpt = torch_checkpoint_dir()
+    if arch in TORCHVISION_CALL:
+        lines.append(f'  python -c \'import torchvision; torchvision.models.{TORCHVISION_CALL[arch].split("models.")[1]}\'')
+        lines.append(f"  then copy ~/.cache/torch/hub/checkpoints/{TORCHVISION_FILES[arch][0]} to {ckpt}/")
+    tag = TIMM_TAGS[arch][-1 if arch != "inception_resnet_v2" else 0]
+    lines.append(f"  or: HF_HUB_OFFLINE=0 python -c \"import timm; timm.create_model('{tag}', pretrained=True)\"")
+    lines.append(f"  then copy ~/.cache/huggingface/hub/models--timm--{tag} to {hf_hub_cache()}/")
+    lines.append("  or put the file anywhere and name it: weights: {imagenet: PATH}")
+    return "\n".join(lines)
+
+
+def parse_weight_source(spec: Any, arch: str | None = None) -> WeightSource:
+    """Parse ``"none"``, ``"imagenet"``, ``"imagenet:PATH"``, ``"radimagenet:PATH"``, ``"file:PATH"``,
+    or a one-key mapping ``{"radimagenet": PATH}`` / ``{"file": PATH}`` / ``{"imagenet": PATH}``.
+
+    Raises
+    ------
+    ConfigError
+        For anything else, listing the allowed forms.
+    """
+    if isinstance(spec, WeightSource):
+        return spec if arch is None or spec.arch == arch else WeightSource(spec.kind, spec.path, arch)
+    kind: str
+    value: Any
+    if spec is None:
+        kind, value = "none", None
+    elif isinstance(spec, dict):
+        if len(spec) != 1:
+            raise ConfigError(_bad_spec(spec))
+        kind, value = next(iter(spec.items()))
+    elif isinstance(spec, (str, os.PathLike)):
+        text = str(spec).strip()
+        kind, sep, value = text.partition(":")
+        if kind not in KINDS:
+            raise ConfigError(_bad_spec(spec))
+        value = value if sep else None
+    else:
+        raise ConfigError(_bad_spec(spec))
+    kind = str(kind).strip().lower()
+    if kind not in KINDS:
+        raise ConfigError(_bad_spec(spec))
+    if value is not None and str(value).strip() == "":
+        value = None
+    if kind == "none" and value is not None:
+        raise ConfigError(f"weights 'none' takes no path (got {value!r}).")
+    if kind in ("file", "radimagenet") and value is None:
+        if kind == "radimagenet":
+            raise ConfigError("weights 'radimagenet' need a file: radimagenet:PATH or {radimagenet: PATH}. "
+                              + RADIMAGENET_HELP)
+        raise ConfigError("weights 'file' need a path: file:PATH or {file: PATH}.")
+    path = Path(os.path.expanduser(str(value))) if value is not None else None
+    return WeightSource(kind=kind, path=path, arch=arch)
+
+
+def _bad_spec(spec: Any) -> str:
+    return (f"weights: cannot read {spec!r}; write one of: none, imagenet, imagenet:PATH, radimagenet:PATH, "
+            "file:PATH (or in YAML {imagenet: PATH}, {radimagenet: PATH}, {file: PATH}).")
