@@ -2,9 +2,120 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 data_app = typer.Typer(help="Import, validate, inspect, split, preprocess and preview image data.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Bring images and labels in as a manifest (manifest.csv in --out; images are referenced, not copied). "
+         "Duplicate images are found and merged with their patients into leakage groups.",
+    no_args_is_help=True,
+)
+data_app.add_typer(import_app, name="import")
+
+
+@import_app.command("ddti")
+def import_ddti_cmd(
+    path: Path = typer.Argument(..., help="DDTI folder with {case}_{k}.jpg images (and {case}.xml files)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for manifest.csv and import_report.json."),
+    xml_dir: Path | None = typer.Option(None, "--xml-dir", help="Folder of the {case}.xml files, if not beside the images."),
+    positive_from: str = typer.Option("4c", "--positive-from",
+                                      help="Lowest TI-RADS category labelled 1 (malignant/suspicious): 4a, 4b, 4c or 5. "
+                                           "Default 4c: 4c and 5 are positive."),
+    strict: bool = typer.Option(False, "--strict", help="Stop on warnings too (unreadable outlines, images without XML)."),
+) -> None:
+    """Import the Digital Database of Thyroid Images: labels from <tirads>, outlines as ROI, patient = case."""
+    from thyro.data.importers import import_ddti
+
+    import_ddti(path, out, xml_dir=xml_dir, positive_from=positive_from, strict=strict)
+
+
+@import_app.command("folders")
+def import_folders_cmd(
+    path: Path = typer.Argument(..., help="Root folder; class folders (benign/, malignant/, ...) at any depth below it."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for manifest.csv and import_report.json."),
+    classes: str | None = typer.Option(None, "--classes",
+                                       help="Folder names to labels, e.g. 'tumour=1,normal=0' (case-insensitive; "
+                                            "benign=0 and malignant=1 are built in; NAME= imports unlabelled)."),
+) -> None:
+    """Import one folder per class, recursively; patient_id = file name without extension."""
+    from thyro.data.importers import import_folders
+
+    import_folders(path, out, classes=classes)
+
+
+@import_app.command("csv")
+def import_csv_cmd(
+    path: Path = typer.Argument(..., help="CSV in the manifest schema (image, label, patient_id, group, roi, ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for manifest.csv (image paths are rewritten)."),
+) -> None:
+    """Validate a manifest-schema CSV, find duplicates, merge groups and write it to --out."""
+    from thyro.data.importers import import_csv
+
+    import_csv(path, out)
+
+
+@data_app.command("validate")
+def validate_cmd(
+    manifest: Path = typer.Argument(..., help="Manifest CSV to check."),
+    no_decode: bool = typer.Option(False, "--no-decode", help="Only check that files exist and their headers read "
+                                                              "(faster; misses truncated images)."),
+) -> None:
+    """Report every problem of a manifest at once (missing or unreadable files, bad labels, repeated rows,
+    bad ROI JSON, patients split across groups), each with its line and file.  Exits 1 if any."""
+    from thyro.console import console, err_console, is_quiet
+    from thyro.data.validate import validate_manifest
+
+    problems = validate_manifest(manifest, decode=not no_decode, progress=not is_quiet())
+    if problems:
+        err_console.print(f"[bold red]{manifest}: {len(problems)} problem(s)[/]")
+        for p in problems:
+            err_console.print(f"  - {p}", markup=False, highlight=False)
+        raise typer.Exit(1)
+    console.print(f"{manifest}: no problems found.")
+
+
+@data_app.command("inspect")
+def inspect_cmd(
+    manifest: Path = typer.Argument(..., help="Manifest CSV to summarise."),
+) -> None:
+    """Print class balance by image, patient and group, duplicate groups, image sizes and modes."""
+    from thyro.console import console
+    from thyro.data.inspection import inspect_manifest, render
+    from thyro.data.manifest import read_manifest
+
+    m = read_manifest(manifest)
+    console.print(render(inspect_manifest(m), title=str(manifest)))
+
+
+@data_app.command("split")
+def split_cmd(
+    manifest: Path = typer.Argument(..., help="Manifest CSV (only labelled rows are split)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the splits JSON (e.g. splits.json)."),
+    test_size: float = typer.Option(0.12, "--test-size", help="Share of labelled images held out for test (0 = none)."),
+    folds: int = typer.Option(5, "--folds", "-k", help="Cross-validation folds on the rest."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and manifest give the same splits."),
+) -> None:
+    """Make a held-out test set and k folds, stratified by label and grouped by `group` (no leakage)."""
+    from rich.table import Table
+
+    from thyro.console import console, is_quiet
+    from thyro.data.manifest import read_manifest
+    from thyro.data.splits import make_splits
+
+    m = read_manifest(manifest)
+    splits = make_splits(m, test_size=test_size, folds=folds, seed=seed)
+    splits.save(out)
+    if not is_quiet():
+        t = Table(title=f"splits (seed {seed})", header_style="bold")
+        for col in ("split", "images", "groups", "malignant (1)", "benign (0)"):
+            t.add_column(col, justify="right" if col != "split" else "left")
+        rows = [("test", splits.meta["test"])] + [(f"fold {k}", f) for k, f in enumerate(splits.meta["folds"])]
+        for name, f in rows:
+            t.add_row(name, str(f["images"]), str(f["groups"]), str(f["positives"]), str(f["images"] - f["positives"]))
+        console.print(t)
+        console.print(f"{splits.meta['n_unlabelled_skipped']} unlabelled image(s) not split; written to {out}")
 
 
 def register(app: typer.Typer) -> None:

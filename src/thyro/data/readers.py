@@ -336,3 +336,44 @@ def ultrasound_region(ds, width: int, height: int) -> tuple[int, int, int, int] 
         return None
     xs0, ys0, xs1, ys1 = zip(*chosen)
     return min(xs0), min(ys0), max(xs1), max(ys1)
+
+
+@dataclass
+class ImageInfo:
+    """What an image file holds, read from its header without decoding the pixels."""
+
+    size: tuple[int, int]
+    mode: str
+    frames: int = 1
+    format: str = ""
+
+
+def probe_image(path: str | os.PathLike) -> ImageInfo:
+    """Size ``(width, height)``, mode, frame count and format of an image, from its header only.
+
+    Raises
+    ------
+    ImageReadError
+        When the file is missing or its header cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: image file not found.")
+    if is_dicom(path):
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            size = (int(ds.Columns), int(ds.Rows))
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as exc:
+            raise ImageReadError(f"{path}: not a readable DICOM image header ({exc}).") from None
+        photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+        return ImageInfo(size, f"DICOM {photometric}", int(ds.get("NumberOfFrames", 1) or 1), "DICOM")
+    try:
+        with Image.open(path) as im:
+            return ImageInfo(im.size, im.mode, getattr(im, "n_frames", 1), im.format or "")
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image format Pillow or pydicom can read.") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: corrupt image header ({exc}).") from None

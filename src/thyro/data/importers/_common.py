@@ -1,0 +1,134 @@
+"""What every importer shares: grouping duplicates, writing the manifest, printing the counts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from thyro.console import console, is_quiet
+from thyro.data.dedup import NEAR_THRESHOLD, DuplicateReport, assign_groups
+from thyro.data.manifest import Manifest, manifest_from_records, write_manifest
+from thyro.errors import Problems
+from thyro.fileio import write_json
+
+MANIFEST_NAME = "manifest.csv"
+REPORT_NAME = "import_report.json"
+
+
+@dataclass
+class ImportResult:
+    """Outcome of an import.
+
+    Attributes
+    ----------
+    manifest_path : Path
+        The manifest written (image paths relative to its folder; the images are not copied).
+    manifest : Manifest
+        The manifest itself (groups merged, hash columns added).
+    duplicates : DuplicateReport
+    warnings : list of str
+        Problems that did not stop the import (e.g. an outline that could not be read, so the image
+        has no ROI), one line each, naming the file.
+    notes : list of str
+        Informational lines (files or folders ignored, ...).
+    """
+
+    manifest_path: Path
+    manifest: Manifest
+    duplicates: DuplicateReport
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict:
+        """Images, labelled/unlabelled, patients, groups and images per class."""
+        df = self.manifest.df
+        labels = df["label"]
+        return {
+            "images": len(df),
+            "labelled": int(labels.notna().sum()),
+            "unlabelled": int(labels.isna().sum()),
+            "patients": int(df["patient_id"].nunique()),
+            "groups": int(df["group"].nunique()),
+            "malignant": int((labels == 1).sum()),
+            "benign": int((labels == 0).sum()),
+        }
+
+    def table(self, title: str = "import") -> Table:
+        """The counts as a rich table."""
+        df = self.manifest.df
+        c = self.counts
+        t = Table(title=title, show_header=True, header_style="bold")
+        t.add_column("")
+        t.add_column("images", justify="right")
+        t.add_column("patients/cases", justify="right")
+        t.add_column("groups", justify="right")
+        for name, mask in (("malignant (1)", df["label"] == 1), ("benign (0)", df["label"] == 0),
+                           ("unlabelled", df["label"].isna())):
+            mask = mask.fillna(False).astype(bool)
+            t.add_row(name, str(int(mask.sum())), str(df.loc[mask, "patient_id"].nunique()),
+                      str(df.loc[mask, "group"].nunique()))
+        t.add_row("[bold]all[/]", str(c["images"]), str(c["patients"]), str(c["groups"]))
+        return t
+
+    def to_dict(self) -> dict:
+        return {"manifest": str(self.manifest_path), "counts": self.counts, "duplicates": self.duplicates.to_dict(),
+                "warnings": self.warnings, "notes": self.notes}
+
+
+def relative_image_path(path: Path, out_dir: Path) -> str:
+    """Path of an image relative to the manifest's folder, with forward slashes."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+
+
+def finish_import(records: list[dict], out_dir: Path, *, title: str, warnings: list[str], notes: list[str],
+                  near_threshold: int = NEAR_THRESHOLD, manifest_name: str = MANIFEST_NAME,
+                  extra_columns: list[str] | None = None) -> ImportResult:
+    """Hash and group the rows, write the manifest and report atomically, print the counts.
+
+    Raises :class:`~thyro.errors.Problems` listing every unreadable image (nothing is written then).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = manifest_from_records(records, root=out_dir)
+    for col in extra_columns or []:
+        if col not in manifest.df.columns:
+            manifest.df[col] = ""
+    manifest, report = assign_groups(manifest, near_threshold=near_threshold, progress=not is_quiet())
+    path = write_manifest(manifest.df, out_dir / manifest_name, root=manifest.root)
+    manifest.path = path.resolve()
+    result = ImportResult(manifest_path=path, manifest=manifest, duplicates=report, warnings=warnings, notes=notes)
+    report_path = out_dir / (REPORT_NAME if manifest_name == MANIFEST_NAME else f"{Path(manifest_name).stem}.report.json")
+    write_json(report_path, result.to_dict())
+    show_result(result, title)
+    return result
+
+
+def show_result(result: ImportResult, title: str) -> None:
+    """Print the counts, duplicates and warnings (nothing when quiet)."""
+    if is_quiet():
+        return
+    console.print(result.table(title))
+    console.print(f"duplicates: {result.duplicates.summary()}")
+    for names in result.duplicates.merged[:20]:
+        console.print(f"  merged into group {names[0]!r}: {', '.join(names)}")
+    for line in result.notes:
+        console.print(f"[dim]note:[/] {line}", highlight=False)
+    if result.warnings:
+        console.print(f"[yellow]{len(result.warnings)} warning(s):[/]")
+        for line in result.warnings:
+            console.print(f"  - {line}", style="yellow", highlight=False, markup=False)
+    console.print(f"manifest written to {result.manifest_path}")
+
+
+def raise_if(problems: list[str], title: str) -> None:
+    if problems:
+        raise Problems(title, problems)
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame(columns=["image", "label", "patient_id", "group"])

@@ -1,0 +1,52 @@
+"""A CSV already in the manifest schema: validated, duplicates grouped, written beside the others.
+
+The CSV can also be used as it is by every later stage (``read_manifest``); importing it adds what a
+hand-made table usually lacks: the check of every row and file (:func:`thyro.data.validate.validate_manifest`),
+the content and perceptual hashes, and ``group`` merged across duplicate images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from thyro.data.dedup import NEAR_THRESHOLD
+from thyro.data.importers._common import ImportResult, finish_import
+from thyro.data.manifest import read_manifest
+from thyro.data.validate import validate_manifest
+from thyro.errors import Problems
+
+
+def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+               near_threshold: int = NEAR_THRESHOLD) -> ImportResult:
+    """Validate a manifest-schema CSV and write it, groups merged, to ``out_dir/manifest.csv``.
+
+    Parameters
+    ----------
+    path : path-like
+        CSV with at least an ``image`` column (paths relative to the CSV's folder); ``label``,
+        ``patient_id``, ``group``, ``roi`` and any other columns are kept.
+    out_dir : path-like, optional
+        Output folder (image paths are rewritten relative to it).  Default: beside the CSV, as
+        ``{stem}.grouped.csv``, so the input is never overwritten.
+
+    Raises
+    ------
+    Problems
+        Every problem :func:`validate_manifest` finds (missing files, bad labels, repeated rows, ...).
+    """
+    path = Path(path)
+    problems = validate_manifest(path)
+    if problems:
+        raise Problems(f"{path}: manifest has problems", [str(p) for p in problems])
+    manifest = read_manifest(path)
+    records = manifest.df.to_dict("records")
+    # image paths relative to the output folder
+    out = Path(out_dir) if out_dir is not None else path.parent
+    name = "manifest.csv" if out_dir is not None else f"{path.stem}.grouped.csv"
+    if (out / name).resolve() == path.resolve():
+        name = f"{path.stem}.grouped.csv"
+    for rec in records:
+        rec["image"] = Path(os.path.relpath(manifest.root / rec["image"], out.resolve())).as_posix()
+    return finish_import(records, out, title=f"CSV import ({path.name})", warnings=[], notes=[],
+                         near_threshold=near_threshold, manifest_name=name)

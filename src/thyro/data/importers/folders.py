@@ -1,0 +1,113 @@
+"""Importer for one folder per class (``benign/``, ``malignant/`` or names mapped by the user).
+
+Rules
+-----
+* Every image below ``path`` is found (recursively).  Its class is given by the nearest folder
+  above it whose name is a class name, matched case-insensitively: ``benign`` -> 0 and
+  ``malignant`` -> 1 always, other names through ``classes`` (e.g. ``{"tumour": 1, "normal": 0}``).
+  Images under no class folder are ignored and the folders are named in a note.
+* ``patient_id`` is the file name without its extension: folder layouts carry no patient, and
+  equal file names in different folders are often the same image (edit the manifest when you know
+  the real patients; ``group`` follows ``patient_id`` and duplicates on the next import).
+* An image found in two class folders (the UD-TN sample holds one, byte-identical, in ``Testdata``
+  and ``Smalltest``) keeps **both rows**, so the manifest mirrors the source, but the copy gets
+  ``duplicate_of`` = the first path and both share one ``group``: a split never separates them,
+  and a training set can drop rows with ``duplicate_of`` set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from thyro.data.dedup import NEAR_THRESHOLD, natural_key
+from thyro.data.importers._common import ImportResult, finish_import, relative_image_path
+from thyro.data.readers import IMAGE_SUFFIXES, is_dicom
+from thyro.errors import ConfigError, DataError
+
+DEFAULT_CLASSES = {"benign": 0, "malignant": 1}
+
+
+def parse_classes(text: str | dict | None) -> dict[str, int | None]:
+    """``"malignant=1,benign=0"`` -> ``{"malignant": 1, "benign": 0}`` (names lower-cased).
+
+    A value may be 1, 0 or empty (``"unknown="``: imported unlabelled).
+    """
+    if text is None or text == "":
+        return {}
+    items = text.items() if isinstance(text, dict) else [
+        part.split("=", 1) if "=" in part else (part, "?") for part in str(text).split(",") if part.strip()]
+    out: dict[str, int | None] = {}
+    for name, value in items:
+        name, value = str(name).strip().lower(), str(value).strip() if value is not None else ""
+        if not name:
+            raise ConfigError(f"classes: empty folder name in {text!r}; write e.g. 'malignant=1,benign=0'")
+        if value in ("1", "0"):
+            out[name] = int(value)
+        elif value == "":
+            out[name] = None
+        else:
+            raise ConfigError(f"classes: {name!r} maps to {value!r}; use 1 (malignant), 0 (benign) or nothing "
+                              f"(unlabelled), e.g. 'malignant=1,benign=0'")
+    return out
+
+
+def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, classes: str | dict | None = None,
+                   near_threshold: int = NEAR_THRESHOLD) -> ImportResult:
+    """Import class folders into ``out_dir/manifest.csv`` (images referenced, not copied).
+
+    Parameters
+    ----------
+    path : path-like
+        Root folder; class folders may sit at any depth below it.
+    out_dir : path-like
+        Where ``manifest.csv`` and ``import_report.json`` are written.
+    classes : str or dict, optional
+        Extra folder-name -> label mappings (``"tumour=1,normal=0"``); benign/malignant are built in
+        and may be overridden.
+    near_threshold : int
+        pHash Hamming threshold for near duplicates.
+
+    Raises
+    ------
+    DataError
+        The folder is missing or holds no images, or no class folder; :class:`~thyro.errors.Problems`
+        listing every image that cannot be decoded.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found.")
+    mapping = {**DEFAULT_CLASSES, **parse_classes(classes)}
+    files = sorted((p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                   key=lambda p: natural_key(p.relative_to(root).as_posix()))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and is_dicom(p))]
+    if not images:
+        raise DataError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and DICOM files, "
+                        f"recursively).")
+    records: list[dict] = []
+    ignored: dict[str, int] = {}
+    for image in images:
+        label_found = False
+        for parent in image.relative_to(root).parents:
+            name = parent.name.lower()
+            if name and name in mapping:
+                records.append({"image": relative_image_path(image, out_dir), "label": mapping[name],
+                                "patient_id": image.stem, "group": image.stem, "class_folder": parent.as_posix()})
+                label_found = True
+                break
+        if not label_found:
+            folder = image.parent.relative_to(root).as_posix()
+            ignored[folder] = ignored.get(folder, 0) + 1
+    if not records:
+        folders = sorted({p.parent.relative_to(root).as_posix() for p in images})
+        raise DataError(f"{root}: no class folder found among {', '.join(folders[:20])}; class folders are named "
+                        f"{', '.join(sorted(mapping))} (case-insensitive); map others with "
+                        f"--classes NAME=1,NAME=0.")
+    notes = [f"ignored {n} image(s) in {folder!r} (not under a class folder; map it with --classes)"
+             for folder, n in sorted(ignored.items())]
+    non_images = len(files) - len(images)
+    if non_images:
+        notes.append(f"{non_images} non-image file(s) ignored")
+    notes.append("patient_id is the file name without extension (edit the manifest if you know the patients)")
+    return finish_import(records, Path(out_dir), title=f"folder import ({root.name})", warnings=[], notes=notes,
+                         near_threshold=near_threshold)

@@ -1,0 +1,143 @@
+"""A manifest at a glance: class balance by image, patient and group; duplicates; sizes and modes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+from rich.console import Group as RichGroup
+from rich.table import Table
+
+from thyro.data.dedup import natural_key
+from thyro.data.manifest import Manifest
+
+_CLASSES = (("malignant (1)", 1), ("benign (0)", 0), ("unlabelled", None))
+
+
+@dataclass
+class Inspection:
+    """What :func:`inspect_manifest` found.
+
+    Attributes
+    ----------
+    balance : DataFrame
+        Rows malignant/benign/unlabelled/all (plus "mixed" for patients and groups holding both
+        classes); columns images, patients, groups.
+    merged_groups : dict
+        Group -> the patients it holds, for groups of more than one patient (duplicates across
+        patients).
+    exact_duplicates : list of list of str
+        Image ids with identical pixels (from the ``content_hash`` column, when present).
+    sizes : Counter
+        ``"WxH"`` -> number of images.
+    modes : Counter
+        Source mode (``RGB``, ``L``, ``DICOM MONOCHROME2``...) -> number of images.
+    unreadable : list of str
+        Images whose header could not be read.
+    """
+
+    balance: pd.DataFrame
+    merged_groups: dict[str, list[str]] = field(default_factory=dict)
+    exact_duplicates: list[list[str]] = field(default_factory=list)
+    sizes: Counter = field(default_factory=Counter)
+    modes: Counter = field(default_factory=Counter)
+    unreadable: list[str] = field(default_factory=list)
+    has_hashes: bool = False
+
+
+def class_balance(df: pd.DataFrame) -> pd.DataFrame:
+    """Images, patients and groups per class; a patient/group with both labels counts as "mixed"."""
+    rows = {}
+    for unit, col in (("patients", "patient_id"), ("groups", "group")):
+        per = df.groupby(col)["label"].agg(lambda s: frozenset(int(v) for v in s.dropna()))
+        rows[unit] = {
+            "malignant (1)": int((per == frozenset({1})).sum()),
+            "benign (0)": int((per == frozenset({0})).sum()),
+            "mixed": int((per == frozenset({0, 1})).sum()),
+            "unlabelled": int((per == frozenset()).sum()),
+            "all": int(len(per)),
+        }
+    images = {
+        "malignant (1)": int((df["label"] == 1).sum()),
+        "benign (0)": int((df["label"] == 0).sum()),
+        "mixed": 0,
+        "unlabelled": int(df["label"].isna().sum()),
+        "all": len(df),
+    }
+    return pd.DataFrame({"images": images, **rows})
+
+
+def inspect_manifest(manifest: Manifest, *, read_headers: bool = True) -> Inspection:
+    """Summarise a manifest (image headers are read for sizes and modes, pixels are not decoded)."""
+    from thyro.data.readers import ImageReadError, probe_image
+
+    df = manifest.df
+    result = Inspection(balance=class_balance(df))
+    patients = df.groupby("group")["patient_id"].agg(lambda s: sorted(set(s), key=natural_key))
+    result.merged_groups = {g: p for g, p in patients.items() if len(p) > 1}
+    if "content_hash" in df.columns and (df["content_hash"].astype(str) != "").all():
+        result.has_hashes = True
+        for _, sub in df.groupby("content_hash"):
+            if len(sub) > 1:
+                result.exact_duplicates.append(sub["image"].tolist())
+        result.exact_duplicates.sort(key=lambda s: natural_key(s[0]))
+    if read_headers:
+        for image in df["image"]:
+            try:
+                info = probe_image(manifest.root / image)
+            except ImageReadError:
+                result.unreadable.append(image)
+                continue
+            result.sizes[f"{info.size[0]}x{info.size[1]}"] += 1
+            result.modes[info.mode] += 1
+    return result
+
+
+def render(result: Inspection, title: str = "manifest") -> RichGroup:
+    """Rich tables of an :class:`Inspection`."""
+    parts = []
+    t = Table(title=f"{title}: class balance", header_style="bold")
+    t.add_column("")
+    for col in result.balance.columns:
+        t.add_column(col, justify="right")
+    for name, row in result.balance.iterrows():
+        if name == "mixed" and not row.any():
+            continue
+        t.add_row(f"[bold]{name}[/]" if name == "all" else str(name), *[str(v) for v in row])
+    parts.append(t)
+
+    d = Table(title="duplicate groups (several patients in one group)", header_style="bold")
+    d.add_column("group")
+    d.add_column("patients")
+    for g, pats in sorted(result.merged_groups.items(), key=lambda kv: natural_key(kv[0])):
+        d.add_row(g, ", ".join(pats))
+    if not result.merged_groups:
+        d.add_row("-", "none")
+    parts.append(d)
+
+    e = Table(title="identical images", header_style="bold")
+    e.add_column("images")
+    if not result.has_hashes:
+        e.add_row("no content_hash column: import the manifest (thyro data import csv) to find duplicates")
+    elif not result.exact_duplicates:
+        e.add_row("none")
+    for s in result.exact_duplicates:
+        e.add_row(", ".join(s))
+    parts.append(e)
+
+    s = Table(title="image sizes and modes", header_style="bold")
+    s.add_column("size (WxH)")
+    s.add_column("images", justify="right")
+    s.add_column("mode")
+    s.add_column("images", justify="right")
+    sizes, modes = result.sizes.most_common(), result.modes.most_common()
+    for i in range(max(len(sizes), len(modes))):
+        a = sizes[i] if i < len(sizes) else ("", "")
+        b = modes[i] if i < len(modes) else ("", "")
+        s.add_row(a[0], str(a[1]), b[0], str(b[1]))
+    parts.append(s)
+    if result.unreadable:
+        parts.append(f"[red]{len(result.unreadable)} image(s) unreadable[/]: {', '.join(result.unreadable[:10])} "
+                     f"(run `thyro data validate` for details)")
+    return RichGroup(*parts)

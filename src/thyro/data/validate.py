@@ -1,0 +1,149 @@
+"""Check a manifest and report every problem at once, each with its CSV line and file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from thyro.data.manifest import REQUIRED_COLUMNS, normalise_labels, parse_roi, roi_bbox
+from thyro.errors import DataError
+
+#: ROI points may lie this many pixels outside the image (outlines drawn on the border).
+ROI_TOLERANCE = 2.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a manifest.
+
+    Attributes
+    ----------
+    row : int or None
+        Line number in the CSV (the header is line 1), None for the whole file.
+    file : str or None
+        The image named on that row (or the manifest itself).
+    message : str
+        What is wrong and what to do.
+    """
+
+    row: int | None
+    file: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.row}" if self.row is not None else "manifest"
+        return f"{where}" + (f" ({self.file})" if self.file else "") + f": {self.message}"
+
+
+def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bool = False) -> list[Problem]:
+    """Every problem of a manifest CSV, in row order.
+
+    Checks: the file is a CSV with an ``image`` column; labels are 1, 0 or empty; image ids are not
+    empty and not repeated (rows repeated exactly are said so); each image exists and (with
+    ``decode``) decodes; ``roi`` is valid JSON within the image; patient ids are not empty and each
+    patient sits in one group.
+
+    Parameters
+    ----------
+    path : path-like
+        The manifest CSV.
+    decode : bool, default True
+        Decode every image (finds truncated and corrupt files; slower than an existence check).
+
+    Returns
+    -------
+    list of Problem
+        Empty when the manifest is sound.
+    """
+    from thyro.data.readers import ImageReadError, load_image, probe_image
+
+    path = Path(path)
+    if not path.is_file():
+        return [Problem(None, str(path), "manifest not found")]
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        return [Problem(None, str(path), f"not a readable CSV ({exc})")]
+    if "image" not in df.columns:
+        return [Problem(None, str(path), f"no 'image' column; a manifest needs {', '.join(REQUIRED_COLUMNS)} "
+                                         f"(found: {', '.join(map(str, df.columns))})")]
+    root = path.parent
+    problems: list[Problem] = []
+
+    if "label" in df.columns:
+        _, bad = normalise_labels(df["label"])
+        for i, value in bad:
+            problems.append(Problem(i + 2, df["image"].iat[i],
+                                    f"label {value!r} is not 1 (malignant), 0 (benign) or empty (unlabelled)"))
+
+    first_row: dict[str, int] = {}
+    rows = df.to_dict("records")
+    for i, rec in enumerate(rows):
+        image = rec["image"].strip()
+        if not image:
+            problems.append(Problem(i + 2, None, "empty image path"))
+            continue
+        if image in first_row:
+            j = first_row[image]
+            same = rows[j] == rec
+            problems.append(Problem(i + 2, image, f"repeats line {j + 2} exactly" if same
+                                    else f"same image id as line {j + 2}; each image may appear once"))
+        else:
+            first_row[image] = i
+
+    if "patient_id" in df.columns:
+        for i, pid in enumerate(df["patient_id"]):
+            if not pid.strip():
+                problems.append(Problem(i + 2, df["image"].iat[i], "empty patient_id"))
+        if "group" in df.columns:
+            groups_of = df.groupby("patient_id")["group"].agg(lambda s: sorted(set(s)))
+            for pid, groups in groups_of.items():
+                if pid.strip() and len(groups) > 1:
+                    i = int(df.index[df["patient_id"] == pid][0])
+                    problems.append(Problem(i + 2, df["image"].iat[i],
+                                            f"patient {pid!r} is in {len(groups)} groups ({', '.join(groups[:5])}); "
+                                            f"all images of a patient must share one group"))
+
+    rois: dict[int, dict] = {}
+    if "roi" in df.columns:
+        for i, value in enumerate(df["roi"]):
+            try:
+                roi = parse_roi(value, where=f"line {i + 2}")
+            except DataError as exc:
+                msg = str(exc).split(": ", 1)[-1]
+                problems.append(Problem(i + 2, df["image"].iat[i], f"bad roi: {msg}"))
+                continue
+            if roi is not None:
+                rois[i] = roi
+
+    from thyro.console import track
+
+    indices = range(len(rows))
+    for i in (track(indices, "checking images") if progress else indices):
+        image = rows[i]["image"].strip()
+        if not image:
+            continue
+        file = root / image
+        if not file.is_file():
+            problems.append(Problem(i + 2, image, f"file not found (looked at {file})"))
+            continue
+        try:
+            if decode:
+                size = load_image(file, us_region=False).size
+            else:
+                size = probe_image(file).size
+        except ImageReadError as exc:
+            problems.append(Problem(i + 2, image, f"unreadable: {str(exc).split(': ', 1)[-1]}"))
+            continue
+        if i in rois:
+            x0, y0, x1, y1 = roi_bbox(rois[i])
+            w, h = size
+            t = ROI_TOLERANCE
+            if x0 < -t or y0 < -t or x1 > w + t or y1 > h + t:
+                problems.append(Problem(i + 2, image, f"roi ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside "
+                                                      f"the {w}x{h} image"))
+    problems.sort(key=lambda p: (p.row or 0))
+    return problems
