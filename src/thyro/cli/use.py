@@ -1,9 +1,111 @@
-"""Commands of the use area."""
+"""Commands of the use area: ``thyro bundle``, ``predict``, ``explain``, ``export``, ``serve``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def bundle_cmd(
+    run_dir: Path = typer.Argument(..., help="Study run directory (config.yaml, predictions.csv, jobs/ARM/foldK/)."),
+    arm: str = typer.Option(..., "--arm", help="The arm to package (its fold models form the ensemble)."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write."),
+    point: str = typer.Option("youden", "--point", help="Default operating point: youden, sens90, sens95 or spec90."),
+    label_provenance: str = typer.Option(None, "--label-provenance",
+                                         help="How the labels were obtained (default: read from data.json/config)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model directory."),
+) -> None:
+    """Turn one arm of a finished study into a model package with a model card."""
+    from thyro.console import info
+    from thyro.use.bundle import bundle
+
+    pkg = bundle(run_dir, arm, out, default_point=point, label_provenance_text=label_provenance, overwrite=overwrite)
+    test = pkg.meta.get("metrics", {}).get("test", {})
+    auc = test.get("auroc")
+    info(f"model package written to [bold]{out}[/]: {len(pkg.model_files)} fold model(s), "
+         f"{pkg.meta.get('arch')} at {pkg.image_size} px"
+         + (f"; test AUROC {auc:.3f} [{test['ci'][0]:.3f}, {test['ci'][1]:.3f}]" if auc is not None else "")
+         + f"; operating point {point} = {pkg.operating_point(point)[1]:.4f}. See {out / 'MODEL_CARD.md'}.")
+
+
+def predict_cmd(
+    model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders (recursive), DICOM files or manifest CSVs."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the predictions CSV here."),
+    roi: str = typer.Option(None, "--roi", help='ROI for every input without one: JSON ({"box": [x0,y0,x1,y1]}) or a JSON file.'),
+    engine: str = typer.Option("torch", "--engine", help="torch (eager) or onnx (MODEL_DIR/model.onnx, from `thyro export`)."),
+    onnx_file: Path = typer.Option(None, "--onnx-file", help="ONNX file for --engine onnx (default MODEL_DIR/model.onnx)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch (memory stays bounded)."),
+    point: str = typer.Option(None, "--point", help="Operating point for the class (default: the package's)."),
+) -> None:
+    """Predict malignancy for images; exit code 1 if any file failed (its row holds the error)."""
+    from thyro.console import console, is_quiet
+    from thyro.use.predict import parse_roi_arg, predict, summary_table
+
+    summary = predict(model_dir, inputs, out=out, roi=parse_roi_arg(roi), engine=engine, onnx_path=onnx_file,
+                      batch_size=batch_size, point=point, progress=not is_quiet())
+    if not is_quiet():
+        console.print(summary_table(summary))
+        if out:
+            console.print(f"predictions written to [bold]{out}[/]")
+    if summary.n_failed:
+        raise typer.Exit(1)
+
+
+def explain_cmd(
+    model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders, DICOM files or manifest CSVs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmap PNGs (and index.csv)."),
+    method: str = typer.Option("gradcam", "--method", help="gradcam or gradcam++."),
+    roi: str = typer.Option(None, "--roi", help="ROI for every input without one (JSON or a JSON file)."),
+) -> None:
+    """Write Grad-CAM / Grad-CAM++ heatmaps over the preprocessed images; exit code 1 if any failed."""
+    from thyro.console import info, is_quiet
+    from thyro.use.explain import explain
+    from thyro.use.predict import parse_roi_arg
+
+    results = explain(model_dir, inputs, out, method=method, roi=parse_roi_arg(roi), progress=not is_quiet())
+    failed = [r for r in results if r["error"]]
+    info(f"{len(results) - len(failed)} heatmap(s) written to [bold]{out}[/] ({method}); {len(failed)} failed"
+         + ("".join(f"\n  {r['input']}: {r['error']}" for r in failed[:20])))
+    if failed:
+        raise typer.Exit(1)
+
+
+def export_cmd(
+    model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
+    onnx: Path = typer.Option(None, "--onnx", help="ONNX file to write (default MODEL_DIR/model.onnx)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest allowed |ONNX - PyTorch| on sample inputs."),
+) -> None:
+    """Export the fold ensemble as one ONNX graph (input float (B,1,S,S) in [0,1]), verified against PyTorch."""
+    from thyro.console import console
+    from thyro.use.export import export_onnx
+
+    res = export_onnx(model_dir, onnx, opset=opset, tolerance=tolerance)
+    console.print(f"ONNX written to [bold]{res['path']}[/] (opset {res['opset']}, {res['n_models']} fold model(s) "
+                  f"averaged in one graph, input (batch, 1, {res['image_size']}, {res['image_size']}), dynamic batch); "
+                  f"max |ONNX - PyTorch| on sample inputs = {res['max_abs_diff']:.2e} (allowed {tolerance:g})")
+
+
+def serve_cmd(
+    model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (the app has no authentication)."),
+    port: int = typer.Option(8000, "--port", help="Port."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Upload size limit (larger uploads get 413)."),
+    method: str = typer.Option("gradcam", "--method", help="Heatmap method: gradcam or gradcam++."),
+) -> None:
+    """A local web page and JSON API (POST /predict, GET /health) for the model."""
+    from thyro.use.serve import serve
+
+    serve(model_dir, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), method=method)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
+    app.command("bundle")(bundle_cmd)
+    app.command("predict")(predict_cmd)
+    app.command("explain")(explain_cmd)
+    app.command("export")(export_cmd)
+    app.command("serve")(serve_cmd)

@@ -1,0 +1,242 @@
+"""Heatmaps (Grad-CAM, Grad-CAM++) of a one-logit model, overlaid on the preprocessed image.
+
+pytorch-grad-cam's ``ClassifierOutputTarget(1)`` indexes column 1 of the output, which a one-logit
+binary model does not have (or, with a (B, 1) output, silently explains the wrong thing); with no
+target it takes the argmax over a single column.  :class:`LogitTarget` returns the logit itself, so
+the heatmap shows the evidence for "malignant" (``sign=-1`` gives the evidence for "benign").
+
+For a fold ensemble the heatmap is the mean of the fold models' heatmaps.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from thyro.errors import ThyroError
+from thyro.fileio import atomic_open, atomic_path
+from thyro.use.bundle import ModelPackage, load_package
+
+METHODS = ("gradcam", "gradcam++")
+
+
+class LogitTarget:
+    """Grad-CAM target for a model with one logit per image: the logit (times ``sign``)."""
+
+    def __init__(self, sign: float = 1.0):
+        self.sign = float(sign)
+
+    def __call__(self, model_output):
+        # pytorch-grad-cam calls the target on one image's output: a 0-d tensor for (B,) outputs,
+        # shape (1,) for (B, 1) outputs.
+        return self.sign * model_output.reshape(-1)[0]
+
+
+def find_target_layer(model):
+    """The module whose activations Grad-CAM weighs: the backbone's last feature stage.
+
+    Uses timm's ``feature_info`` (``layer4`` for ResNets, the last dense block for DenseNets, ...);
+    falls back to the last ``Conv2d`` of the model.
+    """
+    import torch.nn as nn
+
+    for module in model.modules():
+        info = getattr(module, "feature_info", None)
+        if info is None:
+            continue
+        try:
+            last = info[-1]
+            name = last["module"] if isinstance(last, dict) else info.module_name()[-1]
+            return module.get_submodule(name)
+        except (AttributeError, KeyError, IndexError, TypeError):
+            continue
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ThyroError("cannot find a convolutional layer for Grad-CAM in this model.")
+    return convs[-1]
+
+
+def _cam_class(method: str):
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+
+    if method not in METHODS:
+        raise ThyroError(f"--method {method!r}: choose one of {', '.join(METHODS)}.")
+    return GradCAM if method == "gradcam" else GradCAMPlusPlus
+
+
+def heatmaps(models: Sequence, images: np.ndarray, method: str = "gradcam", *, sign: float = 1.0) -> np.ndarray:
+    """Heatmaps in [0, 1], shape (B, S, S), for uint8 or float [0, 1] images of shape (B, S, S).
+
+    Each model's heatmap is computed with its own last feature stage; the ensemble's is their mean.
+    """
+    import torch
+
+    cam_cls = _cam_class(method)
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    x = torch.from_numpy(np.ascontiguousarray(arr)).float()
+    if arr.dtype == np.uint8:
+        x = x / 255.0
+    x = x.unsqueeze(1)
+    total = np.zeros(arr.shape, dtype=np.float64)
+    for model in models:
+        model.eval()
+        xin = x.clone().requires_grad_(True)  # so activations carry gradients even if weights are frozen
+        with cam_cls(model=model, target_layers=[find_target_layer(model)]) as cam:
+            total += cam(input_tensor=xin, targets=[LogitTarget(sign)] * arr.shape[0])
+    return (total / max(len(models), 1)).astype(np.float32)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, weight: float = 0.55) -> np.ndarray:
+    """RGB uint8 overlay of a heatmap (jet colormap) on a grayscale uint8 image of the same size."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    gray = np.asarray(image, dtype=np.float32) / 255.0
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    return show_cam_on_image(rgb, np.clip(heatmap, 0, 1).astype(np.float32), use_rgb=True, image_weight=weight)
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write an RGB (or gray) uint8 array as PNG, atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(tmp, format="PNG")
+    return path
+
+
+def _safe_name(name: str) -> str:
+    p = Path(name)
+    parts = [x for x in p.parts if x not in (p.anchor, "..", ".")]
+    stem = "__".join(parts[:-1] + [Path(parts[-1]).stem]) if parts else "image"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[-150:]
+
+
+def _as_models(model_dir_or_models) -> tuple[list, ModelPackage | None]:
+    if isinstance(model_dir_or_models, ModelPackage):
+        return model_dir_or_models.load_torch_models(), model_dir_or_models
+    if isinstance(model_dir_or_models, (str, os.PathLike)):
+        package = load_package(model_dir_or_models)
+        return package.load_torch_models(), package
+    if isinstance(model_dir_or_models, (list, tuple)):
+        return list(model_dir_or_models), None
+    return [model_dir_or_models], None
+
+
+def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | os.PathLike, *,
+            method: str = "gradcam", roi: dict | None = None, batch_size: int = 8, point: str | None = None,
+            progress: bool = True) -> list[dict]:
+    """Write one overlay PNG per input image under ``out_dir`` and an ``index.csv``.
+
+    Returns one dict per input: ``input, png, probability, class, error``.  Unreadable inputs get an
+    error and the others go on.
+    """
+    from thyro.console import track
+    from thyro.use.predict import TorchEngine, _error_text, collect_inputs, prepare
+
+    _cam_class(method)  # validate before any work
+    package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
+    _, threshold = package.operating_point(point)
+    models = package.load_torch_models()
+    engine = TorchEngine(models)
+    pre = package.preprocessor()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = collect_inputs(inputs, roi)
+    results: list[dict] = []
+    used: set[str] = set()
+    suffix = "gradcampp" if method == "gradcam++" else "gradcam"
+    iterator = track(items, f"explaining ({method})") if progress else items
+    for item in iterator:
+        rec = {"input": item.name, "png": "", "probability": None, "class": None, "error": ""}
+        try:
+            img, _ = prepare(pre, item, package.image_size)
+            prob = float(engine(img[None])[0])
+            cam = heatmaps(models, img[None], method)[0]
+            name = _safe_name(item.name)
+            while name in used:
+                name += "_"
+            used.add(name)
+            png = save_png(out / f"{name}.{suffix}.png", overlay(img, cam))
+            rec.update(png=png.name, probability=prob, **{"class": int(prob >= threshold)})
+        except (ThyroError, OSError, ValueError) as exc:
+            rec["error"] = _error_text(exc)
+        except Exception as exc:  # one bad file must not stop the others
+            rec["error"] = f"{type(exc).__name__}: {_error_text(exc)}"
+        results.append(rec)
+    with atomic_open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["input", "png", "probability", "class", "error"])
+        writer.writeheader()
+        writer.writerows(results)
+    return results
+
+
+def montage(model_dir_or_models, images, labels, probs, out_png: str | os.PathLike, *,
+            threshold: float | None = None, per_group: int = 4, method: str = "gradcam",
+            titles: Sequence[str] | None = None) -> dict[str, list[int]]:
+    """A figure of test cases by outcome, true/false positives/negatives, each with its heatmap.
+
+    Parameters
+    ----------
+    model_dir_or_models : model directory, ModelPackage, a model, or a list of fold models
+    images : preprocessed uint8 images, array (N, S, S) or a list of (S, S) arrays
+    labels, probs : per image; 1 = malignant
+    out_png : PNG path (written atomically)
+    threshold : the class cut-off; default the package's operating point, else 0.5
+    per_group : images per outcome; the most confident cases of each outcome are shown
+
+    Returns
+    -------
+    dict
+        The indices shown per outcome (``"TP"``, ``"FP"``, ``"TN"``, ``"FN"``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    models, package = _as_models(model_dir_or_models)
+    if threshold is None:
+        threshold = package.operating_point()[1] if package is not None else 0.5
+    imgs = np.stack([np.asarray(i) for i in images]) if len(images) else np.empty((0, 1, 1), np.uint8)
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=float)
+    if not (len(imgs) == len(y) == len(p)):
+        raise ThyroError(f"montage: {len(imgs)} images, {len(y)} labels and {len(p)} probabilities; they must match.")
+    pred = p >= threshold
+    groups = {"TP": (y == 1) & pred, "FP": (y == 0) & pred, "TN": (y == 0) & ~pred, "FN": (y == 1) & ~pred}
+    chosen: dict[str, list[int]] = {}
+    for name, mask in groups.items():
+        idx = np.flatnonzero(mask)
+        order = np.argsort(-p[idx]) if name in ("TP", "FP") else np.argsort(p[idx])  # most confident first
+        chosen[name] = idx[order][:per_group].tolist()
+    shown = sorted({i for v in chosen.values() for i in v})
+    cams = dict(zip(shown, heatmaps(models, imgs[shown], method))) if shown else {}
+    fig, axes = plt.subplots(4, per_group, figsize=(2.2 * per_group, 9.4), squeeze=False)
+    names = {"TP": "true positive", "FP": "false positive", "TN": "true negative", "FN": "false negative"}
+    for r, (name, idxs) in enumerate(chosen.items()):
+        for c in range(per_group):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(idxs):
+                i = idxs[c]
+                ax.imshow(overlay(imgs[i], cams[i]))
+                label = titles[i] if titles is not None else f"#{i}"
+                ax.set_title(f"{label}\np = {p[i]:.2f}", fontsize=8)
+            elif c == 0:
+                ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=9, transform=ax.transAxes)
+        axes[r, 0].text(-0.08, 0.5, f"{names[name]} ({int(groups[name].sum())})", rotation=90, ha="right",
+                        va="center", fontsize=9, transform=axes[r, 0].transAxes)
+    fig.suptitle(f"Test cases by outcome at threshold {threshold:.3f} ({method})", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return chosen

@@ -1,0 +1,135 @@
+"""Export a model package to ONNX, verified against PyTorch.
+
+The fold ensemble is exported as **one graph**: every fold model (each with its input adapter)
+reads the same input, and the graph averages their probabilities, so a consumer gets exactly the
+package's prediction from one file.  The graph:
+
+- input ``image``: float32 (B, 1, S, S), values in [0, 1] (the preprocessed uint8 image / 255);
+  the batch dimension is dynamic;
+- output ``probability``: float32 (B,), the mean of the fold models' sigmoid(logit);
+- output ``fold_logits``: float32 (B, K), each fold model's logit.
+
+The model's metadata (``metadata_props``) carries the package format version, the image size, the
+preprocessing settings and the operating points, so the file describes itself.
+
+The TorchScript-based exporter is used (``dynamo=False``): the torch.export-based one needs
+``onnxscript``, which thyro does not require; opset 17 is the default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from thyro.errors import ModelPackageError
+from thyro.fileio import atomic_path
+from thyro.use.bundle import FORMAT_VERSION, ModelPackage, load_package
+
+DEFAULT_OPSET = 17
+TOLERANCE = 1e-4
+
+
+def ensemble_module(models: list):
+    """A torch module: (B, 1, S, S) float in [0, 1] -> (mean probability (B,), fold logits (B, K))."""
+    import torch
+
+    class Ensemble(torch.nn.Module):
+        def __init__(self, members):
+            super().__init__()
+            self.members = torch.nn.ModuleList(members)
+
+        def forward(self, image):
+            logits = torch.stack([m(image).reshape(image.shape[0], -1)[:, 0] for m in self.members], dim=1)
+            return torch.sigmoid(logits).mean(dim=1), logits
+
+    return Ensemble(models).eval()
+
+
+def sample_inputs(size: int, seed: int = 0) -> list[np.ndarray]:
+    """Verification inputs: batches of 1 and 3 (to exercise the dynamic batch) of noise and flat images."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((3, 1, size, size), dtype=np.float32)
+    flat = np.full((1, 1, size, size), 0.5, dtype=np.float32)
+    return [noise[:1], noise, flat]
+
+
+def verify(onnx_path: str | os.PathLike, module, inputs: list[np.ndarray]) -> float:
+    """Largest absolute difference between onnxruntime and PyTorch over the inputs (both outputs)."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for x in inputs:
+        got = session.run(["probability", "fold_logits"], {"image": x})
+        with torch.inference_mode():
+            ref = [t.numpy() for t in module(torch.from_numpy(x))]
+        for g, r in zip(got, ref):
+            if g.shape != r.shape:
+                raise ModelPackageError(f"ONNX output shape {g.shape} differs from PyTorch's {r.shape}.")
+            worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64)))))
+    return worst
+
+
+def export_onnx(model_dir: str | os.PathLike | ModelPackage, out: str | os.PathLike | None = None, *,
+                opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE) -> dict:
+    """Write the package's fold ensemble as one ONNX graph and check it against PyTorch.
+
+    Parameters
+    ----------
+    model_dir : the model package
+    out : the ONNX file (default ``MODEL_DIR/model.onnx``, where ``thyro predict --engine onnx`` looks)
+    opset : ONNX opset version
+    tolerance : the largest allowed absolute difference from PyTorch on the sample inputs
+
+    Returns
+    -------
+    dict
+        ``path``, ``opset``, ``max_abs_diff``, ``n_models``, ``image_size``.
+
+    Raises
+    ------
+    ModelPackageError
+        When the difference exceeds ``tolerance`` (the file is not written then).
+    """
+    import onnx
+    import torch
+
+    package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
+    out = Path(out) if out else package.onnx_path
+    size = package.image_size
+    module = ensemble_module(package.load_torch_models())
+    example = torch.rand(2, 1, size, size)
+    with atomic_path(out, suffix=".onnx") as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation
+            torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["image"], output_names=["probability", "fold_logits"],
+                              dynamic_axes={"image": {0: "batch"}, "probability": {0: "batch"},
+                                            "fold_logits": {0: "batch"}})
+        proto = onnx.load(str(tmp))
+        meta = {
+            "thyro_format_version": str(FORMAT_VERSION),
+            "image_size": str(size),
+            "input": "image: float32 (batch, 1, S, S) in [0, 1] = preprocessed uint8 / 255",
+            "outputs": "probability: mean of fold sigmoid(logit); fold_logits: (batch, K)",
+            "preprocess": json.dumps(package.preprocess, default=str),
+            "operating_points": json.dumps(package.meta.get("operating_points"), default=str),
+            "default_operating_point": str(package.meta.get("default_operating_point")),
+            "arch": str(package.meta.get("arch")),
+        }
+        for key, value in meta.items():
+            prop = proto.metadata_props.add()
+            prop.key, prop.value = key, value
+        proto.doc_string = "thyro model package exported to ONNX: thyroid nodule malignancy probability."
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        diff = verify(tmp, module, sample_inputs(size))
+        if not diff <= tolerance:
+            raise ModelPackageError(f"ONNX export differs from PyTorch by {diff:.3g} (allowed {tolerance:g}); "
+                                    f"not written. Try another --opset.")
+    return {"path": out, "opset": opset, "max_abs_diff": diff, "n_models": len(module.members), "image_size": size}

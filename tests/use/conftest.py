@@ -1,0 +1,155 @@
+"""Fixtures of the use area: a synthetic study run directory, the model package bundled from it,
+and small test images (PNG, JPEG, DICOM, and bad files)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+SIZE = 64
+ARM = "scratch"
+N_FOLDS = 2
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _speckle(rng: np.random.Generator, h: int, w: int, blob: tuple[int, int, int] | None = None) -> np.ndarray:
+    """A fake B-mode image: a bright sector on black with speckle, and an optional dark nodule."""
+    img = np.zeros((h, w), np.uint8)
+    tissue = np.clip(rng.gamma(2.0, 45.0, size=(h - 8, w - 16)), 0, 255)
+    if blob is not None:
+        cy, cx, r = blob
+        yy, xx = np.mgrid[: h - 8, : w - 16]
+        tissue[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] *= 0.3
+    img[4:h - 4, 8:w - 8] = tissue.astype(np.uint8)
+    return img
+
+
+def write_run_dir(root: Path, *, n_folds: int = N_FOLDS, size: int = SIZE, seed: int = 0) -> Path:
+    """A study run directory as the study runner writes it, with tiny random-init fold models."""
+    from thyro.models import build_model, save_model
+
+    run = root / "run"
+    rng = np.random.default_rng(seed)
+    for k in range(n_folds):
+        model, _ = build_model("resnet18", "none", seed=seed + k)
+        save_model(run / "jobs" / ARM / f"fold{k}" / "model.safetensors", model.eval(), {"fold": k, "epoch": 3})
+    config = {
+        "name": "synthetic",
+        "data": {"manifest": "ddti/manifest.csv", "importer": "ddti"},
+        "preprocess": {"size": size, "roi_crop": True, "roi_margin": 0.1},
+        "arms": [{"name": ARM, "backbone": "resnet18", "weights": "none"},
+                 {"name": "imagenet", "backbone": "resnet18", "weights": "imagenet"}],
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (run / "data.json").write_text(json.dumps({
+        "n_images": 60, "n_patients": 30, "n_groups": 28, "class_balance": {"benign": 36, "malignant": 24},
+        "duplicates_merged": 2, "source": "ddti", "label_cutoff": "TI-RADS 4c and 5 positive",
+    }), encoding="utf-8")
+    (run / "results.json").write_text(json.dumps({
+        "arms": {ARM: {"status": "done", "backbone": "resnet18", "weights": "none"},
+                 "imagenet": {"status": "skipped", "reason": "weights not found"}},
+        "git_commit": "0123abc", "versions": {"thyro": "0.1.0"},
+    }), encoding="utf-8")
+    rows = []
+    # out-of-fold: 48 images, 24 patients (2 images each), informative scores
+    for i in range(48):
+        label = int(i % 5 < 2)
+        p = float(np.clip(0.35 + 0.3 * label + rng.normal(0, 0.18), 0.01, 0.99))
+        rows.append({"image": f"img{i:03d}.png", "patient": f"p{i // 2:03d}", "group": f"p{i // 2:03d}",
+                     "label": label, "arm": ARM, "fold": str(i % n_folds), "split": "val", "probability": p})
+    # test: 12 images, per fold and mean
+    for i in range(48, 60):
+        label = int(i % 3 == 0)
+        per_fold = [float(np.clip(0.4 + 0.25 * label + rng.normal(0, 0.15), 0.01, 0.99)) for _ in range(n_folds)]
+        for k, p in enumerate(per_fold):
+            rows.append({"image": f"img{i:03d}.png", "patient": f"p{i:03d}", "group": f"p{i:03d}", "label": label,
+                         "arm": ARM, "fold": str(k), "split": "test", "probability": p})
+        rows.append({"image": f"img{i:03d}.png", "patient": f"p{i:03d}", "group": f"p{i:03d}", "label": label,
+                     "arm": ARM, "fold": "mean", "split": "test", "probability": float(np.mean(per_fold))})
+    pd.DataFrame(rows).to_csv(run / "predictions.csv", index=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    return write_run_dir(tmp_path_factory.mktemp("study"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(run_dir: Path, tmp_path_factory) -> Path:
+    """The package bundled from :func:`run_dir` (shared: tests must not modify it; copy it first)."""
+    from thyro.use.bundle import bundle
+
+    out = tmp_path_factory.mktemp("pkg") / "model"
+    bundle(run_dir, ARM, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def package(model_dir: Path):
+    from thyro.use.bundle import load_package
+
+    return load_package(model_dir)
+
+
+def write_dicom(path: Path, pixels: np.ndarray | None) -> Path:
+    """A minimal ultrasound DICOM file (MONOCHROME2, 8 bit), optionally without pixel data."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientID = "anon"
+    h, w = (pixels.shape if pixels is not None else (80, 96))
+    ds.Rows, ds.Columns = h, w
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    if pixels is not None:
+        ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> dict[str, Path]:
+    """Good and bad inputs: PNGs in a nested folder, a JPEG, a DICOM, and bad files."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(1)
+    good = root / "good"
+    (good / "sub").mkdir(parents=True)
+    paths: dict[str, Path] = {}
+    for k in range(5):
+        p = (good / "sub" if k % 2 else good) / f"us{k}.png"
+        Image.fromarray(_speckle(rng, 96, 128, (40, 50 + 3 * k, 14))).save(p)
+        paths[f"png{k}"] = p
+    jpg = good / "us_rgb.jpg"
+    Image.fromarray(np.repeat(_speckle(rng, 90, 120)[..., None], 3, axis=2)).save(jpg, quality=92)
+    paths["jpg"] = jpg
+    paths["dcm"] = write_dicom(good / "us.dcm", _speckle(rng, 88, 104, (30, 40, 12)))
+    bad = root / "bad"
+    bad.mkdir()
+    paths["not_image"] = bad / "notes.png"
+    paths["not_image"].write_text("this is not an image\n", encoding="utf-8")
+    paths["dicom_no_pixels"] = write_dicom(bad / "nopixels.dcm", None)
+    paths["tiny"] = bad / "tiny.png"
+    Image.fromarray(_speckle(rng, 12, 24)).save(paths["tiny"])
+    paths["small"] = bad / "small.png"
+    Image.fromarray(rng.integers(30, 200, size=(40, 48), dtype=np.uint8)).save(paths["small"])
+    paths["good_dir"] = good
+    paths["bad_dir"] = bad
+    return paths

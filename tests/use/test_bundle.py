@@ -1,0 +1,137 @@
+"""Model package: bundle from a run directory, model card, checks on load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from thyro.errors import ModelPackageError
+from thyro.use.bundle import FORMAT_VERSION, bundle, load_package
+
+from .conftest import ARM, N_FOLDS, SIZE
+
+
+def test_bundle_writes_a_complete_package(model_dir, run_dir):
+    pkg = load_package(model_dir)
+    assert pkg.meta["format_version"] == FORMAT_VERSION
+    assert pkg.image_size == SIZE
+    assert pkg.meta["arch"] == "resnet18"
+    assert pkg.meta["input_spec"]["channels"] == 3
+    assert len(pkg.model_files) == N_FOLDS and all(p.is_file() for p in pkg.model_files)
+    # the full preprocessing, defaults included, so it can be reproduced exactly
+    assert pkg.preprocess["size"] == SIZE and pkg.preprocess["roi_crop"] is True
+    assert "remove_frame" in pkg.preprocess
+    assert (model_dir / "data.json").is_file() and (model_dir / "MODEL_CARD.md").is_file()
+    assert json.loads((model_dir / "data.json").read_text())["n_images"] == 60
+
+
+def test_operating_points_and_test_metrics_come_from_the_run(package, run_dir):
+    from thyro.stats.operating import choose_threshold
+
+    pred = pd.read_csv(run_dir / "predictions.csv", dtype={"fold": str})
+    oof = pred[(pred.arm == ARM) & (pred.split == "val")]
+    for name, rule in {"youden": "youden", "sens90": "sens@0.90", "spec90": "spec@0.90"}.items():
+        assert package.meta["operating_points"][name]["threshold"] == pytest.approx(
+            choose_threshold(oof.label.to_numpy(), oof.probability.to_numpy(), rule))
+    sens = package.meta["operating_points"]["sens90"]["sensitivity"]
+    assert sens >= 0.9
+    test = pred[(pred.split == "test") & (pred.fold == "mean")]
+    m = package.meta["metrics"]["test"]
+    assert m["auroc"] == pytest.approx(roc_auc_score(test.label, test.probability))
+    assert m["n"] == len(test) and m["ci"][0] <= m["auroc"] <= m["ci"][1]
+    # out-of-fold AUROC: 2 images per patient, so the cluster bootstrap is used
+    assert "bootstrap" in package.meta["metrics"]["oof"]["ci_method"]
+    assert package.operating_point() == ("youden", package.meta["operating_points"]["youden"]["threshold"])
+
+
+def test_model_card_states_use_provenance_metrics_limitations(model_dir, package):
+    card = (model_dir / "MODEL_CARD.md").read_text()
+    for heading in ("## Intended use", "## Training data", "## Labels and their provenance", "## Metrics",
+                    "## Limitations", "## Operating points"[1:]):
+        assert heading in card
+    assert "TI-RADS-derived" in card  # data.json says the source is DDTI
+    auc = package.meta["metrics"]["test"]["auroc"]
+    assert f"AUROC {auc:.3f}" in card and "95% CI" in card
+    assert "Not for" in card
+
+
+def test_label_provenance_can_be_given(run_dir, tmp_path):
+    pkg = bundle(run_dir, ARM, tmp_path / "m", label_provenance_text="FNA cytology (Bethesda V-VI positive)")
+    assert "FNA cytology" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert pkg.meta["labels"]["provenance"].startswith("FNA")
+
+
+def test_bundle_refuses_bad_runs(run_dir, tmp_path):
+    with pytest.raises(ModelPackageError, match="no arm 'nope'.*scratch"):
+        bundle(run_dir, "nope", tmp_path / "a")
+    with pytest.raises(ModelPackageError, match="status 'skipped'"):
+        bundle(run_dir, "imagenet", tmp_path / "b")
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    (broken / "predictions.csv").unlink()
+    with pytest.raises(ModelPackageError, match="predictions.csv"):
+        bundle(broken, ARM, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ModelPackageError, match="not empty"):
+        bundle(run_dir, ARM, run_dir)
+
+
+@pytest.fixture
+def pkg_copy(model_dir, tmp_path):
+    dst = tmp_path / "model"
+    shutil.copytree(model_dir, dst)
+    return dst
+
+
+def test_missing_files_are_named(pkg_copy):
+    (pkg_copy / "models" / "fold1.safetensors").unlink()
+    (pkg_copy / "data.json").unlink()
+    with pytest.raises(ModelPackageError) as exc:
+        load_package(pkg_copy)
+    assert "models/fold1.safetensors" in str(exc.value) and "data.json" in str(exc.value)
+    (pkg_copy / "model.json").unlink()
+    with pytest.raises(ModelPackageError, match="model.json is missing"):
+        load_package(pkg_copy)
+
+
+def test_other_format_version_is_refused(pkg_copy):
+    meta = json.loads((pkg_copy / "model.json").read_text())
+    meta["format_version"] = FORMAT_VERSION + 1
+    (pkg_copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelPackageError, match=f"version {FORMAT_VERSION + 1}.*re-bundle|Re-bundle"):
+        load_package(pkg_copy)
+
+
+def test_changed_model_file_is_detected(pkg_copy):
+    f = pkg_copy / "models" / "fold0.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-10:] = b"\x00" * 10
+    f.write_bytes(bytes(data))
+    with pytest.raises(ModelPackageError, match="SHA-256"):
+        load_package(pkg_copy)
+
+
+def test_not_a_package(tmp_path):
+    with pytest.raises(ModelPackageError, match="not found"):
+        load_package(tmp_path / "absent")
+    (tmp_path / "model.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ModelPackageError, match="not a thyro model package"):
+        load_package(tmp_path)
+
+
+def test_loaded_models_match_the_run_models(package, run_dir):
+    import torch
+
+    from thyro.models import load_model
+
+    x = torch.rand(2, 1, SIZE, SIZE)
+    models = package.load_torch_models()
+    for k, m in enumerate(models):
+        ref = load_model(run_dir / "jobs" / ARM / f"fold{k}" / "model.safetensors")
+        with torch.inference_mode():
+            assert np.allclose(m(x).numpy(), ref(x).numpy())
