@@ -10,8 +10,12 @@ The weighted AUROC of all replicates is computed at once from per-score-value su
 negative weights (ties count one half), so 2,000 replicates of 1,000 cases take well under a second.
 No maintained package offers a stratified cluster bootstrap of AUROC, hence this module.
 
-The p-value of a paired difference follows pROC's bootstrap test: ``Z = diff / sd(bootstrap diffs)``
-referred to the normal distribution; intervals are percentile intervals.
+Intervals are percentile intervals.  The p-value of a paired difference is read from the same
+replicates (twice the smaller share of differences on either side of zero, with the usual +1
+correction), so it agrees with the percentile interval: p < 0.05 exactly when the 95% interval
+excludes zero (up to the correction).  pROC's bootstrap test instead refers ``diff / sd`` to the
+normal distribution, which can disagree with a skewed percentile interval; that ``Z`` is kept in
+``statistic`` for reference.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from scipy import stats as _st
 
 from thyro.errors import StatsError
 from thyro.stats._validate import check_binary, check_groups, check_level, check_scores
@@ -134,8 +137,8 @@ def bootstrap_paired(y, scores_a, scores_b, groups=None, n_boot: int = 2000, lev
                      seed: int = 0) -> Comparison:
     """Paired comparison ``auroc_a - auroc_b`` by stratified cluster bootstrap (same replicates for both).
 
-    CI: percentile interval of the replicate differences.  p-value: ``Z = diff / sd`` (as pROC's
-    bootstrap test), two-sided normal.
+    CI: percentile interval of the replicate differences.  p-value: twice the smaller tail of the
+    replicate differences beyond zero, ``(count + 1) / (n_boot + 1)``, capped at 1 (see module notes).
     """
     level = check_level(level)
     y, a = check_binary(y, scores_a, name="scores of model A")
@@ -152,9 +155,14 @@ def bootstrap_paired(y, scores_a, scores_b, groups=None, n_boot: int = 2000, lev
     else:
         zstat = d / sd
     lo, hi = _percentile(d_reps, level)
+    if d == 0.0 and not d_reps.any():
+        p = 1.0
+    else:
+        tail = min(np.count_nonzero(d_reps <= 0), np.count_nonzero(d_reps >= 0))
+        p = min(1.0, 2 * (tail + 1) / (d_reps.size + 1))
     return Comparison(
         auroc_a=auc_a, auroc_b=auc_b, diff=float(d), se=sd, lower=lo, upper=hi, level=level,
-        statistic=float(zstat), p_value=float(2 * _st.norm.sf(abs(zstat))), n=int(y.size),
+        statistic=float(zstat), p_value=float(p), n=int(y.size),
         method="cluster-bootstrap" if has_repeated_groups(groups) else "bootstrap", paired=True,
     )
 

@@ -1,0 +1,166 @@
+"""``build_report``: one self-contained HTML file and a Markdown summary from a run directory."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from thyro.errors import StatsError
+from thyro.fileio import sha256_file, write_json, write_text
+from thyro.report import figures
+from thyro.report.analysis import analyse, fmt_p
+from thyro.report.load import read_run
+
+TEMPLATES = Path(__file__).parent / "templates"
+BAND_BOOT = 500
+
+
+def _env(autoescape: bool) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined if not autoescape else jinja2.Undefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _flatten(d, prefix: str = "") -> list[tuple[str, str]]:
+    rows = []
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows += _flatten(v, key + " · ")
+        elif isinstance(v, list):
+            rows.append((key, ", ".join(map(str, v))))
+        else:
+            rows.append((key, str(v)))
+    return rows
+
+
+def _ci(r: dict) -> str:
+    return f"{r['auroc']:.3f} [{r['lower']:.3f}, {r['upper']:.3f}]"
+
+
+def _sdiff(x: float) -> str:
+    """Signed difference with 3 decimals; never "-0.000"."""
+    r = round(float(x), 3) + 0.0
+    return f"{r:+.3f}"
+
+
+def _prop(p: dict) -> str:
+    if p["n"] == 0 or p["value"] != p["value"]:
+        return "— (0 cases)"
+    return f"{p['value']:.2f} [{p['lower']:.2f}, {p['upper']:.2f}]"
+
+
+def _rule_name(rule: str) -> str:
+    if rule == "youden":
+        return "Youden's J"
+    kind, _, v = rule.partition("@")
+    return f"{'sensitivity' if kind == 'sens' else 'specificity'} ≥ {float(v) * 100:.0f}%"
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def _outputs(run_dir: Path, out) -> tuple[Path, Path, Path]:
+    if out is None:
+        base = run_dir if run_dir.is_dir() else run_dir.parent
+        html = base / "report.html"
+    else:
+        out = Path(out)
+        html = out if out.suffix.lower() in (".html", ".htm") else out / "report.html"
+    return html, html.with_suffix(".md"), html.with_suffix(".json")
+
+
+def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[Path, Path]:
+    """Write ``report.html`` (self-contained, figures embedded) and ``report.md`` for a study.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run directory (``predictions.csv`` and optionally ``results.json``, ``data.json``,
+        ``config.yaml``, ``jobs/*/fold*/log.csv``) or a predictions CSV on its own.
+    out : path, optional
+        Output folder, or the HTML file name (the Markdown goes beside it).  Default: the run directory.
+    method : {"auto", "delong", "bootstrap"}
+        ``auto`` uses DeLong unless a patient (or group) has several test images; then the cluster bootstrap.
+
+    Returns
+    -------
+    (html_path, md_path)
+    """
+    from thyro import __version__
+
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    a = analyse(run, method=method, n_boot=n_boot, seed=seed, level=level)
+    test_rows = a.pop("_test_rows")
+    valid = {arm: a["test"][arm] for arm in test_rows}
+    figs = {
+        "roc": figures.roc_figure(test_rows, valid, run.cluster_column, n_boot=BAND_BOOT, seed=seed, level=level)
+        if test_rows else None,
+        "folds": figures.folds_figure(a["folds"]["rows"], [r for r in a["arms"] if any(x["arm"] == r for x in a["folds"]["rows"])],
+                                      a["oof"], a["test"]) if a["folds"]["rows"] else None,
+        "oof": figures.oof_vs_test_figure(a["arms"], a["oof"], a["test"]) if a["oof"] else None,
+        "calibration": figures.calibration_figure(a["calibration"]) if a["calibration"] else None,
+        "decision": figures.decision_figure(a["decision"]) if a["decision"] else None,
+        "training": figures.training_figure({arm: run.logs[arm] for arm in a["arms"] + sorted(run.logs) if arm in run.logs}),
+    }
+    res = run.results or {}
+    versions = dict(res.get("versions") or {})
+    versions.setdefault("thyro (report)", __version__)
+    versions.setdefault("numpy (report)", np.__version__)
+    versions.setdefault("python (report)", platform.python_version())
+    html_path, md_path, json_path = _outputs(run_dir, out)
+    ctx = {
+        "a": a,
+        "figs": figs,
+        "title": (run.config or {}).get("name") or run.root.name,
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "thyro_version": __version__,
+        "predictions_name": run.predictions_path.name,
+        "predictions_sha": sha256_file(run.predictions_path),
+        "level_pct": f"{level * 100:g}",
+        "has_scratch": "scratch" in a["roles"],
+        "has_imagenet": "imagenet" in a["roles"],
+        "n_family": sum(1 for c in a["comparisons"] if not c["missing"]),
+        "fold_arms": [r for r in a["arms"] if r in a["oof"]],
+        "band_boot": BAND_BOOT,
+        "data_rows": _flatten(run.data) if run.data else [],
+        "versions": sorted(versions.items()),
+        "git_commit": res.get("git_commit"),
+        "config_text": run.config_text or (json.dumps(res["config"], indent=2) if res.get("config") else None),
+        "fmt_p": fmt_p,
+        "ci": _ci,
+        "sdiff": _sdiff,
+        "prop": _prop,
+        "rule_name": _rule_name,
+        "html_name": html_path.name,
+    }
+    try:
+        html = _env(True).get_template("report.html.j2").render(**ctx)
+        md = _env(False).get_template("report.md.j2").render(**ctx)
+    except jinja2.TemplateError as exc:  # a bug, but say where
+        raise StatsError(f"report template failed: {exc}") from exc
+    write_text(html_path, html)
+    write_text(md_path, md)
+    write_json(json_path, _json_safe(a))
+    return html_path, md_path

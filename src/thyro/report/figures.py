@@ -1,0 +1,160 @@
+"""Report figures (matplotlib, Agg backend), returned as base64 PNG strings for embedding."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from thyro.stats import bootstrap_roc_band, roc_curve  # noqa: E402
+
+DPI = 90
+COLORS = plt.get_cmap("tab10").colors
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def roc_figure(test_rows: dict[str, pd.DataFrame], results: dict, cluster: str | None, n_boot: int = 500,
+               seed: int = 0, level: float = 0.95) -> str:
+    """ROC curves of all arms on one plot, each with a pointwise bootstrap band (clustered when needed)."""
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    grid = np.linspace(0, 1, 101)
+    for i, (arm, sub) in enumerate(test_rows.items()):
+        c = COLORS[i % len(COLORS)]
+        y, p = sub["label"].to_numpy(), sub["probability"].to_numpy()
+        fpr, tpr, _ = roc_curve(y, p)
+        g = sub[cluster].to_numpy() if cluster else None
+        lo, hi = bootstrap_roc_band(y, p, grid, groups=g, n_boot=n_boot, seed=seed, level=level)
+        ax.fill_between(grid, lo, hi, step="post", color=c, alpha=0.15, linewidth=0)
+        r = results[arm]
+        ax.step(fpr, tpr, where="post", color=c, lw=1.8,
+                label=f"{arm}: {r['auroc']:.3f} [{r['lower']:.3f}, {r['upper']:.3f}]")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
+    ax.set(xlabel="1 − specificity (false-positive rate)", ylabel="Sensitivity", xlim=(0, 1), ylim=(0, 1.01),
+           title="Test set ROC (bands: pointwise bootstrap)")
+    ax.legend(loc="lower right", fontsize=8, title="AUROC [CI]", title_fontsize=8)
+    ax.set_aspect("equal")
+    return _png(fig)
+
+
+def folds_figure(fold_rows: list[dict], arms: list[str], oof: dict, test: dict) -> str:
+    """Per-fold AUROCs (out-of-fold and fold-model test) with pooled OOF and ensemble test AUROC."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    width = 0.8 / max(len(arms), 1)
+    for i, arm in enumerate(arms):
+        c = COLORS[i % len(COLORS)]
+        rows = [r for r in fold_rows if r["arm"] == arm]
+        x0 = i * width - 0.4 + width / 2
+        for r in rows:
+            if r.get("val") is not None:
+                ax.plot(r["fold"] + x0, r["val"], "o", color=c, ms=5)
+            else:
+                ax.plot(r["fold"] + x0, 0.5, "x", color="red", ms=7)
+            if r.get("test") is not None:
+                ax.plot(r["fold"] + x0, r["test"], "s", mfc="none", color=c, ms=5)
+        o, t = oof.get(arm, {}), test.get(arm, {})
+        if o.get("auroc") is not None:
+            ax.axhline(o["auroc"], color=c, ls="--", lw=1, alpha=0.7)
+        if t.get("auroc") is not None:
+            ax.axhline(t["auroc"], color=c, ls="-", lw=1, alpha=0.7)
+        ax.plot([], [], color=c, lw=6, label=arm)
+    ax.plot([], [], "o", color="k", label="out-of-fold (val)")
+    ax.plot([], [], "s", mfc="none", color="k", label="fold model on test")
+    ax.plot([], [], "x", color="red", label="missing")
+    ax.set(xlabel="Fold", ylabel="AUROC", title="Per-fold AUROC (dashed: pooled OOF; solid: ensemble test)")
+    k = max((r["fold"] for r in fold_rows), default=0) + 1
+    ax.set_xticks(range(k))
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    return _png(fig)
+
+
+def oof_vs_test_figure(arms: list[str], oof: dict, test: dict) -> str:
+    """Pooled out-of-fold AUROC against ensemble test AUROC, with CIs."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    for i, arm in enumerate(arms):
+        c = COLORS[i % len(COLORS)]
+        for j, (d, name) in enumerate(((oof.get(arm, {}), "out-of-fold"), (test.get(arm, {}), "test"))):
+            if d.get("auroc") is None:
+                continue
+            y = i + (0.15 if j else -0.15)
+            ax.errorbar(d["auroc"], y, xerr=[[d["auroc"] - d["lower"]], [d["upper"] - d["auroc"]]],
+                        fmt="o" if j == 0 else "s", color=c, mfc=c if j == 0 else "white", capsize=3)
+    ax.set_yticks(range(len(arms)), arms)
+    ax.invert_yaxis()
+    ax.plot([], [], "o", color="k", label="out-of-fold")
+    ax.plot([], [], "s", color="k", mfc="white", label="test (ensemble)")
+    ax.legend(fontsize=7)
+    ax.set(xlabel="AUROC [CI]", title="Out-of-fold vs test")
+    return _png(fig)
+
+
+def calibration_figure(calibration: dict) -> str:
+    """Reliability diagram of every arm on the test set."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    for i, (arm, cal) in enumerate(calibration.items()):
+        if cal.get("missing"):
+            continue
+        rel = cal["reliability"]
+        cnt = np.asarray(rel["count"])
+        mp = np.asarray(rel["mean_predicted"], dtype=float)[cnt > 0]
+        fp = np.asarray(rel["fraction_positive"], dtype=float)[cnt > 0]
+        ax.plot(mp, fp, "o-", color=COLORS[i % len(COLORS)], ms=4, label=f"{arm} (ECE {cal['ece']:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="Mean predicted probability", ylabel="Observed malignant fraction", xlim=(0, 1), ylim=(0, 1),
+           title="Reliability (test set)")
+    ax.legend(fontsize=7, loc="upper left")
+    return _png(fig)
+
+
+def decision_figure(decision: dict) -> str:
+    """Net benefit against biopsy threshold for each arm, biopsy-all and biopsy-none."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    shown = None
+    for i, (arm, d) in enumerate(decision.items()):
+        if d.get("missing"):
+            continue
+        ax.plot(d["thresholds"], d["model"], color=COLORS[i % len(COLORS)], lw=1.6, label=arm)
+        shown = d
+    if shown:
+        ax.plot(shown["thresholds"], shown["treat_all"], color="k", lw=1, ls="--", label="biopsy all")
+        ax.plot(shown["thresholds"], shown["treat_none"], color="grey", lw=1, ls=":", label="biopsy none")
+        ax.set_ylim(min(-0.05, -0.1 * shown["prevalence"]), shown["prevalence"] * 1.1 + 0.01)
+    ax.set(xlabel="Threshold probability for biopsy", ylabel="Net benefit", title="Decision curves (test set)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def training_figure(logs: dict[str, dict[str, pd.DataFrame]]) -> str | None:
+    """Training curves: validation AUROC and losses per epoch, one panel per arm, one line per fold."""
+    arms = [a for a in logs if logs[a]]
+    if not arms:
+        return None
+    fig, axes = plt.subplots(2, len(arms), figsize=(3.2 * len(arms), 5.0), squeeze=False, sharex="col")
+    for j, arm in enumerate(arms):
+        for k, (fold, log) in enumerate(sorted(logs[arm].items())):
+            c = COLORS[k % len(COLORS)]
+            x = log["epoch"] if "epoch" in log else np.arange(1, len(log) + 1)
+            if "val_auroc" in log:
+                axes[0, j].plot(x, log["val_auroc"], color=c, lw=1.2, label=fold)
+            if "train_loss" in log:
+                axes[1, j].plot(x, log["train_loss"], color=c, lw=1.2)
+            if "val_loss" in log:
+                axes[1, j].plot(x, log["val_loss"], color=c, lw=1.2, ls="--")
+        axes[0, j].set_title(arm, fontsize=9)
+        axes[1, j].set_xlabel("epoch")
+    axes[0, 0].set_ylabel("val AUROC")
+    axes[1, 0].set_ylabel("loss (— train, -- val)")
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    return _png(fig)
