@@ -144,11 +144,11 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
     else:
         from thyro.models.weights.formats import read_weights
 
-        probe = build_backbone_for(arch, channels=3, dropout=dropout, seed=seed)
-        conv = read_weights(path, arch, probe)
+        backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
+        conv = read_weights(path, arch, backbone)
         layout = conv.layout
-        backbone = probe if (channels == 3 and layout == "timm") else build_backbone_for(
-            arch, channels=channels, layout=layout, dropout=dropout, seed=seed)
+        if layout == "keras":
+            apply_keras_layout(backbone, arch)  # same tensors, Keras's strides and BatchNorm eps
         report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
                               path=str(path), notes=conv.notes)
         spec = conv.input_spec or source.default_input_spec(arch, conv=conv, path=path)

@@ -1,0 +1,212 @@
+"""RadImageNet's Keras HDF5 files, read with h5py alone (no TensorFlow).
+
+Both legacy Keras 2 layouts are read: ``model_weights/<layer>/<layer>/kernel:0`` (``model.save``)
+and ``<layer>/<layer>/kernel:0`` (``save_weights``).  Layers are mapped by name to timm's modules.
+
+Conversion rules (each one loads silently but wrongly if forgotten):
+
+* kernels HWIO (Keras) become OIHW (PyTorch);
+* conv biases (Keras ResNet50 convs have them; PyTorch's do not) are folded into the following
+  BatchNorm exactly: ``running_mean' = moving_mean - bias``;
+* BatchNorm keeps Keras's ``eps=1.001e-5`` and ResNet-50 puts the stride 2 of stages 3-5 on the
+  first 1x1 convolution (Keras's ResNet50 is v1): the model is built in the ``"keras"`` layout
+  (:func:`thyro.models.backbones.apply_keras_layout`).
+
+Supported: ResNet50 and DenseNet121.  InceptionV3 and InceptionResNetV2 files are refused: their
+Keras layers are auto-numbered (``conv2d_57``) and TensorFlow's ``"same"`` padding at stride 2 is
+asymmetric, so an exact port needs more than renaming.  Use their PyTorch export instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from thyro.errors import WeightsError
+from thyro.models.backbones import KERAS_BN_EPS
+from thyro.models.weights.formats import Converted
+
+KERAS_SUPPORTED = ("resnet50", "densenet121")
+RESNET50_BLOCKS = {2: 3, 3: 4, 4: 6, 5: 3}
+DENSENET121_BLOCKS = {2: 6, 3: 12, 4: 24, 5: 16}
+
+
+def _decode(names) -> list[str]:
+    return [n.decode("utf8") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def read_keras_h5(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+    """Weights per Keras layer: ``{layer: {"kernel": array, "bias": ..., "gamma": ...}}`` and the layout."""
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise WeightsError(f"{path}: unreadable HDF5 file, probably truncated or corrupt ({exc}); copy it again.") from None
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        if "model_weights" in fh:
+            root, layout = fh["model_weights"], "model.save"
+        else:
+            root, layout = fh, "save_weights"
+        if "layer_names" not in root.attrs and isinstance(root.get("layers"), h5py.Group):
+            raise WeightsError(f"{path}: a Keras 3 '.weights.h5' file; thyro reads Keras 2 HDF5 files "
+                               "(RadImageNet's release format).")
+        names = _decode(root.attrs["layer_names"]) if "layer_names" in root.attrs else list(root.keys())
+        for name in names:
+            if name not in root:
+                continue
+            group = root[name]
+            arrays: dict[str, np.ndarray] = {}
+            if "weight_names" in group.attrs:
+                for wname in _decode(group.attrs["weight_names"]):
+                    arrays[wname.split("/")[-1].split(":")[0]] = np.asarray(group[wname])
+            else:
+                def visit(sub, obj, arrays=arrays):
+                    if isinstance(obj, h5py.Dataset):
+                        arrays[sub.split("/")[-1].split(":")[0]] = np.asarray(obj)
+                group.visititems(visit)
+            if arrays:
+                layers[name] = arrays
+    except WeightsError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: cannot read the HDF5 file's weights ({exc}); is it truncated?") from None
+    finally:
+        fh.close()
+    if not layers:
+        raise WeightsError(f"{path}: an HDF5 file with no Keras layer weights.")
+    return layers, layout
+
+
+def guess_keras_arch(layers: dict) -> str | None:
+    """Which Keras application the layer names belong to."""
+    names = set(layers)
+    if "conv2_block1_0_conv" in names or "conv1_conv" in names:
+        n4 = sum(1 for n in names if n.startswith("conv4_block") and n.endswith("_1_conv"))
+        return "resnet50" if n4 == 6 else f"a Keras ResNet with {n4} blocks in stage 4 (not ResNet50)"
+    if "conv1/conv" in names or "conv2_block1_1_conv" in names:
+        n4 = sum(1 for n in names if n.startswith("conv4_block") and n.endswith("_1_conv"))
+        return "densenet121" if n4 == 24 else f"a Keras DenseNet with {n4} layers in block 3 (not DenseNet121)"
+    if "conv_7b" in names or "block8_1_conv" in names:
+        return "inception_resnet_v2"
+    if any(n.startswith("mixed") for n in names):
+        return "inception_v3"
+    return None
+
+
+def resnet50_map() -> list[tuple[str, str, str, str]]:
+    """``(keras conv, keras bn, timm conv, timm bn)`` for every conv of Keras's ResNet50."""
+    out = [("conv1_conv", "conv1_bn", "conv1", "bn1")]
+    for stage, n in RESNET50_BLOCKS.items():
+        for b in range(1, n + 1):
+            k, t = f"conv{stage}_block{b}", f"layer{stage - 1}.{b - 1}"
+            if b == 1:
+                out.append((f"{k}_0_conv", f"{k}_0_bn", f"{t}.downsample.0", f"{t}.downsample.1"))
+            for i in (1, 2, 3):
+                out.append((f"{k}_{i}_conv", f"{k}_{i}_bn", f"{t}.conv{i}", f"{t}.bn{i}"))
+    return out
+
+
+def densenet121_map() -> list[tuple[str, str, str]]:
+    """``(keras layer, kind, timm module)`` for every weighted layer of Keras's DenseNet121."""
+    out = [("conv1/conv", "conv", "features.conv0"), ("conv1/bn", "bn", "features.norm0")]
+    for stage, n in DENSENET121_BLOCKS.items():
+        for b in range(1, n + 1):
+            k, t = f"conv{stage}_block{b}", f"features.denseblock{stage - 1}.denselayer{b}"
+            out += [(f"{k}_0_bn", "bn", f"{t}.norm1"), (f"{k}_1_conv", "conv", f"{t}.conv1"),
+                    (f"{k}_1_bn", "bn", f"{t}.norm2"), (f"{k}_2_conv", "conv", f"{t}.conv2")]
+        if stage < 5:
+            out += [(f"pool{stage}_bn", "bn", f"features.transition{stage - 1}.norm"),
+                    (f"pool{stage}_conv", "conv", f"features.transition{stage - 1}.conv")]
+    out.append(("bn", "bn", "features.norm5"))
+    return out
+
+
+def _is_dense(arrays: dict[str, np.ndarray]) -> bool:
+    kernel = arrays.get("kernel")
+    return kernel is not None and kernel.ndim == 2
+
+
+def _conv(arrays: dict[str, np.ndarray]) -> torch.Tensor:
+    kernel = arrays["kernel"]
+    if kernel.ndim != 4:
+        raise WeightsError(f"expected a 4-d conv kernel, got shape {kernel.shape}")
+    return torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))).float()
+
+
+def _bn(arrays: dict[str, np.ndarray], prefix: str, channels: int) -> dict[str, torch.Tensor]:
+    def get(name, fill):
+        a = arrays.get(name)
+        return torch.from_numpy(np.asarray(a, dtype=np.float32)) if a is not None else torch.full((channels,), fill)
+    return {f"{prefix}.weight": get("gamma", 1.0), f"{prefix}.bias": get("beta", 0.0),
+            f"{prefix}.running_mean": get("moving_mean", 0.0), f"{prefix}.running_var": get("moving_variance", 1.0)}
+
+
+def _missing_error(path: Path, arch: str, missing: list[str], layers: dict) -> WeightsError:
+    guess = guess_keras_arch(layers)
+    hint = f" The file looks like {guess}." if guess and guess != arch else ""
+    return WeightsError(f"{path}: Keras HDF5 file does not fit {arch}: {len(missing)} layer(s) missing, first: "
+                        f"{', '.join(missing[:5])}.{hint}")
+
+
+def convert_keras_h5(path: Path, arch: str) -> Converted:
+    """Convert a Keras ResNet50/DenseNet121 HDF5 file to timm names (see the module docstring)."""
+    layers, layout = read_keras_h5(path)
+    if arch not in KERAS_SUPPORTED:
+        raise WeightsError(
+            f"{path}: Keras HDF5 weights are converted for {', '.join(KERAS_SUPPORTED)} only, not {arch} "
+            "(InceptionV3/InceptionResNetV2 Keras layers are auto-numbered and TensorFlow pads asymmetrically "
+            "at stride 2). Use a PyTorch export of these weights (e.g. RadImageNet's, keys backbone.N.*).")
+    state: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    notes = [f"Keras HDF5 ({layout} layout), kernels HWIO -> OIHW"]
+    if arch == "resnet50":
+        table = resnet50_map()
+        missing = [n for row in table for n in row[:2] if n not in layers]
+        if missing:
+            raise _missing_error(path, arch, missing, layers)
+        n_bias = 0
+        for kconv, kbn, tconv, tbn in table:
+            w = _conv(layers[kconv])
+            bn = _bn(layers[kbn], tbn, w.shape[0])
+            if "bias" in layers[kconv]:
+                bn[f"{tbn}.running_mean"] = bn[f"{tbn}.running_mean"] - torch.from_numpy(
+                    np.asarray(layers[kconv]["bias"], dtype=np.float32))
+                n_bias += 1
+            state[f"{tconv}.weight"] = w
+            state.update(bn)
+            used.update((kconv, kbn))
+        notes.append(f"{n_bias} conv biases folded into the following BatchNorm running_mean")
+        notes.append("Keras layout: BatchNorm eps 1.001e-5, stride 2 on the first 1x1 conv of stages 3-5 (ResNet v1)")
+    else:
+        table = densenet121_map()
+        missing = [k for k, _, _ in table if k not in layers]
+        if missing:
+            raise _missing_error(path, arch, missing, layers)
+        for kname, kind, tname in table:
+            arrays = layers[kname]
+            if kind == "conv":
+                if "bias" in arrays:
+                    raise WeightsError(f"{path}: DenseNet layer {kname} has a conv bias; Keras DenseNet121 has none.")
+                state[f"{tname}.weight"] = _conv(arrays)
+            else:
+                n = len(next(iter(arrays.values())))
+                state.update(_bn(arrays, tname, n))
+            used.add(kname)
+        notes.append(f"Keras layout: BatchNorm eps {KERAS_BN_EPS}")
+    extra = [n for n in layers if n not in used]
+    unexpected = [n for n in extra if not _is_dense(layers[n])]
+    if unexpected:
+        guess = guess_keras_arch(layers)
+        hint = f" The file looks like {guess}." if guess and guess != arch else ""
+        raise WeightsError(f"{path}: Keras HDF5 file does not fit {arch}: {len(unexpected)} layer(s) with no place "
+                           f"in it, first: {', '.join(unexpected[:5])}.{hint}")
+    if extra:
+        notes.append(f"{len(extra)} Keras dense layer(s) not used (classification top): {', '.join(extra[:3])}")
+    from thyro.models.weights.sources import keras_input_spec
+
+    return Converted(state=state, format=f"Keras HDF5 ({layout})", layout="keras", input_spec=keras_input_spec(arch),
+                     arch=arch, notes=notes, keras_origin=True)

@@ -1,0 +1,147 @@
+"""An independent NumPy implementation of Keras's ResNet50 (v1) forward pass, and synthetic h5 files.
+
+Written from the Keras application's definition (``keras/applications/resnet.py``): ZeroPadding +
+valid convolutions with bias, BatchNormalization(epsilon=1.001e-5), stride on the first 1x1
+convolution of block 1, NHWC tensors, HWIO kernels.  It reads the h5 file with h5py itself and
+shares no code with thyro.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+BLOCKS = {2: (64, 3, 1), 3: (128, 4, 2), 4: (256, 6, 2), 5: (512, 3, 2)}
+EPS = 1.001e-5
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
+
+
+def synthetic_resnet50_layers(seed: int = 0, densenet_extra: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Random weights with Keras ResNet50 layer names and shapes (float32)."""
+    rng = np.random.default_rng(seed)
+    layers: dict[str, dict[str, np.ndarray]] = {}
+
+    def conv(name, k, cin, cout):
+        layers[name] = {"kernel": rng.normal(0, np.sqrt(2.0 / (k * k * cin)), (k, k, cin, cout)).astype(np.float32),
+                        "bias": rng.normal(0, 0.2, cout).astype(np.float32)}
+
+    def bn(name, c, gamma=1.0):
+        layers[name] = {"gamma": (gamma * rng.uniform(0.5, 1.0, c)).astype(np.float32),
+                        "beta": rng.normal(0, 0.1, c).astype(np.float32),
+                        "moving_mean": rng.normal(0, 0.2, c).astype(np.float32),
+                        "moving_variance": rng.uniform(0.5, 1.5, c).astype(np.float32)}
+
+    conv("conv1_conv", 7, 3, 64)
+    bn("conv1_bn", 64)
+    cin = 64
+    for stage, (f, n, _s) in BLOCKS.items():
+        for b in range(1, n + 1):
+            p = f"conv{stage}_block{b}"
+            if b == 1:
+                conv(f"{p}_0_conv", 1, cin, 4 * f)
+                bn(f"{p}_0_bn", 4 * f)
+            conv(f"{p}_1_conv", 1, cin, f)
+            bn(f"{p}_1_bn", f)
+            conv(f"{p}_2_conv", 3, f, f)
+            bn(f"{p}_2_bn", f)
+            conv(f"{p}_3_conv", 1, f, 4 * f)
+            bn(f"{p}_3_bn", 4 * f, gamma=0.3)
+            cin = 4 * f
+    return layers
+
+
+def write_keras_h5(path, layers: dict[str, dict[str, np.ndarray]], layout: str = "save_weights",
+                   weightless=("input_1", "conv1_pad", "conv1_relu", "pool1_pad", "pool1_pool")) -> None:
+    """Write ``layers`` as Keras 2 does: ``model.save`` (model_weights/...) or ``save_weights``."""
+    with h5py.File(path, "w") as f:
+        root = f.create_group("model_weights") if layout == "model.save" else f
+        if layout == "model.save":
+            f.attrs["model_config"] = '{"class_name": "Functional"}'
+        names = list(weightless) + list(layers)
+        root.attrs["layer_names"] = np.array([n.encode() for n in names])
+        root.attrs["backend"] = b"tensorflow"
+        root.attrs["keras_version"] = b"2.6.0"
+        order = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+        for name in names:
+            g = root.create_group(name)
+            ws = layers.get(name, {})
+            wnames = [f"{name}/{w}:0" for w in order if w in ws]
+            g.attrs["weight_names"] = np.array([w.encode() for w in wnames])
+            for w in order:
+                if w in ws:
+                    g.create_dataset(f"{name}/{w}:0", data=ws[w])
+
+
+def read_layers(path) -> dict[str, dict[str, np.ndarray]]:
+    """Read the h5 back (either layout) as float64 arrays."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        for name in root:
+            g = root[name]
+            for w in g.attrs["weight_names"]:
+                w = w.decode()
+                out.setdefault(name, {})[w.split("/")[-1][:-2]] = np.asarray(g[w], dtype=np.float64)
+    return out
+
+
+def conv2d(x, kernel, bias, stride=1, pad=0):
+    """Keras Conv2D (valid) after ZeroPadding2D(pad), NHWC, HWIO kernel."""
+    if pad:
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    kh, kw, cin, cout = kernel.shape
+    n, h, w, _ = x.shape
+    oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
+    out = np.zeros((n, oh, ow, cout))
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
+            out += patch @ kernel[i, j]
+    return out + bias
+
+
+def batchnorm(x, p):
+    return (x - p["moving_mean"]) / np.sqrt(p["moving_variance"] + EPS) * p["gamma"] + p["beta"]
+
+
+def maxpool_3x3_s2_after_zeropad1(x):
+    x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # Keras pool1_pad: ZeroPadding2D
+    n, h, w, c = x.shape
+    oh, ow = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+    out = np.full((n, oh, ow, c), -np.inf)
+    for i in range(3):
+        for j in range(3):
+            out = np.maximum(out, x[:, i:i + 2 * (oh - 1) + 1:2, j:j + 2 * (ow - 1) + 1:2, :])
+    return out
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def keras_resnet50_features(layers, x_bgr_caffe):
+    """Output of ``conv5_block3_out`` (NHWC) for an already preprocessed NHWC input."""
+    L = layers
+
+    def cbn(x, name, stride=1, pad=0):
+        return batchnorm(conv2d(x, L[name + "_conv"]["kernel"], L[name + "_conv"]["bias"], stride, pad), L[name + "_bn"])
+
+    x = relu(cbn(x_bgr_caffe, "conv1", stride=2, pad=3))
+    x = maxpool_3x3_s2_after_zeropad1(x)
+    for stage, (_f, n, stride) in BLOCKS.items():
+        for b in range(1, n + 1):
+            p = f"conv{stage}_block{b}"
+            s = stride if b == 1 else 1
+            shortcut = cbn(x, f"{p}_0", stride=s) if b == 1 else x
+            y = relu(cbn(x, f"{p}_1", stride=s))
+            y = relu(cbn(y, f"{p}_2", pad=1))  # padding="same" at stride 1
+            y = cbn(y, f"{p}_3")
+            x = relu(shortcut + y)
+    return x
+
+
+def caffe_preprocess(grey01):
+    """Keras ``resnet50.preprocess_input`` of a grey image shown as RGB: NHWC, BGR, 0-255, mean removed."""
+    rgb = np.repeat(grey01[..., None] * 255.0, 3, axis=-1)
+    bgr = rgb[..., ::-1]
+    return bgr - CAFFE_MEAN_BGR

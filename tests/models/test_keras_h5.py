@@ -1,0 +1,137 @@
+"""Keras ResNet50 HDF5 conversion, proved against an independent NumPy forward pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from keras_ref import (
+    caffe_preprocess,
+    keras_resnet50_features,
+    read_layers,
+    synthetic_resnet50_layers,
+    write_keras_h5,
+)
+from thyro.errors import WeightsError
+from thyro.models import build_model
+from thyro.models.weights.keras_h5 import densenet121_map
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keras")
+    layers = synthetic_resnet50_layers(seed=0)
+    layers["predictions"] = {"kernel": np.zeros((2048, 1000), np.float32), "bias": np.zeros(1000, np.float32)}
+    files = {}
+    for layout in ("save_weights", "model.save"):
+        files[layout] = d / f"RadImageNet-ResNet50-{layout}.h5"
+        write_keras_h5(files[layout], layers, layout=layout)
+    return files
+
+
+@pytest.fixture(scope="module")
+def reference(keras_files):
+    rng = np.random.default_rng(1)
+    grey = rng.uniform(0, 1, (2, 64, 64))
+    layers = read_layers(keras_files["save_weights"])
+    feats = keras_resnet50_features(layers, caffe_preprocess(grey))  # (2, 2, 2, 2048) NHWC
+    return grey, feats
+
+
+@pytest.mark.parametrize("layout", ["save_weights", "model.save"])
+def test_keras_resnet50_matches_numpy_reference(keras_files, reference, layout):
+    grey, feats = reference
+    model, report = build_model("resnet50", f"radimagenet:{keras_files[layout]}")
+    assert report.layout == "keras" and report.format == f"Keras HDF5 ({layout})"
+    assert report.head_reinitialised and set(report.missing) == {"fc.weight", "fc.bias"} and not report.mismatched
+    assert model.input_spec.mode == "caffe_bgr"
+    assert model.backbone.layer3[0].conv1.stride == (2, 2) and model.backbone.layer3[0].conv2.stride == (1, 1)
+    model.eval()
+    x = torch.from_numpy(grey[:, None])
+    # float64: the conversion itself is exact
+    m64 = model.double()
+    out64 = m64.backbone.forward_features(m64.adapter(x)).permute(0, 2, 3, 1).detach().numpy()
+    scale = np.abs(feats).max()
+    assert np.abs(out64 - feats).max() / scale < 1e-6  # float32 storage of the weights
+    # float32, the way it is used: max abs difference about 1e-5 of the output scale
+    m32 = model.float()
+    out32 = m32.backbone.forward_features(m32.adapter(x.float())).permute(0, 2, 3, 1).detach().numpy()
+    assert np.abs(out32 - feats).max() / scale < 2e-5
+    pooled = m32.forward_features(x.float()).detach().numpy()
+    assert np.abs(pooled - feats.mean(axis=(1, 2))).max() / scale < 2e-5
+
+
+def test_torchvision_layout_would_be_wrong(keras_files, reference):
+    # The same tensors in the v1.5 layout (stride on the 3x3) give a different answer: the test can fail.
+    grey, feats = reference
+    model, _ = build_model("resnet50", f"radimagenet:{keras_files['save_weights']}")
+    for stage in (model.backbone.layer2, model.backbone.layer3, model.backbone.layer4):
+        stage[0].conv1.stride, stage[0].conv2.stride = (1, 1), (2, 2)
+    m = model.double().eval()
+    x = torch.from_numpy(grey[:, None])
+    out = m.backbone.forward_features(m.adapter(x)).permute(0, 2, 3, 1).detach().numpy()
+    assert np.abs(out - feats).max() / np.abs(feats).max() > 1e-2
+
+
+def test_saved_keras_model_keeps_layout(keras_files, reference, tmp_path):
+    from thyro.models import load_model, save_model
+
+    grey, _ = reference
+    model, _ = build_model("resnet50", f"radimagenet:{keras_files['save_weights']}")
+    path = save_model(tmp_path / "m.safetensors", model)
+    back = load_model(path)
+    assert back.layout == "keras" and back.backbone.layer4[0].conv1.stride == (2, 2)
+    assert back.backbone.bn1.eps == pytest.approx(1.001e-5)
+    x = torch.from_numpy(grey[:1, None]).float()
+    assert torch.allclose(back(x), model.eval()(x), atol=1e-5)
+
+
+def test_h5_missing_layers_refused(tmp_path):
+    layers = synthetic_resnet50_layers(seed=0)
+    for name in ("conv5_block3_3_conv", "conv5_block3_3_bn", "conv4_block6_1_bn"):
+        del layers[name]
+    path = tmp_path / "broken.h5"
+    write_keras_h5(path, layers)
+    with pytest.raises(WeightsError, match=r"3 layer\(s\) missing, first: conv4_block6_1_bn"):
+        build_model("resnet50", f"radimagenet:{path}")
+
+
+def test_h5_for_other_arch_refused(keras_files):
+    with pytest.raises(WeightsError, match="resnet50, densenet121 only"):
+        build_model("inception_v3", f"radimagenet:{keras_files['save_weights']}")
+    with pytest.raises(WeightsError, match="looks like resnet50"):
+        build_model("densenet121", f"radimagenet:{keras_files['save_weights']}")
+
+
+def test_truncated_h5_refused(keras_files, tmp_path):
+    data = keras_files["save_weights"].read_bytes()
+    bad = tmp_path / "truncated.h5"
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(WeightsError, match="truncated"):
+        build_model("resnet50", f"radimagenet:{bad}")
+
+
+def test_keras_densenet121_loads_completely(tmp_path):
+    rng = np.random.default_rng(0)
+    model, _ = build_model("densenet121", "none")
+    sd = model.backbone.state_dict()
+    layers = {}
+    for kname, kind, tname in densenet121_map():
+        if kind == "conv":
+            w = sd[tname + ".weight"].numpy()
+            layers[kname] = {"kernel": rng.normal(0, 0.1, w.transpose(2, 3, 1, 0).shape).astype(np.float32)}
+        else:
+            c = sd[tname + ".weight"].shape[0]
+            layers[kname] = {"gamma": rng.uniform(0.5, 1, c).astype(np.float32),
+                             "beta": np.zeros(c, np.float32), "moving_mean": rng.normal(0, 1, c).astype(np.float32),
+                             "moving_variance": np.ones(c, np.float32)}
+    path = tmp_path / "RadImageNet-DenseNet121_notop.h5"
+    write_keras_h5(path, layers, layout="model.save", weightless=("input_1",))
+    model, report = build_model("densenet121", f"radimagenet:{path}")
+    assert set(report.missing) == {"classifier.weight", "classifier.bias"} and not report.mismatched and report.layout == "keras"
+    conv = layers["conv3_block5_1_conv"]["kernel"]
+    got = model.backbone.features.denseblock2.denselayer5.conv1.weight.detach().numpy()
+    assert np.array_equal(got, conv.transpose(3, 2, 0, 1))
+    assert model.backbone.features.norm0.eps == pytest.approx(1.001e-5)
+    assert model.input_spec.mean == pytest.approx((0.485, 0.456, 0.406))
