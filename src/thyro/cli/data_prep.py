@@ -1,9 +1,120 @@
-"""``thyro data`` commands for preprocessing, the cache, previews and the phantom."""
+"""``thyro data`` commands for preprocessing, the cache, previews and the synthetic data."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from thyro.console import console, info
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    from thyro.errors import ConfigError
+
+    try:
+        if "-" in text:
+            lo, hi = text.split("-", 1)
+            return int(lo), int(hi)
+        return int(text), int(text)
+    except ValueError:
+        raise ConfigError(f"--images-per-patient must be N or LO-HI (e.g. 1-3), got {text!r}.") from None
+
+
+def preview(
+    manifest: Path = typer.Argument(..., help="Manifest CSV."),
+    out: Path = typer.Option(..., "--out", "-o", help="Contact sheet PNG to write."),
+    n: int = typer.Option(16, "--n", min=1, help="Number of images (drawn at random)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML with a 'preprocess:' block (or the block alone)."),
+    size: int | None = typer.Option(None, "--size", help="Override the output size."),
+    roi_crop: bool | None = typer.Option(None, "--roi-crop/--no-roi-crop", help="Override ROI cropping."),
+    inpaint_marks: bool | None = typer.Option(None, "--inpaint-marks/--no-inpaint-marks", help="Override mark inpainting."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random choice of images."),
+) -> None:
+    """Write a contact sheet: raw images (ROI in green, crop in yellow) beside their preprocessed versions."""
+    from thyro.data.preprocess import load_preprocess_config, preview_sheet
+
+    cfg = load_preprocess_config(config, size=size, roi_crop=roi_crop, inpaint_marks=inpaint_marks)
+    path = preview_sheet(manifest, out, cfg, n=n, seed=seed)
+    info(f"wrote contact sheet {path}")
+
+
+def phantom(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/ and manifest.csv)."),
+    patients: int = typer.Option(120, "--patients", min=1, help="Synthetic patients (one nodule each)."),
+    images_per_patient: str = typer.Option("1-3", "--images-per-patient", help="Views per patient: N or LO-HI."),
+    size: int = typer.Option(128, "--size", min=64, help="Image side in pixels (>= 64)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    frame: bool = typer.Option(True, "--frame/--no-frame", help="Draw a scanner frame around the sector."),
+) -> None:
+    """Generate a synthetic thyroid-ultrasound cohort with TI-RADS features and known malignancy probabilities."""
+    import pandas as pd
+
+    from thyro.data.phantom import best_auroc, generate_cohort
+
+    path = generate_cohort(out, n_patients=patients, images_per_patient=_parse_range(images_per_patient),
+                           size=size, seed=seed, framed=frame)
+    df = pd.read_csv(path)
+    n_mal = int((df["label"] == 1).sum())
+    console.print(f"phantom cohort: {path}")
+    console.print(f"  images {len(df)}, patients {df['patient_id'].nunique()}, size {size} px")
+    console.print(f"  malignant {n_mal} ({n_mal / len(df):.0%}), benign {len(df) - n_mal}")
+    counts = df["tirads"].value_counts().sort_index()
+    console.print("  TI-RADS levels: " + ", ".join(f"TR{k}: {v}" for k, v in counts.items()))
+    if 0 < n_mal < len(df):
+        console.print(f"  best achievable AUROC (p_malignant vs labels): {best_auroc(path):.3f}")
+
+
+def corpus(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (modality/region/class/*.png and corpus.csv)."),
+    n_per_class: int = typer.Option(100, "--n-per-class", min=1, help="Images per class."),
+    size: int = typer.Option(128, "--size", min=64, help="Image side in pixels (>= 64)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    classes: str | None = typer.Option(None, "--classes", help="Comma-separated subset of classes (modality/region/class)."),
+) -> None:
+    """Generate a synthetic multi-class radiology corpus (RadImageNet layout) for pretraining."""
+    import pandas as pd
+
+    from thyro.data.phantom import generate_corpus
+
+    chosen = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    path = generate_corpus(out, n_per_class=n_per_class, size=size, seed=seed, classes=chosen)
+    df = pd.read_csv(path)
+    console.print(f"radiology corpus: {path}")
+    console.print(f"  images {len(df)}, classes {df['class'].nunique()}, size {size} px")
+    for modality, sub in df.groupby("modality"):
+        console.print(f"  {modality}: {', '.join(sorted(sub['class'].unique()))}")
+
+
+def cache(
+    manifest: Path = typer.Argument(..., help="Manifest CSV."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML with a 'preprocess:' block (or the block alone)."),
+    size: int | None = typer.Option(None, "--size", help="Override the output size."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache folder (default $THYRO_CACHE_DIR/images or ~/.cache/thyro/images)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: CPUs, at most 8)."),
+    hash_content: bool = typer.Option(False, "--hash-content", help="Key on file contents, not size and modification time."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Delete this cache and build it again."),
+) -> None:
+    """Build (or find) the preprocessed image cache of a manifest and report it."""
+    import time
+
+    from thyro.data.cache import ImageCache, cache_key, default_cache_dir
+    from thyro.data.preprocess import load_preprocess_config
+
+    cfg = load_preprocess_config(config, size=size)
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = cache_key(manifest, cfg, hash_content=hash_content)
+    existed = (folder / key / "meta.json").is_file() and not rebuild
+    t0 = time.perf_counter()
+    c = ImageCache.build(manifest, cfg, cache_dir=folder, workers=workers, hash_content=hash_content, rebuild=rebuild)
+    seconds = time.perf_counter() - t0
+    console.print(f"image cache {'reused' if existed else 'built'}: {c.path}")
+    console.print(f"  key {c.key}, images {len(c)}, {c.size}x{c.size} uint8, {c.nbytes / 1e6:.1f} MB, {seconds:.1f} s")
 
 
 def add_commands(data_app: typer.Typer) -> None:
     """Add the preprocessing/phantom commands to the ``data`` group."""
+    data_app.command("preview")(preview)
+    data_app.command("phantom")(phantom)
+    data_app.command("corpus")(corpus)
+    data_app.command("cache")(cache)

@@ -137,7 +137,8 @@ def find_sector(gray: np.ndarray, threshold: int = 4, min_area: float = 0.1) -> 
     """Bounding box ``(x0, y0, x1, y1)`` (x1, y1 exclusive) of the ultrasound sector of a gray image.
 
     The sector is the largest 4-connected region whose blurred gray level exceeds ``threshold`` after
-    a morphological opening that removes text strokes, tick marks and thin lines.  Edge columns and
+    a morphological opening that removes text strokes, tick marks and thin lines, merged with large
+    regions beside it on the same rows (dual views split by a black line).  Edge columns and
     rows of the box that the region fills for less than a quarter are trimmed (text stuck to the
     sector).  Returns the whole image when no region covers ``min_area`` of it.
     """
@@ -151,16 +152,34 @@ def find_sector(gray: np.ndarray, threshold: int = 4, min_area: float = 0.1) -> 
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
     if n <= 1:
         return 0, 0, w, h
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    best = 1 + int(np.argmax(areas))
     if stats[best, cv2.CC_STAT_AREA] < min_area * h * w:
         return 0, 0, w, h
-    x, y, bw, bh = (int(v) for v in stats[best, :4])
-    region = labels[y:y + bh, x:x + bw] == best
+    # dual views (two sectors side by side, split by a thin black line) are one sector: merge large
+    # components that share the rows of the largest one and sit next to it
+    members = [best]
+    x0, y0 = int(stats[best, 0]), int(stats[best, 1])
+    x1, y1 = x0 + int(stats[best, 2]), y0 + int(stats[best, 3])
+    changed = True
+    while changed:
+        changed = False
+        for j in range(1, n):
+            if j in members or stats[j, cv2.CC_STAT_AREA] < 0.2 * stats[best, cv2.CC_STAT_AREA]:
+                continue
+            jx0, jy0, jw, jh = (int(v) for v in stats[j, :4])
+            overlap = min(y1, jy0 + jh) - max(y0, jy0)
+            gap = max(jx0 - x1, x0 - (jx0 + jw))
+            if overlap >= 0.5 * min(jh, y1 - y0) and gap <= 0.05 * w:
+                members.append(j)
+                x0, y0, x1, y1 = min(x0, jx0), min(y0, jy0), max(x1, jx0 + jw), max(y1, jy0 + jh)
+                changed = True
+    region = np.isin(labels[y0:y1, x0:x1], members)
     cols = np.flatnonzero(region.mean(axis=0) >= 0.25)
     rows = np.flatnonzero(region.mean(axis=1) >= 0.25)
     if cols.size and rows.size:
-        return x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1
-    return x, y, x + bw, y + bh
+        return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
+    return x0, y0, x1, y1
 
 
 def roi_box(roi: dict, origin: tuple[float, float], margin: float, min_size: int,
@@ -282,22 +301,102 @@ def read_pixels(path: str | os.PathLike, *, frame: int = 0, color: bool = False)
 
     Uses :func:`thyro.data.readers.load_image` (Pillow formats and DICOM, ultrasound region crop).
     """
-    try:
-        from thyro.data.readers import load_image
-    except ImportError:  # readers not available: Pillow formats only
-        return _read_with_pillow(Path(path), color=color), (0, 0)
+    from thyro.data.readers import load_image
+
     loaded = load_image(Path(path), frame=frame, color=color, us_region=True)
     return loaded.pixels, (int(loaded.origin[0]), int(loaded.origin[1]))
 
 
-def _read_with_pillow(path: Path, color: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def load_preprocess_config(path: str | os.PathLike | None = None, **overrides) -> PreprocessConfig:
+    """Preprocessing settings from a YAML file (a study configuration's ``preprocess:`` block, or a
+    file holding that block alone), with keyword overrides (None values are ignored)."""
+    import yaml
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB" if color else "L"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found.") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc}).") from None
+    from thyro.errors import ConfigError
+
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: configuration file not found.")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}.")
+        if "preprocess" in loaded:
+            data = loaded["preprocess"] or {}
+        elif set(loaded) <= set(PreprocessConfig.model_fields):
+            data = loaded
+        else:
+            raise ConfigError(f"{path}: no 'preprocess:' block (and the file is not a preprocessing block itself; "
+                              f"allowed keys: {', '.join(PreprocessConfig.model_fields)}).")
+    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return PreprocessConfig.parse(data, source=str(path) if path else "preprocess settings")
+
+
+def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict | None = None, *,
+                  n: int = 16, seed: int = 0, cell: int = 192) -> Path:
+    """Write a contact sheet PNG: each raw image (ROI outline in green, crop box in yellow) beside its
+    preprocessed version, for ``n`` images drawn at random (``seed``) from the manifest.
+
+    Unreadable images get a cell saying why instead of stopping the sheet.
+    """
+    from PIL import Image, ImageDraw
+
+    from thyro.data.manifest import Manifest, read_manifest
+    from thyro.fileio import atomic_path
+
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    pre = Preprocessor(cfg)
+    if len(manifest) == 0:
+        raise DataError(f"{manifest.path or 'manifest'}: no images to preview.")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(manifest), size=min(int(n), len(manifest)), replace=False))
+    rois = manifest.rois()
+    frames = manifest.df["frame"].tolist() if "frame" in manifest.df.columns else [0] * len(manifest)
+    pairs_per_row = 2
+    caption = 28
+    n_rows = (len(rows) + pairs_per_row - 1) // pairs_per_row
+    sheet = Image.new("RGB", (pairs_per_row * 2 * cell + (pairs_per_row - 1) * 8, n_rows * (cell + caption)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, r in enumerate(rows):
+        x = (k % pairs_per_row) * (2 * cell + 8)
+        y = (k // pairs_per_row) * (cell + caption)
+        image_id = manifest.ids[r]
+        label = manifest.df["label"].iloc[r]
+        label_text = "unlabelled" if label is None or label is np.nan or str(label) == "<NA>" else \
+            ("malignant" if int(label) == 1 else "benign")
+        try:
+            frame = int(frames[r]) if str(frames[r]).strip() not in ("", "nan") else 0
+            pixels, origin = read_pixels(manifest.abspath(image_id), frame=frame, color=True)
+            processed = pre(pixels, roi=rois[r], origin=origin)
+            gray = pre.prepare(pixels)
+            box = pre.crop_box(gray, rois[r], origin)
+            raw = Image.fromarray(pixels if pixels.ndim == 3 else np.stack([pixels] * 3, -1))
+            scale = cell / max(raw.width, raw.height)
+            raw = raw.resize((max(1, round(raw.width * scale)), max(1, round(raw.height * scale))), Image.BILINEAR)
+            rd = ImageDraw.Draw(raw)
+            roi = rois[r]
+            if roi is not None:
+                polys = roi.get("polygons") or []
+                if "box" in roi:
+                    bx0, by0, bx1, by1 = roi["box"]
+                    polys = [[[bx0, by0], [bx1, by0], [bx1, by1], [bx0, by1]]]
+                for poly in polys:
+                    pts = [((px - origin[0]) * scale, (py - origin[1]) * scale) for px, py in poly]
+                    rd.line(pts + [pts[0]], fill=(0, 255, 0), width=1)
+            rd.rectangle([box[0] * scale, box[1] * scale, box[2] * scale - 1, box[3] * scale - 1],
+                         outline=(255, 220, 0), width=1)
+            sheet.paste(raw, (x, y))
+            sheet.paste(Image.fromarray(processed).convert("RGB").resize((cell, cell), Image.BILINEAR), (x + cell, y))
+        except DataError as exc:
+            draw.text((x + 4, y + 4), f"unreadable:\n{str(exc)[:120]}", fill=(200, 0, 0))
+        name = image_id if len(image_id) <= 44 else "..." + image_id[-41:]
+        draw.text((x + 2, y + cell + 2), f"{name}\n{label_text}", fill=(0, 0, 0))
+    out = Path(out)
+    with atomic_path(out, suffix=".png") as tmp:
+        sheet.save(tmp, format="PNG")
+    return out

@@ -1,0 +1,253 @@
+"""Ultrasound preprocessing: frame removal, ROI crop, inpainting, resize; on synthetic and real images."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from thyro.data.manifest import manifest_from_records, roi_bbox, write_manifest
+from thyro.data.preprocess import (
+    PreprocessConfig,
+    Preprocessor,
+    find_sector,
+    load_preprocess_config,
+    mark_mask,
+    preview_sheet,
+    read_pixels,
+    resize_square,
+)
+from thyro.data.readers import load_image
+from thyro.errors import ConfigError, DataError
+
+
+def _screen(h=200, w=300, box=(30, 15, 240, 170), seed=0) -> np.ndarray:
+    """A fake scanner screen: black, a speckled sector in ``box``, text blobs and depth dots outside."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = box
+    img[y0:y1, x0:x1] = rng.integers(20, 200, (y1 - y0, x1 - x0))
+    for k in range(8):  # settings text column at the right
+        y = y0 + 4 + k * 12
+        img[y:y + 7, x1 + 12:x1 + 14] = 255
+        img[y + 3, x1 + 12:x1 + 20] = 255
+    img[y0:y1:20, 10] = 230  # depth dots at the left
+    img[y1 + 12:y1 + 19, x0 + 5:x0 + 6] = 255  # a label below
+    return img
+
+
+def test_find_sector_drops_black_border_text_and_dots():
+    box = (30, 15, 240, 170)
+    found = find_sector(_screen(box=box))
+    assert all(abs(a - b) <= 2 for a, b in zip(found, box)), found
+
+
+def test_find_sector_whole_image_when_no_frame():
+    rng = np.random.default_rng(1)
+    img = rng.integers(30, 220, (90, 120)).astype(np.uint8)
+    assert find_sector(img) == (0, 0, 120, 90)
+    assert find_sector(np.zeros((50, 60), np.uint8)) == (0, 0, 60, 50)
+
+
+def test_output_shape_dtype_and_padding_keep_aspect():
+    pre = Preprocessor(PreprocessConfig(size=64, remove_frame=False))
+    out = pre(np.full((50, 100), 200, np.uint8))
+    assert out.shape == (64, 64) and out.dtype == np.uint8
+    # a 2:1 image keeps its aspect: 32 rows of content, 16 rows of padding above and below
+    assert (out[:16] == 0).all() and (out[-16:] == 0).all() and (out[16:48] == 200).all()
+    stretched = Preprocessor(PreprocessConfig(size=64, remove_frame=False, keep_aspect=False))(np.full((50, 100), 200, np.uint8))
+    assert (stretched == 200).all()
+
+
+def test_rgb_and_rgba_inputs_become_one_channel():
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[..., 0] = 255
+    out = Preprocessor(PreprocessConfig(size=20, remove_frame=False))(rgb)
+    assert out.shape == (20, 20)
+    assert abs(int(out.mean()) - round(0.299 * 255)) <= 1  # ITU-R 601 luma of pure red
+    rgba = np.concatenate([rgb, np.full((40, 40, 1), 255, np.uint8)], axis=2)
+    assert np.array_equal(Preprocessor(PreprocessConfig(size=20, remove_frame=False))(rgba), out)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.float32), np.zeros((4, 4, 2), np.uint8), [[1, 2]]])
+def test_bad_input_is_a_clear_error(bad):
+    with pytest.raises(DataError):
+        Preprocessor()(bad)
+
+
+def test_frame_removal_then_resize_sees_only_the_sector():
+    img = _screen()
+    out = Preprocessor(PreprocessConfig(size=64, keep_aspect=False))(img)
+    # the sector's speckle is everywhere: no black border columns/rows remain
+    assert out[:, :2].mean() > 40 and out[:, -2:].mean() > 40 and out[:2].mean() > 40 and out[-2:].mean() > 40
+
+
+def test_roi_crop_with_margin_and_origin():
+    img = np.full((200, 300), 40, np.uint8)
+    img[80:120, 100:160] = 220  # the "nodule"
+    roi = {"box": [100, 80, 160, 120]}
+    cfg = PreprocessConfig(size=32, remove_frame=False, roi_crop=True, roi_margin=0.0, keep_aspect=False)
+    out = Preprocessor(cfg)(img, roi=roi)
+    assert out.mean() > 200  # nothing but the nodule
+    with_margin = Preprocessor(cfg.model_copy(update={"roi_margin": 0.5}))(img, roi=roi)
+    assert 60 < with_margin.mean() < 200  # nodule plus surroundings
+    # the same image handed over as a crop starting at (50, 30) gives the same result
+    shifted = Preprocessor(cfg)(img[30:, 50:], roi=roi, origin=(50, 30))
+    assert np.array_equal(shifted, out)
+    # without an ROI the roi_crop setting falls back to the whole (frame-cropped) image
+    assert Preprocessor(cfg)(img).mean() < 100
+
+
+def test_inpaint_marks_removes_green_calipers():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(90, 110, (80, 80)).astype(np.uint8)
+    rgb = np.stack([gray] * 3, axis=2)
+    rgb[40, 20:60] = (0, 255, 0)
+    rgb[20:60, 40] = (0, 255, 0)
+    assert mark_mask(rgb).sum() >= 79
+    base = PreprocessConfig(size=80, remove_frame=False)
+    plain = Preprocessor(base)(rgb)
+    cleaned = Preprocessor(base.model_copy(update={"inpaint_marks": True}))(rgb)
+    assert plain[40, 20:60].mean() > 140  # the cross shows through as bright gray
+    assert abs(float(cleaned[40, 20:60].mean()) - 100) < 12  # filled in like its surroundings
+
+
+def test_config_is_strict_and_loads_from_study_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="roi_marign"):
+        PreprocessConfig.parse({"roi_marign": 0.2})
+    study = tmp_path / "study.yaml"
+    study.write_text("name: x\npreprocess:\n  size: 96\n  roi_crop: true\n")
+    cfg = load_preprocess_config(study, size=None)
+    assert cfg.size == 96 and cfg.roi_crop
+    assert load_preprocess_config(study, size=48).size == 48
+    block = tmp_path / "block.yaml"
+    block.write_text("size: 80\n")
+    assert load_preprocess_config(block).size == 80
+    other = tmp_path / "other.yaml"
+    other.write_text("train:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match="preprocess"):
+        load_preprocess_config(other)
+
+
+def test_resize_square_upscales():
+    out = resize_square(np.full((10, 20), 7, np.uint8), 40)
+    assert out.shape == (40, 40) and (out[10:30] == 7).all() and (out[:10] == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# real images
+
+
+def _ddti_rois(ddti_dir: Path, n: int) -> list[tuple[Path, dict]]:
+    out = []
+    for xml in sorted(ddti_dir.glob("*.xml"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0):
+        text = xml.read_text(errors="replace")
+        for m in re.finditer(r"<mark><image>(\d+)</image><svg>(.*?)</svg></mark>", text, re.S):
+            path = ddti_dir / f"{xml.stem}_{m.group(1)}.jpg"
+            try:
+                polys = [[[p["x"], p["y"]] for p in r["points"]] for r in json.loads(m.group(2))]
+            except (ValueError, KeyError, TypeError):
+                continue
+            polys = [p for p in polys if len(p) >= 3]
+            if path.is_file() and polys:
+                out.append((path, {"polygons": polys}))
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+@pytest.mark.shared
+def test_ddti_sector_contains_the_nodule_and_drops_the_margins(ddti_dir):
+    pre = Preprocessor(PreprocessConfig(size=128))
+    cases = _ddti_rois(ddti_dir, 12)
+    assert len(cases) >= 10
+    for path, roi in cases:
+        gray = load_image(path).pixels
+        h, w = gray.shape
+        x0, y0, x1, y1 = pre.crop_box(gray)
+        rx0, ry0, rx1, ry1 = roi_bbox(roi)
+        # the outline is hand-drawn and may stray a few pixels past the sector edge
+        assert x0 <= rx0 + 8 and y0 <= ry0 + 8 and x1 >= rx1 - 8 and y1 >= ry1 - 8, (path.name, (x0, y0, x1, y1), roi_bbox(roi))
+        inside = gray[y0:y1, x0:x1]
+        outside = np.ones_like(gray, bool)
+        outside[y0:y1, x0:x1] = False
+        assert gray[outside].mean() < 0.35 * inside.mean(), path.name  # what is cut away is dark screen
+        assert (inside < 5).mean() < (gray < 5).mean() / 2, path.name  # most of the near-black is gone
+        assert (x1 - x0) * (y1 - y0) > 0.3 * h * w, path.name  # the sector itself is kept
+        out = pre.from_file(path)
+        assert out.shape == (128, 128) and out.dtype == np.uint8
+
+
+@pytest.mark.shared
+def test_ddti_text_column_and_dual_views(ddti_dir):
+    gray = load_image(ddti_dir / "100_1.jpg").pixels  # settings column at the right, label below, dots left
+    h, w = gray.shape
+    x0, y0, x1, y1 = find_sector(gray)
+    assert 25 <= x0 and x1 <= w - 25 and y1 <= h - 30
+    gray = load_image(ddti_dir / "123_1.jpg").pixels  # two views split by a black line: one sector
+    x0, y0, x1, y1 = find_sector(gray)
+    assert x1 - x0 > 0.6 * gray.shape[1]
+
+
+@pytest.mark.shared
+def test_ddti_roi_crop_centres_on_the_nodule(ddti_dir):
+    path, roi = _ddti_rois(ddti_dir, 1)[0]
+    pre = Preprocessor(PreprocessConfig(size=64, roi_crop=True, roi_margin=0.15))
+    gray = load_image(path).pixels
+    x0, y0, x1, y1 = pre.crop_box(gray, roi)
+    rx0, ry0, rx1, ry1 = roi_bbox(roi)
+    assert x0 <= rx0 and y0 <= ry0 and x1 >= rx1 and y1 >= ry1
+    assert (x1 - x0) <= 1.4 * (rx1 - rx0) + 2 and (y1 - y0) <= 1.4 * (ry1 - ry0) + 2
+
+
+@pytest.mark.shared
+def test_udtn_green_marks_are_inpainted(udtn_dir):
+    files = sorted(udtn_dir.rglob("*.jpg"))
+    assert files
+    marked = [f for f in files if mark_mask(load_image(f, color=True).pixels).sum() > 20]
+    assert marked, "the UD-TN sample should contain coloured caliper marks"
+    cfg = PreprocessConfig(size=128, inpaint_marks=True)
+    for f in marked[:3]:
+        rgb = load_image(f, color=True).pixels
+        from thyro.data.preprocess import inpaint_marks
+
+        assert mark_mask(inpaint_marks(rgb)).sum() < 0.2 * mark_mask(rgb).sum()
+        out = Preprocessor(cfg).from_file(f)
+        assert out.shape == (128, 128) and out.dtype == np.uint8
+        # from_file is exactly __call__ on the decoded pixels
+        pixels, origin = read_pixels(f, color=True)
+        assert np.array_equal(out, Preprocessor(cfg)(pixels, origin=origin))
+
+
+@pytest.mark.shared
+def test_udtn_already_cropped_images_keep_their_tissue(udtn_dir):
+    for f in sorted(udtn_dir.rglob("*.jpg"))[:5]:
+        gray = load_image(f).pixels
+        h, w = gray.shape
+        x0, y0, x1, y1 = find_sector(gray)
+        assert (x1 - x0) * (y1 - y0) > 0.5 * h * w
+
+
+def test_preview_sheet_writes_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    recs = []
+    for k in range(3):
+        img = _screen(seed=k)
+        Image.fromarray(img).save(tmp_path / f"im{k}.png")
+        recs.append({"image": f"im{k}.png", "label": k % 2, "patient_id": f"p{k}",
+                     "roi": json.dumps({"box": [60, 40, 120, 100]})})
+    Image.fromarray(rng.integers(0, 255, (10, 10)).astype(np.uint8)).save(tmp_path / "small.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    recs.append({"image": "broken.png", "label": "", "patient_id": "p9"})
+    man = manifest_from_records(recs, tmp_path)
+    path = write_manifest(man.df, tmp_path / "manifest.csv", root=tmp_path)
+    out = preview_sheet(path, tmp_path / "sheet.png", PreprocessConfig(size=64), n=10, cell=64)
+    with Image.open(out) as sheet:
+        assert sheet.size == (2 * 2 * 64 + 8, 2 * (64 + 28))
+        arr = np.asarray(sheet.convert("RGB"))
+    assert ((arr[..., 1] > 200) & (arr[..., 0] < 80)).any()  # the green ROI outline is drawn
+    assert not list(tmp_path.glob(".sheet.png*"))  # no temporary left behind
