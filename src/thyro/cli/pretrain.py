@@ -1,9 +1,88 @@
-"""Commands of the pretrain area."""
+"""Commands of the pretrain area: ``thyro pretrain``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
+
+    @app.command("pretrain")
+    def pretrain_cmd(
+        source: Path = typer.Argument(..., help="Folder tree (modality/region/class/*.png or class/*.png) or a CSV "
+                                                "with image and class columns."),
+        out: Path = typer.Option(..., "--out", "-o", help="Backbone checkpoint to write (.safetensors)."),
+        arch: str = typer.Option("resnet18", "--arch", help="Backbone: resnet18, resnet50, densenet121, ..."),
+        mode: str = typer.Option("supervised", "--mode", help="supervised (class labels) or simclr (unlabelled)."),
+        epochs: int = typer.Option(30, "--epochs", help="Epochs over the corpus."),
+        batch_size: int = typer.Option(256, "--batch-size", help="Global batch: all processes together."),
+        size: int = typer.Option(224, "--size", help="Image side after preprocessing (pixels)."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate for the global batch "
+                                                              "(default 0.1 for SGD, 1e-3 for AdamW)."),
+        optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, nesterov) or adamw."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
+        resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the work folder's last.pt "
+                                                                     "(default) or start over."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML with PretrainConfig settings "
+                                                                     "(command-line options win)."),
+        work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="last.pt, log.csv, skipped.csv "
+                                                                         "(default OUT-NAME.pretrain/ beside OUT)."),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Preprocessed image store (default "
+                                                                           "WORK_DIR/cache); shared storage on "
+                                                                           "multi-node jobs."),
+        workers: int = typer.Option(0, "--workers", help="Loader worker processes per rank (and for the cache build)."),
+        checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Also save last.pt every N steps."),
+        min_per_class: int = typer.Option(1, "--min-per-class", help="Drop classes with fewer readable images."),
+        image_column: str = typer.Option("image", "--image-column", help="CSV source: the image path column."),
+        class_column: str = typer.Option("class", "--class-column", help="CSV source: the class column."),
+        no_augment: bool = typer.Option(False, "--no-augment", help="Switch augmentation off (supervised mode)."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per process."),
+        seed: int = typer.Option(0, "--seed"),
+        prepare_only: bool = typer.Option(False, "--prepare-only", help="Only build the preprocessed image store "
+                                                                        "(run once before a multi-process job)."),
+    ) -> None:
+        """Pretrain a backbone on a radiology corpus (supervised or SimCLR) and write it for studies.
+
+        One process: thyro pretrain SOURCE --out backbone.safetensors.
+        Several: torchrun --nproc_per_node N -m thyro pretrain SOURCE --out backbone.safetensors.
+        After a crash or kill, run the same command again: it resumes from the last checkpoint.
+        """
+        import yaml
+
+        from thyro.console import info
+        from thyro.errors import ConfigError
+        from thyro.train.pretrain import PretrainConfig, default_work_dir, prepare, pretrain
+
+        data: dict = {}
+        if config is not None:
+            if not config.is_file():
+                raise ConfigError(f"{config}: configuration file not found.")
+            data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        if "pretrain" in data and isinstance(data["pretrain"], dict):
+            data = data["pretrain"]
+        preprocess = dict(data.get("preprocess") or {})
+        preprocess["size"] = size
+        data.update({"arch": arch, "mode": mode, "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
+                     "device": device, "workers": workers, "checkpoint_every": checkpoint_every,
+                     "min_per_class": min_per_class, "seed": seed, "preprocess": preprocess})
+        data["lr"] = lr if lr is not None else (0.1 if optimizer == "sgd" else 1e-3)
+        if threads is not None:
+            data["threads"] = threads
+        if no_augment:
+            data["augment"] = {"enabled": False}
+        cfg = PretrainConfig.parse(data, source=str(config) if config else "pretrain options")
+        if prepare_only:
+            wd = work_dir or default_work_dir(out)
+            tset = prepare(source, cfg, cache_dir=cache_dir or wd / "cache", image_column=image_column,
+                           class_column=class_column)
+            for note in tset.notes:
+                info(note)
+            info(f"image store ready: {len(tset.rows)} images in {tset.store.path}"
+                 + (f", {len(tset.classes)} classes" if tset.classes else ""))
+            return
+        pretrain(source, out, cfg, work_dir=work_dir, cache_dir=cache_dir, resume=resume,
+                 image_column=image_column, class_column=class_column)
