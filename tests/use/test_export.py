@@ -1,0 +1,92 @@
+"""ONNX export of the fold ensemble and prediction with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from thyro.cli import main
+from thyro.errors import ModelPackageError
+from thyro.use.export import export_onnx
+from thyro.use.predict import predict
+
+from .conftest import SIZE
+
+
+@pytest.fixture(scope="module")
+def exported(model_dir, tmp_path_factory):
+    """A copy of the package with model.onnx written by the CLI."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("onnx") / "model"
+    shutil.copytree(model_dir, dst)
+    assert main(["-q", "export", str(dst)]) == 0
+    return dst
+
+
+def test_onnx_graph_is_one_ensemble_with_dynamic_batch(exported, package):
+    path = exported / "model.onnx"
+    proto = onnx.load(str(path))
+    assert {o.domain: o.version for o in proto.opset_import}[""] == 17
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert int(meta["image_size"]) == SIZE and json.loads(meta["operating_points"]).keys() == package.meta["operating_points"].keys()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    assert inp.name == "image" and inp.shape[1:] == [1, SIZE, SIZE] and not isinstance(inp.shape[0], int)
+    x = np.random.default_rng(3).random((5, 1, SIZE, SIZE), dtype=np.float32)
+    prob, logits = sess.run(["probability", "fold_logits"], {"image": x})
+    assert prob.shape == (5,) and logits.shape == (5, 2)
+    models = package.load_torch_models()
+    with torch.inference_mode():
+        ref_logits = np.stack([m(torch.from_numpy(x)).numpy() for m in models], axis=1)
+    assert np.abs(logits - ref_logits).max() < 1e-4
+    assert np.allclose(prob, 1 / (1 + np.exp(-ref_logits)).mean(1), atol=1e-5)
+
+
+def test_export_reports_the_difference(model_dir, tmp_path):
+    res = export_onnx(model_dir, tmp_path / "m.onnx", opset=18)
+    assert res["max_abs_diff"] < 1e-4 and res["opset"] == 18 and res["n_models"] == 2
+    assert (tmp_path / "m.onnx").is_file()
+    with pytest.raises(ModelPackageError, match="differs from PyTorch"):
+        export_onnx(model_dir, tmp_path / "strict.onnx", tolerance=-1.0)
+    assert not (tmp_path / "strict.onnx").exists()  # nothing half-written
+
+
+def test_predict_with_onnx_engine_matches_torch(exported, images):
+    files = [images["good_dir"], images["not_image"]]
+    a = predict(exported, files, engine="torch", progress=False)
+    b = predict(exported, files, engine="onnx", progress=False)
+    pa = np.array([r.probability if r.probability is not None else np.nan for r in a.rows])
+    pb = np.array([r.probability if r.probability is not None else np.nan for r in b.rows])
+    assert np.allclose(pa, pb, atol=1e-5, equal_nan=True)
+    assert [r.cls for r in a.rows] == [r.cls for r in b.rows]
+    assert b.n_failed == 1
+
+
+def test_onnx_engine_without_export_says_what_to_do(model_dir, images):
+    with pytest.raises(ModelPackageError, match="thyro export"):
+        predict(model_dir, [images["png0"]], engine="onnx", progress=False)
+
+
+def test_onnx_prediction_does_not_import_torch(exported, images, tmp_path):
+    out = tmp_path / "p.csv"
+    code = (
+        "import sys\n"
+        "from thyro.use.predict import predict\n"
+        f"s = predict({str(exported)!r}, [{str(images['good_dir'])!r}], out={str(out)!r}, engine='onnx', progress=False)\n"
+        "assert s.n == 7 and s.n_failed == 0, s\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
+    assert out.is_file()

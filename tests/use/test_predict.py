@@ -1,0 +1,152 @@
+"""Prediction: inputs of every kind, exact training preprocessing, ensemble, CSV, bad files, streaming."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from thyro.cli import main
+from thyro.data.preprocess import Preprocessor
+from thyro.errors import DataError
+from thyro.use.predict import CSV_COLUMNS, InputItem, TorchEngine, collect_inputs, iter_predictions, predict
+
+from .conftest import SIZE
+
+
+class RecordingEngine:
+    """Scores by mean pixel value and records the batches it was given."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.batches: list[np.ndarray] = []
+
+    def __call__(self, batch):
+        self.batches.append(batch.copy())
+        return batch.reshape(len(batch), -1).mean(1) / 255.0
+
+
+def test_collect_inputs_expands_folders_recursively_and_manifests(images, tmp_path):
+    items = collect_inputs([images["good_dir"]])
+    names = sorted(i.path.name for i in items)
+    assert names == sorted(["us0.png", "us1.png", "us2.png", "us3.png", "us4.png", "us_rgb.jpg", "us.dcm"])
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"image": [str(images["png0"]), str(images["png1"])], "label": [1, ""],
+                  "roi": ['{"box": [10, 10, 60, 50]}', ""]}).to_csv(manifest, index=False)
+    items = collect_inputs([manifest], roi={"box": [0, 0, 30, 30]})
+    assert items[0].roi == {"box": [10, 10, 60, 50]}  # the manifest's own ROI wins
+    assert items[1].roi == {"box": [0, 0, 30, 30]}    # the --roi default for rows without one
+    missing = collect_inputs([tmp_path / "nope.png"])
+    assert missing[0].error
+
+
+def test_predict_applies_training_preprocessing_and_fold_ensemble(package, images):
+    files = [images["png0"], images["png1"], images["dcm"], images["jpg"]]
+    summary = predict(package, files, progress=False)
+    got = np.array([r.probability for r in summary.rows])
+    # independent computation: the package's preprocessing config, each fold model, mean of sigmoids
+    pre = Preprocessor(package.preprocess)
+    x = torch.from_numpy(np.stack([pre.from_file(f) for f in files])).float().div(255).unsqueeze(1)
+    with torch.inference_mode():
+        ref = torch.stack([torch.sigmoid(m(x)) for m in package.load_torch_models()]).mean(0).numpy()
+    assert np.allclose(got, ref, atol=1e-6)
+    _, threshold = package.operating_point()
+    assert [r.cls for r in summary.rows] == [int(p >= threshold) for p in got]
+    assert summary.n == 4 and summary.n_failed == 0
+
+
+def test_roi_is_cropped_exactly_as_in_training(package, images):
+    roi = {"box": [20, 15, 70, 60]}
+    eng = RecordingEngine()
+    items = [InputItem(images["png2"], "a", roi), InputItem(images["png2"], "b", None)]
+    rows = list(iter_predictions(package, items, eng, batch_size=8))
+    pre = Preprocessor(package.preprocess)
+    assert np.array_equal(eng.batches[0][0], pre.from_file(images["png2"], roi=roi))
+    assert np.array_equal(eng.batches[0][1], pre.from_file(images["png2"]))
+    assert not np.array_equal(eng.batches[0][0], eng.batches[0][1])  # roi_crop is on in this package
+    assert json.loads(rows[0].roi) == roi and rows[1].roi == ""
+
+
+def test_streams_in_batches_and_batch_size_does_not_change_results(package, images):
+    files = [images["good_dir"]]
+    eng = RecordingEngine()
+    items = collect_inputs(files)
+    rows = list(iter_predictions(package, items, eng, batch_size=3))
+    assert [len(b) for b in eng.batches] == [3, 3, 1]
+    rows1 = list(iter_predictions(package, items, RecordingEngine(), batch_size=1))
+    assert [r.probability for r in rows] == [r.probability for r in rows1]
+    a = predict(package, files, batch_size=1, progress=False)
+    b = predict(package, files, batch_size=4, progress=False)
+    assert np.allclose([r.probability for r in a.rows], [r.probability for r in b.rows], atol=1e-6)
+
+
+def test_bad_files_get_error_rows_and_the_rest_goes_on(package, images, tmp_path):
+    out = tmp_path / "pred.csv"
+    inputs = [images["png0"], images["not_image"], images["dicom_no_pixels"], images["tiny"], images["small"],
+              tmp_path / "missing.png", images["png1"]]
+    summary = predict(package, inputs, out=out, batch_size=2, progress=False)
+    df = pd.read_csv(out, keep_default_na=False)
+    assert list(df.columns) == CSV_COLUMNS and len(df) == len(inputs)
+    assert df["input"].tolist() == [str(p) for p in inputs]  # order kept
+    by = dict(zip(df["input"], df.to_dict("records")))
+    for bad in ("not_image", "dicom_no_pixels", "tiny"):
+        row = by[str(images[bad])]
+        assert row["error"] and row["probability"] == "", bad
+    assert "pixel" in by[str(images["dicom_no_pixels"])]["error"].lower()
+    assert "minimum" in by[str(images["tiny"])]["error"]
+    assert by[str(tmp_path / "missing.png")]["error"] == "file or folder not found" or "not found" in by[str(tmp_path / "missing.png")]["error"]
+    # smaller than the model input: upscaled, with a warning
+    small = by[str(images["small"])]
+    assert small["error"] == "" and 0 <= float(small["probability"]) <= 1 and "upscaled" in small["warning"]
+    assert summary.n_failed == 4
+
+
+def test_cli_predict_exit_codes_and_csv(model_dir, images, tmp_path):
+    out = tmp_path / "ok.csv"
+    assert main(["-q", "predict", str(model_dir), str(images["good_dir"]), "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert len(df) == 7 and df["probability"].between(0, 1).all() and set(df["class"]) <= {0, 1}
+    assert main(["-q", "predict", str(model_dir), str(images["png0"]), str(images["not_image"]),
+                 "--out", str(tmp_path / "bad.csv")]) == 1
+    assert len(pd.read_csv(tmp_path / "bad.csv")) == 2
+    # a bad model directory: one clear message, exit 2
+    assert main(["-q", "predict", str(tmp_path), str(images["png0"])]) == 2
+
+
+def test_cli_roi_argument(model_dir, images, tmp_path):
+    out = tmp_path / "roi.csv"
+    roi = '{"box": [20, 15, 70, 60]}'
+    assert main(["-q", "predict", str(model_dir), str(images["png0"]), "--roi", roi, "--out", str(out)]) == 0
+    assert json.loads(pd.read_csv(out)["roi"][0]) == {"box": [20, 15, 70, 60]}
+    assert main(["-q", "predict", str(model_dir), str(images["png0"]), "--roi", '{"box": [5, 5, 1, 1]}']) == 2
+
+
+def test_empty_folder_is_an_error(package, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        predict(package, [tmp_path / "empty"], progress=False)
+
+
+def test_torch_engine_batch_of_uint8(package):
+    eng = TorchEngine(package.load_torch_models())
+    p = eng(np.zeros((3, SIZE, SIZE), np.uint8))
+    assert p.shape == (3,) and np.all((p > 0) & (p < 1))
+
+
+def test_real_udtn_sample_gets_a_probability_for_every_image(package, udtn_dir, tmp_path):
+    out = tmp_path / "udtn.csv"
+    summary = predict(package, [udtn_dir], out=out, batch_size=8, progress=False)
+    df = pd.read_csv(out, keep_default_na=False)
+    assert len(df) == 26  # 25 unique images, one filed in two folders
+    assert summary.n_failed == 0 and (df["error"] == "").all()
+    probs = df["probability"].astype(float)
+    assert probs.between(0, 1).all()
+    # the image filed twice gets the same probability both times
+    df["name"] = df["input"].map(lambda s: s.rsplit("/", 1)[-1])
+    dup = df[df.duplicated("name", keep=False)]
+    assert len(dup) == 2 and dup["probability"].astype(float).nunique() == 1
+    assert df["name"].nunique() == 25
