@@ -67,7 +67,8 @@ def content_hash(pixels: np.ndarray) -> str:
 def phash(gray: np.ndarray, hash_size: int = 8, highfreq_factor: int = 4) -> int:
     """64-bit perceptual hash (DCT of a 32x32 thumbnail; low 8x8 frequencies > their median)."""
     side = hash_size * highfreq_factor
-    thumb = Image.fromarray(np.asarray(gray, dtype=np.uint8)).resize((side, side), Image.Resampling.LANCZOS)
+    thumb = Image.fromarray(np.asarray(gray, dtype=np.uint8)).resize((side, side), Image.Resampling.LANCZOS,
+                                                                 reducing_gap=3.0)
     freq = dctn(np.asarray(thumb, dtype=np.float64), type=2, norm="ortho")[:hash_size, :hash_size]
     bits = (freq > np.median(freq)).ravel()
     return int(np.packbits(bits).view(">u8")[0])

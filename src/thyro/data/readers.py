@@ -127,12 +127,10 @@ def read_gray(path: str | os.PathLike, frame: int = 0) -> np.ndarray:
 # colour helpers
 
 def to_gray(arr: np.ndarray) -> np.ndarray:
-    """``uint8`` gray from gray or RGB (ITU-R 601-2 luma, as Pillow's ``convert("L")``)."""
+    """``uint8`` gray from gray or RGB (ITU-R 601-2 luma, computed by Pillow's ``convert("L")``)."""
     if arr.ndim == 2:
         return arr
-    rgb = arr[..., :3].astype(np.uint32)
-    # Pillow's integer formula: L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16
-    return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., :3]), "RGB").convert("L"))
 
 
 def to_rgb(arr: np.ndarray) -> np.ndarray:
@@ -177,7 +175,8 @@ def _read_pillow(path: Path, frame: int) -> tuple[np.ndarray, str]:
                 im.seek(frame)
             im.load()
             mode = im.mode
-            im = ImageOps.exif_transpose(im) if frame == 0 else im
+            if frame == 0 and im.getexif().get(0x0112, 1) != 1:
+                im = ImageOps.exif_transpose(im)
             return _pil_to_array(im, path), mode
     except ImageReadError:
         raise
