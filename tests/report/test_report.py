@@ -1,0 +1,180 @@
+"""thyro report: numbers match the statistics, missing pieces are marked, bad input stops clearly."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fakerun import make_run
+from thyro.cli import main
+from thyro.errors import StatsError
+from thyro.report import build_report
+from thyro.stats import auroc, bootstrap_auroc
+
+FAST = {"n_boot": 200}
+
+
+def _headline(html: str) -> str:
+    return html.split('<table id="headline">', 1)[1].split("</table>", 1)[0]
+
+
+def test_report_numbers_match_statistics(fake_run, built_report):
+    html_path, md_path = built_report
+    html = html_path.read_text()
+    md = md_path.read_text()
+    df = pd.read_csv(fake_run / "predictions.csv", dtype={"fold": str})
+    head = _headline(html)
+    for arm in ("scratch", "imagenet", "radimagenet"):
+        t = df[(df.arm == arm) & (df.split == "test") & (df.fold == "mean")]
+        # the cluster bootstrap CI with the report's seed and resamples
+        r = bootstrap_auroc(t.label, t.probability, t.group, n_boot=500, seed=0)
+        text = f"{auroc(t.label, t.probability):.3f} [{r.lower:.3f}, {r.upper:.3f}]"
+        assert text in head, (arm, text)
+        assert text in md
+    assert "cluster bootstrap" in html and "cluster bootstrap" in md
+    assert "Obuchowski" in html and "power" in md.lower()
+    # self-contained: every image is embedded, nothing is fetched
+    srcs = re.findall(r'<img[^>]*src="([^"]{0,30})', html)
+    assert len(srcs) >= 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    # provenance and data summary
+    assert "0123456789abcdef0123456789abcdef01234567" in html
+    assert "duplicates_merged" in html and "fake-study" in html
+    data = json.loads(html_path.with_suffix(".json").read_text())
+    assert data["method"] == "cluster-bootstrap" and data["folds"]["k"] == 5 and not data["missing"]
+
+
+def test_holm_in_headline(built_report):
+    data = json.loads(built_report[0].with_suffix(".json").read_text())
+    ps = [c["p_value"] for c in data["comparisons"]]
+    adj = [c["p_holm"] for c in data["comparisons"]]
+    assert len(ps) == 3  # imagenet-scratch, radimagenet-scratch, radimagenet-imagenet
+    assert all(a >= p for a, p in zip(adj, ps))
+    assert max(adj) == pytest.approx(min(1.0, max(adj)))
+
+
+def test_minimal_csv_alone_uses_delong(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    rows = []
+    for arm, sep in (("model_x", 1.0), ("model_y", 0.3)):
+        for i in range(80):
+            rows.append((f"img{i}.png", y[i], arm, 1 / (1 + np.exp(-(rng.normal() + sep * y[i])))))
+    csv = tmp_path / "preds.csv"
+    pd.DataFrame(rows, columns=["image", "label", "arm", "probability"]).to_csv(csv, index=False)
+    html, md = build_report(csv, tmp_path / "out", **FAST)
+    assert html == tmp_path / "out" / "report.html" and md.exists()
+    text = html.read_text()
+    data = json.loads(html.with_suffix(".json").read_text())
+    assert data["method"] == "delong"
+    # no scratch/ImageNet arm: all pairs compared
+    assert data["family"] == "all pairs of arms" and len(data["comparisons"]) == 1
+    assert "no out-of-fold predictions" in text
+    assert "No training logs" in text and "No data.json" in text
+
+
+def test_missing_folds_and_failed_arm_are_marked(tmp_path):
+    run = make_run(tmp_path / "run", n_cv=120, n_test=60, logs=False)
+    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
+    drop = ((df.arm == "imagenet") & (df.split == "val") & (df.fold == "2")) | (
+        (df.arm == "radimagenet") & (df.split == "test") & (df.fold == "mean"))
+    df[~drop].to_csv(run / "predictions.csv", index=False)
+    res = json.loads((run / "results.json").read_text())
+    res["arms"]["swav"] = {"status": "failed", "reason": "NaN loss in fold 1", "backbone": "resnet18", "weights": "swav"}
+    (run / "results.json").write_text(json.dumps(res))
+    html, md = build_report(run, **FAST)
+    data = json.loads(html.with_suffix(".json").read_text())
+    head = _headline(html.read_text())
+    assert "missing: no ensemble test predictions" in head  # radimagenet
+    assert "missing: failed: NaN loss in fold 1" in head  # swav
+    assert data["oof"]["imagenet"]["folds"] == [0, 1, 3, 4] and not data["oof"]["imagenet"]["complete"]
+    assert "folds 0, 1, 3, 4 only" in html.read_text()
+    assert any("imagenet fold 2: no out-of-fold" in m for m in data["missing"])
+    rad = [c for c in data["comparisons"] if "radimagenet" in (c["a"], c["b"])]
+    assert rad and all(c["missing"] and "p_value" not in c for c in rad)
+    assert "missing" in md.read_text()
+
+
+def test_nan_probabilities_mark_arm_not_number(tmp_path):
+    run = make_run(tmp_path / "run", n_cv=100, n_test=50, logs=False)
+    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
+    idx = df.index[(df.arm == "scratch") & (df.split == "test") & (df.fold == "mean")][:2]
+    df.loc[idx, "probability"] = np.nan
+    df.to_csv(run / "predictions.csv", index=False)
+    html, _ = build_report(run, **FAST)
+    head = _headline(html.read_text())
+    assert "2 NaN or infinite probabilities" in head
+    data = json.loads(html.with_suffix(".json").read_text())
+    assert data["test"]["scratch"].get("auroc") is None
+    assert data["test"]["imagenet"]["auroc"] is not None
+
+
+def test_different_test_cases_not_compared(tmp_path):
+    run = make_run(tmp_path / "run", n_cv=100, n_test=50, logs=False)
+    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
+    first = df[(df.arm == "imagenet") & (df.split == "test") & (df.fold == "mean")].index[0]
+    df.drop(index=first).to_csv(run / "predictions.csv", index=False)
+    html, _ = build_report(run, **FAST)
+    data = json.loads(html.with_suffix(".json").read_text())
+    c = [c for c in data["comparisons"] if {c["a"], c["b"]} == {"imagenet", "scratch"}][0]
+    assert "different test cases" in c["missing"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d.assign(label=d.label.where(d.index != 3, 2)), "0 \\(benign\\) or 1"),
+        (lambda d: pd.concat([d, d.iloc[[0]]]), "repeat the same"),
+        (lambda d: d.assign(label=np.where(d.index == 0, 1 - d.label, d.label)), "different labels"),
+        (lambda d: d.drop(columns=["probability"]), "missing column"),
+        (lambda d: d.assign(split="train"), "'val' or 'test'"),
+    ],
+)
+def test_bad_predictions_raise(tmp_path, edit, match):
+    run = make_run(tmp_path / "run", n_cv=50, n_test=30, logs=False, arms={"a": ("none", 1.0), "b": ("imagenet", 1.0)})
+    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
+    edit(df).to_csv(run / "predictions.csv", index=False)
+    with pytest.raises(StatsError, match=match):
+        build_report(run, **FAST)
+
+
+def test_no_predictions_is_clear(tmp_path):
+    with pytest.raises(StatsError, match="no predictions.csv"):
+        build_report(tmp_path)
+
+
+def test_cli_report_and_compare(tmp_path, capsys):
+    run = make_run(tmp_path / "run", n_cv=60, n_test=40, logs=False)
+    out = tmp_path / "r" / "study.html"
+    assert main(["--quiet", "report", str(run), "--out", str(out), "--n-boot", "100"]) == 0
+    assert out.exists() and out.with_suffix(".md").exists()
+    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
+    t = df[(df.split == "test") & (df.fold == "mean")]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    t[t.arm == "scratch"].to_csv(a, index=False)
+    t[t.arm == "imagenet"][["image", "label", "probability"]].to_csv(b, index=False)
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--json", "--n-boot", "100"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_common"] == 40 and r["comparison"]["paired"] and r["clustered"]
+    assert r["comparison"]["diff"] == pytest.approx(auroc(t[t.arm == "scratch"].label, t[t.arm == "scratch"].probability)
+                                                    - auroc(t[t.arm == "imagenet"].label, t[t.arm == "imagenet"].probability))
+    # several arms in one file: must pick
+    assert main(["compare", str(run / "predictions.csv"), str(b)]) == 2
+    assert "--arm-a" in capsys.readouterr().err
+    assert main(["compare", str(run / "predictions.csv"), str(b), "--arm-a", "radimagenet", "--method", "delong"]) == 0
+    # no common images
+    c = tmp_path / "c.csv"
+    t[t.arm == "imagenet"].assign(image=lambda d: "other/" + d.image).to_csv(c, index=False)
+    assert main(["compare", str(a), str(c)]) == 2
+    assert "share no image ids" in capsys.readouterr().err
+    # labels disagree
+    d = tmp_path / "d.csv"
+    t[t.arm == "imagenet"].assign(label=lambda d: 1 - d.label).to_csv(d, index=False)
+    assert main(["compare", str(a), str(d)]) == 2
+    assert "disagree on the label" in capsys.readouterr().err
