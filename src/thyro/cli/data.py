@@ -69,11 +69,11 @@ def validate_cmd(
 
     problems = validate_manifest(manifest, decode=not no_decode, progress=not is_quiet())
     if problems:
-        err_console.print(f"[bold red]{manifest}: {len(problems)} problem(s)[/]")
+        err_console.print(f"{manifest}: {len(problems)} problem(s)", style="bold red", markup=False, soft_wrap=True)
         for p in problems:
-            err_console.print(f"  - {p}", markup=False, highlight=False)
+            err_console.print(f"  - {p}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"{manifest}: no problems found.")
+    console.print(f"{manifest}: no problems found.", markup=False, soft_wrap=True)
 
 
 @data_app.command("inspect")
@@ -115,7 +115,8 @@ def split_cmd(
         for name, f in rows:
             t.add_row(name, str(f["images"]), str(f["groups"]), str(f["positives"]), str(f["images"] - f["positives"]))
         console.print(t)
-        console.print(f"{splits.meta['n_unlabelled_skipped']} unlabelled image(s) not split; written to {out}")
+        console.print(f"{splits.meta['n_unlabelled_skipped']} unlabelled image(s) not split; written to {out}",
+                      markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

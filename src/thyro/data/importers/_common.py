@@ -117,12 +117,12 @@ def show_result(result: ImportResult, title: str) -> None:
     for names in result.duplicates.merged[:20]:
         console.print(f"  merged into group {names[0]!r}: {', '.join(names)}")
     for line in result.notes:
-        console.print(f"[dim]note:[/] {line}", highlight=False)
+        console.print(f"note: {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
     if result.warnings:
         console.print(f"[yellow]{len(result.warnings)} warning(s):[/]")
         for line in result.warnings:
-            console.print(f"  - {line}", style="yellow", highlight=False, markup=False)
-    console.print(f"manifest written to {result.manifest_path}")
+            console.print(f"  - {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"manifest written to {result.manifest_path}", markup=False, soft_wrap=True)
 
 
 def raise_if(problems: list[str], title: str) -> None:
