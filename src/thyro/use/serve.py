@@ -13,8 +13,8 @@ and the app stays up.  An upload is written only into a fresh temporary folder t
 the request ends.  Bound to 127.0.0.1 by default: the app has no authentication.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at run time,
+# and the endpoints' types (UploadFile, Form) are imported inside create_app (fastapi is optional).
 import base64
 import io
 import os

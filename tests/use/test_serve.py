@@ -1,0 +1,212 @@
+"""The web app: JSON API with FastAPI's TestClient, then the page end to end in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from thyro.use.serve import create_app
+
+from .conftest import SIZE
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def app_tmp(tmp_path_factory):
+    """The temporary folder the app is allowed to write to (tempfile's default, redirected)."""
+    return tmp_path_factory.mktemp("servetmp")
+
+
+@pytest.fixture(scope="module")
+def client(model_dir, app_tmp):
+    old = tempfile.tempdir
+    tempfile.tempdir = str(app_tmp)
+    try:
+        app = create_app(model_dir, max_upload_bytes=200_000)
+        with TestClient(app) as c:
+            yield c
+    finally:
+        tempfile.tempdir = old
+
+
+def _png_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _decode(data_url: str) -> Image.Image:
+    assert data_url.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
+
+
+def test_health(client, package):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["n_models"] == 2 and h["image_size"] == SIZE
+    assert h["threshold"] == pytest.approx(package.operating_point()[1])
+
+
+def test_page_and_static_files_are_served_without_external_resources(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="canvas"' in page.text and "/static/app.js" in page.text
+    js = client.get("/static/app.js")
+    assert js.status_code == 200 and "/predict" in js.text
+    for text in (page.text, js.text, client.get("/static/style.css").text):
+        assert "http://" not in text and "https://" not in text  # no CDN: works offline
+
+
+def test_predict_png_matches_the_cli_prediction(client, model_dir, images):
+    from thyro.use.predict import predict
+
+    r = client.post("/predict", files={"file": ("us0.png", _png_bytes(images["png0"]), "image/png")})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    ref = predict(model_dir, [images["png0"]], progress=False).rows[0]
+    assert j["probability"] == pytest.approx(ref.probability, abs=1e-6)
+    assert j["class"] == ref.cls and j["prediction"] in ("benign", "malignant")
+    assert _decode(j["heatmap_png"]).size == (SIZE, SIZE)
+    assert _decode(j["preprocessed_png"]).size == (SIZE, SIZE)
+
+
+def test_predict_with_roi_and_dicom(client, model_dir, images):
+    from thyro.use.predict import predict
+
+    roi = {"box": [20, 15, 70, 60]}
+    r = client.post("/predict", files={"file": ("us1.png", _png_bytes(images["png1"]), "image/png")},
+                    data={"roi": json.dumps(roi), "heatmap": "false"})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert json.loads(j["roi"]) == roi and j["heatmap_png"] is None
+    ref = predict(model_dir, [images["png1"]], roi=roi, progress=False).rows[0]
+    assert j["probability"] == pytest.approx(ref.probability, abs=1e-6)
+    r = client.post("/predict", files={"file": ("scan", images["dcm"].read_bytes(), "application/dicom")})
+    assert r.status_code == 200, r.text
+    prev = client.post("/preview", files={"file": ("scan", images["dcm"].read_bytes(), "application/dicom")}).json()
+    assert (prev["width"], prev["height"]) == (104, 88)
+
+
+def test_bad_uploads_get_4xx_and_the_app_stays_up(client, images):
+    cases = [
+        ({"file": ("notes.png", b"not an image at all", "image/png")}, {}, 400),
+        ({"file": ("nopix.dcm", images["dicom_no_pixels"].read_bytes(), "application/dicom")}, {}, 400),
+        ({"file": ("tiny.png", images["tiny"].read_bytes(), "image/png")}, {}, 400),
+        ({"file": ("empty.png", b"", "image/png")}, {}, 400),
+        ({"file": ("us0.png", images["png0"].read_bytes(), "image/png")}, {"roi": "{not json"}, 400),
+        ({"file": ("us0.png", images["png0"].read_bytes(), "image/png")}, {"roi": '{"box": [5, 5, 1, 1]}'}, 400),
+        ({"file": ("big.png", b"\0" * 400_000, "image/png")}, {}, 413),
+        ({}, {}, 422),
+    ]
+    for files, data, status in cases:
+        r = client.post("/predict", files=files, data=data)
+        assert r.status_code == status, (files.get("file", ("-",))[0], r.status_code, r.text)
+        assert r.json()["detail"]
+        assert client.get("/health").status_code == 200
+    r = client.post("/predict", files={"file": ("notes.png", b"not an image at all", "image/png")})
+    assert "notes.png" in r.json()["detail"]
+
+
+def test_uploads_leave_no_files_behind(client, app_tmp, model_dir, images):
+    before = sorted(p.relative_to(model_dir) for p in model_dir.rglob("*"))
+    for _ in range(3):
+        client.post("/predict", files={"file": ("us0.png", images["png0"].read_bytes(), "image/png")})
+        client.post("/predict", files={"file": ("bad.png", b"garbage", "image/png")})
+    assert list(app_tmp.iterdir()) == []  # each request's temporary folder is removed
+    assert sorted(p.relative_to(model_dir) for p in model_dir.rglob("*")) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end in headless Chromium
+# ------------------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(model_dir):
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(model_dir), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _demo_image(tmp_path: Path, images) -> Path:
+    """A real ultrasound image when the shared data is present, else a synthetic one."""
+    shared = Path(os.environ.get("THYRO_SHARED_DATA", REPO.parent / "shared" / "data")) / "udtn-sample"
+    found = sorted(shared.rglob("*.jpg")) if shared.is_dir() else []
+    return found[0] if found else images["png0"]
+
+
+def test_browser_upload_box_and_result(live_server, images, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 760})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(live_server + "/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('fold model')")
+            page.set_input_files("#file", str(_demo_image(tmp_path, images)))
+            page.wait_for_function("!document.getElementById('predict').disabled", timeout=20000)
+            # draw a box on the canvas
+            box = page.locator("#canvas").bounding_box()
+            x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move(x0 + box["width"] * 0.35, y0 + box["height"] * 0.35, steps=5)
+            page.mouse.up()
+            assert "box (image pixels)" in page.locator("#box").text_content()
+            page.click("#predict")
+            page.wait_for_selector("#result:not([hidden])", timeout=30000)
+            prob = page.locator("#probability").text_content()
+            assert prob.endswith("%") and 0 <= float(prob.split()[0]) <= 100
+            assert page.locator("#class").text_content() in ("benign", "malignant")
+            assert page.evaluate("document.getElementById('heatmap').naturalWidth") == SIZE
+            assert "with box" in page.locator("#status").text_content()
+            shot = tmp_path / "serve.png"
+            page.screenshot(path=str(shot), full_page=True)
+            # a bad file: a message, and the page keeps working
+            bad = tmp_path / "bad.png"
+            bad.write_bytes(b"not an image")
+            page.set_input_files("#file", str(bad))
+            page.wait_for_selector("#error:not([hidden])", timeout=20000)
+            assert "not a readable image" in page.locator("#error").text_content()
+        finally:
+            browser.close()
+    assert not [e for e in errors if "400" not in e], errors  # only the deliberate bad upload's 400
+    assert shot.stat().st_size > 10_000
+    target = os.environ.get("THYRO_SCREENSHOT_DIR")  # set to docs/ to refresh the README screenshot
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(target) / "serve.png")
