@@ -135,3 +135,37 @@ def test_keras_densenet121_loads_completely(tmp_path):
     assert np.array_equal(got, conv.transpose(3, 2, 0, 1))
     assert model.backbone.features.norm0.eps == pytest.approx(1.001e-5)
     assert model.input_spec.mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def _warvito_state(layers):
+    """Keras layers renamed to torchvision ResNet50 names, conv biases kept (Warvito/radimagenet-models style)."""
+    state = {}
+
+    def put(kconv, kbn, tconv, tbn):
+        state[f"{tconv}.weight"] = torch.from_numpy(layers[kconv]["kernel"].transpose(3, 2, 0, 1).copy())
+        state[f"{tconv}.bias"] = torch.from_numpy(layers[kconv]["bias"].copy())
+        for k, t in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                     ("moving_variance", "running_var")):
+            state[f"{tbn}.{t}"] = torch.from_numpy(layers[kbn][k].copy())
+
+    put("conv1_conv", "conv1_bn", "conv1", "bn1")
+    for stage, n in ((2, 3), (3, 4), (4, 6), (5, 3)):
+        for b in range(1, n + 1):
+            k, t = f"conv{stage}_block{b}", f"layer{stage - 1}.{b - 1}"
+            if b == 1:
+                put(f"{k}_0_conv", f"{k}_0_bn", f"{t}.downsample.0", f"{t}.downsample.1")
+            for i in (1, 2, 3):
+                put(f"{k}_{i}_conv", f"{k}_{i}_bn", f"{t}.conv{i}", f"{t}.bn{i}")
+    return state
+
+
+def test_keras_converted_resnet50_pth_matches_numpy_reference(tmp_path, reference):
+    grey, feats = reference
+    torch.save(_warvito_state(synthetic_resnet50_layers(seed=0)), tmp_path / "RadImageNet-ResNet50_notop.pth")
+    model, report = build_model("resnet50", f"file:{tmp_path / 'RadImageNet-ResNet50_notop.pth'}")
+    assert report.format == "Keras-converted state_dict (conv biases)" and report.layout == "keras"
+    assert model.input_spec.mode == "caffe_bgr"
+    m = model.eval()
+    out = m.backbone.forward_features(m.adapter(torch.from_numpy(grey[:, None]).float()))
+    out = out.permute(0, 2, 3, 1).detach().numpy()
+    assert np.abs(out - feats).max() / np.abs(feats).max() < 2e-5
