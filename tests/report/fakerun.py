@@ -67,7 +67,7 @@ def make_run(root: Path, *, n_test: int = 101, n_cv: int = 300, folds: int = 5, 
                 }).to_csv(d / "log.csv", index=False)
     df = pd.DataFrame(rows, columns=["image", "patient", "group", "label", "arm", "fold", "split", "probability"])
     df.to_csv(root / "predictions.csv", index=False)
-    (root / "config.yaml").write_text(f"name: fake-study\nseed: {seed}\ncv:\n  folds: {folds}\narms:\n"
+    (root / "config.yaml").write_text(f"name: synthetic-example\nseed: {seed}\ncv:\n  folds: {folds}\narms:\n"
                                       + "".join(f"  - name: {a}\n    weights: {w}\n" for a, (w, _) in arms.items()))
     (root / "data.json").write_text(json.dumps({
         "n_images": int(n_test + n_cv), "n_patients": len(lab), "n_groups": len(lab),
@@ -75,7 +75,7 @@ def make_run(root: Path, *, n_test: int = 101, n_cv: int = 300, folds: int = 5, 
         "duplicates_merged": 3, "preprocessing": {"size": 224, "crop": "roi"},
     }))
     (root / "results.json").write_text(json.dumps({
-        "config": {"name": "fake-study"},
+        "config": {"name": "synthetic-example"},
         "versions": {"thyro": "0.1.0", "torch": "2.x", "python": "3.x"},
         "git_commit": "0123456789abcdef0123456789abcdef01234567",
         "arms": {a: {"status": "done", "reason": None, "backbone": "resnet18", "weights": w} for a, (w, _) in arms.items()},

@@ -44,7 +44,7 @@ def test_report_numbers_match_statistics(fake_run, built_report):
     assert not re.search(r'(src|href)="(https?:)?//', html)
     # provenance and data summary
     assert "0123456789abcdef0123456789abcdef01234567" in html
-    assert "duplicates_merged" in html and "fake-study" in html
+    assert "duplicates_merged" in html and "synthetic-example" in html
     data = json.loads(html_path.with_suffix(".json").read_text())
     assert data["method"] == "cluster-bootstrap" and data["folds"]["k"] == 5 and not data["missing"]
 
