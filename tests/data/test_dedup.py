@@ -165,3 +165,17 @@ def test_ddti_byte_identical_images_share_groups(ddti_import, ddti_dir):
     assert df["group"].nunique() == expected_groups
     assert pd.Series(ddti_import.duplicates.merged).map(len).sum() == sum(
         len({case_of[n] for n in s}) for s in cross_case)
+
+
+def test_stored_hashes_survive_the_csv_roundtrip(tmp_path):
+    from thyro.data.manifest import read_manifest, write_manifest
+
+    a = _texture(21)
+    m = _manifest(tmp_path, [("a.png", a, 1, "1"), ("b.png", a, 1, "2"), ("c.png", _texture(22), 0, "3")])
+    out, _ = assign_groups(m, progress=False)
+    out.df.loc[out.df["image"] == "c.png", "phash"] = "0012345678901234"  # all digits, leading zeros
+    write_manifest(out.df, tmp_path / "m.csv", root=out.root)
+    back = read_manifest(tmp_path / "m.csv")
+    assert back.df["phash"].tolist() == out.df["phash"].tolist()
+    again, rep = assign_groups(back, hashes=back.df[["content_hash", "phash"]], progress=False)
+    assert again.df["group"].tolist() == out.df["group"].tolist() and rep.exact == [["a.png", "b.png"]]

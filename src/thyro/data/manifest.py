@@ -26,6 +26,8 @@ from thyro.fileio import atomic_path
 
 REQUIRED_COLUMNS = ("image", "label", "patient_id", "group")
 OPTIONAL_COLUMNS = ("roi",)
+#: Columns always read as text (hashes such as "0123..." must not become numbers).
+TEXT_COLUMNS = ("image", "patient_id", "group", "roi", "content_hash", "phash", "duplicate_of", "tirads")
 
 
 @dataclass
@@ -138,7 +140,7 @@ def read_manifest(path: str | os.PathLike, *, check_labels: bool = True) -> Mani
     if not path.is_file():
         raise DataError(f"{path}: manifest not found.")
     try:
-        df = pd.read_csv(path, dtype={"image": str, "patient_id": str, "group": str, "roi": str},
+        df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS},
                          keep_default_na=False, na_values={"label": [""]})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV manifest ({exc}).") from None
