@@ -271,3 +271,39 @@ def test_truncated_dicom(tmp_path):
     p.write_bytes(data[: len(data) - 3000])
     with pytest.raises(ImageReadError, match=r"t\.dcm"):
         read_gray(p)
+
+
+def test_dicom_rle_compressed_multiframe_with_region(tmp_path):
+    from pydicom import dcmread
+    from pydicom.uid import RLELossless
+
+    frames = np.stack([_gradient(), 255 - _gradient()])
+    p = write_dicom(tmp_path / "mf.dcm", frames, regions=[(2, 4, 41, 27, 1)], NumberOfFrames=2)
+    ds = dcmread(p)
+    ds.compress(RLELossless)
+    ds.save_as(tmp_path / "rle.dcm")
+    img = load_image(tmp_path / "rle.dcm", frame=1)
+    assert img.origin == (2, 4)
+    np.testing.assert_array_equal(img.pixels, frames[1][4:28, 2:42])
+
+
+def test_dicom_jpeg_baseline_ybr_422(tmp_path):
+    """Scanners usually store JPEG Baseline with YBR_FULL_422; pydicom decodes it (Pillow plugin) to RGB."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    rgb = np.asarray(Image.fromarray(_rgb()).resize((96, 64), Image.Resampling.BICUBIC))
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=95, subsampling=1)  # 4:2:2
+    ds = _base()
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "jpg.dcm", enforce_file_format=True)
+    out = load_image(tmp_path / "jpg.dcm", color=True).pixels
+    assert out.shape == rgb.shape
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 6
