@@ -178,3 +178,18 @@ def test_cli_report_and_compare(tmp_path, capsys):
     t[t.arm == "imagenet"].assign(label=lambda d: 1 - d.label).to_csv(d, index=False)
     assert main(["compare", str(a), str(d)]) == 2
     assert "disagree on the label" in capsys.readouterr().err
+
+
+def test_roles_from_weight_kind_not_path(tmp_path):
+    """As the study runner writes it: weights are kind[:PATH]; folds come from data.folds."""
+    from thyro.report.analysis import _expected_folds, arm_table
+    from thyro.report.load import read_run
+
+    arms = {"base": ("none", 0.5), "in1k": ("imagenet", 0.8), "rad": ("file:/w/imagenet-copies/radimagenet.safetensors", 1.0)}
+    run_dir = make_run(tmp_path / "run", n_cv=60, n_test=30, folds=3, logs=False, arms=arms)
+    (run_dir / "config.yaml").write_text("name: s\ndata:\n  folds: 3\n  k: 7\n")
+    run = read_run(run_dir)
+    order, info = arm_table(run)
+    assert order == ["base", "in1k", "rad"]
+    assert [info[a]["role"] for a in order] == ["scratch", "imagenet", None]
+    assert _expected_folds(run) == (3, "the configuration (data.folds)")

@@ -36,12 +36,15 @@ ECE_BINS = 10
 
 
 def _role_from_weights(weights: Any) -> str | None:
+    """Role from a weight source ``kind[:PATH]`` (results.json): only the kind counts, never the path."""
     if weights is None:
         return None
-    w = str(weights).strip().lower()
-    if w in {"none", "null", "random", "scratch", ""}:
+    if isinstance(weights, dict):
+        weights = next(iter(weights), "")
+    kind = str(weights).strip().lower().split(":", 1)[0]
+    if kind in {"none", "null", "random", "scratch", ""}:
         return "scratch"
-    if "imagenet" in w and "radimagenet" not in w:
+    if kind == "imagenet":
         return "imagenet"
     return None
 
@@ -83,25 +86,16 @@ def arm_table(run: Run) -> tuple[list[str], dict[str, dict]]:
 
 
 def _expected_folds(run: Run) -> tuple[int, str]:
-    cfg = run.config or {}
-
-    def find(d, depth=0):
-        if not isinstance(d, dict) or depth > 3:
-            return None
-        for k in ("folds", "n_folds", "k_folds", "k"):
-            if isinstance(d.get(k), int) and d[k] > 1:
-                return d[k]
-        for v in d.values():
-            r = find(v, depth + 1)
-            if r:
-                return r
-        return None
-
-    k = find(cfg.get("cv") if isinstance(cfg.get("cv"), dict) else None) or find(cfg)
-    if k:
-        return int(k), "config.yaml"
+    """Number of folds: from the configuration (``data.folds`` or ``cv.folds``), else the predictions."""
+    cfg = run.config or ((run.results or {}).get("config") if isinstance((run.results or {}).get("config"), dict) else {})
+    for block in ("data", "cv"):
+        sub = cfg.get(block) if isinstance(cfg, dict) else None
+        if isinstance(sub, dict) and isinstance(sub.get("folds"), int) and sub["folds"] > 1:
+            return int(sub["folds"]), f"the configuration ({block}.folds)"
+    if isinstance(cfg, dict) and isinstance(cfg.get("folds"), int) and cfg["folds"] > 1:
+        return int(cfg["folds"]), "the configuration (folds)"
     folds = [int(f) for f in run.predictions["fold"] if str(f).isdigit()]
-    return (max(folds) + 1 if folds else 0), "predictions"
+    return (max(folds) + 1 if folds else 0), "the predictions"
 
 
 def _subset(df: pd.DataFrame, arm: str, split: str, fold: str) -> pd.DataFrame:
