@@ -179,3 +179,19 @@ def test_stored_hashes_survive_the_csv_roundtrip(tmp_path):
     assert back.df["phash"].tolist() == out.df["phash"].tolist()
     again, rep = assign_groups(back, hashes=back.df[["content_hash", "phash"]], progress=False)
     assert again.df["group"].tolist() == out.df["group"].tolist() and rep.exact == [["a.png", "b.png"]]
+
+
+def test_near_pairs_blocks_match_full_matrix():
+    from thyro.data.dedup import near_pairs
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2**62, size=40, dtype=np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, size=40).astype(np.uint64)
+    h = np.concatenate([base, base ^ flips])  # each hash has a twin 1 bit away
+    d = hamming_matrix(h)
+    want = {(a, b) for a, b in zip(*np.nonzero(np.triu(d <= 3, k=1)))}
+    for max_elements in (1 << 24, 100, 1):  # one block, several, one row at a time
+        a, b, dist = near_pairs(h, 3, max_elements=max_elements)
+        assert set(zip(a.tolist(), b.tolist())) == want
+        assert (dist == d[a, b]).all()
+    assert len(want) >= 40

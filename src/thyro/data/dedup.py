@@ -112,7 +112,36 @@ def compute_hashes(manifest: Manifest, *, progress: bool = True) -> pd.DataFrame
 def hamming_matrix(hashes: np.ndarray) -> np.ndarray:
     """Pairwise Hamming distances of 64-bit hashes (``uint64`` array) as ``uint8`` (n x n), vectorised."""
     h = np.asarray(hashes, dtype=np.uint64)
-    x = h[:, None] ^ h[None, :]
+    return hamming_matrix_block(h, h)
+
+
+def near_pairs(hashes: np.ndarray, threshold: int, *, max_elements: int = 1 << 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs ``(a, b)`` with ``a < b`` whose Hamming distance is at most ``threshold``, and the distances.
+
+    Compares blocks of rows against all hashes with numpy, holding at most about ``max_elements``
+    distances at once, so large collections do not need an n x n matrix in memory.
+    """
+    h = np.asarray(hashes, dtype=np.uint64)
+    n = len(h)
+    rows = max(1, max_elements // max(n, 1))
+    out_a, out_b, out_d = [], [], []
+    for start in range(0, n, rows):
+        block = hamming_matrix_block(h[start:start + rows], h)
+        a, b = np.nonzero(block <= threshold)
+        a = a + start
+        keep = b > a
+        out_a.append(a[keep])
+        out_b.append(b[keep])
+        out_d.append(block[a[keep] - start, b[keep]])
+    if not out_a:
+        empty = np.array([], dtype=np.intp)
+        return empty, empty, np.array([], dtype=np.uint8)
+    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
+
+
+def hamming_matrix_block(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Hamming distances between every hash of ``left`` and every hash of ``right`` (``uint8``)."""
+    x = np.asarray(left, dtype=np.uint64)[:, None] ^ np.asarray(right, dtype=np.uint64)[None, :]
     return np.bitwise_count(x).astype(np.uint8) if hasattr(np, "bitwise_count") else _popcount(x)
 
 
@@ -250,14 +279,13 @@ def assign_groups(manifest: Manifest, *, near_threshold: int = NEAR_THRESHOLD, h
         report.exact.append([images[r] for r in rows])
 
     if near_threshold >= 0 and n > 1:
-        ph = np.array([int(p, 16) for p in df["phash"]], dtype=np.uint64)
-        dist = hamming_matrix(ph)
-        ia, ib = np.nonzero(np.triu(dist <= near_threshold, k=1))
+        ph = np.array([int(str(p), 16) for p in df["phash"]], dtype=np.uint64)
+        ia, ib, dist = near_pairs(ph, near_threshold)
         chash = df["content_hash"].to_numpy()
-        for a, b in zip(ia.tolist(), ib.tolist()):
+        for a, b, d in zip(ia.tolist(), ib.tolist(), dist.tolist()):
             uf.union(a, b)
             if chash[a] != chash[b]:
-                report.near.append((images[a], images[b], int(dist[a, b])))
+                report.near.append((images[a], images[b], int(d)))
 
     # name every merged group after its first former group (natural order)
     old_groups = df["group"].tolist()
