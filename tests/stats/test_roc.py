@@ -104,3 +104,13 @@ def test_delong_ci_coverage_roughly_nominal():
         r = auroc_ci(y, rng.normal(size=120) + y)
         hits += r.lower <= true <= r.upper
     assert 0.90 <= hits / 300 <= 0.99
+
+
+def test_stats_imports_without_torch_or_pandas():
+    import subprocess
+    import sys
+
+    code = ("import sys, thyro.stats; bad = [m for m in ('torch', 'pandas', 'matplotlib', 'sklearn') if m in sys.modules]; "
+            "print(', '.join(bad)); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, f"thyro.stats pulled in: {r.stdout.strip()} {r.stderr.strip()}"

@@ -17,6 +17,7 @@ import pandas as pd
 from thyro.errors import StatsError
 from thyro.report.load import Run
 from thyro.stats import (
+    auroc,
     brier,
     choose_method,
     compare_paired,
@@ -269,13 +270,12 @@ def analyse(run: Run, method: str = "auto", n_boot: int = 2000, seed: int = 0, l
                     cell[f"{name}_missing"] = "missing"
                     missing.append(f"{arm} fold {f}: no {'out-of-fold' if name == 'val' else 'test'} predictions")
                 elif _check_finite(sub, "") or _one_class(sub):
+                    nonfinite = _check_finite(sub, "") is not None
                     cell[name] = None
-                    cell[f"{name}_missing"] = "invalid" if _check_finite(sub, "") else "one class"
-                    missing.append(f"{arm} fold {f} {name}: {'non-finite probabilities' if _check_finite(sub, '') else 'one class only'}")
+                    cell[f"{name}_missing"] = "invalid" if nonfinite else "one class"
+                    missing.append(f"{arm} fold {f} {name}: {'non-finite probabilities' if nonfinite else 'one class only'}")
                 else:
-                    from thyro.stats import auroc as _auroc
-
-                    cell[name] = _auroc(sub["label"].to_numpy(), sub["probability"].to_numpy())
+                    cell[name] = auroc(sub["label"].to_numpy(), sub["probability"].to_numpy())
                     cell[f"{name}_n"] = int(len(sub))
                     cell[f"{name}_missing"] = None
                     if name == "val":

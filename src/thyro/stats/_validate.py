@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from thyro.errors import StatsError
@@ -90,7 +88,3 @@ def check_level(level: float) -> float:
     if not (0.0 < float(level) < 1.0):
         raise StatsError(f"confidence level must be between 0 and 1 (e.g. 0.95), got {level}")
     return float(level)
-
-
-def as_list(x) -> Sequence:
-    return list(x) if not isinstance(x, (list, tuple)) else x
