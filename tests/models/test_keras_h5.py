@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -39,10 +41,16 @@ def reference(keras_files):
     return grey, feats
 
 
+@pytest.fixture(scope="module")
+def keras_model(keras_files):
+    return build_model("resnet50", f"radimagenet:{keras_files['save_weights']}")
+
+
 @pytest.mark.parametrize("layout", ["save_weights", "model.save"])
-def test_keras_resnet50_matches_numpy_reference(keras_files, reference, layout):
+def test_keras_resnet50_matches_numpy_reference(keras_files, keras_model, reference, layout):
     grey, feats = reference
-    model, report = build_model("resnet50", f"radimagenet:{keras_files[layout]}")
+    model, report = keras_model if layout == "save_weights" else build_model("resnet50", f"radimagenet:{keras_files[layout]}")
+    model = copy.deepcopy(model)
     assert report.layout == "keras" and report.format == f"Keras HDF5 ({layout})"
     assert report.head_reinitialised and set(report.missing) == {"fc.weight", "fc.bias"} and not report.mismatched
     assert model.input_spec.mode == "caffe_bgr"
@@ -62,10 +70,10 @@ def test_keras_resnet50_matches_numpy_reference(keras_files, reference, layout):
     assert np.abs(pooled - feats.mean(axis=(1, 2))).max() / scale < 2e-5
 
 
-def test_torchvision_layout_would_be_wrong(keras_files, reference):
+def test_torchvision_layout_would_be_wrong(keras_model, reference):
     # The same tensors in the v1.5 layout (stride on the 3x3) give a different answer: the test can fail.
     grey, feats = reference
-    model, _ = build_model("resnet50", f"radimagenet:{keras_files['save_weights']}")
+    model = copy.deepcopy(keras_model[0])
     for stage in (model.backbone.layer2, model.backbone.layer3, model.backbone.layer4):
         stage[0].conv1.stride, stage[0].conv2.stride = (1, 1), (2, 2)
     m = model.double().eval()
@@ -74,11 +82,11 @@ def test_torchvision_layout_would_be_wrong(keras_files, reference):
     assert np.abs(out - feats).max() / np.abs(feats).max() > 1e-2
 
 
-def test_saved_keras_model_keeps_layout(keras_files, reference, tmp_path):
+def test_saved_keras_model_keeps_layout(keras_model, reference, tmp_path):
     from thyro.models import load_model, save_model
 
     grey, _ = reference
-    model, _ = build_model("resnet50", f"radimagenet:{keras_files['save_weights']}")
+    model = keras_model[0]
     path = save_model(tmp_path / "m.safetensors", model)
     back = load_model(path)
     assert back.layout == "keras" and back.backbone.layer4[0].conv1.stride == (2, 2)

@@ -1,9 +1,26 @@
 """Backbones, weight sources and the model thyro trains.
 
->>> from thyro.models import build_model
->>> model, report = build_model("resnet18", "none", seed=0)   # doctest: +SKIP
->>> model(torch.rand(2, 1, 64, 64)).shape                       # doctest: +SKIP
-torch.Size([2])
+Quick use::
+
+    from thyro.models import build_model, save_model, load_model
+
+    model, report = build_model("resnet18", "imagenet")          # or "none", "radimagenet:PATH", "file:PATH"
+    print(report)                                                 # what was loaded, missing, re-initialised
+    logits = model(images)                                        # images: float (B, 1, H, W) in [0, 1], or uint8
+    save_model("model.safetensors", model, {"epoch": 12})         # weights + arch + preprocessing
+    model = load_model("model.safetensors")
+
+Defaults, and why:
+
+* the grey image is repeated to three channels (``in_chans_mode="repeat"``): exact for every
+  pretrained source; ``"sum"`` gives a one-channel first convolution (RGB kernels summed);
+* the model returns one logit per image, shape ``(B,)``; probability = ``sigmoid(logit)``;
+* preprocessing travels with the weights (:class:`InputSpec`): ImageNet mean/std for torchvision
+  and timm files, Keras's for RadImageNet (Caffe-style BGR for ResNet50, ImageNet mean/std for
+  DenseNet121, ``(x - 0.5) / 0.5`` for the Inception networks), whatever a thyro checkpoint says;
+* Keras-origin ResNet50 weights run in Keras's layout (stride on the first 1x1 convolution,
+  BatchNorm eps 1.001e-5), recorded in checkpoints as ``layout="keras"``;
+* nothing is downloaded, ever: files come from the standard caches or from paths the user names.
 """
 
 from thyro.models.adapter import InputAdapter, InputSpec

@@ -142,10 +142,16 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
                             notes=[f"random initialisation, seed {seed}"])
         layout = "timm"
     else:
-        from thyro.models.weights.formats import read_weights
+        from thyro.models.weights.formats import detect_container, read_weights
 
-        backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
-        conv = read_weights(path, arch, backbone)
+        if detect_container(path) == "keras-h5":  # convert first: a bad file fails before any building
+            from thyro.models.weights.keras_h5 import convert_keras_h5
+
+            conv = convert_keras_h5(path, arch)
+            backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
+        else:
+            backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
+            conv = read_weights(path, arch, backbone)
         layout = conv.layout
         if layout == "keras":
             apply_keras_layout(backbone, arch)  # same tensors, Keras's strides and BatchNorm eps

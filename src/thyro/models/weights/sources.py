@@ -89,8 +89,9 @@ def _hf_snapshot_files(tag: str) -> list[Path]:
 
 def check_torchvision_hash(path: Path) -> None:
     """Check the SHA-256 prefix a torchvision file name carries (``resnet18-f37072fd.pth``)."""
+    known = {name for names in TORCHVISION_FILES.values() for name in names}
     m = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
-    if not m:
+    if not m or path.name not in known:
         return
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime)
