@@ -167,8 +167,11 @@ def analyse(run: Run, method: str = "auto", n_boot: int = 2000, seed: int = 0, l
     groups_all = all_test_unique[groups_col].to_numpy() if groups_col else None
     used = choose_method(groups_all, method)
     clustered = has_repeated_groups(groups_all)
-    if used == "delong":
-        method_text = ("DeLong (independent cases: no patient has more than one test image)" if not clustered
+    if used == "delong" and groups_col is None:
+        method_text = ("DeLong; the predictions name no patient or group, so every image is treated as an "
+                       "independent case (add a patient column if patients have several images)")
+    elif used == "delong":
+        method_text = (f"DeLong (independent cases: no {groups_col} has more than one test image)" if not clustered
                        else "DeLong (chosen by the user although some patients have several test images; "
                             "intervals may be too narrow)")
     else:

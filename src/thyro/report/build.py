@@ -133,7 +133,8 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     ctx = {
         "a": a,
         "figs": figs,
-        "title": (run.config or {}).get("name") or res.get("study") or run.root.name,
+        "title": (run.config or {}).get("name") or res.get("study")
+        or (run.predictions_path.stem if run_dir.is_file() else run.root.name),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "thyro_version": __version__,
         "predictions_name": run.predictions_path.name,
