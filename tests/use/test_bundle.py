@@ -135,3 +135,30 @@ def test_loaded_models_match_the_run_models(package, run_dir):
         ref = load_model(run_dir / "jobs" / ARM / f"fold{k}" / "model.safetensors")
         with torch.inference_mode():
             assert np.allclose(m(x).numpy(), ref(x).numpy())
+
+
+def test_cli_bundle(run_dir, tmp_path):
+    from thyro.cli import main
+
+    assert main(["-q", "bundle", str(run_dir), "--arm", ARM, "--out", str(tmp_path / "m"), "--point", "sens90"]) == 0
+    assert load_package(tmp_path / "m").operating_point()[0] == "sens90"
+    assert main(["-q", "bundle", str(run_dir), "--arm", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert main(["-q", "bundle", str(run_dir), "--arm", ARM, "--out", str(tmp_path / "y"), "--point", "bogus"]) == 2
+
+
+def test_write_package_from_model_files_alone(run_dir, tmp_path):
+    """A package for a model trained outside a study: minimal inputs still give a loadable package and card."""
+    from thyro.use.bundle import write_package
+
+    files = [run_dir / "jobs" / ARM / "fold0" / "model.safetensors"]
+    pkg = write_package(tmp_path / "m", model_files=files, preprocess={"size": SIZE},
+                        operating={"youden": {"threshold": 0.4}})
+    assert pkg.operating_point() == ("youden", 0.4) and len(pkg.model_files) == 1
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "| youden | 0.4000 |" in card and "not recorded" in card
+    with pytest.raises(ModelPackageError, match="not empty"):
+        write_package(tmp_path / "m", model_files=files, preprocess={"size": SIZE}, operating={"youden": {"threshold": 0.4}})
+    pkg = write_package(tmp_path / "m", model_files=files, preprocess={"size": SIZE},
+                        operating={"youden": {"threshold": 0.3}}, overwrite=True)
+    assert pkg.operating_point()[1] == 0.3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left

@@ -51,12 +51,18 @@ def test_onnx_graph_is_one_ensemble_with_dynamic_batch(exported, package):
     assert np.allclose(prob, 1 / (1 + np.exp(-ref_logits)).mean(1), atol=1e-5)
 
 
-def test_export_reports_the_difference(model_dir, tmp_path):
-    res = export_onnx(model_dir, tmp_path / "m.onnx", opset=18)
-    assert res["max_abs_diff"] < 1e-4 and res["opset"] == 18 and res["n_models"] == 2
+def test_export_reports_the_difference(run_dir, tmp_path, monkeypatch):
+    from thyro.use import export as export_mod
+    from thyro.use.bundle import write_package
+
+    one = write_package(tmp_path / "one", model_files=[run_dir / "jobs" / "scratch" / "fold0" / "model.safetensors"],
+                        preprocess={"size": SIZE}, operating={"youden": {"threshold": 0.5}})
+    res = export_onnx(one, tmp_path / "m.onnx", opset=18)
+    assert res["max_abs_diff"] < 1e-4 and res["opset"] == 18 and res["n_models"] == 1
     assert (tmp_path / "m.onnx").is_file()
+    monkeypatch.setattr(export_mod, "verify", lambda *a, **k: 0.5)  # an export that went wrong
     with pytest.raises(ModelPackageError, match="differs from PyTorch"):
-        export_onnx(model_dir, tmp_path / "strict.onnx", tolerance=-1.0)
+        export_onnx(one, tmp_path / "strict.onnx")
     assert not (tmp_path / "strict.onnx").exists()  # nothing half-written
 
 

@@ -57,7 +57,7 @@ The default is **{{ meta.default_operating_point }}**.
 |---|---|---|---|---|---|---|---|---|
 {% for name, op in meta.operating_points.items() -%}
 {% set t = (meta.metrics.get("test", {}).get("operating_points") or {}).get(name) or {} -%}
-| {{ name }} | {{ "%.4f" | format(op.threshold) }} | {{ op.rule }} | {{ pct(op.sensitivity) }} | {{ pct(op.specificity) }} | {{ prop(t.get("sensitivity")) }} | {{ prop(t.get("specificity")) }} | {{ prop(t.get("ppv")) }} | {{ prop(t.get("npv")) }} |
+| {{ name }} | {{ "%.4f" | format(op.threshold) }} | {{ op.get("rule", "-") }} | {{ pct(op.get("sensitivity")) }} | {{ pct(op.get("specificity")) }} | {{ prop(t.get("sensitivity")) }} | {{ prop(t.get("specificity")) }} | {{ prop(t.get("ppv")) }} | {{ prop(t.get("npv")) }} |
 {% endfor %}
 Test CIs of proportions are Wilson score intervals.
 
@@ -78,7 +78,7 @@ Test CIs of proportions are Wilson score intervals.
 
 
 def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * float(v):.1f}%"
+    return "-" if v is None or isinstance(v, jinja2.Undefined) else f"{100 * float(v):.1f}%"
 
 
 def _prop(p: Any) -> str:
