@@ -2,7 +2,8 @@
 
 Prints the median of 3 runs of ``import_ddti`` (XML parsing, outline checks, decoding and hashing
 every image, grouping, writing the manifest), and, measured in the same run, a baseline that only
-decodes every JPEG with Pillow, plus the time of the pairwise pHash comparison on its own.
+decodes every JPEG with Pillow (one thread), hashing alone with one thread and with the default
+thread pool, and the pairwise pHash comparison and grouping on their own.
 
     python benchmarks/import_ddti.py [DDTI_DIR]      (default: ../shared/data/ddti)
 """
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from thyro.console import set_quiet
-from thyro.data.dedup import assign_groups, hamming_matrix
+from thyro.data.dedup import assign_groups, compute_hashes, default_workers, hamming_matrix
 from thyro.data.importers import import_ddti
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,11 @@ def main() -> None:
             result["r"] = import_ddti(ddti, Path(tmp) / "out")
 
         t_import = _median_time(run_import)
+        m = result["r"].manifest
+        t_hash_1 = _median_time(lambda: compute_hashes(m, progress=False, workers=1))
+        t_hash_n = _median_time(lambda: compute_hashes(m, progress=False))
+        stored = m.df[["content_hash", "phash"]]
+        t_group = _median_time(lambda: assign_groups(m, hashes=stored, progress=False), runs=5)
 
     def decode_only():
         for p in images:
@@ -56,17 +62,16 @@ def main() -> None:
                 np.asarray(im.convert("RGB"))
 
     t_decode = _median_time(decode_only)
-
-    hashes = np.array([int(h, 16) for h in result["r"].manifest.df["phash"]], dtype=np.uint64)
+    hashes = np.array([int(h, 16) for h in m.df["phash"]], dtype=np.uint64)
     t_ham = _median_time(lambda: hamming_matrix(hashes), runs=5)
-    m = result["r"].manifest
-    stored = m.df[["content_hash", "phash"]]
-    t_group = _median_time(lambda: assign_groups(m, hashes=stored, progress=False), runs=5)
 
     print(f"DDTI import ({n} images, {result['r'].counts['patients']} cases), median of 3 runs")
     print(f"  import incl. duplicate hashing : {t_import:7.2f} s   {n / t_import:7.1f} images/s")
     print(f"  baseline: Pillow decode only   : {t_decode:7.2f} s   {n / t_decode:7.1f} images/s")
     print(f"  import / decode-only time      : {t_import / t_decode:7.2f} x")
+    print(f"  hashing only, 1 thread         : {t_hash_1:7.2f} s   {n / t_hash_1:7.1f} images/s")
+    print(f"  hashing only, {default_workers()} thread(s)      : {t_hash_n:7.2f} s   {n / t_hash_n:7.1f} images/s"
+          f"   ({t_hash_1 / t_hash_n:.2f}x)")
     print(f"  pairwise pHash Hamming ({n}x{n}): {t_ham * 1000:7.2f} ms")
     print(f"  grouping with stored hashes    : {t_group * 1000:7.2f} ms (union-find, near pairs, report)")
     print(f"  duplicates: {result['r'].duplicates.summary()}")
