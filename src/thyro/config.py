@@ -1,0 +1,129 @@
+"""Study configuration: data, preprocessing, arms and training, from one YAML file.
+
+Paths inside the file (the manifest, a splits file, weight files) are relative to the file's folder.
+Unknown keys and values are errors that name the key and list what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from thyro.base import StrictModel
+from thyro.data.preprocess import PreprocessConfig
+from thyro.errors import ConfigError
+from thyro.train.config import TrainConfig
+
+ARCH_NAMES = ("resnet18", "resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class DataConfig(StrictModel):
+    """Where the images are and how they are split (splits are made once and reused by every arm)."""
+
+    manifest: str = Field(description="manifest CSV (thyro data import ...)")
+    splits: str | None = Field(None, description="an existing splits file; by default made in the run directory")
+    test_size: float = Field(0.12, gt=0, lt=1, description="fraction of groups held out for test")
+    folds: int = Field(5, ge=2, le=20)
+    seed: int = 0
+
+
+class ArmConfig(StrictModel):
+    """One arm: a backbone and where its weights come from."""
+
+    name: str
+    backbone: str = "resnet18"
+    weights: str | dict[str, str] = Field(
+        "none", description="none | imagenet | {imagenet: PATH} | {radimagenet: PATH} | {file: PATH}")
+    in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    lr: float | None = Field(None, gt=0, description="overrides train.lr for this arm")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ARM_NAME.match(v):
+            raise ValueError("arm names use letters, digits, '_', '-', '.' (they become folder names)")
+        return v
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, v: str) -> str:
+        if v not in ARCH_NAMES:
+            raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(ARCH_NAMES)}")
+        return v
+
+    @field_validator("in_chans_mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v not in ("repeat", "sum"):
+            raise ValueError("in_chans_mode must be 'repeat' or 'sum'")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v):
+        if isinstance(v, dict):
+            if len(v) != 1 or next(iter(v)) not in ("imagenet", "radimagenet", "file"):
+                raise ValueError("weights as a mapping takes one key: imagenet, radimagenet or file, e.g. {file: PATH}")
+        elif not (v in ("none", "imagenet") or v.split(":", 1)[0] in ("imagenet", "radimagenet", "file")):
+            raise ValueError("weights must be none, imagenet, imagenet:PATH, radimagenet:PATH or file:PATH")
+        return v
+
+    def weight_spec(self, base: Path) -> str:
+        """The weight source as a ``kind[:PATH]`` string with PATH resolved against ``base``."""
+        kind, path = (next(iter(self.weights.items())) if isinstance(self.weights, dict)
+                      else (self.weights.split(":", 1) + [None])[:2])
+        if not path:
+            return kind
+        p = Path(path).expanduser()
+        return f"{kind}:{p if p.is_absolute() else (base / p)}"
+
+
+class StudyConfig(StrictModel):
+    """A whole study: every arm trained on the same splits."""
+
+    name: str = "study"
+    data: DataConfig
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    arms: list[ArmConfig] = Field(min_length=1)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _unique_arms(self):
+        names = [a.name for a in self.arms]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"arm names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+    def arm(self, name: str) -> ArmConfig:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise ConfigError(f"no arm named {name!r}; arms: {', '.join(a.name for a in self.arms)}")
+
+
+def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, Path]:
+    """Read a study YAML; returns the configuration and the folder its relative paths start from.
+
+    ``overrides`` maps dotted keys (``train.epochs``) to values, applied before validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    for key, value in (overrides or {}).items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return StudyConfig.parse(data, source=str(path)), path.parent.resolve()

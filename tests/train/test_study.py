@@ -1,0 +1,129 @@
+"""The study runner end to end on a tiny phantom: predictions, results, resume, --only, missing weights."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from thyro.cli import main
+from thyro.errors import ConfigError, WeightsError
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from thyro.data.phantom import generate_cohort
+
+    root = tmp_path_factory.mktemp("cohort")
+    return generate_cohort(root / "phantom", n_patients=36, size=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    """A seeded random ResNet-18 saved by thyro, standing in for a pretrained backbone."""
+    from thyro.models import build_model, save_model
+
+    path = tmp_path_factory.mktemp("weights") / "standin.safetensors"
+    model, _ = build_model("resnet18", "none", seed=99)
+    save_model(path, model)
+    return path
+
+
+def write_config(tmp_path, cohort, standin, **train):
+    cfg = {
+        "name": "tiny",
+        "data": {"manifest": str(cohort), "test_size": 0.2, "folds": 3, "seed": 1},
+        "preprocess": {"size": 32, "remove_frame": True},
+        "arms": [{"name": "scratch", "weights": "none"},
+                 {"name": "pre", "weights": {"file": str(standin)}}],
+        "train": {"epochs": EPOCHS, "batch_size": 16, "device": "cpu", "tensorboard": False,
+                  "augment": {"enabled": True}, **train},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_study_end_to_end_and_resume(tmp_path, cohort, standin, monkeypatch):
+    from thyro.data.splits import Splits
+    from thyro.train.study import PRED_COLUMNS, run_study
+
+    monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
+    config = write_config(tmp_path, cohort, standin)
+    run = tmp_path / "run"
+    # one job alone, as a scheduler would run it
+    first = run_study(config, run_dir=run, only=["scratch:0"], report=False)
+    assert first["arms"]["scratch"]["status"] == "incomplete" and first["arms"]["scratch"]["folds_done"] == [0]
+    done0 = (run / "jobs/scratch/fold0/done.json").stat().st_mtime_ns
+
+    results = run_study(config, run_dir=run, report=False)
+    assert (run / "jobs/scratch/fold0/done.json").stat().st_mtime_ns == done0, "a finished job was retrained"
+    assert {a["status"] for a in results["arms"].values()} == {"done"}
+    assert results["versions"]["torch"] and "config" in results
+    pred = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
+    assert tuple(pred.columns) == PRED_COLUMNS
+    splits = Splits.load(run / "splits.json")
+    for arm in ("scratch", "pre"):
+        sub = pred[pred["arm"] == arm]
+        val = sub[sub["split"] == "val"]
+        # out-of-fold: every development image exactly once, from the fold that held it out
+        assert sorted(val["image"]) == sorted(splits.dev_ids())
+        for k in range(3):
+            assert set(val[val["fold"] == str(k)]["image"]) == set(splits.val_ids(k))
+        test = sub[sub["split"] == "test"]
+        assert set(test["fold"]) == {"0", "1", "2", "mean"}
+        mean = test[test["fold"] == "mean"].set_index("image")["probability"]
+        per_fold = test[test["fold"] != "mean"].groupby("image")["probability"].mean()
+        pd.testing.assert_series_equal(mean.sort_index(), per_fold.sort_index(), check_names=False)
+        assert sorted(mean.index) == sorted(splits.test)
+    assert pred["label"].notna().all() and pred["probability"].between(0, 1).all()
+    data = json.loads((run / "data.json").read_text())
+    assert data["images_labelled"] == len(splits.dev_ids()) + len(splits.test)
+    log = pd.read_csv(run / "jobs/pre/fold1/log.csv")
+    assert len(log) == EPOCHS and {"val_auroc", "train_loss"} <= set(log.columns)
+    assert not (run / "jobs/pre/fold1/last.pt").exists() and (run / "jobs/pre/fold1/model.safetensors").exists()
+
+
+def test_missing_weights_stop_before_training(tmp_path, cohort, standin, monkeypatch):
+    from thyro.train.study import run_study
+
+    monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
+    config = write_config(tmp_path, cohort, tmp_path / "absent.safetensors")
+    with pytest.raises(WeightsError, match="absent.safetensors"):
+        run_study(config, run_dir=tmp_path / "run", report=False)
+    assert not (tmp_path / "run" / "jobs").exists()
+    results = run_study(config, run_dir=tmp_path / "run", report=False, skip_missing=True,
+                        overrides={"train.epochs": 1})
+    assert results["arms"]["pre"]["status"] == "skipped" and "absent.safetensors" in results["arms"]["pre"]["reason"]
+    assert results["arms"]["scratch"]["status"] == "done"
+
+
+def test_config_errors_name_the_key(tmp_path, cohort, standin):
+    from thyro.train.study import run_study
+
+    config = write_config(tmp_path, cohort, standin, epochz=3)
+    with pytest.raises(ConfigError, match="epochz.*allowed.*epochs"):
+        run_study(config, run_dir=tmp_path / "run")
+    bad = yaml.safe_load(config.read_text())
+    bad["train"].pop("epochz")
+    bad["arms"][0]["backbone"] = "resnet19"
+    config.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="resnet19.*resnet18"):
+        run_study(config, run_dir=tmp_path / "run")
+    # the CLI prints the message without a traceback and exits 2
+    assert main(["study", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+
+
+def test_run_dir_of_another_study_is_refused(tmp_path, cohort, standin, monkeypatch):
+    from thyro.train.study import run_study
+
+    monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
+    config = write_config(tmp_path, cohort, standin)
+    run_study(config, run_dir=tmp_path / "run", only=["scratch:0"], report=False, overrides={"train.epochs": 1})
+    with pytest.raises(ConfigError, match="different study"):
+        run_study(config, run_dir=tmp_path / "run", only=["scratch:0"], report=False,
+                  overrides={"train.lr": 0.5})
