@@ -159,6 +159,18 @@ def test_ddti_strict_turns_warnings_into_errors(tmp_path):
         import_ddti(src, tmp_path / "out", strict=True)
 
 
+def test_ddti_two_marks_for_one_image_are_merged(tmp_path):
+    src = tmp_path / "d"
+    src.mkdir()
+    _picture(1).save(src / "7_1.jpg")
+    mark = "<mark><image>1</image><svg>{}</svg></mark>"
+    (src / "7.xml").write_text(f"<case><number>7</number><tirads>4c</tirads>"
+                               f"{mark.format(_svg(_poly(2, 2)))}{mark.format(_svg(_poly(30, 20)))}</case>")
+    res = import_ddti(src, tmp_path / "out")
+    roi = parse_roi(res.manifest.df["roi"].iat[0])
+    assert len(roi["polygons"]) == 2 and res.manifest.df["label"].iat[0] == 1
+
+
 def test_parse_svg_and_tirads_rules():
     polys, problems, arrows = parse_svg(_svg(_poly(0, 0), _poly(9, 9), arrows=2))
     assert len(polys) == 2 and problems == [] and arrows == 2
@@ -227,6 +239,25 @@ def test_folders_classes_recursive_and_duplicates(tmp_path):
     res2 = import_folders(src, tmp_path / "out2", classes="tumour=1,misc=")
     lab2 = dict(zip(res2.manifest.df["patient_id"], res2.manifest.df["label"]))
     assert lab2["t1"] == 1 and pd.isna(lab2["x"])
+
+
+def test_folders_dicom_without_extension(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import set_pixel_data
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    set_pixel_data(ds, np.asarray(_picture(3).convert("L")), "MONOCHROME2", 8)
+    (tmp_path / "src" / "Malignant").mkdir(parents=True)
+    ds.save_as(tmp_path / "src" / "Malignant" / "IM0001", enforce_file_format=True)
+    _picture(4).save(tmp_path / "src" / "Malignant" / "b.png")
+    res = import_folders(tmp_path / "src", tmp_path / "out")
+    assert sorted(Path(i).name for i in res.manifest.df["image"]) == ["IM0001", "b.png"]
+    assert (res.manifest.df["label"] == 1).all()
 
 
 def test_folders_bad_input(tmp_path):

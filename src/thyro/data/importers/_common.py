@@ -116,6 +116,9 @@ def show_result(result: ImportResult, title: str) -> None:
     console.print(f"duplicates: {result.duplicates.summary()}")
     for names in result.duplicates.merged[:20]:
         console.print(f"  merged into group {names[0]!r}: {', '.join(names)}")
+    for images in result.duplicates.label_conflicts:
+        console.print(f"  label conflict (duplicates labelled differently): {', '.join(images)}",
+                      style="yellow", markup=False, soft_wrap=True)
     for line in result.notes:
         console.print(f"note: {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
     if result.warnings:
