@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         no_augment: bool = typer.Option(False, "--no-augment", help="Switch augmentation off (supervised mode)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per process."),
         seed: int = typer.Option(0, "--seed"),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimisation steps "
+                                                                         "of the whole run, saving last.pt (a time-"
+                                                                         "limited job slot; rerun to continue)."),
         prepare_only: bool = typer.Option(False, "--prepare-only", help="Only build the preprocessed image store "
                                                                         "(run once before a multi-process job)."),
     ) -> None:
@@ -84,5 +87,8 @@ def register(app: typer.Typer) -> None:
             info(f"image store ready: {len(tset.rows)} images in {tset.store.path}"
                  + (f", {len(tset.classes)} classes" if tset.classes else ""))
             return
-        pretrain(source, out, cfg, work_dir=work_dir, cache_dir=cache_dir, resume=resume,
-                 image_column=image_column, class_column=class_column)
+        result = pretrain(source, out, cfg, work_dir=work_dir, cache_dir=cache_dir, resume=resume,
+                          image_column=image_column, class_column=class_column, max_steps=max_steps)
+        if result is None:
+            info(f"stopped after {max_steps} steps; the state is in {(work_dir or default_work_dir(out)) / 'last.pt'}: "
+                 "run the same command again to continue.")

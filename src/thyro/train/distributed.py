@@ -35,6 +35,7 @@ class DistInfo:
     local_rank: int = 0
     world_size: int = 1
     backend: str | None = None
+    owned: bool = False       # True when :func:`setup` joined the group (and :func:`teardown` leaves it)
 
     @property
     def is_main(self) -> bool:
@@ -66,22 +67,24 @@ def setup(device_type: str, timeout_minutes: float = 30.0) -> DistInfo:
     timeout_minutes : how long a collective may wait for the slowest rank.
     """
     rank, local, world = env_world()
+    if dist.is_available() and dist.is_initialized():  # the caller runs its own group: join in, leave it be
+        return DistInfo(rank=dist.get_rank(), local_rank=local, world_size=dist.get_world_size(),
+                        backend=str(dist.get_backend()), owned=False)
     if world <= 1:
         return DistInfo()
     backend = "nccl" if device_type == "cuda" else "gloo"
+    kwargs = {}
     if device_type == "cuda":
         torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        kwargs = {}
-        if device_type == "cuda":
-            kwargs["device_id"] = torch.device("cuda", local)
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)
-    return DistInfo(rank=dist.get_rank(), local_rank=local, world_size=dist.get_world_size(), backend=backend)
+        kwargs["device_id"] = torch.device("cuda", local)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)
+    return DistInfo(rank=dist.get_rank(), local_rank=local, world_size=dist.get_world_size(), backend=backend,
+                    owned=True)
 
 
-def teardown() -> None:
-    """Leave the process group (safe to call when none was joined)."""
-    if dist.is_available() and dist.is_initialized():
+def teardown(info: DistInfo) -> None:
+    """Leave the process group if :func:`setup` joined it."""
+    if info.owned and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

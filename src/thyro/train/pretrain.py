@@ -692,5 +692,5 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
                               images_per_second=seen / elapsed if elapsed > 0 and seen else float("nan"),
                               resumed_from=resumed)
     finally:
-        ddp.teardown()
+        ddp.teardown(dist_info)
 
