@@ -192,3 +192,20 @@ def test_roles_from_weight_kind_not_path(tmp_path):
     assert order == ["base", "in1k", "rad"]
     assert [info[a]["role"] for a in order] == ["scratch", "imagenet", None]
     assert _expected_folds(run) == (3, "the configuration (data.folds)")
+
+
+def test_patient_and_group_join_into_clusters(tmp_path):
+    from thyro.report.load import read_predictions
+
+    csv = tmp_path / "p.csv"
+    pd.DataFrame({
+        "image": ["a1", "a2", "b1", "c1", "d1"],
+        "patient": ["A", "A", "B", "C", "D"],
+        "group": ["g1", "g2", "g2", "g3", "g4"],  # b1 duplicates a2: A and B form one cluster
+        "label": [1, 1, 1, 0, 0],
+        "probability": [0.9, 0.8, 0.7, 0.2, 0.1],
+    }).to_csv(csv, index=False)
+    df, col, _ = read_predictions(csv)
+    assert col == "cluster"
+    c = dict(zip(df.image, df.cluster))
+    assert c["a1"] == c["a2"] == c["b1"] and len({c["a1"], c["c1"], c["d1"]}) == 3

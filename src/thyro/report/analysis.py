@@ -171,11 +171,12 @@ def analyse(run: Run, method: str = "auto", n_boot: int = 2000, seed: int = 0, l
         method_text = ("DeLong; the predictions name no patient or group, so every image is treated as an "
                        "independent case (add a patient column if patients have several images)")
     elif used == "delong":
-        method_text = (f"DeLong (independent cases: no {groups_col} has more than one test image)" if not clustered
+        method_text = ("DeLong (independent cases: no patient or group has more than one test image)" if not clustered
                        else "DeLong (chosen by the user although some patients have several test images; "
                             "intervals may be too narrow)")
     else:
-        method_text = (f"stratified cluster bootstrap over {groups_col}s ({n_boot} resamples, seed {seed}), "
+        unit = "patients and leakage groups" if groups_col == "cluster" else f"{groups_col}s"
+        method_text = (f"stratified cluster bootstrap over {unit} ({n_boot} resamples, seed {seed}), "
                        "because some patients have several test images" if clustered else
                        f"stratified bootstrap ({n_boot} resamples, seed {seed})")
 

@@ -114,8 +114,9 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     a = analyse(run, method=method, n_boot=n_boot, seed=seed, level=level)
     test_rows = a.pop("_test_rows")
     valid = {arm: a["test"][arm] for arm in test_rows}
+    band_boot = min(BAND_BOOT, n_boot)
     figs = {
-        "roc": figures.roc_figure(test_rows, valid, run.cluster_column, n_boot=BAND_BOOT, seed=seed, level=level)
+        "roc": figures.roc_figure(test_rows, valid, run.cluster_column, n_boot=band_boot, seed=seed, level=level)
         if test_rows else None,
         "folds": figures.folds_figure(a["folds"]["rows"], [r for r in a["arms"] if any(x["arm"] == r for x in a["folds"]["rows"])],
                                       a["oof"], a["test"]) if a["folds"]["rows"] else None,
@@ -144,7 +145,7 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
         "has_imagenet": "imagenet" in a["roles"],
         "n_family": sum(1 for c in a["comparisons"] if not c["missing"]),
         "fold_arms": [r for r in a["arms"] if r in a["oof"]],
-        "band_boot": BAND_BOOT,
+        "band_boot": band_boot,
         "data_rows": _flatten(run.data) if run.data else [],
         "versions": sorted(versions.items()),
         "git_commit": res.get("git_commit"),

@@ -61,6 +61,8 @@ def compare_files(path_a, path_b, *, arm_a: str | None = None, arm_b: str | None
     pa, pb = m["probability_a"].to_numpy(), m["probability_b"].to_numpy()
     # patients/groups from file A, else from file B
     cluster_name = cluster_a or cluster_b
+    if cluster_name == "cluster":
+        cluster_name = "patient/group cluster"
     col = next((c for c in ("cluster_a", "cluster_b", "cluster") if c in m), None)
     if cluster_a and cluster_b:
         col = "cluster_a"

@@ -48,7 +48,8 @@ def read_predictions(path: str | Path) -> tuple[pd.DataFrame, str | None, list[s
     Accepts the full run format (image, patient, group, label, arm, fold, split, probability) or a
     minimal one (image, label, probability [, arm, split, fold, patient]).  Missing ``arm`` means one
     arm named after the file; missing ``split`` means test; missing ``fold`` means the final model
-    (``"mean"``).  Returns ``(table, cluster column or None, notes)``.
+    (``"mean"``).  Returns ``(table, cluster column or None, notes)``.  With both ``patient`` and
+    ``group``, images sharing either one form one cluster (column ``cluster``).
     """
     path = Path(path)
     if not path.is_file():
@@ -103,14 +104,32 @@ def read_predictions(path: str | Path) -> tuple[pd.DataFrame, str | None, list[s
     if (conflict > 1).any():
         ex = conflict.index[conflict > 1][:3].tolist()
         raise StatsError(f"{path}: images with different labels in different rows: {ex}; fix the labels")
-    cluster = None
-    for col in ("group", "patient"):
+    usable = []
+    for col in ("patient", "group"):
         if col in df.columns and df[col].notna().all() and (df[col].astype(str).str.len() > 0).all():
-            cluster = col
-            break
-        if col in df.columns and df[col].notna().any():
+            usable.append(col)
+        elif col in df.columns and df[col].notna().any():
             notes.append(f"column '{col}' has blanks and is not used for clustering")
+    cluster = None
+    if len(usable) == 2:
+        # images that share a patient or a leakage group belong to one cluster (connected components)
+        df["cluster"] = _components(df["patient"].astype(str), df["group"].astype(str))
+        cluster = "cluster"
+    elif usable:
+        cluster = usable[0]
     return df.reset_index(drop=True), cluster, notes
+
+
+def _components(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Cluster ids joining rows that share a value of ``a`` or of ``b``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ia, ua = pd.factorize(a)
+    ib, ub = pd.factorize(b)
+    g = coo_matrix((np.ones(ia.size), (ia, ib + len(ua))), shape=(len(ua) + len(ub),) * 2)
+    _, labels = connected_components(g, directed=False)
+    return labels[ia]
 
 
 def _read_json(path: Path, notes: list[str]) -> dict | None:
