@@ -307,3 +307,10 @@ def test_dicom_jpeg_baseline_ybr_422(tmp_path):
     out = load_image(tmp_path / "jpg.dcm", color=True).pixels
     assert out.shape == rgb.shape
     assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 6
+
+
+def test_garbage_named_dcm(tmp_path):
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(ImageReadError, match=r"x\.dcm"):
+        read_gray(path)

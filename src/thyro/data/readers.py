@@ -183,8 +183,8 @@ def _read_pillow(path: Path, frame: int) -> tuple[np.ndarray, str]:
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image format Pillow or pydicom can read "
                              f"(supported: PNG, JPEG, BMP, TIFF, DICOM, ...).") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can make a decoder raise almost anything
+        raise ImageReadError(f"{path}: corrupt or truncated image ({type(exc).__name__}: {exc}).") from None
 
 
 def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
@@ -221,6 +221,10 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
         ds = pydicom.dcmread(path, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise ImageReadError(f"{path}: not a readable DICOM file ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - pydicom's parser on a damaged file
+        raise ImageReadError(f"{path}: damaged DICOM file ({type(exc).__name__}: {exc}).") from None
+    if len(ds) == 0:
+        raise ImageReadError(f"{path}: not a DICOM file (no DICOM elements found).")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageReadError(f"{path}: DICOM file has no pixel data (7FE0,0010); it may be a report, "
                              f"presentation state or other non-image object.")
@@ -255,8 +259,8 @@ def _dicom_pixels(ds, path: Path, index: int | None) -> np.ndarray:
         name = getattr(ts, "name", str(ts))
         raise ImageReadError(f"{path}: cannot decode DICOM pixel data in transfer syntax {name!r} ({exc}). "
                              f"Install a decoder plugin (pylibjpeg, python-gdcm) or convert the file.") from None
-    except (ValueError, AttributeError, KeyError, EOFError, OSError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated DICOM pixel data ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise many kinds of errors on damaged data
+        raise ImageReadError(f"{path}: corrupt or truncated DICOM pixel data ({type(exc).__name__}: {exc}).") from None
 
 
 def _dicom_to_uint8(arr: np.ndarray, ds, photometric: str, path: Path) -> np.ndarray:
@@ -267,6 +271,8 @@ def _dicom_to_uint8(arr: np.ndarray, ds, photometric: str, path: Path) -> np.nda
             rgb = apply_color_lut(arr, ds)
         except (ValueError, KeyError, AttributeError) as exc:
             raise ImageReadError(f"{path}: PALETTE COLOR DICOM without a usable colour table ({exc}).") from None
+        if rgb.dtype == np.uint16:  # 16-bit palette entries span 0..65535
+            return (rgb >> 8).astype(np.uint8)
         return rgb if rgb.dtype == np.uint8 else stretch_to_uint8(rgb)
     if arr.ndim == 3:  # RGB (YBR already converted by pydicom)
         if arr.shape[-1] == 4:
