@@ -226,6 +226,8 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
     if len(ds) == 0:
         raise ImageReadError(f"{path}: not a DICOM file (no DICOM elements found).")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if getattr(ds, "preamble", None) is None and "SOPClassUID" not in ds:
+            raise ImageReadError(f"{path}: not a DICOM file (no DICM marker, no SOP class, no pixel data).")
         raise ImageReadError(f"{path}: DICOM file has no pixel data (7FE0,0010); it may be a report, "
                              f"presentation state or other non-image object.")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
