@@ -97,6 +97,9 @@ def test_small_class_is_a_clear_error():
     _assert_partition(s, Manifest(df, m.root))
     with pytest.raises(DataError, match="folds must be at least 2"):
         make_splits(m, folds=1)
+    twice = Manifest(pd.concat([m.df, m.df.head(1)], ignore_index=True), m.root)
+    with pytest.raises(DataError, match="repeated"):
+        make_splits(twice)
 
 
 def test_save_load_and_checks(tmp_path):

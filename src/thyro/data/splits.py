@@ -191,6 +191,10 @@ def make_splits(manifest: Manifest, *, test_size: float = 0.12, folds: int = 5, 
     lab = manifest.labelled().df
     if lab.empty:
         raise DataError(f"{manifest.path or 'manifest'}: no labelled rows to split.")
+    repeated = lab["image"][lab["image"].duplicated()].unique().tolist()
+    if repeated:
+        raise DataError(f"{manifest.path or 'manifest'}: image id(s) repeated, e.g. {', '.join(repeated[:5])}; "
+                        f"run `thyro data validate` and keep one row per image.")
     ids = lab["image"].to_numpy(dtype=object)
     y = lab["label"].astype(int).to_numpy()
     groups = lab["group"].astype(str).to_numpy()
