@@ -343,6 +343,7 @@ def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict
 
     Unreadable images get a cell saying why instead of stopping the sheet.
     """
+    import pandas as pd
     from PIL import Image, ImageDraw
 
     from thyro.data.manifest import Manifest, read_manifest
@@ -367,8 +368,7 @@ def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict
         y = (k // pairs_per_row) * (cell + caption)
         image_id = manifest.ids[r]
         label = manifest.df["label"].iloc[r]
-        label_text = "unlabelled" if label is None or label is np.nan or str(label) == "<NA>" else \
-            ("malignant" if int(label) == 1 else "benign")
+        label_text = "unlabelled" if pd.isna(label) else ("malignant" if int(label) == 1 else "benign")
         try:
             frame = int(frames[r]) if str(frames[r]).strip() not in ("", "nan") else 0
             pixels, origin = read_pixels(manifest.abspath(image_id), frame=frame, color=True)
