@@ -128,3 +128,9 @@ def test_radimagenet_resnet50_default_preprocessing_is_caffe(tmp_path):
     model, report = build_model("resnet50", f"radimagenet:{tmp_path / 'ResNet50.pt'}")
     assert model.input_spec.mode == "caffe_bgr" and report.layout == "timm"
     assert torch.equal(model.backbone.layer4[2].bn3.running_var, bb.layer4[2].bn3.running_var)
+
+
+def test_relative_path_against_config_folder(tmp_path):
+    src = parse_weight_source({"file": "weights/r18.pth"}).with_base(tmp_path)
+    assert src.path == tmp_path / "weights" / "r18.pth"
+    assert parse_weight_source("file:/abs/x.pth").with_base(tmp_path).path == Path("/abs/x.pth")

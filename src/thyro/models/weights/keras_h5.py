@@ -13,8 +13,9 @@ Conversion rules (each one loads silently but wrongly if forgotten):
   (:func:`thyro.models.backbones.apply_keras_layout`).
 
 Supported: ResNet50 and DenseNet121.  InceptionV3 and InceptionResNetV2 files are refused: their
-Keras layers are auto-numbered (``conv2d_57``) and TensorFlow's ``"same"`` padding at stride 2 is
-asymmetric, so an exact port needs more than renaming.  Use their PyTorch export instead.
+Keras layers are auto-numbered (``conv2d_57``), so the mapping rests on layer order alone, and
+their ``"same"`` average pooling leaves the padding out of the mean where torchvision/timm count
+it, so renaming alone would not give an exact port.  Use a PyTorch export of them instead.
 """
 
 from __future__ import annotations
@@ -158,8 +159,9 @@ def convert_keras_h5(path: Path, arch: str) -> Converted:
     if arch not in KERAS_SUPPORTED:
         raise WeightsError(
             f"{path}: Keras HDF5 weights are converted for {', '.join(KERAS_SUPPORTED)} only, not {arch} "
-            "(InceptionV3/InceptionResNetV2 Keras layers are auto-numbered and TensorFlow pads asymmetrically "
-            "at stride 2). Use a PyTorch export of these weights (e.g. RadImageNet's, keys backbone.N.*).")
+            "(InceptionV3/InceptionResNetV2 Keras layers are auto-numbered and their average pooling differs "
+            "from timm's at the borders, so no exact port). Use a PyTorch export of these weights "
+            "(e.g. RadImageNet's, keys backbone.N.*).")
     state: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     notes = [f"Keras HDF5 ({layout} layout), kernels HWIO -> OIHW"]

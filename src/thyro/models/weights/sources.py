@@ -165,6 +165,12 @@ class WeightSource:
             raise WeightsError("weights 'radimagenet' need a file: radimagenet:PATH. " + RADIMAGENET_HELP)
         raise WeightsError(f"weights '{self.kind}' need a path: {self.kind}:PATH.")
 
+    def with_base(self, base: str | os.PathLike) -> WeightSource:
+        """A copy whose relative path is taken relative to ``base`` (a configuration file's folder)."""
+        if self.path is None or self.path.is_absolute():
+            return self
+        return WeightSource(self.kind, Path(base) / self.path, self.arch)
+
     def default_input_spec(self, arch: str, conv: Any = None, path: Path | None = None) -> InputSpec:
         """Preprocessing the source declares for ``arch`` when the file itself says nothing."""
         size = NATIVE_SIZE[check_arch(arch)]
