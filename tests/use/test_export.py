@@ -82,6 +82,15 @@ def test_onnx_engine_without_export_says_what_to_do(model_dir, images):
         predict(model_dir, [images["png0"]], engine="onnx", progress=False)
 
 
+def test_onnx_of_other_models_is_refused(exported, run_dir, images, tmp_path):
+    from thyro.use.bundle import write_package
+
+    other = write_package(tmp_path / "other", model_files=[run_dir / "jobs" / "scratch" / "fold0" / "model.safetensors"],
+                          preprocess={"size": SIZE}, operating={"youden": {"threshold": 0.5}})
+    with pytest.raises(ModelPackageError, match="other model files"):
+        predict(other, [images["png0"]], engine="onnx", onnx_path=exported / "model.onnx", progress=False)
+
+
 def test_onnx_prediction_does_not_import_torch(exported, images, tmp_path):
     out = tmp_path / "p.csv"
     code = (

@@ -121,6 +121,7 @@ def export_onnx(model_dir: str | os.PathLike | ModelPackage, out: str | os.PathL
             "operating_points": json.dumps(package.meta.get("operating_points"), default=str),
             "default_operating_point": str(package.meta.get("default_operating_point")),
             "arch": str(package.meta.get("arch")),
+            "models_sha256": json.dumps([m.get("sha256") for m in package.meta["models"]]),
         }
         for key, value in meta.items():
             prop = proto.metadata_props.add()

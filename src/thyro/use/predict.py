@@ -179,6 +179,23 @@ class OnnxEngine:
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def check_matches(self, package: ModelPackage, path: Path) -> None:
+        """Refuse an ONNX file exported from other model files or for another input size."""
+        import json
+
+        meta = self.metadata
+        expected = [m.get("sha256") for m in package.meta["models"]]
+        if "models_sha256" in meta and json.loads(meta["models_sha256"]) != expected:
+            raise ModelPackageError(f"{path}: exported from other model files than {package.root}'s; "
+                                    f"export again with `thyro export {package.root}`.")
+        if "image_size" in meta and int(meta["image_size"]) != package.image_size:
+            raise ModelPackageError(f"{path}: input size {meta['image_size']} px, but the package's preprocessing "
+                                    f"gives {package.image_size} px; export again with `thyro export {package.root}`.")
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = (np.ascontiguousarray(batch, dtype=np.float32) / np.float32(255.0))[:, None]
         return self.session.run(["probability"], {self.input_name: x})[0].astype(float).reshape(-1)
@@ -188,7 +205,10 @@ def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | o
     if engine == "torch":
         return TorchEngine.from_package(package)
     if engine == "onnx":
-        return OnnxEngine(onnx_path or package.onnx_path)
+        path = Path(onnx_path or package.onnx_path)
+        eng = OnnxEngine(path)
+        eng.check_matches(package, path)
+        return eng
     raise ThyroError(f"--engine {engine!r}: choose torch or onnx.")
 
 
@@ -350,12 +370,22 @@ def summary_table(summary: PredictionSummary, max_rows: int = 40):
                         f"probability >= {summary.threshold:.4f})")
     for col in ("input", "probability", "class", "roi", "note"):
         table.add_column(col, overflow="fold")
-    for row in summary.rows[:max_rows]:
-        table.add_row(row.input, "" if row.probability is None else f"{row.probability:.4f}",
+    shown = summary.rows[:max_rows]
+    base = ""
+    try:
+        if len(shown) > 1:
+            base = os.path.commonpath([os.path.dirname(r.input) for r in shown])
+    except ValueError:  # mixed absolute and relative paths
+        base = ""
+    if base in (os.sep, "."):
+        base = ""
+    for row in shown:
+        name = os.path.relpath(row.input, base) if base else row.input
+        table.add_row(name, "" if row.probability is None else f"{row.probability:.4f}",
                       row.prediction, "yes" if row.roi else "", row.error or row.warning,
                       style="red" if row.error else None)
-    more = summary.n - min(len(summary.rows), max_rows)
-    table.caption = (f"{summary.n} image(s): {summary.n_positive} malignant, "
+    more = summary.n - len(shown)
+    table.caption = ((f"paths relative to {base}; " if base else "") + f"{summary.n} image(s): {summary.n_positive} malignant, "
                      f"{summary.n - summary.n_positive - summary.n_failed} benign, {summary.n_failed} failed"
                      + (f"; {more} more row(s) in the CSV" if more > 0 else ""))
     return table
