@@ -85,6 +85,17 @@ def test_clean_manifest_and_cli_exit_codes(messy, tmp_path, capsys):
     assert "manifest not found" in validate_manifest(tmp_path / "nope.csv")[0].message
 
 
+def test_identical_images_in_two_groups_is_leakage(tmp_path):
+    _img(tmp_path / "a.png", 1)
+    _img(tmp_path / "b.png", 2)
+    csv = tmp_path / "m.csv"
+    csv.write_text("image,label,patient_id,group,content_hash\na.png,1,p1,p1,abc\nb.png,0,p2,p2,abc\n")
+    [p] = validate_manifest(csv)
+    assert p.row == 3 and "same pixels as line 2" in p.message and "leakage" in p.message
+    csv.write_text("image,label,patient_id,group,content_hash\na.png,1,p1,p1,abc\nb.png,0,p2,p1,abc\n")
+    assert validate_manifest(csv) == []
+
+
 def test_no_decode_misses_only_truncation(tmp_path):
     _img(tmp_path / "a.png", 1, (200, 200))
     data = (tmp_path / "a.png").read_bytes()
@@ -126,6 +137,7 @@ def test_inspect_on_import(tmp_path, capsys):
     assert ins.sizes == {"40x30": 3, "32x32": 1}
     assert ins.modes == {"L": 3, "RGB": 1}
     assert len(ins.exact_duplicates) == 1 and len(ins.exact_duplicates[0]) == 2
+    assert ins.near_duplicates == []
     assert ins.balance.loc["mixed", "groups"] == 1
     render(ins)
     assert main(["data", "inspect", str(tmp_path / "out" / "manifest.csv")]) == 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from rich.console import Group as RichGroup
 from rich.table import Table
 
-from thyro.data.dedup import natural_key
+from thyro.data.dedup import NEAR_THRESHOLD, natural_key, near_pairs
 from thyro.data.manifest import Manifest
 
 _CLASSES = (("malignant (1)", 1), ("benign (0)", 0), ("unlabelled", None))
@@ -29,6 +30,9 @@ class Inspection:
         patients).
     exact_duplicates : list of list of str
         Image ids with identical pixels (from the ``content_hash`` column, when present).
+    near_duplicates : list of tuple
+        ``(image_a, image_b, distance)`` within :data:`~thyro.data.dedup.NEAR_THRESHOLD` pHash bits
+        that are not identical (from the ``phash`` column, when present).
     sizes : Counter
         ``"WxH"`` -> number of images.
     modes : Counter
@@ -42,6 +46,7 @@ class Inspection:
     exact_duplicates: list[list[str]] = field(default_factory=list)
     sizes: Counter = field(default_factory=Counter)
     modes: Counter = field(default_factory=Counter)
+    near_duplicates: list[tuple[str, str, int]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     has_hashes: bool = False
 
@@ -82,6 +87,12 @@ def inspect_manifest(manifest: Manifest, *, read_headers: bool = True) -> Inspec
             if len(sub) > 1:
                 result.exact_duplicates.append(sub["image"].tolist())
         result.exact_duplicates.sort(key=lambda s: natural_key(s[0]))
+        if "phash" in df.columns:
+            hashes = np.array([int(str(p), 16) for p in df["phash"]], dtype=np.uint64)
+            ia, ib, dist = near_pairs(hashes, NEAR_THRESHOLD)
+            images, chash = df["image"].tolist(), df["content_hash"].tolist()
+            result.near_duplicates = [(images[a], images[b], int(d)) for a, b, d in zip(ia, ib, dist)
+                                      if chash[a] != chash[b]]
     if read_headers:
         for image in df["image"]:
             try:
@@ -109,7 +120,7 @@ def render(result: Inspection, title: str = "manifest") -> RichGroup:
 
     d = Table(title="duplicate groups (several patients in one group)", header_style="bold")
     d.add_column("group")
-    d.add_column("patients")
+    d.add_column("patients", overflow="fold")
     for g, pats in sorted(result.merged_groups.items(), key=lambda kv: natural_key(kv[0])):
         d.add_row(g, ", ".join(pats))
     if not result.merged_groups:
@@ -117,7 +128,7 @@ def render(result: Inspection, title: str = "manifest") -> RichGroup:
     parts.append(d)
 
     e = Table(title="identical images", header_style="bold")
-    e.add_column("images")
+    e.add_column("images", overflow="fold")
     if not result.has_hashes:
         e.add_row("no content_hash column: import the manifest (thyro data import csv) to find duplicates")
     elif not result.exact_duplicates:
@@ -125,6 +136,14 @@ def render(result: Inspection, title: str = "manifest") -> RichGroup:
     for s in result.exact_duplicates:
         e.add_row(", ".join(s))
     parts.append(e)
+    if result.near_duplicates:
+        nd = Table(title=f"near duplicates (pHash distance <= {NEAR_THRESHOLD})", header_style="bold")
+        nd.add_column("image", overflow="fold")
+        nd.add_column("image", overflow="fold")
+        nd.add_column("bits", justify="right")
+        for a, b, d in result.near_duplicates:
+            nd.add_row(a, b, str(d))
+        parts.append(nd)
 
     s = Table(title="image sizes and modes", header_style="bold")
     s.add_column("size (WxH)")

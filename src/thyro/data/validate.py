@@ -44,7 +44,8 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
     Checks: the file is a CSV with an ``image`` column; labels are 1, 0 or empty; image ids are not
     empty and not repeated (rows repeated exactly are said so); each image exists and (with
     ``decode``) decodes; ``roi`` is valid JSON within the image; patient ids are not empty and each
-    patient sits in one group.
+    patient sits in one group; images with the same ``content_hash`` (when the column exists) share
+    a group.
 
     Parameters
     ----------
@@ -106,6 +107,17 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
                     problems.append(Problem(i + 2, df["image"].iat[i],
                                             f"patient {pid!r} is in {len(groups)} groups ({', '.join(groups[:5])}); "
                                             f"all images of a patient must share one group"))
+
+    if "content_hash" in df.columns and "group" in df.columns:
+        first_hash: dict[str, int] = {}
+        for i, (h, g) in enumerate(zip(df["content_hash"], df["group"])):
+            if not h.strip():
+                continue
+            j = first_hash.setdefault(h, i)
+            if j != i and df["group"].iat[j] != g and df["image"].iat[j] != df["image"].iat[i]:
+                problems.append(Problem(i + 2, df["image"].iat[i],
+                                        f"same pixels as line {j + 2} ({df['image'].iat[j]}) but in group {g!r}, "
+                                        f"not {df['group'].iat[j]!r} (leakage); re-import with `thyro data import csv`"))
 
     rois: dict[int, dict] = {}
     if "roi" in df.columns:
