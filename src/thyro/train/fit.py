@@ -17,9 +17,11 @@ uninterrupted one exactly on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,14 +152,60 @@ def _write_log(path: Path, history: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-def _save_torch(obj, path: Path) -> None:
-    with atomic_path(path, suffix=".tmp") as tmp:
-        torch.save(obj, tmp)
-
-
 def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of the weights (not a live reference to the model's tensors)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _to_cpu(obj):
+    """Deep copy of a nested state (optimizer state included) with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+class _CheckpointWriter:
+    """Writes checkpoints in a background thread while the next epoch trains.
+
+    The state is copied to the CPU before the write starts, so training cannot change it mid-write;
+    at most one write is in flight (the next save, and the end of training, wait for it), and each
+    file is written atomically, so a crash or a full disk leaves the previous checkpoint intact.
+    A write error is raised at the next save or at :meth:`wait`.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _write(self, items: list[tuple[str, object, Path]]) -> None:
+        from safetensors.torch import save_file
+
+        try:
+            for kind, obj, path in items:
+                with atomic_path(path, suffix=".tmp") as tmp:
+                    if kind == "safetensors":
+                        save_file(obj, str(tmp))
+                    else:
+                        torch.save(obj, tmp)
+        except BaseException as exc:  # surfaced in the training thread by wait()
+            self._error = exc
+
+    def submit(self, items: list[tuple[str, object, Path]]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(items,), daemon=False)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 def fit(
@@ -186,7 +234,7 @@ def fit(
     -------
     FitResult; on return ``model`` holds the best weights.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -241,8 +289,10 @@ def fit(
 
     stopped_early = bad_epochs >= cfg.patience
     t_start, seen = time.perf_counter(), 0
+    writer = _CheckpointWriter()
     progress = make_progress(transient=True)
-    with progress:
+    with progress, contextlib.ExitStack() as stack:
+        stack.callback(writer.wait)
         task = progress.add_task(description, total=cfg.epochs * steps_per_epoch,
                                  completed=start_epoch * steps_per_epoch, status="")
         for epoch in range(start_epoch, cfg.epochs):
@@ -283,24 +333,27 @@ def fit(
             val_auroc = _auroc(val.labels, probs)
             p = np.clip(probs, 1e-7, 1 - 1e-7)
             val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
+            writes: list[tuple[str, object, Path]] = []
             if val_auroc > best_auroc:
                 best_auroc, best_epoch, bad_epochs = val_auroc, epoch, 0
                 best_state = _copy_state(model)
-                with atomic_path(best_path, suffix=".tmp") as tmp:
-                    save_file(best_state, str(tmp))
+                writes.append(("safetensors", best_state, best_path))
             else:
                 bad_epochs += 1
             row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
                    "val_auroc": round(val_auroc, 6), "lr": f"{scheduler.get_last_lr()[0]:.3e}",
                    "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
-            _save_torch({"model": _copy_state(model), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                         "best_auroc": best_auroc, "best_epoch": best_epoch, "bad_epochs": bad_epochs}, last_path)
+            writes.append(("torch", {"model": _copy_state(model), "optimizer": _to_cpu(optimizer.state_dict()),
+                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": list(history),
+                                     "best_auroc": best_auroc, "best_epoch": best_epoch, "bad_epochs": bad_epochs},
+                           last_path))
+            writer.submit(writes)
             _write_log(out_dir / "log.csv", history)
             _tensorboard(out_dir, row, cfg)
             progress.update(task, status=f"loss {train_loss:.3f}  val AUROC {val_auroc:.3f} (best {best_auroc:.3f})")
             if on_epoch_end is not None:
+                writer.wait()  # callers see the files of this epoch
                 on_epoch_end(epoch, row)
             stopped_early = bad_epochs >= cfg.patience
     if best_state is not None:
