@@ -134,3 +134,12 @@ def test_montage_groups_cases_by_outcome(package, tmp_path):
     # a list of models works too, with threshold 0.5 by default
     chosen = montage(package.load_torch_models()[:1], imgs[:2], [1, 0], [0.9, 0.8], tmp_path / "m2.png")
     assert chosen["TP"] == [0] and chosen["FP"] == [1] and chosen["TN"] == [] and chosen["FN"] == []
+
+
+def test_montage_reads_image_files_through_the_package(model_dir, images, tmp_path):
+    files = [images["png0"], images["png1"], images["dcm"]]
+    chosen = montage(model_dir, files, [1, 0, 1], [0.9, 0.2, 0.1], tmp_path / "m.png", threshold=0.5,
+                     titles=["a", "b", "c"])
+    assert chosen == {"TP": [0], "FP": [], "TN": [1], "FN": [2]}
+    with pytest.raises(Exception, match="model directory"):
+        montage([], files, [1, 0, 1], [0.9, 0.2, 0.1], tmp_path / "x.png")

@@ -186,7 +186,8 @@ def montage(model_dir_or_models, images, labels, probs, out_png: str | os.PathLi
     Parameters
     ----------
     model_dir_or_models : model directory, ModelPackage, a model, or a list of fold models
-    images : preprocessed uint8 images, array (N, S, S) or a list of (S, S) arrays
+    images : preprocessed uint8 images, array (N, S, S) or a list of (S, S) arrays; or image file
+        paths when ``model_dir_or_models`` is a model directory (preprocessed with its settings)
     labels, probs : per image; 1 = malignant
     out_png : PNG path (written atomically)
     threshold : the class cut-off; default the package's operating point, else 0.5
@@ -205,6 +206,12 @@ def montage(model_dir_or_models, images, labels, probs, out_png: str | os.PathLi
     models, package = _as_models(model_dir_or_models)
     if threshold is None:
         threshold = package.operating_point()[1] if package is not None else 0.5
+    if any(isinstance(i, (str, os.PathLike)) for i in images):
+        if package is None:
+            raise ThyroError("montage: image paths need a model directory (for its preprocessing); "
+                             "with bare models pass preprocessed uint8 arrays.")
+        pre = package.preprocessor()
+        images = [pre.from_file(i) if isinstance(i, (str, os.PathLike)) else i for i in images]
     imgs = np.stack([np.asarray(i) for i in images]) if len(images) else np.empty((0, 1, 1), np.uint8)
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=float)
