@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -153,6 +154,7 @@ def training_figure(logs: dict[str, dict[str, pd.DataFrame]]) -> str | None:
                 axes[1, j].plot(x, log["val_loss"], color=c, lw=1.2, ls="--")
         axes[0, j].set_title(arm, fontsize=9)
         axes[1, j].set_xlabel("epoch")
+        axes[1, j].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0, 0].set_ylabel("val AUROC")
     axes[1, 0].set_ylabel("loss (— train, -- val)")
     axes[0, 0].legend(fontsize=6)
