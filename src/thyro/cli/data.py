@@ -95,7 +95,8 @@ def inspect_cmd(
     from thyro.data.manifest import read_manifest
 
     m = read_manifest(manifest)
-    console.print(render(inspect_manifest(m), title=str(manifest)))
+    console.print(f"manifest: {manifest.resolve()}", markup=False, soft_wrap=True)
+    console.print(render(inspect_manifest(m), title=manifest.name))
 
 
 @data_app.command("split")
