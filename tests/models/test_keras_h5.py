@@ -61,13 +61,13 @@ def test_keras_resnet50_matches_numpy_reference(keras_files, keras_model, refere
     m64 = model.double()
     out64 = m64.backbone.forward_features(m64.adapter(x)).permute(0, 2, 3, 1).detach().numpy()
     scale = np.abs(feats).max()
-    assert np.abs(out64 - feats).max() / scale < 1e-6  # float32 storage of the weights
+    assert np.abs(out64 - feats).max() / scale < 5e-7  # limited by the float32 storage of the weights
     # float32, the way it is used: max abs difference about 1e-5 of the output scale
     m32 = model.float()
     out32 = m32.backbone.forward_features(m32.adapter(x.float())).permute(0, 2, 3, 1).detach().numpy()
-    assert np.abs(out32 - feats).max() / scale < 2e-5
+    assert np.abs(out32 - feats).max() / scale < 5e-6
     pooled = m32.forward_features(x.float()).detach().numpy()
-    assert np.abs(pooled - feats.mean(axis=(1, 2))).max() / scale < 2e-5
+    assert np.abs(pooled - feats.mean(axis=(1, 2))).max() / scale < 5e-6
 
 
 def test_torchvision_layout_would_be_wrong(keras_model, reference):
@@ -176,4 +176,4 @@ def test_keras_converted_resnet50_pth_matches_numpy_reference(tmp_path, referenc
     m = model.eval()
     out = m.backbone.forward_features(m.adapter(torch.from_numpy(grey[:, None]).float()))
     out = out.permute(0, 2, 3, 1).detach().numpy()
-    assert np.abs(out - feats).max() / np.abs(feats).max() < 2e-5
+    assert np.abs(out - feats).max() / np.abs(feats).max() < 5e-6
