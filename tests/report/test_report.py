@@ -209,3 +209,29 @@ def test_patient_and_group_join_into_clusters(tmp_path):
     assert col == "cluster"
     c = dict(zip(df.image, df.cluster))
     assert c["a1"] == c["a2"] == c["b1"] and len({c["a1"], c["c1"], c["d1"]}) == 3
+
+
+def test_scores_that_are_not_probabilities(tmp_path):
+    """Logits from another tool: AUROC and tests work; calibration and decision curves say why they are absent."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 60)
+    csv = tmp_path / "logits.csv"
+    pd.DataFrame({"image": [f"i{i}" for i in range(60)], "label": y, "score": rng.normal(size=60) * 3 + 2 * y}).to_csv(csv, index=False)
+    html, _ = build_report(csv, tmp_path / "o", **FAST)
+    data = json.loads(html.with_suffix(".json").read_text())
+    arm = data["arms"][0]
+    assert data["test"][arm]["auroc"] == pytest.approx(auroc(y, pd.read_csv(csv).score))
+    assert "[0, 1]" in data["calibration"][arm]["missing"]
+    assert "missing" in html.read_text()
+
+
+def test_compare_other_split_and_fold(fake_run, capsys):
+    assert main(["compare", str(fake_run / "predictions.csv"), str(fake_run / "predictions.csv"), "--arm-a", "imagenet",
+                 "--arm-b", "scratch", "--split", "val", "--fold", "2", "--json", "--method", "delong"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    df = pd.read_csv(fake_run / "predictions.csv", dtype={"fold": str})
+    v = df[(df.split == "val") & (df.fold == "2")]
+    assert r["n_common"] == len(v[v.arm == "imagenet"]) and r["comparison"]["method"] == "delong"
+    assert main(["compare", str(fake_run / "predictions.csv"), str(fake_run / "predictions.csv"), "--arm-a", "imagenet",
+                 "--arm-b", "scratch", "--split", "val", "--fold", "9"]) == 2
+    assert "no rows with split='val' and fold='9'" in capsys.readouterr().err

@@ -79,6 +79,10 @@ def _json_safe(obj):
     return obj
 
 
+def _any_valid(per_arm: dict) -> bool:
+    return any(not v.get("missing") for v in per_arm.values())
+
+
 def _outputs(run_dir: Path, out) -> tuple[Path, Path, Path]:
     if out is None:
         base = run_dir if run_dir.is_dir() else run_dir.parent
@@ -121,8 +125,8 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
         "folds": figures.folds_figure(a["folds"]["rows"], [r for r in a["arms"] if any(x["arm"] == r for x in a["folds"]["rows"])],
                                       a["oof"], a["test"]) if a["folds"]["rows"] else None,
         "oof": figures.oof_vs_test_figure(a["arms"], a["oof"], a["test"]) if a["oof"] else None,
-        "calibration": figures.calibration_figure(a["calibration"]) if a["calibration"] else None,
-        "decision": figures.decision_figure(a["decision"]) if a["decision"] else None,
+        "calibration": figures.calibration_figure(a["calibration"]) if _any_valid(a["calibration"]) else None,
+        "decision": figures.decision_figure(a["decision"]) if _any_valid(a["decision"]) else None,
         "training": figures.training_figure({arm: run.logs[arm] for arm in a["arms"] + sorted(run.logs) if arm in run.logs}),
     }
     res = run.results or {}
