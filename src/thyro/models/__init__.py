@@ -34,7 +34,7 @@ from thyro.models.checkpoint import (
 )
 from thyro.models.model import ThyroNet, build_model
 from thyro.models.weights.report import LoadReport
-from thyro.models.weights.sources import WeightSource, parse_weight_source
+from thyro.models.weights.sources import WeightSource, check_weight_sources, parse_weight_source
 
 __all__ = [
     "ARCHS",
@@ -45,6 +45,7 @@ __all__ = [
     "WeightSource",
     "apply_keras_layout",
     "build_model",
+    "check_weight_sources",
     "create_backbone",
     "head_name",
     "load_metadata",

@@ -158,8 +158,10 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
         report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
                               path=str(path), notes=conv.notes)
         spec = conv.input_spec or source.default_input_spec(arch, conv=conv, path=path)
-        if conv.input_spec is None and not conv.keras_origin and source.kind == "file":
-            report.notes.append("the file declares no preprocessing: ImageNet mean/std assumed")
+        if conv.input_spec is None:
+            why = ("Keras preprocess_input of the architecture" if source.kind == "radimagenet" or conv.keras_origin
+                   else "the file declares none; the source's usual one")
+            report.notes.append(f"preprocessing ({why}): {spec.describe()}")
     if input_spec is not None:
         spec = input_spec if isinstance(input_spec, InputSpec) else InputSpec.parse(input_spec, source="input_spec")
         report.notes.append("preprocessing overridden by the caller")
