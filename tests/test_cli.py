@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import click
 import pytest
 import typer.main
 
@@ -15,7 +14,7 @@ def _all_command_paths():
 
     def walk(cmd, prefix):
         paths.append(prefix)
-        if isinstance(cmd, click.Group):
+        if hasattr(cmd, "commands"):  # a group (typer bundles its own click)
             for name, sub in cmd.commands.items():
                 walk(sub, prefix + [name])
 
@@ -33,3 +32,22 @@ def test_help_on_every_command(path, capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert "thyro" in capsys.readouterr().out
+
+
+def test_every_area_registers_commands():
+    names = {" ".join(p) for p in _all_command_paths()}
+    for expected in ("data import ddti", "data split", "data phantom", "weights inspect", "study", "train", "demo",
+                     "report", "compare", "predict", "export", "serve", "pretrain"):
+        assert expected in names, expected
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    from thyro.fileio import write_text
+
+    write_text(tmp_path / "a.txt", "x")
+    mode = os.stat(tmp_path / "a.txt").st_mode & 0o777
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask

@@ -128,7 +128,7 @@ class Study:
         skipped: dict[str, str] = {}
         for arm in self.cfg.arms:
             try:
-                parse_weight_source(arm.weight_spec(self.base_dir)).resolve()
+                parse_weight_source(arm.weight_spec(self.base_dir), arch=arm.backbone).resolve(arm.backbone)
             except WeightsError as exc:
                 if not skip_missing:
                     raise WeightsError(f"arm '{arm.name}': {exc}\n(no training has started; "
