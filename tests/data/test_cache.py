@@ -144,12 +144,22 @@ def test_default_cache_dir_follows_the_environment(manifest, monkeypatch, tmp_pa
     assert c.path.parent == tmp_path / "envcache" / "images"
 
 
-def test_worker_processes_give_the_same_cache(tmp_path):
+def test_worker_processes_give_the_same_cache(tmp_path, monkeypatch):
     path = generate_cohort(tmp_path / "big", n_patients=40, images_per_patient=(2, 2), size=64, seed=1)
-    assert len(read_manifest(path)) >= 64  # large enough to use the process pool
+    monkeypatch.setattr(cache_mod, "MIN_POOL_TASKS", 10)  # use the process pool for these 80 images
+    pools = []
+    real_pool = cache_mod.ProcessPoolExecutor
+
+    def recording_pool(*args, **kwargs):
+        pools.append(kwargs.get("max_workers", args[0] if args else None))
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "ProcessPoolExecutor", recording_pool)
     cfg = PreprocessConfig(size=24)
     pooled = ImageCache.build(path, cfg, cache_dir=tmp_path / "a", workers=2)
+    assert pools == [2]  # the work was done by two worker processes
     single = ImageCache.build(path, cfg, cache_dir=tmp_path / "b", workers=1)
+    assert pools == [2]  # ... and here in this process
     assert pooled.key == single.key
     assert np.array_equal(np.asarray(pooled.images), np.asarray(single.images))
 

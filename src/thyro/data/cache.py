@@ -41,6 +41,9 @@ from thyro.fileio import atomic_path, sha256_file, sha256_json, write_json
 
 CACHE_FORMAT = 1
 _KEY_LEN = 24
+#: Below this many images a build runs in this process: starting worker processes (spawn) costs
+#: seconds, more than preprocessing a few hundred images takes.
+MIN_POOL_TASKS = 200
 
 
 def default_cache_dir() -> Path:
@@ -198,7 +201,7 @@ class ImageCache:
             Default :func:`default_cache_dir` (``$THYRO_CACHE_DIR/images`` or ``~/.cache/thyro/images``).
         workers : int, optional
             Processes for decoding and preprocessing; default ``min(8, cpu count)``; 1 or a small
-            manifest (< 64 images) works in this process.
+            build (fewer than ``MIN_POOL_TASKS`` images to do) works in this process.
         hash_content : bool
             Key on file contents instead of size and modification time.
         rebuild : bool
@@ -319,7 +322,7 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
     if not tasks:
         return
     workers = min(8, os.cpu_count() or 1) if workers is None else max(1, int(workers))
-    if len(tasks) < 64:
+    if len(tasks) < MIN_POOL_TASKS:
         workers = 1
     cfg_json = cfg.model_dump(mode="json")
     last_save = time.monotonic()
