@@ -75,3 +75,13 @@ def test_every_arch_builds_and_runs(arch):
         y = model(torch.rand(2, 1, size, size))
     assert y.shape == (2,) and torch.isfinite(y).all()
     assert model.head.out_features == 1
+
+
+def test_inspect_guesses_sequential_export(tmp_path, capsys):
+    import torchvision
+
+    seq = torch.nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:-1])
+    torch.save({f"backbone.{k}": v for k, v in seq.state_dict().items()}, tmp_path / "ResNet18.pt")
+    assert main(["weights", "inspect", str(tmp_path / "ResNet18.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "RadImageNet PyTorch export" in out and "loaded 100/102" in out

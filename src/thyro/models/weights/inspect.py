@@ -51,6 +51,22 @@ def tensor_stats(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             "verdict": verdict}
 
 
+def guess_sequential_arch(state: dict[str, torch.Tensor]) -> str | None:
+    """Architecture of an ``nn.Sequential`` export, from the module names below the indices."""
+    rest = {k.split(".", 2)[2] if k.startswith("backbone.") else k.split(".", 1)[1] for k in state}
+    rest = {r for r in rest if "." in r}
+    if any("denselayer" in r for r in rest):
+        return "densenet121" if any("denselayer24." in r for r in rest) else None
+    if any(r.startswith("branch7x7") for r in rest):
+        return "inception_v3"
+    blocks = {k.split(".")[2] for k in state if k.startswith("backbone.6.")}
+    if any(r.startswith("0.conv3.") for r in rest):
+        return "resnet50" if len(blocks) == 6 else None
+    if any(r.startswith("0.conv2.") for r in rest):
+        return "resnet18" if len(blocks) == 2 else None
+    return None
+
+
 def inspect_weights(path: str | Path, arch: str | None = None) -> dict[str, Any]:
     """Describe a weight file; with ``arch`` (or a confident guess) also its coverage for that backbone."""
     from thyro.models.model import build_backbone_for
@@ -91,7 +107,7 @@ def inspect_weights(path: str | Path, arch: str | None = None) -> dict[str, Any]
                 out["prefix_removed"] = removed
             if is_sequential_export(state):
                 out["format"] = "RadImageNet PyTorch export (nn.Sequential)"
-                out["arch_guess"] = None
+                out["arch_guess"] = guess_sequential_arch(state)
             else:
                 state = fix_densenet_legacy(state)
                 out["arch_guess"] = guess_arch(state)
