@@ -41,7 +41,6 @@ backbone that then transfers to the thyroid phantom.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
