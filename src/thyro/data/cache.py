@@ -35,7 +35,7 @@ import numpy as np
 
 from thyro.console import info, progress_task
 from thyro.data.manifest import Manifest, parse_roi, read_manifest, roi_to_json
-from thyro.data.preprocess import PreprocessConfig, Preprocessor
+from thyro.data.preprocess import PreprocessConfig, _pool_init, _pool_work
 from thyro.errors import DataError, Problems
 from thyro.fileio import atomic_path, sha256_file, sha256_json, write_json
 
@@ -246,22 +246,9 @@ def _locked(lock_path: Path) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------
 # building
 
-_worker_pre: dict = {}
-
-
-def _init_worker(cfg_json: dict) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-    _worker_pre["pre"] = Preprocessor(PreprocessConfig.model_validate(cfg_json))
-
-
-def _work(task: tuple[int, str, dict | None, int]) -> tuple[int, np.ndarray | None, str | None]:
-    i, path, roi, frame = task
-    try:
-        return i, _worker_pre["pre"].from_file(path, roi=roi, frame=frame), None
-    except Exception as exc:  # reported per file, all together, at the end
-        return i, None, f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
+# module-level names for the in-process path (the pool pickles the preprocess functions by reference)
+_init_worker = _pool_init
+_work = _pool_work
 
 
 def _save_done(done: np.ndarray, path: Path) -> None:
@@ -334,8 +321,8 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
         else:
             # spawn: safe when torch (OpenMP threads) is loaded in the parent
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(cfg_json,))
-            results = pool.map(_work, tasks, chunksize=max(1, min(32, len(tasks) // (workers * 8))))
+                                       initializer=_pool_init, initargs=(cfg_json,))
+            results = pool.map(_pool_work, tasks, chunksize=max(1, min(32, len(tasks) // (workers * 8))))
         try:
             for i, arr, err in results:
                 if err is not None:

@@ -31,7 +31,6 @@ import numpy as np
 from pydantic import Field
 
 from thyro.base import StrictModel
-from thyro.data.manifest import roi_bbox
 from thyro.errors import DataError
 
 #: Bumped whenever the algorithm changes in a way that changes output pixels; part of the cache key.
@@ -185,6 +184,8 @@ def find_sector(gray: np.ndarray, threshold: int = 4, min_area: float = 0.1) -> 
 def roi_box(roi: dict, origin: tuple[float, float], margin: float, min_size: int,
             shape: tuple[int, int]) -> Box | None:
     """The ROI's bounding box in the (possibly offset) image, grown by ``margin``; None if outside."""
+    from thyro.data.manifest import roi_bbox  # lazy: keeps pandas out of cache worker processes
+
     h, w = shape
     x0, y0, x1, y1 = roi_bbox(roi)
     x0, x1 = x0 - origin[0], x1 - origin[0]
@@ -294,6 +295,28 @@ class Preprocessor:
         """Read an image file (any format thyro reads) and preprocess it exactly as for training."""
         pixels, origin = read_pixels(path, frame=frame, color=self.cfg.inpaint_marks)
         return self(pixels, roi=roi, origin=origin)
+
+
+# -- process-pool helpers (the cache's workers import this module only) ---------------------------
+
+_pool_state: dict = {}
+
+
+def _pool_init(cfg_json: dict) -> None:
+    """Initialise a worker process: one OpenCV thread, one Preprocessor."""
+    cv2.setNumThreads(1)
+    _pool_state["pre"] = Preprocessor(PreprocessConfig.model_validate(cfg_json))
+
+
+def _pool_work(task: tuple[int, str, dict | None, int]) -> tuple[int, np.ndarray | None, str | None]:
+    """Preprocess one ``(row, path, roi, frame)``; errors come back as text (reported together)."""
+    i, path, roi, frame = task
+    try:
+        return i, _pool_state["pre"].from_file(path, roi=roi, frame=frame), None
+    except DataError as exc:
+        return i, None, str(exc)
+    except Exception as exc:  # any decoder failure is reported with its file, not raised mid-build
+        return i, None, f"{type(exc).__name__}: {exc}"
 
 
 def read_pixels(path: str | os.PathLike, *, frame: int = 0, color: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
