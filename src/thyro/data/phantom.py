@@ -830,9 +830,10 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size:
     Returns
     -------
     Path of ``corpus.csv`` with columns ``image`` (path relative to the CSV), ``class``
-    (``modality/region/class``), ``modality``, ``region``, ``label`` (class index, in the order of
-    ``classes``).  The ultrasound classes share the thyroid phantom's speckle, lesion outlines,
-    echogenic foci and acoustic shadows; CT and MR classes add other textures.
+    (``modality/region/class``), ``class_index`` (in the order of ``classes``), ``modality``,
+    ``region``.  It has no binary ``label``, so it reads as an (unlabelled) manifest and caches like
+    one.  The ultrasound classes share the thyroid phantom's speckle, lesion outlines, echogenic foci
+    and acoustic shadows; CT and MR classes add other textures.
     """
     out_dir = Path(out_dir)
     size = _check_size(size)
@@ -856,7 +857,7 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size:
                 name = f"{cls}/{k:05d}.png"
                 cv2.imwrite(str(tmp / name), img)
                 modality, region, _ = cls.split("/")
-                records.append({"image": name, "class": cls, "modality": modality, "region": region, "label": ci})
+                records.append({"image": name, "class": cls, "class_index": ci, "modality": modality, "region": region})
         with atomic_path(tmp / "corpus.csv", suffix=".csv") as p:
             pd.DataFrame.from_records(records).to_csv(p, index=False)
         _publish(tmp, out_dir)
