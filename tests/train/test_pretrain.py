@@ -172,7 +172,8 @@ def test_resume_after_interruption_repeats_the_uninterrupted_run(tree, tmp_path)
 
     cfg = tiny_cfg(epochs=2, checkpoint_every=1)  # 18 images, batch 8: 2 steps per epoch
     full = tmp_path / "full.safetensors"
-    pretrain(tree, full, cfg, cache_dir=tmp_path / "cache")
+    # uninterrupted, with 2 loader worker processes (kept across epochs); the cut run loads in-process
+    pretrain(tree, full, cfg.model_copy(update={"workers": 2}), cache_dir=tmp_path / "cache")
     cut = tmp_path / "cut.safetensors"
     assert pretrain(tree, cut, cfg, cache_dir=tmp_path / "cache", max_steps=3) is None  # stops mid epoch 2
     assert not cut.exists()
@@ -244,3 +245,18 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
                  "--size", str(SIZE)])
     assert code == 2
     assert "at least two classes" in capsys.readouterr().err
+
+
+def test_cli_prepare_only_builds_the_cache_for_a_later_run(tree, tmp_path, capsys):
+    from thyro.cli import main
+
+    cache = tmp_path / "cache"
+    code = main(["pretrain", str(tree), "--out", str(tmp_path / "b.safetensors"), "--size", str(SIZE),
+                 "--cache-dir", str(cache), "--prepare-only"])
+    assert code == 0
+    assert "18 images" in capsys.readouterr().out.replace("\n", " ")
+    built = [p for p in cache.iterdir() if (p / "meta.json").is_file()]
+    assert len(built) == 1 and not (tmp_path / "b.safetensors").exists()
+    # the run finds that cache (same images, same preprocessing) instead of building another
+    tset = prepare(tree, tiny_cfg(preprocess={"size": SIZE}), cache_dir=cache)
+    assert tset.cache_path == built[0]

@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
                            class_column=class_column)
             for note in tset.notes:
                 info(note)
-            info(f"image store ready: {len(tset.rows)} images in {tset.store.path}"
+            info(f"image store ready: {len(tset.rows)} images in {tset.cache_path}"
                  + (f", {len(tset.classes)} classes" if tset.classes else ""))
             return
         result = pretrain(source, out, cfg, work_dir=work_dir, cache_dir=cache_dir, resume=resume,

@@ -391,6 +391,22 @@ class _BatchSource(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(self._images[rows])), torch.from_numpy(self.tset.targets[pos])
 
 
+class _EpochBatches(torch.utils.data.Sampler):
+    """This rank's batches (lists of positions) of the current epoch; :meth:`set` before each epoch."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+
+    def set(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 # --------------------------------------------------------------------------------------------------
 # the network
 
@@ -594,6 +610,12 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
         amp_dtype = autocast_dtype(device, cfg.amp)
         augment = BatchAugment(cfg.resolved_augment())
         source_ds = _BatchSource(tset)
+        epoch_batches = _EpochBatches()
+        # One loader for the whole run: its worker processes stay up from epoch to epoch.
+        loader = torch.utils.data.DataLoader(
+            source_ds, sampler=epoch_batches, batch_size=None, num_workers=cfg.workers,
+            pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.workers else None,
+            persistent_workers=cfg.workers > 0)
         gen = torch.Generator(device=device)
         done_steps = start_epoch * steps_per_epoch + start_step
         seen, t_run = 0, time.perf_counter()
@@ -612,11 +634,8 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
                 sampler.set_epoch(epoch)
                 local = list(sampler)[:steps_per_epoch * local_batch]
                 first = start_step if epoch == start_epoch else 0
-                batches = torch.utils.data.BatchSampler(local[first * local_batch:], local_batch, drop_last=True)
-                loader = torch.utils.data.DataLoader(
-                    source_ds, sampler=batches, batch_size=None, num_workers=cfg.workers,
-                    pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.workers else None,
-                    persistent_workers=False)
+                epoch_batches.set([local[i:i + local_batch]
+                                   for i in range(first * local_batch, len(local) - local_batch + 1, local_batch)])
                 model.train()
                 t0, epoch_seen = time.perf_counter(), 0
                 loss_sum = torch.zeros((), device=device)
@@ -639,10 +658,6 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
                         with autocast(device, amp_dtype):
                             z = model(views).float()
                         loss = nt_xent(z[:len(xb)], z[len(xb):], cfg.temperature)
-                    if not torch.isfinite(loss):
-                        raise TrainingError(
-                            f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
-                            f"state is kept in {last_path}. Lower the learning rate (--lr) or check the images.")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -651,10 +666,22 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
                     steps_here += 1
                     epoch_seen += len(xb_u8) * dist_info.world_size
                     done_steps += 1
-                    progress.update(task, advance=1, status=f"loss {loss.item():.3f}" if dist_info.is_main else "")
-                    if cfg.checkpoint_every and done_steps % cfg.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                    save_due = bool(cfg.checkpoint_every and done_steps % cfg.checkpoint_every == 0
+                                    and step + 1 < steps_per_epoch)
+                    stop_due = max_steps is not None and done_steps >= max_steps
+                    # Reading the loss waits for the GPU: only every 20 steps and before anything is saved.
+                    if save_due or stop_due or (step + 1) % 20 == 0 or step + 1 == steps_per_epoch:
+                        if not torch.isfinite(loss_sum):
+                            raise TrainingError(
+                                f"the loss became {loss.item()} in epoch {epoch + 1} (by step {step + 1}); the last "
+                                f"good state is kept in {last_path}. Lower the learning rate (--lr) or check the "
+                                "images, then run again with --restart.")
+                        if dist_info.is_main:
+                            progress.update(task, status=f"loss {loss.item():.3f}")
+                    progress.update(task, advance=1)
+                    if save_due:
                         save_state(epoch, step + 1)
-                    if max_steps is not None and done_steps >= max_steps:
+                    if stop_due:
                         save_state(epoch, step + 1)
                         return None
                 seconds = time.perf_counter() - t0
