@@ -145,3 +145,112 @@ def caffe_preprocess(grey01):
     rgb = np.repeat(grey01[..., None] * 255.0, 3, axis=-1)
     bgr = rgb[..., ::-1]
     return bgr - CAFFE_MEAN_BGR
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras InceptionV3 (keras/applications/inception_v3.py): conv2d_bn = Conv2D(use_bias=False) +
+# BatchNormalization(scale=False, epsilon=1e-3) + ReLU; layers auto-named conv2d, conv2d_1, ...
+
+
+class _InceptionWeights:
+    """Hands out the weights of successive conv2d_bn calls; creates random ones when ``rng`` is given."""
+
+    def __init__(self, layers=None, rng=None):
+        self.layers = layers if layers is not None else {}
+        self.rng = rng
+        self.i = 0
+
+    def next(self, kh, kw, cin, cout):
+        suffix = "" if self.i == 0 else f"_{self.i}"
+        conv, bn = f"conv2d{suffix}", f"batch_normalization{suffix}"
+        self.i += 1
+        if self.rng is not None:
+            r = self.rng
+            self.layers[conv] = {"kernel": r.normal(0, np.sqrt(1.0 / (kh * kw * cin)), (kh, kw, cin, cout)).astype(np.float32)}
+            self.layers[bn] = {"beta": r.normal(0, 0.1, cout).astype(np.float32),
+                               "moving_mean": r.normal(0, 0.1, cout).astype(np.float32),
+                               "moving_variance": r.uniform(0.5, 1.5, cout).astype(np.float32)}
+        return self.layers[conv], self.layers[bn]
+
+
+def _conv2d_bn(w: _InceptionWeights, x, filters, kh, kw, strides=1, padding="same"):
+    conv, bn = w.next(kh, kw, x.shape[-1], filters)
+    k = np.asarray(conv["kernel"], dtype=np.float64)
+    if padding == "same":  # stride 1, odd kernels: symmetric padding
+        x = np.pad(x, ((0, 0), ((kh - 1) // 2, (kh - 1) // 2), ((kw - 1) // 2, (kw - 1) // 2), (0, 0)))
+    y = conv2d(x, k, 0.0, stride=strides, pad=0)
+    y = (y - bn["moving_mean"]) / np.sqrt(np.asarray(bn["moving_variance"], np.float64) + 1e-3) + bn["beta"]
+    return relu(y)
+
+
+def _avgpool_same(x):
+    """AveragePooling2D((3, 3), strides=(1, 1), padding='same'): the mean over real pixels only."""
+    n, h, w, c = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ones = np.pad(np.ones((1, h, w, 1)), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    total, count = np.zeros_like(x), np.zeros((1, h, w, 1))
+    for i in range(3):
+        for j in range(3):
+            total += xp[:, i:i + h, j:j + w]
+            count += ones[:, i:i + h, j:j + w]
+    return total / count
+
+
+def _maxpool_valid(x):
+    n, h, w, c = x.shape
+    oh, ow = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+    out = np.full((n, oh, ow, c), -np.inf)
+    for i in range(3):
+        for j in range(3):
+            out = np.maximum(out, x[:, i:i + 2 * (oh - 1) + 1:2, j:j + 2 * (ow - 1) + 1:2])
+    return out
+
+
+def keras_inception_v3_features(x, layers=None, rng=None):
+    """Output of ``mixed10`` (NHWC); with ``rng`` it also fills ``layers`` with random weights.
+
+    Returns ``(features, layers)``.
+    """
+    w = _InceptionWeights(layers, rng)
+    cat = lambda *t: np.concatenate(t, axis=-1)  # noqa: E731
+    x = _conv2d_bn(w, x, 32, 3, 3, strides=2, padding="valid")
+    x = _conv2d_bn(w, x, 32, 3, 3, padding="valid")
+    x = _conv2d_bn(w, x, 64, 3, 3)
+    x = _maxpool_valid(x)
+    x = _conv2d_bn(w, x, 80, 1, 1, padding="valid")
+    x = _conv2d_bn(w, x, 192, 3, 3, padding="valid")
+    x = _maxpool_valid(x)
+    for pool_features in (32, 64, 64):  # mixed 0, 1, 2
+        b1 = _conv2d_bn(w, x, 64, 1, 1)
+        b5 = _conv2d_bn(w, _conv2d_bn(w, x, 48, 1, 1), 64, 5, 5)
+        b3 = _conv2d_bn(w, _conv2d_bn(w, _conv2d_bn(w, x, 64, 1, 1), 96, 3, 3), 96, 3, 3)
+        bp = _conv2d_bn(w, _avgpool_same(x), pool_features, 1, 1)
+        x = cat(b1, b5, b3, bp)
+    b3 = _conv2d_bn(w, x, 384, 3, 3, strides=2, padding="valid")  # mixed 3
+    bd = _conv2d_bn(w, _conv2d_bn(w, _conv2d_bn(w, x, 64, 1, 1), 96, 3, 3), 96, 3, 3, strides=2, padding="valid")
+    x = cat(b3, bd, _maxpool_valid(x))
+    for c in (128, 160, 160, 192):  # mixed 4, 5, 6, 7
+        b1 = _conv2d_bn(w, x, 192, 1, 1)
+        b7 = _conv2d_bn(w, _conv2d_bn(w, _conv2d_bn(w, x, c, 1, 1), c, 1, 7), 192, 7, 1)
+        bd = _conv2d_bn(w, x, c, 1, 1)
+        bd = _conv2d_bn(w, bd, c, 7, 1)
+        bd = _conv2d_bn(w, bd, c, 1, 7)
+        bd = _conv2d_bn(w, bd, c, 7, 1)
+        bd = _conv2d_bn(w, bd, 192, 1, 7)
+        bp = _conv2d_bn(w, _avgpool_same(x), 192, 1, 1)
+        x = cat(b1, b7, bd, bp)
+    b3 = _conv2d_bn(w, _conv2d_bn(w, x, 192, 1, 1), 320, 3, 3, strides=2, padding="valid")  # mixed 8
+    b7 = _conv2d_bn(w, x, 192, 1, 1)
+    b7 = _conv2d_bn(w, b7, 192, 1, 7)
+    b7 = _conv2d_bn(w, b7, 192, 7, 1)
+    b7 = _conv2d_bn(w, b7, 192, 3, 3, strides=2, padding="valid")
+    x = cat(b3, b7, _maxpool_valid(x))
+    for _ in range(2):  # mixed 9, 10
+        b1 = _conv2d_bn(w, x, 320, 1, 1)
+        b3 = _conv2d_bn(w, x, 384, 1, 1)
+        b3 = cat(_conv2d_bn(w, b3, 384, 1, 3), _conv2d_bn(w, b3, 384, 3, 1))
+        bd = _conv2d_bn(w, _conv2d_bn(w, x, 448, 1, 1), 384, 3, 3)
+        bd = cat(_conv2d_bn(w, bd, 384, 1, 3), _conv2d_bn(w, bd, 384, 3, 1))
+        bp = _conv2d_bn(w, _avgpool_same(x), 192, 1, 1)
+        x = cat(b1, b3, bd, bp)
+    return x, w.layers

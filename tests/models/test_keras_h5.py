@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from keras_ref import (
     caffe_preprocess,
+    keras_inception_v3_features,
     keras_resnet50_features,
     read_layers,
     synthetic_resnet50_layers,
@@ -106,7 +108,9 @@ def test_h5_missing_layers_refused(tmp_path):
 
 
 def test_h5_for_other_arch_refused(keras_files):
-    with pytest.raises(WeightsError, match="resnet50, densenet121 only"):
+    with pytest.raises(WeightsError, match="resnet50, densenet121, inception_v3 only"):
+        build_model("inception_resnet_v2", f"radimagenet:{keras_files['save_weights']}")
+    with pytest.raises(WeightsError, match="expected 94 of each. The file looks like resnet50"):
         build_model("inception_v3", f"radimagenet:{keras_files['save_weights']}")
     with pytest.raises(WeightsError, match="looks like resnet50"):
         build_model("densenet121", f"radimagenet:{keras_files['save_weights']}")
@@ -177,3 +181,33 @@ def test_keras_converted_resnet50_pth_matches_numpy_reference(tmp_path, referenc
     out = m.backbone.forward_features(m.adapter(torch.from_numpy(grey[:, None]).float()))
     out = out.permute(0, 2, 3, 1).detach().numpy()
     assert np.abs(out - feats).max() / np.abs(feats).max() < 5e-6
+
+
+def test_keras_inception_v3_matches_numpy_reference(tmp_path):
+    rng = np.random.default_rng(1)
+    grey = rng.uniform(0, 1, (2, 75, 75))
+    x = np.repeat((grey * 2 - 1)[..., None], 3, axis=-1)  # Keras "tf" preprocessing of a grey image
+    feats, layers = keras_inception_v3_features(x, rng=np.random.default_rng(0))
+    # a real file lists layers in graph order, not creation order: the numbers decide
+    names = list(layers)
+    random.Random(0).shuffle(names)
+    path = tmp_path / "RadImageNet-InceptionV3_notop.h5"
+    write_keras_h5(path, {n: layers[n] for n in names}, layout="model.save", weightless=("input_1", "mixed0"))
+    model, report = build_model("inception_v3", f"radimagenet:{path}")
+    assert report.layout == "keras" and set(report.missing) == {"fc.weight", "fc.bias"} and not report.mismatched
+    assert model.input_spec.mean == (0.5, 0.5, 0.5)
+    model.eval()
+    g = torch.from_numpy(grey[:, None]).float()
+    out = model.backbone.forward_features(model.adapter(g)).permute(0, 2, 3, 1).detach().numpy()
+    scale = np.abs(feats).max()
+    assert np.abs(out - feats).max() / scale < 5e-6
+    # timm's own pooling counts the padding: at 75 px that is visibly different
+    plain, _ = build_model("inception_v3", "none")
+    plain.backbone.load_state_dict(model.backbone.state_dict())
+    wrong = plain.eval().backbone.forward_features(model.adapter(g)).permute(0, 2, 3, 1).detach().numpy()
+    assert np.abs(wrong - feats).max() / scale > 1e-2
+    # the layout survives a checkpoint round trip
+    from thyro.models import load_model, save_model
+
+    back = load_model(save_model(tmp_path / "m.safetensors", model))
+    assert torch.allclose(back.forward_features(g), model.forward_features(g), atol=1e-5)

@@ -18,8 +18,9 @@ Defaults, and why:
 * preprocessing travels with the weights (:class:`InputSpec`): ImageNet mean/std for torchvision
   and timm files, Keras's for RadImageNet (Caffe-style BGR for ResNet50, ImageNet mean/std for
   DenseNet121, ``(x - 0.5) / 0.5`` for the Inception networks), whatever a thyro checkpoint says;
-* Keras-origin ResNet50 weights run in Keras's layout (stride on the first 1x1 convolution,
-  BatchNorm eps 1.001e-5), recorded in checkpoints as ``layout="keras"``;
+* Keras-origin weights run in Keras's layout, recorded in checkpoints as ``layout="keras"``:
+  ResNet50 with the stride on the first 1x1 convolution and BatchNorm eps 1.001e-5, DenseNet121
+  with that eps, InceptionV3 with TensorFlow's "same" average pooling (padding not counted);
 * nothing is downloaded, ever: files come from the standard caches or from paths the user names.
 """
 

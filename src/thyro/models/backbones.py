@@ -9,11 +9,13 @@ Two layouts exist for a backbone:
     timm's (= torchvision's) network as it is.  ResNet-50 is then "v1.5": the stride 2 of the
     first block of stages 3-5 sits on the 3x3 convolution.
 ``"keras"``
-    the network Keras built when the weights were trained (RadImageNet's Keras files).  Every
-    BatchNorm has ``eps=1.001e-5`` and, for ResNet-50, the stride 2 moves to the first 1x1
-    convolution of block 1 in stages 3-5 (Keras's ResNet50 is "v1").  Parameter names and shapes
-    are unchanged, so the same state dict fits both layouts; only the forward pass differs.
-    :func:`apply_keras_layout` makes the change in place on a timm model.
+    the network Keras built when the weights were trained (RadImageNet's Keras files).  ResNet-50
+    and DenseNet-121: every BatchNorm has ``eps=1.001e-5``, and for ResNet-50 the stride 2 moves
+    to the first 1x1 convolution of block 1 in stages 3-5 (Keras's ResNet50 is "v1").
+    Inception-v3: the 3x3 average pooling before each ``branch_pool`` leaves the zero padding out
+    of the mean, as TensorFlow's ``"same"`` pooling does (torchvision's counts it).  Parameter
+    names and shapes are unchanged, so the same state dict fits both layouts; only the forward
+    pass differs.  :func:`apply_keras_layout` makes the change in place on a timm model.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ NATIVE_SIZE: dict[str, int] = {
 }
 
 KERAS_BN_EPS = 1.001e-5
+KERAS_LAYOUT_ARCHS: tuple[str, ...] = ("resnet50", "densenet121", "inception_v3")
 
 
 def check_arch(arch: str) -> str:
@@ -113,9 +116,12 @@ def create_backbone(arch: str, *, in_chans: int = 3, dropout: float = 0.0, seed:
 def apply_keras_layout(model: nn.Module, arch: str) -> nn.Module:
     """Change a timm backbone in place so that it computes what Keras computed.
 
-    All BatchNorm layers get ``eps=1.001e-5``.  For ResNet-50 the stride 2 of the first block of
-    ``layer2``-``layer4`` moves from ``conv2`` (3x3) to ``conv1`` (1x1), as in Keras's ResNet50 (v1).
-    Padding stays correct: the 3x3 convolution keeps ``padding=1`` (Keras ``"same"`` at stride 1).
+    ResNet-50 and DenseNet-121: all BatchNorm layers get ``eps=1.001e-5``; for ResNet-50 the
+    stride 2 of the first block of ``layer2``-``layer4`` moves from ``conv2`` (3x3) to ``conv1``
+    (1x1), as in Keras's ResNet50 (v1).  The 3x3 convolution keeps ``padding=1`` (Keras
+    ``"same"`` at stride 1).  Inception-v3: the average pooling in front of every ``branch_pool``
+    excludes the padding from its mean (a forward pre-hook rescales the border pixels by
+    ``9 / valid neighbours``); BatchNorm eps is 1e-3 in both libraries.
 
     Raises
     ------
@@ -123,8 +129,16 @@ def apply_keras_layout(model: nn.Module, arch: str) -> nn.Module:
         For architectures whose Keras layout thyro does not reproduce.
     """
     check_arch(arch)
-    if arch not in ("resnet50", "densenet121"):
-        raise ConfigError(f"the Keras layout is implemented for resnet50 and densenet121, not {arch}.")
+    if arch not in KERAS_LAYOUT_ARCHS:
+        raise ConfigError(f"the Keras layout is implemented for {', '.join(KERAS_LAYOUT_ARCHS)}, not {arch}.")
+    if arch == "inception_v3":
+        for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
+                     "Mixed_7b", "Mixed_7c"):
+            pool_conv = getattr(model, name).branch_pool
+            if not getattr(pool_conv, "_thyro_exclude_pad", False):
+                pool_conv.register_forward_pre_hook(_exclude_pad_hook)
+                pool_conv._thyro_exclude_pad = True
+        return model
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eps = KERAS_BN_EPS
@@ -134,6 +148,19 @@ def apply_keras_layout(model: nn.Module, arch: str) -> nn.Module:
             block.conv1.stride = (2, 2)
             block.conv2.stride = (1, 1)
     return model
+
+
+def _exclude_pad_hook(module: nn.Module, args: tuple) -> tuple:
+    """Turn ``avg_pool2d(x, 3, 1, padding=1)`` (padding counted) into TensorFlow's ``"same"`` mean.
+
+    The input of ``branch_pool`` is the padded-count mean; multiplying by ``9 / count`` with
+    ``count`` the number of real pixels under each window gives the mean over real pixels.
+    ``count / 9`` is itself an average pooling of ones, so this stays plain tensor ops.
+    """
+    x = args[0]
+    ones = torch.ones_like(x[:, :1])
+    frac = torch.nn.functional.avg_pool2d(ones, kernel_size=3, stride=1, padding=1)
+    return (x / frac,)
 
 
 def first_conv_weight_key(arch: str) -> str:

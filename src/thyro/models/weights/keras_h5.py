@@ -12,10 +12,12 @@ Conversion rules (each one loads silently but wrongly if forgotten):
   first 1x1 convolution (Keras's ResNet50 is v1): the model is built in the ``"keras"`` layout
   (:func:`thyro.models.backbones.apply_keras_layout`).
 
-Supported: ResNet50 and DenseNet121.  InceptionV3 and InceptionResNetV2 files are refused: their
-Keras layers are auto-numbered (``conv2d_57``), so the mapping rests on layer order alone, and
-their ``"same"`` average pooling leaves the padding out of the mean where torchvision/timm count
-it, so renaming alone would not give an exact port.  Use a PyTorch export of them instead.
+Supported: ResNet50, DenseNet121 and InceptionV3.  InceptionV3's Keras layers are auto-numbered
+(``conv2d_57``, ``batch_normalization_57``): the numbers follow the order in which Keras's
+``InceptionV3()`` creates them, which is the order timm registers its ``BasicConv2d`` modules; every
+shape is checked.  Its BatchNorm has no scale (gamma = 1) and its ``"same"`` average pooling leaves
+the padding out of the mean (the ``"keras"`` layout reproduces that).  InceptionResNetV2 files are
+refused (scaled residual branches with biased convolutions): use a PyTorch export of them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from thyro.errors import WeightsError
 from thyro.models.backbones import KERAS_BN_EPS
 from thyro.models.weights.formats import Converted
 
-KERAS_SUPPORTED = ("resnet50", "densenet121")
+KERAS_SUPPORTED = ("resnet50", "densenet121", "inception_v3")
 RESNET50_BLOCKS = {2: 3, 3: 4, 4: 6, 5: 3}
 DENSENET121_BLOCKS = {2: 6, 3: 12, 4: 24, 5: 16}
 
@@ -93,8 +95,11 @@ def guess_keras_arch(layers: dict) -> str | None:
         return "densenet121" if n4 == 24 else f"a Keras DenseNet with {n4} layers in block 3 (not DenseNet121)"
     if "conv_7b" in names or "block8_1_conv" in names:
         return "inception_resnet_v2"
-    if any(n.startswith("mixed") for n in names):
+    n_conv = len(_numbered(layers, "conv2d"))
+    if n_conv == 94:
         return "inception_v3"
+    if n_conv:
+        return f"a Keras network with {n_conv} auto-numbered conv2d layers (InceptionV3 has 94)"
     return None
 
 
@@ -124,6 +129,45 @@ def densenet121_map() -> list[tuple[str, str, str]]:
                     (f"pool{stage}_conv", "conv", f"features.transition{stage - 1}.conv")]
     out.append(("bn", "bn", "features.norm5"))
     return out
+
+
+def _numbered(layers: dict, base: str) -> list[str]:
+    """Layers named ``base``, ``base_1``, ``base_2``, ... sorted by their number (Keras's creation order)."""
+    found = []
+    for name in layers:
+        if name == base:
+            found.append((0, name))
+        elif name.startswith(base + "_") and name[len(base) + 1:].isdigit():
+            found.append((int(name[len(base) + 1:]), name))
+    return [name for _, name in sorted(found)]
+
+
+def inception_v3_modules() -> list[str]:
+    """timm's Inception-v3 ``BasicConv2d`` modules in registration order (built on the meta device)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model("inception_v3", pretrained=False, num_classes=1)
+    return [name for name, m in model.named_modules()
+            if isinstance(getattr(m, "conv", None), torch.nn.Conv2d) and hasattr(m, "bn")]
+
+
+def _inception_v3_state(path: Path, layers: dict) -> tuple[dict[str, torch.Tensor], set[str]]:
+    convs, bns = _numbered(layers, "conv2d"), _numbered(layers, "batch_normalization")
+    modules = inception_v3_modules()
+    if len(convs) != len(modules) or len(bns) != len(modules):
+        guess = guess_keras_arch(layers)
+        hint = f" The file looks like {guess}." if guess and guess != "inception_v3" else ""
+        raise WeightsError(f"{path}: Keras HDF5 file does not fit inception_v3: {len(convs)} conv2d and {len(bns)} "
+                           f"batch_normalization layers, expected {len(modules)} of each.{hint}")
+    state: dict[str, torch.Tensor] = {}
+    for kconv, kbn, module in zip(convs, bns, modules):
+        if "bias" in layers[kconv]:
+            raise WeightsError(f"{path}: layer {kconv} has a conv bias; Keras InceptionV3 has none.")
+        w = _conv(layers[kconv])
+        state[f"{module}.conv.weight"] = w
+        state.update(_bn(layers[kbn], f"{module}.bn", w.shape[0]))
+    return state, set(convs) | set(bns)
 
 
 def _is_dense(arrays: dict[str, np.ndarray]) -> bool:
@@ -159,9 +203,8 @@ def convert_keras_h5(path: Path, arch: str) -> Converted:
     if arch not in KERAS_SUPPORTED:
         raise WeightsError(
             f"{path}: Keras HDF5 weights are converted for {', '.join(KERAS_SUPPORTED)} only, not {arch} "
-            "(InceptionV3/InceptionResNetV2 Keras layers are auto-numbered and their average pooling differs "
-            "from timm's at the borders, so no exact port). Use a PyTorch export of these weights "
-            "(e.g. RadImageNet's, keys backbone.N.*).")
+            "(InceptionResNetV2's scaled residual branches are not ported). Use a PyTorch export of these "
+            "weights (e.g. RadImageNet's, keys backbone.N.*).")
     state: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     notes = [f"Keras HDF5 ({layout} layout), kernels HWIO -> OIHW"]
@@ -183,6 +226,10 @@ def convert_keras_h5(path: Path, arch: str) -> Converted:
             used.update((kconv, kbn))
         notes.append(f"{n_bias} conv biases folded into the following BatchNorm running_mean")
         notes.append("Keras layout: BatchNorm eps 1.001e-5, stride 2 on the first 1x1 conv of stages 3-5 (ResNet v1)")
+    elif arch == "inception_v3":
+        state, used = _inception_v3_state(path, layers)
+        notes.append("auto-numbered conv2d/batch_normalization layers matched to timm modules in creation order")
+        notes.append("Keras layout: average pooling before branch_pool excludes the padding (TensorFlow 'same')")
     else:
         table = densenet121_map()
         missing = [k for k, _, _ in table if k not in layers]
