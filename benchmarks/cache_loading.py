@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from thyro.console import set_quiet
-from thyro.data.cache import ImageCache
+from thyro.data.cache import ImageCache, default_workers
 from thyro.data.manifest import manifest_from_records, write_manifest
 from thyro.data.phantom import generate_cohort
 from thyro.data.preprocess import PreprocessConfig, Preprocessor
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batches", type=int, default=15, help="batches per pass")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=None, help="cache build processes (default: CPUs, at most 8)")
+    ap.add_argument("--workers", type=int, default=None, help="cache build processes to compare with 1 (default: usable CPUs less one, at least 2)")
     args = ap.parse_args()
     set_quiet(True)
 
@@ -93,11 +93,13 @@ def main() -> None:
         pre_ips = len(sample) / statistics.median(t)
         print(f"preprocessing (decode + frame removal + resize), 1 process: {pre_ips:8.1f} images/s")
 
-        t0 = time.perf_counter()
-        cache = ImageCache.build(manifest, cfg, cache_dir=tmp / "cache", workers=args.workers)
-        build_s = time.perf_counter() - t0
-        print(f"cache build ({args.workers or min(8, os.cpu_count() or 1)} worker(s)): {build_s:6.2f} s "
-              f"= {n / build_s:8.1f} images/s, {cache.nbytes / 1e6:.1f} MB")
+        workers = args.workers or max(2, default_workers())
+        for w in sorted({1, workers}):
+            t0 = time.perf_counter()
+            cache = ImageCache.build(manifest, cfg, cache_dir=tmp / f"cache{w}", workers=w)
+            build_s = time.perf_counter() - t0
+            print(f"cache build, {w} process(es): {build_s:6.2f} s = {n / build_s:8.1f} images/s, "
+                  f"{cache.nbytes / 1e6:.1f} MB" + ("  (pool used only from 200 images)" if w > 1 and n < 200 else ""))
 
         rng = np.random.default_rng(0)
         batches = [rng.choice(n, size=min(args.batch, n), replace=False) for _ in range(args.batches)]

@@ -91,7 +91,7 @@ def cache(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML with a 'preprocess:' block (or the block alone)."),
     size: int | None = typer.Option(None, "--size", help="Override the output size."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache folder (default $THYRO_CACHE_DIR/images or ~/.cache/thyro/images)."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: CPUs, at most 8)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: usable CPUs less one, at most 8)."),
     hash_content: bool = typer.Option(False, "--hash-content", help="Key on file contents, not size and modification time."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete this cache and build it again."),
 ) -> None:

@@ -53,6 +53,18 @@ def default_cache_dir() -> Path:
     return base / "images"
 
 
+def default_workers() -> int:
+    """Worker processes for a cache build: the usable CPUs less one (for the writer), at most 8.
+
+    On a 2-CPU machine this is 1: the build runs in this process, as a pool would not pay for itself.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus - 1))
+
+
 def _as_manifest(manifest: Manifest | str | os.PathLike) -> Manifest:
     if isinstance(manifest, Manifest):
         return manifest
@@ -200,7 +212,7 @@ class ImageCache:
         cache_dir : path, optional
             Default :func:`default_cache_dir` (``$THYRO_CACHE_DIR/images`` or ``~/.cache/thyro/images``).
         workers : int, optional
-            Processes for decoding and preprocessing; default ``min(8, cpu count)``; 1 or a small
+            Processes for decoding and preprocessing; default :func:`default_workers`; 1 or a small
             build (fewer than ``MIN_POOL_TASKS`` images to do) works in this process.
         hash_content : bool
             Key on file contents instead of size and modification time.
@@ -308,7 +320,7 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
                errors: list, workers: int | None) -> None:
     if not tasks:
         return
-    workers = min(8, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    workers = default_workers() if workers is None else max(1, int(workers))
     if len(tasks) < MIN_POOL_TASKS:
         workers = 1
     cfg_json = cfg.model_dump(mode="json")
