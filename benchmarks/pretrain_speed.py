@@ -13,8 +13,8 @@ GPU mode (``--device cuda``)
     images/s, for (a) batches already on the GPU (the model's ceiling), (b) uint8 batches copied from
     pinned host memory every step (thyro's loader path: memory-mapped cache -> pinned -> GPU), and
     (c) (b) plus thyro's batch-wise augmentation on the GPU when the full package is installed.
-    Imports only numpy, torch, timm and ``thyro.train.ssl`` (pure torch) on the way to (a) and (b);
-    (c) needs pydantic (the augmentation settings) and is skipped without it.  Works after
+    Imports only numpy, torch and timm for (a) and (b); (c) imports ``thyro.data.augment`` (pydantic,
+    PyYAML) and is skipped when that fails.  Works after
     ``pip install --no-deps -e .`` on a machine that has torch and timm.
 
 Usage::

@@ -260,3 +260,12 @@ def test_cli_prepare_only_builds_the_cache_for_a_later_run(tree, tmp_path, capsy
     # the run finds that cache (same images, same preprocessing) instead of building another
     tset = prepare(tree, tiny_cfg(preprocess={"size": SIZE}), cache_dir=cache)
     assert tset.cache_path == built[0]
+
+
+def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_state(tree, tmp_path):
+    from thyro.errors import TrainingError
+
+    out = tmp_path / "nan.safetensors"
+    with pytest.raises(TrainingError, match="the loss became"):
+        pretrain(tree, out, tiny_cfg(epochs=3, lr=1e30))
+    assert not out.exists()
