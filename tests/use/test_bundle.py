@@ -162,3 +162,17 @@ def test_write_package_from_model_files_alone(run_dir, tmp_path):
                         operating={"youden": {"threshold": 0.3}}, overwrite=True)
     assert pkg.operating_point()[1] == 0.3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_bundle_reads_the_study_runners_nested_config(run_dir, tmp_path):
+    """The study runner writes config.yaml as {"study": {...}, "base_dir": ...}, with train.tta_flip."""
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg.pop("data")
+    cfg["train"] = {"tta_flip": True}
+    (run / "config.yaml").write_text(yaml.safe_dump({"study": cfg, "base_dir": str(tmp_path)}))
+    pkg = bundle(run, ARM, tmp_path / "m")
+    assert pkg.tta_flip and pkg.image_size == SIZE and pkg.preprocess["roi_crop"] is True

@@ -105,3 +105,25 @@ def test_onnx_prediction_does_not_import_torch(exported, images, tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
     assert out.is_file()
+
+
+def test_flip_tta_is_applied_by_every_engine_when_the_study_used_it(run_dir, images, tmp_path):
+    from thyro.use.bundle import write_package
+    from thyro.use.predict import TorchEngine
+
+    files = [run_dir / "jobs" / "scratch" / "fold0" / "model.safetensors"]
+    pkg = write_package(tmp_path / "tta", model_files=files, preprocess={"size": SIZE},
+                        operating={"youden": {"threshold": 0.5}}, tta_flip=True)
+    assert pkg.tta_flip and "horizontal flip" in (tmp_path / "tta" / "MODEL_CARD.md").read_text()
+    x = (np.random.default_rng(5).random((3, SIZE, SIZE)) * 255).astype(np.uint8)
+    t = torch.from_numpy(x).float().div(255).unsqueeze(1)
+    models = pkg.load_torch_models()
+    with torch.inference_mode():
+        ref = np.mean([torch.sigmoid(0.5 * (m(t) + m(torch.flip(t, dims=[3])))).numpy() for m in models], axis=0)
+        plain = np.mean([torch.sigmoid(m(t)).numpy() for m in models], axis=0)
+    assert np.allclose(TorchEngine.from_package(pkg)(x), ref, atol=1e-6)
+    assert not np.allclose(ref, plain, atol=1e-6)  # the flip changes something, so the test can fail
+    export_onnx(pkg)
+    a = predict(pkg, [images["png0"], images["png1"]], engine="torch", progress=False)
+    b = predict(pkg, [images["png0"], images["png1"]], engine="onnx", progress=False)
+    assert np.allclose([r.probability for r in a.rows], [r.probability for r in b.rows], atol=1e-5)

@@ -89,6 +89,11 @@ class ModelPackage:
         return [self.root / m["file"] for m in self.meta["models"]]
 
     @property
+    def tta_flip(self) -> bool:
+        """Whether each model's logit is averaged over the image and its horizontal flip (as in the study)."""
+        return bool(self.meta.get("tta_flip", False))
+
+    @property
     def onnx_path(self) -> Path:
         return self.root / ONNX_FILE
 
@@ -295,15 +300,32 @@ def _resolve_preprocess(preprocess: dict) -> tuple[dict, int | None]:
     return cfg.model_dump(mode="json"), PREPROCESS_VERSION
 
 
-def label_provenance(config: dict, data: dict) -> str:
-    """How the labels were obtained, from the data summary or the configuration (best effort)."""
+def _manifest_columns(config: dict, data: dict, base_dir: str | None, run: Path) -> list[str]:
+    """The header of the study's manifest, when it can be found (empty list otherwise)."""
+    candidates = []
+    for value, base in ((data.get("manifest"), None), ((config.get("data") or {}).get("manifest"), base_dir)):
+        if isinstance(value, str) and value:
+            p = Path(value)
+            candidates += [p] if p.is_absolute() else [Path(base or run) / p, run / p]
+    for p in candidates:
+        try:
+            with open(p, encoding="utf-8") as fh:
+                return [c.strip().lower() for c in fh.readline().split(",")]
+        except OSError:
+            continue
+    return []
+
+
+def label_provenance(config: dict, data: dict, manifest_columns: list[str] | None = None) -> str:
+    """How the labels were obtained, from the data summary, the configuration or the manifest's
+    columns (best effort; ``thyro bundle --label-provenance`` states it explicitly)."""
     for source in (data, config.get("data", {}) if isinstance(config.get("data"), dict) else {}):
         for key in ("label_provenance", "label_source", "labels_from", "label"):
             v = source.get(key)
             if isinstance(v, str) and v.strip():
                 return v.strip()
     text = (json.dumps(data, default=str) + json.dumps(config, default=str)).lower()
-    if "ddti" in text or "tirads" in text:
+    if "ddti" in text or "tirads" in text or "tirads" in (manifest_columns or []):
         return ("TI-RADS-derived (DDTI): the label is a radiologist's TI-RADS category at or above a cut-off "
                 "(\"suspicious\"), not a pathology result; the FNA result is empty in DDTI.")
     if "phantom" in text:
@@ -314,7 +336,7 @@ def label_provenance(config: dict, data: dict) -> str:
 def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike], preprocess: dict,
                   operating: dict[str, dict], metrics: dict | None = None, data: dict | None = None,
                   source: dict | None = None, labels: dict | None = None, image_size: int | None = None,
-                  default_point: str = DEFAULT_POINT, overwrite: bool = False) -> ModelPackage:
+                  default_point: str = DEFAULT_POINT, overwrite: bool = False, tta_flip: bool = False) -> ModelPackage:
     """Write a model directory from fold model files (saved with ``thyro.models.save_model``).
 
     Used by :func:`bundle`; usable directly for a model trained outside a study run.
@@ -360,6 +382,7 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
             "preprocess_version": preprocess_version,
             "input_spec": spec0.get("input_spec"),
             "ensemble": "mean of the fold models' probabilities" if len(entries) > 1 else "single model",
+            "tta_flip": bool(tta_flip),
             "models": entries,
             "operating_points": operating,
             "default_operating_point": default_point,
@@ -407,7 +430,9 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
                   key=lambda p: int(p.parent.name[4:]) if p.parent.name[4:].isdigit() else 1 << 30)
     if not jobs:
         missing.append(f"jobs/{arm}/fold*/model.safetensors")
-    config = _read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
+    raw_config = _read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
+    # the study runner writes {"study": {...resolved configuration...}, "base_dir": ...}
+    config = raw_config["study"] if isinstance(raw_config.get("study"), dict) else raw_config
     arms = [a.get("name") for a in config.get("arms", []) if isinstance(a, dict)]
     if arms and arm not in arms:
         raise ModelPackageError(f"{run / 'config.yaml'}: no arm {arm!r}; the study's arms are: {', '.join(map(str, arms))}.")
@@ -447,12 +472,14 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
         metrics["test"] = {"auroc": None, "note": "no test rows with fold = 'mean' in predictions.csv"}
 
     arm_cfg = next((a for a in config.get("arms", []) if isinstance(a, dict) and a.get("name") == arm), {})
+    columns = _manifest_columns(config, data, raw_config.get("base_dir"), run)
     labels = {"positive": "malignant", "negative": "benign",
-              "provenance": label_provenance_text or label_provenance(config, data)}
+              "provenance": label_provenance_text or label_provenance(config, data, columns)}
+    tta_flip = bool((config.get("train") or {}).get("tta_flip", False))
     source = {"run_dir": str(run.resolve()), "arm": arm, "backbone": arm_cfg.get("backbone"),
               "weights": arm_cfg.get("weights"), "git_commit": results.get("git_commit"),
               "versions": results.get("versions"), "n_folds": len(jobs)}
     return write_package(out, model_files=jobs, preprocess=config["preprocess"], operating=operating,
                          metrics=metrics, data=data, source=source, labels=labels,
                          image_size=_image_size(config["preprocess"], config, _safetensors_metadata(jobs[0])),
-                         default_point=default_point, overwrite=overwrite)
+                         default_point=default_point, overwrite=overwrite, tta_flip=tta_flip)

@@ -5,7 +5,9 @@ binary model does not have (or, with a (B, 1) output, silently explains the wron
 target it takes the argmax over a single column.  :class:`LogitTarget` returns the logit itself, so
 the heatmap shows the evidence for "malignant" (``sign=-1`` gives the evidence for "benign").
 
-For a fold ensemble the heatmap is the mean of the fold models' heatmaps.
+For a fold ensemble the heatmap is the mean of the fold models' heatmaps.  It is computed on the
+image as given (not on its mirror, even when the package uses flip test-time augmentation for the
+probability).
 """
 
 from __future__ import annotations
@@ -145,13 +147,17 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
     _, threshold = package.operating_point(point)
     models = package.load_torch_models()
-    engine = TorchEngine(models)
+    engine = TorchEngine(models, tta_flip=package.tta_flip)  # the probability as predict gives it
     pre = package.preprocessor()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = collect_inputs(inputs, roi)
     results: list[dict] = []
     used: set[str] = set()
+    try:  # file names relative to the folder all inputs share
+        base = os.path.commonpath([str(i.path.resolve().parent) for i in items]) if items else ""
+    except ValueError:
+        base = ""
     suffix = "gradcampp" if method == "gradcam++" else "gradcam"
     iterator = track(items, f"explaining ({method})") if progress else items
     for item in iterator:
@@ -160,7 +166,7 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
             img, _ = prepare(pre, item, package.image_size)
             prob = float(engine(img[None])[0])
             cam = heatmaps(models, img[None], method)[0]
-            name = _safe_name(item.name)
+            name = _safe_name(os.path.relpath(item.path.resolve(), base) if base else item.name)
             while name in used:
                 name += "_"
             used.add(name)

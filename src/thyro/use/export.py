@@ -7,7 +7,8 @@ package's prediction from one file.  The graph:
 - input ``image``: float32 (B, 1, S, S), values in [0, 1] (the preprocessed uint8 image / 255);
   the batch dimension is dynamic;
 - output ``probability``: float32 (B,), the mean of the fold models' sigmoid(logit);
-- output ``fold_logits``: float32 (B, K), each fold model's logit.
+- output ``fold_logits``: float32 (B, K), each fold model's logit (averaged with the horizontal
+  flip's when the study used flip test-time augmentation, as the package records in ``tta_flip``).
 
 The model's metadata (``metadata_props``) carries the package format version, the image size, the
 preprocessing settings and the operating points, so the file describes itself.
@@ -33,20 +34,31 @@ DEFAULT_OPSET = 17
 TOLERANCE = 1e-4
 
 
-def ensemble_module(models: list):
-    """A torch module: (B, 1, S, S) float in [0, 1] -> (mean probability (B,), fold logits (B, K))."""
+def ensemble_module(models: list, tta_flip: bool = False):
+    """A torch module: (B, 1, S, S) float in [0, 1] -> (mean probability (B,), fold logits (B, K)).
+
+    With ``tta_flip`` each fold logit is the mean over the image and its horizontal flip, as in the
+    study's test predictions.
+    """
     import torch
 
     class Ensemble(torch.nn.Module):
-        def __init__(self, members):
+        def __init__(self, members, flip):
             super().__init__()
             self.members = torch.nn.ModuleList(members)
+            self.flip = bool(flip)
+
+        def _logit(self, m, image):
+            logit = m(image).reshape(image.shape[0], -1)[:, 0]
+            if self.flip:
+                logit = 0.5 * (logit + m(torch.flip(image, dims=[3])).reshape(image.shape[0], -1)[:, 0])
+            return logit
 
         def forward(self, image):
-            logits = torch.stack([m(image).reshape(image.shape[0], -1)[:, 0] for m in self.members], dim=1)
+            logits = torch.stack([self._logit(m, image) for m in self.members], dim=1)
             return torch.sigmoid(logits).mean(dim=1), logits
 
-    return Ensemble(models).eval()
+    return Ensemble(models, tta_flip).eval()
 
 
 def sample_inputs(size: int, seed: int = 0) -> list[np.ndarray]:
@@ -102,7 +114,7 @@ def export_onnx(model_dir: str | os.PathLike | ModelPackage, out: str | os.PathL
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
     out = Path(out) if out else package.onnx_path
     size = package.image_size
-    module = ensemble_module(package.load_torch_models())
+    module = ensemble_module(package.load_torch_models(), package.tta_flip)
     example = torch.rand(2, 1, size, size)
     with atomic_path(out, suffix=".onnx") as tmp:
         with warnings.catch_warnings():
@@ -121,6 +133,7 @@ def export_onnx(model_dir: str | os.PathLike | ModelPackage, out: str | os.PathL
             "operating_points": json.dumps(package.meta.get("operating_points"), default=str),
             "default_operating_point": str(package.meta.get("default_operating_point")),
             "arch": str(package.meta.get("arch")),
+            "tta_flip": "true" if package.tta_flip else "false",
             "models_sha256": json.dumps([m.get("sha256") for m in package.meta["models"]]),
         }
         for key, value in meta.items():

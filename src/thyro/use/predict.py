@@ -144,21 +144,28 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, models: list):
+    def __init__(self, models: list, tta_flip: bool = False):
         import torch
 
         self.models = models
+        self.tta_flip = bool(tta_flip)
         self._torch = torch
 
     @classmethod
     def from_package(cls, package: ModelPackage) -> TorchEngine:
-        return cls(package.load_torch_models())
+        return cls(package.load_torch_models(), tta_flip=package.tta_flip)
+
+    def _logit(self, model, x):
+        logit = model(x).reshape(x.shape[0], -1)[:, 0]
+        if self.tta_flip:  # as the study's test predictions: mean logit of the image and its mirror
+            logit = 0.5 * (logit + model(self._torch.flip(x, dims=[3])).reshape(x.shape[0], -1)[:, 0])
+        return logit
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).unsqueeze(1).float().div_(255.0)
         with torch.inference_mode():
-            probs = torch.stack([torch.sigmoid(m(x).reshape(x.shape[0], -1)[:, 0]) for m in self.models]).mean(0)
+            probs = torch.stack([torch.sigmoid(self._logit(m, x)) for m in self.models]).mean(0)
         return probs.numpy().astype(float)
 
 
@@ -192,6 +199,9 @@ class OnnxEngine:
         if "models_sha256" in meta and json.loads(meta["models_sha256"]) != expected:
             raise ModelPackageError(f"{path}: exported from other model files than {package.root}'s; "
                                     f"export again with `thyro export {package.root}`.")
+        if "tta_flip" in meta and (meta["tta_flip"] == "true") != package.tta_flip:
+            raise ModelPackageError(f"{path}: flip test-time augmentation {meta['tta_flip']} differs from the "
+                                    f"package's; export again with `thyro export {package.root}`.")
         if "image_size" in meta and int(meta["image_size"]) != package.image_size:
             raise ModelPackageError(f"{path}: input size {meta['image_size']} px, but the package's preprocessing "
                                     f"gives {package.image_size} px; export again with `thyro export {package.root}`.")

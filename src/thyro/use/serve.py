@@ -65,7 +65,7 @@ class Service:
 
         self.package = package
         self.models = package.load_torch_models()
-        self.engine = TorchEngine(self.models)
+        self.engine = TorchEngine(self.models, tta_flip=package.tta_flip)
         self.pre = package.preprocessor()
         self.method = method
         self.point, self.threshold = package.operating_point(point)
