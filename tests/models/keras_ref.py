@@ -254,3 +254,74 @@ def keras_inception_v3_features(x, layers=None, rng=None):
         bp = _conv2d_bn(w, _avgpool_same(x), 192, 1, 1)
         x = cat(b1, b3, bd, bp)
     return x, w.layers
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras InceptionResNetV2 (keras/applications/inception_resnet_v2.py)
+
+
+def _named_conv(w: _InceptionWeights, x, name, filters, bias):
+    """conv2d_bn(..., name=NAME): Conv2D NAME (+ BatchNormalization NAME_bn when it has no bias)."""
+    cin = x.shape[-1]
+    if w.rng is not None:
+        r = w.rng
+        w.layers[name] = {"kernel": r.normal(0, np.sqrt(1.0 / cin), (1, 1, cin, filters)).astype(np.float32)}
+        if bias:
+            w.layers[name]["bias"] = r.normal(0, 0.1, filters).astype(np.float32)
+        else:
+            w.layers[name + "_bn"] = {"beta": r.normal(0, 0.1, filters).astype(np.float32),
+                                      "moving_mean": r.normal(0, 0.1, filters).astype(np.float32),
+                                      "moving_variance": r.uniform(0.5, 1.5, filters).astype(np.float32)}
+    conv = w.layers[name]
+    y = conv2d(x, np.asarray(conv["kernel"], np.float64), np.asarray(conv.get("bias", 0.0), np.float64))
+    if not bias:
+        bn = w.layers[name + "_bn"]
+        y = relu((y - bn["moving_mean"]) / np.sqrt(np.asarray(bn["moving_variance"], np.float64) + 1e-3) + bn["beta"])
+    return y
+
+
+def keras_inception_resnet_v2_features(x, layers=None, rng=None):
+    """Output of ``conv_7b_ac`` (NHWC); with ``rng`` it also fills ``layers`` with random weights."""
+    w = _InceptionWeights(layers, rng)
+    cat = lambda *t: np.concatenate(t, axis=-1)  # noqa: E731
+    cb = lambda t, f, kh, kw=None, **kw_: _conv2d_bn(w, t, f, kh, kw or kh, **kw_)  # noqa: E731
+    x = cb(x, 32, 3, strides=2, padding="valid")
+    x = cb(x, 32, 3, padding="valid")
+    x = cb(x, 64, 3)
+    x = _maxpool_valid(x)
+    x = cb(x, 80, 1, padding="valid")
+    x = cb(x, 192, 3, padding="valid")
+    x = _maxpool_valid(x)
+    b0 = cb(x, 96, 1)
+    b1 = cb(cb(x, 48, 1), 64, 5)
+    b2 = cb(cb(cb(x, 64, 1), 96, 3), 96, 3)
+    bp = cb(_avgpool_same(x), 64, 1)
+    x = cat(b0, b1, b2, bp)
+
+    def block(x, kind, idx, scale, activation=True):
+        if kind == "block35":
+            branches = [cb(x, 32, 1), cb(cb(x, 32, 1), 32, 3), cb(cb(cb(x, 32, 1), 48, 3), 64, 3)]
+        elif kind == "block17":
+            branches = [cb(x, 192, 1), cb(cb(cb(x, 128, 1), 160, 1, 7), 192, 7, 1)]
+        else:
+            branches = [cb(x, 192, 1), cb(cb(cb(x, 192, 1), 224, 1, 3), 256, 3, 1)]
+        up = _named_conv(w, cat(*branches), f"{kind}_{idx}_conv", x.shape[-1], bias=True)
+        x = x + up * scale
+        return relu(x) if activation else x
+
+    for i in range(1, 11):
+        x = block(x, "block35", i, 0.17)
+    b0 = cb(x, 384, 3, strides=2, padding="valid")
+    b1 = cb(cb(cb(x, 256, 1), 256, 3), 384, 3, strides=2, padding="valid")
+    x = cat(b0, b1, _maxpool_valid(x))
+    for i in range(1, 21):
+        x = block(x, "block17", i, 0.1)
+    b0 = cb(cb(x, 256, 1), 384, 3, strides=2, padding="valid")
+    b1 = cb(cb(x, 256, 1), 288, 3, strides=2, padding="valid")
+    b2 = cb(cb(cb(x, 256, 1), 288, 3), 320, 3, strides=2, padding="valid")
+    x = cat(b0, b1, b2, _maxpool_valid(x))
+    for i in range(1, 10):
+        x = block(x, "block8", i, 0.2)
+    x = block(x, "block8", 10, 1.0, activation=False)
+    x = _named_conv(w, x, "conv_7b", 1536, bias=False)
+    return x, w.layers

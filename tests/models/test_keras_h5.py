@@ -11,6 +11,7 @@ import torch
 
 from keras_ref import (
     caffe_preprocess,
+    keras_inception_resnet_v2_features,
     keras_inception_v3_features,
     keras_resnet50_features,
     read_layers,
@@ -108,7 +109,9 @@ def test_h5_missing_layers_refused(tmp_path):
 
 
 def test_h5_for_other_arch_refused(keras_files):
-    with pytest.raises(WeightsError, match="resnet50, densenet121, inception_v3 only"):
+    with pytest.raises(WeightsError, match="resnet50, densenet121, inception_v3, inception_resnet_v2 only, not resnet18"):
+        build_model("resnet18", f"radimagenet:{keras_files['save_weights']}")
+    with pytest.raises(WeightsError, match="expected 203 of each. The file looks like resnet50"):
         build_model("inception_resnet_v2", f"radimagenet:{keras_files['save_weights']}")
     with pytest.raises(WeightsError, match="expected 94 of each. The file looks like resnet50"):
         build_model("inception_v3", f"radimagenet:{keras_files['save_weights']}")
@@ -211,3 +214,25 @@ def test_keras_inception_v3_matches_numpy_reference(tmp_path):
 
     back = load_model(save_model(tmp_path / "m.safetensors", model))
     assert torch.allclose(back.forward_features(g), model.forward_features(g), atol=1e-5)
+
+
+def test_keras_inception_resnet_v2_matches_numpy_reference(tmp_path):
+    grey = np.random.default_rng(1).uniform(0, 1, (1, 75, 75))
+    x = np.repeat((grey * 2 - 1)[..., None], 3, axis=-1)
+    feats, layers = keras_inception_resnet_v2_features(x, rng=np.random.default_rng(0))
+    names = list(layers)
+    random.Random(1).shuffle(names)
+    path = tmp_path / "RadImageNet-IRV2_notop.h5"
+    write_keras_h5(path, {n: layers[n] for n in names}, weightless=("input_1",))
+    model, report = build_model("inception_resnet_v2", f"radimagenet:{path}")
+    assert set(report.missing) == {"classif.weight", "classif.bias"} and not report.mismatched
+    assert model.input_spec.mean == (0.5, 0.5, 0.5)
+    model.eval()
+    out = model.backbone.forward_features(model.adapter(torch.from_numpy(grey[:, None]).float()))
+    out = out.permute(0, 2, 3, 1).detach().numpy()
+    assert np.abs(out - feats).max() / np.abs(feats).max() < 5e-6
+    # a file that lacks one of the named residual projections is refused by name
+    del layers["block17_20_conv"]
+    write_keras_h5(path, layers, weightless=())
+    with pytest.raises(WeightsError, match="1 layer\\(s\\) missing, first: block17_20_conv"):
+        build_model("inception_resnet_v2", f"radimagenet:{path}")

@@ -21,6 +21,7 @@ Defaults, and why:
 * Keras-origin weights run in Keras's layout, recorded in checkpoints as ``layout="keras"``:
   ResNet50 with the stride on the first 1x1 convolution and BatchNorm eps 1.001e-5, DenseNet121
   with that eps, InceptionV3 with TensorFlow's "same" average pooling (padding not counted);
+  InceptionResNetV2 needs no change (timm's is a TensorFlow port);
 * nothing is downloaded, ever: files come from the standard caches or from paths the user names.
 """
 

@@ -16,8 +16,9 @@ Supported: ResNet50, DenseNet121 and InceptionV3.  InceptionV3's Keras layers ar
 (``conv2d_57``, ``batch_normalization_57``): the numbers follow the order in which Keras's
 ``InceptionV3()`` creates them, which is the order timm registers its ``BasicConv2d`` modules; every
 shape is checked.  Its BatchNorm has no scale (gamma = 1) and its ``"same"`` average pooling leaves
-the padding out of the mean (the ``"keras"`` layout reproduces that).  InceptionResNetV2 files are
-refused (scaled residual branches with biased convolutions): use a PyTorch export of them.
+the padding out of the mean (the ``"keras"`` layout reproduces that).  InceptionResNetV2 works the
+same way; its named layers (``block35_3_conv`` with a bias, ``conv_7b``) map by name, and timm's
+port already pools as TensorFlow does, so it needs no layout change.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from thyro.errors import WeightsError
 from thyro.models.backbones import KERAS_BN_EPS
 from thyro.models.weights.formats import Converted
 
-KERAS_SUPPORTED = ("resnet50", "densenet121", "inception_v3")
+KERAS_SUPPORTED = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
 RESNET50_BLOCKS = {2: 3, 3: 4, 4: 6, 5: 3}
 DENSENET121_BLOCKS = {2: 6, 3: 12, 4: 24, 5: 16}
 
@@ -142,32 +143,63 @@ def _numbered(layers: dict, base: str) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
-def inception_v3_modules() -> list[str]:
-    """timm's Inception-v3 ``BasicConv2d`` modules in registration order (built on the meta device)."""
+def conv_bn_modules(arch: str) -> list[str]:
+    """timm's conv+BatchNorm modules of ``arch`` in registration order (built on the meta device)."""
     import timm
 
     with torch.device("meta"):
-        model = timm.create_model("inception_v3", pretrained=False, num_classes=1)
+        model = timm.create_model(arch, pretrained=False, num_classes=1)
     return [name for name, m in model.named_modules()
             if isinstance(getattr(m, "conv", None), torch.nn.Conv2d) and hasattr(m, "bn")]
 
 
-def _inception_v3_state(path: Path, layers: dict) -> tuple[dict[str, torch.Tensor], set[str]]:
+def _auto_numbered_state(path: Path, layers: dict, arch: str, modules: list[str]) -> tuple[dict, set[str]]:
+    """Map ``conv2d[_N]``/``batch_normalization[_N]`` pairs, in number order, onto ``modules``."""
     convs, bns = _numbered(layers, "conv2d"), _numbered(layers, "batch_normalization")
-    modules = inception_v3_modules()
     if len(convs) != len(modules) or len(bns) != len(modules):
         guess = guess_keras_arch(layers)
-        hint = f" The file looks like {guess}." if guess and guess != "inception_v3" else ""
-        raise WeightsError(f"{path}: Keras HDF5 file does not fit inception_v3: {len(convs)} conv2d and {len(bns)} "
+        hint = f" The file looks like {guess}." if guess and guess != arch else ""
+        raise WeightsError(f"{path}: Keras HDF5 file does not fit {arch}: {len(convs)} conv2d and {len(bns)} "
                            f"batch_normalization layers, expected {len(modules)} of each.{hint}")
     state: dict[str, torch.Tensor] = {}
     for kconv, kbn, module in zip(convs, bns, modules):
         if "bias" in layers[kconv]:
-            raise WeightsError(f"{path}: layer {kconv} has a conv bias; Keras InceptionV3 has none.")
+            raise WeightsError(f"{path}: layer {kconv} has a conv bias; Keras's {arch} conv2d_bn layers have none.")
         w = _conv(layers[kconv])
         state[f"{module}.conv.weight"] = w
         state.update(_bn(layers[kbn], f"{module}.bn", w.shape[0]))
     return state, set(convs) | set(bns)
+
+
+def _inception_v3_state(path: Path, layers: dict) -> tuple[dict[str, torch.Tensor], set[str]]:
+    return _auto_numbered_state(path, layers, "inception_v3", conv_bn_modules("inception_v3"))
+
+
+IRV2_BLOCKS = (("block35", 10, "repeat"), ("block17", 20, "repeat_1"), ("block8", 9, "repeat_2"))
+
+
+def _inception_resnet_v2_state(path: Path, layers: dict) -> tuple[dict[str, torch.Tensor], set[str]]:
+    modules = [m for m in conv_bn_modules("inception_resnet_v2") if m != "conv2d_7b"]
+    state, used = _auto_numbered_state(path, layers, "inception_resnet_v2", modules)
+    named = [("conv_7b", "conv_7b_bn", "conv2d_7b")]
+    missing = [n for n in ("conv_7b", "conv_7b_bn") if n not in layers]
+    up = [(f"{block}_{i}_conv", f"{seq}.{i - 1}.conv2d") for block, n, seq in IRV2_BLOCKS for i in range(1, n + 1)]
+    up.append(("block8_10_conv", "block8.conv2d"))
+    missing += [k for k, _ in up if k not in layers]
+    if missing:
+        raise _missing_error(path, "inception_resnet_v2", missing, layers)
+    for kconv, kbn, module in named:
+        w = _conv(layers[kconv])
+        state[f"{module}.conv.weight"] = w
+        state.update(_bn(layers[kbn], f"{module}.bn", w.shape[0]))
+        used.update((kconv, kbn))
+    for kconv, module in up:
+        state[f"{module}.weight"] = _conv(layers[kconv])
+        if "bias" not in layers[kconv]:
+            raise WeightsError(f"{path}: layer {kconv} has no bias; Keras's InceptionResNetV2 has one there.")
+        state[f"{module}.bias"] = torch.from_numpy(np.asarray(layers[kconv]["bias"], dtype=np.float32))
+        used.add(kconv)
+    return state, used
 
 
 def _is_dense(arrays: dict[str, np.ndarray]) -> bool:
@@ -226,6 +258,9 @@ def convert_keras_h5(path: Path, arch: str) -> Converted:
             used.update((kconv, kbn))
         notes.append(f"{n_bias} conv biases folded into the following BatchNorm running_mean")
         notes.append("Keras layout: BatchNorm eps 1.001e-5, stride 2 on the first 1x1 conv of stages 3-5 (ResNet v1)")
+    elif arch == "inception_resnet_v2":
+        state, used = _inception_resnet_v2_state(path, layers)
+        notes.append("auto-numbered conv2d/batch_normalization layers matched to timm modules in creation order")
     elif arch == "inception_v3":
         state, used = _inception_v3_state(path, layers)
         notes.append("auto-numbered conv2d/batch_normalization layers matched to timm modules in creation order")
@@ -257,5 +292,7 @@ def convert_keras_h5(path: Path, arch: str) -> Converted:
         notes.append(f"{len(extra)} Keras dense layer(s) not used (classification top): {', '.join(extra[:3])}")
     from thyro.models.weights.sources import keras_input_spec
 
-    return Converted(state=state, format=f"Keras HDF5 ({layout})", layout="keras", input_spec=keras_input_spec(arch),
+    # timm's InceptionResNetV2 is a TensorFlow port already: it computes what Keras does as it is.
+    model_layout = "timm" if arch == "inception_resnet_v2" else "keras"
+    return Converted(state=state, format=f"Keras HDF5 ({layout})", layout=model_layout, input_spec=keras_input_spec(arch),
                      arch=arch, notes=notes, keras_origin=True)
