@@ -325,3 +325,42 @@ def keras_inception_resnet_v2_features(x, layers=None, rng=None):
     x = block(x, "block8", 10, 1.0, activation=False)
     x = _named_conv(w, x, "conv_7b", 1536, bias=False)
     return x, w.layers
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras DenseNet121 (keras/applications/densenet.py): BatchNormalization(epsilon=1.001e-5)
+
+
+def keras_densenet121_features(x, layers=None, rng=None):
+    """Output of the final ``relu`` (NHWC); with ``rng`` it also fills ``layers`` with random weights."""
+    layers = {} if layers is None else layers
+
+    def conv(name, t, filters, k, stride=1, pad=0):
+        if rng is not None:
+            cin = t.shape[-1]
+            layers[name] = {"kernel": rng.normal(0, np.sqrt(2.0 / (k * k * cin)), (k, k, cin, filters)).astype(np.float32)}
+        return conv2d(t, np.asarray(layers[name]["kernel"], np.float64), 0.0, stride=stride, pad=pad)
+
+    def bn_relu(name, t):
+        if rng is not None:
+            c = t.shape[-1]
+            layers[name] = {"gamma": rng.uniform(0.5, 1.0, c).astype(np.float32),
+                            "beta": rng.normal(0, 0.1, c).astype(np.float32),
+                            "moving_mean": rng.normal(0, 0.1, c).astype(np.float32),
+                            "moving_variance": rng.uniform(0.5, 1.5, c).astype(np.float32)}
+        p = {k: np.asarray(v, np.float64) for k, v in layers[name].items()}
+        return relu(batchnorm(t, p))
+
+    x = conv("conv1/conv", x, 64, 7, stride=2, pad=3)       # ZeroPadding2D(3) + valid conv
+    x = maxpool_3x3_s2_after_zeropad1(bn_relu("conv1/bn", x))
+    for stage, n in ((2, 6), (3, 12), (4, 24), (5, 16)):
+        for b in range(1, n + 1):
+            p = f"conv{stage}_block{b}"
+            y = conv(f"{p}_1_conv", bn_relu(f"{p}_0_bn", x), 128, 1)
+            y = conv(f"{p}_2_conv", bn_relu(f"{p}_1_bn", y), 32, 3, pad=1)  # padding="same"
+            x = np.concatenate([x, y], axis=-1)
+        if stage < 5:
+            y = conv(f"pool{stage}_conv", bn_relu(f"pool{stage}_bn", x), x.shape[-1] // 2, 1)
+            nb, h, w, c = y.shape
+            x = y[:, : h // 2 * 2, : w // 2 * 2].reshape(nb, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    return bn_relu("bn", x), layers
