@@ -1,6 +1,7 @@
-"""An independent NumPy implementation of Keras's ResNet50 (v1) forward pass, and synthetic h5 files.
+"""Independent NumPy forward passes of Keras's ResNet50 (v1), DenseNet121, InceptionV3 and
+InceptionResNetV2, and synthetic Keras h5 files.
 
-Written from the Keras application's definition (``keras/applications/resnet.py``): ZeroPadding +
+ResNet50 follows ``keras/applications/resnet.py``: ZeroPadding +
 valid convolutions with bias, BatchNormalization(epsilon=1.001e-5), stride on the first 1x1
 convolution of block 1, NHWC tensors, HWIO kernels.  It reads the h5 file with h5py itself and
 shares no code with thyro.

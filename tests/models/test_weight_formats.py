@@ -9,7 +9,7 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from thyro.errors import WeightsError
+from thyro.errors import ConfigError, WeightsError
 from thyro.models import build_model, create_backbone
 
 
@@ -221,3 +221,13 @@ def test_report_to_dict_is_json(tmp_path, src18):
     data = json.loads(json.dumps(report.to_dict()))
     assert data["loaded"] == 100 and data["head_reinitialised"] is True
     assert np.allclose(data["input_spec"]["mean"], [0.485, 0.456, 0.406])
+
+
+def test_layout_override_for_keras_trained_exports(tmp_path):
+    bb = create_backbone("resnet50", seed=0)
+    torch.save(bb.state_dict(), tmp_path / "r50.pth")
+    model, report = build_model("resnet50", f"radimagenet:{tmp_path / 'r50.pth'}", layout="keras")
+    assert model.layout == "keras" and model.backbone.layer2[0].conv1.stride == (2, 2)
+    assert any("layout 'keras' requested" in n for n in report.notes)
+    with pytest.raises(ConfigError, match="layout"):
+        build_model("resnet18", "none", layout="keras")

@@ -98,7 +98,8 @@ def build_backbone_for(arch: str, *, channels: int, layout: str = "timm", dropou
 
 def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode: str = "repeat",
                 dropout: float = 0.0, seed: int | None = 0,
-                input_spec: InputSpec | dict | None = None) -> tuple[ThyroNet, LoadReport]:
+                input_spec: InputSpec | dict | None = None,
+                layout: str | None = None) -> tuple[ThyroNet, LoadReport]:
     """Build a :class:`ThyroNet` and start it from a weight source.
 
     Parameters
@@ -117,6 +118,9 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
         Seed of the random initialisation (the whole network for ``"none"``, the head otherwise).
     input_spec : InputSpec or dict, optional
         Override the preprocessing the weight source declares.
+    layout : {"timm", "keras"}, optional
+        Override the network layout the file implies (see :mod:`thyro.models.backbones`), e.g.
+        ``"keras"`` for a PyTorch export of Keras-trained weights that no longer says so.
 
     Returns
     -------
@@ -135,7 +139,11 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
     channels = 3 if in_chans_mode == "repeat" else 1
     source = parse_weight_source(weights, arch=arch)
     path = source.resolve(arch)
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
     if path is None:
+        if layout == "keras":
+            raise ConfigError("layout 'keras' only applies to weights from Keras; weights 'none' use timm's layout.")
         backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
         spec = source.default_input_spec(arch)
         report = LoadReport(source=f"none (seed {seed})", format="none", arch=arch, head_reinitialised=True,
@@ -152,7 +160,9 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
         else:
             backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
             conv = read_weights(path, arch, backbone)
-        layout = conv.layout
+        if layout is not None and layout != conv.layout:
+            conv.notes.append(f"layout {layout!r} requested (the file implies {conv.layout!r})")
+        layout = layout or conv.layout
         if layout == "keras":
             apply_keras_layout(backbone, arch)  # same tensors, Keras's strides and BatchNorm eps
         report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
