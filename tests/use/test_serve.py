@@ -116,7 +116,8 @@ def test_bad_uploads_get_4xx_and_the_app_stays_up(client, images):
         assert r.json()["detail"]
         assert client.get("/health").status_code == 200
     r = client.post("/predict", files={"file": ("notes.png", b"not an image at all", "image/png")})
-    assert "notes.png" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert detail.startswith("notes.png:") and "thyro-serve-" not in detail  # no temporary paths leak
 
 
 def test_uploads_leave_no_files_behind(client, app_tmp, model_dir, images):

@@ -84,7 +84,8 @@ class Service:
             try:
                 loaded = load_image(path, us_region=False)
             except Exception as exc:
-                raise UploadError(400, f"{filename or 'upload'}: not a readable image ({_message(exc)}).") from None
+                raise UploadError(400, f"{filename or 'upload'}: not a readable image "
+                                       f"({_message(exc, path, filename)}).") from None
             pixels = np.asarray(loaded.pixels)
             return {"width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "image_png": _png_data_url(pixels)}
 
@@ -99,7 +100,7 @@ class Service:
             try:
                 img, warning = prepare(self.pre, InputItem(path, filename or "upload", roi), self.package.image_size)
             except Exception as exc:
-                raise UploadError(400, f"{filename or 'upload'}: {_message(exc)}") from None
+                raise UploadError(400, _message(exc, path, filename)) from None
             with self.lock:
                 prob = float(self.engine(img[None])[0])
                 cam = heatmaps(self.models, img[None], self.method)[0] if heatmap else None
@@ -117,8 +118,13 @@ class Service:
         return self._with_upload(data, filename, run)
 
 
-def _message(exc: BaseException) -> str:
-    return " ".join((str(exc).strip() or type(exc).__name__).split())
+def _message(exc: BaseException, path: Path | None = None, filename: str | None = None) -> str:
+    """The error's text on one line, naming the uploaded file rather than its temporary copy."""
+    text = " ".join((str(exc).strip() or type(exc).__name__).split())
+    name = filename or "upload"
+    if path is not None:
+        text = text.replace(str(path), name)
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def create_app(model_dir: str | os.PathLike | ModelPackage, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
