@@ -203,6 +203,19 @@ def test_browser_upload_box_and_result(live_server, images, tmp_path):
             page.set_input_files("#file", str(bad))
             page.wait_for_selector("#error:not([hidden])", timeout=20000)
             assert "not a readable image" in page.locator("#error").text_content()
+            # drag and drop works too, and the page recovers from the error
+            data = base64.b64encode(images["png3"].read_bytes()).decode()
+            transfer = page.evaluate_handle(
+                """(b64) => { const bin = atob(b64); const arr = new Uint8Array(bin.length);
+                for (let i = 0; i < bin.length; i++) arr[i] = bin.charCodeAt(i);
+                const dt = new DataTransfer(); dt.items.add(new File([arr], 'dropped.png', {type: 'image/png'}));
+                return dt; }""", data)
+            page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+            page.wait_for_function("!document.getElementById('predict').disabled", timeout=20000)
+            assert page.locator("#error").is_hidden() and "dropped.png" in page.locator("#status").text_content()
+            page.click("#predict")
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('Done: dropped.png')",
+                                   timeout=30000)
         finally:
             browser.close()
     assert not [e for e in errors if "400" not in e], errors  # only the deliberate bad upload's 400
