@@ -163,3 +163,13 @@ def test_lr_schedule_warmup_then_cosine():
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
     assert f[-1] == pytest.approx(0.01, abs=2e-3)
+
+
+def test_checkpoint_interval_defers_saves_to_the_end(tmp_path):
+    """With a long interval, last.pt (and the best copy) are written together at the end only."""
+    seen = []
+    fit(TinyNet(), square_task(64), square_task(32, seed=1), cfg(epochs=3, checkpoint_interval_s=1e9), tmp_path,
+        on_epoch_end=lambda e, r: seen.append((tmp_path / "last.pt").exists()))
+    assert seen == [False, False, True]
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and (tmp_path / "best.safetensors").exists()

@@ -33,4 +33,7 @@ class TrainConfig(StrictModel):
         "auto", description="keep the uint8 training images on the GPU (auto: when they take under 2 GiB)")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
     tta_flip: bool = Field(False, description="average predictions over the image and its horizontal flip")
+    checkpoint_interval_s: float = Field(
+        0.0, ge=0, description="save last.pt every epoch (0), or at most every this many seconds when epochs are "
+                               "shorter (fast GPUs); always at the end. A kill loses at most this much training")
     tensorboard: bool = Field(True, description="also write TensorBoard logs when tensorboard is installed")

@@ -154,7 +154,7 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of the weights (not a live reference to the model's tensors)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
 def _to_cpu(obj):
@@ -290,6 +290,7 @@ def fit(
     stopped_early = bad_epochs >= cfg.patience
     t_start, seen = time.perf_counter(), 0
     writer = _CheckpointWriter()
+    last_save, best_unsaved = time.monotonic(), False
     progress = make_progress(transient=True)
     with progress, contextlib.ExitStack() as stack:
         stack.callback(writer.wait)
@@ -315,11 +316,6 @@ def fit(
                 with autocast(device, amp_dtype):
                     logits = model(xb).float().reshape(-1)
                 loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"{description}: the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        f"the job stopped and its last good state is kept in {last_path}. "
-                        "Lower the learning rate (train.lr) or check the input images.")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -327,35 +323,46 @@ def fit(
                 losses += loss.detach()
                 seen += len(idx)
                 progress.update(task, advance=1)
+            # The loss is read once per epoch (a per-step check would stall the GPU every step); a
+            # non-finite epoch is never saved, so the last checkpoint is the last good state.
             train_loss = float(losses) / steps_per_epoch
+            if not math.isfinite(train_loss):
+                raise TrainingError(
+                    f"{description}: the loss became {train_loss} in epoch {epoch + 1}; the job stopped and its "
+                    f"last good state is kept in {last_path}. Lower the learning rate (train.lr) or check the images.")
             probs = predict_proba(model, val.images, device=device, batch_size=cfg.eval_batch_size,
                                   amp=cfg.amp, channels_last=cfg.channels_last)
             val_auroc = _auroc(val.labels, probs)
             p = np.clip(probs, 1e-7, 1 - 1e-7)
             val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
-            writes: list[tuple[str, object, Path]] = []
             if val_auroc > best_auroc:
                 best_auroc, best_epoch, bad_epochs = val_auroc, epoch, 0
-                best_state = _copy_state(model)
-                writes.append(("safetensors", best_state, best_path))
+                best_state, best_unsaved = _copy_state(model), True
             else:
                 bad_epochs += 1
             row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
                    "val_auroc": round(val_auroc, 6), "lr": f"{scheduler.get_last_lr()[0]:.3e}",
                    "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
-            writes.append(("torch", {"model": _copy_state(model), "optimizer": _to_cpu(optimizer.state_dict()),
-                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": list(history),
-                                     "best_auroc": best_auroc, "best_epoch": best_epoch, "bad_epochs": bad_epochs},
-                           last_path))
-            writer.submit(writes)
+            stopped_early = bad_epochs >= cfg.patience
+            if (cfg.checkpoint_interval_s <= 0 or time.monotonic() - last_save >= cfg.checkpoint_interval_s
+                    or stopped_early or epoch + 1 == cfg.epochs):
+                writes: list[tuple[str, object, Path]] = []
+                if best_unsaved:
+                    writes.append(("safetensors", best_state, best_path))
+                    best_unsaved = False
+                writes.append(("torch", {"model": _copy_state(model), "optimizer": _to_cpu(optimizer.state_dict()),
+                                         "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                         "history": list(history), "best_auroc": best_auroc,
+                                         "best_epoch": best_epoch, "bad_epochs": bad_epochs}, last_path))
+                writer.submit(writes)
+                last_save = time.monotonic()
             _write_log(out_dir / "log.csv", history)
             _tensorboard(out_dir, row, cfg)
             progress.update(task, status=f"loss {train_loss:.3f}  val AUROC {val_auroc:.3f} (best {best_auroc:.3f})")
             if on_epoch_end is not None:
                 writer.wait()  # callers see the files of this epoch
                 on_epoch_end(epoch, row)
-            stopped_early = bad_epochs >= cfg.patience
     if best_state is not None:
         model.load_state_dict({k: v.to(device) for k, v in best_state.items()})
     elapsed = time.perf_counter() - t_start
