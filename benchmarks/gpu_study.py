@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--checkpoint-interval-s", type=float, default=0.0,
+                    help="train.checkpoint_interval_s (0: last.pt every epoch, the default)")
     ap.add_argument("--report", action="store_true", help="also time the HTML report")
     args = ap.parse_args()
 
@@ -100,7 +102,8 @@ def main() -> None:
                  {"name": "imagenet", "weights": {"file": weights["imagenet_standin"]}},
                  {"name": "radimagenet", "weights": {"file": weights["radimagenet_standin"]}}],
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "patience": args.epochs + 1,
-                  "device": args.device, "tensorboard": False},
+                  "device": args.device, "tensorboard": False,
+                  "checkpoint_interval_s": args.checkpoint_interval_s},
     }
     config = out / "study.yaml"
     config.write_text(yaml.safe_dump(cfg))
