@@ -111,7 +111,7 @@ def bench_web(pkg_dir: Path, n_requests: int, concurrency: int) -> None:
     try:
         with httpx.Client(timeout=120) as client:
             for heatmap in ("false", "true"):
-                def one(_):
+                def one(_, heatmap=heatmap):
                     t = time.perf_counter()
                     r = client.post(url, files={"file": ("us.png", png, "image/png")}, data={"heatmap": heatmap})
                     r.raise_for_status()

@@ -11,7 +11,9 @@ Layout of a model directory (format version 1)::
     MODEL_DIR/model.onnx          optional, written by ``thyro export``
 
 The fold models are used as an ensemble: the package's probability is the mean of the fold models'
-probabilities, exactly as the study computed its test predictions (rows with ``fold = "mean"``).
+probabilities, exactly as the study computed its test predictions (rows with ``fold = "mean"``);
+when the study used flip test-time augmentation (``train.tta_flip``), ``model.json`` says so
+(``tta_flip``) and every engine applies it too.
 
 This module needs no torch: :func:`load_package` reads and checks the files; the torch models are
 loaded by :meth:`ModelPackage.load_torch_models` only when asked.
@@ -103,7 +105,8 @@ class ModelPackage:
         name = name or self.meta.get("default_operating_point") or DEFAULT_POINT
         if name not in points:
             raise ModelPackageError(
-                f"{self.root / MODEL_JSON}: no operating point {name!r}; the package has: {', '.join(points) or 'none'}")
+                f"{self.root / MODEL_JSON}: no operating point {name!r}; "
+                f"the package has: {', '.join(points) or 'none'}")
         return name, float(points[name]["threshold"])
 
     # -- what it does ------------------------------------------------------------------------
@@ -145,7 +148,8 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
     """
     root = Path(model_dir)
     if not root.is_dir():
-        raise ModelPackageError(f"{root}: model directory not found (make one with `thyro bundle RUN_DIR --arm ARM --out DIR`).")
+        raise ModelPackageError(f"{root}: model directory not found "
+                                "(make one with `thyro bundle RUN_DIR --arm ARM --out DIR`).")
     mj = root / MODEL_JSON
     if not mj.is_file():
         raise ModelPackageError(f"{root}: not a thyro model package: {MODEL_JSON} is missing "
@@ -155,7 +159,8 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelPackageError(f"{mj}: not valid JSON ({exc}).") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelPackageError(f"{mj}: not a thyro model package (format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}).")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ModelPackageError(f"{mj}: not a thyro model package (format is {found!r}, expected {FORMAT!r}).")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelPackageError(
@@ -212,7 +217,8 @@ def operating_points(labels: np.ndarray, probs: np.ndarray, rules: dict[str, str
         try:
             t = choose_threshold(labels, probs, rule)
         except StatsError as exc:
-            raise ModelPackageError(f"cannot choose operating point {name!r} on the out-of-fold predictions: {exc}") from None
+            raise ModelPackageError(f"cannot choose operating point {name!r} on the out-of-fold predictions: "
+                                    f"{exc}") from None
         ev = evaluate_threshold(labels, probs, t, rule)
         out[name] = {"threshold": float(t), "rule": RULE_TEXT.get(rule, rule),
                      "sensitivity": _prop(ev.sensitivity)["value"], "specificity": _prop(ev.specificity)["value"]}
@@ -242,10 +248,10 @@ def auroc_with_ci(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | No
         return {"auroc": None, "ci": None, "n": int(y.size), "n_positive": int(y.sum()),
                 "note": "one class only: AUROC undefined"}
     r = interval(y, np.asarray(probs, dtype=float), groups, level=level, seed=seed)
+    n_groups = None if groups is None else len(np.unique(np.asarray(groups).astype(str)))
     return {"auroc": float(r.auroc), "ci": [float(r.lower), float(r.upper)], "ci_level": float(r.level),
-            "ci_method": r.method + ("" if groups is None else f" ({len(np.unique(np.asarray(groups).astype(str)))} patients)"),
-            "n": int(y.size), "n_positive": int(r.n_pos),
-            "n_groups": None if groups is None else int(len(np.unique(np.asarray(groups).astype(str))))}
+            "ci_method": r.method + ("" if n_groups is None else f" ({n_groups} patients)"),
+            "n": int(y.size), "n_positive": int(r.n_pos), "n_groups": n_groups}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,7 +286,8 @@ def _safetensors_metadata(path: Path) -> dict:
 
 
 def _image_size(preprocess: dict, config: dict, spec: dict) -> int:
-    for source in (preprocess, config, spec, spec.get("input_spec", {}) if isinstance(spec.get("input_spec"), dict) else {}):
+    in_spec = spec.get("input_spec") if isinstance(spec.get("input_spec"), dict) else {}
+    for source in (preprocess, config, spec, in_spec):
         for key in ("size", "image_size", "input_size"):
             v = source.get(key) if isinstance(source, dict) else None
             if isinstance(v, int):
@@ -435,7 +442,8 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
     config = raw_config["study"] if isinstance(raw_config.get("study"), dict) else raw_config
     arms = [a.get("name") for a in config.get("arms", []) if isinstance(a, dict)]
     if arms and arm not in arms:
-        raise ModelPackageError(f"{run / 'config.yaml'}: no arm {arm!r}; the study's arms are: {', '.join(map(str, arms))}.")
+        raise ModelPackageError(f"{run / 'config.yaml'}: no arm {arm!r}; "
+                                f"the study's arms are: {', '.join(map(str, arms))}.")
     results = {}
     if (run / "results.json").is_file():
         results = json.loads((run / "results.json").read_text(encoding="utf-8"))
@@ -453,7 +461,8 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
     pred = pd.read_csv(run / "predictions.csv", dtype={"fold": str, "image": str, "patient": str, "group": str})
     need = {"arm", "fold", "split", "label", "probability"}
     if need - set(pred.columns):
-        raise ModelPackageError(f"{run / 'predictions.csv'}: missing column(s) {', '.join(sorted(need - set(pred.columns)))}.")
+        lacking = ", ".join(sorted(need - set(pred.columns)))
+        raise ModelPackageError(f"{run / 'predictions.csv'}: missing column(s) {lacking}.")
     pred = pred[(pred["arm"] == arm) & pred["label"].notna()]
     oof = pred[pred["split"] == "val"]
     if oof.empty:

@@ -179,7 +179,8 @@ class OnnxEngine:
 
         path = Path(path)
         if not path.is_file():
-            raise ModelPackageError(f"{path}: ONNX model not found; write it with `thyro export MODEL_DIR --onnx {path}`.")
+            raise ModelPackageError(f"{path}: ONNX model not found; "
+                                    f"write it with `thyro export MODEL_DIR --onnx {path}`.")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -395,7 +396,8 @@ def summary_table(summary: PredictionSummary, max_rows: int = 40):
                       row.prediction, "yes" if row.roi else "", row.error or row.warning,
                       style="red" if row.error else None)
     more = summary.n - len(shown)
-    table.caption = ((f"paths relative to {base}; " if base else "") + f"{summary.n} image(s): {summary.n_positive} malignant, "
+    table.caption = ((f"paths relative to {base}; " if base else "")
+                     + f"{summary.n} image(s): {summary.n_positive} malignant, "
                      f"{summary.n - summary.n_positive - summary.n_failed} benign, {summary.n_failed} failed"
                      + (f"; {more} more row(s) in the CSV" if more > 0 else ""))
     return table
