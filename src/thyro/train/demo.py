@@ -32,12 +32,13 @@ DEMO_STUDY = {
 
 
 def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, size: int = 64, epochs: int | None = None,
-             corpus_per_class: int = 150, pretrain_epochs: int = 6, device: str | None = None,
+             corpus_per_class: int = 100, pretrain_epochs: int = 5, device: str | None = None,
              seed: int = 0) -> dict:
     """Run the demonstration into ``out``; returns the study's results (as results.json)."""
     from thyro.data.phantom import best_auroc, generate_cohort, generate_corpus
     from thyro.data.manifest import read_manifest
-    from thyro.train.pretrain import pretrain
+    from thyro.data.preprocess import PreprocessConfig
+    from thyro.train.pretrain import PretrainConfig, pretrain
     from thyro.train.study import run_study
 
     out = Path(out)
@@ -54,7 +55,10 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, size: int =
     if not backbone.exists():
         info(f"[bold]2/4[/] domain pretraining: ResNet-18 on a synthetic {corpus_per_class}-per-class radiology corpus")
         corpus = generate_corpus(out / "corpus", n_per_class=corpus_per_class, size=size, seed=seed + 1)
-        pretrain(corpus, backbone, arch="resnet18", epochs=pretrain_epochs, size=size, device=device or "auto")
+        pretrain(corpus, backbone, PretrainConfig(
+            arch="resnet18", epochs=pretrain_epochs, batch_size=64, optimizer="adamw", lr=1e-3,
+            preprocess=PreprocessConfig(**{**DEMO_STUDY["preprocess"], "size": size}), device=device or "auto",
+            seed=seed))
     else:
         info(f"[bold]2/4[/] domain backbone already pretrained: {backbone}")
 
