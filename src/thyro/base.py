@@ -13,6 +13,25 @@ from thyro.errors import ConfigError
 M = TypeVar("M", bound="StrictModel")
 
 
+def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
+    """Read a YAML file; a missing file or bad YAML is a :class:`ConfigError` naming the file.
+
+    With ``mapping`` an empty file reads as ``{}`` and anything but a mapping is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if mapping:
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}.")
+    return data
+
+
 class StrictModel(BaseModel):
     """A pydantic model that refuses unknown keys, so a typo in a configuration is an error."""
 
@@ -28,14 +47,7 @@ class StrictModel(BaseModel):
 
     @classmethod
     def from_yaml(cls: type[M], path: str | Path) -> M:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: configuration file not found.")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        return cls.parse(data, source=str(path))
+        return cls.parse(read_yaml(path), source=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -10,10 +10,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
-from thyro.base import StrictModel
+from thyro.base import StrictModel, read_yaml
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError
 from thyro.train.config import TrainConfig
@@ -114,12 +113,7 @@ def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None)
     ``overrides`` maps dotted keys (``train.epochs``) to values, applied before validation.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: configuration file not found.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path)
     for key, value in (overrides or {}).items():
         node = data
         parts = key.split(".")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -60,6 +62,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv_rows(path: str | os.PathLike, rows: list[dict], fields: tuple[str, ...] | list[str]) -> None:
+    """Write dict rows as a CSV with the given columns (others ignored), atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -16,24 +16,6 @@ from thyro.data.manifest import manifest_from_records
 from thyro.errors import Problems
 
 
-@pytest.fixture(scope="module")
-def ddti_import(ddti_dir, tmp_path_factory, request):
-    """DDTI imported once per test session (shared by the data tests through the pytest config)."""
-    cached = getattr(request.config, "_thyro_ddti_import", None)
-    if cached is None:
-        from thyro.console import is_quiet, set_quiet
-        from thyro.data.importers import import_ddti
-
-        quiet = is_quiet()
-        set_quiet(True)
-        try:
-            cached = import_ddti(ddti_dir, tmp_path_factory.mktemp("ddti-import"))
-        finally:
-            set_quiet(quiet)
-        request.config._thyro_ddti_import = cached
-    return cached
-
-
 def _texture(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
     """A smooth random picture (blobs), so that JPEG re-encoding keeps it recognisable."""
     rng = np.random.default_rng(seed)

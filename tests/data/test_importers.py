@@ -17,23 +17,6 @@ from thyro.data.importers.ddti import parse_svg, tirads_label
 from thyro.data.manifest import parse_roi, read_manifest
 from thyro.errors import ConfigError, DataError, Problems
 
-@pytest.fixture(scope="module")
-def ddti_import(ddti_dir, tmp_path_factory, request):
-    """DDTI imported once per test session (shared by the data tests through the pytest config)."""
-    cached = getattr(request.config, "_thyro_ddti_import", None)
-    if cached is None:
-        from thyro.console import is_quiet, set_quiet
-
-        quiet = is_quiet()
-        set_quiet(True)
-        try:
-            cached = import_ddti(ddti_dir, tmp_path_factory.mktemp("ddti-import"))
-        finally:
-            set_quiet(quiet)
-        request.config._thyro_ddti_import = cached
-    return cached
-
-
 @pytest.fixture(autouse=True)
 def _quiet():
     from thyro.console import is_quiet, set_quiet

@@ -16,24 +16,6 @@ from thyro.data.splits import Splits, make_splits
 from thyro.errors import DataError
 
 
-@pytest.fixture(scope="module")
-def ddti_import(ddti_dir, tmp_path_factory, request):
-    """DDTI imported once per test session (shared by the data tests through the pytest config)."""
-    cached = getattr(request.config, "_thyro_ddti_import", None)
-    if cached is None:
-        from thyro.console import is_quiet, set_quiet
-        from thyro.data.importers import import_ddti
-
-        quiet = is_quiet()
-        set_quiet(True)
-        try:
-            cached = import_ddti(ddti_dir, tmp_path_factory.mktemp("ddti-import"))
-        finally:
-            set_quiet(quiet)
-        request.config._thyro_ddti_import = cached
-    return cached
-
-
 def synthetic(n_groups: int = 80, seed: int = 0, pos_rate: float = 0.3, unlabelled: int = 10,
               root: Path = Path(".")) -> Manifest:
     """Groups of 1-4 images (several patients per group for some), labels per patient."""

@@ -54,17 +54,13 @@ def register(app: typer.Typer) -> None:
         Several: torchrun --nproc_per_node N -m thyro pretrain SOURCE --out backbone.safetensors.
         After a crash or kill, run the same command again: it resumes from the last checkpoint.
         """
-        import yaml
-
+        from thyro.base import read_yaml
         from thyro.console import info
-        from thyro.errors import ConfigError
         from thyro.train.pretrain import PretrainConfig, default_work_dir, prepare, pretrain
 
         data: dict = {}
         if config is not None:
-            if not config.is_file():
-                raise ConfigError(f"{config}: configuration file not found.")
-            data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+            data = read_yaml(config)
         if "pretrain" in data and isinstance(data["pretrain"], dict):
             data = data["pretrain"]
         preprocess = dict(data.get("preprocess") or {})

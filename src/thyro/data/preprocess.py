@@ -333,21 +333,13 @@ def read_pixels(path: str | os.PathLike, *, frame: int = 0, color: bool = False)
 def load_preprocess_config(path: str | os.PathLike | None = None, **overrides) -> PreprocessConfig:
     """Preprocessing settings from a YAML file (a study configuration's ``preprocess:`` block, or a
     file holding that block alone), with keyword overrides (None values are ignored)."""
-    import yaml
-
+    from thyro.base import read_yaml
     from thyro.errors import ConfigError
 
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: configuration file not found.")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}.")
+        loaded = read_yaml(path)
         if "preprocess" in loaded:
             data = loaded["preprocess"] or {}
         elif set(loaded) <= set(PreprocessConfig.model_fields):

@@ -18,8 +18,6 @@ uninterrupted one exactly on the CPU.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import math
 import threading
 import time
@@ -35,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 from thyro.console import make_progress
 from thyro.data.augment import BatchAugment
 from thyro.errors import TrainingError
-from thyro.fileio import atomic_path, write_text
+from thyro.fileio import atomic_path, write_csv_rows
 from thyro.train.config import TrainConfig
 from thyro.train.device import autocast, autocast_dtype, resolve_device
 
@@ -142,14 +140,6 @@ def _auroc(labels: np.ndarray, probs: np.ndarray) -> float:
     if len(np.unique(labels)) < 2:
         return float("nan")
     return float(roc_auc_score(labels, probs))
-
-
-def _write_log(path: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(path, buf.getvalue())
 
 
 def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -357,7 +347,7 @@ def fit(
                                          "best_epoch": best_epoch, "bad_epochs": bad_epochs}, last_path))
                 writer.submit(writes)
                 last_save = time.monotonic()
-            _write_log(out_dir / "log.csv", history)
+            write_csv_rows(out_dir / "log.csv", history, LOG_FIELDS)
             _tensorboard(out_dir, row, cfg)
             progress.update(task, status=f"loss {train_loss:.3f}  val AUROC {val_auroc:.3f} (best {best_auroc:.3f})")
             if on_epoch_end is not None:

@@ -64,7 +64,7 @@ from thyro.data.augment import AugmentConfig, BatchAugment
 from thyro.data.manifest import Manifest
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError, DataError, Problems, ThyroError, TrainingError
-from thyro.fileio import atomic_path, sha256_json, write_json, write_text
+from thyro.fileio import atomic_path, sha256_json, write_csv_rows, write_json, write_text
 from thyro.train import distributed as ddp
 from thyro.train.device import autocast, autocast_dtype, resolve_device
 from thyro.train.fit import lr_factor, make_optimizer
@@ -458,14 +458,6 @@ def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + step * 104_729 + rank * 15_485_863 + 17) % (2**63 - 1)
 
 
-def _write_log(path: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(path, buf.getvalue())
-
-
 def _write_skipped(path: Path, failures: list[tuple[str, str]]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -695,7 +687,7 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
                 history.append(row)
                 save_state(epoch, steps_per_epoch)
                 if dist_info.is_main:
-                    _write_log(work_dir / "log.csv", history)
+                    write_csv_rows(work_dir / "log.csv", history, LOG_FIELDS)
                     progress.update(task, status=f"epoch {epoch + 1}: loss {row['train_loss']:.4f}"
                                     + (f" acc {row['train_acc']:.3f}" if cfg.mode == "supervised" else ""))
                     info(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}"
