@@ -127,3 +127,21 @@ def test_run_dir_of_another_study_is_refused(tmp_path, cohort, standin, monkeypa
     with pytest.raises(ConfigError, match="different study"):
         run_study(config, run_dir=tmp_path / "run", only=["scratch:0"], report=False,
                   overrides={"train.lr": 0.5})
+
+
+def test_repository_configs_are_valid():
+    """configs/*.yaml parse; configs/demo.yaml is the configuration `thyro demo` runs."""
+    from pathlib import Path
+
+    from thyro.config import StudyConfig, load_study_config
+    from thyro.train.demo import DEMO_STUDY
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("jacr2024", "ddti", "demo"):
+        cfg, _ = load_study_config(configs / f"{name}.yaml")
+        assert cfg.data.folds == 5 and cfg.arms
+    jacr, _ = load_study_config(configs / "jacr2024.yaml")
+    assert [a.name for a in jacr.arms] == ["scratch", "imagenet", "radimagenet"]
+    assert {a.backbone for a in jacr.arms} == {"resnet18"} and jacr.preprocess.size == 224
+    demo, _ = load_study_config(configs / "demo.yaml")
+    assert demo == StudyConfig.parse(DEMO_STUDY)

@@ -21,7 +21,7 @@ from thyro.console import console, info
 DEMO_STUDY = {
     "name": "demo",
     "data": {"manifest": "phantom/manifest.csv", "test_size": 0.2, "folds": 5, "seed": 7},
-    "preprocess": {"size": 64, "remove_frame": True, "roi_crop": False, "keep_aspect": True},
+    "preprocess": {"size": 64, "remove_frame": True, "roi_crop": True, "roi_margin": 0.3, "keep_aspect": True},
     "arms": [
         {"name": "scratch", "backbone": "resnet18", "weights": "none"},
         {"name": "domain", "backbone": "resnet18", "weights": {"file": "backbone/resnet18-corpus.safetensors"}},
@@ -31,7 +31,8 @@ DEMO_STUDY = {
 }
 
 
-def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, size: int = 64, epochs: int | None = None,
+def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, size: int = 64, phantom_size: int = 128,
+             epochs: int | None = None,
              corpus_per_class: int = 100, pretrain_epochs: int = 5, device: str | None = None,
              seed: int = 0) -> dict:
     """Run the demonstration into ``out``; returns the study's results (as results.json)."""
@@ -46,15 +47,15 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, size: int =
     t0 = time.perf_counter()
     cohort_manifest = out / "phantom" / "manifest.csv"
     if not cohort_manifest.exists():
-        info(f"[bold]1/4[/] phantom cohort: {patients} synthetic patients at {size} px")
-        generate_cohort(out / "phantom", n_patients=patients, size=size, seed=seed)
+        info(f"[bold]1/4[/] phantom cohort: {patients} synthetic patients, {phantom_size} px images")
+        generate_cohort(out / "phantom", n_patients=patients, size=phantom_size, seed=seed)
     best = best_auroc(read_manifest(cohort_manifest))
     info(f"    best achievable AUROC on this cohort (known malignancy probabilities): {best:.3f}")
 
     backbone = out / "backbone" / "resnet18-corpus.safetensors"
     if not backbone.exists():
         info(f"[bold]2/4[/] domain pretraining: ResNet-18 on a synthetic {corpus_per_class}-per-class radiology corpus")
-        corpus = generate_corpus(out / "corpus", n_per_class=corpus_per_class, size=size, seed=seed + 1)
+        corpus = generate_corpus(out / "corpus", n_per_class=corpus_per_class, size=phantom_size, seed=seed + 1)
         pretrain(corpus, backbone, PretrainConfig(
             arch="resnet18", epochs=pretrain_epochs, batch_size=64, optimizer="adamw", lr=1e-3,
             preprocess=PreprocessConfig(**{**DEMO_STUDY["preprocess"], "size": size}), device=device or "auto",
