@@ -149,7 +149,7 @@ def main() -> None:
         for size in args.sizes:
             os.environ["THYRO_CACHE_DIR"] = str(tmp / "cache")
             cache = ImageCache.build(manifest, PreprocessConfig(size=size, remove_frame=False))
-            images = np.asarray(cache.images)
+            images = np.array(cache.images)  # a writable copy in memory
             ld = loader_throughput(images, args.batch, args.repeats)
             ref_ld = reference_loader_throughput(paths, labels, size, args.batch, args.repeats, args.workers)
             print(f"[{size} px] loader: cache {ld:,.0f} img/s vs JPEG+Pillow per access {ref_ld:,.0f} img/s "
