@@ -90,10 +90,7 @@ def register(app: typer.Typer) -> None:
         else:
             done = study.run_job(job, labelled, splits, cache, device=device)
             console.print(f"{job.key}: best val AUROC {done['val_auroc']:.3f} at epoch {done['best_epoch']}")
-        from thyro.train.study import _locked
-
-        with _locked(study.run_dir):
-            results = study.merge(labelled)
+        results = study.merge(labelled)
         _print_results(results)
 
 

@@ -80,7 +80,7 @@ def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
                              capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        return (out.stdout.strip() or None) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -252,8 +252,8 @@ class Study:
             for image, p in zip(part.ids, probs):
                 rows.append({"image": image, "arm": job.arm.name, "fold": str(job.fold), "split": split,
                              "probability": float(p)})
-        pd.DataFrame(rows).to_csv(out / "predictions.csv.tmp", index=False)
-        (out / "predictions.csv.tmp").replace(out / "predictions.csv")
+        with atomic_path(out / "predictions.csv", suffix=".tmp") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
         model.to("cpu")
         save_model(out / "model.safetensors", model, {
             "arm": job.arm.name, "fold": job.fold, "backbone": job.arm.backbone,
@@ -292,8 +292,7 @@ class Study:
             except TrainingError as exc:
                 failed[job.key] = str(exc)
                 console.print(f"[red]job {job.key} failed[/]: {exc}")
-        with _locked(self.run_dir):
-            results = self.merge(labelled, skipped, failed)
+        results = self.merge(labelled, skipped, failed)
         if report and all(a["status"] in ("done", "skipped") for a in results["arms"].values()):
             try:
                 from thyro.report import build_report
@@ -309,7 +308,14 @@ class Study:
 
     # -- collection -----------------------------------------------------------------------------
     def merge(self, labelled, skipped: dict[str, str] | None = None, failed: dict[str, str] | None = None) -> dict:
-        """Collect every finished job into predictions.csv (with ensemble rows) and results.json."""
+        """Collect every finished job into predictions.csv (with ensemble rows) and results.json.
+
+        Holds the run directory's lock, so jobs finishing in parallel processes merge one at a time.
+        """
+        with _locked(self.run_dir):
+            return self._merge(labelled, skipped, failed)
+
+    def _merge(self, labelled, skipped, failed) -> dict:
         meta = labelled.df.set_index("image")[["patient_id", "group", "label"]]
         frames, arms = [], {}
         results_path = self.run_dir / "results.json"
