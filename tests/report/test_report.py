@@ -235,3 +235,23 @@ def test_compare_other_split_and_fold(fake_run, capsys):
     assert main(["compare", str(fake_run / "predictions.csv"), str(fake_run / "predictions.csv"), "--arm-a", "imagenet",
                  "--arm-b", "scratch", "--split", "val", "--fold", "9"]) == 2
     assert "no rows with split='val' and fold='9'" in capsys.readouterr().err
+
+
+def test_skip_reason_stays_on_one_table_row(tmp_path):
+    """A multi-line weight-file message from results.json must not break the Markdown table."""
+    import json
+
+    import pandas as pd
+
+    from thyro.report import build_report
+
+    rows = [{"image": f"i{k}", "label": k % 2, "arm": "scratch", "split": "test", "fold": "mean",
+             "probability": (k % 2) * 0.5 + 0.1 * (k % 5) / 5} for k in range(40)]
+    pd.DataFrame(rows).to_csv(tmp_path / "predictions.csv", index=False)
+    (tmp_path / "results.json").write_text(json.dumps({"arms": {
+        "scratch": {"status": "done", "weights": "none"},
+        "imagenet": {"status": "skipped", "weights": "imagenet",
+                     "reason": "ImageNet weights not found. Looked in:\n  - /a\n  - /b"}}}))
+    _, md = build_report(tmp_path)
+    table = [line for line in md.read_text().splitlines() if line.startswith("| imagenet |")]
+    assert len(table) == 1 and "skipped: ImageNet weights not found" in table[0] and table[0].endswith("|")

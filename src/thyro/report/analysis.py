@@ -143,7 +143,8 @@ def analyse(run: Run, method: str = "auto", n_boot: int = 2000, seed: int = 0, l
         sub = _subset(df, arm, "test", "mean")
         if sub.empty:
             if st in ("skipped", "failed"):
-                reason = f"{st}" + (f": {info[arm]['reason']}" if info[arm]["reason"] else "")
+                # the first line only: a table cell; the whole message stays in results.json
+                reason = f"{st}" + (f": {info[arm]['reason'].splitlines()[0]}" if info[arm]["reason"] else "")
             elif (df["arm"] == arm).any() and ((df["arm"] == arm) & (df["split"] == "test")).any():
                 reason = "no ensemble test predictions (fold = mean); per-fold test rows only"
             else:
