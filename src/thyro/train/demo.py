@@ -33,11 +33,12 @@ DEMO_STUDY = {
 
 def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, size: int = 64, phantom_size: int = 128,
              epochs: int | None = None,
-             corpus_per_class: int = 100, pretrain_epochs: int = 5, device: str | None = None,
+             corpus_per_class: int = 100, pretrain_epochs: int = 8, device: str | None = None,
              seed: int = 0) -> dict:
     """Run the demonstration into ``out``; returns the study's results (as results.json)."""
     from thyro.data.phantom import best_auroc, generate_cohort, generate_corpus
     from thyro.data.manifest import read_manifest
+    from thyro.data.augment import AugmentConfig
     from thyro.data.preprocess import PreprocessConfig
     from thyro.train.pretrain import PretrainConfig, pretrain
     from thyro.train.study import run_study
@@ -56,8 +57,11 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, size: int =
     if not backbone.exists():
         info(f"[bold]2/4[/] domain pretraining: ResNet-18 on a synthetic {corpus_per_class}-per-class radiology corpus")
         corpus = generate_corpus(out / "corpus", n_per_class=corpus_per_class, size=phantom_size, seed=seed + 1)
+        # The study crops to the nodule while corpus lesions are small in whole views: zooming in by up
+        # to 2.2x during pretraining shows the backbone lesions at the scale the study sees them.
         pretrain(corpus, backbone, PretrainConfig(
             arch="resnet18", epochs=pretrain_epochs, batch_size=64, optimizer="adamw", lr=1e-3,
+            augment=AugmentConfig(scale=(1.0, 2.2), translate=0.15, rotate_deg=15),
             preprocess=PreprocessConfig(**{**DEMO_STUDY["preprocess"], "size": size}), device=device or "auto",
             seed=seed))
     else:
