@@ -238,7 +238,8 @@ def fit(
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     amp_dtype = autocast_dtype(device, cfg.amp)
-    if device.type == "cpu":
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":  # restored when fit returns
         torch.use_deterministic_algorithms(True, warn_only=True)
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
@@ -284,6 +285,7 @@ def fit(
     progress = make_progress(transient=True)
     with progress, contextlib.ExitStack() as stack:
         stack.callback(writer.wait)
+        stack.callback(torch.use_deterministic_algorithms, was_deterministic, warn_only=True)
         task = progress.add_task(description, total=cfg.epochs * steps_per_epoch,
                                  completed=start_epoch * steps_per_epoch, status="")
         for epoch in range(start_epoch, cfg.epochs):
