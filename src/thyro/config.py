@@ -15,9 +15,9 @@ from pydantic import Field, field_validator, model_validator
 from thyro.base import StrictModel, read_yaml
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError
+from thyro.models.backbones import ARCHS as ARCH_NAMES
 from thyro.train.config import TrainConfig
 
-ARCH_NAMES = ("resnet18", "resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -66,21 +66,23 @@ class ArmConfig(StrictModel):
     @field_validator("weights")
     @classmethod
     def _weights(cls, v):
-        if isinstance(v, dict):
-            if len(v) != 1 or next(iter(v)) not in ("imagenet", "radimagenet", "file"):
-                raise ValueError("weights as a mapping takes one key: imagenet, radimagenet or file, e.g. {file: PATH}")
-        elif not (v in ("none", "imagenet") or v.split(":", 1)[0] in ("imagenet", "radimagenet", "file")):
-            raise ValueError("weights must be none, imagenet, imagenet:PATH, radimagenet:PATH or file:PATH")
+        from thyro.models.weights.sources import parse_weight_source
+
+        try:  # the weights module owns the grammar; only the syntax is checked here, not the file
+            parse_weight_source(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return v
+
+    def weight_source(self, base: Path):
+        """The arm's :class:`~thyro.models.WeightSource`, a relative path taken from ``base``."""
+        from thyro.models.weights.sources import parse_weight_source
+
+        return parse_weight_source(self.weights, arch=self.backbone).with_base(base)
 
     def weight_spec(self, base: Path) -> str:
         """The weight source as a ``kind[:PATH]`` string with PATH resolved against ``base``."""
-        kind, path = (next(iter(self.weights.items())) if isinstance(self.weights, dict)
-                      else (self.weights.split(":", 1) + [None])[:2])
-        if not path:
-            return kind
-        p = Path(path).expanduser()
-        return f"{kind}:{p if p.is_absolute() else (base / p)}"
+        return self.weight_source(base).describe()
 
 
 class StudyConfig(StrictModel):

@@ -123,12 +123,10 @@ class Study:
 
     def check_weights(self, skip_missing: bool) -> dict[str, str]:
         """Resolve every arm's weight source before training; returns {arm: reason} of skipped arms."""
-        from thyro.models import parse_weight_source
-
         skipped: dict[str, str] = {}
         for arm in self.cfg.arms:
             try:
-                parse_weight_source(arm.weight_spec(self.base_dir), arch=arm.backbone).resolve(arm.backbone)
+                arm.weight_source(self.base_dir).resolve(arm.backbone)
             except WeightsError as exc:
                 if not skip_missing:
                     raise WeightsError(f"arm '{arm.name}': {exc}\n(no training has started; "
@@ -240,7 +238,7 @@ class Study:
 
         train_ids, val_ids = splits.train_ids(job.fold), splits.val_ids(job.fold)
         train, val, test = arrays(train_ids), arrays(val_ids), arrays(list(splits.test))
-        model, report = build_model(job.arm.backbone, job.arm.weight_spec(self.base_dir),
+        model, report = build_model(job.arm.backbone, job.arm.weight_source(self.base_dir),
                                     in_chans_mode=job.arm.in_chans_mode, dropout=job.arm.dropout,
                                     seed=train_cfg.seed * 1000 + job.fold)
         result = fit(model, train, val, train_cfg, out, description=f"{job.arm.name} fold {job.fold}")
