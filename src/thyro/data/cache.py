@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from thyro.console import info, progress_task
 from thyro.data.manifest import Manifest, parse_roi, read_manifest, roi_to_json
 from thyro.data.preprocess import PreprocessConfig, _pool_init, _pool_work
 from thyro.errors import DataError, Problems
-from thyro.fileio import atomic_path, sha256_file, sha256_json, write_json
+from thyro.fileio import atomic_path, file_lock, sha256_file, sha256_json, write_json
 
 CACHE_FORMAT = 1
 _KEY_LEN = 24
@@ -230,29 +230,13 @@ class ImageCache:
         key = cache_key(manifest, cfg, hash_content=hash_content)
         final = cache_dir / key
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with _locked(cache_dir / f"{key}.lock"):
+        with file_lock(cache_dir / f"{key}.lock"):
             if rebuild and final.exists():
                 shutil.rmtree(final)
             if (final / "meta.json").is_file():
                 return cls(final)
             _build_partial(manifest, cfg, key, cache_dir, workers)
             return cls(final)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (POSIX); a no-op where fcntl does not exist."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,8 +14,6 @@ Run directory::
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import platform
 import subprocess
@@ -31,7 +29,7 @@ from thyro import __version__
 from thyro.config import ArmConfig, StudyConfig, load_study_config
 from thyro.console import console, info
 from thyro.errors import ConfigError, ThyroError, TrainingError, WeightsError
-from thyro.fileio import atomic_path, sha256_json, write_json, write_text
+from thyro.fileio import atomic_path, file_lock, sha256_json, write_json, write_text
 from thyro.train.fit import ArraySet, fit, predict_proba
 
 PRED_COLUMNS = ("image", "patient", "group", "label", "arm", "fold", "split", "probability")
@@ -85,15 +83,9 @@ def _git_commit() -> str | None:
         return None
 
 
-@contextlib.contextmanager
 def _locked(run_dir: Path):
-    """An exclusive lock on the run directory while merging (jobs may run in parallel processes)."""
-    with open(run_dir / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """The run directory's lock (jobs may run in parallel processes)."""
+    return file_lock(run_dir / ".lock")
 
 
 def _study_identity(cfg: StudyConfig) -> dict:
