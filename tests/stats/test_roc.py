@@ -114,3 +114,13 @@ def test_stats_imports_without_torch_or_pandas():
             "print(', '.join(bad)); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, f"thyro.stats pulled in: {r.stdout.strip()} {r.stderr.strip()}"
+
+
+def test_auroc_or_none_is_auroc_or_none_for_one_class():
+    from thyro.stats.roc import auroc, auroc_or_none
+
+    y, s = [0, 1, 1, 0, 1], [0.2, 0.9, 0.4, 0.5, 0.8]
+    assert auroc_or_none(y, s) == auroc(y, s)
+    assert auroc_or_none([1, 1, 1], [0.1, 0.2, 0.3]) is None
+    with pytest.raises(Exception):
+        auroc_or_none([0, 2, 1], [0.1, 0.2, 0.3])  # bad labels still fail loudly

@@ -55,6 +55,7 @@ import pandas as pd
 from thyro.data.manifest import Manifest, manifest_from_records, read_manifest, roi_to_json, write_manifest
 from thyro.errors import DataError
 from thyro.fileio import atomic_path, write_json
+from thyro.stats.roc import auroc_or_none
 
 # --------------------------------------------------------------------------------------------------
 # TI-RADS model
@@ -575,21 +576,13 @@ def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images
             "malignancy_model": {"intercept": MALIGNANCY_INTERCEPT, "slope": MALIGNANCY_SLOPE,
                                  "formula": "p = sigmoid(intercept + slope * tirads_points)"},
             "n_malignant_images": int(labels.sum()),
-            "best_auroc": _auroc_or_none(labels, manifest.df["p_malignant"].to_numpy(float)),
+            "best_auroc": auroc_or_none(labels, manifest.df["p_malignant"].to_numpy(float)),
         })
         _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir / "manifest.csv"
-
-
-def _auroc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(labels)) < 2:
-        return None
-    return float(roc_auc_score(labels, scores))
 
 
 def best_auroc(manifest: Manifest | str | os.PathLike | pd.DataFrame) -> float:
@@ -605,7 +598,7 @@ def best_auroc(manifest: Manifest | str | os.PathLike | pd.DataFrame) -> float:
         raise DataError("manifest has no 'p_malignant' column: best_auroc needs a phantom cohort.")
     df = df[df["label"].notna()]
     labels = df["label"].astype(int).to_numpy()
-    auc = _auroc_or_none(labels, df["p_malignant"].to_numpy(float))
+    auc = auroc_or_none(labels, df["p_malignant"].to_numpy(float))
     if auc is None:
         raise DataError("best_auroc needs both classes among the labelled images.")
     return auc

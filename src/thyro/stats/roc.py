@@ -161,6 +161,12 @@ def auroc(y, scores) -> float:
     return float(auc[0])
 
 
+def auroc_or_none(y, scores) -> float | None:
+    """:func:`auroc`, or None when the labels hold one class only (the AUROC is undefined)."""
+    y = check_labels(y)
+    return auroc(y, scores) if 0 < int(y.sum()) < y.shape[0] else None
+
+
 def auroc_ci(y, scores, level: float = 0.95) -> AurocResult:
     """AUROC with DeLong's confidence interval (as pROC's ``ci.auc(method="delong")``).
 

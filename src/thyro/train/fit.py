@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
 from thyro.console import make_progress
 from thyro.data.augment import BatchAugment
 from thyro.errors import TrainingError
 from thyro.fileio import atomic_path, write_csv_rows
+from thyro.stats.roc import auroc_or_none
 from thyro.train.config import TrainConfig
 from thyro.train.device import autocast, autocast_dtype, resolve_device
 
@@ -134,12 +134,6 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, 
                 logits = 0.5 * (logits + model(torch.flip(xb, dims=[3])).float().reshape(-1))
         out.append(torch.sigmoid(logits).cpu())
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
-
-
-def _auroc(labels: np.ndarray, probs: np.ndarray) -> float:
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels, probs))
 
 
 def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -324,7 +318,7 @@ def fit(
                     f"last good state is kept in {last_path}. Lower the learning rate (train.lr) or check the images.")
             probs = predict_proba(model, val.images, device=device, batch_size=cfg.eval_batch_size,
                                   amp=cfg.amp, channels_last=cfg.channels_last)
-            val_auroc = _auroc(val.labels, probs)
+            val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked above
             p = np.clip(probs, 1e-7, 1 - 1e-7)
             val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
             if val_auroc > best_auroc:

@@ -30,6 +30,7 @@ from thyro.config import ArmConfig, StudyConfig, load_study_config
 from thyro.console import console, info
 from thyro.errors import ConfigError, ThyroError, TrainingError, WeightsError
 from thyro.fileio import atomic_path, file_lock, sha256_json, write_json, write_text
+from thyro.stats.roc import auroc_or_none
 from thyro.train.fit import ArraySet, fit, predict_proba
 
 PRED_COLUMNS = ("image", "patient", "group", "label", "arm", "fold", "split", "probability")
@@ -86,6 +87,13 @@ def _git_commit() -> str | None:
 def _locked(run_dir: Path):
     """The run directory's lock (jobs may run in parallel processes)."""
     return file_lock(run_dir / ".lock")
+
+
+def _auroc_of(rows: pd.DataFrame) -> float | None:
+    """AUROC of prediction rows (None without rows or with one class)."""
+    if rows.empty:
+        return None
+    return auroc_or_none(rows["label"].to_numpy(dtype=float), rows["probability"].to_numpy(dtype=float))
 
 
 def _study_identity(cfg: StudyConfig) -> dict:
@@ -339,14 +347,12 @@ class Study:
         with atomic_path(self.run_dir / "predictions.csv", suffix=".tmp") as tmp:
             pred.to_csv(tmp, index=False)
         summary = {}
-        from sklearn.metrics import roc_auc_score
         for name, info_ in arms.items():
             sub = pred[pred["arm"] == name]
             oof = sub[sub["split"] == "val"]
             test = sub[(sub["split"] == "test") & (sub["fold"] == "mean")]
             summary[name] = {
-                "oof_auroc": float(roc_auc_score(oof["label"], oof["probability"])) if oof["label"].nunique() == 2 else None,
-                "test_auroc": float(roc_auc_score(test["label"], test["probability"])) if test["label"].nunique() == 2 else None,
+                "oof_auroc": _auroc_of(oof), "test_auroc": _auroc_of(test),
             }
             info_.update(summary[name])
         jobs = {}
