@@ -13,7 +13,7 @@ GPU mode (``--device cuda``)
     images/s, for (a) batches already on the GPU (the model's ceiling), (b) uint8 batches copied from
     pinned host memory every step (thyro's loader path: memory-mapped cache -> pinned -> GPU), and
     (c) (b) plus thyro's batch-wise augmentation on the GPU when the full package is installed.
-    Imports only numpy, torch and timm for (a) and (b); (c) imports ``thyro.data.augment`` (pydantic,
+    Imports only numpy, torch and timm for (a) and (b); (c) imports ``thyro.train.augment`` (pydantic,
     PyYAML) and is skipped when that fails.  Works after
     ``pip install --no-deps -e .`` on a machine that has torch and timm.
 
@@ -159,7 +159,8 @@ def gpu_mode(args) -> None:
     labels = torch.randint(0, n_classes, (b,), device=device, generator=gen)
     augment = None
     try:
-        from thyro.data.augment import AugmentConfig, BatchAugment
+        from thyro.config import AugmentConfig
+        from thyro.train.augment import BatchAugment
 
         augment = BatchAugment(AugmentConfig())
     except ImportError as exc:

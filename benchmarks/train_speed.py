@@ -85,7 +85,8 @@ def reference_loader_throughput(paths, labels, size, batch, repeats, workers) ->
 
 
 def train_steps_thyro(model, images, labels, batch, steps) -> float:
-    from thyro.data.augment import AugmentConfig, BatchAugment
+    from thyro.config import AugmentConfig
+    from thyro.train.augment import BatchAugment
     from thyro.train.fit import _to_batch
 
     aug = BatchAugment(AugmentConfig())

@@ -1,24 +1,167 @@
-"""Study configuration: data, preprocessing, arms and training, from one YAML file.
+"""Typed configuration: a study (data, preprocessing, arms, training) and pretraining, YAML in and out.
 
-Paths inside the file (the manifest, a splits file, weight files) are relative to the file's folder.
+Paths inside a study file (the manifest, a splits file, weight files) are relative to the file's folder.
 Unknown keys and values are errors that name the key and list what is allowed.
+
+One rule merges settings everywhere: built-in defaults < the YAML file < options typed on the command
+line (``--set KEY=VALUE`` for a study; only the options a user actually typed, for ``thyro pretrain``).
+
+Training and pretraining share their optimisation and hardware settings (:class:`OptimisationConfig`);
+each adds its own.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from thyro.base import StrictModel, read_yaml
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError
+from thyro.fileio import sha256_json
 from thyro.models.backbones import ARCHS as ARCH_NAMES
-from thyro.train.config import TrainConfig
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class AugmentConfig(StrictModel):
+    """Random transforms applied to each training batch (set ``enabled: false`` to switch all off)."""
+
+    enabled: bool = True
+    rotate_deg: float = Field(10.0, ge=0, le=180, description="maximum absolute rotation in degrees")
+    scale: tuple[float, float] = Field((0.9, 1.1), description="zoom range")
+    translate: float = Field(0.05, ge=0, le=0.5, description="maximum shift as a fraction of the image size")
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip (off for ultrasound)")
+    brightness: float = Field(0.1, ge=0, le=1, description="maximum additive brightness change")
+    contrast: float = Field(0.15, ge=0, le=1, description="maximum relative contrast change")
+    gamma: float = Field(0.15, ge=0, le=1, description="log-uniform gamma in [1/(1+g), 1+g]")
+    speckle: float = Field(0.05, ge=0, le=1, description="std of multiplicative Gaussian noise")
+
+
+class OptimisationConfig(StrictModel):
+    """Settings training and pretraining share: schedule, optimiser, augmentation, seed and hardware."""
+
+    epochs: int = Field(30, ge=1, description="maximum epochs")
+    batch_size: int = Field(32, ge=2)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float | None = Field(None, gt=0, description="peak learning rate (default 1e-3 for AdamW, 0.1 for SGD)")
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up, then cosine decay")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final learning rate as a fraction of lr")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA (auto: bf16 where supported)")
+    channels_last: bool = True
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
+
+    @model_validator(mode="after")
+    def _default_lr(self):
+        if self.lr is None:
+            object.__setattr__(self, "lr", 0.1 if self.optimizer == "sgd" else 1e-3)
+        return self
+
+
+class TrainConfig(OptimisationConfig):
+    """Training of one arm x fold job: optimisation, imbalance, early stopping and evaluation settings."""
+
+    eval_batch_size: int = Field(256, ge=1)
+    patience: int = Field(10, ge=1, description="epochs without a better validation AUROC before stopping")
+    imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    data_on_device: Literal["auto", "yes", "no"] = Field(
+        "auto", description="keep the uint8 training images on the GPU (auto: when they take under 2 GiB)")
+    tta_flip: bool = Field(False, description="average predictions over the image and its horizontal flip (in "
+                                              "validation, test, external sets and the model package alike)")
+    checkpoint_interval_s: float = Field(
+        0.0, ge=0, description="save last.pt every epoch (0), or at most every this many seconds when epochs are "
+                               "shorter (fast GPUs); always at the end. A kill loses at most this much training")
+    tensorboard: bool = Field(True, description="also write TensorBoard logs (needs the tensorboard package; the "
+                                                "run says once when it is missing)")
+
+
+#: Settings that do not change what a study computes (a run directory may be continued with others).
+HARDWARE_FIELDS = ("device", "threads", "amp", "data_on_device", "tensorboard", "eval_batch_size",
+                   "checkpoint_interval_s")
+
+
+#: SimCLR views: stronger than the fine-tuning defaults (zoom-in crops down to a quarter of the area,
+#: larger gain/contrast changes), still without vertical flips (ultrasound keeps the skin line on top).
+SIMCLR_AUGMENT = AugmentConfig(rotate_deg=20.0, scale=(1.0, 2.0), translate=0.15, hflip=0.5, brightness=0.3,
+                               contrast=0.4, gamma=0.3, speckle=0.1)
+
+
+class PretrainConfig(OptimisationConfig):
+    """Settings of a pretraining run (``thyro pretrain``: its YAML ``--config`` and options map onto these)."""
+
+    arch: str = Field("resnet18", description="backbone (one of thyro.models.backbones.ARCHS)")
+    mode: Literal["supervised", "simclr"] = "supervised"
+    batch_size: int = Field(256, ge=2, description="global batch (all processes together)")
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    augment: AugmentConfig | None = Field(None, description="None: the fine-tuning defaults (supervised) "
+                                                            "or strong SimCLR views (simclr)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="supervised mode")
+    temperature: float = Field(0.2, gt=0, description="NT-Xent temperature (simclr mode)")
+    proj_dim: int = Field(128, ge=2, description="projection output size (simclr mode)")
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    min_per_class: int = Field(1, ge=1, description="classes with fewer readable images are dropped (warning)")
+    sync_bn: bool = Field(True, description="BatchNorm statistics over the global batch when distributed")
+    workers: int = Field(0, ge=0, description="loader worker processes per rank (also used to build the cache)")
+    checkpoint_every: int = Field(0, ge=0, description="also save last.pt every N steps (0: once per epoch)")
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        if v not in ARCH_NAMES:
+            raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(ARCH_NAMES)}")
+        return v
+
+    def resolved_augment(self) -> AugmentConfig:
+        if self.augment is not None:
+            return self.augment
+        return SIMCLR_AUGMENT if self.mode == "simclr" else AugmentConfig()
+
+    def fingerprint(self, data_key: str) -> str:
+        """What a resumed run must share with the interrupted one (not device, workers, threads)."""
+        keep = self.model_dump(mode="json", exclude={"device", "workers", "threads", "checkpoint_every", "amp"})
+        return sha256_json({"config": keep, "data": data_key})
+
+
+def merge(base: dict, overrides: dict[str, Any], source: str = "--set") -> dict:
+    """``base`` with dotted-key ``overrides`` applied (``train.epochs``, ``arms.0.lr``); returns a new dict.
+
+    Raises :class:`ConfigError` naming the key when a path does not lead through mappings or list items.
+    """
+    import copy
+
+    data = copy.deepcopy(base)
+    for key, value in overrides.items():
+        node: Any = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[:depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{source} {key}: '{where}' needs a list index 0..{len(node) - 1}")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                above = ".".join(parts[:depth])
+                raise ConfigError(f"{source} {key}: '{above}' is a single value ({node!r}), not a group of settings")
+    return data
 
 
 class DataConfig(StrictModel):
@@ -112,14 +255,8 @@ class StudyConfig(StrictModel):
 def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, Path]:
     """Read a study YAML; returns the configuration and the folder its relative paths start from.
 
-    ``overrides`` maps dotted keys (``train.epochs``) to values, applied before validation.
+    ``overrides`` maps dotted keys (``train.epochs``, ``arms.1.lr``) to values, applied before validation.
     """
     path = Path(path)
-    data = read_yaml(path)
-    for key, value in (overrides or {}).items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+    data = merge(read_yaml(path), overrides or {})
     return StudyConfig.parse(data, source=str(path)), path.parent.resolve()

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -53,21 +54,117 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             os.fsync(fh.fileno())
 
 
-@contextlib.contextmanager
-def file_lock(lock_path: str | os.PathLike) -> Iterator[None]:
-    """An exclusive advisory lock on ``lock_path`` (POSIX flock), for processes sharing a folder;
-    a no-op where fcntl does not exist."""
+#: Seconds a lock or claim stays valid without a heartbeat (``THYRO_LOCK_LIFETIME`` overrides).  A holder
+#: refreshes it four times per lifetime; a holder that died loses it after this long (at once when it
+#: ran on this machine and its process is gone).
+DEFAULT_LOCK_LIFETIME = 120.0
+
+
+def _lifetime(lifetime: float | None) -> float:
+    if lifetime is not None:
+        return float(lifetime)
+    env = os.environ.get("THYRO_LOCK_LIFETIME", "")
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+        return float(env) if env else DEFAULT_LOCK_LIFETIME
+    except ValueError:
+        return DEFAULT_LOCK_LIFETIME
+
+
+class _Heartbeat:
+    """Refreshes a flufl lock from a daemon thread while its holder works."""
+
+    def __init__(self, lock, lifetime: float):
+        self._lock, self._every = lock, max(0.05, lifetime / 4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thyro-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            with contextlib.suppress(Exception):  # a lost lock is found by the next holder; keep working
+                self._lock.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _break_if_dead(lock) -> None:
+    """Remove a lock whose holder ran on this machine and has exited (no need to wait for its lifetime)."""
+    from flufl.lock import LockState
+
+    with contextlib.suppress(Exception):
+        if lock.state is LockState.stale:
+            host, pid, claim = lock.details
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(claim)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock.lockfile)
+
+
+def _new_lock(path: str | os.PathLike, lifetime: float):
+    from datetime import timedelta
+
+    from flufl.lock import Lock
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return Lock(str(path), lifetime=timedelta(seconds=lifetime))
+
+
+# Locks and claims use flufl.lock: hard-link based, so they hold across nodes on NFS where flock/fcntl
+# advisory locks are unreliable, with a lifetime after which a dead holder's lock is broken.
+@contextlib.contextmanager
+def file_lock(lock_path: str | os.PathLike, *, lifetime: float | None = None) -> Iterator[None]:
+    """An exclusive lock on ``lock_path`` for processes sharing a folder, on one machine or several
+    (a shared filesystem); waits until it is free.  Not re-entrant."""
+    life = _lifetime(lifetime)
+    lock = _new_lock(lock_path, life)
+    _break_if_dead(lock)
+    lock.lock()
+    beat = _Heartbeat(lock, life)
+    try:
         yield
+    finally:
+        beat.stop()
+        lock.unlock(unconditionally=True)
+
+
+@contextlib.contextmanager
+def claim_file(path: str | os.PathLike, *, lifetime: float | None = None) -> Iterator[bool]:
+    """Try to claim the work that ``path`` stands for; yields True when this process holds it, False
+    when a live process elsewhere does.  A claim left by a dead process is taken over (at once on this
+    machine, after ``lifetime`` seconds from another).  The claim is kept fresh while the block runs
+    and released when it ends."""
+    from datetime import timedelta
+
+    from flufl.lock import TimeOutError
+
+    life = _lifetime(lifetime)
+    lock = _new_lock(path, life)
+    _break_if_dead(lock)
+    try:
+        lock.lock(timeout=timedelta(seconds=1.0))
+    except TimeOutError:
+        yield False
         return
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    beat = _Heartbeat(lock, life)
+    try:
+        yield True
+    finally:
+        beat.stop()
+        lock.unlock(unconditionally=True)
+
+
+def claim_holder(path: str | os.PathLike) -> str | None:
+    """``host pid N`` of the process holding the claim ``path``, or None when nobody holds it."""
+    from flufl.lock import NotLockedError
+
+    lock = _new_lock(path, _lifetime(None))
+    try:
+        host, pid, _ = lock.details
+    except (NotLockedError, OSError):
+        return None
+    return f"{host} pid {pid}"
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -52,7 +52,7 @@ def test_build_stores_exactly_the_preprocessed_images(manifest, tmp_path):
     with pytest.raises(DataError, match="not in the cache"):
         c.index_of(["nope.png"])
     files = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert files == [c.key, f"{c.key}.lock"]  # published, no partial left
+    assert files == [c.key]  # published; no partial folder or lock left
     assert sorted(p.name for p in c.path.iterdir()) == ["images.u8", "meta.json"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,37 +24,50 @@ def _patients(rng, n_images: int, prefix: str) -> np.ndarray:
 
 
 def make_run(root: Path, *, n_test: int = 101, n_cv: int = 300, folds: int = 5, seed: int = 0,
-             arms: dict | None = None, logs: bool = True) -> Path:
-    """Write a fake run directory under ``root`` and return it."""
+             arms: dict | None = None, logs: bool = True, external: dict[str, int] | None = None) -> Path:
+    """Write a fake run directory under ``root`` through the run directory's owner and return it.
+
+    ``external`` maps an external set's name to its number of images (scored by every arm's ensemble).
+    """
+    from thyro.config import StudyConfig
+    from thyro.run import JobKey, RunDir, predictions_frame
+
     rng = np.random.default_rng(seed)
     arms = arms or ARMS
-    root.mkdir(parents=True, exist_ok=True)
+    run = RunDir(root)
     test_pat = _patients(rng, n_test, "T")
     cv_pat = _patients(rng, n_cv, "P")
+    ext_pat = {name: _patients(rng, n, f"E{name}") for name, n in (external or {}).items()}
+    every = np.unique(np.concatenate([test_pat, cv_pat, *ext_pat.values()]))
     # one label per patient (their nodules share a diagnosis in this stand-in)
-    lab = {p: int(rng.uniform() < 0.35) for p in np.unique(np.r_[test_pat, cv_pat])}
+    lab = {p: int(rng.uniform() < 0.35) for p in every}
     fold_of = {p: i % folds for i, p in enumerate(np.unique(cv_pat))}
     latent = {p: rng.normal() for p in lab}
-    rows = []
+    rows, meta = [], {}
 
     def prob(sep, y, p, noise):
         return 1 / (1 + np.exp(-(sep * (y - 0.5) * 2 + latent[p] * 0.8 + noise * 1.2 - 0.3)))
 
+    def add(image, p, arm, split, fold, value):
+        meta[image] = {"patient_id": p, "group": p, "label": lab[p]}
+        rows.append({"image": image, "arm": arm, "train_fraction": 1.0, "split": split, "fold": fold,
+                     "ensemble": fold is None, "probability": value})
+
     for arm, (_, sep) in arms.items():
         for i, p in enumerate(cv_pat):
-            img = f"cv/{p}_{i}.png"
-            rows.append((img, p, p, lab[p], arm, str(fold_of[p]), "val", prob(sep, lab[p], p, rng.normal())))
-        fold_probs = np.empty((folds, n_test))
-        for k in range(folds):
-            for i, p in enumerate(test_pat):
-                fold_probs[k, i] = prob(sep, lab[p], p, rng.normal() * 0.9)
-                rows.append((f"test/{p}_{i}.png", p, p, lab[p], arm, str(k), "test", fold_probs[k, i]))
-        for i, p in enumerate(test_pat):
-            rows.append((f"test/{p}_{i}.png", p, p, lab[p], arm, "mean", "test", fold_probs[:, i].mean()))
+            add(f"cv/{p}_{i}.png", p, arm, "val", fold_of[p], prob(sep, lab[p], p, rng.normal()))
+        for split, pats in [("test", test_pat), *ext_pat.items()]:
+            fold_probs = np.empty((folds, len(pats)))
+            for k in range(folds):
+                for i, p in enumerate(pats):
+                    fold_probs[k, i] = prob(sep, lab[p], p, rng.normal() * 0.9)
+                    add(f"{split}/{p}_{i}.png", p, arm, split, k, fold_probs[k, i])
+            for i, p in enumerate(pats):
+                add(f"{split}/{p}_{i}.png", p, arm, split, None, fold_probs[:, i].mean())
         if logs:
             for k in range(folds):
-                d = root / "jobs" / arm / f"fold{k}"
-                d.mkdir(parents=True, exist_ok=True)
+                log = run.job_files(JobKey(arm, k)).log
+                log.parent.mkdir(parents=True, exist_ok=True)
                 ep = np.arange(1, 11)
                 pd.DataFrame({
                     "epoch": ep,
@@ -64,20 +76,24 @@ def make_run(root: Path, *, n_test: int = 101, n_cv: int = 300, folds: int = 5, 
                     "val_auroc": 0.5 + (0.2 + 0.1 * sep) * (1 - np.exp(-ep / 3)) + rng.normal(0, 0.01, ep.size),
                     "lr": 1e-3 * 0.9**ep,
                     "seconds": rng.uniform(1, 2, ep.size),
-                }).to_csv(d / "log.csv", index=False)
-    df = pd.DataFrame(rows, columns=["image", "patient", "group", "label", "arm", "fold", "split", "probability"])
-    df.to_csv(root / "predictions.csv", index=False)
-    (root / "config.yaml").write_text(f"name: synthetic-example\nseed: {seed}\ncv:\n  folds: {folds}\narms:\n"
-                                      + "".join(f"  - name: {a}\n    weights: {w}\n" for a, (w, _) in arms.items()))
-    (root / "data.json").write_text(json.dumps({
-        "n_images": int(n_test + n_cv), "n_patients": len(lab), "n_groups": len(lab),
-        "class_balance": {"benign": int(sum(1 - v for v in lab.values())), "malignant": int(sum(lab.values()))},
+                }).to_csv(log, index=False)
+    run.write_predictions(predictions_frame(rows, pd.DataFrame.from_dict(meta, orient="index"), "pathology"))
+    weights = {"none": "none", "imagenet": "imagenet"}
+    cfg = StudyConfig.parse({
+        "name": "synthetic-example", "data": {"manifest": "manifest.csv", "folds": folds},
+        "arms": [{"name": a, "weights": weights.get(w, {"radimagenet": "radimagenet.h5"})} for a, (w, _) in arms.items()],
+    })
+    run.write_record(cfg, root)
+    run.write_data({
+        "images_total": int(n_test + n_cv), "patients": len(lab), "groups": len(lab),
+        "class_balance": {"images": {"benign": int(sum(1 - v for v in lab.values())), "malignant": int(sum(lab.values()))}},
         "duplicates_merged": 3, "preprocessing": {"size": 224, "crop": "roi"},
-    }))
-    (root / "results.json").write_text(json.dumps({
-        "config": {"name": "synthetic-example"},
+    })
+    run.write_results({
+        "study": "synthetic-example",
         "versions": {"thyro": "0.1.0", "torch": "2.x", "python": "3.x"},
         "git_commit": "0123456789abcdef0123456789abcdef01234567",
-        "arms": {a: {"status": "done", "reason": None, "backbone": "resnet18", "weights": w} for a, (w, _) in arms.items()},
-    }))
+        "arms": {a: {"status": "done", "reason": None} for a in arms},
+        "labels": {"source": "pathology", "definition": ""},
+    })
     return root

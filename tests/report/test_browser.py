@@ -47,7 +47,8 @@ def test_report_renders_cleanly(browser, built_report):
     assert not broken, f"images that did not load: {broken}"
     assert not errors, f"JavaScript errors: {errors}"
     assert not failed, f"failed requests (the report must be self-contained): {failed}"
-    assert page.locator("#headline tr").count() == 4  # header + 3 arms
+    assert page.locator("#headline-test tr").count() == 4  # header + 3 arms
+    assert "Label 1 = malignant" in page.locator("#labels").inner_text()
     shot = os.environ.get("THYRO_SCREENSHOT")
     if shot:
         Path(shot).parent.mkdir(parents=True, exist_ok=True)

@@ -13,23 +13,34 @@ from fakerun import make_run
 from thyro.cli import main
 from thyro.errors import StatsError
 from thyro.report import build_report
+from thyro.run import RunDir
 from thyro.stats import auroc, bootstrap_auroc
 
 FAST = {"n_boot": 200}
 
 
-def _headline(html: str) -> str:
-    return html.split('<table id="headline">', 1)[1].split("</table>", 1)[0]
+def _headline(html: str, name: str = "test") -> str:
+    return html.split(f'<table id="headline-{name}"', 1)[1].split("</table>", 1)[0]
+
+
+def _preds(run):
+    return RunDir(run).read_predictions()
+
+
+def _edit(run, fn):
+    """Change a run's predictions table (through its owner) with ``fn(df) -> df``."""
+    r = RunDir(run)
+    r.write_predictions(fn(r.read_predictions().df))
 
 
 def test_report_numbers_match_statistics(fake_run, built_report):
     html_path, md_path = built_report
     html = html_path.read_text()
     md = md_path.read_text()
-    df = pd.read_csv(fake_run / "predictions.csv", dtype={"fold": str})
+    preds = _preds(fake_run)
     head = _headline(html)
     for arm in ("scratch", "imagenet", "radimagenet"):
-        t = df[(df.arm == arm) & (df.split == "test") & (df.fold == "mean")]
+        t = preds.rows(arm=arm, split="test", ensemble=True)
         # the cluster bootstrap CI with the report's seed and resamples
         r = bootstrap_auroc(t.label, t.probability, t.group, n_boot=500, seed=0)
         text = f"{auroc(t.label, t.probability):.3f} [{r.lower:.3f}, {r.upper:.3f}]"
@@ -44,14 +55,15 @@ def test_report_numbers_match_statistics(fake_run, built_report):
     # provenance and data summary
     assert "0123456789abcdef0123456789abcdef01234567" in html
     assert "duplicates_merged" in html and "synthetic-example" in html
+    assert "Label 1 = malignant." in html and "pathology" in html
     data = json.loads(html_path.with_suffix(".json").read_text())
-    assert data["method"] == "cluster-bootstrap" and data["folds"]["k"] == 5 and not data["missing"]
+    assert data["sets"]["test"]["method"] == "cluster-bootstrap" and data["folds"]["k"] == 5 and not data["missing"]
 
 
 def test_holm_in_headline(built_report):
     data = json.loads(built_report[0].with_suffix(".json").read_text())
-    ps = [c["p_value"] for c in data["comparisons"]]
-    adj = [c["p_holm"] for c in data["comparisons"]]
+    ps = [c["p_value"] for c in data["sets"]["test"]["comparisons"]]
+    adj = [c["p_holm"] for c in data["sets"]["test"]["comparisons"]]
     assert len(ps) == 3  # imagenet-scratch, radimagenet-scratch, radimagenet-imagenet
     assert all(a >= p for a, p in zip(adj, ps))
     assert max(adj) == pytest.approx(min(1.0, max(adj)))
@@ -70,58 +82,58 @@ def test_minimal_csv_alone_uses_delong(tmp_path):
     assert html == tmp_path / "out" / "report.html" and md.exists()
     text = html.read_text()
     data = json.loads(html.with_suffix(".json").read_text())
-    assert data["method"] == "delong"
+    assert data["sets"]["test"]["method"] == "delong"
     # no scratch/ImageNet arm: all pairs compared
-    assert data["family"] == "all pairs of arms" and len(data["comparisons"]) == 1
+    assert data["sets"]["test"]["family"] == "all pairs of arms" and len(data["sets"]["test"]["comparisons"]) == 1
     assert "no out-of-fold predictions" in text
-    assert "No training logs" in text and "No data.json" in text
+    assert "No training logs" in text and "No data summary" in text
 
 
 def test_missing_folds_and_failed_arm_are_marked(tmp_path):
     run = make_run(tmp_path / "run", n_cv=120, n_test=60, logs=False)
-    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
-    drop = ((df.arm == "imagenet") & (df.split == "val") & (df.fold == "2")) | (
-        (df.arm == "radimagenet") & (df.split == "test") & (df.fold == "mean"))
-    df[~drop].to_csv(run / "predictions.csv", index=False)
-    res = json.loads((run / "results.json").read_text())
+    _edit(run, lambda df: df[~(((df.arm == "imagenet") & (df.split == "val") & (df.fold == 2))
+                               | ((df.arm == "radimagenet") & (df.split == "test") & df.ensemble))])
+    r = RunDir(run)
+    res = r.read_results()
     res["arms"]["swav"] = {"status": "failed", "reason": "NaN loss in fold 1", "backbone": "resnet18", "weights": "swav"}
-    (run / "results.json").write_text(json.dumps(res))
+    r.write_results(res)
     html, md = build_report(run, **FAST)
     data = json.loads(html.with_suffix(".json").read_text())
     head = _headline(html.read_text())
-    assert "missing: no ensemble test predictions" in head  # radimagenet
+    assert "missing: no ensemble predictions (fold mean)" in head  # radimagenet
     assert "missing: failed: NaN loss in fold 1" in head  # swav
     assert data["oof"]["imagenet"]["folds"] == [0, 1, 3, 4] and not data["oof"]["imagenet"]["complete"]
     assert "folds 0, 1, 3, 4 only" in html.read_text()
     assert any("imagenet fold 2: no out-of-fold" in m for m in data["missing"])
-    rad = [c for c in data["comparisons"] if "radimagenet" in (c["a"], c["b"])]
+    rad = [c for c in data["sets"]["test"]["comparisons"] if "radimagenet" in (c["a"], c["b"])]
     assert rad and all(c["missing"] and "p_value" not in c for c in rad)
     assert "missing" in md.read_text()
 
 
 def test_nan_probabilities_mark_arm_not_number(tmp_path):
     run = make_run(tmp_path / "run", n_cv=100, n_test=50, logs=False)
-    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
-    idx = df.index[(df.arm == "scratch") & (df.split == "test") & (df.fold == "mean")][:2]
-    df.loc[idx, "probability"] = np.nan
-    df.to_csv(run / "predictions.csv", index=False)
+
+    def nan2(df):
+        idx = df.index[(df.arm == "scratch") & (df.split == "test") & df.ensemble][:2]
+        df.loc[idx, "probability"] = np.nan
+        return df
+
+    _edit(run, nan2)
     html, _ = build_report(run, **FAST)
     head = _headline(html.read_text())
     assert "2 NaN or infinite probabilities" in head
     data = json.loads(html.with_suffix(".json").read_text())
-    assert data["test"]["scratch"].get("auroc") is None
-    assert data["test"]["imagenet"]["auroc"] is not None
+    assert data["sets"]["test"]["auroc"]["scratch"].get("auroc") is None
+    assert data["sets"]["test"]["auroc"]["imagenet"]["auroc"] is not None
 
 
 def test_different_test_cases_not_compared(tmp_path):
     run = make_run(tmp_path / "run", n_cv=100, n_test=50, logs=False)
-    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
-    first = df[(df.arm == "imagenet") & (df.split == "test") & (df.fold == "mean")].index[0]
-    df.drop(index=first).to_csv(run / "predictions.csv", index=False)
+    _edit(run, lambda df: df.drop(index=df[(df.arm == "imagenet") & (df.split == "test") & df.ensemble].index[0]))
     html, _ = build_report(run, **FAST)
     data = json.loads(html.with_suffix(".json").read_text())
-    c = [c for c in data["comparisons"] if {c["a"], c["b"]} == {"imagenet", "scratch"}][0]
-    assert "different test cases" in c["missing"]
+    c = [c for c in data["sets"]["test"]["comparisons"] if {c["a"], c["b"]} == {"imagenet", "scratch"}][0]
+    assert "different cases" in c["missing"]
 
 
 @pytest.mark.parametrize(
@@ -131,13 +143,16 @@ def test_different_test_cases_not_compared(tmp_path):
         (lambda d: pd.concat([d, d.iloc[[0]]]), "repeat the same"),
         (lambda d: d.assign(label=np.where(d.index == 0, 1 - d.label, d.label)), "different labels"),
         (lambda d: d.drop(columns=["probability"]), "missing column"),
-        (lambda d: d.assign(split="train"), "'val' or 'test'"),
+        (lambda d: d.assign(fold=np.where(d.index == 4, "x", d.fold)), "line 6: fold 'x' is not a fold number"),
+        (lambda d: d.assign(label_source="histology"), "label_source"),
     ],
 )
 def test_bad_predictions_raise(tmp_path, edit, match):
     run = make_run(tmp_path / "run", n_cv=50, n_test=30, logs=False, arms={"a": ("none", 1.0), "b": ("imagenet", 1.0)})
-    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
-    edit(df).to_csv(run / "predictions.csv", index=False)
+    path = RunDir(run).predictions_path
+    df = pd.read_csv(path, dtype=str)  # the file as a user might edit it
+    df["label"] = df["label"].astype(int)
+    edit(df).to_csv(path, index=False)
     with pytest.raises(StatsError, match=match):
         build_report(run, **FAST)
 
@@ -152,50 +167,54 @@ def test_cli_report_and_compare(tmp_path, capsys):
     out = tmp_path / "r" / "study.html"
     assert main(["--quiet", "report", str(run), "--out", str(out), "--n-boot", "100"]) == 0
     assert out.exists() and out.with_suffix(".md").exists()
-    df = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
-    t = df[(df.split == "test") & (df.fold == "mean")]
+    preds = _preds(run)
+    sa, sb = (preds.rows(arm=a, split="test", ensemble=True) for a in ("scratch", "imagenet"))
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    t[t.arm == "scratch"].to_csv(a, index=False)
-    t[t.arm == "imagenet"][["image", "label", "probability"]].to_csv(b, index=False)
+    sa.drop(columns=["cluster"]).to_csv(a, index=False)
+    sb[["image", "label", "probability"]].to_csv(b, index=False)
     capsys.readouterr()
     assert main(["compare", str(a), str(b), "--json", "--n-boot", "100"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["n_common"] == 40 and r["comparison"]["paired"] and r["clustered"]
-    assert r["comparison"]["diff"] == pytest.approx(auroc(t[t.arm == "scratch"].label, t[t.arm == "scratch"].probability)
-                                                    - auroc(t[t.arm == "imagenet"].label, t[t.arm == "imagenet"].probability))
+    assert r["comparison"]["diff"] == pytest.approx(auroc(sa.label, sa.probability) - auroc(sb.label, sb.probability))
     # several arms in one file: must pick
-    assert main(["compare", str(run / "predictions.csv"), str(b)]) == 2
+    predictions = RunDir(run).predictions_path
+    assert main(["compare", str(predictions), str(b)]) == 2
     assert "--arm-a" in capsys.readouterr().err
-    assert main(["compare", str(run / "predictions.csv"), str(b), "--arm-a", "radimagenet", "--method", "delong"]) == 0
+    assert main(["compare", str(predictions), str(b), "--arm-a", "radimagenet", "--method", "delong"]) == 0
     # no common images
     c = tmp_path / "c.csv"
-    t[t.arm == "imagenet"].assign(image=lambda d: "other/" + d.image).to_csv(c, index=False)
+    sb.assign(image=lambda d: "other/" + d.image).to_csv(c, index=False)
     assert main(["compare", str(a), str(c)]) == 2
     assert "share no image ids" in capsys.readouterr().err
     # labels disagree
     d = tmp_path / "d.csv"
-    t[t.arm == "imagenet"].assign(label=lambda d: 1 - d.label).to_csv(d, index=False)
+    sb.assign(label=lambda d: 1 - d.label).to_csv(d, index=False)
     assert main(["compare", str(a), str(d)]) == 2
     assert "disagree on the label" in capsys.readouterr().err
 
 
-def test_roles_from_weight_kind_not_path(tmp_path):
-    """As the study runner writes it: weights are kind[:PATH]; folds come from data.folds."""
-    from thyro.report.analysis import _expected_folds, arm_table
+def test_roles_come_from_the_typed_weight_source_not_names(tmp_path):
+    """An arm's role is its weight source's kind: file weights whose path says 'imagenet' are not ImageNet."""
     from thyro.report.load import read_run
 
-    arms = {"base": ("none", 0.5), "in1k": ("imagenet", 0.8), "rad": ("file:/w/imagenet-copies/radimagenet.safetensors", 1.0)}
+    arms = {"base": ("none", 0.5), "in1k": ("imagenet", 0.8), "rad": ("file", 1.0)}
     run_dir = make_run(tmp_path / "run", n_cv=60, n_test=30, folds=3, logs=False, arms=arms)
-    (run_dir / "config.yaml").write_text("name: s\ndata:\n  folds: 3\n  k: 7\n")
+    r = RunDir(run_dir)
+    rec = r.read_record()
+    cfg = rec.config.model_copy(update={"arms": [rec.config.arms[0], rec.config.arms[1],
+                                                 rec.config.arms[2].model_copy(update={"weights": {
+                                                     "file": "/w/imagenet-copies/radimagenet.safetensors"}})]})
+    r.write_record(cfg, rec.base_dir)
     run = read_run(run_dir)
-    order, info = arm_table(run)
+    order, info = run.arm_table()
     assert order == ["base", "in1k", "rad"]
-    assert [info[a]["role"] for a in order] == ["scratch", "imagenet", None]
-    assert _expected_folds(run) == (3, "the configuration (data.folds)")
+    assert [info[a]["role"] for a in order] == ["scratch", "imagenet", "pretrained"]
+    assert run.expected_folds() == (3, "the study configuration (data.folds)")
 
 
 def test_patient_and_group_join_into_clusters(tmp_path):
-    from thyro.report.load import read_predictions
+    from thyro.run import read_predictions
 
     csv = tmp_path / "p.csv"
     pd.DataFrame({
@@ -205,9 +224,9 @@ def test_patient_and_group_join_into_clusters(tmp_path):
         "label": [1, 1, 1, 0, 0],
         "probability": [0.9, 0.8, 0.7, 0.2, 0.1],
     }).to_csv(csv, index=False)
-    df, col, _ = read_predictions(csv)
-    assert col == "cluster"
-    c = dict(zip(df.image, df.cluster))
+    preds = read_predictions(csv)
+    assert preds.clustered_by == "patient and group"
+    c = dict(zip(preds.df.image, preds.df.cluster))
     assert c["a1"] == c["a2"] == c["b1"] and len({c["a1"], c["c1"], c["d1"]}) == 3
 
 
@@ -220,19 +239,19 @@ def test_scores_that_are_not_probabilities(tmp_path):
     html, _ = build_report(csv, tmp_path / "o", **FAST)
     data = json.loads(html.with_suffix(".json").read_text())
     arm = data["arms"][0]
-    assert data["test"][arm]["auroc"] == pytest.approx(auroc(y, pd.read_csv(csv).score))
-    assert "[0, 1]" in data["calibration"][arm]["missing"]
+    assert data["sets"]["test"]["auroc"][arm]["auroc"] == pytest.approx(auroc(y, pd.read_csv(csv).score))
+    assert "[0, 1]" in data["sets"]["test"]["calibration"][arm]["missing"]
     assert "missing" in html.read_text()
 
 
 def test_compare_other_split_and_fold(fake_run, capsys):
-    assert main(["compare", str(fake_run / "predictions.csv"), str(fake_run / "predictions.csv"), "--arm-a", "imagenet",
+    path = str(RunDir(fake_run).predictions_path)
+    assert main(["compare", path, path, "--arm-a", "imagenet",
                  "--arm-b", "scratch", "--split", "val", "--fold", "2", "--json", "--method", "delong"]) == 0
     r = json.loads(capsys.readouterr().out)
-    df = pd.read_csv(fake_run / "predictions.csv", dtype={"fold": str})
-    v = df[(df.split == "val") & (df.fold == "2")]
-    assert r["n_common"] == len(v[v.arm == "imagenet"]) and r["comparison"]["method"] == "delong"
-    assert main(["compare", str(fake_run / "predictions.csv"), str(fake_run / "predictions.csv"), "--arm-a", "imagenet",
+    v = _preds(fake_run).rows(arm="imagenet", split="val", fold=2)
+    assert r["n_common"] == len(v) and r["comparison"]["method"] == "delong"
+    assert main(["compare", path, path, "--arm-a", "imagenet",
                  "--arm-b", "scratch", "--split", "val", "--fold", "9"]) == 2
     assert "no rows with split='val' and fold='9'" in capsys.readouterr().err
 
@@ -255,3 +274,4 @@ def test_skip_reason_stays_on_one_table_row(tmp_path):
     _, md = build_report(tmp_path)
     table = [line for line in md.read_text().splitlines() if line.startswith("| imagenet |")]
     assert len(table) == 1 and "skipped: ImageNet weights not found" in table[0] and table[0].endswith("|")
+    assert "/a" in table[0] and "/b" in table[0]  # the whole reason, on one row

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from thyro.data.augment import AugmentConfig, BatchAugment
+from thyro.config import AugmentConfig
+from thyro.train.augment import BatchAugment
 
 
 def batch(b=4, s=32):

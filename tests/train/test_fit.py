@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from thyro.errors import TrainingError
-from thyro.train.config import TrainConfig
+from thyro.config import TrainConfig
 from thyro.train.fit import ArraySet, fit, lr_factor, predict_proba
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from thyro.cli import main
 from thyro.errors import ConfigError, WeightsError
@@ -49,43 +49,51 @@ def write_config(tmp_path, cohort, standin, **train):
 
 
 def test_study_end_to_end_and_resume(tmp_path, cohort, standin, monkeypatch):
-    from thyro.data.splits import Splits
-    from thyro.train.study import PRED_COLUMNS, run_study
+    from thyro.run import PRED_COLUMNS, JobKey, RunDir
+    from thyro.train.study import run_study
 
     monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
     config = write_config(tmp_path, cohort, standin)
     run = tmp_path / "run"
+    rd = RunDir(run)
     # one job alone, as a scheduler would run it
     first = run_study(config, run_dir=run, only=["scratch:0"], report=False)
     assert first["arms"]["scratch"]["status"] == "incomplete" and first["arms"]["scratch"]["folds_done"] == [0]
-    done0 = (run / "jobs/scratch/fold0/done.json").stat().st_mtime_ns
+    done0 = rd.job_files(JobKey("scratch", 0)).done.stat().st_mtime_ns
 
     results = run_study(config, run_dir=run, report=False)
-    assert (run / "jobs/scratch/fold0/done.json").stat().st_mtime_ns == done0, "a finished job was retrained"
+    assert rd.job_files(JobKey("scratch", 0)).done.stat().st_mtime_ns == done0, "a finished job was retrained"
     assert {a["status"] for a in results["arms"].values()} == {"done"}
     assert results["versions"]["torch"] and "config" in results
-    pred = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
-    assert tuple(pred.columns) == PRED_COLUMNS
-    splits = Splits.load(run / "splits.json")
+    assert results["labels"]["source"] == "synthetic"
+    assert tuple(pd.read_csv(rd.predictions_path, nrows=1).columns) == PRED_COLUMNS
+    preds = rd.read_predictions()
+    splits = rd.read_splits()
     for arm in ("scratch", "pre"):
-        sub = pred[pred["arm"] == arm]
-        val = sub[sub["split"] == "val"]
+        val = preds.rows(arm=arm, split="val")
         # out-of-fold: every development image exactly once, from the fold that held it out
         assert sorted(val["image"]) == sorted(splits.dev_ids())
         for k in range(3):
-            assert set(val[val["fold"] == str(k)]["image"]) == set(splits.val_ids(k))
-        test = sub[sub["split"] == "test"]
-        assert set(test["fold"]) == {"0", "1", "2", "mean"}
-        mean = test[test["fold"] == "mean"].set_index("image")["probability"]
-        per_fold = test[test["fold"] != "mean"].groupby("image")["probability"].mean()
+            assert set(val[val["fold"] == k]["image"]) == set(splits.val_ids(k))
+            # the job's record and the console give the AUROC of exactly these rows (with the same inference)
+            assert rd.read_job(JobKey(arm, k)).val_auroc == pytest.approx(
+                roc_auc_score(val[val.fold == k].label, val[val.fold == k].probability), abs=1e-12)
+        test = preds.rows(arm=arm, split="test")
+        assert set(test["fold"].dropna()) == {0, 1, 2} and test["ensemble"].sum() == len(splits.test)
+        mean = preds.rows(arm=arm, split="test", ensemble=True).set_index("image")["probability"]
+        per_fold = test[~test.ensemble].groupby("image")["probability"].mean()
         pd.testing.assert_series_equal(mean.sort_index(), per_fold.sort_index(), check_names=False)
         assert sorted(mean.index) == sorted(splits.test)
-    assert pred["label"].notna().all() and pred["probability"].between(0, 1).all()
-    data = json.loads((run / "data.json").read_text())
+    assert preds.df["probability"].between(0, 1).all()
+    data = rd.read_data()
     assert data["images_labelled"] == len(splits.dev_ids()) + len(splits.test)
-    log = pd.read_csv(run / "jobs/pre/fold1/log.csv")
+    log = pd.read_csv(rd.job_files(JobKey("pre", 1)).log)
     assert len(log) == EPOCHS and {"val_auroc", "train_loss"} <= set(log.columns)
-    assert not (run / "jobs/pre/fold1/last.pt").exists() and (run / "jobs/pre/fold1/model.safetensors").exists()
+    # the log's validation AUROC at the chosen epoch is the job's out-of-fold AUROC (one definition)
+    rec = rd.read_job(JobKey("pre", 1))
+    assert log.loc[log.epoch == rec.best_epoch, "val_auroc"].item() == pytest.approx(rec.val_auroc, abs=1e-6)
+    files = rd.job_files(JobKey("pre", 1))
+    assert not files.last.exists() and files.model.exists() and not files.claim.exists()
 
 
 def test_missing_weights_stop_before_training(tmp_path, cohort, standin, monkeypatch):

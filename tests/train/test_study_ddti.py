@@ -5,7 +5,6 @@ Small image size and few epochs for CI; the full-size run is a benchmark (BENCHM
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
+
+from thyro.run import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,18 +54,22 @@ def test_ddti_study_runs_and_resumes_after_kill(ddti_dir, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     for p, mtime in finished.items():
         assert p.stat().st_mtime_ns == mtime, f"{p.parent.name} was retrained"
-    results = json.loads((run / "results.json").read_text())
+    rd = RunDir(run)
+    results = rd.read_results()
     assert results["arms"]["scratch"]["status"] == "done"
-    # no ImageNet/RadImageNet files on a CI machine: those arms are recorded as skipped, with the reason
+    # no ImageNet/RadImageNet files on a CI machine: those arms are recorded as skipped, with the whole reason
     for arm in ("imagenet", "radimagenet"):
         assert results["arms"][arm]["status"] == "skipped" and results["arms"][arm]["reason"]
-    pred = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
-    splits = json.loads((run / "splits.json").read_text())
-    val = pred[(pred["arm"] == "scratch") & (pred["split"] == "val")]
-    assert len(val) == sum(len(f) for f in splits["folds"]) == val["image"].nunique()
-    test = pred[(pred["split"] == "test") & (pred["fold"] == "mean")]
-    assert sorted(test["image"]) == sorted(splits["test"])
+    # DDTI labels are TI-RADS categories: the run says so
+    assert results["labels"]["source"] == "tirads" and results["labels"]["positive"] == "TI-RADS ≥ 4c"
+    preds = rd.read_predictions()
+    splits = rd.read_splits()
+    val = preds.rows(arm="scratch", split="val")
+    assert len(val) == len(splits.dev_ids()) == val["image"].nunique()
+    assert set(preds.df["label_source"]) == {"tirads"}
+    test = preds.rows(split="test", ensemble=True)
+    assert sorted(test["image"]) == sorted(splits.test)
     # duplicate images filed under different cases share a group, and no group crosses the splits
-    groups = pred.drop_duplicates("image").set_index("image")["group"]
-    test_groups = set(groups[splits["test"]])
-    assert not test_groups & set(groups[[i for f in splits["folds"] for i in f]])
+    groups = preds.df.drop_duplicates("image").set_index("image")["group"]
+    test_groups = set(groups[splits.test])
+    assert not test_groups & set(groups[splits.dev_ids()])

@@ -3,14 +3,12 @@ and small test images (PNG, JPEG, DICOM, and bad files)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
 SIZE = 64
@@ -32,50 +30,57 @@ def _speckle(rng: np.random.Generator, h: int, w: int, blob: tuple[int, int, int
     return img
 
 
-def write_run_dir(root: Path, *, n_folds: int = N_FOLDS, size: int = SIZE, seed: int = 0) -> Path:
-    """A study run directory as the study runner writes it, with tiny random-init fold models."""
-    from thyro.models import build_model, save_model
+def write_run_dir(root: Path, *, n_folds: int = N_FOLDS, size: int = SIZE, seed: int = 0,
+                  label_source: str = "tirads", label_definition: str = "TI-RADS ≥ 4c") -> Path:
+    """A study run directory written through its owner (thyro.run), with tiny random-init fold models."""
+    from thyro.config import StudyConfig
+    from thyro.data.manifest import LabelMeaning
+    from thyro.models import build_model
+    from thyro.run import JobKey, JobRecord, RunDir, predictions_frame
 
-    run = root / "run"
-    rng = np.random.default_rng(seed)
-    for k in range(n_folds):
-        model, _ = build_model("resnet18", "none", seed=seed + k)
-        save_model(run / "jobs" / ARM / f"fold{k}" / "model.safetensors", model.eval(), {"fold": k, "epoch": 3})
-    config = {
+    run = RunDir(root / "run")
+    cfg = StudyConfig.parse({
         "name": "synthetic",
-        "data": {"manifest": "ddti/manifest.csv", "importer": "ddti"},
+        "data": {"manifest": "ddti/manifest.csv", "folds": n_folds},
         "preprocess": {"size": size, "roi_crop": True, "roi_margin": 0.1},
         "arms": [{"name": ARM, "backbone": "resnet18", "weights": "none"},
                  {"name": "imagenet", "backbone": "resnet18", "weights": "imagenet"}],
-    }
-    (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    (run / "data.json").write_text(json.dumps({
-        "n_images": 60, "n_patients": 30, "n_groups": 28, "class_balance": {"benign": 36, "malignant": 24},
-        "duplicates_merged": 2, "source": "ddti", "label_cutoff": "TI-RADS 4c and 5 positive",
-    }), encoding="utf-8")
-    (run / "results.json").write_text(json.dumps({
-        "arms": {ARM: {"status": "done", "backbone": "resnet18", "weights": "none"},
-                 "imagenet": {"status": "skipped", "reason": "weights not found"}},
-        "git_commit": "0123abc", "versions": {"thyro": "0.1.0"},
-    }), encoding="utf-8")
-    rows = []
+    })
+    run.write_record(cfg, root)
+    meaning = LabelMeaning(label_source, label_definition)
+    rng = np.random.default_rng(seed)
+    meta, rows = [], []
     # out-of-fold: 48 images, 24 patients (2 images each), informative scores
     for i in range(48):
         label = int(i % 5 < 2)
+        meta.append({"image": f"img{i:03d}.png", "patient_id": f"p{i // 2:03d}", "group": f"p{i // 2:03d}", "label": label})
         p = float(np.clip(0.35 + 0.3 * label + rng.normal(0, 0.18), 0.01, 0.99))
-        rows.append({"image": f"img{i:03d}.png", "patient": f"p{i // 2:03d}", "group": f"p{i // 2:03d}",
-                     "label": label, "arm": ARM, "fold": str(i % n_folds), "split": "val", "probability": p})
+        rows.append({"image": f"img{i:03d}.png", "arm": ARM, "train_fraction": 1.0, "split": "val", "fold": (i // 2) % n_folds,
+                     "ensemble": False, "probability": p})
     # test: 12 images, per fold and mean
     for i in range(48, 60):
         label = int(i % 3 == 0)
+        meta.append({"image": f"img{i:03d}.png", "patient_id": f"p{i:03d}", "group": f"p{i:03d}", "label": label})
         per_fold = [float(np.clip(0.4 + 0.25 * label + rng.normal(0, 0.15), 0.01, 0.99)) for _ in range(n_folds)]
         for k, p in enumerate(per_fold):
-            rows.append({"image": f"img{i:03d}.png", "patient": f"p{i:03d}", "group": f"p{i:03d}", "label": label,
-                         "arm": ARM, "fold": str(k), "split": "test", "probability": p})
-        rows.append({"image": f"img{i:03d}.png", "patient": f"p{i:03d}", "group": f"p{i:03d}", "label": label,
-                     "arm": ARM, "fold": "mean", "split": "test", "probability": float(np.mean(per_fold))})
-    pd.DataFrame(rows).to_csv(run / "predictions.csv", index=False)
-    return run
+            rows.append({"image": f"img{i:03d}.png", "arm": ARM, "train_fraction": 1.0, "split": "test", "fold": k,
+                         "ensemble": False, "probability": p})
+        rows.append({"image": f"img{i:03d}.png", "arm": ARM, "train_fraction": 1.0, "split": "test", "fold": None,
+                     "ensemble": True, "probability": float(np.mean(per_fold))})
+    for k in range(n_folds):
+        model, _ = build_model("resnet18", "none", seed=seed + k)
+        job = JobKey(ARM, k)
+        mine = [r for r in rows if r["fold"] == k]
+        rec = JobRecord(arm=ARM, fold=k, fraction=1.0, best_epoch=3, val_auroc=None, epochs_run=3, stopped_early=False,
+                        seconds=1.0, train_images_per_second=10.0)
+        run.finish_job(job, rec, pd.DataFrame(mine), model.eval())
+    run.write_predictions(predictions_frame(rows, pd.DataFrame(meta).set_index("image"), meaning.source))
+    run.write_data({"images_total": 60, "patients": 30, "class_balance": {"images": {"benign": 36, "malignant": 24}},
+                    "labels": meaning.to_dict()})
+    run.write_results({"arms": {ARM: {"status": "done", "backbone": "resnet18", "weights": "none"},
+                                "imagenet": {"status": "skipped", "reason": "weights not found"}},
+                       "git_commit": "0123abc", "versions": {"thyro": "0.1.0"}, "labels": meaning.to_dict()})
+    return run.root
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -27,25 +26,28 @@ def test_bundle_writes_a_complete_package(model_dir, run_dir):
     assert pkg.preprocess["size"] == SIZE and pkg.preprocess["roi_crop"] is True
     assert "remove_frame" in pkg.preprocess
     assert (model_dir / "data.json").is_file() and (model_dir / "MODEL_CARD.md").is_file()
-    assert json.loads((model_dir / "data.json").read_text())["n_images"] == 60
+    assert json.loads((model_dir / "data.json").read_text())["images_total"] == 60
 
 
 def test_operating_points_and_test_metrics_come_from_the_run(package, run_dir):
+    from thyro import metrics
+    from thyro.run import RunDir
     from thyro.stats.operating import choose_threshold
 
-    pred = pd.read_csv(run_dir / "predictions.csv", dtype={"fold": str})
-    oof = pred[(pred.arm == ARM) & (pred.split == "val")]
+    preds = RunDir(run_dir).read_predictions()
+    oof = preds.rows(arm=ARM, split="val")
     for name, rule in {"youden": "youden", "sens90": "sens@0.90", "spec90": "spec@0.90"}.items():
         assert package.meta["operating_points"][name]["threshold"] == pytest.approx(
             choose_threshold(oof.label.to_numpy(), oof.probability.to_numpy(), rule))
-    sens = package.meta["operating_points"]["sens90"]["sensitivity"]
-    assert sens >= 0.9
-    test = pred[(pred.split == "test") & (pred.fold == "mean")]
+    assert package.meta["operating_points"]["sens90"]["sensitivity"]["value"] >= 0.9
+    test = preds.rows(arm=ARM, split="test", ensemble=True)
     m = package.meta["metrics"]["test"]
     assert m["auroc"] == pytest.approx(roc_auc_score(test.label, test.probability))
-    assert m["n"] == len(test) and m["ci"][0] <= m["auroc"] <= m["ci"][1]
+    assert m["n"] == len(test) == 12 and m["lower"] <= m["auroc"] <= m["upper"]
+    # the very numbers thyro.metrics gives for these rows (the report's function)
+    assert m == {**metrics.auroc_summary(test), "operating_points": m["operating_points"]}
     # out-of-fold AUROC: 2 images per patient, so the cluster bootstrap is used
-    assert "bootstrap" in package.meta["metrics"]["oof"]["ci_method"]
+    assert package.meta["metrics"]["val"]["method"] == "cluster-bootstrap"
     assert package.operating_point() == ("youden", package.meta["operating_points"]["youden"]["threshold"])
 
 
@@ -54,16 +56,21 @@ def test_model_card_states_use_provenance_metrics_limitations(model_dir, package
     for heading in ("## Intended use", "## Training data", "## Labels and their provenance", "## Metrics",
                     "## Limitations", "## Operating points"[1:]):
         assert heading in card
-    assert "TI-RADS-derived" in card  # data.json says the source is DDTI
+    # the run recorded TI-RADS-derived labels: the card says what the model learnt
+    assert "TI-RADS ≥ 4c probability" in card and "not pathology" in card
+    assert package.meta["labels"]["positive"] == "TI-RADS ≥ 4c"
     auc = package.meta["metrics"]["test"]["auroc"]
     assert f"AUROC {auc:.3f}" in card and "95% CI" in card
     assert "Not for" in card
 
 
 def test_label_provenance_can_be_given(run_dir, tmp_path):
-    pkg = bundle(run_dir, ARM, tmp_path / "m", label_provenance_text="FNA cytology (Bethesda V-VI positive)")
-    assert "FNA cytology" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
-    assert pkg.meta["labels"]["provenance"].startswith("FNA")
+    pkg = bundle(run_dir, ARM, tmp_path / "m", label_source="cytology")
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "Cytology (fine-needle aspiration" in card and "malignancy probability" in card
+    assert pkg.meta["labels"]["source"] == "cytology" and pkg.label_meaning.positive == "malignant"
+    with pytest.raises(Exception, match="label_source 'histology' is not one of"):
+        bundle(run_dir, ARM, tmp_path / "n", label_source="histology")
 
 
 def test_bundle_refuses_bad_runs(run_dir, tmp_path):
@@ -155,7 +162,7 @@ def test_write_package_from_model_files_alone(run_dir, tmp_path):
                         operating={"youden": {"threshold": 0.4}})
     assert pkg.operating_point() == ("youden", 0.4) and len(pkg.model_files) == 1
     card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
-    assert "| youden | 0.4000 |" in card and "not recorded" in card
+    assert "| youden | 0.4000 |" in card and "Not recorded" in card
     with pytest.raises(ModelPackageError, match="not empty"):
         write_package(tmp_path / "m", model_files=files, preprocess={"size": SIZE}, operating={"youden": {"threshold": 0.4}})
     pkg = write_package(tmp_path / "m", model_files=files, preprocess={"size": SIZE},
@@ -164,15 +171,14 @@ def test_write_package_from_model_files_alone(run_dir, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
 
-def test_bundle_reads_the_study_runners_nested_config(run_dir, tmp_path):
-    """The study runner writes config.yaml as {"study": {...}, "base_dir": ...}, with train.tta_flip."""
-    import yaml
+def test_bundle_takes_tta_from_the_study_record(run_dir, tmp_path):
+    """Flip test-time augmentation and preprocessing come from the study record the run directory holds."""
+    from thyro.run import RunDir
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg.pop("data")
-    cfg["train"] = {"tta_flip": True}
-    (run / "config.yaml").write_text(yaml.safe_dump({"study": cfg, "base_dir": str(tmp_path)}))
+    record = RunDir(run).read_record()
+    cfg = record.config.model_copy(update={"train": record.config.train.model_copy(update={"tta_flip": True})})
+    RunDir(run).write_record(cfg, record.base_dir)
     pkg = bundle(run, ARM, tmp_path / "m")
     assert pkg.tta_flip and pkg.image_size == SIZE and pkg.preprocess["roi_crop"] is True

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-data_app = typer.Typer(help="Import, validate, inspect, split, preprocess and preview image data.", no_args_is_help=True)
+data_app = typer.Typer(help="Import, validate, inspect and split image data; build the preprocessed cache, preview "
+                            "preprocessing, generate synthetic data.", no_args_is_help=True)
 import_app = typer.Typer(
     help="Bring images and labels in as a manifest (manifest.csv in --out; images are referenced, not copied). "
          "Duplicate images are found and merged with their patients into leakage groups.",
@@ -44,11 +45,17 @@ def import_folders_cmd(
     near_threshold: int = typer.Option(4, "--near-threshold",
                                        help="Largest pHash Hamming distance (of 64 bits) counted as a near duplicate; "
                                             "-1 turns near-duplicate detection off (identical images are always found)."),
+    label_source: str | None = typer.Option(None, "--label-source",
+                                            help="How the labels were obtained: pathology, cytology, tirads, synthetic "
+                                                 "or unknown (recorded in the manifest; reports and models state it)."),
+    label_definition: str | None = typer.Option(None, "--label-definition",
+                                                help="What label 1 means when it is not malignancy, e.g. 'TI-RADS >= 4'."),
 ) -> None:
     """Import one folder per class, recursively; patient_id = file name without extension."""
     from thyro.data.importers import import_folders
 
-    import_folders(path, out, classes=classes, near_threshold=near_threshold)
+    import_folders(path, out, classes=classes, near_threshold=near_threshold, label_source=label_source,
+                   label_definition=label_definition)
 
 
 @import_app.command("csv")
@@ -58,11 +65,16 @@ def import_csv_cmd(
     near_threshold: int = typer.Option(4, "--near-threshold",
                                        help="Largest pHash Hamming distance (of 64 bits) counted as a near duplicate; "
                                             "-1 turns near-duplicate detection off (identical images are always found)."),
+    label_source: str | None = typer.Option(None, "--label-source",
+                                            help="How the labels were obtained: pathology, cytology, tirads, synthetic "
+                                                 "or unknown (recorded in the manifest; reports and models state it)."),
+    label_definition: str | None = typer.Option(None, "--label-definition",
+                                                help="What label 1 means when it is not malignancy, e.g. 'TI-RADS >= 4'."),
 ) -> None:
     """Validate a manifest-schema CSV, find duplicates, merge groups and write it to --out."""
     from thyro.data.importers import import_csv
 
-    import_csv(path, out, near_threshold=near_threshold)
+    import_csv(path, out, near_threshold=near_threshold, label_source=label_source, label_definition=label_definition)
 
 
 @data_app.command("validate")

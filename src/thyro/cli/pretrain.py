@@ -13,6 +13,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("pretrain")
     def pretrain_cmd(
+        ctx: typer.Context,
         source: Path = typer.Argument(..., help="Folder tree (modality/region/class/*.png or class/*.png) or a CSV "
                                                 "with image and class columns."),
         out: Path = typer.Option(..., "--out", "-o", help="Backbone checkpoint to write (.safetensors)."),
@@ -27,8 +28,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
         resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the work folder's last.pt "
                                                                      "(default) or start over."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML with PretrainConfig settings "
-                                                                     "(command-line options win)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML with pretraining settings (a 'pretrain:' "
+                                                                     "block or the settings alone); options typed "
+                                                                     "on the command line win over it."),
         work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="last.pt, log.csv, skipped.csv "
                                                                          "(default OUT-NAME.pretrain/ beside OUT)."),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Preprocessed image store (default "
@@ -55,24 +57,23 @@ def register(app: typer.Typer) -> None:
         After a crash or kill, run the same command again: it resumes from the last checkpoint.
         """
         from thyro.base import read_yaml
+        from thyro.cli._options import typed_options
+        from thyro.config import PretrainConfig, merge
         from thyro.console import info
-        from thyro.train.pretrain import PretrainConfig, default_work_dir, prepare, pretrain
+        from thyro.train.pretrain import default_work_dir, prepare, pretrain
 
-        data: dict = {}
-        if config is not None:
-            data = read_yaml(config)
-        if "pretrain" in data and isinstance(data["pretrain"], dict):
+        # defaults < the YAML file < the options typed on the command line
+        data: dict = read_yaml(config) if config is not None else {}
+        if isinstance(data.get("pretrain"), dict):
             data = data["pretrain"]
-        preprocess = dict(data.get("preprocess") or {})
-        preprocess["size"] = size
-        data.update({"arch": arch, "mode": mode, "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
-                     "device": device, "workers": workers, "checkpoint_every": checkpoint_every,
-                     "min_per_class": min_per_class, "seed": seed, "preprocess": preprocess})
-        data["lr"] = lr if lr is not None else (0.1 if optimizer == "sgd" else 1e-3)
-        if threads is not None:
-            data["threads"] = threads
+        typed = typed_options(ctx, {"arch": "arch", "mode": "mode", "epochs": "epochs", "batch_size": "batch_size",
+                                    "size": "preprocess.size", "lr": "lr", "optimizer": "optimizer",
+                                    "device": "device", "workers": "workers",
+                                    "checkpoint_every": "checkpoint_every", "min_per_class": "min_per_class",
+                                    "seed": "seed", "threads": "threads"})
         if no_augment:
-            data["augment"] = {"enabled": False}
+            typed["augment.enabled"] = False
+        data = merge(data, typed, source="option")
         cfg = PretrainConfig.parse(data, source=str(config) if config else "pretrain options")
         if prepare_only:
             wd = work_dir or default_work_dir(out)

@@ -32,8 +32,10 @@ def compare(
     pred_b: Path = typer.Argument(..., help="Predictions CSV of model B."),
     arm_a: str = typer.Option(None, "--arm-a", help="Arm to use from file A when it holds several."),
     arm_b: str = typer.Option(None, "--arm-b", help="Arm to use from file B when it holds several."),
-    split: str = typer.Option("test", help="Rows of this split (files without a split column count as test)."),
-    fold: str = typer.Option("mean", help="Rows of this fold ('mean' = the ensemble; files without a fold column count as mean)."),
+    split: str = typer.Option("test", help="Rows of this split: test, val (out-of-fold) or an external set's name "
+                                           "(files without a split column count as test)."),
+    fold: str = typer.Option("mean", help="Rows of this fold model, or 'mean' = the ensemble (files without a fold "
+                                          "column count as mean)."),
     method: str = typer.Option("auto", help=METHOD_HELP),
     n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
@@ -59,12 +61,7 @@ def compare(
         t.add_row(f"{key.upper()}: {Path(d['file']).name} ({d['arm']})", f"{d['auroc']:.3f} [{d['lower']:.3f}, {d['upper']:.3f}]")
     t.add_row("A − B", f"{c['diff']:+.3f} [{c['lower']:+.3f}, {c['upper']:+.3f}]   p = {fmt_p(c['p_value'])}")
     console.print(t)
-    how = c["method"]
-    if r["clustered"] and c["method"] == "delong":
-        how += f" (assumes independent images, although some {r['cluster_column']}s have several)"
-    elif r["clustered"]:
-        how += f" over {r['cluster_column']}s (some have several images)"
-    console.print(f"method: {how}")
+    console.print(f"method: {r['method_text']}", soft_wrap=True)
     if r["only_a"] or r["only_b"]:
         console.print(f"[yellow]left out[/]: {r['only_a']} image(s) only in A, {r['only_b']} only in B")
 

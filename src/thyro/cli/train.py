@@ -28,14 +28,39 @@ def _overrides(items: list[str] | None) -> dict:
 def _print_results(results: dict) -> None:
     from thyro.train.study import results_table
 
-    table = Table(title=f"study {results['study']}")
+    labels = results.get("labels") or {}
+    table = Table(title=f"study {results['study']}"
+                  + (f" (label 1 = {labels['positive']})" if labels.get("positive") else ""))
     for col in ("arm", "status", "out-of-fold AUROC", "test AUROC (fold mean)"):
         table.add_column(col)
     for row in results_table(results):
         table.add_row(*row)
     console.print(table)
+    for arm, info in results.get("arms", {}).items():
+        if info.get("status") == "skipped" and info.get("reason"):
+            console.print(f"[yellow]{arm} skipped[/]:\n  " + info["reason"].replace("\n", "\n  "), soft_wrap=True)
     if "report" in results:
         console.print(f"report: {results['report']['html']}")
+
+
+def _print_plan(plan: dict) -> None:
+    console.print(f"[bold]study {plan['study']}[/] (dry run: nothing trained or written) -> {plan['run_dir']}")
+    console.print(yaml.safe_dump(plan["config"], sort_keys=False).rstrip(), markup=False, highlight=False)
+    labels = plan["labels"]
+    console.print(f"labels: {labels['description']}", markup=False, soft_wrap=True)
+    sp = plan["splits"]
+    console.print(f"splits ({sp['source']}): test {sp['test']} images; folds "
+                  + ", ".join(f"{k}: {v} held out / {t} training" for k, (v, t)
+                              in enumerate(zip(sp["folds"], sp["train_per_fold"]))), markup=False, soft_wrap=True)
+    table = Table(title="weights")
+    table.add_column("arm")
+    table.add_column("check")
+    for arm, w in plan["weights"].items():
+        table.add_row(arm, ("ok: " + (w["file"] or "random initialisation")) if w["ok"] else f"[red]{w['reason']}[/]")
+    console.print(table)
+    done = sum(j["done"] for j in plan["jobs"])
+    console.print(f"jobs ({len(plan['jobs'])}, {done} done): " + ", ".join(
+        j["job"] + (" (done)" if j["done"] else "") for j in plan["jobs"]), markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -46,21 +71,26 @@ def register(app: typer.Typer) -> None:
     def study_cmd(
         config: Path = typer.Argument(..., help="Study configuration (YAML), e.g. configs/ddti.yaml."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/NAME)."),
-        only: Optional[list[str]] = typer.Option(None, "--only", help="Run only ARM:FOLD (repeatable; ARM alone = all its folds)."),
+        only: Optional[list[str]] = typer.Option(None, "--only", help="Run only ARM:FOLD (repeatable; ARM alone = all "
+                                                                      "its folds). Only these arms' weights are checked."),
         skip_missing: bool = typer.Option(False, "--skip-missing", help="Skip arms whose weights are missing instead of stopping."),
         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a configuration key, e.g. --set train.epochs=5."),
         no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report at the end."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration, split sizes, jobs and "
+                                                              "weight checks; train nothing."),
     ) -> None:
         """Run (or resume) a whole study: every arm on the same folds, predictions and results in the run directory.
 
-        Re-running the same command continues unfinished jobs and never retrains finished ones.
+        Re-running the same command continues unfinished jobs and never retrains finished ones; several
+        processes (or cluster array tasks) may run it on one run directory at once: each job is claimed
+        and trained once.
         """
         from thyro.train.study import run_study
 
         results = run_study(config, run_dir=run_dir, only=only, skip_missing=skip_missing, device=device,
-                            overrides=_overrides(set_), report=not no_report)
-        _print_results(results)
+                            overrides=_overrides(set_), report=not no_report, dry_run=dry_run)
+        (_print_plan if dry_run else _print_results)(results)
 
     @app.command("train")
     def train_cmd(
@@ -69,28 +99,19 @@ def register(app: typer.Typer) -> None:
         fold: int = typer.Option(..., "--fold", help="Fold number (0-based)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/NAME)."),
         resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the job's last.pt (default) or start over."),
+        skip_missing: bool = typer.Option(False, "--skip-missing", help="If this arm's weights are missing, record it as "
+                                                                        "skipped and exit 0 instead of stopping."),
         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a configuration key."),
     ) -> None:
-        """Train one arm on one fold (the unit a cluster scheduler runs), then merge into the run directory."""
-        from thyro.train.study import Job, Study
+        """Train one arm on one fold (the unit a cluster scheduler runs), then merge into the run directory.
 
-        study = Study.from_file(config, run_dir, _overrides(set_))
-        study.check_weights(skip_missing=False)
-        job = Job(study.cfg.arm(arm), fold)
-        if not 0 <= fold < study.cfg.data.folds:
-            raise ConfigError(f"--fold {fold}: the configuration has folds 0..{study.cfg.data.folds - 1}")
-        labelled, splits, cache = study.prepare()
-        job_dir = study.job_dir(job)
-        if not resume:
-            for name in ("last.pt", "best.safetensors", "done.json"):
-                (job_dir / name).unlink(missing_ok=True)
-        if study.is_done(job):
-            console.print(f"{job.key} is already done ({job_dir / 'done.json'}); use --restart to train it again.")
-        else:
-            done = study.run_job(job, labelled, splits, cache, device=device)
-            console.print(f"{job.key}: best val AUROC {done['val_auroc']:.3f} at epoch {done['best_epoch']}")
-        results = study.merge(labelled)
+        Only this arm's weights are checked.  The job is claimed first, so two processes never train it twice.
+        """
+        from thyro.train.study import run_study
+
+        results = run_study(config, run_dir=run_dir, only=[f"{arm}:{fold}"], skip_missing=skip_missing,
+                            device=device, overrides=_overrides(set_), restart=not resume)
         _print_results(results)
 
 

@@ -8,24 +8,28 @@ import typer
 
 
 def bundle_cmd(
-    run_dir: Path = typer.Argument(..., help="Study run directory (config.yaml, predictions.csv, jobs/ARM/foldK/)."),
+    run_dir: Path = typer.Argument(..., help="Study run directory (from `thyro study`)."),
     arm: str = typer.Option(..., "--arm", help="The arm to package (its fold models form the ensemble)."),
-    out: Path = typer.Option(..., "--out", help="Model directory to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
     point: str = typer.Option("youden", "--point", help="Default operating point: youden, sens90, sens95 or spec90."),
-    label_provenance: str = typer.Option(None, "--label-provenance",
-                                         help="How the labels were obtained (default: read from data.json/config)."),
+    label_source: str = typer.Option(None, "--label-source",
+                                     help="How the labels were obtained, if the study did not record it: pathology, "
+                                          "cytology, tirads, synthetic or unknown."),
+    label_definition: str = typer.Option(None, "--label-definition",
+                                         help="What label 1 means when it is not malignancy, e.g. 'TI-RADS >= 4c'."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model directory."),
 ) -> None:
     """Turn one arm of a finished study into a model package with a model card."""
     from thyro.console import info
     from thyro.use.bundle import bundle
 
-    pkg = bundle(run_dir, arm, out, default_point=point, label_provenance_text=label_provenance, overwrite=overwrite)
+    pkg = bundle(run_dir, arm, out, default_point=point, label_source=label_source, label_definition=label_definition,
+                 overwrite=overwrite)
     test = pkg.meta.get("metrics", {}).get("test", {})
     auc = test.get("auroc")
     info(f"model package written to [bold]{out}[/]: {len(pkg.model_files)} fold model(s), "
-         f"{pkg.meta.get('arch')} at {pkg.image_size} px"
-         + (f"; test AUROC {auc:.3f} [{test['ci'][0]:.3f}, {test['ci'][1]:.3f}]" if auc is not None else "")
+         f"{pkg.meta.get('arch')} at {pkg.image_size} px, label 1 = {pkg.label_meaning.positive}"
+         + (f"; test AUROC {auc:.3f} [{test['lower']:.3f}, {test['upper']:.3f}]" if auc is not None else "")
          + f"; operating point {point} = {pkg.operating_point(point)[1]:.4f}. See {out / 'MODEL_CARD.md'}.")
 
 

@@ -13,9 +13,6 @@ from rich.table import Table
 from thyro.data.dedup import NEAR_THRESHOLD, natural_key, near_pairs
 from thyro.data.manifest import Manifest
 
-_CLASSES = (("malignant (1)", 1), ("benign (0)", 0), ("unlabelled", None))
-
-
 @dataclass
 class Inspection:
     """What :func:`inspect_manifest` found.
@@ -49,10 +46,17 @@ class Inspection:
     near_duplicates: list[tuple[str, str, int]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     has_hashes: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 def class_balance(df: pd.DataFrame) -> pd.DataFrame:
-    """Images, patients and groups per class; a patient/group with both labels counts as "mixed"."""
+    """Images, patients and groups per class; a patient/group with both labels counts as "mixed".
+
+    The one count of a manifest's classes: ``thyro data import``, ``inspect`` and a study's data
+    summary all show it.  A patient or group is counted by the labels of its labelled images; one
+    whose images are all unlabelled counts as unlabelled (:func:`balance_notes` says how many hold
+    both labelled and unlabelled images).
+    """
     rows = {}
     for unit, col in (("patients", "patient_id"), ("groups", "group")):
         per = df.groupby(col)["label"].agg(lambda s: frozenset(int(v) for v in s.dropna()))
@@ -73,12 +77,24 @@ def class_balance(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"images": images, **rows})
 
 
+def balance_notes(df: pd.DataFrame) -> list[str]:
+    """What the class counts of :func:`class_balance` leave implicit, one line each."""
+    notes = []
+    for unit, col in (("patient", "patient_id"), ("group", "group")):
+        has = df.groupby(col)["label"].agg(lambda s: (s.notna().any(), s.isna().any()))
+        both = int(sum(1 for a, b in has if a and b))
+        if both:
+            notes.append(f"{both} {unit}(s) hold both labelled and unlabelled images: they are counted by their "
+                         f"labelled images (a study uses only those)")
+    return notes
+
+
 def inspect_manifest(manifest: Manifest, *, read_headers: bool = True) -> Inspection:
     """Summarise a manifest (image headers are read for sizes and modes, pixels are not decoded)."""
     from thyro.data.readers import ImageReadError, probe_image
 
     df = manifest.df
-    result = Inspection(balance=class_balance(df))
+    result = Inspection(balance=class_balance(df), notes=balance_notes(df))
     patients = df.groupby("group")["patient_id"].agg(lambda s: sorted(set(s), key=natural_key))
     result.merged_groups = {g: p for g, p in patients.items() if len(p) > 1}
     if "content_hash" in df.columns and (df["content_hash"].astype(str) != "").all():
@@ -105,18 +121,23 @@ def inspect_manifest(manifest: Manifest, *, read_headers: bool = True) -> Inspec
     return result
 
 
-def render(result: Inspection, title: str = "manifest") -> RichGroup:
-    """Rich tables of an :class:`Inspection`."""
-    parts = []
-    t = Table(title=f"{title}: class balance", header_style="bold")
+def balance_table(balance: pd.DataFrame, title: str) -> Table:
+    """The class-balance table of :func:`class_balance` (import and inspect print this one)."""
+    t = Table(title=title, header_style="bold")
     t.add_column("")
-    for col in result.balance.columns:
+    for col in balance.columns:
         t.add_column(col, justify="right")
-    for name, row in result.balance.iterrows():
+    for name, row in balance.iterrows():
         if name == "mixed" and not row.any():
             continue
         t.add_row(f"[bold]{name}[/]" if name == "all" else str(name), *[str(v) for v in row])
-    parts.append(t)
+    return t
+
+
+def render(result: Inspection, title: str = "manifest") -> RichGroup:
+    """Rich tables of an :class:`Inspection`."""
+    parts: list = [balance_table(result.balance, f"{title}: class balance")]
+    parts += [f"[dim]note: {n}[/]" for n in result.notes]
 
     d = Table(title="duplicate groups (several patients in one group)", header_style="bold")
     d.add_column("group")

@@ -7,7 +7,14 @@ label       1 malignant, 0 benign, empty = unlabelled
 patient_id  the patient (or case) the image belongs to
 group       the leakage group: the patient, merged with every duplicate image's patient
 roi         optional JSON, in image pixels: ``{"polygons": [[[x, y], ...], ...]}`` or ``{"box": [x0, y0, x1, y1]}``
+label_source      optional: how the labels were obtained, one of ``pathology``, ``cytology``, ``tirads``,
+                  ``synthetic``, ``unknown`` (one value for the whole manifest)
+label_definition  optional: what label 1 means in words (``TI-RADS >= 4c``), when not malignancy itself
 ...         any other columns (source fields such as tirads, composition) are kept as they are
+
+The label's meaning travels from here into the run, the report, the model card, ``thyro predict``'s
+output and the web page (:class:`LabelMeaning`), so a model trained on TI-RADS-derived labels is never
+presented as a malignancy model.
 """
 
 from __future__ import annotations
@@ -27,7 +34,77 @@ from thyro.fileio import atomic_path
 REQUIRED_COLUMNS = ("image", "label", "patient_id", "group")
 OPTIONAL_COLUMNS = ("roi",)
 #: Columns always read as text (hashes such as "0123..." must not become numbers).
-TEXT_COLUMNS = ("image", "patient_id", "group", "roi", "content_hash", "phash", "duplicate_of", "tirads")
+TEXT_COLUMNS = ("image", "patient_id", "group", "roi", "content_hash", "phash", "duplicate_of", "tirads", "label_source",
+                "label_definition")
+
+
+#: How labels may have been obtained, and how each is described.
+LABEL_SOURCES: dict[str, str] = {
+    "pathology": "pathology (histology of the resected or biopsied nodule)",
+    "cytology": "cytology (fine-needle aspiration, Bethesda category)",
+    "tirads": "radiologists' TI-RADS categories, not pathology",
+    "synthetic": "synthetic (thyro phantom): drawn from a known probability given the simulated features",
+    "unknown": "not recorded",
+}
+
+
+@dataclass(frozen=True)
+class LabelMeaning:
+    """What label 1 stands for, and where labels came from.
+
+    Attributes
+    ----------
+    source : str
+        One of :data:`LABEL_SOURCES`.
+    definition : str
+        What label 1 means when it is not malignancy itself (e.g. ``TI-RADS >= 4c``); empty otherwise.
+    """
+
+    source: str = "unknown"
+    definition: str = ""
+
+    def __post_init__(self):
+        if self.source not in LABEL_SOURCES:
+            raise DataError(f"label_source {self.source!r} is not one of {', '.join(LABEL_SOURCES)}")
+
+    @property
+    def malignancy(self) -> bool:
+        """True when label 1 means malignant (pathology, cytology, the phantom, or not recorded)."""
+        return self.source != "tirads"
+
+    @property
+    def positive(self) -> str:
+        """Name of class 1: ``malignant``, or e.g. ``TI-RADS >= 4c``."""
+        return "malignant" if self.malignancy else (self.definition or "suspicious (TI-RADS)")
+
+    @property
+    def negative(self) -> str:
+        return "benign" if self.malignancy else (f"not {self.definition}" if self.definition else "not suspicious")
+
+    @property
+    def probability_name(self) -> str:
+        """How a probability is called: ``malignancy probability`` or ``TI-RADS >= 4c probability``."""
+        return "malignancy probability" if self.malignancy else f"{self.positive} probability"
+
+    def describe(self) -> str:
+        """One sentence for reports and model cards."""
+        text = LABEL_SOURCES[self.source]
+        text = text[0].upper() + text[1:]
+        if not self.malignancy:
+            text += (f"; label 1 = {self.positive}. The model predicts a radiologist's suspicion category, "
+                     "not the pathology result")
+        elif self.source == "unknown":
+            text += "; state how the labels were obtained (manifest column label_source) before using the model"
+        return text + "."
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "definition": self.definition, "positive": self.positive,
+                "negative": self.negative, "probability_name": self.probability_name, "description": self.describe()}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> LabelMeaning:
+        d = d or {}
+        return cls(str(d.get("source") or "unknown"), str(d.get("definition") or ""))
 
 
 @dataclass
@@ -60,6 +137,25 @@ class Manifest:
     def labelled(self) -> Manifest:
         """The rows with a label."""
         return Manifest(self.df[self.df["label"].notna()].reset_index(drop=True), self.root, self.path)
+
+    def label_meaning(self) -> LabelMeaning:
+        """The labels' provenance from the ``label_source``/``label_definition`` columns (unknown without them).
+
+        Raises :class:`DataError` naming the values when a manifest mixes provenances.
+        """
+        where = self.path or "manifest"
+        values = {}
+        for col in ("label_source", "label_definition"):
+            if col in self.df.columns:
+                cells = {str(v).strip() for v in self.df[col] if str(v).strip() not in ("", "nan", "<NA>")}
+                if len(cells) > 1:
+                    raise DataError(f"{where}: column {col} holds several values ({', '.join(sorted(cells)[:4])}); "
+                                    "a manifest has one label provenance: split it into one manifest per source.")
+                values[col] = cells.pop() if cells else ""
+        source = values.get("label_source", "").lower() or "unknown"
+        if source not in LABEL_SOURCES:
+            raise DataError(f"{where}: label_source {source!r} is not one of {', '.join(LABEL_SOURCES)}.")
+        return LabelMeaning(source, values.get("label_definition", ""))
 
     def rois(self) -> list[dict | None]:
         if "roi" not in self.df.columns:

@@ -564,7 +564,8 @@ def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images
                 name = f"images/{pid}_v{v + 1}.png"
                 cv2.imwrite(str(tmp / name), img)
                 records.append({"image": name, "label": label, "patient_id": pid, "group": pid,
-                                "roi": roi_to_json({"polygons": [poly]}), "p_malignant": round(p, 6),
+                                "roi": roi_to_json({"polygons": [poly]}), "label_source": "synthetic",
+                                "p_malignant": round(p, 6),
                                 "tirads": tirads_level(points), "tirads_points": points, **features,
                                 "view": v + 1})
         manifest = manifest_from_records(records, tmp)

@@ -13,7 +13,8 @@ import numpy as np
 from thyro.errors import StatsError
 from thyro.fileio import sha256_file, write_json, write_text
 from thyro.report import figures
-from thyro.report.analysis import analyse, fmt_p
+from thyro import metrics
+from thyro.report.analysis import analyse, fmt_p, one_line
 from thyro.report.load import read_run
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -55,16 +56,9 @@ def _sdiff(x: float) -> str:
 
 
 def _prop(p: dict) -> str:
-    if p["n"] == 0 or p["value"] != p["value"]:
+    if p["n"] == 0 or p["value"] is None:
         return "— (0 cases)"
     return f"{p['value']:.2f} [{p['lower']:.2f}, {p['upper']:.2f}]"
-
-
-def _rule_name(rule: str) -> str:
-    if rule == "youden":
-        return "Youden's J"
-    kind, _, v = rule.partition("@")
-    return f"{'sensitivity' if kind == 'sens' else 'specificity'} ≥ {float(v) * 100:.0f}%"
 
 
 def _json_safe(obj):
@@ -93,6 +87,10 @@ def _outputs(run_dir: Path, out) -> tuple[Path, Path, Path]:
     return html, html.with_suffix(".md"), html.with_suffix(".json")
 
 
+def _set_title(s: dict) -> str:
+    return "Held-out test set" if s["kind"] == "test" else f"External validation set: {s['name']}"
+
+
 def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000, seed: int = 0,
                  level: float = 0.95) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained, figures embedded) and ``report.md`` for a study.
@@ -100,12 +98,12 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     Parameters
     ----------
     run_dir : path
-        A run directory (``predictions.csv`` and optionally ``results.json``, ``data.json``,
-        ``config.yaml``, ``jobs/*/fold*/log.csv``) or a predictions CSV on its own.
+        A run directory (read through :mod:`thyro.run`) or a predictions CSV on its own.
     out : path, optional
         Output folder, or the HTML file name (the Markdown goes beside it).  Default: the run directory.
     method : {"auto", "delong", "bootstrap"}
-        ``auto`` uses DeLong unless a patient (or group) has several test images; then the cluster bootstrap.
+        ``auto`` uses DeLong unless a patient (or group) has several images in a set; then the cluster
+        bootstrap (:mod:`thyro.metrics`).
 
     Returns
     -------
@@ -115,20 +113,30 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
 
     run_dir = Path(run_dir)
     run = read_run(run_dir)
-    a = analyse(run, method=method, n_boot=n_boot, seed=seed, level=level)
-    test_rows = a.pop("_test_rows")
-    valid = {arm: a["test"][arm] for arm in test_rows}
+    settings = metrics.Settings(method=method, n_boot=n_boot, seed=seed, level=level)
+    a = analyse(run, settings)
     band_boot = min(BAND_BOOT, n_boot)
-    figs = {
-        "roc": figures.roc_figure(test_rows, valid, run.cluster_column, n_boot=band_boot, seed=seed, level=level)
-        if test_rows else None,
-        "folds": figures.folds_figure(a["folds"]["rows"], [r for r in a["arms"] if any(x["arm"] == r for x in a["folds"]["rows"])],
-                                      a["oof"], a["test"]) if a["folds"]["rows"] else None,
-        "oof": figures.oof_vs_test_figure(a["arms"], a["oof"], a["test"]) if a["oof"] else None,
-        "calibration": figures.calibration_figure(a["calibration"]) if _any_valid(a["calibration"]) else None,
-        "decision": figures.decision_figure(a["decision"]) if _any_valid(a["decision"]) else None,
-        "training": figures.training_figure({arm: run.logs[arm] for arm in a["arms"] + sorted(run.logs) if arm in run.logs}),
-    }
+    label = a["label"]
+    figs: dict = {"sets": {}}
+    for name, s in a["sets"].items():
+        rows = s.pop("_rows")
+        title = _set_title(s)
+        figs["sets"][name] = {
+            "roc": figures.roc_figure(rows, s["auroc"], n_boot=band_boot, seed=seed, level=level,
+                                      title=("Test set" if s["kind"] == "test" else f"{name}") + " ROC")
+            if rows else None,
+            "calibration": figures.calibration_figure(s["calibration"], title=f"Reliability ({title.lower()})",
+                                                      observed=f"Observed fraction {label['positive']}")
+            if _any_valid(s["calibration"]) else None,
+            "decision": figures.decision_figure(s["decision"], title=f"Decision curves ({title.lower()})")
+            if _any_valid(s["decision"]) else None,
+        }
+    test = a["sets"].get("test", {}).get("auroc", {})
+    fold_arms = [r for r in a["arms"] if r in a["oof"]]
+    figs["folds"] = figures.folds_figure(a["folds"]["rows"], [r for r in a["arms"] if any(x["arm"] == r for x in a["folds"]["rows"])],
+                                         a["oof"], test) if a["folds"]["rows"] else None
+    figs["oof"] = figures.oof_vs_test_figure(a["arms"], a["oof"], test) if a["oof"] else None
+    figs["training"] = figures.training_figure({arm: run.logs[arm] for arm in a["arms"] + sorted(run.logs) if arm in run.logs})
     res = run.results or {}
     versions = dict(res.get("versions") or {})
     versions.setdefault("thyro (report)", __version__)
@@ -138,8 +146,8 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     ctx = {
         "a": a,
         "figs": figs,
-        "title": (run.config or {}).get("name") or res.get("study")
-        or (run.predictions_path.stem if run_dir.is_file() else run.root.name),
+        "label": label,
+        "title": run.title,
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "thyro_version": __version__,
         "predictions_name": run.predictions_path.name,
@@ -147,18 +155,18 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
         "level_pct": f"{level * 100:g}",
         "has_scratch": "scratch" in a["roles"],
         "has_imagenet": "imagenet" in a["roles"],
-        "n_family": sum(1 for c in a["comparisons"] if not c["missing"]),
-        "fold_arms": [r for r in a["arms"] if r in a["oof"]],
+        "fold_arms": fold_arms,
         "band_boot": band_boot,
         "data_rows": _flatten(run.data) if run.data else [],
         "versions": sorted(versions.items()),
         "git_commit": res.get("git_commit"),
         "config_text": run.config_text or (json.dumps(res["config"], indent=2) if res.get("config") else None),
+        "set_title": _set_title,
         "fmt_p": fmt_p,
         "ci": _ci,
         "sdiff": _sdiff,
         "prop": _prop,
-        "rule_name": _rule_name,
+        "one_line": one_line,
         "html_name": html_path.name,
     }
     try:

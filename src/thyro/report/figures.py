@@ -26,16 +26,17 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def roc_figure(test_rows: dict[str, pd.DataFrame], results: dict, cluster: str | None, n_boot: int = 500,
-               seed: int = 0, level: float = 0.95) -> str:
+def roc_figure(rows: dict[str, pd.DataFrame], results: dict, n_boot: int = 500, seed: int = 0, level: float = 0.95,
+               title: str = "Test set ROC") -> str:
     """ROC curves of all arms on one plot, each with a pointwise bootstrap band (clustered when needed)."""
+    from thyro.metrics import arrays
+
     fig, ax = plt.subplots(figsize=(5.2, 5.0))
     grid = np.linspace(0, 1, 101)
-    for i, (arm, sub) in enumerate(test_rows.items()):
+    for i, (arm, sub) in enumerate(rows.items()):
         c = COLORS[i % len(COLORS)]
-        y, p = sub["label"].to_numpy(), sub["probability"].to_numpy()
+        y, p, g = arrays(sub)
         fpr, tpr, _ = roc_curve(y, p)
-        g = sub[cluster].to_numpy() if cluster else None
         lo, hi = bootstrap_roc_band(y, p, grid, groups=g, n_boot=n_boot, seed=seed, level=level)
         ax.fill_between(grid, lo, hi, step="post", color=c, alpha=0.15, linewidth=0)
         r = results[arm]
@@ -43,7 +44,7 @@ def roc_figure(test_rows: dict[str, pd.DataFrame], results: dict, cluster: str |
                 label=f"{arm}: {r['auroc']:.3f} [{r['lower']:.3f}, {r['upper']:.3f}]")
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
     ax.set(xlabel="1 − specificity (false-positive rate)", ylabel="Sensitivity", xlim=(0, 1), ylim=(0, 1.01),
-           title="Test set ROC (bands: pointwise bootstrap)")
+           title=f"{title} (bands: pointwise bootstrap)")
     ax.legend(loc="lower right", fontsize=8, title="AUROC [CI]", title_fontsize=8)
     ax.set_aspect("equal")
     return _png(fig)
@@ -100,8 +101,9 @@ def oof_vs_test_figure(arms: list[str], oof: dict, test: dict) -> str:
     return _png(fig)
 
 
-def calibration_figure(calibration: dict) -> str:
-    """Reliability diagram of every arm on the test set."""
+def calibration_figure(calibration: dict, title: str = "Reliability (test set)",
+                       observed: str = "Observed malignant fraction") -> str:
+    """Reliability diagram of every arm on one set."""
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     for i, (arm, cal) in enumerate(calibration.items()):
         if cal.get("missing"):
@@ -110,15 +112,15 @@ def calibration_figure(calibration: dict) -> str:
         cnt = np.asarray(rel["count"])
         mp = np.asarray(rel["mean_predicted"], dtype=float)[cnt > 0]
         fp = np.asarray(rel["fraction_positive"], dtype=float)[cnt > 0]
-        ax.plot(mp, fp, "o-", color=COLORS[i % len(COLORS)], ms=4, label=f"{arm} (ECE {cal['ece']:.3f})")
+        ax.plot(mp, fp, "o-", color=COLORS[i % len(COLORS)], ms=4,
+                label=f"{arm} (ECE {cal['ece']:.3f}, slope {cal['slope']:.2f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlabel="Mean predicted probability", ylabel="Observed malignant fraction", xlim=(0, 1), ylim=(0, 1),
-           title="Reliability (test set)")
+    ax.set(xlabel="Mean predicted probability", ylabel=observed, xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(fontsize=7, loc="upper left")
     return _png(fig)
 
 
-def decision_figure(decision: dict) -> str:
+def decision_figure(decision: dict, title: str = "Decision curves (test set)") -> str:
     """Net benefit against biopsy threshold for each arm, biopsy-all and biopsy-none."""
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     shown = None
@@ -131,7 +133,7 @@ def decision_figure(decision: dict) -> str:
         ax.plot(shown["thresholds"], shown["treat_all"], color="k", lw=1, ls="--", label="biopsy all")
         ax.plot(shown["thresholds"], shown["treat_none"], color="grey", lw=1, ls=":", label="biopsy none")
         ax.set_ylim(min(-0.05, -0.1 * shown["prevalence"]), shown["prevalence"] * 1.1 + 0.01)
-    ax.set(xlabel="Threshold probability for biopsy", ylabel="Net benefit", title="Decision curves (test set)")
+    ax.set(xlabel="Threshold probability for biopsy", ylabel="Net benefit", title=title)
     ax.legend(fontsize=7)
     return _png(fig)
 

@@ -10,7 +10,16 @@ from thyro.stats.bootstrap import (
     has_repeated_groups,
     weighted_auroc,
 )
-from thyro.stats.calibration import Calibrator, brier, ece, fit_platt, fit_temperature, reliability
+from thyro.stats.calibration import (
+    CalibrationLine,
+    Calibrator,
+    brier,
+    calibration_line,
+    ece,
+    fit_platt,
+    fit_temperature,
+    reliability,
+)
 from thyro.stats.decision import decision_curve, net_benefit
 from thyro.stats.multiple import holm
 from thyro.stats.operating import (
@@ -26,8 +35,8 @@ from thyro.stats.power import paired_auc_power
 from thyro.stats.roc import AurocResult, Comparison, auroc, auroc_ci, delong_cov, delong_paired, delong_unpaired, roc_curve
 
 __all__ = [
-    "AurocResult", "Calibrator", "Comparison", "auroc", "auroc_ci", "bootstrap_auroc", "bootstrap_paired",
-    "bootstrap_roc_band", "bootstrap_weights", "brier", "choose_method", "compare_paired", "confusion",
+    "AurocResult", "CalibrationLine", "Calibrator", "Comparison", "auroc", "auroc_ci", "bootstrap_auroc", "bootstrap_paired",
+    "bootstrap_roc_band", "bootstrap_weights", "brier", "calibration_line", "choose_method", "compare_paired", "confusion",
     "decision_curve", "delong_cov", "delong_paired", "delong_unpaired", "ece", "evaluate_threshold",
     "fit_platt", "fit_temperature", "has_repeated_groups", "holm", "interval", "net_benefit",
     "operating_points", "paired_auc_power", "reliability", "roc_curve", "threshold_for_sensitivity",

@@ -1,9 +1,18 @@
-"""Calibration: Brier score, expected calibration error, reliability diagrams, Platt/temperature scaling.
+"""Calibration: Brier score, expected calibration error, reliability diagrams, calibration intercept and
+slope, Platt/temperature scaling.
 
 ECE here is the bin-count-weighted mean of ``|observed malignant fraction - mean predicted
 probability|`` over ``n_bins`` bins; the binning (equal-width on [0, 1] by default, or equal-count)
 is returned with the value so a report can state it.
+
+Calibration intercept and slope are those of logistic recalibration (Cox 1958; Van Calster et al.,
+J Clin Epidemiol 2016): the slope ``b`` of ``logit P(y = 1) = a + b * logit(p)`` and the intercept
+("calibration-in-the-large") ``a`` of ``logit P(y = 1) = a + logit(p)`` (slope fixed at 1), fitted by
+maximum likelihood exactly as R's ``glm(y ~ lp, binomial)`` and ``glm(y ~ offset(lp), binomial)``,
+with Wald intervals.  A well-calibrated model has intercept 0 and slope 1; a slope below 1 means
+predictions too extreme (overfitting), an intercept below 0 that it predicts too much malignancy.
 """
+
 
 from __future__ import annotations
 
@@ -11,11 +20,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import optimize, special
+from scipy import stats as _st
 
 from thyro.errors import StatsError
 from thyro.stats._validate import check_labels, check_scores
 
-__all__ = ["Calibrator", "Reliability", "brier", "ece", "fit_platt", "fit_temperature", "reliability"]
+__all__ = ["CalibrationLine", "Calibrator", "Reliability", "brier", "calibration_line", "ece", "fit_platt",
+           "fit_temperature", "reliability"]
 
 _EPS = 1e-7
 
@@ -129,3 +140,55 @@ def fit_temperature(y, p) -> Calibrator:
     x = special.logit(np.clip(p, _EPS, 1 - _EPS))
     res = optimize.minimize_scalar(lambda log_t: _nll(x / np.exp(log_t), y), bounds=(-5, 5), method="bounded")
     return Calibrator("temperature", float(np.exp(-res.x)), 0.0)
+
+
+@dataclass(frozen=True)
+class CalibrationLine:
+    """Calibration intercept (slope fixed at 1) and slope with Wald intervals (see the module notes)."""
+
+    intercept: float
+    intercept_lower: float
+    intercept_upper: float
+    slope: float
+    slope_lower: float
+    slope_upper: float
+    level: float
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _logistic_irls(x: np.ndarray, y: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients and covariance of ``logit P(y) = x @ beta + offset`` (Newton-Raphson / IRLS, as glm)."""
+    beta = np.zeros(x.shape[1])
+    for _ in range(100):
+        eta = x @ beta + offset
+        mu = special.expit(eta)
+        w = np.clip(mu * (1 - mu), 1e-12, None)
+        info = x.T @ (x * w[:, None])
+        step = np.linalg.solve(info, x.T @ (y - mu))
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-12 * (1 + np.max(np.abs(beta))):
+            break
+    mu = special.expit(x @ beta + offset)
+    info = x.T @ (x * np.clip(mu * (1 - mu), 1e-12, None)[:, None])
+    return beta, np.linalg.inv(info)
+
+
+def calibration_line(y, p, level: float = 0.95) -> CalibrationLine:
+    """Calibration intercept and slope of probabilities ``p`` against labels ``y`` (logistic recalibration)."""
+    from thyro.stats._validate import check_level, require_both_classes
+
+    level = check_level(level)
+    y, p = _check_probs(y, p)
+    require_both_classes(y)
+    lp = special.logit(np.clip(p, _EPS, 1 - _EPS))
+    z = _st.norm.ppf(0.5 + level / 2)
+    ones = np.ones((y.size, 1))
+    b_int, cov_int = _logistic_irls(ones, y.astype(float), lp)
+    b_sl, cov_sl = _logistic_irls(np.column_stack([ones[:, 0], lp]), y.astype(float), np.zeros(y.size))
+    a, se_a = float(b_int[0]), float(np.sqrt(cov_int[0, 0]))
+    b, se_b = float(b_sl[1]), float(np.sqrt(cov_sl[1, 1]))
+    z = float(z)
+    return CalibrationLine(a, a - z * se_a, a + z * se_a, b, b - z * se_b, b + z * se_b, level, int(y.size))

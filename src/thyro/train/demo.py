@@ -38,9 +38,10 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, size: int =
     """Run the demonstration into ``out``; returns the study's results (as results.json)."""
     from thyro.data.phantom import best_auroc, generate_cohort, generate_corpus
     from thyro.data.manifest import read_manifest
-    from thyro.data.augment import AugmentConfig
+    from thyro.config import AugmentConfig
     from thyro.data.preprocess import PreprocessConfig
-    from thyro.train.pretrain import PretrainConfig, pretrain
+    from thyro.config import PretrainConfig
+    from thyro.train.pretrain import pretrain
     from thyro.train.study import run_study
 
     out = Path(out)

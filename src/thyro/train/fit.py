@@ -1,7 +1,7 @@
 """Training of one arm x fold: a plain loop a reader can hold in their head.
 
 The loop reads uint8 images already preprocessed in the cache, moves each batch to the training device,
-augments it there (:mod:`thyro.data.augment`) and optimises a one-logit model with AdamW (or SGD),
+augments it there (:mod:`thyro.train.augment`) and optimises a one-logit model with AdamW (or SGD),
 linear warm-up and cosine decay.  Early stopping follows the validation AUROC.
 
 Files in the job folder
@@ -9,7 +9,9 @@ Files in the job folder
 ``last.pt``          the state after the last finished epoch (model, optimiser, schedule, counters),
                      written atomically every epoch; ``resume=True`` continues from it.
 ``best.safetensors`` a copy of the best weights so far (copied tensors, not a live reference).
-``log.csv``          one row per epoch: epoch, train_loss, val_loss, val_auroc, lr, seconds.
+``log.csv``          one row per epoch: epoch, train_loss, val_loss, val_auroc, lr, seconds; the
+                     validation scores use the same inference as every later prediction
+                     (:mod:`thyro.models.inference`, flip test-time augmentation when ``tta_flip``).
 
 Randomness is derived from ``(seed, epoch)`` at the start of every epoch, so a resumed job repeats an
 uninterrupted one exactly on the CPU.
@@ -29,13 +31,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from thyro.console import make_progress
-from thyro.data.augment import BatchAugment
+from thyro.console import info, make_progress
+from thyro.train.augment import BatchAugment
 from thyro.errors import TrainingError
 from thyro.fileio import atomic_path, write_csv_rows
+from thyro.models.inference import predict_proba, to_input
+from thyro.run import JobFiles
 from thyro.stats.roc import auroc_or_none
-from thyro.train.config import TrainConfig
-from thyro.train.device import autocast, autocast_dtype, resolve_device
+from thyro.config import TrainConfig
+from thyro.device import autocast, autocast_dtype, resolve_device
 
 LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds")
 
@@ -94,8 +98,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 def _to_batch(images: torch.Tensor, idx: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     """Slice uint8 images, move them to ``device`` and scale to float in [0, 1], shape (B, 1, S, S)."""
-    xb = images.index_select(0, idx.to(images.device))
-    xb = xb.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+    xb = to_input(images.index_select(0, idx.to(images.device)).to(device, non_blocking=True))
     if channels_last and device.type == "cuda":
         xb = xb.contiguous(memory_format=torch.channels_last)
     return xb
@@ -113,27 +116,6 @@ class _Images:
         elif device.type == "cuda":
             tensor = tensor.pin_memory()
         self.tensor = tensor
-
-
-@torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, device: torch.device | str = "cpu",
-                  batch_size: int = 256, tta_flip: bool = False, amp: str = "auto",
-                  channels_last: bool = True) -> np.ndarray:
-    """Probabilities (sigmoid of the logit) for uint8 images (N, S, S), in order."""
-    device = torch.device(device)
-    dtype = autocast_dtype(device, amp)
-    tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-    model.eval()
-    out = []
-    for start in range(0, len(tensor), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(tensor)))
-        xb = _to_batch(tensor, idx, device, channels_last)
-        with autocast(device, dtype):
-            logits = model(xb).float().reshape(-1)
-            if tta_flip:
-                logits = 0.5 * (logits + model(torch.flip(xb, dims=[3])).float().reshape(-1))
-        out.append(torch.sigmoid(logits).cpu())
-    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
 def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -220,8 +202,8 @@ def fit(
     """
     from safetensors.torch import load_file
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files = JobFiles(Path(out_dir))
+    files.folder.mkdir(parents=True, exist_ok=True)
     for name, part in (("training", train), ("validation", val)):
         classes = np.unique(part.labels)
         if len(classes) < 2:
@@ -262,7 +244,7 @@ def fit(
 
     start_epoch, history = 0, []
     best_auroc, best_epoch, bad_epochs = -math.inf, -1, 0
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.safetensors"
+    last_path, best_path = files.last, files.best
     if resume and last_path.exists():
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -316,8 +298,8 @@ def fit(
                 raise TrainingError(
                     f"{description}: the loss became {train_loss} in epoch {epoch + 1}; the job stopped and its "
                     f"last good state is kept in {last_path}. Lower the learning rate (train.lr) or check the images.")
-            probs = predict_proba(model, val.images, device=device, batch_size=cfg.eval_batch_size,
-                                  amp=cfg.amp, channels_last=cfg.channels_last)
+            probs = predict_proba(model, val.images, tta_flip=cfg.tta_flip, device=device,
+                                  batch_size=cfg.eval_batch_size, amp=cfg.amp, channels_last=cfg.channels_last)
             val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked above
             p = np.clip(probs, 1e-7, 1 - 1e-7)
             val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
@@ -343,8 +325,8 @@ def fit(
                                          "best_epoch": best_epoch, "bad_epochs": bad_epochs}, last_path))
                 writer.submit(writes)
                 last_save = time.monotonic()
-            write_csv_rows(out_dir / "log.csv", history, LOG_FIELDS)
-            _tensorboard(out_dir, row, cfg)
+            write_csv_rows(files.log, history, LOG_FIELDS)
+            _tensorboard(files, row, cfg)
             progress.update(task, status=f"loss {train_loss:.3f}  val AUROC {val_auroc:.3f} (best {best_auroc:.3f})")
             if on_epoch_end is not None:
                 writer.wait()  # callers see the files of this epoch
@@ -360,18 +342,22 @@ def fit(
 _tb_writers: dict[str, object] = {}
 
 
-def _tensorboard(out_dir: Path, row: dict, cfg: TrainConfig) -> None:
+def _tensorboard(files: JobFiles, row: dict, cfg: TrainConfig) -> None:
     """Mirror the log row to TensorBoard when the package is installed (optional)."""
     if not cfg.tensorboard:
         return
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: the CSV log is the record
+    except Exception:  # tensorboard not installed: the CSV log is the record; say so once per process
+        if not _tb_writers.get("_missing_said"):
+            _tb_writers["_missing_said"] = True
+            info("TensorBoard logs are off: the tensorboard package is not installed (pip install 'thyro[tensorboard]' "
+                 "or set train.tensorboard: false); log.csv has every epoch.")
         return
-    key = str(out_dir)
+    key = str(files.folder)
     writer = _tb_writers.get(key)
     if writer is None:
-        writer = _tb_writers[key] = SummaryWriter(log_dir=str(out_dir / "tb"))
+        writer = _tb_writers[key] = SummaryWriter(log_dir=str(files.tensorboard))
     for name in ("train_loss", "val_loss", "val_auroc"):
         writer.add_scalar(name, float(row[name]), int(row["epoch"]))  # type: ignore[attr-defined]
     writer.flush()  # type: ignore[attr-defined]

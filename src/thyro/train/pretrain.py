@@ -49,74 +49,26 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from thyro.base import StrictModel
+from thyro.config import PretrainConfig
 from thyro.console import info, make_progress, set_quiet
-from thyro.data.augment import AugmentConfig, BatchAugment
 from thyro.data.manifest import Manifest
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError, DataError, Problems, ThyroError, TrainingError
-from thyro.fileio import atomic_path, sha256_json, write_csv_rows, write_json, write_text
+from thyro.fileio import atomic_path, write_csv_rows, write_json, write_text
 from thyro.train import distributed as ddp
-from thyro.train.device import autocast, autocast_dtype, resolve_device
+from thyro.train.augment import BatchAugment
+from thyro.device import autocast, autocast_dtype, resolve_device
 from thyro.train.fit import lr_factor, make_optimizer
 from thyro.train.ssl import ProjectionHead, nt_xent
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "lr", "seconds", "images_per_second")
-
-#: SimCLR views: stronger than the fine-tuning defaults (zoom-in crops down to a quarter of the area,
-#: larger gain/contrast changes), still without vertical flips (ultrasound keeps the skin line on top).
-SIMCLR_AUGMENT = AugmentConfig(rotate_deg=20.0, scale=(1.0, 2.0), translate=0.15, hflip=0.5, brightness=0.3,
-                               contrast=0.4, gamma=0.3, speckle=0.1)
-
-
-class PretrainConfig(StrictModel):
-    """Settings of a pretraining run (``thyro pretrain`` options map onto these)."""
-
-    arch: str = Field("resnet18", description="backbone (one of thyro.models.backbones.ARCHS)")
-    mode: Literal["supervised", "simclr"] = "supervised"
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(256, ge=2, description="global batch (all processes together)")
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0, description="peak learning rate for the global batch")
-    weight_decay: float = Field(1e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    warmup_epochs: float = Field(1.0, ge=0)
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="supervised mode")
-    temperature: float = Field(0.2, gt=0, description="NT-Xent temperature (simclr mode)")
-    proj_dim: int = Field(128, ge=2, description="projection output size (simclr mode)")
-    augment: AugmentConfig | None = Field(None, description="None: the fine-tuning defaults (supervised) "
-                                                            "or SIMCLR_AUGMENT (simclr)")
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    min_per_class: int = Field(1, ge=1, description="classes with fewer readable images are dropped (warning)")
-    sync_bn: bool = Field(True, description="BatchNorm statistics over the global batch when distributed")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    channels_last: bool = True
-    workers: int = Field(0, ge=0, description="loader worker processes per rank (also used to build the cache)")
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch per process")
-    checkpoint_every: int = Field(0, ge=0, description="also save last.pt every N steps (0: once per epoch)")
-
-    def resolved_augment(self) -> AugmentConfig:
-        if self.augment is not None:
-            return self.augment
-        return SIMCLR_AUGMENT if self.mode == "simclr" else AugmentConfig()
-
-    def fingerprint(self, data_key: str) -> str:
-        """What a resumed run must share with the interrupted one (not device, workers, threads)."""
-        keep = self.model_dump(mode="json", exclude={"device", "workers", "threads", "checkpoint_every", "amp"})
-        return sha256_json({"config": keep, "data": data_key})
-
 
 # --------------------------------------------------------------------------------------------------
 # the corpus

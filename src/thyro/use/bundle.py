@@ -1,9 +1,10 @@
 """The model package: a finished study's chosen arm, ready to use on new images.
 
-Layout of a model directory (format version 1)::
+Layout of a model directory (format version 2)::
 
-    MODEL_DIR/model.json          format, architecture, preprocessing, input adapter, operating points,
-                                  test metrics, the list of model files with their SHA-256
+    MODEL_DIR/model.json          format, architecture, preprocessing, input adapter, what the labels mean,
+                                  operating points, metrics per set (out-of-fold, test, external sets, as
+                                  thyro.metrics computes them for the report), the model files with their SHA-256
     MODEL_DIR/data.json           summary of the training data (copied from the run directory)
     MODEL_DIR/MODEL_CARD.md       the model card, generated from the two files above
     MODEL_DIR/models/foldK.safetensors   one file per fold model (written by ``thyro.models.save_model``;
@@ -30,28 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import yaml
 
 from thyro import __version__
 from thyro.errors import ModelPackageError
 from thyro.fileio import sha256_file, write_json, write_text
 
 FORMAT = "thyro-model-package"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
 DATA_JSON = "data.json"
 CARD = "MODEL_CARD.md"
 ONNX_FILE = "model.onnx"
 
-#: Operating points chosen on the out-of-fold predictions: name -> rule of ``thyro.stats.operating``.
-OPERATING_RULES: dict[str, str] = {"youden": "youden", "sens90": "sens@0.90", "sens95": "sens@0.95",
-                                   "spec90": "spec@0.90"}
-RULE_TEXT = {"youden": "Youden's J (max sensitivity + specificity - 1)",
-             "sens@0.90": "highest threshold with sensitivity >= 90%",
-             "sens@0.95": "highest threshold with sensitivity >= 95%",
-             "spec@0.90": "lowest threshold with specificity >= 90%"}
+#: The operating point a package uses unless told otherwise (names: ``thyro.metrics.OPERATING_RULES``).
 DEFAULT_POINT = "youden"
 
 
@@ -98,6 +90,13 @@ class ModelPackage:
     @property
     def onnx_path(self) -> Path:
         return self.root / ONNX_FILE
+
+    @property
+    def label_meaning(self):
+        """What label 1 means and where the labels came from (:class:`thyro.data.manifest.LabelMeaning`)."""
+        from thyro.data.manifest import LabelMeaning
+
+        return LabelMeaning.from_dict(self.meta.get("labels"))
 
     def operating_point(self, name: str | None = None) -> tuple[str, float]:
         """``(name, threshold)`` of an operating point (default: the package's default)."""
@@ -192,79 +191,8 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
 
 
 # ----------------------------------------------------------------------------------------------
-# Statistics needed for the package (operating points, test AUROC with CI)
-# ----------------------------------------------------------------------------------------------
-
-def _prop(p) -> dict:
-    """A ``thyro.stats`` Proportion as JSON (value with its Wilson CI; None when undefined)."""
-    def f(v):
-        return None if v is None or not np.isfinite(v) else float(v)
-    return {"value": f(p.value), "ci": [f(p.lower), f(p.upper)], "k": int(p.k), "n": int(p.n)}
-
-
-def operating_points(labels: np.ndarray, probs: np.ndarray, rules: dict[str, str] | None = None) -> dict[str, dict]:
-    """Thresholds chosen on out-of-fold predictions (``thyro.stats.operating``).
-
-    ``rules`` maps a name to a rule of :func:`thyro.stats.operating.choose_threshold` (``"youden"``,
-    ``"sens@0.90"``, ``"spec@0.90"``).  A case is called positive when ``probability >= threshold``.
-    Each point records its out-of-fold sensitivity and specificity with Wilson CIs.
-    """
-    from thyro.errors import StatsError
-    from thyro.stats.operating import choose_threshold, evaluate_threshold
-
-    out: dict[str, dict] = {}
-    for name, rule in (rules or OPERATING_RULES).items():
-        try:
-            t = choose_threshold(labels, probs, rule)
-        except StatsError as exc:
-            raise ModelPackageError(f"cannot choose operating point {name!r} on the out-of-fold predictions: "
-                                    f"{exc}") from None
-        ev = evaluate_threshold(labels, probs, t, rule)
-        out[name] = {"threshold": float(t), "rule": RULE_TEXT.get(rule, rule),
-                     "sensitivity": _prop(ev.sensitivity)["value"], "specificity": _prop(ev.specificity)["value"]}
-    return out
-
-
-def evaluate_points(labels: np.ndarray, probs: np.ndarray, points: dict[str, dict]) -> dict[str, dict]:
-    """Sensitivity, specificity, PPV, NPV, accuracy (Wilson CIs) and counts at each point's threshold."""
-    from thyro.stats.operating import evaluate_threshold
-
-    out = {}
-    for name, op in points.items():
-        ev = evaluate_threshold(labels, probs, op["threshold"], name)
-        out[name] = {k: _prop(getattr(ev, k)) for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy")}
-        out[name]["confusion"] = {k: int(v) for k, v in ev.confusion.as_dict().items()}
-    return out
-
-
-def auroc_with_ci(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None = None, *,
-                  seed: int = 0, level: float = 0.95) -> dict:
-    """AUROC with its CI by ``thyro.stats.auto.interval``: DeLong when every patient has one image,
-    the patient-cluster bootstrap otherwise (the method is recorded)."""
-    from thyro.stats.auto import interval
-
-    y = np.asarray(labels, dtype=int)
-    if len(np.unique(y)) < 2:
-        return {"auroc": None, "ci": None, "n": int(y.size), "n_positive": int(y.sum()),
-                "note": "one class only: AUROC undefined"}
-    r = interval(y, np.asarray(probs, dtype=float), groups, level=level, seed=seed)
-    n_groups = None if groups is None else len(np.unique(np.asarray(groups).astype(str)))
-    return {"auroc": float(r.auroc), "ci": [float(r.lower), float(r.upper)], "ci_level": float(r.level),
-            "ci_method": r.method + ("" if n_groups is None else f" ({n_groups} patients)"),
-            "n": int(y.size), "n_positive": int(r.n_pos), "n_groups": n_groups}
-
-
-# ----------------------------------------------------------------------------------------------
 # Writing a package
 # ----------------------------------------------------------------------------------------------
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ModelPackageError(f"{path}: not valid YAML ({exc}).") from None
-    return data if isinstance(data, dict) else {}
-
 
 def _safetensors_metadata(path: Path) -> dict:
     """The JSON-decoded metadata header of a safetensors file (no tensors are read)."""
@@ -307,39 +235,6 @@ def _resolve_preprocess(preprocess: dict) -> tuple[dict, int | None]:
     return cfg.model_dump(mode="json"), PREPROCESS_VERSION
 
 
-def _manifest_columns(config: dict, data: dict, base_dir: str | None, run: Path) -> list[str]:
-    """The header of the study's manifest, when it can be found (empty list otherwise)."""
-    candidates = []
-    for value, base in ((data.get("manifest"), None), ((config.get("data") or {}).get("manifest"), base_dir)):
-        if isinstance(value, str) and value:
-            p = Path(value)
-            candidates += [p] if p.is_absolute() else [Path(base or run) / p, run / p]
-    for p in candidates:
-        try:
-            with open(p, encoding="utf-8") as fh:
-                return [c.strip().lower() for c in fh.readline().split(",")]
-        except OSError:
-            continue
-    return []
-
-
-def label_provenance(config: dict, data: dict, manifest_columns: list[str] | None = None) -> str:
-    """How the labels were obtained, from the data summary, the configuration or the manifest's
-    columns (best effort; ``thyro bundle --label-provenance`` states it explicitly)."""
-    for source in (data, config.get("data", {}) if isinstance(config.get("data"), dict) else {}):
-        for key in ("label_provenance", "label_source", "labels_from", "label"):
-            v = source.get(key)
-            if isinstance(v, str) and v.strip():
-                return v.strip()
-    text = (json.dumps(data, default=str) + json.dumps(config, default=str)).lower()
-    if "ddti" in text or "tirads" in text or "tirads" in (manifest_columns or []):
-        return ("TI-RADS-derived (DDTI): the label is a radiologist's TI-RADS category at or above a cut-off "
-                "(\"suspicious\"), not a pathology result; the FNA result is empty in DDTI.")
-    if "phantom" in text:
-        return "synthetic (thyro phantom): labels drawn from a known probability given the simulated features."
-    return "as given in the study's manifest (provenance not recorded: state it before using the model)."
-
-
 def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike], preprocess: dict,
                   operating: dict[str, dict], metrics: dict | None = None, data: dict | None = None,
                   source: dict | None = None, labels: dict | None = None, image_size: int | None = None,
@@ -363,6 +258,9 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
     if any(s.get("arch") != arch for s in specs):
         raise ModelPackageError("the fold models have different architectures: "
                                 + ", ".join(f"{f}: {s.get('arch')}" for f, s in zip(model_files, specs)))
+    from thyro.data.manifest import LabelMeaning
+
+    lab = labels or LabelMeaning().to_dict()
     preprocess, preprocess_version = _resolve_preprocess(preprocess)
     size = image_size or _image_size(preprocess, {}, spec0)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +279,8 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
             "format_version": FORMAT_VERSION,
             "thyro_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "task": "thyroid nodule on ultrasound: malignant (1) vs benign (0); probability = sigmoid(logit)",
+            "task": f"thyroid nodule on ultrasound: {lab['positive']} (1) vs {lab['negative']} (0); "
+                    "probability = sigmoid(logit)",
             "arch": arch,
             "weights": (source or {}).get("weights") or spec0.get("weights"),
             "image_size": int(size),
@@ -394,7 +293,7 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
             "operating_points": operating,
             "default_operating_point": default_point,
             "metrics": metrics or {},
-            "labels": labels or {"positive": "malignant", "negative": "benign", "provenance": "not recorded"},
+            "labels": lab,
             "source": source or {},
         }
         write_json(tmp / MODEL_JSON, meta)
@@ -416,79 +315,83 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
 
 
 def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
-           default_point: str = DEFAULT_POINT, label_provenance_text: str | None = None,
-           overwrite: bool = False, seed: int = 0) -> ModelPackage:
-    """Turn one arm of a finished study run directory into a model package.
+           default_point: str = DEFAULT_POINT, label_source: str | None = None, label_definition: str | None = None,
+           overwrite: bool = False) -> ModelPackage:
+    """Turn one arm of a finished study into a model package.
 
-    Reads ``config.yaml`` (preprocessing, arms), ``predictions.csv`` (out-of-fold predictions for the
-    operating points; test rows with ``fold = "mean"`` for the test metrics), ``data.json``,
-    ``results.json`` (optional) and ``jobs/ARM/foldK/model.safetensors``.
+    Everything is read through the run directory's owner (:mod:`thyro.run`): the study record
+    (preprocessing, the arm, flip test-time augmentation), the predictions (out-of-fold rows choose
+    the operating points; ensemble rows give the metrics of the test set and of every external set,
+    computed by :mod:`thyro.metrics` exactly as the report computes them), the data summary and the
+    fold models.  ``label_source``/``label_definition`` override the labels' provenance the study
+    recorded.
 
     Raises
     ------
     ModelPackageError
-        Naming every missing file, an unknown arm, or an arm without fold models.
+        Naming what is missing: the run, the arm, its fold models or its out-of-fold predictions.
     """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise ModelPackageError(f"{run}: run directory not found.")
-    missing = [n for n in ("config.yaml", "predictions.csv") if not (run / n).is_file()]
-    jobs = sorted((run / "jobs" / arm).glob("fold*/model.safetensors"),
-                  key=lambda p: int(p.parent.name[4:]) if p.parent.name[4:].isdigit() else 1 << 30)
-    if not jobs:
-        missing.append(f"jobs/{arm}/fold*/model.safetensors")
-    raw_config = _read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
-    # the study runner writes {"study": {...resolved configuration...}, "base_dir": ...}
-    config = raw_config["study"] if isinstance(raw_config.get("study"), dict) else raw_config
-    arms = [a.get("name") for a in config.get("arms", []) if isinstance(a, dict)]
-    if arms and arm not in arms:
-        raise ModelPackageError(f"{run / 'config.yaml'}: no arm {arm!r}; "
-                                f"the study's arms are: {', '.join(map(str, arms))}.")
-    results = {}
-    if (run / "results.json").is_file():
-        results = json.loads((run / "results.json").read_text(encoding="utf-8"))
-        entry = results.get("arms", {}).get(arm) or {}
-        if entry.get("status") and entry["status"] != "done":
-            reason = f" ({entry['reason']})" if entry.get("reason") else ""
-            raise ModelPackageError(f"{run / 'results.json'}: arm {arm!r} has status {entry['status']!r}{reason}, "
-                                    "not 'done'; finish it first or bundle another arm.")
+    from thyro import metrics
+    from thyro.data.manifest import LabelMeaning
+    from thyro.errors import StatsError, ThyroError
+    from thyro.run import OOF, JobKey, RunDir
+
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise ModelPackageError(f"{run.root}: run directory not found.")
+    try:
+        record = run.read_record()
+    except ThyroError as exc:
+        raise ModelPackageError(str(exc)) from None
+    if record is None:
+        raise ModelPackageError(f"{run.root}: no study record ({run.config_path.name}); is this a study run directory?")
+    cfg = record.config
+    arms = [a.name for a in cfg.arms]
+    if arm not in arms:
+        raise ModelPackageError(f"{run.config_path}: no arm {arm!r}; the study's arms are: {', '.join(arms)}.")
+    arm_cfg = cfg.arm(arm)
+    results = run.read_results() or {}
+    entry = (results.get("arms") or {}).get(arm) or {}
+    if entry.get("status") and entry["status"] != "done":
+        reason = f" ({entry['reason'].splitlines()[0]})" if entry.get("reason") else ""
+        raise ModelPackageError(f"{run.results_path}: arm {arm!r} has status {entry['status']!r}{reason}, "
+                                "not 'done'; finish it first or bundle another arm.")
+    jobs = [JobKey(arm, k) for k in range(cfg.data.folds)]
+    files = [run.model_file(j) for j in jobs]
+    missing = [str(f.relative_to(run.root)) for f in files if not f.is_file()]
     if missing:
-        raise ModelPackageError(f"{run}: cannot bundle arm {arm!r}; missing: {', '.join(missing)}.")
-    if "preprocess" not in config:
-        raise ModelPackageError(f"{run / 'config.yaml'}: no 'preprocess' block; cannot reproduce the preprocessing.")
-    data = json.loads((run / "data.json").read_text(encoding="utf-8")) if (run / "data.json").is_file() else {}
-
-    pred = pd.read_csv(run / "predictions.csv", dtype={"fold": str, "image": str, "patient": str, "group": str})
-    need = {"arm", "fold", "split", "label", "probability"}
-    if need - set(pred.columns):
-        lacking = ", ".join(sorted(need - set(pred.columns)))
-        raise ModelPackageError(f"{run / 'predictions.csv'}: missing column(s) {lacking}.")
-    pred = pred[(pred["arm"] == arm) & pred["label"].notna()]
-    oof = pred[pred["split"] == "val"]
+        raise ModelPackageError(f"{run.root}: cannot bundle arm {arm!r}; missing fold model(s): {', '.join(missing)}.")
+    try:
+        preds = run.read_predictions()
+    except StatsError as exc:
+        raise ModelPackageError(str(exc)) from None
+    oof = preds.rows(arm=arm, split=OOF)
     if oof.empty:
-        raise ModelPackageError(f"{run / 'predictions.csv'}: no out-of-fold (split = 'val') rows for arm {arm!r}; "
+        raise ModelPackageError(f"{run.predictions_path}: no out-of-fold (split = 'val') rows for arm {arm!r}; "
                                 "they are needed to choose the operating points.")
-    operating = operating_points(oof["label"].to_numpy(int), oof["probability"].to_numpy(float))
-    grp_col = "patient" if "patient" in pred.columns else ("group" if "group" in pred.columns else None)
-    metrics: dict[str, Any] = {"oof": auroc_with_ci(oof["label"].to_numpy(int), oof["probability"].to_numpy(float),
-                                                    oof[grp_col].to_numpy() if grp_col else None, seed=seed)}
-    test = pred[(pred["split"] == "test") & (pred["fold"].astype(str) == "mean")]
-    if not test.empty:
-        y, p = test["label"].to_numpy(int), test["probability"].to_numpy(float)
-        metrics["test"] = auroc_with_ci(y, p, test[grp_col].to_numpy() if grp_col else None, seed=seed)
-        metrics["test"]["operating_points"] = evaluate_points(y, p, operating)
-    else:
-        metrics["test"] = {"auroc": None, "note": "no test rows with fold = 'mean' in predictions.csv"}
-
-    arm_cfg = next((a for a in config.get("arms", []) if isinstance(a, dict) and a.get("name") == arm), {})
-    columns = _manifest_columns(config, data, raw_config.get("base_dir"), run)
-    labels = {"positive": "malignant", "negative": "benign",
-              "provenance": label_provenance_text or label_provenance(config, data, columns)}
-    tta_flip = bool((config.get("train") or {}).get("tta_flip", False))
-    source = {"run_dir": str(run.resolve()), "arm": arm, "backbone": arm_cfg.get("backbone"),
-              "weights": arm_cfg.get("weights"), "git_commit": results.get("git_commit"),
-              "versions": results.get("versions"), "n_folds": len(jobs)}
-    return write_package(out, model_files=jobs, preprocess=config["preprocess"], operating=operating,
-                         metrics=metrics, data=data, source=source, labels=labels,
-                         image_size=_image_size(config["preprocess"], config, _safetensors_metadata(jobs[0])),
-                         default_point=default_point, overwrite=overwrite, tta_flip=tta_flip)
+    try:
+        operating = metrics.choose_thresholds(oof)
+    except StatsError as exc:
+        raise ModelPackageError(f"{run.predictions_path}: arm {arm!r}: {exc}") from None
+    package_metrics: dict[str, Any] = {OOF: metrics.auroc_summary(oof)}
+    for split in [s for s in preds.splits if s != OOF]:
+        rows = preds.rows(arm=arm, split=split, ensemble=True)
+        if rows.empty:
+            continue
+        m = metrics.auroc_summary(rows)
+        if not m.get("missing"):
+            m["operating_points"] = metrics.at_thresholds(rows, operating)
+        package_metrics[split] = m
+    data = run.read_data() or {}
+    meaning = LabelMeaning.from_dict(results.get("labels") or data.get("labels"))
+    if label_source or label_definition:
+        meaning = LabelMeaning(label_source or meaning.source, label_definition or meaning.definition)
+    source = {"run_dir": str(run.root.resolve()), "arm": arm, "backbone": arm_cfg.backbone,
+              "weights": arm_cfg.weight_source(record.base_dir).describe(),
+              "role": arm_cfg.weight_source(record.base_dir).role, "git_commit": results.get("git_commit"),
+              "versions": results.get("versions"), "n_folds": len(files)}
+    preprocess = cfg.preprocess.model_dump(mode="json")
+    return write_package(out, model_files=files, preprocess=preprocess, operating=operating,
+                         metrics=package_metrics, data=data, source=source, labels=meaning.to_dict(),
+                         image_size=cfg.preprocess.size, default_point=default_point, overwrite=overwrite,
+                         tta_flip=cfg.train.tta_flip)

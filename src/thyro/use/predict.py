@@ -71,6 +71,8 @@ class PredictionSummary:
     operating_point: str = ""
     threshold: float = 0.5
     engine: str = "torch"
+    positive: str = "malignant"
+    negative: str = "benign"
     rows: list[PredictionRow] = field(default_factory=list)  # at most ``keep_rows``
 
 
@@ -283,6 +285,7 @@ def iter_predictions(package: ModelPackage, items: list[InputItem], engine, *, b
         raise ThyroError(f"--batch-size must be at least 1, got {batch_size}.")
     pre = package.preprocessor()
     size = package.image_size
+    positive, negative = package.label_meaning.positive, package.label_meaning.negative
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         arrays: list[np.ndarray] = []
@@ -303,7 +306,7 @@ def iter_predictions(package: ModelPackage, items: list[InputItem], engine, *, b
             else:
                 p = float(probs[idx])
                 cls = int(p >= threshold)
-                row = PredictionRow(item.name, p, cls, "malignant" if cls else "benign", roi_to_json(item.roi), warning)
+                row = PredictionRow(item.name, p, cls, positive if cls else negative, roi_to_json(item.roi), warning)
             if on_item is not None:
                 on_item(row)
             yield row
@@ -336,8 +339,9 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
         raise DataError("no images found in " + ", ".join(map(str, inputs))
                         + f" (looked for {', '.join(sorted(IMAGE_SUFFIXES | DICOM_SUFFIXES))} and DICOM files).")
     eng = make_engine(package, engine, onnx_path)
+    meaning = package.label_meaning
     summary = PredictionSummary(operating_point=point_name, threshold=threshold, engine=engine,
-                                out=Path(out) if out else None)
+                                out=Path(out) if out else None, positive=meaning.positive, negative=meaning.negative)
 
     def consume(rows: Iterator[PredictionRow], writer) -> None:
         from thyro.console import progress_task
@@ -397,8 +401,8 @@ def summary_table(summary: PredictionSummary, max_rows: int = 40):
                       style="red" if row.error else None)
     more = summary.n - len(shown)
     table.caption = ((f"paths relative to {base}; " if base else "")
-                     + f"{summary.n} image(s): {summary.n_positive} malignant, "
-                     f"{summary.n - summary.n_positive - summary.n_failed} benign, {summary.n_failed} failed"
+                     + f"{summary.n} image(s): {summary.n_positive} {summary.positive}, "
+                     f"{summary.n - summary.n_positive - summary.n_failed} {summary.negative}, {summary.n_failed} failed"
                      + (f"; {more} more row(s) in the CSV" if more > 0 else ""))
     return table
 

@@ -69,6 +69,7 @@ class Service:
         self.pre = package.preprocessor()
         self.method = method
         self.point, self.threshold = package.operating_point(point)
+        self.labels = package.label_meaning
         self.lock = threading.Lock()  # Grad-CAM hooks the models: no two requests at once
 
     def _with_upload(self, data: bytes, filename: str | None, fn):
@@ -107,7 +108,7 @@ class Service:
             cls = int(prob >= self.threshold)
             return {
                 "filename": filename, "probability": prob, "class": cls,
-                "prediction": "malignant" if cls else "benign",
+                "prediction": self.labels.positive if cls else self.labels.negative, "positive": bool(cls),
                 "operating_point": self.point, "threshold": self.threshold,
                 "roi": roi_to_json(roi) or None, "warning": warning or None,
                 "preprocessed_png": _png_data_url(img),
@@ -178,7 +179,8 @@ def create_app(model_dir: str | os.PathLike | ModelPackage, *, max_upload_bytes:
         return {"status": "ok", "thyro_version": __version__, "format_version": package.meta.get("format_version"),
                 "arch": package.meta.get("arch"), "n_models": len(service.models), "image_size": package.image_size,
                 "operating_point": service.point, "threshold": service.threshold,
-                "max_upload_bytes": max_upload_bytes, "heatmap_method": method}
+                "max_upload_bytes": max_upload_bytes, "heatmap_method": method,
+                "labels": service.labels.to_dict(), "metrics": package.meta.get("metrics", {})}
 
     @app.post("/preview")
     def preview(file: UploadFile = File(...)) -> dict:

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from rich.table import Table
 
 from thyro.console import console, is_quiet
@@ -59,21 +58,10 @@ class ImportResult:
         }
 
     def table(self, title: str = "import") -> Table:
-        """The counts as a rich table."""
-        df = self.manifest.df
-        c = self.counts
-        t = Table(title=title, show_header=True, header_style="bold")
-        t.add_column("")
-        t.add_column("images", justify="right")
-        t.add_column("patients/cases", justify="right")
-        t.add_column("groups", justify="right")
-        for name, mask in (("malignant (1)", df["label"] == 1), ("benign (0)", df["label"] == 0),
-                           ("unlabelled", df["label"].isna())):
-            mask = mask.fillna(False).astype(bool)
-            t.add_row(name, str(int(mask.sum())), str(df.loc[mask, "patient_id"].nunique()),
-                      str(df.loc[mask, "group"].nunique()))
-        t.add_row("[bold]all[/]", str(c["images"]), str(c["patients"]), str(c["groups"]))
-        return t
+        """The class balance as a rich table (the same count as ``thyro data inspect``)."""
+        from thyro.data.inspection import balance_table, class_balance
+
+        return balance_table(class_balance(self.manifest.df), title)
 
     def to_dict(self) -> dict:
         return {"manifest": str(self.manifest_path), "counts": self.counts, "duplicates": self.duplicates.to_dict(),
@@ -87,12 +75,22 @@ def relative_image_path(path: Path, out_dir: Path) -> str:
 
 def finish_import(records: list[dict], out_dir: Path, *, title: str, warnings: list[str], notes: list[str],
                   near_threshold: int = NEAR_THRESHOLD, manifest_name: str = MANIFEST_NAME,
-                  extra_columns: list[str] | None = None) -> ImportResult:
+                  extra_columns: list[str] | None = None, label_source: str | None = None,
+                  label_definition: str | None = None) -> ImportResult:
     """Hash and group the rows, write the manifest and report atomically, print the counts.
+
+    ``label_source``/``label_definition`` (how the labels were obtained; see
+    :class:`thyro.data.manifest.LabelMeaning`) are written into every row when given.
 
     Raises :class:`~thyro.errors.Problems` listing every unreadable image (nothing is written then).
     """
     out_dir = Path(out_dir)
+    if label_source is not None or label_definition is not None:
+        from thyro.data.manifest import LabelMeaning
+
+        meaning = LabelMeaning(label_source or "unknown", label_definition or "")  # checks the vocabulary
+        for rec in records:
+            rec["label_source"], rec["label_definition"] = meaning.source, meaning.definition
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = manifest_from_records(records, root=out_dir)
     for col in extra_columns or []:
@@ -112,7 +110,11 @@ def show_result(result: ImportResult, title: str) -> None:
     """Print the counts, duplicates and warnings (nothing when quiet)."""
     if is_quiet():
         return
+    from thyro.data.inspection import balance_notes
+
     console.print(result.table(title))
+    for line in balance_notes(result.manifest.df):
+        console.print(f"note: {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
     console.print(f"duplicates: {result.duplicates.summary()}")
     for names in result.duplicates.merged[:20]:
         console.print(f"  merged into group {names[0]!r}: {', '.join(names)}")
@@ -132,6 +134,3 @@ def raise_if(problems: list[str], title: str) -> None:
     if problems:
         raise Problems(title, problems)
 
-
-def empty_frame() -> pd.DataFrame:
-    return pd.DataFrame(columns=["image", "label", "patient_id", "group"])

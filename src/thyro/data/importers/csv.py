@@ -18,7 +18,8 @@ from thyro.errors import Problems
 
 
 def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-               near_threshold: int = NEAR_THRESHOLD) -> ImportResult:
+               near_threshold: int = NEAR_THRESHOLD, label_source: str | None = None,
+               label_definition: str | None = None) -> ImportResult:
     """Validate a manifest-schema CSV and write it, groups merged, to ``out_dir/manifest.csv``.
 
     Parameters
@@ -49,4 +50,5 @@ def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None
     for rec in records:
         rec["image"] = Path(os.path.relpath(manifest.root / rec["image"], out.resolve())).as_posix()
     return finish_import(records, out, title=f"CSV import ({path.name})", warnings=[], notes=[],
-                         near_threshold=near_threshold, manifest_name=name)
+                         near_threshold=near_threshold, label_source=label_source,
+                         label_definition=label_definition, manifest_name=name)

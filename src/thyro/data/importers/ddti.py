@@ -251,6 +251,8 @@ def import_ddti(path: str | os.PathLike, out_dir: str | os.PathLike, *, xml_dir:
     if arrows:
         notes.append(f"{arrows} arrow annotation(s) (2-point pointers, not outlines) skipped")
     notes.append(f"{n_roi} of {len(records)} images have an outline (roi); labels: TI-RADS >= {positive_from} -> 1")
+    for rec in records:  # the labels' meaning travels with the manifest into studies, reports and models
+        rec["label_source"], rec["label_definition"] = "tirads", f"TI-RADS ≥ {positive_from}"
     return finish_import(records, out_dir, title=f"DDTI import ({len(xml_files)} cases)", warnings=warnings,
                          notes=notes, near_threshold=near_threshold, extra_columns=["roi", *SOURCE_FIELDS])
 

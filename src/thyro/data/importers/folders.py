@@ -53,7 +53,8 @@ def parse_classes(text: str | dict | None) -> dict[str, int | None]:
 
 
 def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, classes: str | dict | None = None,
-                   near_threshold: int = NEAR_THRESHOLD) -> ImportResult:
+                   near_threshold: int = NEAR_THRESHOLD, label_source: str | None = None,
+                   label_definition: str | None = None) -> ImportResult:
     """Import class folders into ``out_dir/manifest.csv`` (images referenced, not copied).
 
     Parameters
@@ -110,4 +111,5 @@ def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, class
         notes.append(f"{non_images} non-image file(s) ignored")
     notes.append("patient_id is the file name without extension (edit the manifest if you know the patients)")
     return finish_import(records, Path(out_dir), title=f"folder import ({root.name})", warnings=[], notes=notes,
-                         near_threshold=near_threshold)
+                         near_threshold=near_threshold, label_source=label_source,
+                         label_definition=label_definition)

@@ -27,6 +27,8 @@ from thyro.models.adapter import InputSpec
 from thyro.models.backbones import NATIVE_SIZE, check_arch
 
 KINDS = ("none", "imagenet", "radimagenet", "file")
+#: What each kind of source stands for in a study's comparisons.
+ROLES = {"none": "scratch", "imagenet": "imagenet", "radimagenet": "radimagenet", "file": "pretrained"}
 
 #: torchvision ImageNet files (the 8 hex digits are the start of the file's SHA-256).
 TORCHVISION_FILES: dict[str, list[str]] = {
@@ -132,6 +134,12 @@ class WeightSource:
     kind: str
     path: Path | None = None
     arch: str | None = None
+
+    @property
+    def role(self) -> str:
+        """The arm's role in a study's comparisons: ``scratch``, ``imagenet``, ``radimagenet`` or ``pretrained``
+        (any other file)."""
+        return ROLES[self.kind]
 
     def describe(self) -> str:
         """The spec as written in a configuration (``"radimagenet:/x/y.h5"``)."""

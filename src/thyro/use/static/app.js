@@ -10,6 +10,10 @@
   function fail(text) { $("error").textContent = text; show("error", true); status("Something went wrong."); }
 
   fetch("/health").then((r) => r.json()).then((h) => {
+    if (h.labels) {  // what the model learnt: "malignancy probability" or e.g. "TI-RADS >= 4c probability"
+      $("probability-name").textContent = h.labels.probability_name;
+      $("heatmap-caption").textContent = `heatmap (Grad-CAM): where the evidence for ${h.labels.positive} lies`;
+    }
     $("model").textContent = `model: ${h.arch || "?"}, ${h.n_models} fold model(s), input ${h.image_size} px; ` +
       `operating point ${h.operating_point} (probability >= ${h.threshold.toFixed(3)}); upload limit ${(h.max_upload_bytes / 1048576).toFixed(0)} MB`;
   }).catch(() => { $("model").textContent = "model information unavailable"; });
@@ -88,7 +92,7 @@
       if (!r.ok) { fail(j.detail || `error ${r.status}`); return; }
       $("probability").textContent = (100 * j.probability).toFixed(1) + " %";
       $("class").textContent = j.prediction;
-      $("class").className = "big " + j.prediction;
+      $("class").className = "big " + (j.positive ? "positive" : "negative");
       $("point").textContent = `${j.operating_point} (>= ${j.threshold.toFixed(3)})`;
       $("heatmap").src = j.heatmap_png || "";
       $("preprocessed").src = j.preprocessed_png;

@@ -15,24 +15,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from thyro.base import StrictModel
-
-
-class AugmentConfig(StrictModel):
-    """Random transforms applied to each training batch (set ``enabled: false`` to switch all off)."""
-
-    enabled: bool = True
-    rotate_deg: float = Field(10.0, ge=0, le=180, description="maximum absolute rotation in degrees")
-    scale: tuple[float, float] = Field((0.9, 1.1), description="zoom range")
-    translate: float = Field(0.05, ge=0, le=0.5, description="maximum shift as a fraction of the image size")
-    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
-    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip (off for ultrasound)")
-    brightness: float = Field(0.1, ge=0, le=1, description="maximum additive brightness change")
-    contrast: float = Field(0.15, ge=0, le=1, description="maximum relative contrast change")
-    gamma: float = Field(0.15, ge=0, le=1, description="log-uniform gamma in [1/(1+g), 1+g]")
-    speckle: float = Field(0.05, ge=0, le=1, description="std of multiplicative Gaussian noise")
+from thyro.config import AugmentConfig
 
 
 class BatchAugment:

@@ -1,0 +1,233 @@
+"""One statistic per question, computed from a predictions table.
+
+The report, the model package and its card, ``thyro compare``, the web app's model information and
+the study summary all ask the same few questions of the same predictions: "what is this arm's AUROC
+on this set, with what interval?", "is arm A better than arm B here?", "which threshold, and how does
+it do?".  Each question is answered here, once:
+
+* rows are taken in one order (by image), with the clusters :mod:`thyro.run` computed once;
+* the interval method follows one rule (:func:`thyro.stats.auto.choose_method`): DeLong when every
+  patient/group has one image in the rows, else the stratified cluster bootstrap;
+* the bootstrap's resamples, seed and level have one set of defaults (:data:`DEFAULT`).
+
+So the same predictions give the same numbers, to the last bit, wherever they are shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from thyro.errors import StatsError
+from thyro.stats import (
+    brier,
+    choose_method,
+    compare_paired,
+    fit_temperature,
+    has_repeated_groups,
+    interval,
+    reliability,
+)
+from thyro.stats.calibration import calibration_line
+from thyro.stats.operating import choose_threshold, evaluate_threshold
+from thyro.stats.roc import auroc_or_none
+
+#: Operating points chosen on out-of-fold predictions: name -> rule of :mod:`thyro.stats.operating`.
+OPERATING_RULES: dict[str, str] = {"youden": "youden", "sens90": "sens@0.90", "sens95": "sens@0.95",
+                                   "spec90": "spec@0.90"}
+RULE_TEXT = {"youden": "Youden's J (max sensitivity + specificity - 1)",
+             "sens@0.90": "highest threshold with sensitivity >= 90%",
+             "sens@0.95": "highest threshold with sensitivity >= 95%",
+             "spec@0.90": "lowest threshold with specificity >= 90%"}
+ECE_BINS = 10
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How intervals are computed: ``method`` auto | delong | bootstrap, resamples, seed and level."""
+
+    method: str = "auto"
+    n_boot: int = 2000
+    seed: int = 0
+    level: float = 0.95
+
+    def with_(self, **kw) -> Settings:
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+DEFAULT = Settings()
+
+
+def arrays(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(labels, probabilities, clusters or None)`` of prediction rows, in image order."""
+    rows = rows.sort_values("image", kind="mergesort")
+    y = rows["label"].to_numpy(dtype=int)
+    p = rows["probability"].to_numpy(dtype=float)
+    groups = None
+    if "cluster" in rows.columns and rows["cluster"].notna().all() and len(rows):
+        groups = rows["cluster"].to_numpy(dtype=np.int64)
+    return y, p, groups
+
+
+def problem(rows: pd.DataFrame) -> str | None:
+    """Why an AUROC cannot be computed on ``rows`` (None when it can)."""
+    if rows.empty:
+        return "no predictions"
+    bad = ~np.isfinite(rows["probability"].to_numpy(dtype=float))
+    if bad.any():
+        n = int(bad.sum())
+        return f"{n} NaN or infinite probabilit{'y' if n == 1 else 'ies'}"
+    if rows["label"].nunique() < 2:
+        return "the cases hold one class only; AUROC undefined"
+    return None
+
+
+def method_for(rows: pd.DataFrame, settings: Settings = DEFAULT) -> str:
+    """``"delong"`` or ``"bootstrap"`` for these rows (see the module docstring)."""
+    return choose_method(arrays(rows)[2], settings.method)
+
+
+def auroc(rows: pd.DataFrame) -> float | None:
+    """The AUROC point estimate of prediction rows (None without both classes)."""
+    if problem(rows):
+        return None
+    y, p, _ = arrays(rows)
+    return auroc_or_none(y, p)
+
+
+def auroc_summary(rows: pd.DataFrame, settings: Settings = DEFAULT) -> dict:
+    """AUROC with its interval, as every output shows it.
+
+    Returns a dict with ``auroc, lower, upper, level, se, method, n, n_pos, n_clusters`` (or
+    ``{"missing": reason}`` when the rows cannot give one).
+    """
+    why = problem(rows)
+    if why:
+        return {"missing": why}
+    y, p, groups = arrays(rows)
+    r = interval(y, p, groups, method=settings.method, level=settings.level, n_boot=settings.n_boot,
+                 seed=settings.seed)
+    out = {k: v for k, v in asdict(r).items()}
+    out.update(n=int(y.size), n_pos=int(y.sum()), n_clusters=None if groups is None else int(np.unique(groups).size),
+               n_boot=settings.n_boot if r.method != "delong" else None, missing=None)
+    return out
+
+
+def compare(rows_a: pd.DataFrame, rows_b: pd.DataFrame, settings: Settings = DEFAULT) -> dict:
+    """Paired comparison ``A - B`` on the images both score (the same cases in both).
+
+    Returns the comparison (``diff, lower, upper, p_value, method, ...``) and the DeLong correlation of
+    the two AUROCs (for power), or ``{"missing": reason}``.
+    """
+    from thyro.stats import delong_cov
+
+    for name, rows in (("A", rows_a), ("B", rows_b)):
+        why = problem(rows)
+        if why:
+            return {"missing": f"{name}: {why}"}
+    a = rows_a.sort_values("image", kind="mergesort")
+    b = rows_b.sort_values("image", kind="mergesort")
+    if a["image"].tolist() != b["image"].tolist():
+        common = len(set(a["image"]) & set(b["image"]))
+        return {"missing": f"different cases ({len(a)} vs {len(b)}, {common} in common); not compared"}
+    if (a["label"].to_numpy() != b["label"].to_numpy()).any():
+        return {"missing": "the two sets of rows disagree on labels"}
+    y, pa, groups = arrays(a)
+    pb = b["probability"].to_numpy(dtype=float)
+    c = compare_paired(y, pa, pb, groups, method=settings.method, level=settings.level, n_boot=settings.n_boot,
+                       seed=settings.seed)
+    out = dict(c.as_dict())
+    _, cov = delong_cov(y, np.vstack([pa, pb]))
+    out["correlation"] = float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])) if cov[0, 0] * cov[1, 1] > 0 else 0.0
+    out["missing"] = None
+    return out
+
+
+def clustered(rows: pd.DataFrame) -> bool:
+    """Whether some patient/group has several images among ``rows``."""
+    return has_repeated_groups(arrays(rows)[2])
+
+
+def method_text(rows: pd.DataFrame, clustered_by: str | None, settings: Settings = DEFAULT) -> str:
+    """One sentence naming the interval method used for ``rows`` and why."""
+    used = method_for(rows, settings)
+    repeats = clustered(rows)
+    if used == "delong" and clustered_by is None:
+        return ("DeLong; the predictions name no patient or group, so every image is treated as an independent "
+                "case (add a patient column if patients have several images)")
+    if used == "delong":
+        return ("DeLong (independent cases: no patient or group has more than one image here)" if not repeats
+                else "DeLong (chosen by the user although some patients have several images; intervals may be "
+                     "too narrow)")
+    unit = "patients and leakage groups" if clustered_by == "patient and group" else f"{clustered_by}s"
+    if repeats:
+        return (f"stratified cluster bootstrap over {unit} ({settings.n_boot} resamples, seed {settings.seed}), "
+                "because some patients have several images")
+    return f"stratified bootstrap ({settings.n_boot} resamples, seed {settings.seed})"
+
+
+# ----------------------------------------------------------------------------------------------
+# operating points and calibration
+# ----------------------------------------------------------------------------------------------
+
+def _prop(p) -> dict:
+    def f(v):
+        return None if v is None or not np.isfinite(v) else float(v)
+    return {"value": f(p.value), "lower": f(p.lower), "upper": f(p.upper), "k": int(p.k), "n": int(p.n)}
+
+
+def choose_thresholds(oof_rows: pd.DataFrame, rules: dict[str, str] | None = None) -> dict[str, dict]:
+    """Thresholds chosen on out-of-fold rows: ``{name: {threshold, rule, sensitivity, specificity}}``.
+
+    A case is called positive when ``probability >= threshold``.  Raises :class:`StatsError` when the
+    rows cannot support a rule (one class, non-finite probabilities).
+    """
+    why = problem(oof_rows)
+    if why:
+        raise StatsError(f"cannot choose operating points on the out-of-fold predictions: {why}")
+    y, p, _ = arrays(oof_rows)
+    out = {}
+    for name, rule in (rules or OPERATING_RULES).items():
+        t = choose_threshold(y, p, rule)
+        ev = evaluate_threshold(y, p, t, rule)
+        out[name] = {"threshold": float(t), "rule": rule, "rule_text": RULE_TEXT.get(rule, rule),
+                     "sensitivity": _prop(ev.sensitivity), "specificity": _prop(ev.specificity)}
+    return out
+
+
+def at_thresholds(rows: pd.DataFrame, points: dict[str, dict], level: float = 0.95) -> dict[str, dict]:
+    """Sensitivity, specificity, PPV, NPV, accuracy (Wilson intervals) and counts at each point's threshold."""
+    y, p, _ = arrays(rows)
+    out = {}
+    for name, op in points.items():
+        ev = evaluate_threshold(y, p, op["threshold"], op.get("rule", name), level)
+        out[name] = {k: _prop(getattr(ev, k)) for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy")}
+        out[name]["confusion"] = {k: int(v) for k, v in asdict(ev.confusion).items()}
+        out[name]["threshold"] = float(op["threshold"])
+    return out
+
+
+def calibration(rows: pd.DataFrame, oof_rows: pd.DataFrame | None = None) -> dict:
+    """Brier score, ECE and reliability, calibration intercept and slope, and (with out-of-fold rows)
+    the temperature fitted there and the scores after it; ``{"missing": reason}`` when the scores are
+    not probabilities."""
+    why = problem(rows)
+    if why:
+        return {"missing": why}
+    y, p, _ = arrays(rows)
+    try:
+        rel = reliability(y, p, ECE_BINS)
+        line = calibration_line(y, p)
+        out = {"brier": brier(y, p), "ece": rel.ece, "reliability": rel.as_dict(), "intercept": line.intercept,
+               "slope": line.slope, "line": line.as_dict(), "missing": None}
+        if oof_rows is not None and not problem(oof_rows):
+            yo, po, _ = arrays(oof_rows)
+            temp = fit_temperature(yo, po)
+            pc = temp(p)
+            out.update(temperature=temp.temperature, brier_scaled=brier(y, pc),
+                       ece_scaled=reliability(y, pc, ECE_BINS).ece)
+    except StatsError as exc:  # e.g. scores that are not probabilities
+        return {"missing": str(exc)}
+    return out

@@ -1,0 +1,663 @@
+"""The run directory of a study: the one module that knows its files.
+
+Every stage reads and writes a study's run directory through this module: the study runner writes
+through :class:`RunDir`; the report, the model package, ``thyro train``, ``thyro compare`` and the
+command line read through it.  No other module names these files, so there is one interpretation
+of each (the same AUROC cannot get two confidence intervals from two readers).
+
+Layout::
+
+    RUN/config.yaml         the study record: the resolved configuration and the folder its paths start from
+    RUN/splits.json         held-out test ids and the cross-validation folds (thyro.data.splits)
+    RUN/data.json           what the data held: counts, label provenance, preprocessing
+    RUN/predictions.csv     every prediction, one typed table (:class:`Predictions`)
+    RUN/results.json        per arm: status, weights, AUROC point estimates; versions; per-job records
+    RUN/report.html .md .json
+    RUN/jobs/ARM/foldK/     one training job (:class:`JobFiles`); ``ARM/fracF/foldK`` for a training
+                            fraction below 1 (data-efficiency curves)
+
+The predictions table
+---------------------
+``image, patient, group, label, label_source, arm, train_fraction, split, fold, ensemble, probability``
+
+* ``split``: ``val`` (out-of-fold: the fold's held-out cases, scored by the model trained without
+  them), ``test`` (the held-out test set) or the name of an external validation set;
+* ``fold``: the fold model (0..K-1); empty on ensemble rows;
+* ``ensemble``: true for the arm's fold-mean prediction (the model a user gets from ``thyro bundle``);
+* ``train_fraction``: share of each training fold used (1 = all of it);
+* ``label_source``: how the labels were obtained (``pathology``, ``cytology``, ``tirads``,
+  ``synthetic`` or ``unknown``), so every output can say what a probability means.
+
+A bare CSV from elsewhere (another tool, ``thyro predict``) is read with the same rules: only
+``image``, ``label`` and ``probability`` (or ``score``) are required.  Images that share a patient
+or a leakage group form one cluster (column ``cluster``), computed once here and used by every
+statistic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from thyro.data.manifest import LABEL_SOURCES
+from thyro.errors import ConfigError, StatsError, ThyroError
+from thyro.fileio import atomic_path, claim_file, file_lock, write_json, write_text
+
+CONFIG = "config.yaml"
+SPLITS = "splits.json"
+DATA = "data.json"
+PREDICTIONS = "predictions.csv"
+RESULTS = "results.json"
+REPORT = "report.html"
+JOBS = "jobs"
+
+PRED_COLUMNS = ("image", "patient", "group", "label", "label_source", "arm", "train_fraction", "split", "fold",
+                "ensemble", "probability")
+OOF = "val"
+TEST = "test"
+RESERVED_SPLITS = (OOF, TEST)
+
+
+# ----------------------------------------------------------------------------------------------
+# jobs
+# ----------------------------------------------------------------------------------------------
+
+def fraction_text(fraction: float) -> str:
+    """``0.25`` -> ``"0.25"``, ``1.0`` -> ``"1"`` (how a training fraction is written in names)."""
+    return f"{float(fraction):g}"
+
+
+@dataclass(frozen=True, order=True)
+class JobKey:
+    """One training job: an arm, a fold and the share of the training fold it uses."""
+
+    arm: str
+    fold: int
+    fraction: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """``ARM:FOLD``, or ``ARM@FRACTION:FOLD`` below the whole training fold."""
+        frac = "" if self.fraction == 1.0 else f"@{fraction_text(self.fraction)}"
+        return f"{self.arm}{frac}:{self.fold}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The files of one job folder (written by the training loop and the study runner)."""
+
+    folder: Path
+
+    @property
+    def model(self) -> Path:
+        return self.folder / "model.safetensors"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.csv"
+
+    @property
+    def predictions(self) -> Path:
+        return self.folder / "predictions.csv"
+
+    @property
+    def done(self) -> Path:
+        return self.folder / "done.json"
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.safetensors"
+
+    @property
+    def claim(self) -> Path:
+        return self.folder / "claim"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.folder / "tb"
+
+    def restart(self) -> None:
+        """Forget the job's progress (``--restart``): its checkpoint, best weights and record."""
+        for path in (self.last, self.best, self.done):
+            path.unlink(missing_ok=True)
+
+
+@dataclass
+class JobRecord:
+    """What a finished job left in ``done.json``.
+
+    ``val_auroc`` is the AUROC of the job's out-of-fold predictions as written to predictions.csv
+    (with the study's test-time augmentation); ``selection`` says how the epoch was chosen.
+    """
+
+    arm: str
+    fold: int
+    fraction: float
+    best_epoch: int
+    val_auroc: float | None
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+    train_images_per_second: float
+    selection: str = ""
+    selection_auroc: float | None = None
+    train_images: int = 0
+    weights_report: str = ""
+    host: str = ""
+    finished: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> JobKey:
+        return JobKey(self.arm, self.fold, self.fraction)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JobRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw.setdefault("fraction", 1.0)
+        kw["extra"] = {**d.get("extra", {}), **{k: v for k, v in d.items() if k not in known}}
+        return cls(**kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# the predictions table
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Predictions:
+    """A checked predictions table (see the module docstring), with its clusters.
+
+    Attributes
+    ----------
+    df : DataFrame
+        Columns :data:`PRED_COLUMNS` plus ``cluster`` (integer, NA when the table names no patient
+        or group).  ``fold`` is a nullable integer, ``ensemble`` a bool.
+    path : Path or None
+    clustered_by : str or None
+        ``"patient and group"``, ``"patient"``, ``"group"`` or None: what the clusters join.
+    notes : list of str
+        What was assumed or left out while reading.
+    """
+
+    df: pd.DataFrame
+    path: Path | None = None
+    clustered_by: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def arms(self) -> list[str]:
+        return list(pd.unique(self.df["arm"]))
+
+    @property
+    def splits(self) -> list[str]:
+        return list(pd.unique(self.df["split"]))
+
+    @property
+    def external_sets(self) -> list[str]:
+        return [s for s in self.splits if s not in RESERVED_SPLITS]
+
+    @property
+    def fractions(self) -> list[float]:
+        return sorted(set(self.df["train_fraction"].tolist()))
+
+    @property
+    def has_clusters(self) -> bool:
+        return self.clustered_by is not None
+
+    def rows(self, *, arm: str | None = None, split: str | None = None, fold: int | None = None,
+             ensemble: bool | None = None, fraction: float | None = 1.0) -> pd.DataFrame:
+        """The rows matching every given field, sorted by image (the order every statistic uses)."""
+        df = self.df
+        mask = pd.Series(True, index=df.index)
+        if arm is not None:
+            mask &= df["arm"] == arm
+        if split is not None:
+            mask &= df["split"] == split
+        if ensemble is not None:
+            mask &= df["ensemble"] == bool(ensemble)
+        if fold is not None:
+            mask &= df["fold"] == int(fold)
+        if fraction is not None:
+            mask &= np.isclose(df["train_fraction"].to_numpy(dtype=float), float(fraction))
+        return df[mask].sort_values("image", kind="mergesort").reset_index(drop=True)
+
+    def label_sources(self, split: str | None = None) -> list[str]:
+        sub = self.df if split is None else self.df[self.df["split"] == split]
+        return sorted(set(sub["label_source"]))
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the table (without the derived ``cluster`` column), atomically."""
+        out = self.df[list(PRED_COLUMNS)].copy()
+        out["fold"] = out["fold"].astype("Int64")
+        out["ensemble"] = out["ensemble"].map({True: "true", False: "false"})
+        with atomic_path(path, suffix=".tmp") as tmp:
+            out.to_csv(tmp, index=False)
+        return Path(path)
+
+
+def _norm_fold(value) -> tuple[int | None, bool | None]:
+    """A ``fold`` cell: ``(fold, ensemble)``; ``mean`` (format 1 files) and blanks are the ensemble."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None, None
+    s = str(value).strip().lower()
+    if s in ("", "nan", "<na>"):
+        return None, None
+    if s in ("mean", "ensemble", "all"):
+        return None, True
+    try:
+        f = float(s)
+    except ValueError:
+        raise ValueError(s) from None
+    if not f.is_integer() or f < 0:
+        raise ValueError(s)
+    return int(f), False
+
+
+def _bool_cell(value) -> bool | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    s = str(value).strip().lower()
+    if s in ("true", "1", "yes", "y", "t"):
+        return True
+    if s in ("false", "0", "no", "n", "f", ""):
+        return False
+    raise ValueError(s)
+
+
+def _components(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Cluster ids joining rows that share a value of ``a`` or of ``b`` (connected components)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ia, ua = pd.factorize(a)
+    ib, ub = pd.factorize(b)
+    g = coo_matrix((np.ones(ia.size), (ia, ib + len(ua))), shape=(len(ua) + len(ub),) * 2)
+    _, labels = connected_components(g, directed=False)
+    return labels[ia]
+
+
+def _filled(df: pd.DataFrame, col: str) -> bool:
+    return col in df.columns and df[col].notna().all() and (df[col].astype(str).str.strip().str.len() > 0).all()
+
+
+def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model") -> Predictions:
+    """Validate and type a predictions table (any accepted layout); raises :class:`StatsError`.
+
+    Parameters
+    ----------
+    df : DataFrame
+        As read from a CSV, every column as text or numbers.
+    where : str
+        The file (or what the table is) for messages.
+    default_arm : str
+        Arm name when the table has no ``arm`` column.
+    """
+    df = df.copy()
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    if "probability" not in df.columns and "score" in df.columns:
+        df = df.rename(columns={"score": "probability"})
+    missing = [c for c in ("image", "label", "probability") if c not in df.columns]
+    if missing:
+        raise StatsError(f"{where}: missing column(s) {', '.join(missing)}; a predictions file needs at least "
+                         "image, label, probability (optional: arm, split, fold, ensemble, patient, group, "
+                         "label_source, train_fraction)")
+    notes: list[str] = []
+    df["image"] = df["image"].astype(str).str.strip()
+    df["arm"] = df["arm"].fillna("").astype(str).str.strip() if "arm" in df.columns else default_arm
+    if "split" not in df.columns:
+        df["split"] = TEST
+        notes.append("no split column: every row is treated as a test prediction")
+    df["split"] = df["split"].fillna(TEST).astype(str).str.strip()
+    lower = df["split"].str.lower()
+    df.loc[lower.isin(RESERVED_SPLITS), "split"] = lower[lower.isin(RESERVED_SPLITS)]
+    bad = df["split"] == ""
+    if bad.any():
+        raise StatsError(f"{where}: empty split at line(s) {(np.flatnonzero(bad.to_numpy())[:5] + 2).tolist()}; "
+                         "use 'val' (out-of-fold), 'test' or an external set's name")
+    # folds and the ensemble flag
+    folds: list[int | None] = []
+    ens: list[bool | None] = []
+    for i, v in enumerate(df["fold"] if "fold" in df.columns else [None] * len(df)):
+        try:
+            f, e = _norm_fold(v)
+        except ValueError:
+            raise StatsError(f"{where}: line {i + 2}: fold {v!r} is not a fold number (0, 1, ...), 'mean' or "
+                             "empty") from None
+        folds.append(f)
+        ens.append(e)
+    if "ensemble" in df.columns:
+        for i, v in enumerate(df["ensemble"]):
+            try:
+                flag = _bool_cell(v)
+            except ValueError:
+                raise StatsError(f"{where}: line {i + 2}: ensemble {v!r} is not true or false") from None
+            if flag is not None:
+                ens[i] = flag
+    # A row without a fold is the final model (an ensemble, or the only model of a bare file); an
+    # out-of-fold row never is: each is scored by the one model that did not see it.
+    oof = (df["split"] == OOF).to_numpy()
+    df["fold"] = pd.array(folds, dtype="Int64")
+    df["ensemble"] = [False if o else (bool(e) if e is not None else f is None) for f, e, o in zip(folds, ens, oof)]
+    both = df["ensemble"] & df["fold"].notna()
+    bad_oof = np.array([o and e is True for e, o in zip(ens, oof)])
+    if both.any() or bad_oof.any():
+        lines = (np.flatnonzero(both.to_numpy() | bad_oof)[:5] + 2).tolist()
+        raise StatsError(f"{where}: line(s) {lines}: an ensemble row has an empty fold and is never out-of-fold "
+                         "('val')")
+    # training fraction
+    if "train_fraction" in df.columns:
+        frac = pd.to_numeric(df["train_fraction"], errors="coerce").fillna(1.0)
+        if ((frac <= 0) | (frac > 1)).any():
+            raise StatsError(f"{where}: train_fraction must lie in (0, 1]")
+        df["train_fraction"] = frac.astype(float)
+    else:
+        df["train_fraction"] = 1.0
+    # labels: 0/1, blanks left out with a note, anything else is an error
+    lab = pd.to_numeric(df["label"], errors="coerce")
+    unlabelled = df["label"].isna() | (df["label"].astype(str).str.strip() == "")
+    if unlabelled.any():
+        notes.append(f"{int(unlabelled.sum())} row(s) without a label were left out")
+    bad = ~unlabelled & ~lab.isin([0, 1])
+    if bad.any():
+        rows = (np.flatnonzero(bad.to_numpy())[:5] + 2).tolist()
+        vals = df.loc[bad, "label"].astype(str).unique()[:5].tolist()
+        raise StatsError(f"{where}: labels must be 0 (benign) or 1 (malignant); found {vals} at line(s) {rows}")
+    df = df.loc[~unlabelled].copy()
+    df["label"] = lab[~unlabelled].astype(int)
+    df["probability"] = pd.to_numeric(df["probability"], errors="coerce").astype(float)
+    if "label_source" in df.columns:
+        src = df["label_source"].fillna("unknown").astype(str).str.strip().str.lower().replace("", "unknown")
+        odd = sorted(set(src) - set(LABEL_SOURCES))
+        if odd:
+            raise StatsError(f"{where}: label_source {odd[:3]} is not one of {', '.join(LABEL_SOURCES)}")
+        df["label_source"] = src
+    else:
+        df["label_source"] = "unknown"
+    key = ["image", "arm", "train_fraction", "split", "fold", "ensemble"]
+    dup = df.duplicated(key, keep=False)
+    if dup.any():
+        ex = df.loc[dup, ["image", "arm", "split", "fold"]].iloc[0].tolist()
+        raise StatsError(f"{where}: {int(dup.sum())} rows repeat the same (image, arm, split, fold), e.g. {ex}; "
+                         "each prediction must appear once")
+    conflict = df.groupby("image")["label"].nunique()
+    if (conflict > 1).any():
+        ex = conflict.index[conflict > 1][:3].tolist()
+        raise StatsError(f"{where}: images with different labels in different rows: {ex}; fix the labels")
+    usable = [c for c in ("patient", "group") if _filled(df, c)]
+    for c in ("patient", "group"):
+        if c in df.columns and c not in usable and df[c].notna().any():
+            notes.append(f"column '{c}' has blanks and is not used for clustering")
+        if c not in df.columns:
+            df[c] = pd.NA
+    if len(usable) == 2:
+        # images that share a patient or a leakage group belong to one cluster
+        df["cluster"] = pd.array(_components(df["patient"].astype(str), df["group"].astype(str)), dtype="Int64")
+        clustered_by = "patient and group"
+    elif usable:
+        df["cluster"] = pd.array(pd.factorize(df[usable[0]].astype(str))[0], dtype="Int64")
+        clustered_by = usable[0]
+    else:
+        df["cluster"] = pd.array([pd.NA] * len(df), dtype="Int64")
+        clustered_by = None
+    df = df[list(PRED_COLUMNS) + ["cluster"]].reset_index(drop=True)
+    return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes)
+
+
+def read_predictions(path: str | os.PathLike) -> Predictions:
+    """Read and check a predictions CSV (a run's, or any file with image, label, probability)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StatsError(f"{path}: predictions file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise StatsError(f"{path}: not a readable CSV ({exc})") from None
+    preds = check_predictions(df, str(path), default_arm=path.stem)
+    preds.path = path
+    return preds
+
+
+def predictions_frame(rows: list[dict], meta: pd.DataFrame, label_source: str | dict[str, str] = "unknown"
+                      ) -> pd.DataFrame:
+    """Rows ``{image, arm, train_fraction, split, fold, ensemble, probability}`` joined with the images'
+    ``patient_id, group, label`` (``meta`` indexed by image) into the table's column order.
+
+    ``label_source`` is one value, or one per split (external sets may have another provenance).
+    """
+    df = pd.DataFrame(rows, columns=["image", "arm", "train_fraction", "split", "fold", "ensemble", "probability"])
+    df = df.join(meta[["patient_id", "group", "label"]], on="image").rename(columns={"patient_id": "patient"})
+    df["label"] = df["label"].astype("Int64")
+    df["fold"] = df["fold"].astype("Int64")
+    df["ensemble"] = df["ensemble"].astype(bool)
+    if isinstance(label_source, dict):
+        df["label_source"] = df["split"].map(lambda s: label_source.get(s, "unknown"))
+    else:
+        df["label_source"] = label_source
+    return df[list(PRED_COLUMNS)]
+
+
+# ----------------------------------------------------------------------------------------------
+# the run directory
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class StudyRecord:
+    """The study a run directory holds: its configuration and the folder its relative paths start from."""
+
+    config: Any  # thyro.config.StudyConfig (typed; imported lazily to keep this module light)
+    base_dir: Path
+
+
+class RunDir:
+    """A study's run directory (see the module docstring).
+
+    Parameters
+    ----------
+    root : path
+        The folder (created on first write).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def splits_path(self) -> Path:
+        return self.root / SPLITS
+
+    @property
+    def data_path(self) -> Path:
+        return self.root / DATA
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.root / PREDICTIONS
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / RESULTS
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / REPORT
+
+    def job_files(self, job: JobKey) -> JobFiles:
+        frac = "" if job.fraction == 1.0 else f"frac{fraction_text(job.fraction)}"
+        parts = [JOBS, job.arm] + ([frac] if frac else []) + [f"fold{job.fold}"]
+        return JobFiles(self.root.joinpath(*parts))
+
+    def exists(self) -> bool:
+        return self.config_path.is_file() or self.predictions_path.is_file()
+
+    # -- locks and claims ----------------------------------------------------------------------
+    def locked(self):
+        """The run directory's lock: held while the study record, splits and merged files change.
+
+        Safe across processes on one machine and across nodes on a shared filesystem
+        (:func:`thyro.fileio.file_lock`).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        return file_lock(self.root / ".lock")
+
+    def claim(self, job: JobKey, *, lifetime: float | None = None):
+        """Claim ``job`` for this process (context manager yielding True, or False when another live
+        process holds it).  See :func:`thyro.fileio.claim_file`."""
+        files = self.job_files(job)
+        files.folder.mkdir(parents=True, exist_ok=True)
+        return claim_file(files.claim, lifetime=lifetime)
+
+    def claim_holder(self, job: JobKey) -> str | None:
+        """Who holds ``job``'s claim (``host pid N``), or None."""
+        from thyro.fileio import claim_holder
+
+        return claim_holder(self.job_files(job).claim)
+
+    # -- the study record -----------------------------------------------------------------------
+    def read_record(self) -> StudyRecord | None:
+        """The study this directory holds (None before a study has started here)."""
+        from thyro.config import StudyConfig
+
+        path = self.config_path
+        if not path.is_file():
+            return None
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc}); delete the run directory to start over.") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("study"), dict):
+            raise ConfigError(f"{path}: not a thyro study record (no 'study:' block); is {self.root} a run "
+                              "directory of this thyro version?")
+        cfg = StudyConfig.parse(raw["study"], source=str(path))
+        return StudyRecord(cfg, Path(raw.get("base_dir") or self.root))
+
+    def write_record(self, config, base_dir: Path) -> None:
+        write_text(self.config_path, yaml.safe_dump({"study": config.model_dump(mode="json"),
+                                                     "base_dir": str(base_dir)}, sort_keys=False))
+
+    def config_text(self) -> str | None:
+        return self.config_path.read_text(encoding="utf-8", errors="replace") if self.config_path.is_file() else None
+
+    # -- splits -----------------------------------------------------------------------------------
+    def read_splits(self, manifest=None):
+        from thyro.data.splits import Splits
+
+        return Splits.load(self.splits_path, manifest)
+
+    def write_splits(self, splits) -> None:
+        splits.save(self.splits_path)
+
+    # -- data summary, results ----------------------------------------------------------------
+    def _read_json(self, path: Path, notes: list[str] | None = None) -> dict | None:
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if notes is None:
+                raise ThyroError(f"{path}: not valid JSON ({exc}); delete it and run the study again to rewrite it.") \
+                    from None
+            notes.append(f"{path.name} is not valid JSON and was ignored ({exc})")
+            return None
+        return data if isinstance(data, dict) else None
+
+    def read_data(self, notes: list[str] | None = None) -> dict | None:
+        return self._read_json(self.data_path, notes)
+
+    def write_data(self, summary: dict) -> None:
+        write_json(self.data_path, summary)
+
+    def read_results(self, notes: list[str] | None = None) -> dict | None:
+        return self._read_json(self.results_path, notes)
+
+    def write_results(self, results: dict) -> None:
+        write_json(self.results_path, results)
+
+    # -- predictions ----------------------------------------------------------------------------
+    def read_predictions(self) -> Predictions:
+        if not self.predictions_path.is_file():
+            raise StatsError(f"{self.root}: no {PREDICTIONS} in this run directory; has the study produced "
+                             "predictions yet?")
+        return read_predictions(self.predictions_path)
+
+    def write_predictions(self, df: pd.DataFrame) -> None:
+        check_predictions(df, str(self.predictions_path)).to_csv(self.predictions_path)
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def is_done(self, job: JobKey) -> bool:
+        return self.job_files(job).done.is_file()
+
+    def read_job(self, job: JobKey) -> JobRecord | None:
+        data = self._read_json(self.job_files(job).done)
+        return JobRecord.from_dict(data) if data is not None else None
+
+    def finish_job(self, job: JobKey, record: JobRecord, rows: pd.DataFrame, model) -> None:
+        """Write a finished job: its predictions, its model, then ``done.json`` (the marker) last."""
+        from thyro.models import save_model
+
+        files = self.job_files(job)
+        with atomic_path(files.predictions, suffix=".tmp") as tmp:
+            rows.to_csv(tmp, index=False)
+        save_model(files.model, model, {"arm": job.arm, "fold": job.fold, "train_fraction": job.fraction,
+                                        "best_epoch": record.best_epoch, "val_auroc": record.val_auroc,
+                                        **record.extra.get("model_metadata", {})})
+        rec = asdict(record)
+        rec["extra"] = {k: v for k, v in record.extra.items() if k != "model_metadata"}
+        write_json(files.done, rec)
+        for path in (files.last, files.best):  # model.safetensors holds the chosen weights now
+            path.unlink(missing_ok=True)
+
+    def job_rows(self, job: JobKey) -> pd.DataFrame:
+        return pd.read_csv(self.job_files(job).predictions, dtype={"image": str})
+
+    def model_file(self, job: JobKey) -> Path:
+        return self.job_files(job).model
+
+    def logs(self) -> dict[str, dict[str, pd.DataFrame]]:
+        """Training logs of the whole-fold jobs: ``{arm: {"foldK": log}}`` (unreadable logs are skipped)."""
+        out: dict[str, dict[str, pd.DataFrame]] = {}
+        jobs = self.root / JOBS
+        if not jobs.is_dir():
+            return out
+        for arm_dir in sorted(p for p in jobs.iterdir() if p.is_dir()):
+            for fold_dir in sorted(arm_dir.glob("fold*")):
+                files = JobFiles(fold_dir)
+                if files.log.is_file():
+                    with contextlib.suppress(pd.errors.ParserError, pd.errors.EmptyDataError):
+                        out.setdefault(arm_dir.name, {})[fold_dir.name] = pd.read_csv(files.log)
+        return out
+
+
+def describe_holder() -> str:
+    """``host pid N`` of this process (what a claim records)."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+__all__ = [
+    "CONFIG", "JobFiles", "JobKey", "JobRecord", "LABEL_SOURCES", "OOF", "PRED_COLUMNS", "PREDICTIONS",
+    "Predictions", "RunDir", "StudyRecord", "TEST", "check_predictions", "describe_holder", "fraction_text",
+    "predictions_frame", "read_predictions",
+]
