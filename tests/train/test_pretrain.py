@@ -269,3 +269,33 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_state(tree, tmp_
     with pytest.raises(TrainingError, match="the loss became"):
         pretrain(tree, out, tiny_cfg(epochs=3, lr=1e30))
     assert not out.exists()
+
+
+def test_cli_config_file_values_win_over_option_defaults(tree, tmp_path, monkeypatch):
+    """defaults < --config YAML < options typed on the command line (only those)."""
+    import yaml
+
+    import thyro.train.pretrain as pt
+    from thyro.cli import main
+
+    seen = {}
+    monkeypatch.setattr(pt, "pretrain", lambda source, out, cfg, **kw: seen.setdefault("cfg", cfg))
+    cfg_file = tmp_path / "pretrain.yaml"
+    cfg_file.write_text(yaml.safe_dump({"pretrain": {
+        "arch": "resnet50", "mode": "simclr", "epochs": 5, "batch_size": 64, "optimizer": "adamw", "lr": 3e-4,
+        "device": "cpu", "workers": 2, "seed": 7, "threads": 3, "preprocess": {"size": 96, "remove_frame": False}}}))
+    assert main(["pretrain", str(tree), "--out", str(tmp_path / "b.safetensors"), "--config", str(cfg_file)]) == 0
+    cfg = seen.pop("cfg")
+    assert (cfg.arch, cfg.mode, cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr) == ("resnet50", "simclr", 5, 64,
+                                                                                         "adamw", 3e-4)
+    assert (cfg.device, cfg.workers, cfg.seed, cfg.threads) == ("cpu", 2, 7, 3)
+    assert cfg.preprocess.size == 96 and cfg.preprocess.remove_frame is False
+    # an option typed on the command line wins over the file, and only that one
+    assert main(["pretrain", str(tree), "--out", str(tmp_path / "b.safetensors"), "--config", str(cfg_file),
+                 "--epochs", "7", "--size", "64"]) == 0
+    cfg = seen.pop("cfg")
+    assert (cfg.epochs, cfg.preprocess.size, cfg.batch_size, cfg.arch) == (7, 64, 64, "resnet50")
+    assert cfg.preprocess.remove_frame is False
+    # without a file: the defaults, and the learning rate follows the optimiser
+    assert main(["pretrain", str(tree), "--out", str(tmp_path / "b.safetensors"), "--optimizer", "adamw"]) == 0
+    assert seen.pop("cfg").lr == 1e-3

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pandas as pd
 import pytest
 import torch
 
@@ -127,3 +128,22 @@ def test_flip_tta_is_applied_by_every_engine_when_the_study_used_it(run_dir, ima
     a = predict(pkg, [images["png0"], images["png1"]], engine="torch", progress=False)
     b = predict(pkg, [images["png0"], images["png1"]], engine="onnx", progress=False)
     assert np.allclose([r.probability for r in a.rows], [r.probability for r in b.rows], atol=1e-5)
+
+
+def test_readme_export_then_predict_lines_run_as_written(model_dir, images, tmp_path, monkeypatch):
+    """The README's `thyro export` and `thyro predict --engine onnx` lines, run as they are written."""
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [line.split("#")[0].strip() for line in readme.splitlines() if line.strip().startswith("thyro ")]
+    export = next(line for line in lines if line.startswith("thyro export"))
+    onnx_predict = next(line for line in lines if line.startswith("thyro predict") and "--engine onnx" in line)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(model_dir, tmp_path / "model")
+    shutil.copytree(images["good_dir"], tmp_path / "new_images")
+    for line in (export, onnx_predict):
+        assert main(["-q", *shlex.split(line)[1:]]) == 0, line
+    out = next(a for a in shlex.split(onnx_predict) if a.endswith(".csv"))
+    assert len(pd.read_csv(tmp_path / out)) == 7  # every image in new_images/ scored

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         from thyro.cli._options import typed_options
         from thyro.config import PretrainConfig, merge
         from thyro.console import info
-        from thyro.train.pretrain import default_work_dir, prepare, pretrain
+        from thyro.train.pretrain import WORK_LAST, default_work_dir, prepare, pretrain
 
         # defaults < the YAML file < the options typed on the command line
         data: dict = read_yaml(config) if config is not None else {}
@@ -87,5 +87,5 @@ def register(app: typer.Typer) -> None:
         result = pretrain(source, out, cfg, work_dir=work_dir, cache_dir=cache_dir, resume=resume,
                           image_column=image_column, class_column=class_column, max_steps=max_steps)
         if result is None:
-            info(f"stopped after {max_steps} steps; the state is in {(work_dir or default_work_dir(out)) / 'last.pt'}: "
+            info(f"stopped after {max_steps} steps; the state is in {(work_dir or default_work_dir(out)) / WORK_LAST}: "
                  "run the same command again to continue.")

@@ -16,6 +16,7 @@ from thyro.report import figures
 from thyro import metrics
 from thyro.report.analysis import analyse, fmt_p, one_line
 from thyro.report.load import read_run
+from thyro.run import REPORT, RunDir
 
 TEMPLATES = Path(__file__).parent / "templates"
 BAND_BOOT = 500
@@ -78,12 +79,12 @@ def _any_valid(per_arm: dict) -> bool:
 
 
 def _outputs(run_dir: Path, out) -> tuple[Path, Path, Path]:
+    """The report's files: in the run directory (or beside a bare CSV) unless ``out`` names a folder or file."""
     if out is None:
-        base = run_dir if run_dir.is_dir() else run_dir.parent
-        html = base / "report.html"
+        html = RunDir(run_dir if run_dir.is_dir() else run_dir.parent).report_path
     else:
         out = Path(out)
-        html = out if out.suffix.lower() in (".html", ".htm") else out / "report.html"
+        html = out if out.suffix.lower() in (".html", ".htm") else out / REPORT
     return html, html.with_suffix(".md"), html.with_suffix(".json")
 
 

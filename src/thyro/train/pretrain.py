@@ -69,6 +69,8 @@ from thyro.train.fit import lr_factor, make_optimizer
 from thyro.train.ssl import ProjectionHead, nt_xent
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "lr", "seconds", "images_per_second")
+#: Files of the pretraining work folder (this module owns that folder's format).
+WORK_LAST, WORK_LOG, WORK_SKIPPED, WORK_CONFIG = "last.pt", "log.csv", "skipped.csv", "config.yaml"
 
 # --------------------------------------------------------------------------------------------------
 # the corpus
@@ -492,8 +494,8 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
         assert tset is not None
         n = len(tset.rows)
         if dist_info.is_main:
-            _write_skipped(work_dir / "skipped.csv", tset.failures)
-            write_text(work_dir / "config.yaml", cfg.to_yaml())
+            _write_skipped(work_dir / WORK_SKIPPED, tset.failures)
+            write_text(work_dir / WORK_CONFIG, cfg.to_yaml())
             for note in tset.notes:
                 info(f"[yellow]{note}[/]" if note.startswith("warning") else note)
             for image, reason in tset.failures[:20]:
@@ -525,7 +527,7 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
         fingerprint = cfg.fingerprint(tset.cache_key)
 
         # --- resume ---
-        last_path = work_dir / "last.pt"
+        last_path = work_dir / WORK_LAST
         start_epoch, start_step, history, resumed = 0, 0, [], None
         if resume and last_path.exists():
             state = torch.load(last_path, map_location="cpu", weights_only=True)
@@ -639,7 +641,7 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
                 history.append(row)
                 save_state(epoch, steps_per_epoch)
                 if dist_info.is_main:
-                    write_csv_rows(work_dir / "log.csv", history, LOG_FIELDS)
+                    write_csv_rows(work_dir / WORK_LOG, history, LOG_FIELDS)
                     progress.update(task, status=f"epoch {epoch + 1}: loss {row['train_loss']:.4f}"
                                     + (f" acc {row['train_acc']:.3f}" if cfg.mode == "supervised" else ""))
                     info(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}"

@@ -181,8 +181,9 @@ class OnnxEngine:
 
         path = Path(path)
         if not path.is_file():
-            raise ModelPackageError(f"{path}: ONNX model not found; "
-                                    f"write it with `thyro export MODEL_DIR --onnx {path}`.")
+            raise ModelPackageError(f"{path}: ONNX model not found; export it with `thyro export MODEL_DIR` (which "
+                                    "writes MODEL_DIR/model.onnx, where --engine onnx looks), or name an exported "
+                                    "file with --onnx-file.")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads

@@ -1,0 +1,87 @@
+"""Jobs for schedulers: --only and train check only their arms' weights; jobs are claimed, never trained twice."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from thyro.cli import main
+from thyro.run import JobKey, RunDir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from thyro.data.phantom import generate_cohort
+
+    return generate_cohort(tmp_path_factory.mktemp("cohort") / "phantom", n_patients=30, size=64, seed=4)
+
+
+def write_config(tmp_path: Path, cohort: Path, arms: list[dict]) -> Path:
+    cfg = {"name": "jobs", "data": {"manifest": str(cohort), "test_size": 0.2, "folds": 2, "seed": 1},
+           "preprocess": {"size": 32}, "arms": arms,
+           "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "tensorboard": False, "threads": 1}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_only_and_train_check_only_their_arms_weights(tmp_path, cohort, monkeypatch, capsys):
+    from thyro.train.study import run_study
+
+    monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
+    config = write_config(tmp_path, cohort, [{"name": "scratch", "weights": "none"},
+                                             {"name": "pre", "weights": {"file": str(tmp_path / "absent.pt")}}])
+    run = tmp_path / "run"
+    # another arm's missing weights do not stop a selected job
+    results = run_study(config, run_dir=run, only=["scratch:0"], report=False)
+    assert results["arms"]["scratch"]["folds_done"] == [0] and results["arms"]["pre"]["status"] == "incomplete"
+    assert main(["-q", "train", str(config), "--arm", "scratch", "--fold", "1", "--run-dir", str(run)]) == 0
+    assert RunDir(run).is_done(JobKey("scratch", 1))
+    # the arm whose weights are missing: a clear stop naming the file and the option train has
+    capsys.readouterr()
+    assert main(["-q", "train", str(config), "--arm", "pre", "--fold", "0", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "absent.pt" in err and "--skip-missing" in err
+    assert main(["-q", "train", str(config), "--arm", "pre", "--fold", "0", "--run-dir", str(run), "--skip-missing"]) == 0
+    res = RunDir(run).read_results()
+    assert res["arms"]["pre"]["status"] == "skipped" and "absent.pt" in res["arms"]["pre"]["reason"]
+    assert res["arms"]["scratch"]["status"] == "done"
+
+
+def test_dry_run_trains_and_writes_nothing(tmp_path, cohort, capsys):
+    config = write_config(tmp_path, cohort, [{"name": "scratch", "weights": "none"},
+                                             {"name": "pre", "weights": {"file": "absent.pt"}}])
+    capsys.readouterr()
+    assert main(["study", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run" in out and "scratch:0" in out and "pre:1" in out and "absent.pt" in out
+    assert "test" in out and "held out" in out and "Synthetic" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_processes_on_one_run_directory_train_each_job_once(tmp_path, cohort):
+    """Two `thyro study` processes started together split the jobs between them (claims), then merge."""
+    config = write_config(tmp_path, cohort, [{"name": "a", "weights": "none"}, {"name": "b", "weights": "none"}])
+    run = tmp_path / "run"
+    env = {**os.environ, "THYRO_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "thyro", "study", str(config), "--run-dir", str(run), "--no-report"]
+    procs = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    trained = [m for out in outs for m in re.findall(r"job \d+/\d+ (\S+:\d+)\s*$", out, flags=re.M)]
+    expected = sorted(f"{arm}:{k}" for arm in "ab" for k in range(2))
+    assert sorted(trained) == expected, outs  # every job trained exactly once over both processes
+    assert all(re.search(r"job \d+/\d+ \S+:\d+\s*$", out, flags=re.M) for out in outs), "one process did all"
+    rd = RunDir(run)
+    assert {a["status"] for a in rd.read_results()["arms"].values()} == {"done"}
+    preds = rd.read_predictions()
+    assert len(preds.rows(arm="a", split="val")) == len(rd.read_splits().dev_ids())
