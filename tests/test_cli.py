@@ -27,6 +27,7 @@ def test_help_on_every_command(path, capsys):
     assert main(path + ["--help"]) == 0
     out = capsys.readouterr().out
     assert "Usage" in out
+    assert "<bool>" not in out  # flags read as flags, not as options taking a value
 
 
 def test_version(capsys):
@@ -51,3 +52,31 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert mode == 0o666 & ~mask
+
+
+def test_help_text_keeps_brackets_and_lists_real_commands(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["predict", "--help"]) == 0
+    assert '{"box": [x0,y0,x1,y1]}' in capsys.readouterr().out
+    assert main(["data", "--help"]) == 0
+    out = capsys.readouterr().out
+    group = typer.main.get_command(app).commands["data"]
+    for name in group.commands:
+        assert name in out
+    assert "preprocess " not in out.split("Commands")[1] if "Commands" in out else True
+
+
+def test_every_out_option_has_the_short_form(capsys):
+    """-o is --out (or --run-dir) everywhere."""
+    missing = []
+    root = typer.main.get_command(app)
+
+    def walk(cmd, prefix):
+        for p in getattr(cmd, "params", []):
+            if "--out" in p.opts and "-o" not in p.opts:
+                missing.append(" ".join(prefix))
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, prefix + [name])
+
+    walk(root, [])
+    assert not missing, missing

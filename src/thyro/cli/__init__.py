@@ -26,6 +26,32 @@ app = typer.Typer(
 _debug = {"on": False}
 
 
+def _flags_read_as_flags() -> None:
+    """Show on/off options (``--restart``, ``--help``) without a value type.
+
+    Recent typer releases print a type column for every option, so a flag reads ``--help <bool>`` as if
+    it took a value.  A flag takes none: its type is left out (a no-op with typers that do not do this).
+    """
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - a typer without this class
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_thyro_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._thyro_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_read_as_flags()
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"thyro {__version__}")

@@ -38,7 +38,7 @@ def predict_cmd(
     inputs: list[str] = typer.Argument(..., help="Image files, folders (recursive), DICOM files or manifest CSVs."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the predictions CSV here."),
     roi: str = typer.Option(None, "--roi",
-                            help='ROI for every input without one: JSON ({"box": [x0,y0,x1,y1]}) or a JSON file.'),
+                            help='ROI for every input without one: JSON ({"box": \\[x0,y0,x1,y1]}) or a JSON file.'),
     engine: str = typer.Option("torch", "--engine",
                                help="torch (eager) or onnx (MODEL_DIR/model.onnx, from `thyro export`)."),
     onnx_file: Path = typer.Option(None, "--onnx-file",

@@ -55,8 +55,6 @@ from thyro.errors import Problems
 #: Largest Hamming distance (bits of 64) at which two pHashes count as the same picture.
 NEAR_THRESHOLD = 4
 
-HASH_COLUMNS = ("content_hash", "phash")
-
 
 # ---------------------------------------------------------------------------------------------
 # hashes

@@ -11,7 +11,6 @@ from thyro.errors import ConfigError
 from thyro.models.adapter import InputAdapter, InputSpec
 from thyro.models.backbones import (
     LAYOUTS,
-    NATIVE_SIZE,
     apply_keras_layout,
     check_arch,
     create_backbone,
@@ -180,8 +179,3 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
     report.input_spec = spec.model_dump(mode="json")
     model = ThyroNet(backbone, spec, arch, layout=layout, dropout=dropout)
     return model, report
-
-
-def native_size(arch: str) -> int:
-    """Input size the architecture was designed for (224 or 299)."""
-    return NATIVE_SIZE[check_arch(arch)]
