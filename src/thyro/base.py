@@ -85,6 +85,8 @@ def format_validation_error(exc: ValidationError, cls: type[BaseModel], source: 
         if err.get("type") == "extra_forbidden":
             allowed = _allowed_at(cls, loc)
             lines.append(f"unknown key '{where}'; allowed here: {', '.join(allowed)}")
+        elif not loc or isinstance(err.get("input"), dict):  # a whole block: its message says what is wrong
+            lines.append(f"'{where}': {err.get('msg')}")
         else:
             lines.append(f"'{where}': {err.get('msg')} (got {err.get('input')!r})")
     return f"{source}: invalid configuration:\n" + "\n".join(f"  - {line}" for line in lines)

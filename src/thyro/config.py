@@ -67,11 +67,60 @@ class OptimisationConfig(StrictModel):
         return self
 
 
+class TuneConfig(StrictModel):
+    """A small grid searched per arm on an inner split of each training fold (never on the test set)."""
+
+    lr: list[float] = Field(default_factory=list, description="learning rates to try")
+    epochs: list[int] = Field(default_factory=list, description="epoch counts to try")
+    weight_decay: list[float] = Field(default_factory=list, description="weight decays to try")
+
+    @property
+    def grid(self) -> list[dict]:
+        """Every combination, as ``{setting: value}`` (empty when nothing is tuned)."""
+        import itertools
+
+        axes = {k: v for k, v in (("lr", self.lr), ("epochs", self.epochs), ("weight_decay", self.weight_decay)) if v}
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] if axes else []
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v):
+            raise ValueError("values must not be negative")
+        return v
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v: list[int]) -> list[int]:
+        if any(x < 1 for x in v):
+            raise ValueError("epoch counts must be at least 1")
+        return v
+
+
 class TrainConfig(OptimisationConfig):
-    """Training of one arm x fold job: optimisation, imbalance, early stopping and evaluation settings."""
+    """Training of one arm x fold job: optimisation, imbalance, model selection and evaluation settings."""
 
     eval_batch_size: int = Field(256, ge=1)
-    patience: int = Field(10, ge=1, description="epochs without a better validation AUROC before stopping")
+    selection: Literal["inner", "last", "oof"] = Field(
+        "inner", description="how the epoch is chosen: inner (early stopping on an inner, group-respecting split of "
+                             "the training part: out-of-fold predictions stay untouched by selection), last (no "
+                             "selection: every epoch is trained, the last weights kept), oof (early stopping on the "
+                             "held-out fold itself: its out-of-fold AUROC is then selection-biased and the report "
+                             "says so)")
+    inner_fraction: float = Field(0.2, gt=0, lt=0.5, description="share of the training part's groups held out "
+                                                                 "for selection and tuning")
+    patience: int = Field(10, ge=1, description="epochs after the warm-up without a better selection AUROC before "
+                                                "stopping")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="exponential moving average of the weights (e.g. 0.999); "
+                                                         "0 = off")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="targets pulled towards 1/2 by this much")
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1, description="arms starting from pretrained weights train their "
+                                                                 "backbone at lr times this (head at lr)")
+    compile: bool = Field(False, description="torch.compile the model for training (GPUs; costs compile time)")
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    tracking: Literal["none", "mlflow"] = Field(
+        "none", description="mlflow: log parameters, per-epoch metrics, AUROCs and the report to a local MLflow "
+                            "file store in the run directory (or MLFLOW_TRACKING_URI when set)")
     imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
     data_on_device: Literal["auto", "yes", "no"] = Field(
         "auto", description="keep the uint8 training images on the GPU (auto: when they take under 2 GiB)")
@@ -86,7 +135,7 @@ class TrainConfig(OptimisationConfig):
 
 #: Settings that do not change what a study computes (a run directory may be continued with others).
 HARDWARE_FIELDS = ("device", "threads", "amp", "data_on_device", "tensorboard", "eval_batch_size",
-                   "checkpoint_interval_s")
+                   "checkpoint_interval_s", "compile", "tracking")
 
 
 #: SimCLR views: stronger than the fine-tuning defaults (zoom-in crops down to a quarter of the area,
@@ -164,6 +213,22 @@ def merge(base: dict, overrides: dict[str, Any], source: str = "--set") -> dict:
     return data
 
 
+class ExternalSet(StrictModel):
+    """A labelled external validation set (another site or scanner), scored by every arm's fold models."""
+
+    name: str = Field(description="the set's name in predictions.csv and the report")
+    manifest: str = Field(description="its manifest CSV (labels required)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ARM_NAME.match(v):
+            raise ValueError("external set names use letters, digits, '_', '-', '.'")
+        if v.lower() in ("val", "test", "development"):
+            raise ValueError(f"{v!r} is reserved (the study's own sets); choose another name")
+        return v
+
+
 class DataConfig(StrictModel):
     """Where the images are and how they are split (splits are made once and reused by every arm)."""
 
@@ -172,6 +237,27 @@ class DataConfig(StrictModel):
     test_size: float = Field(0.12, gt=0, lt=1, description="fraction of groups held out for test")
     folds: int = Field(5, ge=2, le=20)
     seed: int = 0
+    external: list[ExternalSet] = Field(default_factory=list, description="external validation sets")
+    train_fractions: list[float] = Field(
+        default_factory=lambda: [1.0],
+        description="shares of each training fold to train on (nested, group-respecting, stratified subsets, the "
+                    "same for every arm): data-efficiency curves; 1 (the whole fold) is always included")
+
+    @field_validator("train_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"training fractions must lie in (0, 1]; got {bad}")
+        return sorted(set(float(f) for f in v) | {1.0})
+
+    @model_validator(mode="after")
+    def _unique_sets(self):
+        names = [e.name for e in self.external]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"external set names must be unique; repeated: {', '.join(dup)}")
+        return self
 
 
 class ArmConfig(StrictModel):
@@ -184,6 +270,11 @@ class ArmConfig(StrictModel):
     in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1")
     dropout: float = Field(0.0, ge=0, lt=1)
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this arm")
+    train_backbone: Literal["all", "none", "bn"] = Field(
+        "all", description="all: fine-tune everything; none: a linear probe (backbone frozen, BatchNorm statistics "
+                           "too); bn: train the head and the BatchNorm layers only")
+    train: dict[str, Any] = Field(default_factory=dict, description="train settings for this arm only (e.g. epochs); "
+                                                                   "every arm shares the study's otherwise")
 
     @field_validator("name")
     @classmethod
@@ -227,6 +318,13 @@ class ArmConfig(StrictModel):
         """The weight source as a ``kind[:PATH]`` string with PATH resolved against ``base``."""
         return self.weight_source(base).describe()
 
+    def train_config(self, study: TrainConfig) -> TrainConfig:
+        """The study's training settings with this arm's own (``lr``, ``train:``) applied."""
+        data = merge(study.model_dump(mode="json"), {k: v for k, v in self.train.items()}, source=f"arm {self.name} train")
+        if self.lr is not None:
+            data["lr"] = self.lr
+        return TrainConfig.parse(data, source=f"arm '{self.name}' (train)")
+
 
 class StudyConfig(StrictModel):
     """A whole study: every arm trained on the same splits."""
@@ -243,6 +341,11 @@ class StudyConfig(StrictModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"arm names must be unique; repeated: {', '.join(dup)}")
+        for arm in self.arms:  # an arm's own train settings must be valid ones (checked here, not mid-study)
+            try:
+                arm.train_config(self.train)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def arm(self, name: str) -> ArmConfig:

@@ -38,8 +38,8 @@ def info(message: str) -> None:
         console.print(message)
 
 
-def make_progress(transient: bool = False) -> Progress:
-    """A rich progress display (disabled when quiet)."""
+def make_progress(transient: bool = False, *, disable: bool = False) -> Progress:
+    """A rich progress display (disabled when quiet, or when asked)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -48,7 +48,7 @@ def make_progress(transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=_state["quiet"],
+        disable=_state["quiet"] or disable,
         transient=transient,
     )
 

@@ -9,6 +9,7 @@ Layout::
 
     RUN/config.yaml         the study record: the resolved configuration and the folder its paths start from
     RUN/splits.json         held-out test ids and the cross-validation folds (thyro.data.splits)
+    RUN/fractions.json      the nested training subsets of each fold, when data.train_fractions asks for them
     RUN/data.json           what the data held: counts, label provenance, preprocessing
     RUN/predictions.csv     every prediction, one typed table (:class:`Predictions`)
     RUN/results.json        per arm: status, weights, AUROC point estimates; versions; per-job records
@@ -54,6 +55,7 @@ from thyro.fileio import atomic_path, claim_file, file_lock, write_json, write_t
 
 CONFIG = "config.yaml"
 SPLITS = "splits.json"
+FRACTIONS = "fractions.json"
 DATA = "data.json"
 PREDICTIONS = "predictions.csv"
 RESULTS = "results.json"
@@ -131,6 +133,10 @@ class JobFiles:
     @property
     def tensorboard(self) -> Path:
         return self.folder / "tb"
+
+    def trial(self, i: int) -> Path:
+        """Folder of tuning trial ``i`` (``train.tune``), a job folder of its own."""
+        return self.folder / "tune" / f"trial{i}"
 
     def restart(self) -> None:
         """Forget the job's progress (``--restart``): its checkpoint, best weights and record."""
@@ -396,9 +402,11 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
         ex = df.loc[dup, ["image", "arm", "split", "fold"]].iloc[0].tolist()
         raise StatsError(f"{where}: {int(dup.sum())} rows repeat the same (image, arm, split, fold), e.g. {ex}; "
                          "each prediction must appear once")
-    conflict = df.groupby("image")["label"].nunique()
+    # an image id names one image within a set (an external set may reuse another site's file names)
+    conflict = df.groupby([df["split"].where(~df["split"].isin(RESERVED_SPLITS), "development"), "image"])["label"]
+    conflict = conflict.nunique()
     if (conflict > 1).any():
-        ex = conflict.index[conflict > 1][:3].tolist()
+        ex = [i for _, i in conflict.index[conflict > 1][:3]]
         raise StatsError(f"{where}: images with different labels in different rows: {ex}; fix the labels")
     usable = [c for c in ("patient", "group") if _filled(df, c)]
     for c in ("patient", "group"):
@@ -406,13 +414,15 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
             notes.append(f"column '{c}' has blanks and is not used for clustering")
         if c not in df.columns:
             df[c] = pd.NA
-    if len(usable) == 2:
-        # images that share a patient or a leakage group belong to one cluster
-        df["cluster"] = pd.array(_components(df["patient"].astype(str), df["group"].astype(str)), dtype="Int64")
-        clustered_by = "patient and group"
-    elif usable:
-        df["cluster"] = pd.array(pd.factorize(df[usable[0]].astype(str))[0], dtype="Int64")
-        clustered_by = usable[0]
+    if usable:
+        # Images that share a patient or a leakage group belong to one cluster.  Clusters are formed
+        # within the development data (out-of-fold and test) and within each external set: another
+        # site's patient "P001" is not this site's.
+        scope = df["split"].where(~df["split"].isin(RESERVED_SPLITS), "")
+        a = scope + "\x1f" + df[usable[0]].astype(str)
+        b = scope + "\x1f" + df[usable[-1]].astype(str)
+        df["cluster"] = pd.array(_components(a, b), dtype="Int64")
+        clustered_by = "patient and group" if len(usable) == 2 else usable[0]
     else:
         df["cluster"] = pd.array([pd.NA] * len(df), dtype="Int64")
         clustered_by = None
@@ -434,15 +444,23 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
     return preds
 
 
-def predictions_frame(rows: list[dict], meta: pd.DataFrame, label_source: str | dict[str, str] = "unknown"
-                      ) -> pd.DataFrame:
+def predictions_frame(rows: list[dict], meta: pd.DataFrame | dict[str, pd.DataFrame],
+                      label_source: str | dict[str, str] = "unknown") -> pd.DataFrame:
     """Rows ``{image, arm, train_fraction, split, fold, ensemble, probability}`` joined with the images'
-    ``patient_id, group, label`` (``meta`` indexed by image) into the table's column order.
+    ``patient_id, group, label`` into the table's column order.
 
-    ``label_source`` is one value, or one per split (external sets may have another provenance).
+    ``meta`` is indexed by image: one table for every split, or ``{split: table}`` with the key ``"*"``
+    for the development data's splits (an external set's image ids may repeat the development data's).
+    ``label_source`` is one value, or one per split (an external set may have another provenance).
     """
     df = pd.DataFrame(rows, columns=["image", "arm", "train_fraction", "split", "fold", "ensemble", "probability"])
-    df = df.join(meta[["patient_id", "group", "label"]], on="image").rename(columns={"patient_id": "patient"})
+    tables = meta if isinstance(meta, dict) else {"*": meta}
+    parts = []
+    for split, sub in df.groupby("split", sort=False):
+        table = tables.get(split, tables.get("*"))
+        parts.append(sub.join(table[["patient_id", "group", "label"]], on="image"))
+    df = pd.concat(parts) if parts else df.assign(patient_id=[], group=[], label=[])
+    df = df.rename(columns={"patient_id": "patient"})
     df["label"] = df["label"].astype("Int64")
     df["fold"] = df["fold"].astype("Int64")
     df["ensemble"] = df["ensemble"].astype(bool)
@@ -450,7 +468,7 @@ def predictions_frame(rows: list[dict], meta: pd.DataFrame, label_source: str | 
         df["label_source"] = df["split"].map(lambda s: label_source.get(s, "unknown"))
     else:
         df["label_source"] = label_source
-    return df[list(PRED_COLUMNS)]
+    return df[list(PRED_COLUMNS)].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -569,6 +587,23 @@ class RunDir:
 
     def write_splits(self, splits) -> None:
         splits.save(self.splits_path)
+
+    @property
+    def fractions_path(self) -> Path:
+        return self.root / FRACTIONS
+
+    def read_fractions(self) -> dict[tuple[int, float], list[str]] | None:
+        """The saved training subsets: ``{(fold, fraction): image ids}`` (None before they are made)."""
+        data = self._read_json(self.fractions_path)
+        if data is None:
+            return None
+        return {(int(k), float(f)): list(ids) for k, per in data["folds"].items() for f, ids in per.items()}
+
+    def write_fractions(self, subsets: dict[tuple[int, float], list[str]], seed: int) -> None:
+        folds: dict[str, dict[str, list[str]]] = {}
+        for (k, f), ids in sorted(subsets.items()):
+            folds.setdefault(str(k), {})[fraction_text(f)] = list(ids)
+        write_json(self.fractions_path, {"seed": seed, "folds": folds})
 
     # -- data summary, results ----------------------------------------------------------------
     def _read_json(self, path: Path, notes: list[str] | None = None) -> dict | None:

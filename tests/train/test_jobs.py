@@ -27,7 +27,8 @@ def cohort(tmp_path_factory):
 def write_config(tmp_path: Path, cohort: Path, arms: list[dict]) -> Path:
     cfg = {"name": "jobs", "data": {"manifest": str(cohort), "test_size": 0.2, "folds": 2, "seed": 1},
            "preprocess": {"size": 32}, "arms": arms,
-           "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "tensorboard": False, "threads": 1}}
+           "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "tensorboard": False, "threads": 1,
+                     "selection": "last"}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

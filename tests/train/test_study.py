@@ -40,7 +40,7 @@ def write_config(tmp_path, cohort, standin, **train):
         "preprocess": {"size": 32, "remove_frame": True},
         "arms": [{"name": "scratch", "weights": "none"},
                  {"name": "pre", "weights": {"file": str(standin)}}],
-        "train": {"epochs": EPOCHS, "batch_size": 16, "device": "cpu", "tensorboard": False,
+        "train": {"epochs": EPOCHS, "batch_size": 16, "device": "cpu", "tensorboard": False, "selection": "last",
                   "augment": {"enabled": True}, **train},
     }
     path = tmp_path / "study.yaml"

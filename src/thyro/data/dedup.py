@@ -54,6 +54,8 @@ from thyro.errors import Problems
 
 #: Largest Hamming distance (bits of 64) at which two pHashes count as the same picture.
 NEAR_THRESHOLD = 4
+#: Across data sets a close pHash must be confirmed by this correlation of 64 x 64 thumbnails.
+NEAR_CONFIRM_CORRELATION = 0.9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,3 +353,62 @@ def assign_groups(manifest: Manifest, *, near_threshold: int = NEAR_THRESHOLD, h
             report.label_conflicts.append(s)
     report.merged.sort(key=lambda g: natural_key(g[0]))
     return Manifest(df, manifest.root, manifest.path), report
+
+
+def _hashes_of(manifest: Manifest, progress: bool) -> pd.DataFrame:
+    """The manifest's own hash columns when complete (an imported manifest), else computed."""
+    df = manifest.df
+    if {"content_hash", "phash"} <= set(df.columns) and (df["content_hash"].astype(str).str.len() > 0).all() \
+            and (df["phash"].astype(str).str.len() == 16).all():
+        return df[["content_hash", "phash"]].astype(str)
+    return compute_hashes(manifest, progress=progress)
+
+
+def cross_duplicates(a: Manifest, b: Manifest, *, near_threshold: int = NEAR_THRESHOLD,
+                     progress: bool = False) -> list[tuple[str, str, str]]:
+    """Images of ``b`` that are also in ``a``: the same file, identical pixels, or a near duplicate.
+
+    Returns ``[(image in a, image in b, how), ...]``; ``how`` is ``same file``, ``identical pixels`` or
+    ``near duplicate (N bits)``.  An external validation set must share none of these with the data a
+    model was developed on.
+    """
+    found: list[tuple[str, str, str]] = []
+    paths_a = {p: i for p, i in zip(a.paths(), a.ids)}
+    for p, i in zip(b.paths(), b.ids):
+        if p in paths_a:
+            found.append((paths_a[p], i, "same file"))
+    ha, hb = _hashes_of(a, progress), _hashes_of(b, progress)
+    by_hash = dict(zip(ha["content_hash"], a.ids))
+    for h, i in zip(hb["content_hash"], b.ids):
+        if h in by_hash:
+            found.append((by_hash[h], i, "identical pixels"))
+    if near_threshold >= 0 and len(a) and len(b):
+        pa = np.array([int(x, 16) for x in ha["phash"]], dtype=np.uint64)
+        pb = np.array([int(x, 16) for x in hb["phash"]], dtype=np.uint64)
+        step = max(1, (1 << 22) // max(len(pa), 1))
+        thumbs: dict[tuple[int, int], np.ndarray] = {}
+
+        def thumb(which: int, i: int) -> np.ndarray:
+            if (which, i) not in thumbs:
+                m = a if which == 0 else b
+                gray = load_image(m.abspath(m.ids[i]), us_region=False).pixels
+                t = np.asarray(Image.fromarray(gray).resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float64)
+                thumbs[(which, i)] = (t - t.mean()) / (t.std() + 1e-9)
+            return thumbs[(which, i)]
+
+        for start in range(0, len(pb), step):
+            dist = hamming_matrix_block(pb[start:start + step], pa)
+            for j, i in zip(*np.nonzero(dist <= near_threshold)):
+                # A close pHash proposes a pair; the pixels confirm it.  Images that share a screen layout
+                # (one scanner, or the phantom) can come close in pHash without being the same picture;
+                # a re-encoded, resized or relabelled copy keeps a correlation near 1 at 64 x 64.
+                corr = float(np.mean(thumb(0, i) * thumb(1, start + j)))
+                if corr >= NEAR_CONFIRM_CORRELATION:
+                    found.append((a.ids[i], b.ids[start + j], f"near duplicate ({int(dist[j, i])} bits, "
+                                                               f"correlation {corr:.2f})"))
+    seen, out = set(), []
+    for x in found:  # one line per pair, the strongest reason first
+        if (x[0], x[1]) not in seen:
+            seen.add((x[0], x[1]))
+            out.append(x)
+    return out

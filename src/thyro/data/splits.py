@@ -248,3 +248,66 @@ def _check_class_sizes(y: np.ndarray, groups: np.ndarray, needed: int, folds: in
                     f"{folds} folds" + (" and a test set" if n_test_folds else ""))
             raise DataError(f"{where}: class {name} has {n_groups} group(s); {what} need at least {needed} so that "
                             f"every split holds both classes. Use fewer folds, a larger test_size, or more data.")
+
+
+def nested_subsets(ids: list[str], labels, groups, fractions: list[float], seed: int = 0,
+                   where: str = "training part") -> dict[float, list[str]]:
+    """Nested, group-respecting, class-stratified subsets of ``ids`` for each fraction (data-efficiency curves).
+
+    Groups are ordered once at random (``seed``) within each stratum (groups whose images are all benign,
+    all malignant, or mixed); the subset for a fraction takes the first ``round(fraction * n)`` groups of
+    each stratum, so a smaller fraction's subset lies inside every larger one, and every arm trains on
+    the same images.
+
+    Raises
+    ------
+    DataError
+        When a fraction leaves the subset without benign or without malignant images.
+    """
+    ids = list(ids)
+    y = np.asarray(labels, dtype=int)
+    g = np.asarray(groups).astype(str)
+    uniq = sorted(set(g.tolist()))
+    pattern = {}
+    for gid in uniq:
+        ys = set(y[g == gid].tolist())
+        pattern[gid] = 2 if len(ys) > 1 else ys.pop()
+    rng = np.random.default_rng(seed)
+    order = {k: [uniq[i] for i in rng.permutation(len(uniq))] for k in (0, 1, 2)}
+    order = {k: [gid for gid in v if pattern[gid] == k] for k, v in order.items()}
+    out: dict[float, list[str]] = {}
+    for f in sorted(fractions):
+        keep = set()
+        for groups_k in order.values():
+            keep.update(groups_k[: int(np.floor(f * len(groups_k) + 0.5))])
+        chosen = [i for i, gid in zip(ids, g) if gid in keep]
+        ys = {int(y[k]) for k, gid in enumerate(g) if gid in keep}
+        if ys != {0, 1}:
+            missing = "malignant (1)" if 1 not in ys else "benign (0)"
+            raise DataError(f"train_fractions {f:g} leaves the {where} with no {missing} image ({len(chosen)} "
+                            f"image(s) kept of {len(ids)}); use a larger fraction or drop it.")
+        out[f] = chosen
+    return out
+
+
+def inner_split(ids: list[str], labels, groups, fraction: float, seed: int = 0,
+                where: str = "training part") -> tuple[list[str], list[str]]:
+    """Split a training part into ``(fit, select)``: about ``fraction`` of its groups held out, stratified
+    by label and grouped (no patient or duplicate on both sides), for choosing epochs and settings
+    without touching the fold that is scored afterwards.
+
+    Raises :class:`DataError` when no split gives the held-out part both classes.
+    """
+    ids = list(ids)
+    y = np.asarray(labels, dtype=int)
+    g = np.asarray(groups).astype(str)
+    n_splits = max(2, int(round(1 / fraction)))
+    if len(set(g[y == 1].tolist())) < n_splits or len(set(g[y == 0].tolist())) < n_splits:
+        raise DataError(f"the {where} has too few benign or malignant groups to hold {fraction:g} of them out for "
+                        "selection; lower train.inner_fraction, use train.selection: last, or use more data.")
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=int(seed))
+    for fit_idx, sel_idx in sgkf.split(np.zeros(len(ids)), y, g):
+        if len(set(y[sel_idx].tolist())) == 2 and len(set(y[fit_idx].tolist())) == 2:
+            return [ids[i] for i in fit_idx], [ids[i] for i in sel_idx]
+    raise DataError(f"the {where} cannot be split into a training and a selection part that both hold benign and "
+                    "malignant images; use train.selection: last, or more data.")

@@ -211,6 +211,7 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT) -> dict:
             oof[arm] = {**metrics.auroc_summary(val, settings), "folds": present, "complete": len(present) == k}
         else:
             oof[arm] = {"missing": "no usable out-of-fold predictions"}
+    efficiency = _efficiency(run, order, info, settings)
     sets = ([TEST] if TEST in preds.splits else []) + preds.external_sets
     if not sets:
         sets = [TEST]
@@ -225,6 +226,7 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT) -> dict:
         "clustered_by": preds.clustered_by,
         "sets": per_set, "set_order": sets,
         "folds": {"k": k, "source": k_from, "rows": fold_rows}, "oof": oof,
+        "selection": _selection(run), "tuning": _tuning(run), "efficiency": efficiency,
         "power_method": POWER_METHOD, "ece_bins": metrics.ECE_BINS,
         "missing": missing, "notes": list(run.notes),
     }
@@ -245,3 +247,85 @@ def _power_sentence(power: list[dict], n: int, n_pos: int, clustered: bool) -> t
     text = f"With {n} cases ({n_pos} positive), the set had " + "; ".join(parts) + ". " + tail
     lines = [f"{x[0].upper()}{x[1:]}." for x in parts]
     return text, [f"With {n} cases ({n_pos} positive):"] + lines + [tail]
+
+
+SELECTION_TEXT = {
+    "inner": ("each fold's model was chosen (early stopping) on an inner split of its training part, so the "
+              "out-of-fold predictions are untouched by model selection"),
+    "last": "no model selection: each fold's model is the one after the last training epoch",
+    "oof": ("each fold's model was chosen (early stopping) on the very fold it then scored: the out-of-fold "
+            "AUROC is selection-biased (optimistic); the held-out test set is unaffected"),
+}
+
+
+def _selection(run: Run) -> dict:
+    """How the epoch of each fold model was chosen (from the study record), and whether that biases the
+    out-of-fold figures."""
+    mode = run.record.config.train.selection if run.record is not None else (run.results or {}).get("selection")
+    if mode is None:
+        return {"mode": None, "text": "not recorded", "biased": False}
+    return {"mode": mode, "text": SELECTION_TEXT[mode], "biased": mode == "oof"}
+
+
+def _tuning(run: Run) -> dict | None:
+    """What ``train.tune`` searched and what each job chose (None when nothing was tuned)."""
+    if run.record is None or not run.record.config.train.tune.grid:
+        return None
+    chosen = []
+    for name, job in ((run.results or {}).get("jobs") or {}).items():
+        tuned = (job.get("extra") or {}).get("tuned") or {}
+        if tuned.get("chosen") is not None:
+            chosen.append({"job": name, "chosen": tuned["chosen"]})
+    grid = run.record.config.train.tune.model_dump()
+    return {"grid": {k: v for k, v in grid.items() if v}, "chosen": chosen,
+            "on": "an inner, group-respecting split of each training fold (never the held-out fold or the test set)"}
+
+
+def _efficiency(run: Run, order: list[str], info: dict, settings: metrics.Settings) -> dict | None:
+    """Data-efficiency curves: AUROC against training images per arm, out of fold and on every scored set."""
+    preds = run.predictions
+    fractions = preds.fractions
+    if len(fractions) < 2:
+        return None
+    sizes = (run.data or {}).get("train_fractions") or {}
+    curves: dict[str, dict[str, list[dict]]] = {}
+    for arm in order:
+        for f in fractions:
+            key = f"{f:g}"
+            n_train = float(np.mean(sizes[key])) if key in sizes else None
+            for split in [OOF] + [s for s in preds.splits if s != OOF]:
+                rows = preds.rows(arm=arm, split=split, fraction=f, ensemble=None if split == OOF else True)
+                if rows.empty:
+                    continue
+                r = metrics.auroc_summary(rows, settings)
+                curves.setdefault(split, {}).setdefault(arm, []).append(
+                    {"fraction": f, "n_train": n_train, **{k: r.get(k) for k in ("auroc", "lower", "upper", "missing")}})
+    statement = _images_to_match(curves.get(OOF, {}), order, info)
+    return {"fractions": fractions, "curves": curves, "statement": statement}
+
+
+def _images_to_match(oof_curves: dict, order: list[str], info: dict) -> str | None:
+    """How many training images the best pretrained arm needs to reach scratch's out-of-fold AUROC at 100%."""
+    scratch = next((a for a in order if info[a]["role"] == "scratch" and a in oof_curves), None)
+    if scratch is None:
+        return None
+    full = [p for p in oof_curves[scratch] if p["fraction"] == 1.0 and p["auroc"] is not None]
+    others = {a: c for a, c in oof_curves.items() if a != scratch and info.get(a, {}).get("role")}
+    best = max(others, default=None, key=lambda a: next((p["auroc"] or 0 for p in others[a] if p["fraction"] == 1.0), 0))
+    if not full or best is None:
+        return None
+    target = full[0]["auroc"]
+    pts = sorted((p for p in others[best] if p["auroc"] is not None and p["n_train"] is not None), key=lambda p: p["fraction"])
+    if not pts:
+        return None
+    what = f"scratch's out-of-fold AUROC with all training images ({target:.3f}, {full[0]['n_train']:.0f} images per fold)"
+    if pts[0]["auroc"] >= target:
+        return (f"{best} reaches {what} already with {pts[0]['n_train']:.0f} images per fold "
+                f"({pts[0]['fraction']:g} of the training data, the smallest share tried).")
+    for lo, hi in zip(pts, pts[1:]):
+        if hi["auroc"] >= target:
+            t = (target - lo["auroc"]) / (hi["auroc"] - lo["auroc"])
+            n = lo["n_train"] + t * (hi["n_train"] - lo["n_train"])
+            return (f"{best} reaches {what} with about {n:.0f} images per fold ({n / full[0]['n_train']:.0%} of the "
+                    "training data; linear interpolation between the fractions tried).")
+    return f"{best} does not reach {what} with any share of the training data tried."

@@ -137,6 +137,10 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     figs["folds"] = figures.folds_figure(a["folds"]["rows"], [r for r in a["arms"] if any(x["arm"] == r for x in a["folds"]["rows"])],
                                          a["oof"], test) if a["folds"]["rows"] else None
     figs["oof"] = figures.oof_vs_test_figure(a["arms"], a["oof"], test) if a["oof"] else None
+    eff = a.get("efficiency")
+    figs["efficiency"] = figures.efficiency_figure(eff["curves"], {
+        "val": "out of fold", "test": "test set (ensemble)", **{n: f"{n} (ensemble)" for n in a["sets"] if n != "test"}}
+    ) if eff else None
     figs["training"] = figures.training_figure({arm: run.logs[arm] for arm in a["arms"] + sorted(run.logs) if arm in run.logs})
     res = run.results or {}
     versions = dict(res.get("versions") or {})

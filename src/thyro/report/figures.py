@@ -162,3 +162,29 @@ def training_figure(logs: dict[str, dict[str, pd.DataFrame]]) -> str | None:
     axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
     return _png(fig)
+
+
+def efficiency_figure(curves: dict[str, dict[str, list[dict]]], titles: dict[str, str]) -> str | None:
+    """AUROC (with CIs) against training images per fold, one line per arm, one panel per set."""
+    panels = [s for s in curves if any(p["auroc"] is not None for c in curves[s].values() for p in c)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True)
+    arms = sorted({a for s in panels for a in curves[s]}, key=lambda a: list(curves[panels[0]]).index(a)
+                  if a in curves[panels[0]] else 99)
+    for ax, split in zip(axes[0], panels):
+        for i, arm in enumerate(arms):
+            pts = [p for p in curves[split].get(arm, []) if p["auroc"] is not None]
+            if not pts:
+                continue
+            x = [p["n_train"] if p["n_train"] is not None else p["fraction"] for p in pts]
+            y = np.array([p["auroc"] for p in pts])
+            err = np.array([[p["auroc"] - p["lower"] for p in pts], [p["upper"] - p["auroc"] for p in pts]])
+            ax.errorbar(x, y, yerr=err, fmt="o-", color=COLORS[i % len(COLORS)], capsize=3, ms=4, label=arm)
+        ax.set(title=titles.get(split, split), xlabel="training images per fold" if all(
+            p["n_train"] is not None for c in curves[split].values() for p in c) else "share of the training fold")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("AUROC [CI]")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

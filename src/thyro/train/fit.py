@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from thyro.console import info, make_progress
+from thyro.console import console, info, is_quiet, make_progress
 from thyro.train.augment import BatchAugment
 from thyro.errors import TrainingError
 from thyro.fileio import atomic_path, write_csv_rows
@@ -83,14 +83,23 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases (as in timm's and torchvision's reference recipes).
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
+def make_optimizer(model: torch.nn.Module, cfg, backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW or SGD over the trainable parameters.
+
+    No weight decay on norms and biases (as in timm's and torchvision's reference recipes).  With
+    ``backbone_lr_mult`` below 1 the backbone learns at ``lr * backbone_lr_mult`` and the classification
+    head at ``lr`` (discriminative learning rates for a pretrained start).
+    """
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if head is not None and backbone_lr_mult != 1.0 else set()
+    buckets: dict[tuple[bool, bool], list] = {}
+    for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        buckets.setdefault((p.ndim <= 1, id(p) in head_ids or not head_ids), []).append(p)
+    groups = [{"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+               "lr": cfg.lr * (1.0 if full else backbone_lr_mult)}
+              for (no_decay, full), params in sorted(buckets.items())]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -174,6 +183,28 @@ class _CheckpointWriter:
             raise err
 
 
+def _set_trainable(model: torch.nn.Module, train_backbone: str) -> list[torch.nn.Module]:
+    """Freeze what ``train_backbone`` keeps fixed; returns the BatchNorm layers to hold in eval mode.
+
+    ``all``: everything trains.  ``none``: a linear probe, only the classification head trains and the
+    BatchNorm statistics stay as the weights brought them.  ``bn``: the head and the BatchNorm layers train.
+    """
+    if train_backbone not in ("all", "none", "bn"):
+        raise TrainingError(f"train_backbone must be all, none or bn, got {train_backbone!r}")
+    head = getattr(model, "head", None)
+    head_params = {id(p) for p in head.parameters()} if head is not None else set()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norm_params = {id(p) for m in norms for p in m.parameters()}
+    for p in model.parameters():
+        if train_backbone == "all":
+            p.requires_grad_(True)
+        elif train_backbone == "none":
+            p.requires_grad_(id(p) in head_params)
+        else:
+            p.requires_grad_(id(p) in head_params or id(p) in norm_params)
+    return norms if train_backbone == "none" else []
+
+
 def fit(
     model: torch.nn.Module,
     train: ArraySet,
@@ -183,9 +214,13 @@ def fit(
     *,
     resume: bool = True,
     description: str = "train",
+    select_best: bool = True,
+    pretrained: bool = False,
+    train_backbone: str = "all",
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``train``, stop early on ``val`` AUROC, keep the best weights in the model.
+    """Train ``model`` on ``train``; with ``select_best`` keep the weights of the best ``val`` AUROC
+    (early stopping), else train all epochs and keep the last weights (``val`` is then only logged).
 
     Parameters
     ----------
@@ -194,13 +229,19 @@ def fit(
     cfg : :class:`TrainConfig`.
     out_dir : job folder (``last.pt``, ``best.safetensors``, ``log.csv``).
     resume : continue from ``out_dir/last.pt`` when it exists.
+    select_best : choose the epoch on ``val`` (early stopping with ``cfg.patience`` epochs counted after
+        the warm-up), or keep the last epoch's weights.
+    pretrained : the backbone starts from pretrained weights (``cfg.backbone_lr_mult`` applies).
+    train_backbone : ``all``, ``none`` (linear probe) or ``bn`` (see :func:`_set_trainable`).
     on_epoch_end : called with ``(epoch, log_row)`` after each epoch's state is saved.
 
     Returns
     -------
-    FitResult; on return ``model`` holds the best weights.
+    FitResult; on return ``model`` holds the chosen weights (the exponential moving average of the
+    weights when ``cfg.ema_decay`` is set).
     """
     from safetensors.torch import load_file
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     files = JobFiles(Path(out_dir))
     files.folder.mkdir(parents=True, exist_ok=True)
@@ -217,15 +258,19 @@ def fit(
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":  # restored when fit returns
         torch.use_deterministic_algorithms(True, warn_only=True)
+    frozen_norms = _set_trainable(model, train_backbone)
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay > 0 else None)
+    step_model = torch.compile(model) if cfg.compile else model
 
     n = len(train.labels)
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch (BatchNorm needs > 1)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, backbone_lr_mult=cfg.backbone_lr_mult if pretrained else 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.min_lr_ratio))
 
@@ -240,6 +285,8 @@ def fit(
 
     images = _Images(train.images, device, cfg).tensor
     labels = torch.from_numpy(train.labels).to(device)
+    if cfg.label_smoothing > 0:  # targets pulled towards 1/2
+        labels = labels * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
     augment = BatchAugment(cfg.augment)
 
     start_epoch, history = 0, []
@@ -250,15 +297,19 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
         start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
         best_auroc, best_epoch, bad_epochs = float(state["best_auroc"]), int(state["best_epoch"]), int(state["bad_epochs"])
     best_state = load_file(best_path) if (best_epoch >= 0 and best_path.exists()) else None
+    evaluated = ema.module if ema is not None else model  # the weights validation sees and fit returns
 
-    stopped_early = bad_epochs >= cfg.patience
+    stopped_early = select_best and bad_epochs >= cfg.patience
     t_start, seen = time.perf_counter(), 0
     writer = _CheckpointWriter()
     last_save, best_unsaved = time.monotonic(), False
-    progress = make_progress(transient=True)
+    lines = not console.is_terminal and not is_quiet()  # one line per epoch in logs (no live progress bar)
+    progress = make_progress(transient=True, disable=lines)
     with progress, contextlib.ExitStack() as stack:
         stack.callback(writer.wait)
         stack.callback(torch.use_deterministic_algorithms, was_deterministic, warn_only=True)
@@ -276,18 +327,22 @@ def fit(
             else:
                 order = torch.randperm(n, generator=cpu_gen)
             model.train()
+            for m in frozen_norms:  # a linear probe keeps the backbone's statistics
+                m.eval()
             losses = torch.zeros((), device=device)
             for step in range(steps_per_epoch):
                 idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                 xb = augment(_to_batch(images, idx, device, cfg.channels_last), dev_gen)
                 yb = labels.index_select(0, idx.to(labels.device))
                 with autocast(device, amp_dtype):
-                    logits = model(xb).float().reshape(-1)
+                    logits = step_model(xb).float().reshape(-1)
                 loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses += loss.detach()
                 seen += len(idx)
                 progress.update(task, advance=1)
@@ -298,21 +353,23 @@ def fit(
                 raise TrainingError(
                     f"{description}: the loss became {train_loss} in epoch {epoch + 1}; the job stopped and its "
                     f"last good state is kept in {last_path}. Lower the learning rate (train.lr) or check the images.")
-            probs = predict_proba(model, val.images, tta_flip=cfg.tta_flip, device=device,
+            probs = predict_proba(evaluated, val.images, tta_flip=cfg.tta_flip, device=device,
                                   batch_size=cfg.eval_batch_size, amp=cfg.amp, channels_last=cfg.channels_last)
             val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked above
             p = np.clip(probs, 1e-7, 1 - 1e-7)
             val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
-            if val_auroc > best_auroc:
+            if not select_best:
+                best_auroc, best_epoch = val_auroc, epoch
+            elif val_auroc > best_auroc:
                 best_auroc, best_epoch, bad_epochs = val_auroc, epoch, 0
-                best_state, best_unsaved = _copy_state(model), True
-            else:
+                best_state, best_unsaved = _copy_state(evaluated), True
+            elif epoch + 1 > cfg.warmup_epochs:  # patience counts epochs after the warm-up
                 bad_epochs += 1
             row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
-                   "val_auroc": round(val_auroc, 6), "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                   "val_auroc": round(val_auroc, 6), "lr": f"{scheduler.get_last_lr()[-1]:.3e}",
                    "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
-            stopped_early = bad_epochs >= cfg.patience
+            stopped_early = select_best and bad_epochs >= cfg.patience
             if (cfg.checkpoint_interval_s <= 0 or time.monotonic() - last_save >= cfg.checkpoint_interval_s
                     or stopped_early or epoch + 1 == cfg.epochs):
                 writes: list[tuple[str, object, Path]] = []
@@ -321,18 +378,25 @@ def fit(
                     best_unsaved = False
                 writes.append(("torch", {"model": _copy_state(model), "optimizer": _to_cpu(optimizer.state_dict()),
                                          "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                         "ema": _to_cpu(ema.state_dict()) if ema is not None else None,
                                          "history": list(history), "best_auroc": best_auroc,
                                          "best_epoch": best_epoch, "bad_epochs": bad_epochs}, last_path))
                 writer.submit(writes)
                 last_save = time.monotonic()
             write_csv_rows(files.log, history, LOG_FIELDS)
             _tensorboard(files, row, cfg)
-            progress.update(task, status=f"loss {train_loss:.3f}  val AUROC {val_auroc:.3f} (best {best_auroc:.3f})")
+            status = f"loss {train_loss:.3f}  val AUROC {val_auroc:.3f}" + (
+                f" (best {best_auroc:.3f})" if select_best else "")
+            progress.update(task, status=status)
+            if lines:
+                info(f"{description} epoch {epoch + 1}/{cfg.epochs}: {status}, {row['seconds']:.1f} s")
             if on_epoch_end is not None:
                 writer.wait()  # callers see the files of this epoch
                 on_epoch_end(epoch, row)
-    if best_state is not None:
-        model.load_state_dict({k: v.to(device) for k, v in best_state.items()})
+    if select_best and best_state is not None:
+        evaluated.load_state_dict({k: v.to(device) for k, v in best_state.items()})
+    if evaluated is not model:
+        model.load_state_dict(evaluated.state_dict())
     elapsed = time.perf_counter() - t_start
     return FitResult(best_epoch=best_epoch + 1, best_auroc=best_auroc, epochs_run=len(history),
                      stopped_early=stopped_early, history=history, seconds=elapsed,

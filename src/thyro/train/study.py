@@ -1,9 +1,16 @@
 """The study runner: every arm trained on the same folds, predictions kept, results collected.
 
-A study is a set of jobs, one per (arm, fold).  Each job trains one model on the other folds, scores
-its held-out fold (out-of-fold) and the held-out test set, and is recorded in the run directory
-(:mod:`thyro.run`, which owns every file named here).  Re-running the same command skips finished jobs
-and resumes the unfinished one from its last epoch.
+A study is a set of jobs, one per (arm, training fraction, fold).  Each job trains one model on the
+other folds (or a nested subset of them, for data-efficiency curves), scores its held-out fold
+(out-of-fold), the held-out test set and every external validation set, and is recorded in the run
+directory (:mod:`thyro.run`, which owns every file named here).  Re-running the same command skips
+finished jobs and resumes the unfinished one from its last epoch.
+
+Model selection never looks at the fold that is scored: by default (``train.selection: inner``) the
+epoch is chosen on an inner, group-respecting split of the training part, so out-of-fold AUROCs are
+honest estimates; ``last`` trains every epoch and keeps the last weights; ``oof`` (the old way) stops
+on the held-out fold itself and the report labels its out-of-fold figures as selection-biased.
+``train.tune`` searches a small grid per arm on that inner split only.
 
 Jobs for schedulers
 -------------------
@@ -31,7 +38,7 @@ from thyro.config import HARDWARE_FIELDS, ArmConfig, StudyConfig, load_study_con
 from thyro.console import console, info
 from thyro.errors import ConfigError, TrainingError, WeightsError
 from thyro.fileio import sha256_json
-from thyro.run import OOF, TEST, JobKey, JobRecord, RunDir, describe_holder, predictions_frame
+from thyro.run import OOF, TEST, JobKey, JobRecord, RunDir, describe_holder, fraction_text, predictions_frame
 from thyro.train.fit import ArraySet, fit
 
 
@@ -82,24 +89,51 @@ def study_identity(cfg: StudyConfig) -> str:
 
 
 @dataclass
-class Prepared:
-    """What every job of a study reads: the labelled images, the splits, the cache and the labels' meaning."""
+class ImageSet:
+    """Labelled images of one source (the development data or an external set) and their cache."""
 
-    labelled: object  # thyro.data.manifest.Manifest
-    splits: object  # thyro.data.splits.Splits
+    manifest: object  # thyro.data.manifest.Manifest (labelled rows)
     cache: object  # thyro.data.cache.ImageCache
     label_meaning: object  # thyro.data.manifest.LabelMeaning
 
-    @property
-    def labels(self) -> dict[str, int]:
-        df = self.labelled.df
-        return dict(zip(df["image"], df["label"].astype(int)))
-
-    def arrays(self, ids: list[str]) -> ArraySet:
+    def arrays(self, ids: list[str] | None = None) -> ArraySet:
+        df = self.manifest.df
+        ids = list(df["image"]) if ids is None else list(ids)
+        labels = dict(zip(df["image"], df["label"].astype(int)))
         idx = self.cache.index_of(ids)
         images = np.asarray(self.cache.images[np.sort(idx)])[np.argsort(np.argsort(idx))]
-        labels = self.labels
-        return ArraySet(images, np.array([labels[i] for i in ids]), list(ids))
+        return ArraySet(images, np.array([labels[i] for i in ids]), ids)
+
+    def groups(self, ids: list[str]) -> list[str]:
+        g = dict(zip(self.manifest.df["image"], self.manifest.df["group"]))
+        return [g[i] for i in ids]
+
+
+@dataclass
+class Prepared:
+    """What every job of a study reads: the development images and splits, the training subsets of each
+    fraction, and the external validation sets."""
+
+    dev: ImageSet
+    splits: object  # thyro.data.splits.Splits
+    subsets: dict  # (fold, fraction) -> training image ids
+    external: dict  # name -> ImageSet
+
+    @property
+    def labelled(self):
+        return self.dev.manifest
+
+    @property
+    def label_meaning(self):
+        return self.dev.label_meaning
+
+    def train_ids(self, job: JobKey) -> list[str]:
+        return self.subsets.get((job.fold, job.fraction)) or self.splits.train_ids(job.fold)
+
+    def label_sources(self) -> dict[str, str]:
+        out = {OOF: self.dev.label_meaning.source, TEST: self.dev.label_meaning.source}
+        out.update({name: s.label_meaning.source for name, s in self.external.items()})
+        return out
 
 
 class Study:
@@ -125,15 +159,17 @@ class Study:
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
     def jobs(self, selected: list[JobKey] | None = None, skipped: dict | None = None) -> list[JobKey]:
-        """The study's jobs (arm x fold), or the selected ones, less those of skipped arms."""
+        """The study's jobs (arm x training fraction x fold; the whole folds first), or the selected ones,
+        less those of skipped arms."""
         out = []
-        for arm in self.cfg.arms:
-            if skipped and arm.name in skipped:
-                continue
-            for k in range(self.cfg.data.folds):
-                job = JobKey(arm.name, k)
-                if selected is None or job in selected:
-                    out.append(job)
+        for fraction in sorted(self.cfg.data.train_fractions, reverse=True):
+            for arm in self.cfg.arms:
+                if skipped and arm.name in skipped:
+                    continue
+                for k in range(self.cfg.data.folds):
+                    job = JobKey(arm.name, k, fraction)
+                    if selected is None or any(j.arm == job.arm and j.fold == job.fold for j in selected):
+                        out.append(job)
         return out
 
     def check_weights(self, arms: list[ArmConfig] | None = None, skip_missing: bool = False) -> dict[str, str]:
@@ -154,14 +190,17 @@ class Study:
         return skipped
 
     def prepare(self) -> Prepared:
-        """Read the manifest, make or load the splits, build the cache, and record the study.
+        """Read and check every manifest, make or load the splits and training subsets, build the caches,
+        and record the study.
 
-        The study record (``config.yaml``) is written only once the data and splits are sound, so a
-        start that fails on bad data leaves nothing that would stop the next attempt.
+        Every problem of the data (an unreadable image, an external set without labels, one class only,
+        or with images the development data holds too, a training fraction that leaves a fold without a
+        class) stops the study here, before any training; the study record (``config.yaml``) is written
+        only once all is sound, so a failed start leaves nothing that would stop the next attempt.
         """
         from thyro.data.cache import ImageCache
         from thyro.data.manifest import read_manifest
-        from thyro.data.splits import Splits, make_splits
+        from thyro.data.splits import Splits, make_splits, nested_subsets
 
         identity = study_identity(self.cfg)
         existing = self.rundir.read_record()
@@ -173,94 +212,219 @@ class Study:
         manifest = read_manifest(self.resolve_path(self.cfg.data.manifest))
         meaning = manifest.label_meaning()
         labelled = manifest.labelled()
+        external = {e.name: self._read_external(e, labelled) for e in self.cfg.data.external}
         with self.rundir.locked():
             if self.rundir.splits_path.exists():
                 splits = self.rundir.read_splits(labelled)
             elif self.cfg.data.splits:
                 splits = Splits.load(self.resolve_path(self.cfg.data.splits), labelled)
-                self.rundir.write_splits(splits)
             else:
                 splits = make_splits(labelled, test_size=self.cfg.data.test_size, folds=self.cfg.data.folds,
                                      seed=self.cfg.data.seed)
-                self.rundir.write_splits(splits)
             if len(splits.folds) != self.cfg.data.folds:
-                raise ConfigError(f"{self.rundir.splits_path} has {len(splits.folds)} folds but the configuration "
-                                  f"asks for {self.cfg.data.folds}")
+                raise ConfigError(f"the splits have {len(splits.folds)} folds but the configuration asks for "
+                                  f"{self.cfg.data.folds}")
+            subsets = self.rundir.read_fractions() or {}
+            partial = [f for f in self.cfg.data.train_fractions if f < 1.0]
+            if partial and not all((k, f) in subsets for k in range(len(splits.folds)) for f in partial):
+                lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
+                grp = dict(zip(labelled.df["image"], labelled.df["group"]))
+                subsets = {}
+                for k in range(len(splits.folds)):
+                    ids = splits.train_ids(k)
+                    made = nested_subsets(ids, [lab[i] for i in ids], [grp[i] for i in ids], partial,
+                                          seed=self.cfg.data.seed * 1000 + k, where=f"training part of fold {k}")
+                    subsets.update({(k, f): v for f, v in made.items()})
+        self._check_inner_splits(labelled, splits, subsets)
+        # decode everything before anything is written: unreadable images stop the study here
+        cache = ImageCache.build(labelled, self.cfg.preprocess)
+        for name, ext in external.items():
+            external[name] = ImageSet(ext.manifest, ImageCache.build(ext.manifest, self.cfg.preprocess),
+                                      ext.label_meaning)
+        with self.rundir.locked():
+            if not self.rundir.splits_path.exists():
+                self.rundir.write_splits(splits)
+            if partial and self.rundir.read_fractions() is None:
+                self.rundir.write_fractions(subsets, self.cfg.data.seed)
             if self.rundir.read_record() is None:
                 self.rundir.write_record(self.cfg, self.base_dir)
-        cache = ImageCache.build(labelled, self.cfg.preprocess)
-        self.rundir.write_data(self.data_summary(labelled, manifest, splits, meaning))
-        return Prepared(labelled, splits, cache, meaning)
+        prep = Prepared(ImageSet(labelled, cache, meaning), splits, subsets, external)
+        self.rundir.write_data(self.data_summary(prep, manifest))
+        return prep
 
-    def data_summary(self, labelled, manifest, splits, meaning) -> dict:
+    def _check_inner_splits(self, labelled, splits, subsets) -> None:
+        """Every job's training part must hold an inner selection split (``train.selection: inner`` or
+        tuning): checked for all jobs before the first is trained."""
+        from thyro.data.splits import inner_split
+
+        lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
+        grp = dict(zip(labelled.df["image"], labelled.df["group"]))
+        for arm in self.cfg.arms:
+            cfg = arm.train_config(self.cfg.train)
+            if cfg.selection != "inner" and not cfg.tune.grid:
+                continue
+            for f in self.cfg.data.train_fractions:
+                for k in range(len(splits.folds)):
+                    ids = subsets.get((k, f)) or splits.train_ids(k)
+                    inner_split(ids, [lab[i] for i in ids], [grp[i] for i in ids], cfg.inner_fraction,
+                                seed=cfg.seed * 1000 + k, where=f"training part of {JobKey(arm.name, k, f)}")
+
+    def _read_external(self, ext, dev):
+        """An external set's labelled manifest, checked: labels of both classes, no image of the development data."""
+        from thyro.data.dedup import cross_duplicates
+        from thyro.data.manifest import read_manifest
+        from thyro.errors import DataError
+
+        path = self.resolve_path(ext.manifest)
+        where = f"external set {ext.name!r} ({path})"
+        try:
+            manifest = read_manifest(path)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        labelled = manifest.labelled()
+        if len(labelled) < len(manifest):
+            rows = [i + 2 for i in np.flatnonzero(manifest.df["label"].isna().to_numpy())[:10]]
+            if labelled.df.empty:
+                raise DataError(f"{where}: no image has a label (an external set is for validation: label it, "
+                                f"or drop it from data.external); unlabelled rows: {rows}")
+            raise DataError(f"{where}: {len(manifest) - len(labelled)} image(s) without a label, at rows {rows}; "
+                            "every image of an external set needs one.")
+        classes = set(labelled.df["label"].astype(int))
+        if classes != {0, 1}:
+            raise DataError(f"{where}: every image is {'malignant (1)' if 1 in classes else 'benign (0)'}; an AUROC "
+                            "needs both classes.")
+        shared = cross_duplicates(dev, labelled, progress=False)
+        if shared:
+            lines = "; ".join(f"{b} = {a} ({how})" for a, b, how in shared[:10])
+            raise DataError(f"{where}: {len(shared)} image(s) are also in the development data, so the set is not "
+                            f"external: {lines}{' ...' if len(shared) > 10 else ''}. Remove them from one of the "
+                            "manifests.")
+        return ImageSet(labelled, None, labelled.label_meaning())
+
+    def data_summary(self, prep: Prepared, manifest) -> dict:
         """``data.json``: counts by class for images, patients and groups (the same function as
-        ``thyro data import`` and ``inspect``), splits, label provenance and preprocessing."""
+        ``thyro data import`` and ``inspect``), splits, label provenance, external sets and preprocessing."""
         from thyro.data.inspection import class_balance
 
-        balance = class_balance(manifest.df)
-        df = labelled.df
-        return {
+        def balance(df):
+            b = class_balance(df)
+            return {unit: {k: int(v) for k, v in b[unit].items()} for unit in b.columns}
+
+        df = prep.labelled.df
+        summary = {
             "manifest": str(self.resolve_path(self.cfg.data.manifest)),
-            "labels": meaning.to_dict(),
+            "labels": prep.label_meaning.to_dict(),
             "images_total": int(len(manifest)),
             "images_labelled": int(len(df)),
             "images_unlabelled": int(len(manifest) - len(df)),
-            "class_balance": {unit: {k: int(v) for k, v in balance[unit].items()} for unit in balance.columns},
+            "class_balance": balance(manifest.df),
             "groups_merging_patients": int((df.groupby("group")["patient_id"].nunique() > 1).sum()),
-            "test_images": len(splits.test),
-            "fold_sizes": [len(f) for f in splits.folds],
+            "test_images": len(prep.splits.test),
+            "fold_sizes": [len(f) for f in prep.splits.folds],
             "preprocess": self.cfg.preprocess.model_dump(mode="json"),
         }
+        if len(self.cfg.data.train_fractions) > 1:
+            summary["train_fractions"] = {fraction_text(f): [len(prep.train_ids(JobKey("", k, f)))
+                                                             for k in range(len(prep.splits.folds))]
+                                          for f in self.cfg.data.train_fractions}
+        for e in self.cfg.data.external:
+            ext = prep.external[e.name]
+            summary.setdefault("external", {})[e.name] = {
+                "manifest": str(self.resolve_path(e.manifest)), "labels": ext.label_meaning.to_dict(),
+                "images": len(ext.manifest), "class_balance": balance(ext.manifest.df)}
+        return summary
 
     # -- jobs -----------------------------------------------------------------------------------
     def run_job(self, job: JobKey, prep: Prepared, *, device: str | None = None, resume: bool = True) -> JobRecord:
-        """Train, predict and record one job (resumes from its ``last.pt``)."""
-        from thyro.models import build_model
+        """Train, predict and record one job (resumes from its ``last.pt``).
+
+        The model is chosen as ``train.selection`` says, after ``train.tune`` (if any) picked this arm's
+        settings on the inner split; it then scores its held-out fold, the test set and every external set.
+        """
+        from thyro.data.splits import inner_split
         from thyro.models.inference import predict_proba
+        from thyro.stats.roc import auroc_or_none
 
         arm = self.cfg.arm(job.arm)
         files = self.rundir.job_files(job)
-        train_cfg = self.cfg.train
-        updates = {}
-        if arm.lr is not None:
-            updates["lr"] = arm.lr
+        train_cfg = arm.train_config(self.cfg.train)
         if device is not None:
-            updates["device"] = device
-        if updates:
-            train_cfg = train_cfg.model_copy(update=updates)
+            train_cfg = train_cfg.model_copy(update={"device": device})
         splits = prep.splits
-        train, val = prep.arrays(splits.train_ids(job.fold)), prep.arrays(splits.val_ids(job.fold))
-        test = prep.arrays(list(splits.test))
-        model, report = build_model(arm.backbone, arm.weight_source(self.base_dir), in_chans_mode=arm.in_chans_mode,
-                                    dropout=arm.dropout, seed=train_cfg.seed * 1000 + job.fold)
-        result = fit(model, train, val, train_cfg, files.folder, resume=resume, description=f"{job.arm} fold {job.fold}")
+        train_ids = prep.train_ids(job)
+        val = prep.dev.arrays(splits.val_ids(job.fold))
+        selection, tuned = train_cfg.selection, {}
+        if selection == "inner" or train_cfg.tune.grid:
+            labels = prep.dev.arrays(train_ids).labels
+            fit_ids, select_ids = inner_split(train_ids, labels, prep.dev.groups(train_ids), train_cfg.inner_fraction,
+                                              seed=train_cfg.seed * 1000 + job.fold,
+                                              where=f"training part of {job}")
+            fit_part, select_part = prep.dev.arrays(fit_ids), prep.dev.arrays(select_ids)
+        if train_cfg.tune.grid:
+            train_cfg, tuned = self._tune(job, arm, train_cfg, fit_part, select_part)
+        if selection == "inner":
+            train, chooser, select_best = fit_part, select_part, True
+            how = f"early stopping on an inner split of the training part ({len(select_ids)} images held out)"
+        elif selection == "last":
+            train, chooser, select_best = prep.dev.arrays(train_ids), val, False
+            how = "no selection: the weights after the last epoch"
+        else:
+            train, chooser, select_best = prep.dev.arrays(train_ids), val, True
+            how = "early stopping on the held-out fold (its out-of-fold AUROC is selection-biased)"
+        model, report = self._build(arm, train_cfg, job)
+        result = fit(model, train, chooser, train_cfg, files.folder, resume=resume, select_best=select_best,
+                     pretrained=arm.weight_source(self.base_dir).kind != "none", train_backbone=arm.train_backbone,
+                     description=f"{job.arm}{'' if job.fraction == 1 else f' at {fraction_text(job.fraction)}'} fold {job.fold}")
         dev = next(model.parameters()).device
         rows = []
-        for split, part in ((OOF, val), (TEST, test)):
+        scored = [(OOF, val), (TEST, prep.dev.arrays(list(splits.test)))]
+        scored += [(name, ext.arrays()) for name, ext in prep.external.items()]
+        for split, part in scored:
             if not len(part.ids):
                 continue
             probs = predict_proba(model, part.images, tta_flip=train_cfg.tta_flip, device=dev,
                                   batch_size=train_cfg.eval_batch_size, amp=train_cfg.amp)
-            rows += [{"image": image, "arm": job.arm, "train_fraction": job.fraction, "split": split, "fold": job.fold,
-                      "ensemble": False, "probability": float(p)} for image, p in zip(part.ids, probs)]
+            rows += [{"image": image, "arm": job.arm, "train_fraction": job.fraction, "split": split,
+                      "fold": job.fold, "ensemble": False, "probability": float(p)} for image, p in zip(part.ids, probs)]
         frame = pd.DataFrame(rows)
-        from thyro.stats.roc import auroc_or_none
-
         oof = frame[frame["split"] == OOF]
         model.to("cpu")
         record = JobRecord(
             arm=job.arm, fold=job.fold, fraction=job.fraction, best_epoch=result.best_epoch,
             val_auroc=auroc_or_none(val.labels, oof["probability"].to_numpy()),
             epochs_run=result.epochs_run, stopped_early=result.stopped_early, seconds=round(result.seconds, 2),
-            train_images_per_second=round(result.images_per_second, 1),
-            selection="best out-of-fold AUROC (early stopping on the held-out fold)",
-            selection_auroc=result.best_auroc, train_images=len(train.ids), weights_report=str(report),
-            host=describe_holder(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            extra={"model_metadata": {"backbone": arm.backbone, "weights": arm.weight_spec(self.base_dir),
-                                      "preprocess": self.cfg.preprocess.model_dump(mode="json"),
-                                      "study": self.cfg.name, "tta_flip": train_cfg.tta_flip}})
+            train_images_per_second=round(result.images_per_second, 1), selection=how,
+            selection_auroc=result.best_auroc if select_best else None, train_images=len(train.ids),
+            weights_report=str(report), host=describe_holder(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            extra={"tuned": tuned, "model_metadata": {
+                "backbone": arm.backbone, "weights": arm.weight_spec(self.base_dir),
+                "preprocess": self.cfg.preprocess.model_dump(mode="json"), "study": self.cfg.name,
+                "tta_flip": train_cfg.tta_flip}})
         self.rundir.finish_job(job, record, frame, model)
         return record
+
+    def _build(self, arm: ArmConfig, train_cfg, job: JobKey):
+        from thyro.models import build_model
+
+        return build_model(arm.backbone, arm.weight_source(self.base_dir), in_chans_mode=arm.in_chans_mode,
+                           dropout=arm.dropout, seed=train_cfg.seed * 1000 + job.fold)
+
+    def _tune(self, job: JobKey, arm: ArmConfig, train_cfg, fit_part: ArraySet, select_part: ArraySet):
+        """Try every setting of ``train.tune`` on the inner split (never the held-out fold or the test set);
+        returns the configuration with the best inner AUROC and what was tried."""
+        trials = []
+        for i, params in enumerate(train_cfg.tune.grid):
+            cfg = train_cfg.model_copy(update=params)
+            model, _ = self._build(arm, cfg, job)
+            folder = self.rundir.job_files(job).trial(i)
+            res = fit(model, fit_part, select_part, cfg, folder, select_best=cfg.selection != "last",
+                      pretrained=arm.weight_source(self.base_dir).kind != "none", train_backbone=arm.train_backbone,
+                      description=f"{job} tuning {i + 1}/{len(train_cfg.tune.grid)}")
+            trials.append({"params": params, "inner_auroc": res.best_auroc})
+        best = max(trials, key=lambda t: t["inner_auroc"])
+        info(f"  tuned on the inner split: {best['params']} (inner AUROC {best['inner_auroc']:.3f})")
+        return train_cfg.model_copy(update=best["params"]), {"chosen": best["params"], "trials": trials,
+                                                             "on": f"inner split of the training part of {job}"}
 
     def run(self, *, only=None, skip_missing: bool = False, device: str | None = None, report: bool = True,
             dry_run: bool = False, restart: bool = False) -> dict:
@@ -375,42 +539,49 @@ class Study:
         skipped = {**previous.get("skipped", {}), **skipped}
         failed = {**previous.get("failed", {}), **failed}
         frames, arms, jobs = [], {}, {}
+        all_jobs = self.jobs()
         for arm in self.cfg.arms:
-            done = [j for j in self.jobs() if j.arm == arm.name and self.rundir.is_done(j)]
+            mine = [j for j in all_jobs if j.arm == arm.name]
+            done = [j for j in mine if self.rundir.is_done(j)]
             for job in done:
                 failed.pop(job.name, None)
                 frames.append(self.rundir.job_rows(job))
                 jobs[job.name] = asdict(self.rundir.read_job(job))
             if arm.name in skipped and done:
                 skipped.pop(arm.name)  # its weights were found since
-            status = ("skipped" if arm.name in skipped else "done" if len(done) == self.cfg.data.folds
-                      else "failed" if any(k.split(":")[0] == arm.name for k in failed) else "incomplete")
+            status = ("skipped" if arm.name in skipped else "done" if len(done) == len(mine)
+                      else "failed" if any(k in failed for k in (j.name for j in mine)) else "incomplete")
             source = arm.weight_source(self.base_dir)
             arms[arm.name] = {"status": status, "backbone": arm.backbone, "weights": source.describe(),
-                              "weights_kind": source.kind, "folds_done": [j.fold for j in done],
-                              "reason": skipped.get(arm.name)}
+                              "weights_kind": source.kind, "role": source.role, "train_backbone": arm.train_backbone,
+                              "folds_done": [j.fold for j in done if j.fraction == 1.0],
+                              "jobs_done": len(done), "jobs": len(mine), "reason": skipped.get(arm.name)}
         pred = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["image", "arm", "train_fraction", "split", "fold", "ensemble", "probability"])
         ensembles = []
         for name, entry in arms.items():
-            if entry["status"] != "done":
-                continue
             scored = pred[(pred["arm"] == name) & (pred["split"] != OOF)]
-            # the fold mean: the probability the model package gives (thyro.models.inference.Ensemble)
-            mean = scored.groupby(["split", "image"], sort=False)["probability"].mean().reset_index()
-            mean["arm"], mean["train_fraction"], mean["fold"], mean["ensemble"] = name, 1.0, pd.NA, True
-            ensembles.append(mean)
+            for fraction, sub in scored.groupby("train_fraction"):
+                if sub["fold"].nunique() < self.cfg.data.folds:
+                    continue  # the fold mean needs every fold model of this fraction
+                # the fold mean: the probability the model package gives (thyro.models.inference.Ensemble)
+                mean = sub.groupby(["split", "image"], sort=False)["probability"].mean().reset_index()
+                mean["arm"], mean["train_fraction"], mean["fold"], mean["ensemble"] = name, fraction, pd.NA, True
+                ensembles.append(mean)
         if ensembles:
             pred = pd.concat([pred] + ensembles, ignore_index=True)
-        meta = prep.labelled.df.set_index("image")
-        table = predictions_frame(pred.to_dict("records"), meta, prep.label_meaning.source)
-        self.rundir.write_predictions(table)
+        meta = {"*": prep.labelled.df.set_index("image")}
+        meta.update({name: ext.manifest.df.set_index("image") for name, ext in prep.external.items()})
+        self.rundir.write_predictions(predictions_frame(pred.to_dict("records"), meta, prep.label_sources()))
         preds = self.rundir.read_predictions()
         for name, entry in arms.items():
             entry["oof_auroc"] = metrics.auroc(preds.rows(arm=name, split=OOF))
             entry["test_auroc"] = metrics.auroc(preds.rows(arm=name, split=TEST, ensemble=True))
+            entry["external_auroc"] = {e.name: metrics.auroc(preds.rows(arm=name, split=e.name, ensemble=True))
+                                       for e in self.cfg.data.external}
         results = {"study": self.cfg.name, "config": self.cfg.model_dump(mode="json"), "versions": _versions(),
-                   "git_commit": _git_commit(), "labels": prep.label_meaning.to_dict(), "arms": arms,
+                   "git_commit": _git_commit(), "labels": prep.label_meaning.to_dict(),
+                   "selection": self.cfg.train.selection, "arms": arms,
                    "skipped": skipped, "failed": failed, "jobs": jobs, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.rundir.write_results(results)
         return results
