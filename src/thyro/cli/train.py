@@ -79,6 +79,10 @@ def register(app: typer.Typer) -> None:
         no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report at the end."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration, split sizes, jobs and "
                                                               "weight checks; train nothing."),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Train this many jobs at once, one process each "
+                                                                "(on one GPU, or spread over --devices)."),
+        devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated devices for --jobs, e.g. "
+                                                                      "cuda:0,cuda:1 (round robin)."),
     ) -> None:
         """Run (or resume) a whole study: every arm on the same folds, predictions and results in the run directory.
 
@@ -89,7 +93,8 @@ def register(app: typer.Typer) -> None:
         from thyro.train.study import run_study
 
         results = run_study(config, run_dir=run_dir, only=only, skip_missing=skip_missing, device=device,
-                            overrides=_overrides(set_), report=not no_report, dry_run=dry_run)
+                            overrides=_overrides(set_), report=not no_report, dry_run=dry_run, workers=jobs,
+                            devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None)
         (_print_plan if dry_run else _print_results)(results)
 
     @app.command("train")

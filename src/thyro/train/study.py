@@ -427,12 +427,13 @@ class Study:
                                                              "on": f"inner split of the training part of {job}"}
 
     def run(self, *, only=None, skip_missing: bool = False, device: str | None = None, report: bool = True,
-            dry_run: bool = False, restart: bool = False) -> dict:
+            dry_run: bool = False, restart: bool = False, workers: int = 1, devices: list[str] | None = None) -> dict:
         """Run the selected (default: all) unfinished jobs, merge, and write the report when complete.
 
         With ``dry_run`` nothing is trained or written: the returned plan holds the resolved
         configuration, the split sizes, the jobs and each arm's weight check.  ``restart`` forgets the
-        selected jobs' progress (checkpoint and record) and trains them from the start.
+        selected jobs' progress (checkpoint and record) and trains them from the start.  ``workers``
+        processes train jobs at once (each claims its jobs; on one GPU, or spread over ``devices``).
         """
         selected = parse_only(only, self.cfg)
         arms = [a for a in self.cfg.arms if selected is None or any(j.arm == a.name for j in selected)]
@@ -457,9 +458,12 @@ class Study:
         tta = " with flip test-time augmentation" if self.cfg.train.tta_flip else ""
         info(f"[bold]{self.cfg.name}[/]: {len(prep.labelled)} labelled images, {len(self.cfg.arms)} arm(s) x "
              f"{self.cfg.data.folds} folds; {len(jobs) - len(todo)} job(s) already done, {len(todo)} to run "
-             f"-> {self.run_dir}")
+             f"-> {self.run_dir}" + (f" with {workers} worker processes" if workers > 1 and todo else ""))
         failed: dict[str, str] = {}
         elsewhere: dict[str, str] = {}
+        if workers > 1 and todo:
+            failed.update(self._run_workers(workers, devices or [device] if device or devices else [None], only))
+            todo = []
         for n, job in enumerate(todo, 1):
             with self.rundir.claim(job) as mine:
                 if not mine:
@@ -493,6 +497,34 @@ class Study:
             raise TrainingError(f"{len(failed)} job(s) failed: {', '.join(failed)}; finished jobs are kept in "
                                 f"{self.run_dir}. Fix the cause and run the same command again to retry them.")
         return results
+
+    def _run_workers(self, n: int, devices: list[str | None], only) -> dict[str, str]:
+        """Train the jobs in ``n`` worker processes at once (each one claims jobs, as separate ``thyro study``
+        processes would); returns ``{worker: error}`` for workers that ended badly."""
+        import multiprocessing as mp
+        import os
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = self.cfg.train.threads or max(1, cpus // n)
+        ctx = mp.get_context("spawn")  # safe with torch's threads and CUDA in the parent
+        procs = []
+        from thyro.console import is_quiet
+
+        for i in range(n):
+            dev = devices[i % len(devices)]
+            args = (self.cfg.model_dump(mode="json"), str(self.base_dir), str(self.run_dir), only, dev, threads,
+                    is_quiet())
+            proc = ctx.Process(target=_worker, args=args, name=f"thyro-worker-{i}")
+            proc.start()
+            procs.append(proc)
+        try:
+            for proc in procs:
+                proc.join()
+        except KeyboardInterrupt:
+            for proc in procs:
+                proc.terminate()
+            raise
+        return {p.name: f"exited with code {p.exitcode}" for p in procs if p.exitcode != 0}
 
     def plan(self, selected: list[JobKey] | None, arms: list[ArmConfig]) -> dict:
         """What :meth:`run` would do, without training or writing anything (``--dry-run``)."""
@@ -587,17 +619,35 @@ class Study:
         return results
 
 
+def _worker(cfg: dict, base_dir: str, run_dir: str, only, device: str | None, threads: int, quiet: bool) -> None:
+    """One worker process of ``thyro study --jobs N``: trains the jobs it can claim, merges, no report."""
+    import sys
+
+    from thyro.console import err_console, set_quiet
+    from thyro.errors import ThyroError
+
+    set_quiet(quiet)
+    study = Study(StudyConfig.parse(cfg), Path(base_dir), run_dir)
+    study.cfg.train.threads = threads
+    try:
+        study.run(only=only, device=device, report=False, skip_missing=True)
+    except ThyroError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(2)
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
 def run_study(config_path: str | Path, *, run_dir: str | Path | None = None, only: list[str] | None = None,
               skip_missing: bool = False, device: str | None = None, overrides: dict | None = None,
-              report: bool = True, dry_run: bool = False, restart: bool = False) -> dict:
+              report: bool = True, dry_run: bool = False, restart: bool = False, workers: int = 1,
+              devices: list[str] | None = None) -> dict:
     """Run (or continue) a study from its configuration file; returns results.json's content (or the plan)."""
     study = Study.from_file(config_path, run_dir, overrides)
     return study.run(only=only, skip_missing=skip_missing, device=device, report=report, dry_run=dry_run,
-                     restart=restart)
+                     restart=restart, workers=workers, devices=devices)
 
 
 def results_table(results: dict) -> list[tuple[str, str, str, str]]:
