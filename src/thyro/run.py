@@ -14,6 +14,7 @@ Layout::
     RUN/predictions.csv     every prediction, one typed table (:class:`Predictions`)
     RUN/results.json        per arm: status, weights, AUROC point estimates; versions; per-job records
     RUN/report.html .md .json
+    RUN/mlruns/             the local MLflow file store, when ``train.tracking: mlflow``
     RUN/jobs/ARM/foldK/     one training job (:class:`JobFiles`); ``ARM/fracF/foldK`` for a training
                             fraction below 1 (data-efficiency curves)
 
@@ -60,6 +61,7 @@ DATA = "data.json"
 PREDICTIONS = "predictions.csv"
 RESULTS = "results.json"
 REPORT = "report.html"
+MLRUNS = "mlruns"
 JOBS = "jobs"
 
 PRED_COLUMNS = ("image", "patient", "group", "label", "label_source", "arm", "train_fraction", "split", "fold",
@@ -522,6 +524,10 @@ class RunDir:
     @property
     def report_path(self) -> Path:
         return self.root / REPORT
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / MLRUNS
 
     def job_files(self, job: JobKey) -> JobFiles:
         frac = "" if job.fraction == 1.0 else f"frac{fraction_text(job.fraction)}"

@@ -153,3 +153,35 @@ def test_repository_configs_are_valid():
     assert {a.backbone for a in jacr.arms} == {"resnet18"} and jacr.preprocess.size == 224
     demo, _ = load_study_config(configs / "demo.yaml")
     assert demo == StudyConfig.parse(DEMO_STUDY)
+
+
+def test_mlflow_tracking_writes_runs_to_a_local_store(tmp_path, cohort, standin, monkeypatch):
+    """train.tracking: mlflow logs each job (per-epoch metrics) and the study (AUROCs, the report) locally."""
+    from mlflow.tracking import MlflowClient
+
+    from thyro.run import JobKey, RunDir
+    from thyro.train.study import run_study
+
+    monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = write_config(tmp_path, cohort, standin, tracking="mlflow", epochs=2)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["arms"] = cfg["arms"][:1]
+    config.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    results = run_study(config, run_dir=run, report=True)
+    store = RunDir(run).mlflow_dir
+    assert store.is_dir()
+    client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    exp = client.get_experiment_by_name("tiny")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"scratch:0", "scratch:1", "scratch:2", "study"}
+    job = runs["scratch:1"]
+    assert job.data.params["train.epochs"] == "2" and job.data.params["arm.weights"] == "none"
+    history = client.get_metric_history(job.info.run_id, "val_auroc")
+    assert [m.step for m in history] == [1, 2]
+    assert job.data.metrics["oof_auroc"] == pytest.approx(RunDir(run).read_job(JobKey("scratch", 1)).val_auroc)
+    study = runs["study"]
+    assert study.data.metrics["scratch.test_auroc"] == pytest.approx(results["arms"]["scratch"]["test_auroc"])
+    artifacts = {a.path for a in client.list_artifacts(study.info.run_id)}
+    assert {"report.html", "predictions.csv"} <= artifacts

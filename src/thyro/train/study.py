@@ -40,6 +40,7 @@ from thyro.errors import ConfigError, TrainingError, WeightsError
 from thyro.fileio import sha256_json
 from thyro.run import OOF, TEST, JobKey, JobRecord, RunDir, describe_holder, fraction_text, predictions_frame
 from thyro.train.fit import ArraySet, fit
+from thyro.train.tracking import NoTracker, make_tracker
 
 
 def parse_only(only: list[str] | None, cfg: StudyConfig) -> list[JobKey] | None:
@@ -335,7 +336,8 @@ class Study:
         return summary
 
     # -- jobs -----------------------------------------------------------------------------------
-    def run_job(self, job: JobKey, prep: Prepared, *, device: str | None = None, resume: bool = True) -> JobRecord:
+    def run_job(self, job: JobKey, prep: Prepared, *, device: str | None = None, resume: bool = True,
+                tracker=None) -> JobRecord:
         """Train, predict and record one job (resumes from its ``last.pt``).
 
         The model is chosen as ``train.selection`` says, after ``train.tune`` (if any) picked this arm's
@@ -372,8 +374,12 @@ class Study:
             train, chooser, select_best = prep.dev.arrays(train_ids), val, True
             how = "early stopping on the held-out fold (its out-of-fold AUROC is selection-biased)"
         model, report = self._build(arm, train_cfg, job)
+        tracker = tracker or NoTracker()
+        tracker.job_started(job, {"arm": arm.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json"),
+                                  "selection": how, "train_images": len(train.ids), "tuned": tuned.get("chosen")})
         result = fit(model, train, chooser, train_cfg, files.folder, resume=resume, select_best=select_best,
                      pretrained=arm.weight_source(self.base_dir).kind != "none", train_backbone=arm.train_backbone,
+                     on_epoch_end=lambda epoch, row: tracker.epoch(job, epoch, row),
                      description=f"{job.arm}{'' if job.fraction == 1 else f' at {fraction_text(job.fraction)}'} fold {job.fold}")
         dev = next(model.parameters()).device
         rows = []
@@ -401,6 +407,8 @@ class Study:
                 "preprocess": self.cfg.preprocess.model_dump(mode="json"), "study": self.cfg.name,
                 "tta_flip": train_cfg.tta_flip}})
         self.rundir.finish_job(job, record, frame, model)
+        tracker.job_finished(job, {"oof_auroc": record.val_auroc, "best_epoch": record.best_epoch,
+                                   "selection_auroc": record.selection_auroc, "seconds": record.seconds})
         return record
 
     def _build(self, arm: ArmConfig, train_cfg, job: JobKey):
@@ -443,6 +451,7 @@ class Study:
         for arm, reason in skipped.items():
             console.print(f"[yellow]skipping arm {arm}[/]:\n  " + reason.replace("\n", "\n  "), soft_wrap=True)
         prep = self.prepare()
+        tracker = make_tracker(self.cfg.train.tracking, self.rundir, self.cfg.name)
         jobs = self.jobs(selected, skipped)
         if restart:
             for job in jobs:
@@ -474,7 +483,7 @@ class Study:
                     continue
                 info(f"[cyan]job {n}/{len(todo)}[/] {job}")
                 try:
-                    rec = self.run_job(job, prep, device=device)
+                    rec = self.run_job(job, prep, device=device, tracker=tracker)
                 except TrainingError as exc:
                     failed[job.name] = str(exc)
                     console.print(f"[red]job {job} failed[/]: {exc}")
@@ -493,6 +502,7 @@ class Study:
 
             html, md = build_report(self.run_dir)
             results["report"] = {"html": str(html), "markdown": str(md)}
+            tracker.study_finished(self.cfg.model_dump(mode="json"), results, self.rundir)
         if failed:
             raise TrainingError(f"{len(failed)} job(s) failed: {', '.join(failed)}; finished jobs are kept in "
                                 f"{self.run_dir}. Fix the cause and run the same command again to retry them.")

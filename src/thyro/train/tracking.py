@@ -1,0 +1,116 @@
+"""Experiment tracking: a study's jobs and results in MLflow, the tracker many researchers already use.
+
+``train.tracking: mlflow`` logs one MLflow run per job (its settings, per-epoch losses and AUROC, the
+chosen epoch and out-of-fold AUROC) and one run for the study (its configuration, every arm's AUROCs,
+and the report, results and predictions as artefacts), in the experiment named after the study.
+
+Nothing is sent anywhere by default: runs go to a local MLflow file store in the run directory
+(``RUN/mlruns``; browse it with ``mlflow ui --backend-store-uri RUN/mlruns``).  Set
+``MLFLOW_TRACKING_URI`` to log to your own tracking server or database instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from thyro.errors import ConfigError
+from thyro.run import JobKey, RunDir
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = str(v)[:500]  # MLflow's parameter value limit
+    return out
+
+
+class NoTracker:
+    """Tracking off: every call does nothing."""
+
+    def job_started(self, job: JobKey, params: dict) -> None:
+        pass
+
+    def epoch(self, job: JobKey, epoch: int, row: dict) -> None:
+        pass
+
+    def job_finished(self, job: JobKey, metrics: dict[str, float | None]) -> None:
+        pass
+
+    def study_finished(self, config: dict, results: dict, rundir: RunDir) -> None:
+        pass
+
+
+class MlflowTracker(NoTracker):
+    """Logs to MLflow through its client API (no global run state, so worker processes do not mix)."""
+
+    def __init__(self, rundir: RunDir, experiment: str):
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise ConfigError("train.tracking: mlflow needs the mlflow package: pip install 'thyro[tracking]' "
+                              "(or set train.tracking: none).") from None
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            # MLflow keeps its file store for local use behind this switch; the store is ours, in the run folder
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            rundir.mlflow_dir.mkdir(parents=True, exist_ok=True)
+            uri = rundir.mlflow_dir.resolve().as_uri()
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self._runs: dict[JobKey, str] = {}
+
+    def _log(self, run_id: str, *, params: dict | None = None, metrics: dict | None = None, step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
+            params=[Param(k, v) for k, v in _flat(params or {}).items()])
+
+    def job_started(self, job: JobKey, params: dict) -> None:
+        run = self.client.create_run(self.experiment_id, run_name=job.name, tags={
+            "thyro.arm": job.arm, "thyro.fold": str(job.fold), "thyro.train_fraction": str(job.fraction)})
+        self._runs[job] = run.info.run_id
+        self._log(run.info.run_id, params=params)
+
+    def epoch(self, job: JobKey, epoch: int, row: dict) -> None:
+        run_id = self._runs.get(job)
+        if run_id:
+            self._log(run_id, metrics={k: row[k] for k in ("train_loss", "val_loss", "val_auroc") if k in row},
+                      step=epoch + 1)
+
+    def job_finished(self, job: JobKey, metrics: dict[str, Any]) -> None:
+        run_id = self._runs.pop(job, None)
+        if run_id:
+            self._log(run_id, metrics=metrics)
+            self.client.set_terminated(run_id)
+
+    def study_finished(self, config: dict, results: dict, rundir: RunDir) -> None:
+        run = self.client.create_run(self.experiment_id, run_name="study", tags={"thyro.kind": "study"})
+        metrics: dict[str, float | None] = {}
+        for arm, entry in results.get("arms", {}).items():
+            metrics[f"{arm}.oof_auroc"] = entry.get("oof_auroc")
+            metrics[f"{arm}.test_auroc"] = entry.get("test_auroc")
+            for name, v in (entry.get("external_auroc") or {}).items():
+                metrics[f"{arm}.{name}_auroc"] = v
+        self._log(run.info.run_id, params=config, metrics=metrics)
+        for path in (rundir.report_path, rundir.report_path.with_suffix(".md"), rundir.results_path,
+                     rundir.predictions_path):
+            if path.is_file():
+                self.client.log_artifact(run.info.run_id, str(path))
+        self.client.set_terminated(run.info.run_id)
+
+
+def make_tracker(kind: str, rundir: RunDir, experiment: str) -> NoTracker:
+    """The tracker ``train.tracking`` asks for."""
+    return MlflowTracker(rundir, experiment) if kind == "mlflow" else NoTracker()
