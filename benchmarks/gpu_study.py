@@ -1,21 +1,22 @@
 """The reference protocol at seed scale on one GPU: end-to-end images/s and wall time.
 
 About 800 phantom images at 224 px, 3 arms (scratch and two stand-in "pretrained" arms: seeded random
-ResNet-18 files, since speed does not depend on weight values) x 5 folds x 50 epochs, no early stopping,
-through the real study runner (cache, splits, training, out-of-fold and test prediction, merge).
+ResNet-18 files, since speed does not depend on weight values) x 5 folds x 50 epochs, no early stopping
+(``train.selection: last``), through the real study runner (cache, splits, training, out-of-fold and
+test prediction, merge), with ``--jobs N`` jobs trained at once (one process each, on the one GPU).
 
     bash benchmarks/gpu_study.sh                      # installs thyro without dependencies, then runs this
-    python benchmarks/gpu_study.py --epochs 50 --images 800 --size 224 --batch-size 64
+    python benchmarks/gpu_study.py --jobs 8 --epochs 50 --images 800 --size 224 --batch-size 64
+    python benchmarks/gpu_study.py --device cpu --jobs 2 --images 60 --size 32 --epochs 1 --folds 2   # dry run
 
-Prints the study's wall time, training images processed, end-to-end training images/s (all images
-trained on divided by the study's whole wall time, data preparation and evaluation included) and the
-median per-job training rate.
+Prints one table: the study's wall time, training images processed, training images/s summed over the
+jobs (all images trained on divided by the study's whole wall time, data preparation and evaluation
+included), the median per-job rate, and the bare training step's rate on the same device for scale.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -68,8 +69,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
-    ap.add_argument("--checkpoint-interval-s", type=float, default=0.0,
-                    help="train.checkpoint_interval_s (0: last.pt every epoch, the default)")
+    ap.add_argument("--checkpoint-interval-s", type=float, default=10.0,
+                    help="train.checkpoint_interval_s (0: last.pt every epoch)")
+    ap.add_argument("--jobs", type=int, default=8, help="jobs trained at once (thyro study --jobs)")
+    ap.add_argument("--compile", action="store_true", help="train.compile: true (torch.compile)")
     ap.add_argument("--report", action="store_true", help="also time the HTML report")
     args = ap.parse_args()
 
@@ -101,37 +104,67 @@ def main() -> None:
         "arms": [{"name": "scratch", "weights": "none"},
                  {"name": "imagenet", "weights": {"file": weights["imagenet_standin"]}},
                  {"name": "radimagenet", "weights": {"file": weights["radimagenet_standin"]}}],
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "patience": args.epochs + 1,
-                  "device": args.device, "tensorboard": False,
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "selection": "last",
+                  "device": args.device, "tensorboard": False, "compile": args.compile,
                   "checkpoint_interval_s": args.checkpoint_interval_s},
     }
     config = out / "study.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    run_dir = out / f"run-bs{args.batch_size}"
+    run_dir = out / f"run-bs{args.batch_size}-j{args.jobs}{'-compile' if args.compile else ''}"
     t1 = time.perf_counter()
-    results = run_study(config, run_dir=run_dir, report=False)
+    results = run_study(config, run_dir=run_dir, report=False, workers=args.jobs)
     study_s = time.perf_counter() - t1
-    jobs = results["jobs"].values()
-    splits = json.loads((run_dir / "splits.json").read_text())
-    n_dev = sum(len(f) for f in splits["folds"])
-    trained = 0
-    for job in jobs:
-        n_train = n_dev - len(splits["folds"][job["fold"]])
-        trained += job["epochs_run"] * (n_train // args.batch_size) * args.batch_size
+    jobs = list(results["jobs"].values())
+    trained = sum(j["train_images_per_second"] * j["seconds"] for j in jobs)  # images each job's loop trained on
     rates = [j["train_images_per_second"] for j in jobs]
-    print(f"study: {len(rates)} jobs x {args.epochs} epochs at {args.size} px, batch {args.batch_size}: "
-          f"wall {study_s:.1f} s ({study_s / 60:.2f} min)")
-    print(f"training images processed: {trained}; end-to-end {trained / study_s:,.0f} img/s; "
-          f"per-job training median {statistics.median(rates):,.0f} img/s")
+    bare = bare_step_rate(args.size, 256, args.device)
+    print()
+    print(f"| {dev}, {args.images} images at {args.size} px, {len(jobs)} jobs x {args.epochs} epochs, "
+          f"batch {args.batch_size}, --jobs {args.jobs}{', compile' if args.compile else ''} | figure |")
+    print("| --- | ---: |")
+    print(f"| whole study (wall) | {study_s:.1f} s |")
+    print(f"| training images processed | {trained:,.0f} |")
+    print(f"| training images/s summed over jobs (end to end) | {trained / study_s:,.0f} |")
+    print(f"| per-job training rate (median) | {statistics.median(rates):,.0f} img/s |")
+    print(f"| bare ResNet-18 step, batch 256, same device | {bare:,.0f} img/s |")
     for arm, a in results["arms"].items():
-        print(f"  {arm}: OOF AUROC {a['oof_auroc']:.3f}, test AUROC {a['test_auroc']:.3f}")
+        print(f"| {arm}: out-of-fold / test AUROC | {a['oof_auroc']:.3f} / {a['test_auroc']:.3f} |")
     if args.report:
         from thyro.report import build_report
 
         t2 = time.perf_counter()
         build_report(run_dir)
-        print(f"report: {time.perf_counter() - t2:.1f} s")
-    print(f"total wall including phantom: {time.perf_counter() - t0:.1f} s")
+        print(f"| report | {time.perf_counter() - t2:.1f} s |")
+    print(f"\ntotal wall including phantom: {time.perf_counter() - t0:.1f} s")
+
+
+def bare_step_rate(size: int, batch: int, device: str, steps: int = 20) -> float:
+    """Images/s of a bare ResNet-18 training step (bf16 autocast on CUDA), data already on the device."""
+    import torch
+
+    from thyro.models import build_model
+
+    dev = torch.device(device)
+    model, _ = build_model("resnet18", "none")
+    model.to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = batch if dev.type == "cuda" else 8
+    x = torch.rand(batch, 1, size, size, device=dev)
+    y = (torch.rand(batch, device=dev) > 0.5).float()
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for i in range(steps + 5):
+        if i == 5:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+        with ctx:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - t)
 
 
 if __name__ == "__main__":
