@@ -791,10 +791,108 @@ def _render_mr_brain(rng: np.random.Generator, size: int, tumor: bool) -> np.nda
     return np.clip(np.hypot(re, im) * 255, 0, 255).astype(np.uint8)
 
 
+#: Thyroid nodule appearances, each one TI-RADS feature value on an otherwise plain nodule (solid,
+#: isoechoic, wider than tall, smooth, no echogenic foci), seen as a study sees it after its ROI crop.
+#: They teach a backbone what nodules look like, by appearance: never by any cohort's malignancy labels.
+NEUTRAL_FEATURES = {"composition": "solid", "echogenicity": "isoechoic", "shape": "wider-than-tall",
+                    "margin": "smooth", "foci": "none"}
+APPEARANCE_CLASSES: dict[str, dict[str, str]] = {
+    "US/thyroid-nodule/plain": {},
+    "US/thyroid-nodule/cystic": {"composition": "cystic"},
+    "US/thyroid-nodule/spongiform": {"composition": "spongiform"},
+    "US/thyroid-nodule/mixed-cystic": {"composition": "mixed"},
+    "US/thyroid-nodule/hyperechoic": {"echogenicity": "hyperechoic"},
+    "US/thyroid-nodule/hypoechoic": {"echogenicity": "hypoechoic"},
+    "US/thyroid-nodule/very-hypoechoic": {"echogenicity": "very hypoechoic"},
+    "US/thyroid-nodule/taller-than-wide": {"shape": "taller-than-wide"},
+    "US/thyroid-nodule/lobulated": {"margin": "lobulated"},
+    "US/thyroid-nodule/irregular": {"margin": "irregular"},
+    "US/thyroid-nodule/extrathyroidal": {"margin": "extrathyroidal"},
+    "US/thyroid-nodule/comet-tail": {"foci": "comet-tail"},
+    "US/thyroid-nodule/macrocalcification": {"foci": "macrocalcifications"},
+    "US/thyroid-nodule/rim-calcification": {"foci": "peripheral"},
+    "US/thyroid-nodule/punctate-foci": {"foci": "punctate"},
+}
+#: How far beyond the nodule's outline an appearance crop reaches (as a study's ``roi_margin``).
+APPEARANCE_MARGIN = 0.3
+
+#: A non-medical corpus (shapes, textures, gradients) standing in for natural-image pretraining such as ImageNet.
+GENERIC_CLASSES = ("shape/disc", "shape/square", "shape/triangle", "shape/ring", "shape/cross",
+                   "texture/stripes", "texture/checkerboard", "texture/dots", "texture/blobs", "texture/grain",
+                   "scene/gradient", "scene/horizon")
+
+
+def render_appearance(rng: np.random.Generator, cls: str, size: int, render_size: int = 128) -> np.ndarray:
+    """A nodule crop of appearance class ``cls`` (see :data:`APPEARANCE_CLASSES`), ``size`` x ``size``."""
+    features = {**NEUTRAL_FEATURES, **APPEARANCE_CLASSES[cls]}
+    nodule = thyroid_nodule(rng, features)
+    img, poly = render_thyroid_view(rng, render_size, nodule, features)
+    pts = np.asarray(poly, dtype=float)
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    mx, my = APPEARANCE_MARGIN * (x1 - x0), APPEARANCE_MARGIN * (y1 - y0)
+    x0, x1 = int(max(0, np.floor(x0 - mx))), int(min(render_size, np.ceil(x1 + mx)))
+    y0, y1 = int(max(0, np.floor(y0 - my))), int(min(render_size, np.ceil(y1 + my)))
+    crop = img[y0:y1, x0:x1]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
+
+
+def render_generic(rng: np.random.Generator, cls: str, size: int) -> np.ndarray:
+    """One image of a non-medical class of :data:`GENERIC_CLASSES` (uint8, ``size`` x ``size``)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    bg = 0.35 + 0.25 * smooth_noise(rng, size, size, size / 6) * rng.uniform(0.3, 1.0)
+    kind = cls.split("/")[1]
+    cx, cy, r = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.12, 0.3)
+    fg = rng.uniform(0.05, 0.95)
+    ang = rng.uniform(0, math.pi)
+    u = (xx - cx) * math.cos(ang) + (yy - cy) * math.sin(ang)
+    v = -(xx - cx) * math.sin(ang) + (yy - cy) * math.cos(ang)
+    d = np.hypot(xx - cx, yy - cy)
+    mask = None
+    if kind == "disc":
+        mask = d < r
+    elif kind == "square":
+        mask = (np.abs(u) < r * 0.8) & (np.abs(v) < r * 0.8)
+    elif kind == "triangle":
+        mask = (v > -r * 0.6) & (v < r * 0.9 - 1.6 * np.abs(u))
+    elif kind == "ring":
+        mask = (d < r) & (d > r * rng.uniform(0.5, 0.75))
+    elif kind == "cross":
+        w = r * rng.uniform(0.2, 0.35)
+        mask = ((np.abs(u) < w) & (np.abs(v) < r)) | ((np.abs(v) < w) & (np.abs(u) < r))
+    if mask is not None:
+        img = np.where(mask, fg, bg)
+    elif kind == "stripes":
+        img = 0.5 + 0.4 * np.sin(2 * math.pi * u * rng.uniform(4, 12) + rng.uniform(0, 6.3))
+    elif kind == "checkerboard":
+        k = rng.uniform(3, 9)
+        img = np.where((np.floor(u * k) + np.floor(v * k)) % 2 == 0, 0.2, 0.8) * rng.uniform(0.6, 1.0)
+    elif kind == "dots":
+        img = bg.copy()
+        for _ in range(int(rng.integers(8, 30))):
+            px, py, pr = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.015, 0.05)
+            img = np.where(np.hypot(xx - px, yy - py) < pr, rng.uniform(0.6, 1.0), img)
+    elif kind == "blobs":
+        img = 0.5 + 0.45 * np.tanh(3 * smooth_noise(rng, size, size, size / rng.uniform(8, 16)))
+    elif kind == "grain":
+        img = bg + 0.25 * smooth_noise(rng, size, size, rng.uniform(0.6, 1.5))
+    elif kind == "gradient":
+        img = np.clip(0.5 + u * rng.uniform(0.8, 2.0), 0, 1)
+    else:  # horizon: a bright upper half above a darker textured ground, at an angle
+        img = np.where(v < rng.uniform(-0.2, 0.2), rng.uniform(0.6, 0.9), bg * 0.6)
+    img = img + rng.normal(0, 0.03, img.shape)
+    return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
 def render_corpus_image(rng: np.random.Generator, cls: str, size: int) -> np.ndarray:
-    """One uint8 ``size`` x ``size`` image of corpus class ``cls`` (``modality/region/class``)."""
+    """One uint8 ``size`` x ``size`` image of corpus class ``cls`` (``modality/region/class``, an
+    appearance class, or a generic one)."""
+    if cls in APPEARANCE_CLASSES:
+        return render_appearance(rng, cls, size)
+    if cls in GENERIC_CLASSES:
+        return render_generic(rng, cls, size)
     if cls not in CORPUS_CLASSES:
-        raise DataError(f"unknown corpus class {cls!r}; known: {', '.join(CORPUS_CLASSES)}")
+        raise DataError(f"unknown corpus class {cls!r}; known: {', '.join(ALL_CORPUS_CLASSES)}")
     modality = cls.split("/")[0]
     if modality == "US":
         return _render_us_class(rng, cls, size)
@@ -830,11 +928,11 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size:
     and acoustic shadows; CT and MR classes add other textures.
     """
     out_dir = Path(out_dir)
-    size = _check_size(size)
+    size = _check_size(size) if classes is None or any(c in CORPUS_CLASSES for c in classes) else int(size)
     chosen = list(CORPUS_CLASSES if classes is None else classes)
-    unknown = [c for c in chosen if c not in CORPUS_CLASSES]
+    unknown = [c for c in chosen if c not in ALL_CORPUS_CLASSES]
     if unknown or not chosen:
-        raise DataError(f"unknown corpus class(es) {unknown or chosen!r}; known: {', '.join(CORPUS_CLASSES)}")
+        raise DataError(f"unknown corpus class(es) {unknown or chosen!r}; known: {', '.join(ALL_CORPUS_CLASSES)}")
     if int(n_per_class) < 1:
         raise DataError(f"n_per_class must be at least 1, got {n_per_class}.")
     _prepare_out_dir(out_dir, "corpus.csv")
@@ -850,7 +948,7 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size:
                 img = render_corpus_image(np.random.default_rng(ss), cls, size)
                 name = f"{cls}/{k:05d}.png"
                 cv2.imwrite(str(tmp / name), img)
-                modality, region, _ = cls.split("/")
+                modality, region = (cls.split("/") + [""])[:2]
                 records.append({"image": name, "class": cls, "class_index": ci, "modality": modality, "region": region})
         with atomic_path(tmp / "corpus.csv", suffix=".csv") as p:
             pd.DataFrame.from_records(records).to_csv(p, index=False)
@@ -859,3 +957,7 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir / "corpus.csv"
+
+
+#: Every class :func:`generate_corpus` can render.
+ALL_CORPUS_CLASSES = CORPUS_CLASSES + tuple(APPEARANCE_CLASSES) + GENERIC_CLASSES

@@ -284,7 +284,7 @@ class Study:
             raise DataError(f"{where}: {exc}") from None
         labelled = manifest.labelled()
         if len(labelled) < len(manifest):
-            rows = [i + 2 for i in np.flatnonzero(manifest.df["label"].isna().to_numpy())[:10]]
+            rows = [int(i) + 2 for i in np.flatnonzero(manifest.df["label"].isna().to_numpy())[:10]]
             if labelled.df.empty:
                 raise DataError(f"{where}: no image has a label (an external set is for validation: label it, "
                                 f"or drop it from data.external); unlabelled rows: {rows}")
@@ -660,9 +660,13 @@ def run_study(config_path: str | Path, *, run_dir: str | Path | None = None, onl
                      restart=restart, workers=workers, devices=devices)
 
 
-def results_table(results: dict) -> list[tuple[str, str, str, str]]:
-    """Rows (arm, status, OOF AUROC, test AUROC) for printing."""
-    return [(name, a["status"], _fmt(a.get("oof_auroc")), _fmt(a.get("test_auroc"))) for name, a in results["arms"].items()]
+def results_table(results: dict) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Column names and rows (arm, status, OOF AUROC, test AUROC, one column per external set) for printing."""
+    sets = sorted({s for a in results["arms"].values() for s in (a.get("external_auroc") or {})})
+    cols = ["arm", "status", "out-of-fold AUROC", "test AUROC (fold mean)"] + [f"{s} AUROC (fold mean)" for s in sets]
+    rows = [(name, a["status"], _fmt(a.get("oof_auroc")), _fmt(a.get("test_auroc")),
+             *(_fmt((a.get("external_auroc") or {}).get(s)) for s in sets)) for name, a in results["arms"].items()]
+    return cols, rows
 
 
 __all__ = ["Prepared", "Study", "parse_only", "results_table", "run_study", "study_identity"]
