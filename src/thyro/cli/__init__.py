@@ -37,9 +37,16 @@ def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    max_pixels: int = typer.Option(None, "--max-pixels", min=1,
+                                   help="Largest image frame read, in pixels (width x height; default 25,000,000 or "
+                                        "$THYRO_MAX_PIXELS). Larger files are refused from their header, undecoded."),
 ) -> None:
     set_quiet(quiet)
     _debug["on"] = debug or bool(os.environ.get("THYRO_DEBUG"))
+    if max_pixels is not None:
+        from thyro.data.readers import set_max_pixels
+
+        set_max_pixels(max_pixels)
 
 
 def _register_all() -> None:

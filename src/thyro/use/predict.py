@@ -96,17 +96,23 @@ def _wanted(path: Path) -> bool:
 
 def parse_roi_arg(value: str | None) -> dict | None:
     """``--roi``: a JSON object (``{"box": [x0, y0, x1, y1]}`` or ``{"polygons": ...}``) or a path to a JSON file."""
-    from thyro.data.manifest import parse_roi
+    from thyro.data.manifest import MAX_ROI_CHARS, parse_roi
 
     if value is None or not str(value).strip():
         return None
     text = str(value)
+    where = "--roi"
     if not text.lstrip().startswith("{"):
         path = Path(text)
         if not path.is_file():
-            raise DataError(f"--roi {text!r}: neither a JSON object nor an existing JSON file.")
-        text = path.read_text(encoding="utf-8")
-    return parse_roi(text, where="--roi")
+            raise DataError(f"--roi {text[:200]!r}: neither a JSON object nor an existing JSON file.")
+        where = f"--roi {path}"
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read(MAX_ROI_CHARS + 1)  # parse_roi refuses anything longer
+        except OSError as exc:
+            raise DataError(f"{where}: cannot read the file ({exc.strerror or exc}).") from None
+    return parse_roi(text, where=where)
 
 
 def collect_inputs(inputs: Iterable[str | os.PathLike], roi: dict | None = None) -> list[InputItem]:
@@ -115,7 +121,7 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], roi: dict | None = None)
     A path that does not exist becomes an item carrying an error (so it gets an error row).
     ``roi`` applies to every item that has none of its own (a manifest's ``roi`` column wins).
     """
-    from thyro.data.manifest import read_manifest
+    from thyro.data.manifest import parse_roi, read_manifest
 
     items: list[InputItem] = []
     for raw in inputs:
@@ -125,8 +131,13 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], roi: dict | None = None)
             items.extend(InputItem(p, str(p), roi) for p in found)
         elif path.is_file() and path.suffix.lower() == ".csv":
             manifest = read_manifest(path, check_labels=False)
-            rois = manifest.rois()
-            for image, r in zip(manifest.ids, rois):
+            cells = manifest.df["roi"].tolist() if "roi" in manifest.df.columns else [None] * len(manifest)
+            for i, (image, cell) in enumerate(zip(manifest.ids, cells)):
+                try:  # a bad roi cell fails its own row only
+                    r = parse_roi(cell, where=f"{path} row {i + 2}")
+                except DataError as exc:
+                    items.append(InputItem(manifest.abspath(image), image, None, error=str(exc)))
+                    continue
                 items.append(InputItem(manifest.abspath(image), image, r if r is not None else roi))
         elif path.is_file():
             items.append(InputItem(path, str(path), roi))
