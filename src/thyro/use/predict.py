@@ -8,6 +8,16 @@ the folder.  A file that cannot be read gets an error row and the others go on.
 Images smaller than the model input are upscaled by the preprocessing (as in training) and get a
 warning in the ``warning`` column; images under :data:`MIN_SIDE` pixels on a side are refused.
 
+Multi-frame files (cine DICOM, multi-page TIFF, animated GIF) follow ``frames``:
+
+``first`` (default)
+    frame 0 is scored; the ``warning`` column names how many frames the file has;
+``all``
+    every frame is its own row, ``FILE#frame=K`` (K from 0), the rows of a file one after another;
+``mean``
+    one row per file whose probability is the mean of its frames' probabilities (a frame that cannot
+    be read fails the file's row, naming the frame).
+
 Engines: ``torch`` (the fold models, eager) or ``onnx`` (the graph written by ``thyro export``, run
 with onnxruntime; torch is not imported on that path).
 """
@@ -17,7 +27,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +43,8 @@ IMAGE_SUFFIXES = set(_IMAGES) - set(_DICOM)
 DICOM_SUFFIXES = set(_DICOM)
 MIN_SIDE = 16
 CSV_COLUMNS = ["input", "probability", "class", "prediction", "roi", "warning", "error"]
+#: How multi-frame files are scored (see the module docstring).
+FRAME_POLICIES = ("first", "all", "mean")
 
 
 @dataclass
@@ -43,6 +55,7 @@ class InputItem:
     name: str
     roi: dict | None = None
     error: str | None = None  # set when the input itself is already known to be bad
+    frame: int | None = None  # None: frame 0, with a warning when the file has more
 
 
 @dataclass
@@ -54,6 +67,7 @@ class PredictionRow:
     roi: str
     warning: str = ""
     error: str = ""
+    file_done: bool = True  # False on the rows of a file's frames before its last (progress only)
 
     def as_csv(self) -> list:
         return [self.input, "" if self.probability is None else f"{self.probability:.6f}",
@@ -238,20 +252,44 @@ def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | o
 # Preprocessing one file
 # ----------------------------------------------------------------------------------------------
 
+def image_info(path: Path):
+    """:class:`~thyro.data.readers.ImageInfo` from the file header, without decoding (None when unreadable:
+    the reader then gives the real error)."""
+    from thyro.data.readers import ImageReadError, probe_image
+
+    try:
+        return probe_image(path, check_limit=False)
+    except ImageReadError:
+        return None
+
+
 def image_dims(path: Path) -> tuple[int, int] | None:
     """(width, height) from the file header, without decoding pixels (None when unknown)."""
-    try:
-        if path.suffix.lower() in DICOM_SUFFIXES or _is_dicom(path):
-            import pydicom
+    info = image_info(path)
+    return None if info is None else info.size
 
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-            return int(ds.Columns), int(ds.Rows)
-        from PIL import Image
 
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # the reader gives the real error message
-        return None
+def check_frames(frames: str) -> str:
+    if frames not in FRAME_POLICIES:
+        raise ThyroError(f"--frames {frames!r}: choose one of {', '.join(FRAME_POLICIES)}.")
+    return frames
+
+
+def frame_items(items: Iterable[InputItem], frames: str = "first") -> Iterator[tuple[int, InputItem, int]]:
+    """``(file index, item, number of frames scored)`` for each unit to score, files in order.
+
+    ``first`` yields each item as it is (frame 0); ``all`` and ``mean`` yield one item per frame of a
+    multi-frame file (``all`` names it ``NAME#frame=K``), read from the header only.
+    """
+    check_frames(frames)
+    for i, item in enumerate(items):
+        info = None if (frames == "first" or item.error) else image_info(item.path)
+        n = info.frames if info is not None else 1
+        if n <= 1:
+            yield i, item, 1
+            continue
+        for k in range(n):
+            yield i, replace(item, frame=k, name=f"{item.name}#frame={k}" if frames == "all" else item.name), n
 
 
 def prepare(preprocessor, item: InputItem, size: int) -> tuple[np.ndarray, str]:
@@ -261,19 +299,21 @@ def prepare(preprocessor, item: InputItem, size: int) -> tuple[np.ndarray, str]:
     """
     if item.error:
         raise DataError(f"{item.path}: {item.error}")
-    warning = ""
-    dims = image_dims(item.path)
-    if dims is not None:
-        w, h = dims
+    warnings: list[str] = []
+    info = image_info(item.path)
+    if info is not None:
+        w, h = info.size
         if min(w, h) < MIN_SIDE:
             raise DataError(f"{item.path}: image is {w} x {h} px, under the minimum of {MIN_SIDE} px on a side.")
         if item.roi is None and (w < size or h < size):
-            warning = f"image {w} x {h} px is smaller than the model input {size} x {size}: upscaled"
-    img = preprocessor.from_file(item.path, roi=item.roi)
+            warnings.append(f"image {w} x {h} px is smaller than the model input {size} x {size}: upscaled")
+        if item.frame is None and info.frames > 1:
+            warnings.append(f"{info.frames} frames: frame 0 scored (--frames all or mean scores every frame)")
+    img = preprocessor.from_file(item.path, roi=item.roi, frame=item.frame or 0)
     img = np.asarray(img)
     if img.shape != (size, size) or img.dtype != np.uint8:
         raise DataError(f"{item.path}: preprocessing gave {img.dtype} {img.shape}, expected uint8 ({size}, {size}).")
-    return img, warning
+    return img, "; ".join(warnings)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -286,44 +326,86 @@ def _error_text(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def iter_predictions(package: ModelPackage, items: list[InputItem], engine, *, batch_size: int = 16,
-                     threshold: float = 0.5, on_item=None) -> Iterator[PredictionRow]:
-    """Yield one row per item, in order, scoring ``batch_size`` preprocessed images at a time."""
-    from thyro.data.manifest import roi_to_json
-
+                     threshold: float = 0.5, on_item=None, frames: str = "first") -> Iterator[PredictionRow]:
+    """Yield one row per item (per frame with ``frames="all"``), in order, scoring ``batch_size``
+    preprocessed images at a time."""
     if batch_size < 1:
         raise ThyroError(f"--batch-size must be at least 1, got {batch_size}.")
+    check_frames(frames)
+    rows = _score_units(package, frame_items(items, frames), engine, batch_size, threshold)
+    if frames == "mean":
+        rows = _mean_of_frames(rows, threshold)
+    for _, row in rows:
+        if on_item is not None:
+            on_item(row)
+        yield row
+
+
+def _score_units(package: ModelPackage, units: Iterator[tuple[int, InputItem, int]], engine, batch_size: int,
+                 threshold: float) -> Iterator[tuple[tuple[int, int], PredictionRow]]:
+    """``((file index, frames of the file), row)`` for every unit, scored ``batch_size`` at a time."""
+    from itertools import islice
+
+    from thyro.data.manifest import roi_to_json
+
     pre = package.preprocessor()
     size = package.image_size
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+    while chunk := list(islice(units, batch_size)):
         arrays: list[np.ndarray] = []
-        slots: list[tuple[InputItem, int | None, str, str]] = []  # item, index in batch, warning, error
-        for item in chunk:
+        slots: list[tuple[int, InputItem, int, int | None, str, str]] = []  # file, item, n, index in batch, warning, error
+        for i, item, n in chunk:
             try:
                 img, warning = prepare(pre, item, size)
-                slots.append((item, len(arrays), warning, ""))
+                slots.append((i, item, n, len(arrays), warning, ""))
                 arrays.append(img)
             except (ThyroError, OSError, ValueError) as exc:
-                slots.append((item, None, "", _error_text(exc)))
+                slots.append((i, item, n, None, "", _error_text(exc)))
             except Exception as exc:  # a reader's unexpected failure on one file must not stop the batch
-                slots.append((item, None, "", f"{type(exc).__name__}: {_error_text(exc)}"))
+                slots.append((i, item, n, None, "", f"{type(exc).__name__}: {_error_text(exc)}"))
         probs = engine(np.stack(arrays)) if arrays else np.empty(0)
-        for item, idx, warning, error in slots:
+        for i, item, n, idx, warning, error in slots:
+            done = item.frame is None or item.frame == n - 1
             if idx is None:
-                row = PredictionRow(item.name, None, None, "", roi_to_json(item.roi), warning, error)
+                row = PredictionRow(item.name, None, None, "", roi_to_json(item.roi), warning, error, file_done=done)
             else:
                 p = float(probs[idx])
                 cls = int(p >= threshold)
-                row = PredictionRow(item.name, p, cls, "malignant" if cls else "benign", roi_to_json(item.roi), warning)
-            if on_item is not None:
-                on_item(row)
-            yield row
+                row = PredictionRow(item.name, p, cls, "malignant" if cls else "benign", roi_to_json(item.roi), warning,
+                                    file_done=done)
+            yield (i, n), row
+
+
+def _mean_of_frames(rows: Iterator[tuple[tuple[int, int], PredictionRow]],
+                    threshold: float) -> Iterator[tuple[tuple[int, int], PredictionRow]]:
+    """One row per file: the mean probability of its frames (rows of single-frame files pass through)."""
+    group: list[PredictionRow] = []
+    for key, row in rows:
+        n = key[1]
+        if n <= 1:
+            yield key, row
+            continue
+        group.append(row)
+        if len(group) < n:
+            continue
+        failed = [(k, r) for k, r in enumerate(group) if r.error]
+        first = group[0]
+        if failed:
+            k, bad = failed[0]
+            more = f" ({len(failed)} of {n} frames failed)" if len(failed) > 1 else ""
+            merged = PredictionRow(first.input, None, None, "", first.roi, "", f"frame {k}: {bad.error}{more}")
+        else:
+            p = float(np.mean([r.probability for r in group]))
+            cls = int(p >= threshold)
+            notes = [f"mean of {n} frames"] + sorted({r.warning for r in group if r.warning})
+            merged = PredictionRow(first.input, p, cls, "malignant" if cls else "benign", first.roi, "; ".join(notes))
+        group = []
+        yield key, merged
 
 
 def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | os.PathLike], *,
             out: str | os.PathLike | None = None, roi: dict | None = None, engine: str = "torch",
             onnx_path: str | os.PathLike | None = None, batch_size: int = 16, point: str | None = None,
-            progress: bool = True, keep_rows: int = 1000) -> PredictionSummary:
+            progress: bool = True, keep_rows: int = 1000, frames: str = "first") -> PredictionSummary:
     """Score images with a model package and write the CSV (atomically) when ``out`` is given.
 
     Parameters
@@ -335,11 +417,13 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
     engine : ``"torch"`` or ``"onnx"``
     point : operating point name (default: the package's default)
     keep_rows : how many rows the summary keeps in memory for display
+    frames : ``"first"``, ``"all"`` or ``"mean"``: how multi-frame files are scored (module docstring)
 
     Returns
     -------
     PredictionSummary
     """
+    check_frames(frames)
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
     point_name, threshold = package.operating_point(point)
     items = collect_inputs(inputs, roi)
@@ -362,10 +446,10 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
                     summary.rows.append(row)
                 if writer is not None:
                     writer.writerow(row.as_csv())
-                if bar is not None:
+                if bar is not None and row.file_done:
                     bar.advance(task)
 
-    rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold)
+    rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold, frames=frames)
     if out:
         with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
