@@ -94,6 +94,14 @@ class StudyConfig(StrictModel):
     arms: list[ArmConfig] = Field(min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _study_name(cls, v: str) -> str:
+        if not _ARM_NAME.match(v) or len(v) > 100:
+            raise ValueError("a study name uses letters, digits, '_', '-', '.' and starts with a letter or digit, at "
+                             "most 100 characters (it becomes the run folder's name under runs/)")
+        return v
+
     @model_validator(mode="after")
     def _unique_arms(self):
         names = [a.name for a in self.arms]
@@ -114,12 +122,42 @@ def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None)
 
     ``overrides`` maps dotted keys (``train.epochs``) to values, applied before validation.
     """
+    from thyro.train.config import check_threads
+
     path = Path(path)
     data = read_yaml(path)
     for key, value in (overrides or {}).items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return StudyConfig.parse(data, source=str(path)), path.parent.resolve()
+        _set_dotted(data, key, value)
+    cfg = StudyConfig.parse(data, source=str(path))
+    check_threads(cfg.train.threads)  # where the study runs: threads beyond the machine abort OpenMP
+    return cfg, path.parent.resolve()
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``key = "a.b.c"``; a number picks a list item (``arms.0.lr``).
+
+    Raises :class:`ConfigError` naming the key when a part of the path is not there to walk into
+    (validation then names a key that does not exist).
+    """
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key}: empty part in the key; write e.g. --set train.epochs=5 or arms.0.lr=0.01")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "the configuration"
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {where} is a list of {len(node)} item(s); "
+                                  f"address one by its number, 0 to {len(node) - 1} (got {part!r}).")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {key}: {where} is {node!r}, a single value; it has no {part!r} inside.")
