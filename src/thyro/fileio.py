@@ -111,9 +111,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    mode = 0o666 & ~_umask()
+    os.chmod(tmp_path, mode)  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp_path
+        # again: some writers (safetensors) replace the file they are given with a new 0600 one
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
