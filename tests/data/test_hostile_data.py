@@ -239,3 +239,47 @@ def test_import_refuses_to_overwrite_a_manifest_without_force(tmp_path, importer
     code, text = _cli(["-q", *args, "--out", str(out), "--force"], capsys)
     assert code == 0, text
     assert (out / "manifest.csv").read_text() != edited
+
+
+def test_decoding_and_preprocessing_a_large_image_stays_lean(tmp_path):
+    """The largest image the default limit accepts takes about 9 bytes a pixel at its peak (it took 24:
+    np.isin's int64 copy of the connected-component labels, and an RGB array before the grey one)."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    import thyro
+    from thyro.data.preprocess import find_sector
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to measure peak memory")
+    h, w = 4000, 6000  # 24 megapixels: two sectors side by side, split by a black line, text on the right
+    img = np.zeros((h, w, 3), np.uint8)
+    img[200:3800, 300:2950] = 120
+    img[200:3800, 3000:5600] = 140
+    img[100:140, 5700:5950] = 255
+    path = tmp_path / "large.jpg"
+    cv2.imwrite(str(path), img)
+    del img
+    script = (
+        "import sys\n"
+        "from thyro.data.preprocess import Preprocessor\n"
+        "def status(key):\n"
+        "    return next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith(key)) / 1024\n"
+        "pre = Preprocessor({'size': 224})\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "before = status('VmRSS')\n"
+        "out = pre.from_file(sys.argv[1])\n"
+        "print(status('VmHWM') - before, out.shape)\n")
+    src = str(Path(thyro.__file__).resolve().parents[1])  # a fresh process: this one's heap is fragmented
+    res = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": src})
+    assert res.returncode == 0, res.stderr[-2000:]
+    used, shape = res.stdout.split(" ", 1)
+    assert shape.strip() == "(224, 224)"
+    assert float(used) < 12 * h * w / 2**20, f"{float(used):.0f} MiB for {h * w / 1e6:.0f} megapixels"
+    # the lean region computation finds the same sector as before (both views merged, the text left out)
+    gray = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY)
+    x0, y0, x1, y1 = find_sector(gray)
+    assert abs(x0 - 300) <= 25 and abs(x1 - 5600) <= 25 and abs(y0 - 200) <= 25 and abs(y1 - 3800) <= 25

@@ -119,6 +119,7 @@ def serve_cmd(
                                         help="How long a batch waits for more requests once it has one."),
     openapi: bool = typer.Option(False, "--openapi", help="Serve the API schema at /openapi.json (no /docs page: "
                                                           "it would load from a CDN)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning: no line per request)."),
 ) -> None:
     """A local web page and JSON API (POST /predict, GET /health) for the model.
 
@@ -128,7 +129,7 @@ def serve_cmd(
 
     serve(model_dir, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), method=method,
           engine=engine, onnx_path=onnx_file, max_concurrency=max_concurrency, queue=queue, max_batch=max_batch,
-          batch_wait_ms=batch_wait_ms, openapi=openapi)
+          batch_wait_ms=batch_wait_ms, openapi=openapi, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:

@@ -179,7 +179,7 @@ def load_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False, 
     if is_dicom(path):
         arr, origin, mode, size = _read_dicom(path, frame, us_region)
     else:
-        arr, mode = _read_pillow(path, frame)
+        arr, mode = _read_pillow(path, frame, gray=not color)
         origin, size = (0, 0), (arr.shape[1], arr.shape[0])
     arr = to_rgb(arr) if color else to_gray(arr)
     return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size)
@@ -231,7 +231,7 @@ def _composite_on_black(arr: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Pillow
 
-def _read_pillow(path: Path, frame: int) -> tuple[np.ndarray, str]:
+def _read_pillow(path: Path, frame: int, gray: bool = False) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as im:
             check_pixels(path, *im.size)  # from the header: nothing is decoded yet
@@ -246,6 +246,9 @@ def _read_pillow(path: Path, frame: int) -> tuple[np.ndarray, str]:
             mode = im.mode
             if frame == 0 and im.getexif().get(0x0112, 1) != 1:
                 im = ImageOps.exif_transpose(im)
+            if gray and im.mode == "RGB":
+                # the same luma as to_gray, converted before the RGB array exists (a third of the memory)
+                return np.asarray(im.convert("L")), mode
             return _pil_to_array(im, path), mode
     except ImageReadError:
         raise
