@@ -8,8 +8,11 @@ does not depend on the weights' values):
 * ``--clients`` concurrent clients (asyncio + httpx, default 16) send ``--requests`` ``POST /predict``
   of a 560 x 360 ultrasound-like PNG without heatmap per round; ``--rounds`` rounds, the four
   servers interleaved within each round so that machine noise hits them alike;
-* requests/s (median over rounds), p50 and p99 latency (over every request of every round), and the
-  server's peak resident memory (``VmHWM`` of its process) under that load;
+* requests/s (median over rounds), p50 and p99 latency (over every request of every round), the
+  server's peak resident memory (``VmHWM`` of its process) under that load, and the CPU time per
+  request of the server and of the clients (a machine shared with other work slows the first figures;
+  CPU time per request barely changes, and the cores divided by it is the rate the machine would
+  sustain if the server and its clients had it to themselves);
 * then, against each server, hostile uploads, the peak memory reset before each
   (``/proc/PID/clear_refs``): a 13000 x 13000 grey PNG "decompression bomb" (160 KB), a 3 GB chunked
   upload stream (no ``Content-Length``) with the bytes the client got to send and the most bytes the
@@ -138,6 +141,11 @@ class Server:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def temp_bytes(self) -> int:
         """Bytes in files the server holds open in its temporary folder, deleted ones included (Python's
@@ -292,21 +300,30 @@ def main() -> None:
             rates: dict[str, list[float]] = {s.name: [] for s in servers}
             lats: dict[str, list[float]] = {s.name: [] for s in servers}
             fails: dict[str, int] = {s.name: 0 for s in servers}
+            cpu: dict[str, list[float]] = {s.name: [0.0, 0.0] for s in servers}  # server, client CPU seconds
             for r in range(args.rounds):
                 order = servers if r % 2 == 0 else servers[::-1]
                 for s in order:
+                    c0, p0 = s.cpu_seconds(), time.process_time()
                     wall, lat, failed = asyncio.run(load(s.url, png, args.requests, args.clients))
+                    cpu[s.name][0] += s.cpu_seconds() - c0
+                    cpu[s.name][1] += time.process_time() - p0
                     rates[s.name].append(args.requests / wall)
                     lats[s.name].extend(lat)
                     fails[s.name] += failed
                 print(f"round {r + 1}: " + ", ".join(f"{s.name} {rates[s.name][-1]:.1f}/s" for s in servers))
+            ncpu = len(os.sched_getaffinity(0))
             print(f"\n| server ({args.clients} clients, 560x360 PNG, no heatmap) | requests/s | p50 | p99 "
-                  f"| peak RSS under load | failed |")
-            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+                  f"| peak RSS under load | CPU ms per request: server + client | {ncpu} idle cores would serve "
+                  f"| failed |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            total = args.rounds * args.requests
             for s in servers:
                 q = np.percentile(lats[s.name], [50, 99]) * 1000
+                srv, cli = (1000 * v / total for v in cpu[s.name])
                 print(f"| {s.name} | {statistics.median(rates[s.name]):.1f} | {q[0]:.0f} ms | {q[1]:.0f} ms | "
-                      f"{s.status('VmHWM'):.0f} MiB | {fails[s.name]} |")
+                      f"{s.status('VmHWM'):.0f} MiB | {srv:.1f} + {cli:.1f} | {1000 * ncpu / (srv + cli):.0f}/s | "
+                      f"{fails[s.name]} |")
             if not args.skip_hostile:
                 bomb, jpeg = bomb_png(), large_jpeg()
                 print(f"\nhostile uploads: PNG bomb 13000x13000 ({len(bomb) / 1024:.0f} KB), 3 GB chunked stream, "

@@ -199,7 +199,7 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, spin: bool = True):
         import onnxruntime as ort
 
         path = Path(path)
@@ -209,6 +209,8 @@ class OnnxEngine:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if not spin:  # idle worker threads sleep instead of spinning: CPU for the rest of a server's work
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -237,12 +239,15 @@ class OnnxEngine:
         return self.session.run(["probability"], {self.input_name: x})[0].astype(float).reshape(-1)
 
 
-def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | os.PathLike | None = None):
+def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | os.PathLike | None = None,
+                spin: bool = True):
+    """The engine for ``engine``; ``spin=False`` lets idle ONNX Runtime threads sleep (for a server, whose
+    other threads decode images between model calls)."""
     if engine == "torch":
         return TorchEngine.from_package(package)
     if engine == "onnx":
         path = Path(onnx_path or package.onnx_path)
-        eng = OnnxEngine(path)
+        eng = OnnxEngine(path, spin=spin)
         eng.check_matches(package, path)
         return eng
     raise ThyroError(f"--engine {engine!r}: choose torch or onnx.")

@@ -104,7 +104,7 @@ class Service:
             raise ThyroError(f"--engine {engine!r}: choose torch or onnx.")
         self.package = package
         self.engine_name = engine
-        self.engine = make_engine(package, engine, onnx_path)
+        self.engine = make_engine(package, engine, onnx_path, spin=False)
         self.models = getattr(self.engine, "models", None)  # torch only: heatmaps
         self.pre = package.preprocessor()
         self.method = method
