@@ -100,7 +100,8 @@ def main() -> None:
             with torch.no_grad():
                 fa = rep.forward_features(x)
             inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
-            for how, label in (("averaged", "averaged normalisation (before)"), ("identity", "folded, identity adapter"),
+            for how, label in (("averaged", "averaged normalisation (before)"),
+                               ("identity", "folded, identity adapter"),
                                ("thyro", "folded, one (x - m) / s (thyro)")):
                 one = variant(rep, arch, how)
                 b = first_norm(one, x, norm)

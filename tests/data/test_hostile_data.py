@@ -3,7 +3,6 @@ row, never a traceback, and nothing already written is lost."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -66,7 +66,8 @@ def explain_cmd(
     method: str = typer.Option("gradcam", "--method", help="gradcam or gradcam++."),
     roi: str = typer.Option(None, "--roi", help="ROI for every input without one (JSON or a JSON file)."),
     frames: str = typer.Option("first", "--frames",
-                               help="Multi-frame files: first (frame 0, with a warning) or all (one heatmap per frame)."),
+                               help="Multi-frame files: first (frame 0, with a warning) or all (one heatmap "
+                                    "per frame)."),
 ) -> None:
     """Write Grad-CAM / Grad-CAM++ heatmaps over the preprocessed images; exit code 1 if any failed."""
     from thyro.console import info, is_quiet
@@ -108,7 +109,8 @@ def serve_cmd(
     engine: str = typer.Option("torch", "--engine",
                                help="torch (heatmaps available) or onnx (MODEL_DIR/model.onnx from `thyro export`; "
                                     "lighter and faster on a CPU, no heatmaps)."),
-    onnx_file: Path = typer.Option(None, "--onnx-file", help="ONNX file for --engine onnx (default MODEL_DIR/model.onnx)."),
+    onnx_file: Path = typer.Option(None, "--onnx-file",
+                                   help="ONNX file for --engine onnx (default MODEL_DIR/model.onnx)."),
     max_concurrency: int = typer.Option(8, "--max-concurrency", min=1,
                                         help="Requests worked on at once (decoding, preprocessing, scoring)."),
     queue: int = typer.Option(16, "--queue", min=0,

@@ -171,7 +171,8 @@ def load_resume_state(path: Path, keys: tuple[str, ...] = ("model", "optimizer",
     except pickle.UnpicklingError as exc:
         if "truncated" in str(exc).lower():
             raise unreadable("truncated") from None
-        raise unreadable("it holds more than tensors; it was refused unread, as loading it would run its code") from None
+        raise unreadable("it holds more than tensors; it was refused unread, as loading it would run its "
+                         "code") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, KeyError,
             IndexError, TypeError, UnicodeDecodeError, MemoryError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]

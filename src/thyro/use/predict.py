@@ -357,7 +357,8 @@ def _score_units(package: ModelPackage, units: Iterator[tuple[int, InputItem, in
     size = package.image_size
     while chunk := list(islice(units, batch_size)):
         arrays: list[np.ndarray] = []
-        slots: list[tuple[int, InputItem, int, int | None, str, str]] = []  # file, item, n, index in batch, warning, error
+        # file index, item, frames of the file, index in the batch, warning, error
+        slots: list[tuple[int, InputItem, int, int | None, str, str]] = []
         for i, item, n in chunk:
             try:
                 img, warning = prepare(pre, item, size)

@@ -58,7 +58,8 @@ DEFAULT_QUEUE = 16
 DEFAULT_MAX_BATCH = 8
 DEFAULT_BATCH_WAIT_MS = 5.0
 ENGINES = ("torch", "onnx")
-HEATMAP_NEEDS_TORCH = "no heatmap: heatmaps need the PyTorch engine (this server runs ONNX; start it with --engine torch)"
+HEATMAP_NEEDS_TORCH = ("no heatmap: heatmaps need the PyTorch engine (this server runs ONNX; start it with "
+                       "--engine torch)")
 _SUFFIX_OK = re.compile(r"^\.(png|jpe?g|bmp|tiff?|dcm|dicom)$", re.IGNORECASE)
 
 
