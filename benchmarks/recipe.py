@@ -149,7 +149,7 @@ def main() -> None:
     from thyro.run import RunDir
     from thyro.stats import auroc, auroc_ci, delong_paired
 
-    out = args.out
+    out = args.out.resolve()
     manifest = prepare_data(args.data, out, args.patients, args.seed)
     splits_path = out / "splits.json"
     if not splits_path.is_file():

@@ -47,3 +47,48 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("THYRO_CACHE_DIR", str(home / "thyro-cache"))
+
+
+def write_bomb_png(path: Path, width: int, height: int, *, complete: bool = False) -> Path:
+    """A grey 8-bit PNG declaring ``width`` x ``height`` pixels, written without ever holding them.
+
+    ``complete=False`` writes the header and a few rows (a few hundred bytes: whatever reads past the
+    header fails on truncated data); ``complete=True`` streams every row of zeros through zlib, the
+    real "decompression bomb" (13000 x 13000 is about 200 KB on disk, 169 MB decoded).
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte 0, then the row
+    parts = []
+    for _ in range(height if complete else min(height, 4)):
+        parts.append(comp.compress(row))
+    parts.append(comp.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts))
+                           + chunk(b"IEND", b""))
+    return Path(path)
+
+
+@pytest.fixture
+def bomb_png():
+    """:func:`write_bomb_png`, for tests in any folder."""
+    return write_bomb_png
+
+
+@pytest.fixture
+def pixel_limit():
+    """Restore the readers' pixel limit (a ``thyro --max-pixels`` run sets it for the process)."""
+    from thyro.data import readers
+
+    saved = os.environ.get("THYRO_MAX_PIXELS")
+    yield readers
+    getattr(readers, "_limits", {})["max_pixels"] = None
+    if saved is None:
+        os.environ.pop("THYRO_MAX_PIXELS", None)
+    else:
+        os.environ["THYRO_MAX_PIXELS"] = saved

@@ -33,9 +33,10 @@ def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
 
 
 class StrictModel(BaseModel):
-    """A pydantic model that refuses unknown keys, so a typo in a configuration is an error."""
+    """A pydantic model that refuses unknown keys, so a typo in a configuration is an error, and
+    non-finite numbers (YAML's ``.inf`` and ``.nan``): no setting of thyro's means infinity."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @classmethod
     def parse(cls: type[M], data: Any, source: str = "configuration") -> M:

@@ -22,6 +22,7 @@ from thyro.base import StrictModel, read_yaml
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError
 from thyro.fileio import sha256_json
+from thyro.machine import check_threads
 from thyro.models.backbones import ARCHS as ARCH_NAMES
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -192,12 +193,15 @@ def merge(base: dict, overrides: dict[str, Any], source: str = "--set") -> dict:
     for key, value in overrides.items():
         node: Any = data
         parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"{source} {key}: empty part in the key; write e.g. train.epochs=5 or arms.0.lr=0.01")
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
-            where = ".".join(parts[:depth + 1])
+            where = ".".join(parts[:depth]) or "the configuration"
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"{source} {key}: '{where}' needs a list index 0..{len(node) - 1}")
+                    raise ConfigError(f"{source} {key}: {where} is a list of {len(node)} item(s); address one by "
+                                      f"its number, 0 to {len(node) - 1} (got {part!r}).")
                 if last:
                     node[int(part)] = value
                 else:
@@ -208,8 +212,7 @@ def merge(base: dict, overrides: dict[str, Any], source: str = "--set") -> dict:
                 else:
                     node = node.setdefault(part, {})
             else:
-                above = ".".join(parts[:depth])
-                raise ConfigError(f"{source} {key}: '{above}' is a single value ({node!r}), not a group of settings")
+                raise ConfigError(f"{source} {key}: {where} is {node!r}, a single value; it has no {part!r} inside.")
     return data
 
 
@@ -335,6 +338,14 @@ class StudyConfig(StrictModel):
     arms: list[ArmConfig] = Field(min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _study_name(cls, v: str) -> str:
+        if not _ARM_NAME.match(v) or len(v) > 100:
+            raise ValueError("a study name uses letters, digits, '_', '-', '.' and starts with a letter or digit, at "
+                             "most 100 characters (it becomes the run folder's name under runs/)")
+        return v
+
     @model_validator(mode="after")
     def _unique_arms(self):
         names = [a.name for a in self.arms]
@@ -362,4 +373,6 @@ def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None)
     """
     path = Path(path)
     data = merge(read_yaml(path), overrides or {})
-    return StudyConfig.parse(data, source=str(path)), path.parent.resolve()
+    cfg = StudyConfig.parse(data, source=str(path))
+    check_threads(cfg.train.threads)  # where the study runs: threads beyond the machine abort OpenMP
+    return cfg, path.parent.resolve()

@@ -33,6 +33,10 @@ class StatsError(ThyroError, ValueError):
     """Inputs a statistic cannot be computed on (one class, NaN scores, ...)."""
 
 
+class WriteError(ThyroError, OSError):
+    """A file could not be written (disk full, quota, file-size limit); what was there before is intact."""
+
+
 class ModelPackageError(ThyroError):
     """A model package that is incomplete or from an incompatible version."""
 

@@ -1,18 +1,89 @@
-"""Small file helpers used everywhere: atomic writes and content hashes."""
+"""Small file helpers used everywhere: atomic writes and content hashes.
+
+Every write goes through :func:`atomic_path`, so a failed write (a full disk above all) is turned
+into one :class:`~thyro.errors.WriteError` that names the file and says that nothing was lost,
+whichever writer failed: Python's ``OSError`` (``ENOSPC``), torch's ``RuntimeError`` from its zip
+writer (``[enforce fail at inline_container.cc:...]``, ``basic_ios::clear``), safetensors'
+``SafetensorError`` (``os error 28``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from thyro.errors import WriteError
+
+#: Errors of a write that failed for want of room, and how to say so.
+_ROOM_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file too large (a file-size limit of this system or its file system)"}
+#: Text by which writers that raise no ``OSError`` reveal a failed write (torch's C++ stream writer has
+#: no errno to give; safetensors puts the OS error in its message).
+_WRITE_FAILURE_TEXT = ("inline_container.cc", "PytorchStreamWriter", "basic_ios", "iostream error", "file write failed",
+                       "No space left on device", "os error 28", "StorageFull", "Disk quota exceeded",
+                       "File too large", "os error 27")
+#: numpy's ``tofile`` on a short write: "200000 requested and 8176 written" (no errno).
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+#: Below this much free space a write failure without an errno is taken for a full disk.
+_LOW_SPACE_BYTES = 64 * 1024 * 1024
+
+
+def write_failure(exc: BaseException, path: str | os.PathLike) -> WriteError | None:
+    """The :class:`WriteError` for ``exc`` raised while writing ``path``, or None when ``exc`` is not a
+    failed write (a bug or bad data in the writer: it is left as it is)."""
+    if isinstance(exc, WriteError):
+        return exc
+    reason = None
+    if isinstance(exc, OSError) and exc.errno in _ROOM_ERRNOS:
+        reason = _ROOM_ERRNOS[exc.errno]
+    elif isinstance(exc, (RuntimeError, OSError)) or type(exc).__name__ == "SafetensorError":
+        text = str(exc)
+        if any(marker in text for marker in _WRITE_FAILURE_TEXT) or _SHORT_WRITE.search(text):
+            if "No space left" in text or "os error 28" in text or "StorageFull" in text or _low_space(path):
+                reason = _ROOM_ERRNOS[errno.ENOSPC]
+            elif "quota" in text.lower():
+                reason = _ROOM_ERRNOS[errno.EDQUOT]
+            elif "File too large" in text or "os error 27" in text or _size_limited():
+                reason = _ROOM_ERRNOS[errno.EFBIG]
+            else:
+                reason = f"the write failed ({' '.join(text.split())[:160]}): is the disk full or failing?"
+    if reason is None:
+        return None
+    err = WriteError(f"{reason} writing {path}; nothing was lost (any earlier version of the file is untouched). "
+                     f"Make room and run the same command again.")
+    err.path = str(path)
+    return err
+
+
+def _size_limited() -> bool:
+    """True when this process has a file-size limit (``ulimit -f``), which fails writes without an errno
+    in some writers."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return False
+    return soft != resource.RLIM_INFINITY
+
+
+def _low_space(path: str | os.PathLike) -> bool:
+    try:
+        return shutil.disk_usage(Path(path).parent).free < _LOW_SPACE_BYTES
+    except OSError:
+        return False
 
 
 def _umask() -> int:
@@ -30,17 +101,31 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     (e.g. ``.png`` for matplotlib, ``.npy`` for numpy).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" if suffix is None else suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" if suffix is None else suffix,
+                                   dir=path.parent)
+    except OSError as exc:
+        failure = write_failure(exc, path)
+        if failure is not None:
+            raise failure from None
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    mode = 0o666 & ~_umask()
+    os.chmod(tmp_path, mode)  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp_path
+        # again: some writers (safetensors) replace the file they are given with a new 0600 one
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        failure = write_failure(exc, path)
+        if failure is not None and failure is not exc:
+            raise failure from None
         raise
 
 

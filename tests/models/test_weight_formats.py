@@ -67,8 +67,13 @@ def test_imagenet_file_forward_matches_torchvision(tmp_path, src18):
 def test_one_channel_mode_sums_conv1(tmp_path, src18):
     torch.save(src18.state_dict(), tmp_path / "w.pth")
     model, report = build_model("resnet18", f"file:{tmp_path / 'w.pth'}", in_chans_mode="sum")
-    assert torch.allclose(model.backbone.conv1.weight, src18.conv1.weight.sum(1, keepdim=True))
-    assert any("summed" in n for n in report.notes)
+    # per-channel ImageNet std folded in: sum_c w_c * s / s_c, s the harmonic mean of the s_c
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64)
+    s = 3 / (1 / std).sum()
+    expected = (src18.conv1.weight.double() * (s / std).view(1, 3, 1, 1)).sum(1, keepdim=True).float()
+    assert torch.allclose(model.backbone.conv1.weight, expected, atol=1e-6)
+    assert model.input_spec.std[0] == pytest.approx(float(s))
+    assert any("summed" in n and "folded" in n for n in report.notes)
     assert model.eval()(torch.rand(1, 1, 32, 32)).shape == (1,)
 
 

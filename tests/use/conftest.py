@@ -130,6 +130,31 @@ def write_dicom(path: Path, pixels: np.ndarray | None) -> Path:
     return path
 
 
+def write_dicom_frames(path: Path, frames: list[np.ndarray]) -> Path:
+    """A multi-frame (cine) ultrasound DICOM file, MONOCHROME2, 8 bit, one frame per array."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientID = "anon"
+    stack = np.ascontiguousarray(np.stack(frames), dtype=np.uint8)
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = stack.shape[1:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = stack.tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def images(tmp_path_factory) -> dict[str, Path]:
     """Good and bad inputs: PNGs in a nested folder, a JPEG, a DICOM, and bad files."""

@@ -9,6 +9,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from thyro import __version__
 from thyro.console import err_console, set_quiet
@@ -63,9 +64,16 @@ def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    max_pixels: int = typer.Option(None, "--max-pixels", min=1,
+                                   help="Largest image frame read, in pixels (width x height; default 25,000,000 or "
+                                        "$THYRO_MAX_PIXELS). Larger files are refused from their header, undecoded."),
 ) -> None:
     set_quiet(quiet)
     _debug["on"] = debug or bool(os.environ.get("THYRO_DEBUG"))
+    if max_pixels is not None:
+        from thyro.data.readers import set_max_pixels
+
+        set_max_pixels(max_pixels)
 
 
 def _register_all() -> None:
@@ -90,7 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     except ThyroError as exc:
         if _debug["on"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True, highlight=False)
+        if argv is not None:
+            return 2
+        sys.exit(2)
+    except (OSError, MemoryError) as exc:  # a file the system refused (permissions, a missing drive...)
+        if _debug["on"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(_system_error(exc))}", markup=True, soft_wrap=True,
+                          highlight=False)
         if argv is not None:
             return 2
         sys.exit(2)
@@ -100,3 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         sys.exit(130)
     return 0
+
+
+def _system_error(exc: BaseException) -> str:
+    """One line for an error of the system rather than of thyro's input checks."""
+    if isinstance(exc, MemoryError):
+        return "out of memory; use smaller batches (--batch-size) or fewer workers, or free memory, and run again."
+    name = getattr(exc, "filename", None)
+    what = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+    return f"{name}: {what}" if name else what

@@ -25,6 +25,7 @@ def import_ddti_cmd(
                                       help="Lowest TI-RADS category labelled 1 (malignant/suspicious): 4a, 4b, 4c or 5. "
                                            "Default 4c: 4c and 5 are positive."),
     strict: bool = typer.Option(False, "--strict", help="Stop on warnings too (unreadable outlines, images without XML)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing manifest in --out (refused otherwise)."),
     near_threshold: int = typer.Option(4, "--near-threshold",
                                        help="Largest pHash Hamming distance (of 64 bits) counted as a near duplicate; "
                                             "-1 turns near-duplicate detection off (identical images are always found)."),
@@ -32,7 +33,8 @@ def import_ddti_cmd(
     """Import the Digital Database of Thyroid Images: labels from <tirads>, outlines as ROI, patient = case."""
     from thyro.data.importers import import_ddti
 
-    import_ddti(path, out, xml_dir=xml_dir, positive_from=positive_from, strict=strict, near_threshold=near_threshold)
+    import_ddti(path, out, xml_dir=xml_dir, positive_from=positive_from, strict=strict, near_threshold=near_threshold,
+                force=force)
 
 
 @import_app.command("folders")
@@ -42,6 +44,7 @@ def import_folders_cmd(
     classes: str | None = typer.Option(None, "--classes",
                                        help="Folder names to labels, e.g. 'tumour=1,normal=0' (case-insensitive; "
                                             "benign=0 and malignant=1 are built in; NAME= imports unlabelled)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing manifest in --out (refused otherwise)."),
     near_threshold: int = typer.Option(4, "--near-threshold",
                                        help="Largest pHash Hamming distance (of 64 bits) counted as a near duplicate; "
                                             "-1 turns near-duplicate detection off (identical images are always found)."),
@@ -54,7 +57,7 @@ def import_folders_cmd(
     """Import one folder per class, recursively; patient_id = file name without extension."""
     from thyro.data.importers import import_folders
 
-    import_folders(path, out, classes=classes, near_threshold=near_threshold, label_source=label_source,
+    import_folders(path, out, classes=classes, near_threshold=near_threshold, force=force, label_source=label_source,
                    label_definition=label_definition)
 
 
@@ -62,6 +65,7 @@ def import_folders_cmd(
 def import_csv_cmd(
     path: Path = typer.Argument(..., help="CSV in the manifest schema (image, label, patient_id, group, roi, ...)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for manifest.csv (image paths are rewritten)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing manifest in --out (refused otherwise)."),
     near_threshold: int = typer.Option(4, "--near-threshold",
                                        help="Largest pHash Hamming distance (of 64 bits) counted as a near duplicate; "
                                             "-1 turns near-duplicate detection off (identical images are always found)."),
@@ -74,7 +78,8 @@ def import_csv_cmd(
     """Validate a manifest-schema CSV, find duplicates, merge groups and write it to --out."""
     from thyro.data.importers import import_csv
 
-    import_csv(path, out, near_threshold=near_threshold, label_source=label_source, label_definition=label_definition)
+    import_csv(path, out, near_threshold=near_threshold, force=force, label_source=label_source,
+               label_definition=label_definition)
 
 
 @data_app.command("validate")

@@ -45,13 +45,16 @@ def predict_cmd(
                                    help="ONNX file for --engine onnx (default MODEL_DIR/model.onnx)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch (memory stays bounded)."),
     point: str = typer.Option(None, "--point", help="Operating point for the class (default: the package's)."),
+    frames: str = typer.Option("first", "--frames",
+                               help="Multi-frame files (cine DICOM, multi-page TIFF): first (frame 0, with a warning), "
+                                    "all (one row per frame, FILE#frame=K) or mean (the frames' mean probability)."),
 ) -> None:
     """Predict malignancy for images; exit code 1 if any file failed (its row holds the error)."""
     from thyro.console import console, is_quiet
     from thyro.use.predict import parse_roi_arg, predict, summary_table
 
     summary = predict(model_dir, inputs, out=out, roi=parse_roi_arg(roi), engine=engine, onnx_path=onnx_file,
-                      batch_size=batch_size, point=point, progress=not is_quiet())
+                      batch_size=batch_size, point=point, progress=not is_quiet(), frames=frames)
     if not is_quiet():
         console.print(summary_table(summary))
         if out:
@@ -66,13 +69,17 @@ def explain_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmap PNGs (and index.csv)."),
     method: str = typer.Option("gradcam", "--method", help="gradcam or gradcam++."),
     roi: str = typer.Option(None, "--roi", help="ROI for every input without one (JSON or a JSON file)."),
+    frames: str = typer.Option("first", "--frames",
+                               help="Multi-frame files: first (frame 0, with a warning) or all (one heatmap "
+                                    "per frame)."),
 ) -> None:
     """Write Grad-CAM / Grad-CAM++ heatmaps over the preprocessed images; exit code 1 if any failed."""
     from thyro.console import info, is_quiet
     from thyro.use.explain import explain
     from thyro.use.predict import parse_roi_arg
 
-    results = explain(model_dir, inputs, out, method=method, roi=parse_roi_arg(roi), progress=not is_quiet())
+    results = explain(model_dir, inputs, out, method=method, roi=parse_roi_arg(roi), progress=not is_quiet(),
+                      frames=frames)
     failed = [r for r in results if r["error"]]
     info(f"{len(results) - len(failed)} heatmap(s) written to [bold]{out}[/] ({method}); {len(failed)} failed"
          + ("".join(f"\n  {r['input']}: {r['error']}" for r in failed[:20])))
@@ -100,13 +107,35 @@ def serve_cmd(
     model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (the app has no authentication)."),
     port: int = typer.Option(8000, "--port", help="Port."),
-    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Upload size limit (larger uploads get 413)."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001,
+                                        help="Upload size limit, enforced while the upload streams in (413 beyond)."),
     method: str = typer.Option("gradcam", "--method", help="Heatmap method: gradcam or gradcam++."),
+    engine: str = typer.Option("torch", "--engine",
+                               help="torch (heatmaps available) or onnx (MODEL_DIR/model.onnx from `thyro export`; "
+                                    "lighter and faster on a CPU, no heatmaps)."),
+    onnx_file: Path = typer.Option(None, "--onnx-file",
+                                   help="ONNX file for --engine onnx (default MODEL_DIR/model.onnx)."),
+    max_concurrency: int = typer.Option(8, "--max-concurrency", min=1,
+                                        help="Requests worked on at once (decoding, preprocessing, scoring)."),
+    queue: int = typer.Option(16, "--queue", min=0,
+                              help="Requests allowed to wait beyond those; more get 503 with Retry-After."),
+    max_batch: int = typer.Option(8, "--max-batch", min=1,
+                                  help="Most concurrent requests scored in one model call (1: no micro-batching)."),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0.0,
+                                        help="How long a batch waits for more requests once it has one."),
+    openapi: bool = typer.Option(False, "--openapi", help="Serve the API schema at /openapi.json (no /docs page: "
+                                                          "it would load from a CDN)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning: no line per request)."),
 ) -> None:
-    """A local web page and JSON API (POST /predict, GET /health) for the model."""
+    """A local web page and JSON API (POST /predict, GET /health) for the model.
+
+    The pixel limit for uploaded images is the global `thyro --max-pixels N serve ...`.
+    """
     from thyro.use.serve import serve
 
-    serve(model_dir, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), method=method)
+    serve(model_dir, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), method=method,
+          engine=engine, onnx_path=onnx_file, max_concurrency=max_concurrency, queue=queue, max_batch=max_batch,
+          batch_wait_ms=batch_wait_ms, openapi=openapi, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:

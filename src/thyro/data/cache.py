@@ -252,6 +252,35 @@ def _save_done(done: np.ndarray, path: Path) -> None:
         np.save(tmp, done)
 
 
+def _allocate(path: Path, nbytes: int) -> None:
+    """Create ``path`` with ``nbytes`` of disk reserved now.
+
+    The images are written through a memory map: writing a page of a sparse file on a full disk kills
+    the process (SIGBUS) instead of raising, so the room is reserved up front and a full disk is a
+    clear error before any work.
+    """
+    from thyro.fileio import write_failure
+
+    import errno
+
+    try:
+        with open(path, "wb") as fh:
+            try:
+                if not (nbytes and hasattr(os, "posix_fallocate")):
+                    raise OSError(errno.EOPNOTSUPP, "no posix_fallocate")
+                os.posix_fallocate(fh.fileno(), 0, nbytes)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                fh.truncate(nbytes)  # a file system that cannot reserve room: sparse, as before
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        failure = write_failure(exc, path)
+        if failure is not None:
+            raise failure from None
+        raise
+
+
 def _build_partial(manifest: Manifest, cfg: PreprocessConfig, key: str, cache_dir: Path, workers: int | None) -> None:
     n, size = len(manifest), cfg.size
     partial = cache_dir / f"{key}.partial"
@@ -264,8 +293,7 @@ def _build_partial(manifest: Manifest, cfg: PreprocessConfig, key: str, cache_di
             if loaded.shape == (n,):
                 done = loaded.astype(bool)
     else:
-        with open(data_path, "wb") as fh:
-            fh.truncate(n * size * size)
+        _allocate(data_path, n * size * size)
     t0 = time.perf_counter()
     todo = np.flatnonzero(~done)
     if done.any():

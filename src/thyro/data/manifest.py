@@ -2,7 +2,8 @@
 
 Columns
 -------
-image       path of the image, relative to the manifest's folder (also the image's id everywhere)
+image       path of the image, relative to the manifest's folder (also the image's id everywhere);
+            see :func:`normalise_image_path` for the one spelling an image id has
 label       1 malignant, 0 benign, empty = unlabelled
 patient_id  the patient (or case) the image belongs to
 group       the leakage group: the patient, merged with every duplicate image's patient
@@ -107,6 +108,34 @@ class LabelMeaning:
         return cls(str(d.get("source") or "unknown"), str(d.get("definition") or ""))
 
 
+def normalise_image_path(text: str) -> str:
+    """The one spelling of an image path in a manifest: forward slashes, no ``.`` or empty segments.
+
+    ``./a.png``, ``a.png`` and ``sub//../a.png`` are all ``a.png``; ``sub\\a.png`` is ``sub/a.png``
+    (a backslash is read as a folder separator, as Windows writes it: a file name with a backslash in
+    it cannot be named in a manifest).  ``..`` segments that climb out of the manifest's folder and
+    absolute paths are kept.  Importers write image ids in this form, and the validator compares
+    ids in it, so one file cannot appear as two rows.  Spaces are kept: surrounding spaces are an
+    error the validator reports (:func:`image_path_problem`), never silently removed.
+    """
+    import posixpath
+
+    text = str(text).replace("\\", "/")
+    if not text:
+        return text
+    return posixpath.normpath(text)
+
+
+def image_path_problem(text: str) -> str | None:
+    """What is wrong with an ``image`` cell as written (None when nothing): empty, or surrounded by spaces."""
+    if not str(text).strip():
+        return "empty image path"
+    if str(text) != str(text).strip():
+        return (f"image path {str(text)!r} has spaces at its start or end; remove them from the manifest "
+                "(or rename the file if its name really has them)")
+    return None
+
+
 @dataclass
 class Manifest:
     """A manifest table and the folder its image paths are relative to."""
@@ -124,8 +153,8 @@ class Manifest:
         return self.df["image"].tolist()
 
     def abspath(self, image: str) -> Path:
-        """Absolute path of an image id."""
-        return (self.root / image).resolve()
+        """Absolute path of an image id (spelled as :func:`normalise_image_path` reads it)."""
+        return (self.root / normalise_image_path(image)).resolve()
 
     def paths(self) -> list[Path]:
         return [self.abspath(i) for i in self.df["image"]]
@@ -160,39 +189,105 @@ class Manifest:
     def rois(self) -> list[dict | None]:
         if "roi" not in self.df.columns:
             return [None] * len(self.df)
-        return [parse_roi(v, where=f"row {i + 2}") for i, v in enumerate(self.df["roi"])]
+        prefix = f"{self.path}: " if self.path is not None else ""
+        return [parse_roi(v, where=f"{prefix}row {i + 2}") for i, v in enumerate(self.df["roi"])]
 
     def write(self, path: str | os.PathLike) -> Path:
         return write_manifest(self.df, path, root=self.root)
 
 
+#: Largest ``roi`` text accepted (characters): about 15,000 outline points, far more than any outline.
+MAX_ROI_CHARS = 256 * 1024
+#: Deepest bracket nesting accepted: ``{"polygons": [[[x, y], ...]]}`` is 4 deep.
+MAX_ROI_DEPTH = 4
+_ROI_HINT = '{"polygons": [[[x, y], ...]]} or {"box": [x0, y0, x1, y1]}'
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` outside JSON strings, in one linear pass.
+
+    Hand-written because :mod:`json` has no depth limit: ``[[[[...`` makes it recurse until
+    ``RecursionError``; this scan stops a nested value before the parser sees it.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_ROI_DEPTH:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
 def parse_roi(value: Any, where: str = "") -> dict | None:
-    """Parse a manifest ``roi`` cell into ``{"polygons": [...]}`` or ``{"box": [...]}`` (None when empty)."""
+    """Parse an ROI (a manifest ``roi`` cell, ``predict --roi``, the web app's ``roi`` field) into
+    ``{"polygons": [...]}`` or ``{"box": [...]}`` (None when empty).
+
+    The one parser every entry point uses.  Text longer than :data:`MAX_ROI_CHARS` or nested deeper
+    than :data:`MAX_ROI_DEPTH` is refused before it is parsed; coordinates must be finite numbers.
+
+    Raises
+    ------
+    DataError
+        Naming ``where`` (the row, option or field) and what is wrong.
+    """
     if value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, dict):
         roi = value
     else:
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", errors="replace")
+        if not isinstance(value, str):
+            raise DataError(f"{where}: roi must be JSON text, got {type(value).__name__}; expected {_ROI_HINT}")
+        if len(value) > MAX_ROI_CHARS:
+            raise DataError(f"{where}: roi is {len(value):,} characters long, over the limit of {MAX_ROI_CHARS:,}; "
+                            f"expected {_ROI_HINT}")
+        if _json_depth(value) > MAX_ROI_DEPTH:
+            raise DataError(f"{where}: roi is nested more than {MAX_ROI_DEPTH} levels deep; expected {_ROI_HINT}")
         try:
-            roi = json.loads(value)
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{where}: roi is not valid JSON ({exc}); expected "
-                            '{"polygons": [[[x, y], ...]]} or {"box": [x0, y0, x1, y1]}') from None
+            roi = json.loads(value, parse_constant=_no_constant)
+        except (TypeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise DataError(f"{where}: roi is not valid JSON ({exc}); expected {_ROI_HINT}") from None
     if not isinstance(roi, dict) or not ({"polygons", "box"} & set(roi)):
-        raise DataError(f"{where}: roi must be a JSON object with 'polygons' or 'box', got {value!r}")
+        shown = value if not isinstance(value, str) or len(value) <= 200 else value[:200] + "..."
+        raise DataError(f"{where}: roi must be a JSON object with 'polygons' or 'box', got {shown!r}")
     if "box" in roi:
         box = roi["box"]
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
                 and box[2] > box[0] and box[3] > box[1]):
-            raise DataError(f"{where}: roi box must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0, got {box!r}")
+            raise DataError(f"{where}: roi box must be [x0, y0, x1, y1] (finite numbers) with x1 > x0 and y1 > y0, "
+                            f"got {str(box)[:200]}")
     if "polygons" in roi:
         polys = roi["polygons"]
         if not isinstance(polys, list) or not polys:
             raise DataError(f"{where}: roi polygons must be a non-empty list of [[x, y], ...] lists")
         for k, poly in enumerate(polys):
             if (not isinstance(poly, list) or len(poly) < 3
-                    or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in poly)):
-                raise DataError(f"{where}: roi polygon {k} needs at least 3 [x, y] points")
+                    or not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_number(v) for v in p)
+                               for p in poly)):
+                raise DataError(f"{where}: roi polygon {k} needs at least 3 [x, y] points (finite numbers)")
     return roi
 
 

@@ -23,11 +23,21 @@ Decisions
   cropped (``us_region=True``) to the bounding box of the regions holding 2-D tissue images
   (Region Spatial Format 1), or of all regions when none says so.  ``LoadedImage.origin`` gives the
   crop's offset so that ROIs drawn on the full frame can be shifted.
+* **Pixel limit**: a frame of more than :func:`max_pixels` pixels (default :data:`DEFAULT_MAX_PIXELS`)
+  is refused from its header, before anything is decoded, by :func:`load_image` and
+  :func:`probe_image` alike, so every command (import, validate, inspect, cache, predict, explain,
+  serve) refuses the same files with the same message.  A small file can declare a huge image (a
+  "decompression bomb": a 13000 x 13000 grey PNG compresses to 200 KB); decoding and preprocessing
+  take about 20 bytes per pixel at their peak (frame detection's connected components), so the
+  default keeps one image under about 0.6 GB.  Change it with ``thyro --max-pixels N ...``, the
+  ``THYRO_MAX_PIXELS`` environment variable or :func:`set_max_pixels`.  A multi-frame file is
+  decoded one frame at a time, so the limit is per frame.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +46,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from thyro.errors import DataError
 
+# thyro's pixel limit (check_pixels) replaces Pillow's warning with an error that names the file.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+#: Largest frame read, in pixels (width x height): larger than any ultrasound scanner's output (at most a
+#: few megapixels) and than a 24-megapixel photograph of a screen; see the module docstring.
+DEFAULT_MAX_PIXELS = 25_000_000
+MAX_PIXELS_ENV = "THYRO_MAX_PIXELS"
+_limits: dict[str, int | None] = {"max_pixels": None}
 #: File name endings the folder importer picks up (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp") + DICOM_SUFFIXES
 
@@ -67,6 +85,55 @@ class LoadedImage:
     origin: tuple[int, int] = (0, 0)
     source_mode: str = ""
     size: tuple[int, int] = (0, 0)
+
+
+def max_pixels() -> int:
+    """The largest frame (width x height, in pixels) the readers decode.
+
+    :func:`set_max_pixels` wins, then the ``THYRO_MAX_PIXELS`` environment variable (so that worker
+    processes inherit the command line's setting), then :data:`DEFAULT_MAX_PIXELS`.
+    """
+    if _limits["max_pixels"] is not None:
+        return int(_limits["max_pixels"])
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if raw:
+        try:
+            value = int(float(raw))
+        except ValueError:
+            raise DataError(f"{MAX_PIXELS_ENV}={raw!r}: expected a number of pixels, e.g. 25000000.") from None
+        if value < 1:
+            raise DataError(f"{MAX_PIXELS_ENV}={raw!r}: the pixel limit must be at least 1.")
+        return value
+    return DEFAULT_MAX_PIXELS
+
+
+def set_max_pixels(value: int | None, *, environ: bool = True) -> None:
+    """Set the pixel limit for this process (and, with ``environ``, for the worker processes it starts);
+    None returns to the environment variable or the default."""
+    if value is not None and int(value) < 1:
+        raise DataError(f"--max-pixels {value}: the pixel limit must be at least 1.")
+    _limits["max_pixels"] = None if value is None else int(value)
+    if environ:
+        if value is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = str(int(value))
+
+
+def check_pixels(path: str | os.PathLike, width: int, height: int, what: str = "image") -> None:
+    """Raise :class:`ImageReadError` naming ``path`` when a ``width`` x ``height`` frame is over the limit."""
+    limit = max_pixels()
+    if int(width) * int(height) > limit:
+        raise ImageReadError(
+            f"{path}: {what} is {int(width)} x {int(height)} = {int(width) * int(height):,} pixels, over the limit "
+            f"of {limit:,} pixels (a decompression bomb or an unusually large image); nothing was decoded. "
+            f"Raise the limit with `thyro --max-pixels N ...` or {MAX_PIXELS_ENV}=N if you trust the file.")
+
+
+def _bomb_error(path: Path, exc: BaseException) -> ImageReadError:
+    """Pillow's own decompression-bomb guard (images over twice ``Image.MAX_IMAGE_PIXELS``)."""
+    return ImageReadError(f"{path}: image is over the pixel limit ({exc}); nothing was decoded. Raise the limit "
+                          f"with `thyro --max-pixels N ...` or {MAX_PIXELS_ENV}=N if you trust the file.")
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -112,7 +179,7 @@ def load_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False, 
     if is_dicom(path):
         arr, origin, mode, size = _read_dicom(path, frame, us_region)
     else:
-        arr, mode = _read_pillow(path, frame)
+        arr, mode = _read_pillow(path, frame, gray=not color)
         origin, size = (0, 0), (arr.shape[1], arr.shape[0])
     arr = to_rgb(arr) if color else to_gray(arr)
     return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size)
@@ -164,25 +231,34 @@ def _composite_on_black(arr: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Pillow
 
-def _read_pillow(path: Path, frame: int) -> tuple[np.ndarray, str]:
+def _read_pillow(path: Path, frame: int, gray: bool = False) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as im:
+            check_pixels(path, *im.size)  # from the header: nothing is decoded yet
             n_frames = getattr(im, "n_frames", 1)
             if frame >= n_frames:
                 raise ImageReadError(f"{path}: frame {frame} requested but the image has {n_frames} frame(s) "
                                      f"(frames count from 0).")
             if frame:
                 im.seek(frame)
+                check_pixels(path, *im.size, what=f"frame {frame}")
             im.load()
             mode = im.mode
             if frame == 0 and im.getexif().get(0x0112, 1) != 1:
                 im = ImageOps.exif_transpose(im)
+            if gray and im.mode == "RGB":
+                # the same luma as to_gray, converted before the RGB array exists (a third of the memory)
+                return np.asarray(im.convert("L")), mode
             return _pil_to_array(im, path), mode
     except ImageReadError:
         raise
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image format Pillow or pydicom can read "
                              f"(supported: PNG, JPEG, BMP, TIFF, DICOM, ...).") from None
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(path, exc) from None
+    except MemoryError:
+        raise ImageReadError(f"{path}: not enough memory to decode this image.") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file can make a decoder raise almost anything
         raise ImageReadError(f"{path}: corrupt or truncated image ({type(exc).__name__}: {exc}).") from None
 
@@ -231,10 +307,11 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
         raise ImageReadError(f"{path}: DICOM file has no pixel data (7FE0,0010); it may be a report, "
                              f"presentation state or other non-image object.")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = _dicom_frames(ds)
     if frame >= n_frames:
         raise ImageReadError(f"{path}: frame {frame} requested but the DICOM file has {n_frames} frame(s) "
                              f"(frames count from 0).")
+    check_pixels(path, *_dicom_size(ds, path))  # from the header: one frame is decoded at a time
     arr = _dicom_pixels(ds, path, frame if n_frames > 1 else None)
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4) and n_frames == 1:
         arr = arr[0]
@@ -248,6 +325,21 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
             out = out[y0:y1, x0:x1]
             origin = (x0, y0)
     return out, origin, f"DICOM {photometric}", (width, height)
+
+
+def _dicom_size(ds, path: Path) -> tuple[int, int]:
+    """``(Columns, Rows)`` of a DICOM dataset."""
+    try:
+        return int(ds.Columns), int(ds.Rows)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ImageReadError(f"{path}: DICOM image without a usable Rows/Columns ({exc}).") from None
+
+
+def _dicom_frames(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _dicom_pixels(ds, path: Path, index: int | None) -> np.ndarray:
@@ -355,13 +447,18 @@ class ImageInfo:
     format: str = ""
 
 
-def probe_image(path: str | os.PathLike) -> ImageInfo:
+def probe_image(path: str | os.PathLike, *, check_limit: bool = True) -> ImageInfo:
     """Size ``(width, height)``, mode, frame count and format of an image, from its header only.
+
+    Parameters
+    ----------
+    check_limit : bool, default True
+        Refuse a frame over :func:`max_pixels`, as :func:`load_image` would.
 
     Raises
     ------
     ImageReadError
-        When the file is missing or its header cannot be read.
+        When the file is missing, its header cannot be read, or (``check_limit``) it is over the limit.
     """
     path = Path(path)
     if not path.is_file():
@@ -373,14 +470,26 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             size = (int(ds.Columns), int(ds.Rows))
-        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as exc:
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
             raise ImageReadError(f"{path}: not a readable DICOM image header ({exc}).") from None
+        except Exception as exc:  # noqa: BLE001 - pydicom's parser on a damaged file
+            raise ImageReadError(f"{path}: damaged DICOM header ({type(exc).__name__}: {exc}).") from None
         photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-        return ImageInfo(size, f"DICOM {photometric}", int(ds.get("NumberOfFrames", 1) or 1), "DICOM")
-    try:
-        with Image.open(path) as im:
-            return ImageInfo(im.size, im.mode, getattr(im, "n_frames", 1), im.format or "")
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image format Pillow or pydicom can read.") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: corrupt image header ({exc}).") from None
+        info = ImageInfo(size, f"DICOM {photometric}", _dicom_frames(ds), "DICOM")
+        if check_limit:
+            check_pixels(path, *info.size)
+    else:
+        try:
+            with Image.open(path) as im:
+                if check_limit:
+                    check_pixels(path, *im.size)
+                info = ImageInfo(im.size, im.mode, getattr(im, "n_frames", 1), im.format or "")
+        except ImageReadError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageReadError(f"{path}: not an image format Pillow or pydicom can read.") from None
+        except Image.DecompressionBombError as exc:
+            raise _bomb_error(path, exc) from None
+        except Exception as exc:  # noqa: BLE001 - OSError, SyntaxError, struct.error... from a damaged header
+            raise ImageReadError(f"{path}: corrupt image header ({type(exc).__name__}: {exc}).") from None
+    return info

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from thyro.data.manifest import REQUIRED_COLUMNS, normalise_labels, parse_roi, roi_bbox
+from thyro.data.manifest import (
+    REQUIRED_COLUMNS,
+    image_path_problem,
+    normalise_image_path,
+    normalise_labels,
+    parse_roi,
+    roi_bbox,
+)
 from thyro.errors import DataError
 
 #: ROI points may lie this many pixels outside the image (outlines drawn on the border).
@@ -42,7 +49,9 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
     """Every problem of a manifest CSV, in row order.
 
     Checks: the file is a CSV with an ``image`` column; labels are 1, 0 or empty; image ids are not
-    empty and not repeated (rows repeated exactly are said so); each image exists and (with
+    empty, have no spaces around them and are not repeated, compared in their one spelling
+    (:func:`~thyro.data.manifest.normalise_image_path`: ``./a.png`` is ``a.png``; rows repeated
+    exactly are said so); each image exists, is within the pixel limit and (with
     ``decode``) decodes; ``roi`` is valid JSON within the image; patient ids are not empty and each
     patient sits in one group; images with the same ``content_hash`` (when the column exists) share
     a group.
@@ -82,16 +91,21 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
 
     first_row: dict[str, int] = {}
     rows = df.to_dict("records")
+    usable: dict[int, str] = {}  # row -> the image path in its one spelling (normalise_image_path)
     for i, rec in enumerate(rows):
-        image = rec["image"].strip()
-        if not image:
-            problems.append(Problem(i + 2, None, "empty image path"))
+        raw = rec["image"]
+        bad = image_path_problem(raw)
+        if bad is not None:
+            problems.append(Problem(i + 2, raw.strip() or None, bad))
             continue
+        image = normalise_image_path(raw)
+        usable[i] = image
         if image in first_row:
             j = first_row[image]
             same = rows[j] == rec
-            problems.append(Problem(i + 2, image, f"repeats line {j + 2} exactly" if same
-                                    else f"same image id as line {j + 2}; each image may appear once"))
+            spelled = "" if rows[j]["image"] == raw else f" ({rows[j]['image']!r} and {raw!r} are one file)"
+            problems.append(Problem(i + 2, raw, f"repeats line {j + 2} exactly" if same
+                                    else f"same image id as line {j + 2}{spelled}; each image may appear once"))
         else:
             first_row[image] = i
 
@@ -135,10 +149,10 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
 
     indices = range(len(rows))
     for i in (track(indices, "checking images") if progress else indices):
-        image = rows[i]["image"].strip()
-        if not image:
+        if i not in usable:
             continue
-        file = root / image
+        image = rows[i]["image"]
+        file = root / usable[i]
         if not file.is_file():
             problems.append(Problem(i + 2, image, f"file not found (looked at {file})"))
             continue

@@ -7,10 +7,15 @@ was trained on:
 * ``channels=3`` (the default, "repeat"): the grey image is repeated into three channels, then
   normalised per channel.  This is exact for every pretrained source: a grey picture shown to an
   RGB network is R = G = B.
-* ``channels=1`` ("sum"): the first convolution has one input channel whose kernel is the sum of the
-  RGB kernels (timm's ``in_chans=1``); the image is normalised with the mean of the per-channel
-  means and standard deviations.  Cheaper in the first layer, but only approximate when the
-  source normalises channels differently.
+* ``channels=1`` ("sum"): the first convolution has one input channel.  The adapter applies one
+  normalisation ``(x - m) / s`` (:meth:`InputSpec.folded`, stored as three equal values) and the
+  differences between the source's per-channel normalisations are folded into that kernel and the
+  first BatchNorm when the model is built
+  (:func:`thyro.models.weights.report.fold_input_normalisation`), so the network computes what
+  the three-channel one computes: exactly where the kernel does not reach the zero padding, and
+  everywhere for sources that normalise every channel alike (Inception's ``(x - 0.5) / 0.5``).
+  On the padded border of ImageNet- or Caffe-normalised sources the three-channel network pads
+  each channel with its own mean, which one channel cannot.  Cheaper in the first layer.
 
 Normalisation is ``(x - mean) / std`` with ``mean``/``std`` in 0-1 units, or Keras's Caffe style
 (``mode="caffe_bgr"``): RGB to BGR, 0-255 scale, subtract ``[103.939, 116.779, 123.68]`` (BGR).
@@ -89,8 +94,36 @@ class InputSpec(StrictModel):
                    value_range=(0.0, 255.0))
 
     def with_channels(self, channels: int) -> InputSpec:
-        """A copy with another channel count (see the module docstring)."""
+        """A copy with another channel count, the normalisation values unchanged."""
         return self.model_copy(update={"channels": channels})
+
+    def folded(self) -> InputSpec:
+        """The one-channel spec of a model whose first convolution absorbed this normalisation.
+
+        One ``(x - m) / s`` for the grey image, with ``s`` the harmonic mean of the channels' ``s_c`` and
+        ``m = sum(m_c / s_c) / sum(1 / s_c)``: the per-channel differences go into the first
+        convolution and BatchNorm (:func:`thyro.models.weights.report.fold_input_normalisation`), and
+        this choice makes them vanish for a kernel whose channels are equal.  A source that normalises
+        every channel alike keeps its values; a one-channel spec is returned as it is.
+        """
+        if self.channels == 1:
+            return self
+        mean, std = self.channel_mean_std()
+        inv = [1.0 / v for v in std]
+        s = len(std) / sum(inv)
+        m = sum(mi * iv for mi, iv in zip(mean, inv)) / sum(inv)
+        if max(mean) - min(mean) < 1e-12 and max(std) - min(std) < 1e-12:
+            m, s = mean[0], std[0]
+        return self.model_copy(update={"channels": 1, "mode": "mean_std", "mean": (m, m, m), "std": (s, s, s)})
+
+    def as_three_channels(self) -> InputSpec:
+        """A three-channel spec that normalises every channel as this one does (a one-channel spec's
+        averaged values repeated): what a one-channel kernel spread over three channels needs."""
+        if self.channels == 3:
+            return self
+        (m,), (s,) = self.channel_mean_std()
+        return self.model_copy(update={"channels": 3, "mode": "mean_std", "mean": (m, m, m), "std": (s, s, s)})
+
 
     def channel_mean_std(self) -> tuple[list[float], list[float]]:
         """Mean and std per backbone input channel, in the order the backbone sees them."""
@@ -104,7 +137,8 @@ class InputSpec(StrictModel):
     def describe(self) -> str:
         """One line for reports."""
         mean, std = self.channel_mean_std()
-        how = "grey repeated to 3 channels" if self.channels == 3 else "1 channel (conv1 summed over RGB)"
+        how = ("grey repeated to 3 channels" if self.channels == 3
+               else "1 channel (conv1 summed over RGB, per-channel normalisation folded in)")
         if self.mode == "caffe_bgr":
             norm = "Caffe style: BGR, 0-255, mean " + ", ".join(f"{m * 255:.3f}" for m in mean) + " subtracted"
         else:

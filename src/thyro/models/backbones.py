@@ -48,6 +48,15 @@ FIRST_CONV: dict[str, str] = {
     "inception_resnet_v2": "conv2d_1a.conv",
 }
 
+#: The BatchNorm right after the first convolution (where a folded input normalisation's shift goes).
+FIRST_NORM: dict[str, str] = {
+    "resnet18": "bn1",
+    "resnet50": "bn1",
+    "densenet121": "features.norm0",
+    "inception_v3": "Conv2d_1a_3x3.bn",
+    "inception_resnet_v2": "conv2d_1a.bn",
+}
+
 #: Native input size (pixels, square) of each architecture.
 NATIVE_SIZE: dict[str, int] = {
     "resnet18": 224,
@@ -166,3 +175,8 @@ def _exclude_pad_hook(module: nn.Module, args: tuple) -> tuple:
 def first_conv_weight_key(arch: str) -> str:
     """State-dict key of the first convolution's weight."""
     return FIRST_CONV[check_arch(arch)] + ".weight"
+
+
+def first_norm_name(arch: str) -> str:
+    """Module name of the BatchNorm that follows the first convolution."""
+    return FIRST_NORM[check_arch(arch)]

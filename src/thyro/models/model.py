@@ -109,8 +109,10 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
         ``"none"``, ``"imagenet"``, ``"imagenet:PATH"``, ``"radimagenet:PATH"``, ``"file:PATH"``, or
         the YAML forms ``{"imagenet": PATH}``, ``{"radimagenet": PATH}``, ``{"file": PATH}``.
     in_chans_mode : {"repeat", "sum"}
-        ``"repeat"`` (default, exact): the grey image is repeated to three channels.
-        ``"sum"``: a one-channel first convolution whose kernel is the sum of the RGB kernels.
+        ``"repeat"`` (default): the grey image is repeated to three channels.
+        ``"sum"``: a one-channel first convolution, the source's per-channel normalisation folded
+        into it and the first BatchNorm (exact away from the zero-padded border; see
+        :func:`~thyro.models.weights.report.fold_input_normalisation`).
     dropout : float
         Dropout before the head.
     seed : int or None
@@ -144,7 +146,7 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
         if layout == "keras":
             raise ConfigError("layout 'keras' only applies to weights from Keras; weights 'none' use timm's layout.")
         backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
-        spec = source.default_input_spec(arch)
+        spec = _override(input_spec) or source.default_input_spec(arch)
         report = LoadReport(source=f"none (seed {seed})", format="none", arch=arch, head_reinitialised=True,
                             notes=[f"random initialisation, seed {seed}"])
         layout = "timm"
@@ -164,18 +166,28 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
         layout = layout or conv.layout
         if layout == "keras":
             apply_keras_layout(backbone, arch)  # same tensors, Keras's strides and BatchNorm eps
+        declared = conv.input_spec or source.default_input_spec(arch, conv=conv, path=path)
+        spec = _override(input_spec) or declared
+        fold = None
+        if channels == 1:
+            (m1,), (s1,) = spec.folded().channel_mean_std()
+            fold = (*spec.channel_mean_std(), (m1, s1))
         report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
-                              path=str(path), notes=conv.notes)
-        spec = conv.input_spec or source.default_input_spec(arch, conv=conv, path=path)
+                              path=str(path), notes=conv.notes, fold=fold)
         if conv.input_spec is None:
             why = ("Keras preprocess_input of the architecture" if source.kind == "radimagenet" or conv.keras_origin
                    else "the file declares none; the source's usual one")
-            report.notes.append(f"preprocessing ({why}): {spec.describe()}")
+            report.notes.append(f"preprocessing ({why}): {declared.describe()}")
     if input_spec is not None:
-        spec = input_spec if isinstance(input_spec, InputSpec) else InputSpec.parse(input_spec, source="input_spec")
         report.notes.append("preprocessing overridden by the caller")
-    spec = spec.with_channels(channels)
+    spec = spec.folded() if channels == 1 else spec.as_three_channels()
     report.layout = layout
     report.input_spec = spec.model_dump(mode="json")
     model = ThyroNet(backbone, spec, arch, layout=layout, dropout=dropout)
     return model, report
+
+
+def _override(input_spec: InputSpec | dict | None) -> InputSpec | None:
+    if input_spec is None or isinstance(input_spec, InputSpec):
+        return input_spec
+    return InputSpec.parse(input_spec, source="input_spec")

@@ -40,6 +40,7 @@ from thyro.run import JobFiles
 from thyro.stats.roc import auroc_or_none
 from thyro.config import TrainConfig
 from thyro.device import autocast, autocast_dtype, resolve_device
+from thyro.machine import check_threads
 
 LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds")
 
@@ -141,6 +142,42 @@ def _to_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
+
+
+def load_resume_state(path: Path, keys: tuple[str, ...] = ("model", "optimizer", "scheduler", "epoch")) -> dict:
+    """The training state saved in ``path`` (``last.pt``), read as tensors only.
+
+    A truncated, corrupt or hostile file (a pickle that would run code) is a :class:`TrainingError`
+    naming it and the way out, without torch's own advice (which suggests ``weights_only=False``,
+    i.e. running the file's code).
+    """
+    import pickle
+    import zipfile
+
+    def unreadable(why: str) -> TrainingError:
+        return TrainingError(f"{path} is unreadable ({why}): delete it or run with --restart "
+                             f"(the job then starts from epoch 1).")
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "truncated" in str(exc).lower():
+            raise unreadable("truncated") from None
+        raise unreadable("it holds more than tensors; it was refused unread, as loading it would run its "
+                         "code") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, KeyError,
+            IndexError, TypeError, UnicodeDecodeError, MemoryError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise unreadable(f"truncated or corrupt: {first}") from None
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise unreadable("not a training state written by thyro")
+    return state
+
+
+def _resume_error(path: Path, exc: BaseException) -> TrainingError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return TrainingError(f"{path} is unreadable (its state does not fit this job: {first}): delete it or run with "
+                         f"--restart (the job then starts from epoch 1).")
 
 
 class _CheckpointWriter:
@@ -251,7 +288,7 @@ def fit(
             raise TrainingError(
                 f"{description}: the {name} set has only class {classes.tolist()} ({len(part.labels)} images); "
                 "each fold needs benign and malignant cases: use fewer folds or more data.")
-    if cfg.threads:
+    if check_threads(cfg.threads):
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     amp_dtype = autocast_dtype(device, cfg.amp)
@@ -293,15 +330,26 @@ def fit(
     best_auroc, best_epoch, bad_epochs = -math.inf, -1, 0
     last_path, best_path = files.last, files.best
     if resume and last_path.exists():
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
-        best_auroc, best_epoch, bad_epochs = float(state["best_auroc"]), int(state["best_epoch"]), int(state["bad_epochs"])
-    best_state = load_file(best_path) if (best_epoch >= 0 and best_path.exists()) else None
+        state = load_resume_state(last_path, ("model", "optimizer", "scheduler", "epoch", "history", "best_auroc",
+                                              "best_epoch", "bad_epochs"))
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
+            start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
+            best_auroc = float(state["best_auroc"])
+            best_epoch, bad_epochs = int(state["best_epoch"]), int(state["bad_epochs"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise _resume_error(last_path, exc) from None
+    best_state = None
+    if best_epoch >= 0 and best_path.exists():
+        try:
+            best_state = load_file(best_path)
+        except Exception as exc:  # safetensors raises its own error types on a damaged file
+            raise TrainingError(f"{best_path} is unreadable ({' '.join(str(exc).split())[:160]}): delete it and "
+                                f"{last_path}, or run with --restart.") from None
     evaluated = ema.module if ema is not None else model  # the weights validation sees and fit returns
 
     stopped_early = select_best and bad_epochs >= cfg.patience

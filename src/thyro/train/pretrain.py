@@ -63,9 +63,10 @@ from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError, DataError, Problems, ThyroError, TrainingError
 from thyro.fileio import atomic_path, write_csv_rows, write_json, write_text
 from thyro.train import distributed as ddp
-from thyro.train.augment import BatchAugment
 from thyro.device import autocast, autocast_dtype, resolve_device
-from thyro.train.fit import lr_factor, make_optimizer
+from thyro.machine import check_threads
+from thyro.train.augment import BatchAugment
+from thyro.train.fit import _resume_error, load_resume_state, lr_factor, make_optimizer
 from thyro.train.ssl import ProjectionHead, nt_xent
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "lr", "seconds", "images_per_second")
@@ -468,7 +469,7 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
             set_quiet(True)
         if device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank if dist_info.distributed else torch.cuda.current_device())
-        if cfg.threads:
+        if check_threads(cfg.threads, "--threads"):
             torch.set_num_threads(cfg.threads)
         if cfg.batch_size % dist_info.world_size:
             raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the number of "
@@ -530,14 +531,17 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
         last_path = work_dir / WORK_LAST
         start_epoch, start_step, history, resumed = 0, 0, [], None
         if resume and last_path.exists():
-            state = torch.load(last_path, map_location="cpu", weights_only=True)
+            state = load_resume_state(last_path, ("model", "optimizer", "scheduler", "epoch", "step", "history"))
             if state.get("fingerprint") != fingerprint:
                 raise ConfigError(f"{last_path} belongs to a run with other settings or data; run with --restart to "
                                   f"start afresh (the old state is overwritten), or use another --work-dir.")
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch, start_step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
+            try:
+                net.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                start_epoch, start_step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+                raise _resume_error(last_path, exc) from None
             if start_step >= steps_per_epoch:
                 start_epoch, start_step = start_epoch + 1, 0
             resumed = (start_epoch, start_step)

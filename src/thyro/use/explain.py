@@ -134,16 +134,19 @@ def _as_models(model_dir_or_models) -> tuple[list, ModelPackage | None]:
 
 def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | os.PathLike, *,
             method: str = "gradcam", roi: dict | None = None, batch_size: int = 8, point: str | None = None,
-            progress: bool = True) -> list[dict]:
+            progress: bool = True, frames: str = "first") -> list[dict]:
     """Write one overlay PNG per input image under ``out_dir`` and an ``index.csv``.
 
-    Returns one dict per input: ``input, png, probability, class, error``.  Unreadable inputs get an
-    error and the others go on.
+    Returns one dict per input: ``input, png, probability, class, warning, error``.  Unreadable inputs
+    get an error and the others go on.  ``frames``: ``"first"`` draws frame 0 of a multi-frame file
+    (the ``warning`` says how many it has), ``"all"`` one heatmap per frame (``NAME#frame=K``).
     """
     from thyro.console import track
-    from thyro.use.predict import TorchEngine, _error_text, collect_inputs, prepare
+    from thyro.use.predict import TorchEngine, _error_text, collect_inputs, frame_items, prepare
 
     _cam_class(method)  # validate before any work
+    if frames not in ("first", "all"):
+        raise ThyroError(f"--frames {frames!r}: explain draws one heatmap per image; choose first or all.")
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
     _, threshold = package.operating_point(point)
     models = package.load_torch_models()
@@ -151,7 +154,7 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     pre = package.preprocessor()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items = collect_inputs(inputs, roi)
+    items = [item for _, item, _ in frame_items(collect_inputs(inputs, roi), frames)]
     results: list[dict] = []
     used: set[str] = set()
     try:  # file names relative to the folder all inputs share
@@ -161,12 +164,14 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     suffix = "gradcampp" if method == "gradcam++" else "gradcam"
     iterator = track(items, f"explaining ({method})") if progress else items
     for item in iterator:
-        rec = {"input": item.name, "png": "", "probability": None, "class": None, "error": ""}
+        rec = {"input": item.name, "png": "", "probability": None, "class": None, "warning": "", "error": ""}
         try:
-            img, _ = prepare(pre, item, package.image_size)
+            img, rec["warning"] = prepare(pre, item, package.image_size)
             prob = float(engine(img[None])[0])
             cam = heatmaps(models, img[None], method)[0]
             name = _safe_name(os.path.relpath(item.path.resolve(), base) if base else item.name)
+            if item.frame is not None:
+                name += f".frame{item.frame}"
             while name in used:
                 name += "_"
             used.add(name)
@@ -178,7 +183,7 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
             rec["error"] = f"{type(exc).__name__}: {_error_text(exc)}"
         results.append(rec)
     with atomic_open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["input", "png", "probability", "class", "error"])
+        writer = csv.DictWriter(fh, fieldnames=["input", "png", "probability", "class", "warning", "error"])
         writer.writeheader()
         writer.writerows(results)
     return results

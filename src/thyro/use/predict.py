@@ -8,6 +8,16 @@ the folder.  A file that cannot be read gets an error row and the others go on.
 Images smaller than the model input are upscaled by the preprocessing (as in training) and get a
 warning in the ``warning`` column; images under :data:`MIN_SIDE` pixels on a side are refused.
 
+Multi-frame files (cine DICOM, multi-page TIFF, animated GIF) follow ``frames``:
+
+``first`` (default)
+    frame 0 is scored; the ``warning`` column names how many frames the file has;
+``all``
+    every frame is its own row, ``FILE#frame=K`` (K from 0), the rows of a file one after another;
+``mean``
+    one row per file whose probability is the mean of its frames' probabilities (a frame that cannot
+    be read fails the file's row, naming the frame).
+
 Engines: ``torch`` (the fold models, eager) or ``onnx`` (the graph written by ``thyro export``, run
 with onnxruntime; torch is not imported on that path).
 """
@@ -17,7 +27,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +42,11 @@ from thyro.use.bundle import ModelPackage, load_package
 IMAGE_SUFFIXES = set(_IMAGES) - set(_DICOM)
 DICOM_SUFFIXES = set(_DICOM)
 MIN_SIDE = 16
-CSV_COLUMNS = ["input", "probability", "class", "prediction", "roi", "warning", "error"]
+#: Columns of the predictions CSV, then the manifest's own (label, patient_id, group, ...) for manifest inputs,
+#: so ``thyro report``, ``thyro compare`` and R's pROC read the file as it is.
+CSV_COLUMNS = ["image", "probability", "probability_of", "class", "prediction", "roi", "warning", "error"]
+#: How multi-frame files are scored (see the module docstring).
+FRAME_POLICIES = ("first", "all", "mean")
 
 
 @dataclass
@@ -43,6 +57,8 @@ class InputItem:
     name: str
     roi: dict | None = None
     error: str | None = None  # set when the input itself is already known to be bad
+    frame: int | None = None  # None: frame 0, with a warning when the file has more
+    extra: dict = field(default_factory=dict)  # a manifest row's other columns (label, patient_id, group, ...)
 
 
 @dataclass
@@ -54,10 +70,13 @@ class PredictionRow:
     roi: str
     warning: str = ""
     error: str = ""
+    file_done: bool = True  # False on the rows of a file's frames before its last (progress only)
+    extra: dict = field(default_factory=dict)
 
-    def as_csv(self) -> list:
-        return [self.input, "" if self.probability is None else f"{self.probability:.6f}",
-                "" if self.cls is None else self.cls, self.prediction, self.roi, self.warning, self.error]
+    def as_csv(self, probability_of: str = "", extra_columns: list[str] | None = None) -> list:
+        return [self.input, "" if self.probability is None else f"{self.probability:.6f}", probability_of,
+                "" if self.cls is None else self.cls, self.prediction, self.roi, self.warning, self.error,
+                *(self.extra.get(c, "") for c in extra_columns or [])]
 
 
 @dataclass
@@ -98,17 +117,23 @@ def _wanted(path: Path) -> bool:
 
 def parse_roi_arg(value: str | None) -> dict | None:
     """``--roi``: a JSON object (``{"box": [x0, y0, x1, y1]}`` or ``{"polygons": ...}``) or a path to a JSON file."""
-    from thyro.data.manifest import parse_roi
+    from thyro.data.manifest import MAX_ROI_CHARS, parse_roi
 
     if value is None or not str(value).strip():
         return None
     text = str(value)
+    where = "--roi"
     if not text.lstrip().startswith("{"):
         path = Path(text)
         if not path.is_file():
-            raise DataError(f"--roi {text!r}: neither a JSON object nor an existing JSON file.")
-        text = path.read_text(encoding="utf-8")
-    return parse_roi(text, where="--roi")
+            raise DataError(f"--roi {text[:200]!r}: neither a JSON object nor an existing JSON file.")
+        where = f"--roi {path}"
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read(MAX_ROI_CHARS + 1)  # parse_roi refuses anything longer
+        except OSError as exc:
+            raise DataError(f"{where}: cannot read the file ({exc.strerror or exc}).") from None
+    return parse_roi(text, where=where)
 
 
 def collect_inputs(inputs: Iterable[str | os.PathLike], roi: dict | None = None) -> list[InputItem]:
@@ -117,7 +142,7 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], roi: dict | None = None)
     A path that does not exist becomes an item carrying an error (so it gets an error row).
     ``roi`` applies to every item that has none of its own (a manifest's ``roi`` column wins).
     """
-    from thyro.data.manifest import read_manifest
+    from thyro.data.manifest import parse_roi, read_manifest
 
     items: list[InputItem] = []
     for raw in inputs:
@@ -127,9 +152,17 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], roi: dict | None = None)
             items.extend(InputItem(p, str(p), roi) for p in found)
         elif path.is_file() and path.suffix.lower() == ".csv":
             manifest = read_manifest(path, check_labels=False)
-            rois = manifest.rois()
-            for image, r in zip(manifest.ids, rois):
-                items.append(InputItem(manifest.abspath(image), image, r if r is not None else roi))
+            cells = manifest.df["roi"].tolist() if "roi" in manifest.df.columns else [None] * len(manifest)
+            # what the manifest says of each image travels into the output (labels, patients, groups, ...)
+            others = [c for c in manifest.df.columns if c not in ("image", "roi")]
+            raw = manifest.df[others].astype(object).where(manifest.df[others].notna(), "")
+            for i, (image, cell, extra) in enumerate(zip(manifest.ids, cells, raw.to_dict("records"))):
+                try:  # a bad roi cell fails its own row only
+                    r = parse_roi(cell, where=f"{path} row {i + 2}")
+                except DataError as exc:
+                    items.append(InputItem(manifest.abspath(image), image, None, error=str(exc), extra=extra))
+                    continue
+                items.append(InputItem(manifest.abspath(image), image, r if r is not None else roi, extra=extra))
         elif path.is_file():
             items.append(InputItem(path, str(path), roi))
         else:
@@ -176,7 +209,7 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, spin: bool = True):
         import onnxruntime as ort
 
         path = Path(path)
@@ -187,6 +220,8 @@ class OnnxEngine:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if not spin:  # idle worker threads sleep instead of spinning: CPU for the rest of a server's work
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -215,12 +250,15 @@ class OnnxEngine:
         return self.session.run(["probability"], {self.input_name: x})[0].astype(float).reshape(-1)
 
 
-def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | os.PathLike | None = None):
+def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | os.PathLike | None = None,
+                spin: bool = True):
+    """The engine for ``engine``; ``spin=False`` lets idle ONNX Runtime threads sleep (for a server, whose
+    other threads decode images between model calls)."""
     if engine == "torch":
         return TorchEngine.from_package(package)
     if engine == "onnx":
         path = Path(onnx_path or package.onnx_path)
-        eng = OnnxEngine(path)
+        eng = OnnxEngine(path, spin=spin)
         eng.check_matches(package, path)
         return eng
     raise ThyroError(f"--engine {engine!r}: choose torch or onnx.")
@@ -230,20 +268,44 @@ def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | o
 # Preprocessing one file
 # ----------------------------------------------------------------------------------------------
 
+def image_info(path: Path):
+    """:class:`~thyro.data.readers.ImageInfo` from the file header, without decoding (None when unreadable:
+    the reader then gives the real error)."""
+    from thyro.data.readers import ImageReadError, probe_image
+
+    try:
+        return probe_image(path, check_limit=False)
+    except ImageReadError:
+        return None
+
+
 def image_dims(path: Path) -> tuple[int, int] | None:
     """(width, height) from the file header, without decoding pixels (None when unknown)."""
-    try:
-        if path.suffix.lower() in DICOM_SUFFIXES or _is_dicom(path):
-            import pydicom
+    info = image_info(path)
+    return None if info is None else info.size
 
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-            return int(ds.Columns), int(ds.Rows)
-        from PIL import Image
 
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # the reader gives the real error message
-        return None
+def check_frames(frames: str) -> str:
+    if frames not in FRAME_POLICIES:
+        raise ThyroError(f"--frames {frames!r}: choose one of {', '.join(FRAME_POLICIES)}.")
+    return frames
+
+
+def frame_items(items: Iterable[InputItem], frames: str = "first") -> Iterator[tuple[int, InputItem, int]]:
+    """``(file index, item, number of frames scored)`` for each unit to score, files in order.
+
+    ``first`` yields each item as it is (frame 0); ``all`` and ``mean`` yield one item per frame of a
+    multi-frame file (``all`` names it ``NAME#frame=K``), read from the header only.
+    """
+    check_frames(frames)
+    for i, item in enumerate(items):
+        info = None if (frames == "first" or item.error) else image_info(item.path)
+        n = info.frames if info is not None else 1
+        if n <= 1:
+            yield i, item, 1
+            continue
+        for k in range(n):
+            yield i, replace(item, frame=k, name=f"{item.name}#frame={k}" if frames == "all" else item.name), n
 
 
 def prepare(preprocessor, item: InputItem, size: int) -> tuple[np.ndarray, str]:
@@ -253,19 +315,21 @@ def prepare(preprocessor, item: InputItem, size: int) -> tuple[np.ndarray, str]:
     """
     if item.error:
         raise DataError(f"{item.path}: {item.error}")
-    warning = ""
-    dims = image_dims(item.path)
-    if dims is not None:
-        w, h = dims
+    warnings: list[str] = []
+    info = image_info(item.path)
+    if info is not None:
+        w, h = info.size
         if min(w, h) < MIN_SIDE:
             raise DataError(f"{item.path}: image is {w} x {h} px, under the minimum of {MIN_SIDE} px on a side.")
         if item.roi is None and (w < size or h < size):
-            warning = f"image {w} x {h} px is smaller than the model input {size} x {size}: upscaled"
-    img = preprocessor.from_file(item.path, roi=item.roi)
+            warnings.append(f"image {w} x {h} px is smaller than the model input {size} x {size}: upscaled")
+        if item.frame is None and info.frames > 1:
+            warnings.append(f"{info.frames} frames: frame 0 scored (--frames all or mean scores every frame)")
+    img = preprocessor.from_file(item.path, roi=item.roi, frame=item.frame or 0)
     img = np.asarray(img)
     if img.shape != (size, size) or img.dtype != np.uint8:
         raise DataError(f"{item.path}: preprocessing gave {img.dtype} {img.shape}, expected uint8 ({size}, {size}).")
-    return img, warning
+    return img, "; ".join(warnings)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -278,61 +342,113 @@ def _error_text(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def iter_predictions(package: ModelPackage, items: list[InputItem], engine, *, batch_size: int = 16,
-                     threshold: float = 0.5, on_item=None) -> Iterator[PredictionRow]:
-    """Yield one row per item, in order, scoring ``batch_size`` preprocessed images at a time."""
-    from thyro.data.manifest import roi_to_json
-
+                     threshold: float = 0.5, on_item=None, frames: str = "first") -> Iterator[PredictionRow]:
+    """Yield one row per item (per frame with ``frames="all"``), in order, scoring ``batch_size``
+    preprocessed images at a time."""
     if batch_size < 1:
         raise ThyroError(f"--batch-size must be at least 1, got {batch_size}.")
+    check_frames(frames)
+    names = (package.label_meaning.positive, package.label_meaning.negative)
+    rows = _score_units(package, frame_items(items, frames), engine, batch_size, threshold, names)
+    if frames == "mean":
+        rows = _mean_of_frames(rows, threshold, names)
+    for _, row in rows:
+        if on_item is not None:
+            on_item(row)
+        yield row
+
+
+def _score_units(package: ModelPackage, units: Iterator[tuple[int, InputItem, int]], engine, batch_size: int,
+                 threshold: float, names: tuple[str, str]) -> Iterator[tuple[tuple[int, int], PredictionRow]]:
+    """``((file index, frames of the file), row)`` for every unit, scored ``batch_size`` at a time."""
+    from itertools import islice
+
+    from thyro.data.manifest import roi_to_json
+
     pre = package.preprocessor()
     size = package.image_size
-    positive, negative = package.label_meaning.positive, package.label_meaning.negative
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+    while chunk := list(islice(units, batch_size)):
         arrays: list[np.ndarray] = []
-        slots: list[tuple[InputItem, int | None, str, str]] = []  # item, index in batch, warning, error
-        for item in chunk:
+        # file index, item, frames of the file, index in the batch, warning, error
+        slots: list[tuple[int, InputItem, int, int | None, str, str]] = []
+        for i, item, n in chunk:
             try:
                 img, warning = prepare(pre, item, size)
-                slots.append((item, len(arrays), warning, ""))
+                slots.append((i, item, n, len(arrays), warning, ""))
                 arrays.append(img)
             except (ThyroError, OSError, ValueError) as exc:
-                slots.append((item, None, "", _error_text(exc)))
+                slots.append((i, item, n, None, "", _error_text(exc)))
             except Exception as exc:  # a reader's unexpected failure on one file must not stop the batch
-                slots.append((item, None, "", f"{type(exc).__name__}: {_error_text(exc)}"))
+                slots.append((i, item, n, None, "", f"{type(exc).__name__}: {_error_text(exc)}"))
         probs = engine(np.stack(arrays)) if arrays else np.empty(0)
-        for item, idx, warning, error in slots:
+        for i, item, n, idx, warning, error in slots:
+            done = item.frame is None or item.frame == n - 1
+            extra = item.extra
+            if n > 1 and item.frame is not None and not extra.get("group"):  # a file's frames form one group
+                extra = {**extra, "group": str(item.path)}
             if idx is None:
-                row = PredictionRow(item.name, None, None, "", roi_to_json(item.roi), warning, error)
+                row = PredictionRow(item.name, None, None, "", roi_to_json(item.roi), warning, error, file_done=done,
+                                    extra=extra)
             else:
                 p = float(probs[idx])
                 cls = int(p >= threshold)
-                row = PredictionRow(item.name, p, cls, positive if cls else negative, roi_to_json(item.roi), warning)
-            if on_item is not None:
-                on_item(row)
-            yield row
+                row = PredictionRow(item.name, p, cls, names[0] if cls else names[1], roi_to_json(item.roi), warning,
+                                    file_done=done, extra=extra)
+            yield (i, n), row
+
+
+def _mean_of_frames(rows: Iterator[tuple[tuple[int, int], PredictionRow]], threshold: float,
+                    names: tuple[str, str]) -> Iterator[tuple[tuple[int, int], PredictionRow]]:
+    """One row per file: the mean probability of its frames (rows of single-frame files pass through)."""
+    group: list[PredictionRow] = []
+    for key, row in rows:
+        n = key[1]
+        if n <= 1:
+            yield key, row
+            continue
+        group.append(row)
+        if len(group) < n:
+            continue
+        failed = [(k, r) for k, r in enumerate(group) if r.error]
+        first = group[0]
+        if failed:
+            k, bad = failed[0]
+            more = f" ({len(failed)} of {n} frames failed)" if len(failed) > 1 else ""
+            merged = PredictionRow(first.input, None, None, "", first.roi, "", f"frame {k}: {bad.error}{more}",
+                                   extra=first.extra)
+        else:
+            p = float(np.mean([r.probability for r in group]))
+            cls = int(p >= threshold)
+            notes = [f"mean of {n} frames"] + sorted({r.warning for r in group if r.warning})
+            merged = PredictionRow(first.input, p, cls, names[0] if cls else names[1], first.roi, "; ".join(notes),
+                                   extra=first.extra)
+        group = []
+        yield key, merged
 
 
 def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | os.PathLike], *,
             out: str | os.PathLike | None = None, roi: dict | None = None, engine: str = "torch",
             onnx_path: str | os.PathLike | None = None, batch_size: int = 16, point: str | None = None,
-            progress: bool = True, keep_rows: int = 1000) -> PredictionSummary:
+            progress: bool = True, keep_rows: int = 1000, frames: str = "first") -> PredictionSummary:
     """Score images with a model package and write the CSV (atomically) when ``out`` is given.
 
     Parameters
     ----------
     model_dir : path or ModelPackage
     inputs : image files, folders (recursive), DICOM files or manifest CSVs (their ``roi`` column is used)
-    out : CSV path; columns ``input, probability, class, prediction, roi, warning, error``
+    out : CSV path; columns :data:`CSV_COLUMNS`, then a manifest input's own columns (label, patient_id,
+        group, ...), so the file can be read by ``thyro report`` and ``thyro compare`` as it is
     roi : an ROI applied to inputs without their own
     engine : ``"torch"`` or ``"onnx"``
     point : operating point name (default: the package's default)
     keep_rows : how many rows the summary keeps in memory for display
+    frames : ``"first"``, ``"all"`` or ``"mean"``: how multi-frame files are scored (module docstring)
 
     Returns
     -------
     PredictionSummary
     """
+    check_frames(frames)
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
     point_name, threshold = package.operating_point(point)
     items = collect_inputs(inputs, roi)
@@ -343,6 +459,9 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
     meaning = package.label_meaning
     summary = PredictionSummary(operating_point=point_name, threshold=threshold, engine=engine,
                                 out=Path(out) if out else None, positive=meaning.positive, negative=meaning.negative)
+    extra_columns = list(dict.fromkeys(c for item in items for c in item.extra))
+    if frames == "all" and "group" not in extra_columns:
+        extra_columns.append("group")
 
     def consume(rows: Iterator[PredictionRow], writer) -> None:
         from thyro.console import progress_task
@@ -355,15 +474,15 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
                 if len(summary.rows) < keep_rows:
                     summary.rows.append(row)
                 if writer is not None:
-                    writer.writerow(row.as_csv())
-                if bar is not None:
+                    writer.writerow(row.as_csv(meaning.positive, extra_columns))
+                if bar is not None and row.file_done:
                     bar.advance(task)
 
-    rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold)
+    rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold, frames=frames)
     if out:
         with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow(CSV_COLUMNS + extra_columns)
             consume(rows, writer)
     else:
         consume(rows, None)

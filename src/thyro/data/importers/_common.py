@@ -11,7 +11,7 @@ from rich.table import Table
 from thyro.console import console, is_quiet
 from thyro.data.dedup import NEAR_THRESHOLD, DuplicateReport, assign_groups
 from thyro.data.manifest import Manifest, manifest_from_records, write_manifest
-from thyro.errors import Problems
+from thyro.errors import DataError, Problems
 from thyro.fileio import write_json
 
 MANIFEST_NAME = "manifest.csv"
@@ -66,6 +66,18 @@ class ImportResult:
     def to_dict(self) -> dict:
         return {"manifest": str(self.manifest_path), "counts": self.counts, "duplicates": self.duplicates.to_dict(),
                 "warnings": self.warnings, "notes": self.notes}
+
+
+def refuse_overwrite(out_dir: str | os.PathLike, manifest_name: str = MANIFEST_NAME, *, force: bool = False) -> None:
+    """Stop before any work when the manifest an import would write already exists (unless ``force``).
+
+    A manifest is often edited by hand after an import (patients, labels, ROIs); writing over it
+    silently would lose that work.
+    """
+    target = Path(out_dir) / manifest_name
+    if target.exists() and not force:
+        raise DataError(f"{target} already exists (an earlier import, perhaps edited by hand); nothing was written. "
+                        f"Use another --out folder, or add --force to replace it.")
 
 
 def relative_image_path(path: Path, out_dir: Path) -> str:

@@ -11,14 +11,14 @@ import os
 from pathlib import Path
 
 from thyro.data.dedup import NEAR_THRESHOLD
-from thyro.data.importers._common import ImportResult, finish_import
-from thyro.data.manifest import read_manifest
+from thyro.data.importers._common import ImportResult, finish_import, refuse_overwrite
+from thyro.data.manifest import normalise_image_path, read_manifest
 from thyro.data.validate import validate_manifest
 from thyro.errors import Problems
 
 
 def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-               near_threshold: int = NEAR_THRESHOLD, label_source: str | None = None,
+               near_threshold: int = NEAR_THRESHOLD, force: bool = False, label_source: str | None = None,
                label_definition: str | None = None) -> ImportResult:
     """Validate a manifest-schema CSV and write it, groups merged, to ``out_dir/manifest.csv``.
 
@@ -30,6 +30,12 @@ def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None
     out_dir : path-like, optional
         Output folder (image paths are rewritten relative to it).  Default: beside the CSV, as
         ``{stem}.grouped.csv``, so the input is never overwritten.
+    force : bool
+        Replace an existing output manifest (refused otherwise).
+
+    Image paths are written in their one spelling (:func:`~thyro.data.manifest.normalise_image_path`:
+    forward slashes, no ``./``), so ``./a.png`` and ``a.png`` are one image, and the validator
+    refuses the second row.
 
     Raises
     ------
@@ -37,18 +43,19 @@ def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None
         Every problem :func:`validate_manifest` finds (missing files, bad labels, repeated rows, ...).
     """
     path = Path(path)
+    out = Path(out_dir) if out_dir is not None else path.parent
+    name = "manifest.csv" if out_dir is not None else f"{path.stem}.grouped.csv"
+    if (out / name).resolve() == path.resolve():
+        name = f"{path.stem}.grouped.csv"
+    refuse_overwrite(out, name, force=force)
     problems = validate_manifest(path)
     if problems:
         raise Problems(f"{path}: manifest has problems", [str(p) for p in problems])
     manifest = read_manifest(path)
     records = manifest.df.to_dict("records")
-    # image paths relative to the output folder
-    out = Path(out_dir) if out_dir is not None else path.parent
-    name = "manifest.csv" if out_dir is not None else f"{path.stem}.grouped.csv"
-    if (out / name).resolve() == path.resolve():
-        name = f"{path.stem}.grouped.csv"
-    for rec in records:
-        rec["image"] = Path(os.path.relpath(manifest.root / rec["image"], out.resolve())).as_posix()
+    for rec in records:  # image paths relative to the output folder, in their one spelling
+        rec["image"] = Path(os.path.relpath(manifest.root / normalise_image_path(rec["image"]),
+                                            out.resolve())).as_posix()
     return finish_import(records, out, title=f"CSV import ({path.name})", warnings=[], notes=[],
                          near_threshold=near_threshold, label_source=label_source,
                          label_definition=label_definition, manifest_name=name)

@@ -32,7 +32,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from thyro.data.dedup import NEAR_THRESHOLD, natural_key
-from thyro.data.importers._common import ImportResult, finish_import, raise_if, relative_image_path
+from thyro.data.importers._common import (
+    ImportResult,
+    finish_import,
+    raise_if,
+    refuse_overwrite,
+    relative_image_path,
+)
 from thyro.data.manifest import roi_to_json
 from thyro.data.readers import ImageReadError, probe_image
 from thyro.errors import ConfigError, DataError
@@ -81,6 +87,8 @@ def parse_svg(text: str | None) -> tuple[list[list[list[float]]], list[str], int
         regions = _salvage_regions(text)
         problems.append(f"<svg> JSON is cut or broken after {len(text)} characters ({exc.msg} at char {exc.pos}); "
                         f"kept {len(regions)} complete outline(s) before the break")
+    except RecursionError:  # [[[[... nested beyond Python's recursion limit: not an outline
+        return [], ["<svg> JSON is nested too deeply to be an outline"], 0
     if isinstance(regions, dict):
         regions = [regions]
     if not isinstance(regions, list):
@@ -124,7 +132,7 @@ def _salvage_regions(text: str) -> list:
             pos += 1
         try:
             obj, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             break
         out.append(obj)
     return out
@@ -162,7 +170,8 @@ def _read_case(xml_path: Path) -> tuple[dict, dict[int, list], list[str], list[s
 
 
 def import_ddti(path: str | os.PathLike, out_dir: str | os.PathLike, *, xml_dir: str | os.PathLike | None = None,
-                positive_from: str = "4c", near_threshold: int = NEAR_THRESHOLD, strict: bool = False) -> ImportResult:
+                positive_from: str = "4c", near_threshold: int = NEAR_THRESHOLD, strict: bool = False,
+                force: bool = False) -> ImportResult:
     """Import a DDTI folder into ``out_dir/manifest.csv`` (images referenced, not copied).
 
     Parameters
@@ -179,6 +188,8 @@ def import_ddti(path: str | os.PathLike, out_dir: str | os.PathLike, *, xml_dir:
         pHash Hamming threshold for near duplicates (see :mod:`thyro.data.dedup`).
     strict : bool
         Treat warnings (unreadable outlines, images without XML, ...) as errors.
+    force : bool
+        Replace an existing ``out_dir/manifest.csv`` (refused otherwise).
 
     Returns
     -------
@@ -198,6 +209,7 @@ def import_ddti(path: str | os.PathLike, out_dir: str | os.PathLike, *, xml_dir:
     for folder, what in ((image_dir, "image"), (xml_folder, "XML")):
         if not folder.is_dir():
             raise DataError(f"{folder}: DDTI {what} folder not found.")
+    refuse_overwrite(out_dir, force=force)
     xml_files = {p.stem: p for p in xml_folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file()}
     images: dict[str, dict[int, Path]] = {}
     for p in image_dir.iterdir():

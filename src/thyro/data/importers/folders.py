@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from thyro.data.dedup import NEAR_THRESHOLD, natural_key
-from thyro.data.importers._common import ImportResult, finish_import, relative_image_path
+from thyro.data.importers._common import ImportResult, finish_import, refuse_overwrite, relative_image_path
 from thyro.data.readers import IMAGE_SUFFIXES, is_dicom
 from thyro.errors import ConfigError, DataError
 
@@ -53,7 +53,7 @@ def parse_classes(text: str | dict | None) -> dict[str, int | None]:
 
 
 def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, classes: str | dict | None = None,
-                   near_threshold: int = NEAR_THRESHOLD, label_source: str | None = None,
+                   near_threshold: int = NEAR_THRESHOLD, force: bool = False, label_source: str | None = None,
                    label_definition: str | None = None) -> ImportResult:
     """Import class folders into ``out_dir/manifest.csv`` (images referenced, not copied).
 
@@ -68,16 +68,19 @@ def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, class
         and may be overridden.
     near_threshold : int
         pHash Hamming threshold for near duplicates.
+    force : bool
+        Replace an existing ``out_dir/manifest.csv`` (refused otherwise).
 
     Raises
     ------
     DataError
-        The folder is missing or holds no images, or no class folder; :class:`~thyro.errors.Problems`
-        listing every image that cannot be decoded.
+        The folder is missing or holds no images, or no class folder, or the manifest exists already;
+        :class:`~thyro.errors.Problems` listing every image that cannot be decoded.
     """
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found.")
+    refuse_overwrite(out_dir, force=force)
     mapping = {**DEFAULT_CLASSES, **parse_classes(classes)}
     files = sorted((p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")),
                    key=lambda p: natural_key(p.relative_to(root).as_posix()))

@@ -306,9 +306,8 @@ def convert_tensor_file(path: Path, arch: str, model: torch.nn.Module) -> Conver
         if file_arch and file_arch != arch:
             raise WeightsError(f"{path}: a thyro checkpoint of a {file_arch} backbone, not {arch}; "
                                f"set the backbone to {file_arch} or pick another file.")
+        # kept as written (one or three channels): build_model fits it to the model's channels
         spec = InputSpec.parse(info["input_spec"], source=f"{path} metadata") if info.get("input_spec") else None
-        if spec is not None and spec.channels != 3:
-            spec = spec.with_channels(3)
         return Converted(state=tensors, format=info.get("format", "thyro"), layout=info.get("layout", "timm"),
                          input_spec=spec, arch=file_arch, metadata=info, notes=notes)
     state, removed = strip_prefixes(tensors)

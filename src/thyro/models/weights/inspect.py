@@ -120,7 +120,7 @@ def inspect_weights(path: str | Path, arch: str | None = None) -> dict[str, Any]
         try:
             conv = read_weights(path, target, backbone)
             report = load_checked(backbone, conv.state, arch=target, source=f"file:{path}", fmt=conv.format,
-                                  path=str(path), notes=conv.notes, allow_partial=True)
+                                  path=str(path), notes=conv.notes, allow_partial=True, allow_non_finite=True)
             report.layout = conv.layout
             out["coverage"] = report
         except WeightsError as exc:

@@ -63,6 +63,8 @@ def read_keras_h5(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], str]:
             if name not in root:
                 continue
             group = root[name]
+            if not isinstance(group, h5py.Group):  # a dataset at the top: not a Keras layer
+                continue
             arrays: dict[str, np.ndarray] = {}
             if "weight_names" in group.attrs:
                 for wname in _decode(group.attrs["weight_names"]):
@@ -76,12 +78,13 @@ def read_keras_h5(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], str]:
                 layers[name] = arrays
     except WeightsError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
         raise WeightsError(f"{path}: cannot read the HDF5 file's weights ({exc}); is it truncated?") from None
     finally:
         fh.close()
     if not layers:
-        raise WeightsError(f"{path}: an HDF5 file with no Keras layer weights.")
+        raise WeightsError(f"{path}: an HDF5 file with no Keras layer weights (no groups of weight arrays at its top "
+                           f"level or under model_weights/); is it a Keras 2 .h5 weight file?")
     return layers, layout
 
 
@@ -233,10 +236,12 @@ def convert_keras_h5(path: Path, arch: str) -> Converted:
     """Convert a Keras ResNet50/DenseNet121 HDF5 file to timm names (see the module docstring)."""
     layers, layout = read_keras_h5(path)
     if arch not in KERAS_SUPPORTED:
+        guess = guess_keras_arch(layers)
+        hint = f"; the file looks like {guess}" if guess else ""
         raise WeightsError(
-            f"{path}: Keras HDF5 weights are converted for {', '.join(KERAS_SUPPORTED)} only, not {arch} "
-            "(InceptionResNetV2's scaled residual branches are not ported). Use a PyTorch export of these "
-            "weights (e.g. RadImageNet's, keys backbone.N.*).")
+            f"{path}: Keras HDF5 weights are converted for {', '.join(KERAS_SUPPORTED)} only, not {arch}{hint}. "
+            "Set the arm's backbone to the file's architecture, or use a PyTorch export of these weights "
+            "(e.g. RadImageNet's, keys backbone.N.*).")
     state: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     notes = [f"Keras HDF5 ({layout} layout), kernels HWIO -> OIHW"]

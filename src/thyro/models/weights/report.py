@@ -4,6 +4,13 @@ Loading is strict about everything except the classification head: a tensor of t
 that the file does not provide (missing or of another shape), or a tensor in the file that the
 backbone has no place for (unexpected), stops the load with a :class:`WeightsError` naming the
 first offending tensors and how many there are.  ``strict=False`` would load these silently.
+Tensors holding NaN or infinite values (a damaged file, or one saved from a diverged run) are
+refused too, by name; ``thyro weights inspect`` still reports them.
+
+A one-channel model (``in_chans_mode: sum``) gets the source's per-channel normalisation folded into
+its first convolution and first BatchNorm (:func:`fold_input_normalisation`), so that it computes
+what the three-channel model computes on a grey image, exactly away from the zero-padded border
+(and everywhere when the source normalises every channel alike).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import torch
 from torch import nn
 
 from thyro.errors import WeightsError
-from thyro.models.backbones import first_conv_weight_key, is_head_key
+from thyro.models.backbones import first_conv_weight_key, first_norm_name, is_head_key
 
 #: Keys a file may carry that no thyro backbone needs (auxiliary classifiers, BN counters).
 IGNORABLE_SUFFIXES = ("num_batches_tracked",)
@@ -134,13 +141,24 @@ def _ignorable(key: str) -> bool:
 
 
 def adapt_first_conv(state: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], arch: str,
-                     notes: list[str]) -> dict[str, torch.Tensor]:
-    """Sum a 3-channel first kernel for a 1-channel model (timm's ``in_chans=1``), or the reverse."""
+                     notes: list[str], fold: tuple | None = None) -> dict[str, torch.Tensor]:
+    """Fit the file's first convolution to the model's input channels.
+
+    For a one-channel model with ``fold = (mean, std, (m, s))`` (the source's per-channel mean and std
+    in the order the backbone sees the channels, and the one-channel normalisation) the
+    normalisation is folded in (:func:`fold_input_normalisation`); without it the RGB kernels are
+    summed (timm's ``in_chans=1``).  A one-channel kernel for a
+    three-channel model is spread over the channels (divided by 3).
+    """
     key = first_conv_weight_key(arch)
     if key not in state or key not in model_state:
         return state
     w, target = state[key], model_state[key]
-    if w.ndim != 4 or w.shape == target.shape or w.shape[0] != target.shape[0]:
+    if w.ndim != 4 or w.shape[0] != target.shape[0]:
+        return state
+    if target.shape[1] == 1 and fold is not None and w.shape[1] in (1, 3):
+        return fold_input_normalisation(state, arch, fold[0], fold[1], fold[2], notes)
+    if w.shape == target.shape:
         return state
     state = dict(state)
     if w.shape[1] == 3 and target.shape[1] == 1:
@@ -152,8 +170,62 @@ def adapt_first_conv(state: dict[str, torch.Tensor], model_state: dict[str, torc
     return state
 
 
+def fold_input_normalisation(state: dict[str, torch.Tensor], arch: str, mean: list[float], std: list[float],
+                             target: tuple[float, float], notes: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Turn a first convolution fed ``(x - m_c) / s_c`` per channel into a one-channel one fed ``z = (x - m) / s``.
+
+    A grey image shown to a three-channel network is ``x`` on every channel, normalised per channel.
+    With ``x = s z + m`` the first convolution computes
+    ``sum_c w_c * (s z + m - m_c) / s_c = (sum_c w_c s / s_c) * z + b``, ``b = sum_{c,k} w_c[k] (m - m_c) / s_c``
+    per output channel.  So the one-channel kernel is ``sum_c w_c s / s_c``, and the constant ``b``
+    goes into the following BatchNorm, ``running_mean' = running_mean - b`` (as Keras conv biases are
+    folded).  This equals the three-channel network exactly wherever the kernel does not reach the
+    zero padding.  On the padded border the three-channel network pads each channel with its own
+    ``x = m_c``, the one-channel network with ``x = m``: the same when the channels share their
+    normalisation (then ``b = 0`` and the kernel is the plain sum, exact everywhere), and otherwise
+    ``target`` from :meth:`~thyro.models.adapter.InputSpec.folded` makes ``b`` vanish for kernels
+    whose channels are equal, which keeps the border difference small.
+
+    Parameters
+    ----------
+    mean, std : per kernel channel, in the order the backbone sees them; three values for a
+        one-channel kernel are averaged (how one-channel models were normalised before folding).
+    target : ``(m, s)``, the one-channel normalisation the adapter applies.
+    """
+    key = first_conv_weight_key(arch)
+    norm = first_norm_name(arch) + ".running_mean"
+    w = state[key]
+    if norm not in state:
+        raise WeightsError(f"{arch}: no BatchNorm running mean '{norm}' to fold the input normalisation into.")
+    c = w.shape[1]
+    m = torch.tensor(mean, dtype=torch.float64)
+    s = torch.tensor(std, dtype=torch.float64)
+    if len(m) != c:
+        m, s = m.mean().repeat(c), s.mean().repeat(c)
+    m_t, s_t = float(target[0]), float(target[1])
+    scaled = w.double() / s.view(1, c, 1, 1)
+    shift = (scaled * (m_t - m).view(1, c, 1, 1)).sum(dim=(1, 2, 3))
+    state = dict(state)
+    state[key] = (scaled.sum(dim=1, keepdim=True) * s_t).to(w.dtype)
+    rm = state[norm]
+    state[norm] = (rm.double() - shift).to(rm.dtype)
+    if notes is not None and c > 1:
+        same = bool((m == m[0]).all() and (s == s[0]).all())
+        notes.append(f"{key}: RGB kernels summed for 1-channel input" + (
+            "" if same else f", each channel's normalisation (mean {', '.join(f'{v:.4g}' for v in mean)}; std "
+                            f"{', '.join(f'{v:.4g}' for v in std)}) folded into the kernel and "
+                            f"{first_norm_name(arch)}.running_mean (exact away from the padded border)"))
+    return state
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinite values."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def load_checked(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str, source: str, fmt: str,
-                 path: str | None = None, notes: list[str] | None = None, allow_partial: bool = False) -> LoadReport:
+                 path: str | None = None, notes: list[str] | None = None, allow_partial: bool = False,
+                 fold: tuple | None = None, allow_non_finite: bool = False) -> LoadReport:
     """Copy ``state`` into ``model`` after checking coverage; raise unless only the head is left out.
 
     Parameters
@@ -164,15 +236,27 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str,
         Tensors with the backbone's key names.
     allow_partial : bool
         Load what fits and report the rest instead of refusing (``thyro weights inspect`` only).
+    fold : (mean, std, (m, s)), optional
+        For a one-channel model: the source's per-channel normalisation and the adapter's, the
+        difference folded into the first convolution and BatchNorm (:func:`fold_input_normalisation`).
+    allow_non_finite : bool
+        Load tensors holding NaN or infinite values (``thyro weights inspect`` only).
 
     Raises
     ------
     WeightsError
-        When a non-head tensor would stay uninitialised or a file tensor has no place.
+        When a non-head tensor would stay uninitialised, a file tensor has no place, or a tensor
+        to be loaded holds NaN or infinite values.
     """
     notes = list(notes or [])
     model_state = model.state_dict()
-    state = adapt_first_conv(state, model_state, arch, notes)
+    if not allow_non_finite:
+        bad = non_finite({k: v for k, v in state.items() if not _ignorable(k)})
+        if bad:
+            raise WeightsError(f"{path or source}: {len(bad)} tensor(s) hold NaN or infinite values: {_first(bad)}. "
+                               "The file is damaged (copy it again) or was saved from a training run that diverged; "
+                               "thyro does not load it (`thyro weights inspect FILE` shows the file).")
+    state = adapt_first_conv(state, model_state, arch, notes, fold=fold)
     report = LoadReport(source=source, format=fmt, arch=arch, path=path, notes=notes)
     to_load: dict[str, torch.Tensor] = {}
     head_loaded = []

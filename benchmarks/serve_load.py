@@ -1,0 +1,348 @@
+"""``thyro serve`` under load and under hostile uploads: requests/s, latency and the server's peak memory.
+
+One run measures, side by side, four servers started with ``thyro serve`` (uvicorn, each in its own
+process) on one model package (seeded random ResNet-18 fold models at 224 px, exported to ONNX; speed
+does not depend on the weights' values):
+
+* engine ``torch`` and ``onnx``, each with micro-batching on (``--max-batch 8``) and off (``--max-batch 1``);
+* ``--clients`` concurrent clients (asyncio + httpx, default 16) send ``--requests`` ``POST /predict``
+  of a 560 x 360 ultrasound-like PNG without heatmap per round; ``--rounds`` rounds, the four
+  servers interleaved within each round so that machine noise hits them alike;
+* requests/s (median over rounds), p50 and p99 latency (over every request of every round), the
+  server's peak resident memory (``VmHWM`` of its process) under that load, and the CPU time per
+  request of the server and of the clients (a machine shared with other work slows the first figures;
+  CPU time per request barely changes, and the cores divided by it is the rate the machine would
+  sustain if the server and its clients had it to themselves);
+* then, against each server, hostile uploads, the peak memory reset before each
+  (``/proc/PID/clear_refs``): a 13000 x 13000 grey PNG "decompression bomb" (160 KB), a 3 GB chunked
+  upload stream (no ``Content-Length``) with the bytes the client got to send and the most bytes the
+  server had on disk in its temporary folder while it did, and the largest image the pixel limit
+  accepts (a 25-megapixel JPEG) for comparison.
+
+Usage::
+
+    python benchmarks/serve_load.py
+    python benchmarks/serve_load.py --rounds 5 --requests 320 --folds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import platform
+import shutil
+import socket
+import stat
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+CONFIGS = [("torch", 8), ("torch", 1), ("onnx", 8), ("onnx", 1)]
+
+
+def build_package(root: Path, size: int, folds: int) -> Path:
+    """A model package of ``folds`` seeded random ResNet-18 models at ``size`` px, with its ONNX export."""
+    from thyro.models import build_model, save_model
+    from thyro.use.bundle import write_package
+    from thyro.use.export import export_onnx
+
+    files = []
+    for k in range(folds):
+        model, _ = build_model("resnet18", "none", seed=k)
+        files.append(save_model(root / f"fold{k}.safetensors", model.eval()))
+    pkg = write_package(root / "model", model_files=files, preprocess={"size": size},
+                        operating={"youden": {"threshold": 0.5, "rule": "fixed 0.5 (benchmark)"}},
+                        data={"note": "benchmark package, random weights"})
+    export_onnx(pkg)
+    return root / "model"
+
+
+def ultrasound_png(seed: int = 1) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((360, 560), np.uint8)
+    img[20:340, 60:500] = np.clip(rng.gamma(2.0, 45.0, size=(320, 440)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png(width: int = 13000, height: int = 13000) -> bytes:
+    """A grey PNG of ``width`` x ``height`` zeros, compressed row by row (never held decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (width + 1)
+    body = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def large_jpeg(megapixels: float = 24.9) -> bytes:
+    from PIL import Image
+
+    w = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    h = int(megapixels * 1e6 / w)
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 255, size=(h // 16 + 1, w // 16 + 1), dtype=np.uint8)
+    img = Image.fromarray(small).resize((w, h))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+class Server:
+    """``python -m thyro serve`` in a subprocess, with its own temporary folder."""
+
+    def __init__(self, pkg: Path, engine: str, max_batch: int, root: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.name = f"{engine}, batching {'on (max 8)' if max_batch > 1 else 'off'}"
+        self.tmp = root / f"tmp-{engine}-{max_batch}"
+        self.tmp.mkdir()
+        env = {**os.environ, "TMPDIR": str(self.tmp)}
+        cmd = [sys.executable, "-m", "thyro", "serve", str(pkg), "--port", str(self.port), "--engine", engine,
+               "--max-batch", str(max_batch), "--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import httpx
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: server exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name}: not ready after {timeout} s")
+
+    def status(self, field: str) -> float:
+        """A ``/proc/PID/status`` memory field, in MiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def temp_bytes(self) -> int:
+        """Bytes in files the server holds open in its temporary folder, deleted ones included (Python's
+        spooled uploads are unlinked at once: only ``/proc/PID/fd`` sees them)."""
+        total = 0
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        try:
+            entries = list(fds.iterdir())
+        except OSError:
+            return 0
+        for fd in entries:
+            try:
+                target = os.readlink(fd)
+                if target.startswith(str(self.tmp)) or target.startswith("/tmp/#") or "(deleted)" in target:
+                    st = os.stat(fd)
+                    if stat.S_ISREG(st.st_mode):
+                        total += st.st_size
+            except OSError:
+                continue
+        return total + sum(p.stat().st_size for p in self.tmp.rglob("*") if p.is_file())
+
+    def reset_peak(self) -> None:
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def load(url: str, png: bytes, n: int, clients: int) -> tuple[float, list[float], int]:
+    """``n`` POST /predict from ``clients`` concurrent clients: (wall seconds, latencies, failures)."""
+    import httpx
+
+    latencies: list[float] = []
+    failures = 0
+    queue: asyncio.Queue = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def client(c: httpx.AsyncClient):
+        nonlocal failures
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            t = time.perf_counter()
+            r = await c.post(url + "/predict", files={"file": ("us.png", png, "image/png")},
+                             data={"heatmap": "false"})
+            latencies.append(time.perf_counter() - t)
+            failures += r.status_code != 200
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(c) for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    return wall, latencies, failures
+
+
+def chunked_stream(server: Server, total: int = 3 * 1024**3, chunk: int = 1 << 20) -> dict:
+    """Stream ``total`` bytes as a chunked multipart upload until the server answers or closes."""
+    disk_max = [0]
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            disk_max[0] = max(disk_max[0], server.temp_bytes())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    boundary = "thyrobench"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode()
+    sent, reply, t0 = 0, b"", time.perf_counter()
+    block = b"\0" * chunk
+    frame = f"{chunk:x}\r\n".encode() + block + b"\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     + f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+                     + f"{len(head):x}\r\n".encode() + head + b"\r\n")
+        sock.settimeout(5)
+        try:
+            while sent < total:
+                sock.sendall(frame)
+                sent += chunk
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, socket.timeout):
+            pass
+        try:
+            reply = sock.recv(4096)
+        except OSError:
+            reply = b""
+    stop.set()
+    watcher.join()
+    status = reply.split(b"\r\n", 1)[0].decode(errors="replace") if reply else "connection closed"
+    return {"status": status, "sent_mb": sent / 2**20, "seconds": time.perf_counter() - t0,
+            "disk_max_mb": disk_max[0] / 2**20}
+
+
+def hostile(server: Server, bomb: bytes, jpeg: bytes) -> dict:
+    import httpx
+
+    out = {}
+    server.reset_peak()
+    t = time.perf_counter()
+    r = httpx.post(server.url + "/predict", files={"file": ("bomb.png", bomb, "image/png")}, timeout=120)
+    out["bomb"] = (r.status_code, time.perf_counter() - t, server.status("VmHWM"))
+    server.reset_peak()
+    stream = chunked_stream(server)
+    out["stream"] = (stream, server.status("VmHWM"))
+    server.reset_peak()
+    t = time.perf_counter()
+    r = httpx.post(server.url + "/predict", files={"file": ("large.jpg", jpeg, "image/jpeg")},
+                   data={"heatmap": "false"}, timeout=300)
+    out["large"] = (r.status_code, time.perf_counter() - t, server.status("VmHWM"))
+    out["alive"] = httpx.get(server.url + "/health", timeout=10).status_code
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--folds", type=int, default=1, help="fold models in the package (the ensemble size)")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=160, help="requests per server per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-hostile", action="store_true")
+    args = ap.parse_args()
+
+    import onnxruntime
+    import torch
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+          f"({len(os.sched_getaffinity(0))} usable); load average {os.getloadavg()[0]:.1f}; python "
+          f"{sys.version.split()[0]}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    print(f"model: ResNet-18 x {args.folds} fold model(s), {args.size} px; {args.clients} concurrent clients, "
+          f"{args.requests} requests per server per round, {args.rounds} rounds, no heatmap")
+    png = ultrasound_png()
+    with tempfile.TemporaryDirectory(prefix="thyro-serve-bench-") as tmp:
+        root = Path(tmp)
+        pkg = build_package(root, args.size, args.folds)
+        servers = [Server(pkg, engine, batch, root) for engine, batch in CONFIGS]
+        try:
+            for s in servers:
+                s.wait_ready()
+                asyncio.run(load(s.url, png, 2 * args.clients, args.clients))  # warm-up
+                s.reset_peak()
+            rates: dict[str, list[float]] = {s.name: [] for s in servers}
+            lats: dict[str, list[float]] = {s.name: [] for s in servers}
+            fails: dict[str, int] = {s.name: 0 for s in servers}
+            cpu: dict[str, list[float]] = {s.name: [0.0, 0.0] for s in servers}  # server, client CPU seconds
+            for r in range(args.rounds):
+                order = servers if r % 2 == 0 else servers[::-1]
+                for s in order:
+                    c0, p0 = s.cpu_seconds(), time.process_time()
+                    wall, lat, failed = asyncio.run(load(s.url, png, args.requests, args.clients))
+                    cpu[s.name][0] += s.cpu_seconds() - c0
+                    cpu[s.name][1] += time.process_time() - p0
+                    rates[s.name].append(args.requests / wall)
+                    lats[s.name].extend(lat)
+                    fails[s.name] += failed
+                print(f"round {r + 1}: " + ", ".join(f"{s.name} {rates[s.name][-1]:.1f}/s" for s in servers))
+            ncpu = len(os.sched_getaffinity(0))
+            print(f"\n| server ({args.clients} clients, 560x360 PNG, no heatmap) | requests/s | p50 | p99 "
+                  f"| peak RSS under load | CPU ms per request: server + client | {ncpu} idle cores would serve "
+                  f"| failed |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            total = args.rounds * args.requests
+            for s in servers:
+                q = np.percentile(lats[s.name], [50, 99]) * 1000
+                srv, cli = (1000 * v / total for v in cpu[s.name])
+                print(f"| {s.name} | {statistics.median(rates[s.name]):.1f} | {q[0]:.0f} ms | {q[1]:.0f} ms | "
+                      f"{s.status('VmHWM'):.0f} MiB | {srv:.1f} + {cli:.1f} | {1000 * ncpu / (srv + cli):.0f}/s | "
+                      f"{fails[s.name]} |")
+            if not args.skip_hostile:
+                bomb, jpeg = bomb_png(), large_jpeg()
+                print(f"\nhostile uploads: PNG bomb 13000x13000 ({len(bomb) / 1024:.0f} KB), 3 GB chunked stream, "
+                      f"largest accepted image 24.9 MP JPEG ({len(jpeg) / 2**20:.1f} MB); peak RSS reset before each")
+                print("\n| server | bomb: status, time, peak RSS | 3 GB stream: answer, sent, server disk peak, "
+                      "peak RSS | 24.9 MP JPEG: status, time, peak RSS |")
+                print("| --- | --- | --- | --- |")
+                for s in servers:
+                    h = hostile(s, bomb, jpeg)
+                    st, rss = h["stream"]
+                    print(f"| {s.name} | {h['bomb'][0]}, {h['bomb'][1]:.2f} s, {h['bomb'][2]:.0f} MiB | "
+                          f"{st['status']}, {st['sent_mb']:.0f} MiB in {st['seconds']:.1f} s, "
+                          f"{st['disk_max_mb']:.1f} MiB, {rss:.0f} MiB | {h['large'][0]}, {h['large'][1]:.1f} s, "
+                          f"{h['large'][2]:.0f} MiB |" + ("" if h["alive"] == 200 else " server down"))
+        finally:
+            for s in servers:
+                s.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
