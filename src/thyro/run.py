@@ -321,12 +321,20 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     df.columns = [str(c).strip().lower() for c in df.columns]
     if "probability" not in df.columns and "score" in df.columns:
         df = df.rename(columns={"score": "probability"})
+    if "patient" not in df.columns and "patient_id" in df.columns:  # a manifest's name for it (thyro predict)
+        df = df.rename(columns={"patient_id": "patient"})
+    notes: list[str] = []
+    if "error" in df.columns:  # thyro predict's rows for files that could not be scored
+        failed = df["error"].notna() & (df["error"].astype(str).str.strip() != "")
+        if failed.any():
+            notes.append(f"{int(failed.sum())} row(s) of images that could not be scored were left out "
+                         f"(e.g. {df.loc[failed, 'image'].iloc[0] if 'image' in df.columns else '?'})")
+            df = df.loc[~failed]
     missing = [c for c in ("image", "label", "probability") if c not in df.columns]
     if missing:
         raise StatsError(f"{where}: missing column(s) {', '.join(missing)}; a predictions file needs at least "
                          "image, label, probability (optional: arm, split, fold, ensemble, patient, group, "
                          "label_source, train_fraction)")
-    notes: list[str] = []
     df["image"] = df["image"].astype(str).str.strip()
     df["arm"] = df["arm"].fillna("").astype(str).str.strip() if "arm" in df.columns else default_arm
     if "split" not in df.columns:

@@ -156,20 +156,26 @@ def test_bad_last_pt_is_named_with_the_way_out(tmp_path, kind):
 
 
 def test_cli_train_names_a_bad_last_pt(tmp_path, capsys, monkeypatch):
-    """The command line's message for a damaged resume file is its one line, no traceback."""
-    from thyro.train import study as study_mod
+    """The command line's message for a damaged resume file is its one line, no traceback, and the pickle
+    never runs."""
+    from thyro.data.phantom import generate_cohort
+    from thyro.run import JobKey, RunDir
 
-    def boom(self, job, *a, **k):
-        return fit(_tiny_net(), _square_task(), _square_task(seed=1), _cfg(), self.job_dir(job))
-
-    monkeypatch.setattr(study_mod.Study, "prepare", lambda self: (None, None, None))
-    monkeypatch.setattr(study_mod.Study, "check_weights", lambda self, skip_missing: {})
-    monkeypatch.setattr(study_mod.Study, "run_job", boom)
-    cfg = _study_yaml(tmp_path)
+    monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
+    manifest = generate_cohort(tmp_path / "phantom", n_patients=30, size=64, seed=2)
+    cfg = _study_yaml(tmp_path, data={"manifest": str(manifest), "folds": 2, "test_size": 0.2},
+                      preprocess={"size": 32}, train={"epochs": 1, "batch_size": 16, "device": "cpu",
+                                                      "selection": "last", "tensorboard": False})
     run = tmp_path / "run"
-    _bad_last_pt("hostile", run / "jobs" / "scratch" / "fold0", tmp_path / "ran")
+    marker = tmp_path / "ran"
+    _bad_last_pt("hostile", RunDir(run).job_files(JobKey("scratch", 0)).folder, marker)
     code, out = _cli(["train", str(cfg), "--arm", "scratch", "--fold", "0", "--run-dir", str(run)], capsys)
     assert code == 2 and "last.pt is unreadable" in out and "--restart" in out and "weights_only" not in out
+    assert not marker.exists()
+    # --restart starts the job afresh and it trains
+    code, out = _cli(["-q", "train", str(cfg), "--arm", "scratch", "--fold", "0", "--run-dir", str(run),
+                      "--restart"], capsys)
+    assert code == 0 and RunDir(run).is_done(JobKey("scratch", 0)) and not marker.exists()
 
 
 def test_pretrain_names_a_bad_last_pt(tmp_path):

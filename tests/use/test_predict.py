@@ -91,8 +91,8 @@ def test_bad_files_get_error_rows_and_the_rest_goes_on(package, images, tmp_path
     summary = predict(package, inputs, out=out, batch_size=2, progress=False)
     df = pd.read_csv(out, keep_default_na=False)
     assert list(df.columns) == CSV_COLUMNS and len(df) == len(inputs)
-    assert df["input"].tolist() == [str(p) for p in inputs]  # order kept
-    by = dict(zip(df["input"], df.to_dict("records")))
+    assert df["image"].tolist() == [str(p) for p in inputs]  # order kept
+    by = dict(zip(df["image"], df.to_dict("records")))
     for bad in ("not_image", "dicom_no_pixels", "tiny"):
         row = by[str(images[bad])]
         assert row["error"] and row["probability"] == "", bad
@@ -146,7 +146,42 @@ def test_real_udtn_sample_gets_a_probability_for_every_image(package, udtn_dir, 
     probs = df["probability"].astype(float)
     assert probs.between(0, 1).all()
     # the image filed twice gets the same probability both times
-    df["name"] = df["input"].map(lambda s: s.rsplit("/", 1)[-1])
+    df["name"] = df["image"].map(lambda s: s.rsplit("/", 1)[-1])
     dup = df[df.duplicated("name", keep=False)]
     assert len(dup) == 2 and dup["probability"].astype(float).nunique() == 1
     assert df["name"].nunique() == 25
+
+
+def test_predict_keeps_the_manifests_columns_and_report_and_compare_read_it(model_dir, images, tmp_path, capsys):
+    """On a labelled manifest, predict carries label, patient_id, group and other columns into its CSV,
+    so `thyro report` and `thyro compare` read the file as it is; failed images are left out with a note."""
+    import json
+
+    from thyro.cli import main
+    from thyro.report import build_report
+
+    root = images["good_dir"]
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    rows = [{"image": n, "label": k % 2, "patient_id": f"p{k // 2}", "group": f"p{k // 2}", "site": "A"}
+            for k, n in enumerate(names)]
+    rows.append({"image": "missing.png", "label": 1, "patient_id": "px", "group": "px", "site": "A"})
+    manifest = root / "labelled.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    out_a, out_b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["-q", "predict", str(model_dir), str(manifest), "--out", str(out_a)]) == 1  # one file missing
+    df = pd.read_csv(out_a)
+    assert list(df.columns[:3]) == ["image", "probability", "probability_of"]
+    assert {"label", "patient_id", "group", "site"} <= set(df.columns)
+    assert df.set_index("image").loc[names, "label"].tolist() == [r["label"] for r in rows[:-1]]
+    assert (df["probability_of"] == "TI-RADS ≥ 4c").all()
+    html, _ = build_report(out_a, tmp_path / "report", n_boot=100)
+    data = json.loads(html.with_suffix(".json").read_text())
+    s = data["sets"]["test"]
+    assert s["n"] == len(names) and s["n_clusters"] == len(names) // 2 + len(names) % 2
+    assert any("could not be scored" in n for n in data["notes"])
+    # a second model's file on the same manifest: compare pairs them by image
+    assert main(["-q", "predict", str(model_dir), str(manifest), "--out", str(out_b), "--engine", "torch"]) == 1
+    capsys.readouterr()
+    assert main(["compare", str(out_a), str(out_b), "--json", "--n-boot", "100"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_common"] == len(names) and r["comparison"]["diff"] == 0.0

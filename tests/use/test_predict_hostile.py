@@ -50,7 +50,7 @@ def test_frames_all_gives_one_row_per_frame_grouped_under_the_file(package, cine
     got = np.array([r.probability for r in s.rows[1:4]])
     assert np.allclose(got, ref, atol=1e-6) and np.ptp(ref) > 1e-4  # the frames really differ
     assert all(not r.warning for r in s.rows[1:4])
-    assert pd.read_csv(out)["input"].tolist() == names
+    assert pd.read_csv(out)["image"].tolist() == names
 
 
 def test_frames_mean_averages_the_frames(package, cine, images):

@@ -83,7 +83,8 @@ def read_run(path: str | Path) -> Run:
     """Read a run directory, or a predictions CSV on its own."""
     path = Path(path)
     if path.is_file():
-        return Run(root=path.parent, predictions=read_predictions(path), notes=[])
+        preds = read_predictions(path)
+        return Run(root=path.parent, predictions=preds, notes=list(preds.notes))
     if not path.is_dir():
         raise StatsError(f"{path}: no such run directory or predictions file")
     run_dir = RunDir(path)
