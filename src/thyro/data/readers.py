@@ -136,6 +136,11 @@ def _bomb_error(path: Path, exc: BaseException) -> ImageReadError:
                           f"with `thyro --max-pixels N ...` or {MAX_PIXELS_ENV}=N if you trust the file.")
 
 
+def has_dicom_marker(head: bytes) -> bool:
+    """True when a file's first bytes carry the DICOM ``DICM`` marker after the 128-byte preamble."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
 def is_dicom(path: str | os.PathLike) -> bool:
     """True when ``path`` has the DICOM ``DICM`` marker at byte 128 or a DICOM file name ending."""
     path = Path(path)
@@ -144,7 +149,7 @@ def is_dicom(path: str | os.PathLike) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES
+    return has_dicom_marker(head) or path.suffix.lower() in DICOM_SUFFIXES
 
 
 def load_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False, us_region: bool = True) -> LoadedImage:

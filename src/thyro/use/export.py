@@ -34,33 +34,6 @@ DEFAULT_OPSET = 17
 TOLERANCE = 1e-4
 
 
-def ensemble_module(models: list, tta_flip: bool = False):
-    """A torch module: (B, 1, S, S) float in [0, 1] -> (mean probability (B,), fold logits (B, K)).
-
-    With ``tta_flip`` each fold logit is the mean over the image and its horizontal flip, as in the
-    study's test predictions.
-    """
-    import torch
-
-    class Ensemble(torch.nn.Module):
-        def __init__(self, members, flip):
-            super().__init__()
-            self.members = torch.nn.ModuleList(members)
-            self.flip = bool(flip)
-
-        def _logit(self, m, image):
-            logit = m(image).reshape(image.shape[0], -1)[:, 0]
-            if self.flip:
-                logit = 0.5 * (logit + m(torch.flip(image, dims=[3])).reshape(image.shape[0], -1)[:, 0])
-            return logit
-
-        def forward(self, image):
-            logits = torch.stack([self._logit(m, image) for m in self.members], dim=1)
-            return torch.sigmoid(logits).mean(dim=1), logits
-
-    return Ensemble(models, tta_flip).eval()
-
-
 def sample_inputs(size: int, seed: int = 0) -> list[np.ndarray]:
     """Verification inputs: batches of 1 and 3 (to exercise the dynamic batch) of noise and flat images."""
     rng = np.random.default_rng(seed)
@@ -114,7 +87,9 @@ def export_onnx(model_dir: str | os.PathLike | ModelPackage, out: str | os.PathL
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
     out = Path(out) if out else package.onnx_path
     size = package.image_size
-    module = ensemble_module(package.load_torch_models(), package.tta_flip)
+    from thyro.models.inference import Ensemble
+
+    module = Ensemble(package.load_torch_models(), package.tta_flip).eval()  # the inference predict and serve run
     example = torch.rand(2, 1, size, size)
     with atomic_path(out, suffix=".onnx") as tmp:
         with warnings.catch_warnings():

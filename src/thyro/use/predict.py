@@ -34,6 +34,7 @@ import numpy as np
 
 from thyro.data.readers import DICOM_SUFFIXES as _DICOM
 from thyro.data.readers import IMAGE_SUFFIXES as _IMAGES
+from thyro.data.readers import is_dicom
 from thyro.errors import DataError, ModelPackageError, ThyroError
 from thyro.fileio import atomic_open
 from thyro.use.bundle import ModelPackage, load_package
@@ -99,20 +100,11 @@ class PredictionSummary:
 # Inputs
 # ----------------------------------------------------------------------------------------------
 
-def _is_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def _wanted(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES:
         return True
-    return suffix == "" and _is_dicom(path)
+    return suffix == "" and is_dicom(path)
 
 
 def parse_roi_arg(value: str | None) -> dict | None:
@@ -175,32 +167,32 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], roi: dict | None = None)
 # ----------------------------------------------------------------------------------------------
 
 class TorchEngine:
-    """The fold models in PyTorch eager mode; probability = mean of the models' sigmoid."""
+    """The fold models in PyTorch eager mode: :class:`thyro.models.inference.Ensemble`, the same
+    inference training's validation and the study's predictions use (flip test-time augmentation and
+    the mean of the models' probabilities)."""
 
     name = "torch"
 
     def __init__(self, models: list, tta_flip: bool = False):
         import torch
 
+        from thyro.models.inference import Ensemble
+
         self.models = models
         self.tta_flip = bool(tta_flip)
+        self.ensemble = Ensemble(models, self.tta_flip).eval()
         self._torch = torch
 
     @classmethod
     def from_package(cls, package: ModelPackage) -> TorchEngine:
         return cls(package.load_torch_models(), tta_flip=package.tta_flip)
 
-    def _logit(self, model, x):
-        logit = model(x).reshape(x.shape[0], -1)[:, 0]
-        if self.tta_flip:  # as the study's test predictions: mean logit of the image and its mirror
-            logit = 0.5 * (logit + model(self._torch.flip(x, dims=[3])).reshape(x.shape[0], -1)[:, 0])
-        return logit
-
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(batch)).unsqueeze(1).float().div_(255.0)
-        with torch.inference_mode():
-            probs = torch.stack([torch.sigmoid(self._logit(m, x)) for m in self.models]).mean(0)
+        from thyro.models.inference import to_input
+
+        x = to_input(self._torch.from_numpy(np.ascontiguousarray(batch)))
+        with self._torch.inference_mode():
+            probs, _ = self.ensemble(x)
         return probs.numpy().astype(float)
 
 

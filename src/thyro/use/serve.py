@@ -81,7 +81,9 @@ def _png_data_url(arr: np.ndarray) -> str:
 
 
 def _suffix_for(filename: str | None, head: bytes) -> str:
-    if len(head) >= 132 and head[128:132] == b"DICM":
+    from thyro.data.readers import has_dicom_marker
+
+    if has_dicom_marker(head):
         return ".dcm"
     suffix = Path(filename or "").suffix
     return suffix.lower() if _SUFFIX_OK.match(suffix) else ".img"
