@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 from thyro.errors import ConfigError, WeightsError
 from thyro.fileio import sha256_file
 from thyro.models import build_model, create_backbone, parse_weight_source
-from thyro.models.weights import sources
 
 
 @pytest.fixture
@@ -97,7 +96,12 @@ def test_torchvision_cache_hash_checked(monkeypatch, no_network):
     # a file whose name carries its true hash prefix is accepted
     good = ckpt / f"resnet18-{sha256_file(bad)[:8]}.pth"
     bad.rename(good)
-    monkeypatch.setitem(sources.TORCHVISION_FILES, "resnet18", [good.name])
+    import dataclasses
+
+    from thyro.models import archs
+
+    row = dataclasses.replace(archs.ARCH_TABLE["resnet18"], torchvision_files=(good.name,))
+    monkeypatch.setitem(archs.ARCH_TABLE, "resnet18", row)
     model, report = build_model("resnet18", "imagenet")
     assert report.path == str(good)
     assert torch.equal(model.backbone.layer1[0].conv1.weight, sd["layer1.0.conv1.weight"])

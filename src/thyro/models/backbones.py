@@ -26,60 +26,23 @@ import torch
 from torch import nn
 
 from thyro.errors import ConfigError
+from thyro.models import archs
+from thyro.models.archs import ARCHS, KERAS_BN_EPS
 
-ARCHS: tuple[str, ...] = ("resnet18", "resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
+__all__ = ["ARCHS", "KERAS_BN_EPS", "LAYOUTS", "apply_keras_layout", "check_arch", "create_backbone",
+           "first_conv_weight_key", "first_norm_name", "head_name", "is_head_key"]
+
 LAYOUTS: tuple[str, ...] = ("timm", "keras")
-
-#: Name of the classification head (a ``nn.Linear``) in each timm model.
-HEAD_NAMES: dict[str, str] = {
-    "resnet18": "fc",
-    "resnet50": "fc",
-    "densenet121": "classifier",
-    "inception_v3": "fc",
-    "inception_resnet_v2": "classif",
-}
-
-#: Name of the first convolution (the one whose input channels follow ``in_chans``).
-FIRST_CONV: dict[str, str] = {
-    "resnet18": "conv1",
-    "resnet50": "conv1",
-    "densenet121": "features.conv0",
-    "inception_v3": "Conv2d_1a_3x3.conv",
-    "inception_resnet_v2": "conv2d_1a.conv",
-}
-
-#: The BatchNorm right after the first convolution (where a folded input normalisation's shift goes).
-FIRST_NORM: dict[str, str] = {
-    "resnet18": "bn1",
-    "resnet50": "bn1",
-    "densenet121": "features.norm0",
-    "inception_v3": "Conv2d_1a_3x3.bn",
-    "inception_resnet_v2": "conv2d_1a.bn",
-}
-
-#: Native input size (pixels, square) of each architecture.
-NATIVE_SIZE: dict[str, int] = {
-    "resnet18": 224,
-    "resnet50": 224,
-    "densenet121": 224,
-    "inception_v3": 299,
-    "inception_resnet_v2": 299,
-}
-
-KERAS_BN_EPS = 1.001e-5
-KERAS_LAYOUT_ARCHS: tuple[str, ...] = ("resnet50", "densenet121", "inception_v3")
 
 
 def check_arch(arch: str) -> str:
     """Return ``arch`` if it is one of :data:`ARCHS`, else raise :class:`ConfigError`."""
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown backbone '{arch}'; choose one of: {', '.join(ARCHS)}.")
-    return arch
+    return archs.arch(arch).name
 
 
 def head_name(arch: str) -> str:
     """Module name of the classification head of ``arch`` (e.g. ``"fc"``)."""
-    return HEAD_NAMES[check_arch(arch)]
+    return archs.arch(arch).head
 
 
 def is_head_key(arch: str, key: str) -> bool:
@@ -137,9 +100,10 @@ def apply_keras_layout(model: nn.Module, arch: str) -> nn.Module:
     ConfigError
         For architectures whose Keras layout thyro does not reproduce.
     """
-    check_arch(arch)
-    if arch not in KERAS_LAYOUT_ARCHS:
-        raise ConfigError(f"the Keras layout is implemented for {', '.join(KERAS_LAYOUT_ARCHS)}, not {arch}.")
+    spec = archs.arch(arch).keras
+    if spec is None or not spec.layout:
+        done = ", ".join(a for a in archs.ARCHS if archs.ARCH_TABLE[a].keras and archs.ARCH_TABLE[a].keras.layout)
+        raise ConfigError(f"the Keras layout is implemented for {done}, not {arch}.")
     if arch == "inception_v3":
         for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
                      "Mixed_7b", "Mixed_7c"):
@@ -174,9 +138,9 @@ def _exclude_pad_hook(module: nn.Module, args: tuple) -> tuple:
 
 def first_conv_weight_key(arch: str) -> str:
     """State-dict key of the first convolution's weight."""
-    return FIRST_CONV[check_arch(arch)] + ".weight"
+    return archs.arch(arch).first_conv + ".weight"
 
 
 def first_norm_name(arch: str) -> str:
     """Module name of the BatchNorm that follows the first convolution."""
-    return FIRST_NORM[check_arch(arch)]
+    return archs.arch(arch).first_norm

@@ -151,7 +151,8 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
                             notes=[f"random initialisation, seed {seed}"])
         layout = "timm"
     else:
-        from thyro.models.weights.formats import detect_container, read_weights
+        from thyro.models.weights.formats import detect_container
+        from thyro.models.weights.read import read_weights
 
         if detect_container(path) == "keras-h5":  # convert first: a bad file fails before any building
             from thyro.models.weights.keras_h5 import convert_keras_h5

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from thyro.errors import WeightsError
+from thyro.models import archs
 from thyro.models.adapter import InputSpec
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -197,12 +198,28 @@ def fix_densenet_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {_DENSENET_LEGACY.sub(r"\1\2", k): v for k, v in state.items()}
 
 
+#: Prefixes of ``nn.Sequential`` exports of a network's children: RadImageNet's ``backbone.N``, MONAI's
+#: ``TorchVisionFCModel``/``NetAdapter`` ``features.N`` (with its own ``fc`` head beside it), or bare ``N``.
+SEQUENTIAL_PREFIXES = ("backbone.", "features.", "")
+#: Head tensors a Sequential export may carry beside its body (MONAI's ``fc``).
+SEQUENTIAL_HEADS = ("fc.", "classifier.")
+
+
+def sequential_prefix(state: dict[str, torch.Tensor]) -> str | None:
+    """The prefix of an ``nn.Sequential`` export (``backbone.``, ``features.`` or ``""``), or None.
+
+    Every key but a head's (``fc.*``, ``classifier.*``) must read ``PREFIX<index>.rest``.
+    """
+    for prefix in SEQUENTIAL_PREFIXES:
+        body = [k for k in state if not k.startswith(SEQUENTIAL_HEADS)]
+        if body and all(k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit() for k in body):
+            return prefix
+    return None
+
+
 def is_sequential_export(state: dict[str, torch.Tensor]) -> bool:
-    """Keys like ``backbone.0.weight`` or ``0.weight``: an ``nn.Sequential`` of a network's children."""
-    def idx(k: str) -> str:
-        k = k[len("backbone."):] if k.startswith("backbone.") else k
-        return k.split(".", 1)[0]
-    return bool(state) and all(idx(k).isdigit() for k in state)
+    """Keys like ``backbone.0.weight``, ``features.0.weight`` or ``0.weight``: a Sequential of children."""
+    return sequential_prefix(state) is not None
 
 
 def _sequential_candidates(model: torch.nn.Module) -> list[list[str]]:
@@ -220,13 +237,18 @@ def _sequential_candidates(model: torch.nn.Module) -> list[list[str]]:
 
 
 def map_sequential(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str]:
-    """Rename ``backbone.N.rest`` keys to the target network's module names, choosing the best fit."""
+    """Rename ``PREFIX.N.rest`` keys to the target network's module names, choosing the best fit; head
+    keys (``fc.*``) are kept as they are."""
     model_state = model.state_dict()
+    prefix = sequential_prefix(state) or ""
     best: tuple[int, dict[str, torch.Tensor], str] = (-1, state, "")
     for names in _sequential_candidates(model):
         out = {}
         for k, v in state.items():
-            k2 = k[len("backbone."):] if k.startswith("backbone.") else k
+            if k.startswith(SEQUENTIAL_HEADS):
+                out[k] = v
+                continue
+            k2 = k[len(prefix):]
             i, _, rest = k2.partition(".")
             idx = int(i)
             new = f"{names[idx]}.{rest}" if idx < len(names) else k
@@ -315,8 +337,10 @@ def convert_tensor_file(path: Path, arch: str, model: torch.nn.Module) -> Conver
         notes.append("prefix removed: " + " ".join(removed))
     fmt = "safetensors" if container == "safetensors" else "torch state_dict"
     if is_sequential_export(state):
+        prefix = sequential_prefix(state)
         state, how = map_sequential(state, model)
-        fmt = "RadImageNet PyTorch export (nn.Sequential)"
+        fmt = ("MONAI TorchVisionFCModel (features.N, nn.Sequential)" if prefix == "features."
+               else "RadImageNet PyTorch export (nn.Sequential)")
         notes.append(f"Sequential indices mapped to module names ({how}, ...)")
     state = fix_densenet_legacy(state)
     state, n_folded = fold_conv_biases(state, model.state_dict())
@@ -325,46 +349,9 @@ def convert_tensor_file(path: Path, arch: str, model: torch.nn.Module) -> Conver
     if keras:
         fmt = "Keras-converted state_dict (conv biases)"
         notes.append(f"{n_folded} conv biases folded into the following BatchNorm running_mean")
-        if arch in ("resnet50", "densenet121"):
+        spec = archs.arch(arch).keras
+        if spec is not None and spec.conversion in ("pairs", "layers"):  # Keras's named-layer applications
             layout = "keras"
             notes.append("Keras layout: BatchNorm eps 1.001e-5" + (", stride 2 on the first 1x1 conv of stages 3-5"
                                                                    if arch == "resnet50" else ""))
     return Converted(state=state, format=fmt, layout=layout, notes=notes, keras_origin=keras)
-
-
-def read_weights(path: Path, arch: str, model: torch.nn.Module) -> Converted:
-    """Detect the format of ``path`` and convert it for ``model`` (a timm ``arch`` backbone)."""
-    if detect_container(path) == "keras-h5":
-        from thyro.models.weights.keras_h5 import convert_keras_h5
-
-        return convert_keras_h5(path, arch)
-    return convert_tensor_file(path, arch, model)
-
-
-def guess_arch(state: dict[str, torch.Tensor]) -> str | None:
-    """Architecture a state dict (timm names) most likely belongs to, or a description of it."""
-    keys = set(state)
-
-    def has(prefix: str) -> bool:
-        return any(k.startswith(prefix) for k in keys)
-
-    if has("conv2d_7b.") or has("block8."):
-        return "inception_resnet_v2"
-    if has("Mixed_7c."):
-        return "inception_v3"
-    if has("features.denseblock"):
-        n4 = {k.split(".")[3] for k in keys if k.startswith("features.denseblock4.")}
-        n3 = {k.split(".")[3] for k in keys if k.startswith("features.denseblock3.")}
-        if len(n3) == 24 and len(n4) == 16:
-            return "densenet121"
-        return f"a DenseNet (block3 {len(n3)} layers, block4 {len(n4)} layers), not densenet121"
-    if has("layer4."):
-        bottleneck = has("layer1.0.conv3.")
-        n3 = {k.split(".")[1] for k in keys if k.startswith("layer3.")}
-        if not bottleneck and len(n3) == 2:
-            return "resnet18"
-        if bottleneck and len(n3) == 6:
-            return "resnet50"
-        return f"a ResNet with {len(n3)} blocks in layer3 ({'bottleneck' if bottleneck else 'basic'}), " \
-               "not resnet18/resnet50"
-    return None

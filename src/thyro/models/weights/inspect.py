@@ -12,12 +12,14 @@ import torch
 
 from thyro.errors import WeightsError
 from thyro.models.backbones import ARCHS, check_arch
+from thyro.models import archs
 from thyro.models.weights.formats import (
+    SEQUENTIAL_HEADS,
     detect_container,
     fix_densenet_legacy,
-    guess_arch,
     is_sequential_export,
     read_tensor_file,
+    sequential_prefix,
     strip_prefixes,
     thyro_metadata,
 )
@@ -52,25 +54,17 @@ def tensor_stats(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def guess_sequential_arch(state: dict[str, torch.Tensor]) -> str | None:
-    """Architecture of an ``nn.Sequential`` export, from the module names below the indices."""
-    rest = {k.split(".", 2)[2] if k.startswith("backbone.") else k.split(".", 1)[1] for k in state}
-    rest = {r for r in rest if "." in r}
-    if any("denselayer" in r for r in rest):
-        return "densenet121" if any("denselayer24." in r for r in rest) else None
-    if any(r.startswith("branch7x7") for r in rest):
-        return "inception_v3"
-    blocks = {k.split(".")[2] for k in state if k.startswith("backbone.6.")}
-    if any(r.startswith("0.conv3.") for r in rest):
-        return "resnet50" if len(blocks) == 6 else None
-    if any(r.startswith("0.conv2.") for r in rest):
-        return "resnet18" if len(blocks) == 2 else None
-    return None
+    """Architecture of an ``nn.Sequential`` export, from the module names below its indices."""
+    prefix = sequential_prefix(state) or ""
+    body = {k[len(prefix):] for k in state if k.startswith(prefix) and not k.startswith(SEQUENTIAL_HEADS)}
+    rest = {r.split(".", 1)[1] for r in body if "." in r}
+    return archs.recognise_sequential({r for r in rest if "." in r}, {f"backbone.{r}" for r in body})
 
 
 def inspect_weights(path: str | Path, arch: str | None = None) -> dict[str, Any]:
     """Describe a weight file; with ``arch`` (or a confident guess) also its coverage for that backbone."""
     from thyro.models.model import build_backbone_for
-    from thyro.models.weights.formats import read_weights
+    from thyro.models.weights.read import read_weights
     from thyro.models.weights.report import load_checked
 
     path = Path(path)
@@ -110,7 +104,7 @@ def inspect_weights(path: str | Path, arch: str | None = None) -> dict[str, Any]
                 out["arch_guess"] = guess_sequential_arch(state)
             else:
                 state = fix_densenet_legacy(state)
-                out["arch_guess"] = guess_arch(state)
+                out["arch_guess"] = archs.recognise_state(set(state))
                 if any(k.endswith(".bias") and state.get(k[:-5] + ".weight", torch.empty(0)).ndim == 4 for k in state):
                     out["format"] = "Keras-converted state_dict (conv biases)"
         out["stats"] = tensor_stats(state)

@@ -29,12 +29,9 @@ import numpy as np
 import torch
 
 from thyro.errors import WeightsError
-from thyro.models.backbones import KERAS_BN_EPS
+from thyro.models import archs
+from thyro.models.archs import KERAS_BN_EPS
 from thyro.models.weights.formats import Converted
-
-KERAS_SUPPORTED = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
-RESNET50_BLOCKS = {2: 3, 3: 4, 4: 6, 5: 3}
-DENSENET121_BLOCKS = {2: 6, 3: 12, 4: 24, 5: 16}
 
 
 def _decode(names) -> list[str]:
@@ -89,50 +86,8 @@ def read_keras_h5(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], str]:
 
 
 def guess_keras_arch(layers: dict) -> str | None:
-    """Which Keras application the layer names belong to."""
-    names = set(layers)
-    if "conv2_block1_0_conv" in names or "conv1_conv" in names:
-        n4 = sum(1 for n in names if n.startswith("conv4_block") and n.endswith("_1_conv"))
-        return "resnet50" if n4 == 6 else f"a Keras ResNet with {n4} blocks in stage 4 (not ResNet50)"
-    if "conv1/conv" in names or "conv2_block1_1_conv" in names:
-        n4 = sum(1 for n in names if n.startswith("conv4_block") and n.endswith("_1_conv"))
-        return "densenet121" if n4 == 24 else f"a Keras DenseNet with {n4} layers in block 3 (not DenseNet121)"
-    if "conv_7b" in names or "block8_1_conv" in names:
-        return "inception_resnet_v2"
-    n_conv = len(_numbered(layers, "conv2d"))
-    if n_conv == 94:
-        return "inception_v3"
-    if n_conv:
-        return f"a Keras network with {n_conv} auto-numbered conv2d layers (InceptionV3 has 94)"
-    return None
-
-
-def resnet50_map() -> list[tuple[str, str, str, str]]:
-    """``(keras conv, keras bn, timm conv, timm bn)`` for every conv of Keras's ResNet50."""
-    out = [("conv1_conv", "conv1_bn", "conv1", "bn1")]
-    for stage, n in RESNET50_BLOCKS.items():
-        for b in range(1, n + 1):
-            k, t = f"conv{stage}_block{b}", f"layer{stage - 1}.{b - 1}"
-            if b == 1:
-                out.append((f"{k}_0_conv", f"{k}_0_bn", f"{t}.downsample.0", f"{t}.downsample.1"))
-            for i in (1, 2, 3):
-                out.append((f"{k}_{i}_conv", f"{k}_{i}_bn", f"{t}.conv{i}", f"{t}.bn{i}"))
-    return out
-
-
-def densenet121_map() -> list[tuple[str, str, str]]:
-    """``(keras layer, kind, timm module)`` for every weighted layer of Keras's DenseNet121."""
-    out = [("conv1/conv", "conv", "features.conv0"), ("conv1/bn", "bn", "features.norm0")]
-    for stage, n in DENSENET121_BLOCKS.items():
-        for b in range(1, n + 1):
-            k, t = f"conv{stage}_block{b}", f"features.denseblock{stage - 1}.denselayer{b}"
-            out += [(f"{k}_0_bn", "bn", f"{t}.norm1"), (f"{k}_1_conv", "conv", f"{t}.conv1"),
-                    (f"{k}_1_bn", "bn", f"{t}.norm2"), (f"{k}_2_conv", "conv", f"{t}.conv2")]
-        if stage < 5:
-            out += [(f"pool{stage}_bn", "bn", f"features.transition{stage - 1}.norm"),
-                    (f"pool{stage}_conv", "conv", f"features.transition{stage - 1}.conv")]
-    out.append(("bn", "bn", "features.norm5"))
-    return out
+    """Which Keras application the layer names belong to (the architecture table's recognisers)."""
+    return archs.recognise_keras(set(layers))
 
 
 def _numbered(layers: dict, base: str) -> list[str]:
@@ -174,23 +129,24 @@ def _auto_numbered_state(path: Path, layers: dict, arch: str, modules: list[str]
     return state, set(convs) | set(bns)
 
 
-def _inception_v3_state(path: Path, layers: dict) -> tuple[dict[str, torch.Tensor], set[str]]:
-    return _auto_numbered_state(path, layers, "inception_v3", conv_bn_modules("inception_v3"))
+def _numbered_state(path: Path, layers: dict, arch: str, spec) -> tuple[dict[str, torch.Tensor], set[str], list[str]]:
+    """Auto-numbered conv2d/batch_normalization pairs in creation order (InceptionV3)."""
+    state, used = _auto_numbered_state(path, layers, arch, conv_bn_modules(arch))
+    return state, used, ["auto-numbered conv2d/batch_normalization layers matched to timm modules in creation order",
+                         "Keras layout: average pooling before branch_pool excludes the padding (TensorFlow 'same')"]
 
 
-IRV2_BLOCKS = (("block35", 10, "repeat"), ("block17", 20, "repeat_1"), ("block8", 9, "repeat_2"))
-
-
-def _inception_resnet_v2_state(path: Path, layers: dict) -> tuple[dict[str, torch.Tensor], set[str]]:
-    modules = [m for m in conv_bn_modules("inception_resnet_v2") if m != "conv2d_7b"]
-    state, used = _auto_numbered_state(path, layers, "inception_resnet_v2", modules)
+def _numbered_named_state(path: Path, layers: dict, arch: str, spec) -> tuple[dict[str, torch.Tensor], set[str],
+                                                                                  list[str]]:
+    """Auto-numbered pairs plus named layers: InceptionResNetV2's last block and residual up-projections."""
+    modules = [m for m in conv_bn_modules(arch) if m != "conv2d_7b"]
+    state, used = _auto_numbered_state(path, layers, arch, modules)
     named = [("conv_7b", "conv_7b_bn", "conv2d_7b")]
     missing = [n for n in ("conv_7b", "conv_7b_bn") if n not in layers]
-    up = [(f"{block}_{i}_conv", f"{seq}.{i - 1}.conv2d") for block, n, seq in IRV2_BLOCKS for i in range(1, n + 1)]
-    up.append(("block8_10_conv", "block8.conv2d"))
+    up = spec.layer_map()
     missing += [k for k, _ in up if k not in layers]
     if missing:
-        raise _missing_error(path, "inception_resnet_v2", missing, layers)
+        raise _missing_error(path, arch, missing, layers)
     for kconv, kbn, module in named:
         w = _conv(layers[kconv])
         state[f"{module}.conv.weight"] = w
@@ -202,7 +158,56 @@ def _inception_resnet_v2_state(path: Path, layers: dict) -> tuple[dict[str, torc
             raise WeightsError(f"{path}: layer {kconv} has no bias; Keras's InceptionResNetV2 has one there.")
         state[f"{module}.bias"] = torch.from_numpy(np.asarray(layers[kconv]["bias"], dtype=np.float32))
         used.add(kconv)
-    return state, used
+    return state, used, ["auto-numbered conv2d/batch_normalization layers matched to timm modules in creation order"]
+
+
+def _pairs_state(path: Path, layers: dict, arch: str, spec) -> tuple[dict[str, torch.Tensor], set[str], list[str]]:
+    """Named conv + BatchNorm pairs (ResNet50); conv biases folded into the BatchNorm."""
+    table = spec.layer_map()
+    missing = [n for row in table for n in row[:2] if n not in layers]
+    if missing:
+        raise _missing_error(path, arch, missing, layers)
+    state: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    n_bias = 0
+    for kconv, kbn, tconv, tbn in table:
+        w = _conv(layers[kconv])
+        bn = _bn(layers[kbn], tbn, w.shape[0])
+        if "bias" in layers[kconv]:
+            bn[f"{tbn}.running_mean"] = bn[f"{tbn}.running_mean"] - torch.from_numpy(
+                np.asarray(layers[kconv]["bias"], dtype=np.float32))
+            n_bias += 1
+        state[f"{tconv}.weight"] = w
+        state.update(bn)
+        used.update((kconv, kbn))
+    return state, used, [f"{n_bias} conv biases folded into the following BatchNorm running_mean",
+                         "Keras layout: BatchNorm eps 1.001e-5, stride 2 on the first 1x1 conv of stages 3-5 (ResNet v1)"]
+
+
+def _layers_state(path: Path, layers: dict, arch: str, spec) -> tuple[dict[str, torch.Tensor], set[str], list[str]]:
+    """Named layers of a kind (DenseNet121): convolutions without bias, BatchNorms."""
+    table = spec.layer_map()
+    missing = [k for k, _, _ in table if k not in layers]
+    if missing:
+        raise _missing_error(path, arch, missing, layers)
+    state: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for kname, kind, tname in table:
+        arrays = layers[kname]
+        if kind == "conv":
+            if "bias" in arrays:
+                raise WeightsError(f"{path}: layer {kname} has a conv bias; Keras's {arch} has none there.")
+            state[f"{tname}.weight"] = _conv(arrays)
+        else:
+            n = len(next(iter(arrays.values())))
+            state.update(_bn(arrays, tname, n))
+        used.add(kname)
+    return state, used, [f"Keras layout: BatchNorm eps {KERAS_BN_EPS}"]
+
+
+#: The converter of each of the architecture table's Keras conversion strategies.
+_STRATEGIES = {"pairs": _pairs_state, "layers": _layers_state, "numbered": _numbered_state,
+               "numbered+named": _numbered_named_state}
 
 
 def _is_dense(arrays: dict[str, np.ndarray]) -> bool:
@@ -233,59 +238,19 @@ def _missing_error(path: Path, arch: str, missing: list[str], layers: dict) -> W
 
 
 def convert_keras_h5(path: Path, arch: str) -> Converted:
-    """Convert a Keras ResNet50/DenseNet121 HDF5 file to timm names (see the module docstring)."""
+    """Convert a Keras HDF5 file of ``arch`` to timm names (see the module docstring)."""
     layers, layout = read_keras_h5(path)
-    if arch not in KERAS_SUPPORTED:
+    supported = archs.keras_archs()
+    row = archs.ARCH_TABLE.get(arch)
+    if row is None or row.keras is None:
         guess = guess_keras_arch(layers)
         hint = f"; the file looks like {guess}" if guess else ""
         raise WeightsError(
-            f"{path}: Keras HDF5 weights are converted for {', '.join(KERAS_SUPPORTED)} only, not {arch}{hint}. "
+            f"{path}: Keras HDF5 weights are converted for {', '.join(supported)} only, not {arch}{hint}. "
             "Set the arm's backbone to the file's architecture, or use a PyTorch export of these weights "
             "(e.g. RadImageNet's, keys backbone.N.*).")
-    state: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    notes = [f"Keras HDF5 ({layout} layout), kernels HWIO -> OIHW"]
-    if arch == "resnet50":
-        table = resnet50_map()
-        missing = [n for row in table for n in row[:2] if n not in layers]
-        if missing:
-            raise _missing_error(path, arch, missing, layers)
-        n_bias = 0
-        for kconv, kbn, tconv, tbn in table:
-            w = _conv(layers[kconv])
-            bn = _bn(layers[kbn], tbn, w.shape[0])
-            if "bias" in layers[kconv]:
-                bn[f"{tbn}.running_mean"] = bn[f"{tbn}.running_mean"] - torch.from_numpy(
-                    np.asarray(layers[kconv]["bias"], dtype=np.float32))
-                n_bias += 1
-            state[f"{tconv}.weight"] = w
-            state.update(bn)
-            used.update((kconv, kbn))
-        notes.append(f"{n_bias} conv biases folded into the following BatchNorm running_mean")
-        notes.append("Keras layout: BatchNorm eps 1.001e-5, stride 2 on the first 1x1 conv of stages 3-5 (ResNet v1)")
-    elif arch == "inception_resnet_v2":
-        state, used = _inception_resnet_v2_state(path, layers)
-        notes.append("auto-numbered conv2d/batch_normalization layers matched to timm modules in creation order")
-    elif arch == "inception_v3":
-        state, used = _inception_v3_state(path, layers)
-        notes.append("auto-numbered conv2d/batch_normalization layers matched to timm modules in creation order")
-        notes.append("Keras layout: average pooling before branch_pool excludes the padding (TensorFlow 'same')")
-    else:
-        table = densenet121_map()
-        missing = [k for k, _, _ in table if k not in layers]
-        if missing:
-            raise _missing_error(path, arch, missing, layers)
-        for kname, kind, tname in table:
-            arrays = layers[kname]
-            if kind == "conv":
-                if "bias" in arrays:
-                    raise WeightsError(f"{path}: DenseNet layer {kname} has a conv bias; Keras DenseNet121 has none.")
-                state[f"{tname}.weight"] = _conv(arrays)
-            else:
-                n = len(next(iter(arrays.values())))
-                state.update(_bn(arrays, tname, n))
-            used.add(kname)
-        notes.append(f"Keras layout: BatchNorm eps {KERAS_BN_EPS}")
+    state, used, steps = _STRATEGIES[row.keras.conversion](path, layers, arch, row.keras)
+    notes = [f"Keras HDF5 ({layout} layout), kernels HWIO -> OIHW", *steps]
     extra = [n for n in layers if n not in used]
     unexpected = [n for n in extra if not _is_dense(layers[n])]
     if unexpected:
@@ -295,9 +260,5 @@ def convert_keras_h5(path: Path, arch: str) -> Converted:
                            f"in it, first: {', '.join(unexpected[:5])}.{hint}")
     if extra:
         notes.append(f"{len(extra)} Keras dense layer(s) not used (classification top): {', '.join(extra[:3])}")
-    from thyro.models.weights.sources import keras_input_spec
-
-    # timm's InceptionResNetV2 is a TensorFlow port already: it computes what Keras does as it is.
-    model_layout = "timm" if arch == "inception_resnet_v2" else "keras"
-    return Converted(state=state, format=f"Keras HDF5 ({layout})", layout=model_layout, input_spec=keras_input_spec(arch),
-                     arch=arch, notes=notes, keras_origin=True)
+    return Converted(state=state, format=f"Keras HDF5 ({layout})", layout="keras" if row.keras.layout else "timm",
+                     input_spec=row.keras_input_spec(), arch=arch, notes=notes, keras_origin=True)

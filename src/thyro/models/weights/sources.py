@@ -24,34 +24,13 @@ from typing import Any
 from thyro.errors import ConfigError, WeightsError
 from thyro.fileio import sha256_file
 from thyro.models.adapter import InputSpec
-from thyro.models.backbones import NATIVE_SIZE, check_arch
+from thyro.models import archs
+from thyro.models.backbones import check_arch
 
 KINDS = ("none", "imagenet", "radimagenet", "file")
 #: What each kind of source stands for in a study's comparisons.
 ROLES = {"none": "scratch", "imagenet": "imagenet", "radimagenet": "radimagenet", "file": "pretrained"}
 
-#: torchvision ImageNet files (the 8 hex digits are the start of the file's SHA-256).
-TORCHVISION_FILES: dict[str, list[str]] = {
-    "resnet18": ["resnet18-f37072fd.pth"],
-    "resnet50": ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
-    "densenet121": ["densenet121-a639ec97.pth"],
-    "inception_v3": ["inception_v3_google-0cc3c7bd.pth"],
-    "inception_resnet_v2": [],
-}
-TORCHVISION_CALL: dict[str, str] = {
-    "resnet18": 'torchvision.models.resnet18(weights="IMAGENET1K_V1")',
-    "resnet50": 'torchvision.models.resnet50(weights="IMAGENET1K_V1")',
-    "densenet121": 'torchvision.models.densenet121(weights="IMAGENET1K_V1")',
-    "inception_v3": 'torchvision.models.inception_v3(weights="IMAGENET1K_V1")',
-}
-#: timm pretrained tags searched in the Hugging Face cache, in order of preference.
-TIMM_TAGS: dict[str, list[str]] = {
-    "resnet18": ["resnet18.tv_in1k", "resnet18.a1_in1k"],
-    "resnet50": ["resnet50.tv_in1k", "resnet50.a1_in1k", "resnet50.tv2_in1k"],
-    "densenet121": ["densenet121.tv_in1k", "densenet121.ra_in1k"],
-    "inception_v3": ["inception_v3.tv_in1k", "inception_v3.tf_in1k"],
-    "inception_resnet_v2": ["inception_resnet_v2.tf_in1k"],
-}
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
 RADIMAGENET_HELP = ("RadImageNet weights may not be redistributed: request them from the official release "
                     "(https://github.com/BMEII-AI/RadImageNet, RadImageNet-<Arch>_notop.h5, or its PyTorch export) "
@@ -91,7 +70,7 @@ def _hf_snapshot_files(tag: str) -> list[Path]:
 
 def check_torchvision_hash(path: Path) -> None:
     """Check the SHA-256 prefix a torchvision file name carries (``resnet18-f37072fd.pth``)."""
-    known = {name for names in TORCHVISION_FILES.values() for name in names}
+    known = {name for row in archs.ARCH_TABLE.values() for name in row.torchvision_files}
     m = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
     if not m or path.name not in known:
         return
@@ -181,31 +160,14 @@ class WeightSource:
 
     def default_input_spec(self, arch: str, conv: Any = None, path: Path | None = None) -> InputSpec:
         """Preprocessing the source declares for ``arch`` when the file itself says nothing."""
-        size = NATIVE_SIZE[check_arch(arch)]
+        row = archs.arch(arch)
         keras = self.kind == "radimagenet" or (conv is not None and getattr(conv, "keras_origin", False))
         if keras:
-            return keras_input_spec(arch)
+            return row.keras_input_spec()
         tag = imagenet_tag_of(path) if path is not None else None
         if tag:
             return timm_input_spec(tag)
-        if arch in ("inception_v3", "inception_resnet_v2"):
-            # torchvision's Inception-v3 (transform_input) and timm's tf ports both take (x - 0.5) / 0.5.
-            return InputSpec.inception(size)
-        return InputSpec.imagenet(size)
-
-
-def keras_input_spec(arch: str) -> InputSpec:
-    """What Keras's ``preprocess_input`` did for the architecture (RadImageNet was trained this way).
-
-    ResNet50: Caffe style (BGR, mean subtraction).  DenseNet121: ImageNet mean/std.
-    InceptionV3/InceptionResNetV2: ``(x - 0.5) / 0.5``.
-    """
-    size = NATIVE_SIZE[check_arch(arch)]
-    if arch == "resnet50":
-        return InputSpec.caffe_bgr(size)
-    if arch in ("inception_v3", "inception_resnet_v2"):
-        return InputSpec.inception(size)
-    return InputSpec.imagenet(size)
+        return row.imagenet_input_spec()
 
 
 def timm_input_spec(tag: str) -> InputSpec:
@@ -221,8 +183,9 @@ def timm_input_spec(tag: str) -> InputSpec:
 def imagenet_places(arch: str) -> list[tuple[Path, str | None]]:
     """Every file the ImageNet lookup tries for ``arch``: ``(path, timm tag or None)``."""
     ckpt = torch_checkpoint_dir()
-    places: list[tuple[Path, str | None]] = [(ckpt / name, None) for name in TORCHVISION_FILES[arch]]
-    for tag in TIMM_TAGS[arch]:
+    row = archs.arch(arch)
+    places: list[tuple[Path, str | None]] = [(ckpt / name, None) for name in row.torchvision_files]
+    for tag in row.timm_tags:
         files = _hf_snapshot_files(tag)
         if files:
             places.extend((f, tag) for f in files)
@@ -254,10 +217,11 @@ def imagenet_missing_message(arch: str, looked: list[Path]) -> str:
     lines += [f"  - {p}" for p in looked]
     lines.append("Get them on a machine with internet, then copy the file here:")
     ckpt = torch_checkpoint_dir()
-    if arch in TORCHVISION_CALL:
-        lines.append(f'  python -c \'import torchvision; torchvision.models.{TORCHVISION_CALL[arch].split("models.")[1]}\'')
-        lines.append(f"  then copy ~/.cache/torch/hub/checkpoints/{TORCHVISION_FILES[arch][0]} to {ckpt}/")
-    tag = TIMM_TAGS[arch][-1 if arch != "inception_resnet_v2" else 0]
+    row = archs.arch(arch)
+    if row.torchvision_call:
+        lines.append(f'  python -c \'import torchvision; torchvision.models.{row.torchvision_call.split("models.")[1]}\'')
+        lines.append(f"  then copy ~/.cache/torch/hub/checkpoints/{row.torchvision_files[0]} to {ckpt}/")
+    tag = row.timm_tags[-1]
     lines.append(f"  or: HF_HUB_OFFLINE=0 python -c \"import timm; timm.create_model('{tag}', pretrained=True)\"")
     lines.append(f"  then copy ~/.cache/huggingface/hub/models--timm--{tag} to {hf_hub_cache()}/")
     lines.append("  or put the file anywhere and name it: weights: {imagenet: PATH}")
