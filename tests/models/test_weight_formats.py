@@ -236,3 +236,25 @@ def test_layout_override_for_keras_trained_exports(tmp_path):
     assert any("layout 'keras' requested" in n for n in report.notes)
     with pytest.raises(ConfigError, match="layout"):
         build_model("resnet18", "none", layout="keras")
+
+
+def test_monai_torchvision_fc_model_layout_loads(tmp_path):
+    """MONAI's TorchVisionFCModel keeps a torchvision network's children as ``features.N`` and its own ``fc``."""
+    import torchvision
+
+    from thyro.models import build_model
+    from thyro.models.weights.inspect import inspect_weights
+
+    tv = torchvision.models.resnet18(weights=None)
+    children = list(tv.named_children())[:-2]  # conv1 ... layer4 (MONAI drops avgpool and fc)
+    state = {}
+    for i, (_, child) in enumerate(children):
+        state.update({f"features.{i}.{k}": v for k, v in child.state_dict().items()})
+    state["fc.weight"], state["fc.bias"] = torch.zeros(2, 512), torch.zeros(2)
+    path = tmp_path / "monai.pt"
+    torch.save({"model": state}, path)
+    model, report = build_model("resnet18", f"file:{path}")
+    assert "MONAI" in report.format and not report.missing and not report.unexpected
+    assert report.head_reinitialised and len(report.loaded) == 100
+    assert torch.equal(model.backbone.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)
+    assert inspect_weights(path)["arch_guess"] == "resnet18"
