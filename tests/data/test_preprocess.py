@@ -109,7 +109,7 @@ def test_inpaint_marks_removes_green_calipers():
     rgb[40, 20:60] = (0, 255, 0)
     rgb[20:60, 40] = (0, 255, 0)
     assert mark_mask(rgb).sum() >= 79
-    base = PreprocessConfig(size=80, remove_frame=False)
+    base = PreprocessConfig(size=80, remove_frame=False, inpaint_marks=False)
     plain = Preprocessor(base)(rgb)
     cleaned = Preprocessor(base.model_copy(update={"inpaint_marks": True}))(rgb)
     assert plain[40, 20:60].mean() > 140  # the cross shows through as bright gray
@@ -247,7 +247,7 @@ def test_preview_sheet_writes_a_png(tmp_path):
     path = write_manifest(man.df, tmp_path / "manifest.csv", root=tmp_path)
     out = preview_sheet(path, tmp_path / "sheet.png", PreprocessConfig(size=64), n=10, cell=64)
     with Image.open(out) as sheet:
-        assert sheet.size == (2 * 2 * 64 + 8, 2 * (64 + 28))
+        assert sheet.size == (2 * 2 * 64 + 8, 2 * (64 + 30))
         arr = np.asarray(sheet.convert("RGB"))
     assert ((arr[..., 1] > 200) & (arr[..., 0] < 80)).any()  # the green ROI outline is drawn
     assert not list(tmp_path.glob(".sheet.png*"))  # no temporary left behind

@@ -61,12 +61,16 @@ class LoadedImage:
         ``"DICOM <PhotometricInterpretation>"``.
     size : tuple of int
         ``(width, height)`` of the full frame before any crop.
+    region : bool
+        True when ``pixels`` are the file's DICOM ultrasound region (0018,6011): the tissue image,
+        as the scanner itself says (preprocessing then needs no scan-area detection).
     """
 
     pixels: np.ndarray
     origin: tuple[int, int] = (0, 0)
     source_mode: str = ""
     size: tuple[int, int] = (0, 0)
+    region: bool = False
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -109,13 +113,14 @@ def load_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False, 
         raise ImageReadError(f"{path}: image file not found.")
     if frame < 0:
         raise ImageReadError(f"{path}: frame must be >= 0, got {frame}.")
+    region = False
     if is_dicom(path):
-        arr, origin, mode, size = _read_dicom(path, frame, us_region)
+        arr, origin, mode, size, region = _read_dicom(path, frame, us_region)
     else:
         arr, mode = _read_pillow(path, frame)
         origin, size = (0, 0), (arr.shape[1], arr.shape[0])
     arr = to_rgb(arr) if color else to_gray(arr)
-    return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size)
+    return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size, region=region)
 
 
 def read_gray(path: str | os.PathLike, frame: int = 0) -> np.ndarray:
@@ -213,7 +218,8 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # DICOM
 
-def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tuple[int, int], str, tuple[int, int]]:
+def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tuple[int, int], str, tuple[int, int],
+                                                                 bool]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -240,14 +246,14 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
         arr = arr[0]
     out = _dicom_to_uint8(arr, ds, photometric, path)
     height, width = out.shape[:2]
-    origin = (0, 0)
+    origin, region = (0, 0), False
     if us_region:
         box = ultrasound_region(ds, width, height)
         if box is not None:
             x0, y0, x1, y1 = box
             out = out[y0:y1, x0:x1]
-            origin = (x0, y0)
-    return out, origin, f"DICOM {photometric}", (width, height)
+            origin, region = (x0, y0), True
+    return out, origin, f"DICOM {photometric}", (width, height), region
 
 
 def _dicom_pixels(ds, path: Path, index: int | None) -> np.ndarray:

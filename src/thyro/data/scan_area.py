@@ -1,0 +1,218 @@
+"""The scan area of an ultrasound frame: where the tissue image is, found from the screen's layout.
+
+A scanner screen is a tissue image (a rectangle for linear probes, a fan for convex and phased
+ones) on a uniform background that holds the user interface: settings text, depth scales,
+gray-scale bars, body-mark icons, logos.  Exports differ: some keep the whole screen (black border
+with text around the image), some are cropped by the scanner or by hand to the image itself (no
+border at all, the depth scale drawn over the tissue), and the deep part of the field of view is
+often as dark as the background.  The detector therefore does not look for "a black border"; it
+decides, side by side, whether anything beyond the tissue is user interface, and cuts only then.
+
+Method (classical, a few OpenCV passes; about a millisecond per 560 x 360 frame):
+
+1. **Background level**: the most frequent gray level among the dark levels (0..47) of the frame:
+   the UI background (0 on most scanners, 1-3 on some JPEG exports).
+2. **Occupancy**: a pixel is *content* when it differs from the background by more than
+   ``tolerance``.  The fraction of content pixels in a window of about 2.5% of the image side is
+   the occupancy.  Tissue, even dark tissue above the noise floor, has occupancy near 1 (speckle
+   fills every pixel); text, scale ticks, dots and icons are thin strokes on background, with
+   occupancy well under 1/2.
+3. **Tissue core**: occupancy >= 1/2, opened with a square of about 3% of the side, which removes
+   whatever is thinner (text, ticks, gray-scale bars, icons drawn in lines).  The core is the
+   largest connected region, merged with large regions beside it on the same rows (dual views
+   split by a dark line).  A core under ``min_area`` of the frame means the layout was not
+   understood: the whole frame is used, with a warning.
+4. **Each side of the core's box**, top, bottom, left and right, is then checked for what lies
+   beyond it:
+
+   * a **sharp edge** (content falls from the core's level to almost nothing within a few lines) is
+     the border of the tissue image: the box stops there;
+   * a **soft edge** (content thins out gradually: dark deep tissue, acoustic shadowing, a
+     hypoechoic muscle) is tissue continuing at a low level: the box extends to the image edge,
+     unless, past the last content, an empty gap separates it from more content (text or a scale
+     in a border band): then it stops at the last content before the gap.
+
+   So tissue is never cut for being dark, and a border band is cut only when it is uniform
+   background where the tissue has a crisp edge, which is what a scanner's image area looks like.
+
+The DICOM Sequence of Ultrasound Regions (0018,6011), when a file has one, says where the tissue
+image is; :mod:`thyro.data.readers` crops to it before any of this and the detector is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.ndimage import median_filter
+
+Box = tuple[int, int, int, int]
+
+#: Scan-area methods a :class:`ScanArea` can report.
+METHODS = ("layout", "whole-image", "dicom-region", "off")
+
+
+@dataclass(frozen=True)
+class ScanArea:
+    """Where the tissue image lies in a frame.
+
+    Attributes
+    ----------
+    box : (x0, y0, x1, y1)
+        Exclusive ends, in the pixels handed to the detector.
+    method : str
+        ``"layout"`` (found by :func:`find_scan_area`), ``"whole-image"`` (no border found, or the
+        layout was not understood: see ``warning``), ``"dicom-region"`` (the file's ultrasound
+        region) or ``"off"`` (detection switched off).
+    warning : str
+        Empty, or why the whole image was used although a border may be present.
+    """
+
+    box: Box
+    method: str = "layout"
+    warning: str = ""
+
+
+def background_level(gray: np.ndarray) -> int:
+    """The UI background's gray level: the most frequent level among 0..47 (0 when none is dark)."""
+    hist = cv2.calcHist([gray], [0], None, [48], [0, 48]).ravel()
+    return int(np.argmax(hist)) if hist.sum() > 0 else 0
+
+
+def _odd(v: float, lo: int = 3) -> int:
+    return max(lo, int(round(v)) | 1)
+
+
+def _core_box(core: np.ndarray, min_area: float) -> tuple[Box | None, np.ndarray | None]:
+    """The largest region of ``core``, merged with large regions beside it on the same rows."""
+    h, w = core.shape
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
+    if n <= 1:
+        return None, None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    best = 1 + int(np.argmax(areas))
+    if stats[best, cv2.CC_STAT_AREA] < min_area * h * w:
+        return None, None
+    members = [best]
+    x0, y0 = int(stats[best, 0]), int(stats[best, 1])
+    x1, y1 = x0 + int(stats[best, 2]), y0 + int(stats[best, 3])
+    changed = True
+    while changed:  # dual views: two images side by side split by a thin dark line
+        changed = False
+        for j in range(1, n):
+            if j in members or stats[j, cv2.CC_STAT_AREA] < 0.2 * stats[best, cv2.CC_STAT_AREA]:
+                continue
+            jx0, jy0, jw, jh = (int(v) for v in stats[j, :4])
+            overlap = min(y1, jy0 + jh) - max(y0, jy0)
+            gap = max(jx0 - x1, x0 - (jx0 + jw))
+            if overlap >= 0.5 * min(jh, y1 - y0) and gap <= 0.05 * w:
+                members.append(j)
+                x0, y0, x1, y1 = min(x0, jx0), min(y0, jy0), max(x1, jx0 + jw), max(y1, jy0 + jh)
+                changed = True
+    return (x0, y0, x1, y1), np.isin(labels, members)
+
+
+def _run_ends(lines: np.ndarray, start: int, depth: int) -> np.ndarray:
+    """Per position along a side, where the content run through line ``start`` ends (-1: no run).
+
+    ``lines`` is a boolean content map with one line per row, ordered from the core outward.  The
+    run ends before the first ``depth`` consecutive lines without content.
+    """
+    n, m = lines.shape
+    ends = np.full(m, -1, dtype=np.int64)
+    alive = lines[start].copy()
+    ends[alive] = n
+    empty_run = np.zeros(m, dtype=np.int64)
+    last = np.full(m, start, dtype=np.int64)
+    for i in range(start + 1, n):
+        row = lines[i]
+        empty_run = np.where(row, 0, empty_run + 1)
+        last = np.where(row & alive, i, last)
+        stopped = alive & (empty_run >= depth)
+        ends[stopped] = last[stopped] + 1
+        alive &= ~stopped
+        if not alive.any():
+            break
+    return ends
+
+
+def _side_end(lines: np.ndarray, end: int, band: int, depth: int = 2) -> tuple[int, float]:
+    """Where the scan area ends on one side, and how clearly (an exclusive index into ``lines``).
+
+    ``lines`` is the boolean content map across the core, ordered from the core outward (flip and
+    transpose it for the top and left sides); ``end`` is the core box's exclusive end.  From
+    ``band`` lines inside the box, each position's content run is followed outward to where it
+    stops (:func:`_run_ends`).  At the border of a scanner's image area the runs stop on one
+    smooth line: straight, slanted (steered or trapezoid images), a step where dual views of
+    different depths meet, or an arc (convex probes): neighbours stop within a line of each
+    other.  Tissue fading into the dark (deep tissue, shadowing) stops at a different depth in
+    every position.  A border is placed at the 80th percentile (outward) of the stop lines, which
+    ignores a few ticks or labels touching the edge; without one the scan area runs to the image
+    edge, so dark tissue is never cut.  Returns ``(index, smoothness)``.
+    """
+    n = lines.shape[0]
+    if end >= n:
+        return n, 1.0
+    start = max(0, end - band)
+    ends = _run_ends(lines, start, depth)
+    defined = ends[(ends >= 0) & (ends < n)]
+    if ends.size == 0 or (ends >= 0).mean() < 0.05:
+        return max(end, start), 1.0  # nothing reaches the edge: it is where the core ends
+    if defined.size < 0.5 * (ends >= 0).sum():
+        return n, 0.0  # most runs reach the image edge
+    seq = ends[ends >= 0].astype(np.float32)
+    local = median_filter(seq, size=min(15, seq.size), mode="nearest")
+    smooth = float((np.abs(seq - local) <= 3).mean())
+    if smooth < 0.8:
+        return n, smooth
+    return int(np.ceil(np.percentile(defined, 80))), smooth
+
+
+def find_scan_area(gray: np.ndarray, tolerance: int = 4, min_area: float = 0.1) -> ScanArea:
+    """The scan area of a gray uint8 frame, from its layout (see the module docstring).
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+    tolerance : int
+        Gray levels above (or below) the background level that still count as background.
+    min_area : float
+        The tissue core must cover at least this fraction of the frame, else the whole frame is
+        used with a warning.
+
+    Returns
+    -------
+    ScanArea
+    """
+    h, w = gray.shape
+    whole: Box = (0, 0, w, h)
+    side = min(h, w)
+    bg = background_level(gray)
+    content = (cv2.absdiff(gray, np.full_like(gray, bg)) > tolerance).astype(np.float32)
+    if content.mean() > 0.985:
+        return ScanArea(whole, "whole-image")  # no background anywhere: the frame is all tissue
+    k_occ = _odd(side * 0.025)
+    occupancy = cv2.blur(content, (k_occ, k_occ), borderType=cv2.BORDER_REPLICATE)
+    core = (occupancy >= 0.5).astype(np.uint8)
+    k_open = _odd(side * 0.03)
+    core = cv2.morphologyEx(core, cv2.MORPH_OPEN, np.ones((k_open, k_open), np.uint8))
+    box, region = _core_box(core, min_area)
+    if box is None:
+        return ScanArea(whole, "whole-image",
+                        f"no tissue region covering {min_area:.0%} of the frame was found "
+                        f"(background level {bg}); the whole frame is used")
+    x0, y0, x1, y1 = box
+    band = max(3, int(round(side * 0.015)))
+    mask = content > 0
+    top = h - _side_end(mask[::-1, x0:x1], h - y0, band)[0]
+    right, _ = _side_end(mask[y0:y1].T, x1, band)
+    left = w - _side_end(mask[y0:y1, ::-1].T, w - x0, band)[0]
+    if left <= 0.03 * w and right >= 0.97 * w:
+        # tissue to both lateral edges: the export is cropped to the image area, whose field of
+        # view runs to the bottom edge however dark the deep tissue (a scanner's frame puts text
+        # and scales beside the image, not only below it)
+        bottom = h
+    else:
+        bottom, _ = _side_end(mask[:, x0:x1], y1, band)
+    return ScanArea((int(left), int(top), int(right), int(bottom)), "layout")
