@@ -173,14 +173,57 @@ def _dotted(centres: np.ndarray, min_dots: int = 4, tol: float = 1.0) -> np.ndar
     return on_line
 
 
-def _vertical_lines(stroke: np.ndarray, length: int) -> np.ndarray:
-    """Vertical straight runs of stroke pixels at least ``length`` long (depth scales, rulers).
+def _vertical_lines(stroke: np.ndarray, length: int, max_width: int = 3) -> np.ndarray:
+    """Vertical straight lines of stroke pixels, at least ``length`` long and ``max_width`` wide at
+    most (depth scales, rulers, the edges of icons).
 
     Tissue interfaces lie across the beam (horizontal); a long thin bright vertical line in the
-    image is drawn, not imaged.
+    image is drawn, not imaged.  A bright region that is merely tall survives the vertical opening
+    too, but is wider than a line.
     """
-    kernel = np.ones((length, 1), np.uint8)
-    return cv2.morphologyEx(stroke.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+    opened = cv2.morphologyEx(stroke.astype(np.uint8), cv2.MORPH_OPEN, np.ones((length, 1), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    if n <= 1:
+        return np.zeros(stroke.shape, dtype=bool)
+    line = (stats[:, cv2.CC_STAT_AREA] <= max_width * stats[:, cv2.CC_STAT_HEIGHT]) & \
+        (stats[:, cv2.CC_STAT_WIDTH] <= max_width + 2)
+    line[0] = False
+    return line[labels]
+
+
+def _vertical_strokes(piece: np.ndarray, min_run: int) -> int:
+    """How many separate vertical strokes (column runs of at least ``min_run`` pixels) a piece has."""
+    h, w = piece.shape
+    best = np.zeros(w, dtype=np.int64)
+    run = np.zeros(w, dtype=np.int64)
+    for row in piece:
+        run = np.where(row, run + 1, 0)
+        best = np.maximum(best, run)
+    tall = best >= min_run
+    return int(tall[0]) + int(np.count_nonzero(tall[1:] & ~tall[:-1]))
+
+
+def _text(stroke: np.ndarray) -> np.ndarray:
+    """Mask of text: rows of glyphs drawn in thin strokes.
+
+    Glyphs next to each other are joined by a horizontal closing; a joined piece 7 to 24 pixels
+    tall, at least one and a half times as wide, with three or more separate vertical strokes
+    reaching 70% of its height, and one at least every one and a half heights along it, is text.  Tissue interfaces are joined too, but they are a few
+    pixels tall and have no vertical strokes.
+    """
+    closed = cv2.morphologyEx(stroke.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 5), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    out = np.zeros(stroke.shape, dtype=bool)
+    for i in range(1, n):
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        if not (7 <= h <= 24 and w >= 1.5 * h):
+            continue
+        piece = (labels[y:y + h, x:x + w] == i) & stroke[y:y + h, x:x + w]
+        # glyphs are about as wide as tall: a text line has a stroke every glyph or so (a bright
+        # interface with a few ticks drawn on it has far fewer)
+        if _vertical_strokes(piece, max(5, int(0.7 * h))) >= max(3, w / (1.5 * h)):
+            out[y:y + h, x:x + w] |= piece
+    return out
 
 
 def white_mask(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> np.ndarray:
@@ -193,10 +236,11 @@ def white_mask(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> np.
     dist = cv2.distanceTransform(stroke.astype(np.uint8), cv2.DIST_L2, 3)
     thick = cv2.dilate((dist > settings.max_stroke / 2).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
     thin = stroke & ~thick.astype(bool)
-    mask = _crosses(stroke, th >= settings.contrast)
-    lines = _vertical_lines(thin, max(settings.min_length * 2, 12))
-    if lines.any():  # the line and what is drawn on it (ticks, arrow heads)
-        mask |= _reconstruct(lines, thin)
+    mask = _crosses(stroke, th >= settings.contrast) | _text(stroke)
+    lines = _vertical_lines(stroke, max(settings.min_length * 2, 12))
+    if lines.any():  # the line and what is drawn on it, within a few pixels (ticks, markers)
+        beside = cv2.dilate(lines.astype(np.uint8), np.ones((1, 13), np.uint8)).astype(bool)
+        mask |= _reconstruct(lines, stroke & beside)
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
     area, height = stats[:, cv2.CC_STAT_AREA], stats[:, cv2.CC_STAT_HEIGHT]
     # long hairline curves running down the image (icon outlines, arrows): two pixels wide at
