@@ -251,3 +251,76 @@ def test_preview_sheet_writes_a_png(tmp_path):
         arr = np.asarray(sheet.convert("RGB"))
     assert ((arr[..., 1] > 200) & (arr[..., 0] < 80)).any()  # the green ROI outline is drawn
     assert not list(tmp_path.glob(".sheet.png*"))  # no temporary left behind
+
+
+# ---------------------------------------------------------------------------------------------
+# scan area from the layout; geometry
+
+
+def _frameless(h=200, w=300, seed=0, floor=2) -> np.ndarray:
+    """A frameless export: bright tissue above, dark deep tissue (sparse faint echoes) below, no border."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), floor, np.uint8)
+    img[: h // 2] = rng.integers(40, 200, (h // 2, w))
+    deep = rng.random((h - h // 2, w)) < np.linspace(0.35, 0.02, h - h // 2)[:, None]
+    img[h // 2:][deep] = rng.integers(6, 40, int(deep.sum()))
+    return img
+
+
+def test_scan_area_keeps_dark_deep_tissue_of_a_frameless_export():
+    from thyro.data.scan_area import find_scan_area
+
+    img = _frameless()
+    img[185:195, 10:40] = 230  # an icon drawn over the dark deep tissue
+    area = find_scan_area(img)
+    assert area.box == (0, 0, 300, 200) and area.method == "layout" and not area.warning
+
+
+def test_scan_area_cuts_a_framed_screen_at_its_border():
+    from thyro.data.scan_area import find_scan_area
+
+    img = _screen(box=(30, 15, 240, 170))
+    img[120:170, 30:240] = np.random.default_rng(3).integers(6, 25, (50, 210))  # dark deep tissue, above the floor
+    assert find_scan_area(img).box == (30, 15, 240, 170)
+
+
+def test_scan_area_unsure_uses_the_whole_frame_with_a_warning():
+    from thyro.data.scan_area import find_scan_area
+
+    img = np.zeros((120, 160), np.uint8)
+    img[10:20, 10:20] = 200  # nothing that looks like a tissue image
+    area = find_scan_area(img)
+    assert area.box == (0, 0, 160, 120) and area.method == "whole-image" and "whole frame" in area.warning
+    _, geometry = Preprocessor(PreprocessConfig(size=32)).process(img)
+    assert geometry.scan_method == "whole-image" and geometry.warning and geometry.frame_kept == 1.0
+
+
+def test_geometry_describes_the_crop_and_maps_back():
+    img = _screen(box=(30, 15, 240, 170))
+    out, g = Preprocessor(PreprocessConfig(size=64)).process(img)
+    assert g.crop_box == g.scan_box == (30, 15, 240, 170) and g.scan_method == "layout"
+    assert g.source_size == (300, 200) and g.size == 64
+    assert g.resized == (64, round(155 * 64 / 210)) and g.offset == (0, (64 - g.resized[1]) // 2)
+    assert g.frame_kept == pytest.approx(210 * 155 / (300 * 200)) and g.scan_kept == 1.0
+    # a map on the model's input goes back onto the source pixels of the crop, zero elsewhere
+    hm = np.zeros((64, 64), np.float32)
+    hm[g.offset[1]:g.offset[1] + g.resized[1], :32] = 1.0  # left half of the image content
+    back = g.to_source(hm)
+    assert back.shape == (200, 300)
+    assert back[100, 60] == pytest.approx(1.0) and back[100, 200] == pytest.approx(0.0)
+    assert back[5, 5] == 0.0 and back[:, :30].max() == 0.0
+    d = g.as_dict()
+    assert json.loads(json.dumps(d))["crop_box"] == [30, 15, 240, 170]
+    with pytest.raises(DataError, match="does not match"):
+        g.to_source(np.zeros((10, 10)))
+
+
+def test_dicom_ultrasound_region_is_the_scan_area(tmp_path):
+    from tests.data.test_readers import write_dicom
+
+    frame = _screen(h=120, w=160, box=(20, 10, 130, 100))
+    path = write_dicom(tmp_path / "us.dcm", frame, regions=[(20, 10, 129, 99, 1)])
+    out, g = Preprocessor(PreprocessConfig(size=32)).process_file(path)
+    assert g.scan_method == "dicom-region" and g.origin == (20, 10) and g.frame_size == (160, 120)
+    assert g.crop_box == (0, 0, 110, 90) and g.to_frame(g.crop_box) == (20, 10, 130, 100)
+    assert g.frame_kept == pytest.approx(110 * 90 / (160 * 120))

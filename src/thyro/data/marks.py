@@ -8,26 +8,34 @@ including its brightest features: echogenic foci and calcifications.
 
 Marks are graphics, and graphics differ from tissue in ways that do not depend on the scanner:
 
-* **Colour** (:func:`colour_mask`): tissue is gray; a pixel whose channels differ by more than
-  ``chroma`` is a coloured mark (green, cyan or yellow calipers, coloured markers).  JPEG's chroma
-  subsampling spreads a mark's colour over its neighbours, so the mask is grown by one pixel.
-* **Thin bright strokes** (:func:`white_mask`): white and light-gray graphics are drawn with
-  strokes one or two pixels wide, far brighter than the pixels two or three pixels away (most
-  scanners add a dark outline to keep them visible on bright tissue).  The white top-hat of the
-  gray image (the image minus its opening by a 5 x 5 square) keeps exactly such structures.
-  Pixels that are bright (``white`` and above) with a strong top-hat seed the mask; it then grows,
-  by morphological reconstruction, into connected pixels of a weaker top-hat, which completes
-  strokes that JPEG has dimmed.  Each connected piece is then judged by its shape:
+* **Colour** (:func:`colour_mask`): tissue is gray; pixels whose channels differ by more than
+  ``chroma`` are coloured marks (green, cyan or yellow calipers and letters, coloured markers),
+  with the pale halo JPEG spreads around them.
+* **Thin bright strokes** (:func:`white_marks`): white and light-gray graphics are drawn with
+  strokes one to three pixels wide, far brighter than the pixels two or three pixels away.  The
+  white top-hat of the gray image (the image minus its opening by a 5 x 5 square) keeps exactly
+  such structures.  Pixels that are bright (``white`` and above) with a strong top-hat seed a
+  *stroke* mask, which grows (morphological reconstruction) into connected pixels of a weaker
+  top-hat, completing strokes that JPEG has dimmed.  Speckle in bright tissue makes strokes too,
+  so a stroke is a mark only in a shape tissue does not make:
 
-  - **kept as tissue**: compact blobs more than ``max_stroke`` pixels thick (echogenic foci and
-    calcifications are blobs: the speckle-sized point spread function makes them at least three
-    pixels across, often much more), and small isolated spots (a punctate echogenic focus is a
-    dot with nothing else drawn around it);
-  - **removed as a mark**: thin pieces that are long (a line, a scale, an arm of an "x", a text
-    stroke: at least ``min_length`` pixels), and small thin pieces that are part of a glyph (three
-    or more small pieces within a caliper's reach, as the four arms of a "+" drawn with a gap at
-    the centre, or the letters of a label), and dots on a regular dotted line (four or more,
-    collinear, evenly spaced).
+  - ``caliper``: a "+" or "x" (arms of 3 to 6 pixels, with or without a gap at the centre):
+    four straight, complete, near-white arms and nothing bright between them.  A line has two
+    arms; a focus or a calcification is a blob that fills the space between them; stacked
+    near-field interfaces fill it too;
+  - ``scale``: a thin vertical line at least 14 pixels long, with what is drawn on it (ticks,
+    the focus marker).  Tissue interfaces lie across the beam, and comet-tail artefacts are
+    shorter; a bright region that is merely tall is wider than a line;
+  - ``icon``: a hairline (at most two pixels wide) curve at least 15 pixels tall (body-mark
+    outlines).  Rim calcifications are thicker;
+  - ``text``: a row of glyphs 7 to 24 pixels tall, with a vertical stroke (half the row's height)
+    at least every one and a half heights and few long horizontal runs (stacked interfaces
+    bridged by speckle have many);
+  - ``dotted``: four or more small dots, evenly spaced on a line (measurement lines).
+
+  Everything else bright is tissue: echogenic foci, calcifications and comet tails are blobs or
+  short streaks, and are never in the mask.  What is not found (gray icons of low contrast, for
+  example) stays in the image; a report of the marks found lets a user check.
 
 Removal is :func:`inpaint` (OpenCV's Telea method): each mark pixel is filled from the tissue
 around it, so the image keeps its texture and no black hole is left for a model to learn.
@@ -40,8 +48,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-#: Kinds a detected mark component can have (used in reports).
-KINDS = ("colour", "line", "glyph", "dotted")
+#: Kinds of white marks (:func:`white_marks`) and of all marks (:func:`mark_kinds`).
+WHITE_KINDS = ("caliper", "text", "scale", "icon", "dotted")
+KINDS = ("colour",) + WHITE_KINDS
 
 
 @dataclass(frozen=True)
@@ -58,25 +67,41 @@ class MarkSettings:
         Top-hat (brightness above the 5 x 5 opening) a seed needs.
     grow_contrast : int
         Top-hat a pixel needs to join a seeded mark.
+    caliper_level : int
+        Mean gray level a caliper's arms need (calipers are drawn near white; speckle that happens
+        to make a cross is dimmer).
     max_stroke : float
         Thickest stroke (pixels) a mark can have; thicker bright pieces are tissue.
     min_length : int
-        A thin piece at least this long (the longer side of its rotated box) is a mark by itself.
+        Scales are at least twice this long; icon curves at least twice this tall.
     """
 
-    chroma: int = 40
+    chroma: int = 25
     white: int = 200
     contrast: int = 90
     grow_contrast: int = 45
+    caliper_level: int = 185
     max_stroke: float = 3.0
     min_length: int = 7
 
 
-def colour_mask(rgb: np.ndarray, chroma: int = 40) -> np.ndarray:
-    """Boolean mask of coloured (high-chroma) pixels of an RGB uint8 image."""
-    chan_max = rgb.max(axis=2).astype(np.int16)
-    chan_min = rgb.min(axis=2).astype(np.int16)
-    return (chan_max - chan_min) > chroma
+def colour_mask(rgb: np.ndarray, chroma: int = 25) -> np.ndarray:
+    """Boolean mask of coloured marks of an RGB uint8 image.
+
+    Pixels whose chroma (max(R, G, B) - min(R, G, B)) exceeds ``chroma`` seed the mask; it grows
+    (morphological reconstruction) into connected pixels of a lower chroma: above the image's own
+    98th percentile plus 4, and at least 8.  JPEG's chroma subsampling spreads a thin coloured
+    stroke into a pale halo a few pixels wide (a cyan "+" of one-pixel lines keeps a chroma of
+    only 25 to 35), and the halo is where the mark's pixels are.
+    """
+    r, g, b = cv2.split(np.ascontiguousarray(rgb))
+    c = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+    seed = c > chroma
+    if not seed.any():
+        return seed
+    cum = np.cumsum(np.bincount(c.ravel(), minlength=256))
+    p98 = int(np.searchsorted(cum, 0.98 * cum[-1]))  # the 98th percentile, from the histogram
+    return _reconstruct(seed, c > min(max(8, p98 + 4), chroma))
 
 
 def _tophat(gray: np.ndarray) -> np.ndarray:
@@ -99,48 +124,79 @@ _ARMS = (3, 4, 5, 6)
 _GAPS = (0, 1, 2)
 
 
-def _crosses(stroke: np.ndarray, strong: np.ndarray) -> np.ndarray:
+def _crosses(stroke: np.ndarray, strong: np.ndarray, gray: np.ndarray | None = None, level: int = 0) -> np.ndarray:
     """Mask of caliper crosses ("+" and "x") made of thin bright ``stroke`` pixels.
 
-    A centre is a cross of arm length ``a`` and centre gap ``g`` when each of its four arms
-    (pixels ``g+1 .. g+a`` from the centre along the cross's directions) is at least three-quarters
-    stroke (within a pixel, as strokes are one or two pixels wide) and the four directions between
-    the arms hold at most a fifth of ``strong`` pixels and, from the second pixel out, at most 30%
-    of stroke pixels (JPEG's halo around a stroke may join the stroke mask next to the centre;
-    parallel tissue interfaces fill the directions between the arms).  A line has only two arms; a blob (a focus, a
-    calcification) or bright tissue fills the directions between the arms.  Only centres with a
-    cross's worth of stroke pixels around them are tested, so this costs little.
+    A pixel is the centre of a cross of arm length ``a`` and centre gap ``g`` when each of its
+    four arms (pixels ``g+1 .. g+a`` from the centre along the cross's directions) is at least 80%
+    stroke (allowing the arm as a whole one pixel off the exact direction, as strokes are one or
+    two pixels wide and the centre is an integer pixel), the four directions between the arms hold
+    at most a fifth of ``strong`` pixels and, from the second pixel out, at most 30% of stroke
+    pixels (JPEG's halo around a stroke may join the stroke mask next to the centre; parallel
+    tissue interfaces fill the directions between the arms), and, with ``gray``, the arms' mean
+    gray level is at least ``level`` (calipers are drawn near white; speckle that happens to make
+    a cross is dimmer).  A line has two arms; a focus or a calcification is a blob that fills the
+    space between them.
+
+    Only centres with a cross's worth of stroke pixels around them, stroke two or three pixels out
+    in all four arm directions and little between them are tested one by one, so bright tissue
+    costs little.
     """
     pad = max(_ARMS) + max(_GAPS) + 3
+    h, w = stroke.shape
     s = np.pad(stroke, pad)
     st = np.pad(strong, pad)
-    count = cv2.boxFilter(s.astype(np.float32), -1, (11, 11), normalize=False)
-    centre = np.zeros_like(s)
-    centre[pad:-pad, pad:-pad] = True
-    ys, xs = np.nonzero((count >= 8) & (count <= 60) & centre)
+    gr = np.pad(gray, pad) if gray is not None else None
     out = np.zeros_like(s)
-    if ys.size == 0:
-        return out[pad:-pad, pad:-pad]
+    count = cv2.boxFilter(stroke.astype(np.uint8), cv2.CV_16U, (11, 11), normalize=False)
+    near = cv2.dilate(s.astype(np.uint8), np.ones((3, 3), np.uint8))
+    su = s.astype(np.uint8)
 
-    def coverage(dx: int, dy: int, ks: np.ndarray) -> np.ndarray:
-        # an arm is a straight run of stroke pixels, allowed one pixel off the exact direction
-        # as a whole (strokes are one or two pixels wide and the centre is an integer pixel)
-        px, py = (-dy, dx) if dx == 0 or dy == 0 else (1, 0)
-        return np.max([s[ys[:, None] + dy * ks + q * py, xs[:, None] + dx * ks + q * px].mean(axis=1)
-                       for q in (-1, 0, 1)], axis=0)
+    def at(img: np.ndarray, dx: int, dy: int, k: int) -> np.ndarray:
+        # the padded image seen from k pixels along (dx, dy), in unpadded coordinates (a view)
+        return img[pad + k * dy:pad + k * dy + h, pad + k * dx:pad + k * dx + w]
 
+    base = (count >= 8) & (count <= 60)
+    prefilter = []
     for dirs, others in ((_DIRS_PLUS, _DIRS_X), (_DIRS_X, _DIRS_PLUS)):
+        # every arm covers the pixel three out (whatever its gap and length); little in between
+        cand = base.copy()
+        for dx, dy in dirs:
+            cand &= at(near, dx, dy, 3) > 0
+        between = np.zeros((h, w), np.uint8)
+        for dx, dy in others:
+            for k in (2, 3, 4):
+                between += at(su, dx, dy, k)
+        cand &= between <= 3
+        full = np.zeros_like(s)
+        full[pad:pad + h, pad:pad + w] = cand
+        prefilter.append(full)
+    for (dirs, others), cand in zip(((_DIRS_PLUS, _DIRS_X), (_DIRS_X, _DIRS_PLUS)), prefilter):
+        ys, xs = np.nonzero(cand)
+        if ys.size == 0:
+            continue
+
+        def coverage(dx: int, dy: int, ks: np.ndarray) -> np.ndarray:
+            px, py = (-dy, dx) if dx == 0 or dy == 0 else (1, 0)
+            return np.max([s[ys[:, None] + dy * ks + q * py, xs[:, None] + dx * ks + q * px].mean(axis=1)
+                           for q in (-1, 0, 1)], axis=0)
+
         for a in _ARMS:
             for g in _GAPS:
                 ks = np.arange(g + 1, g + a + 1)
-                arms = np.min([coverage(dx, dy, ks) for dx, dy in dirs], axis=0)
+                hit = np.min([coverage(dx, dy, ks) for dx, dy in dirs], axis=0) >= 0.8
+                if not hit.any():
+                    continue
                 kb = np.arange(1, g + a + 1)
                 off = np.mean([st[ys[:, None] + dy * kb, xs[:, None] + dx * kb].mean(axis=1) for dx, dy in others],
                               axis=0)
                 kb = np.arange(2, g + a + 1)
                 off_any = np.mean([s[ys[:, None] + dy * kb, xs[:, None] + dx * kb].mean(axis=1)
                                    for dx, dy in others], axis=0)
-                hit = (arms >= 0.75) & (off <= 0.2) & (off_any <= 0.3)
+                hit &= (off <= 0.2) & (off_any <= 0.3)
+                if gr is not None and hit.any():
+                    hit &= np.mean([gr[ys[:, None] + dy * ks, xs[:, None] + dx * ks].mean(axis=1)
+                                    for dx, dy in dirs], axis=0) >= level
                 r = g + a + 1
                 for y, x in zip(ys[hit], xs[hit]):
                     out[y - r:y + r + 1, x - r:x + r + 1] |= s[y - r:y + r + 1, x - r:x + r + 1]
@@ -203,12 +259,23 @@ def _vertical_strokes(piece: np.ndarray, min_run: int) -> int:
     return int(tall[0]) + int(np.count_nonzero(tall[1:] & ~tall[:-1]))
 
 
+def _long_rows(piece: np.ndarray, length: int) -> float:
+    """Share of a piece's pixels in horizontal runs at least ``length`` long."""
+    total = int(piece.sum())
+    if total == 0:
+        return 0.0
+    opened = cv2.morphologyEx(piece.astype(np.uint8), cv2.MORPH_OPEN, np.ones((1, length), np.uint8))
+    return float(opened.sum()) / total
+
+
 def _text(stroke: np.ndarray) -> np.ndarray:
     """Mask of text: rows of glyphs drawn in thin strokes.
 
     Glyphs next to each other are joined by a horizontal closing; a joined piece 7 to 24 pixels
     tall, at least one and a half times as wide, with three or more separate vertical strokes
-    reaching 70% of its height, and one at least every one and a half heights along it, is text.  Tissue interfaces are joined too, but they are a few
+    reaching half its height, and one at least every one and a half heights along it, is text,
+    unless most of its pixels lie in horizontal runs as long as it is tall: bright interfaces stacked
+    in the near field, bridged here and there by speckle, look like that; glyphs do not.  Tissue interfaces are joined too, but they are a few
     pixels tall and have no vertical strokes.
     """
     closed = cv2.morphologyEx(stroke.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 5), np.uint8))
@@ -221,26 +288,36 @@ def _text(stroke: np.ndarray) -> np.ndarray:
         piece = (labels[y:y + h, x:x + w] == i) & stroke[y:y + h, x:x + w]
         # glyphs are about as wide as tall: a text line has a stroke every glyph or so (a bright
         # interface with a few ticks drawn on it has far fewer)
-        if _vertical_strokes(piece, max(5, int(0.7 * h))) >= max(3, w / (1.5 * h)):
+        if _vertical_strokes(piece, max(4, h // 2)) >= max(3, w / (1.5 * h)) and \
+                _long_rows(piece, max(6, h)) <= 0.35:
             out[y:y + h, x:x + w] |= piece
     return out
 
 
-def white_mask(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> np.ndarray:
-    """Boolean mask of white or light-gray graphics (thin bright strokes) of a gray uint8 image."""
+def white_marks(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> dict[str, np.ndarray]:
+    """Masks of white or light-gray graphics of a gray uint8 image, by kind.
+
+    Keys: ``caliper`` (crosses), ``text`` (rows of glyphs), ``scale`` (long thin vertical lines
+    and what is drawn on them: ticks, markers), ``icon`` (hairline curves running down the image)
+    and ``dotted`` (evenly spaced dots on a line).  See the module docstring.
+    """
+    empty = np.zeros(gray.shape, dtype=bool)
     th = _tophat(gray)
     seed = (gray >= settings.white) & (th >= settings.contrast)
     if not seed.any():
-        return np.zeros(gray.shape, dtype=bool)
+        return {kind: empty for kind in WHITE_KINDS}
     stroke = _reconstruct(seed, th >= settings.grow_contrast)
     dist = cv2.distanceTransform(stroke.astype(np.uint8), cv2.DIST_L2, 3)
     thick = cv2.dilate((dist > settings.max_stroke / 2).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
     thin = stroke & ~thick.astype(bool)
-    mask = _crosses(stroke, th >= settings.contrast) | _text(stroke)
+    caliper = _crosses(stroke, th >= settings.contrast, gray, settings.caliper_level)
+    out = {"caliper": caliper, "text": _text(stroke)}
     lines = _vertical_lines(stroke, max(settings.min_length * 2, 12))
     if lines.any():  # the line and what is drawn on it, within a few pixels (ticks, markers)
         beside = cv2.dilate(lines.astype(np.uint8), np.ones((1, 13), np.uint8)).astype(bool)
-        mask |= _reconstruct(lines, stroke & beside)
+        out["scale"] = _reconstruct(lines, stroke & beside)
+    else:
+        out["scale"] = empty
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
     area, height = stats[:, cv2.CC_STAT_AREA], stats[:, cv2.CC_STAT_HEIGHT]
     # long hairline curves running down the image (icon outlines, arrows): two pixels wide at
@@ -250,14 +327,38 @@ def white_mask(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> np.
     np.maximum.at(width, labels.ravel(), dist.ravel())
     curves = np.flatnonzero((height >= 2 * settings.min_length + 1) & (area >= 30) & (width <= 1.5)
                             & (np.arange(n) > 0))
-    if curves.size:
-        mask |= np.isin(labels, curves)
+    out["icon"] = np.isin(labels, curves) if curves.size else empty
     spots = np.flatnonzero((area <= 6) & (np.arange(n) > 0))
-    if spots.size >= 4:
-        on = spots[_dotted(centroids[spots])]
-        if on.size:
-            mask |= np.isin(labels, on)
+    on = spots[_dotted(centroids[spots])] if spots.size >= 4 else spots[:0]
+    out["dotted"] = np.isin(labels, on) if on.size else empty
+    return out
+
+
+def white_mask(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> np.ndarray:
+    """Boolean mask of white or light-gray graphics (thin bright strokes) of a gray uint8 image."""
+    mask = np.zeros(gray.shape, dtype=bool)
+    for part in white_marks(gray, settings).values():
+        mask |= part
     return mask
+
+
+def mark_kinds(image: np.ndarray, settings: MarkSettings = MarkSettings(), *, white: bool = True
+               ) -> dict[str, np.ndarray]:
+    """Masks of the marks of a uint8 image by kind: ``colour`` and the :func:`white_marks` kinds.
+
+    Not grown (unlike :func:`detect_marks`); a pixel can belong to several kinds.
+    """
+    if image.ndim == 3:
+        out = {"colour": colour_mask(image, settings.chroma)}
+        gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    else:
+        out = {"colour": np.zeros(image.shape, dtype=bool)}
+        gray = image
+    if white:
+        out.update(white_marks(gray, settings))
+    else:
+        out.update({kind: np.zeros(gray.shape, dtype=bool) for kind in WHITE_KINDS})
+    return out
 
 
 def detect_marks(image: np.ndarray, settings: MarkSettings = MarkSettings(), *, white: bool = True) -> np.ndarray:
@@ -266,14 +367,9 @@ def detect_marks(image: np.ndarray, settings: MarkSettings = MarkSettings(), *, 
     Coloured marks need an RGB image; white marks are found on the gray image (``white=False``
     finds coloured marks only).  The mask is grown by one pixel (JPEG spreads a mark's edges).
     """
-    if image.ndim == 3:
-        mask = colour_mask(image, settings.chroma)
-        gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    else:
-        mask = np.zeros(image.shape, dtype=bool)
-        gray = image
-    if white:
-        mask |= white_mask(gray, settings)
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    for part in mark_kinds(image, settings, white=white).values():
+        mask |= part
     if not mask.any():
         return mask
     return cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)

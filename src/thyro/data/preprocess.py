@@ -76,8 +76,9 @@ class PreprocessConfig(StrictModel):
         Fill in burned-in marks (calipers, measurement lines, markers) by inpainting.
     mark_white : bool, default True
         Also find white and light-gray marks (not only coloured ones).
-    mark_chroma : int, default 40
-        A pixel whose max(R, G, B) - min(R, G, B) exceeds this counts as a coloured mark.
+    mark_chroma : int, default 25
+        Pixels whose max(R, G, B) - min(R, G, B) exceeds this seed a coloured mark (which grows
+        into its paler JPEG halo: :func:`thyro.data.marks.colour_mask`).
     inpaint_radius : int, default 3
         Radius (pixels) of the inpainting neighbourhood.
     keep_aspect : bool, default True
@@ -95,7 +96,7 @@ class PreprocessConfig(StrictModel):
     roi_min_size: int = Field(32, ge=1)
     inpaint_marks: bool = True
     mark_white: bool = True
-    mark_chroma: int = Field(40, ge=1, le=255)
+    mark_chroma: int = Field(25, ge=1, le=255)
     inpaint_radius: int = Field(3, ge=1, le=32)
     keep_aspect: bool = True
     pad_value: int = Field(0, ge=0, le=255)
@@ -221,12 +222,12 @@ def _as_uint8_image(image: np.ndarray, where: str = "image") -> np.ndarray:
     return image
 
 
-def mark_mask(rgb: np.ndarray, chroma: int = 40) -> np.ndarray:
-    """Boolean mask of coloured (high-chroma) pixels of an RGB uint8 image."""
+def mark_mask(rgb: np.ndarray, chroma: int = 25) -> np.ndarray:
+    """Boolean mask of coloured marks of an RGB uint8 image (:func:`thyro.data.marks.colour_mask`)."""
     return colour_mask(rgb, chroma)
 
 
-def inpaint_marks(rgb: np.ndarray, chroma: int = 40, radius: int = 3) -> np.ndarray:
+def inpaint_marks(rgb: np.ndarray, chroma: int = 25, radius: int = 3) -> np.ndarray:
     """Fill coloured marks of an RGB uint8 image by Telea inpainting (returns a new RGB image).
 
     Coloured marks only; :func:`thyro.data.marks.detect_marks` finds white ones too.

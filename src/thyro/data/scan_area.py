@@ -166,7 +166,10 @@ def _side_end(lines: np.ndarray, end: int, band: int, depth: int = 2) -> tuple[i
     smooth = float((np.abs(seq - local) <= 3).mean())
     if smooth < 0.8:
         return n, smooth
-    return int(np.ceil(np.percentile(defined, 80))), smooth
+    end = int(np.ceil(np.percentile(defined, 80)))
+    if end < n and float(lines[end].mean()) > 0.05:
+        end += 1  # the border's line, blurred by JPEG, still holds some of the edge
+    return end, smooth
 
 
 def find_scan_area(gray: np.ndarray, tolerance: int = 4, min_area: float = 0.1) -> ScanArea:
