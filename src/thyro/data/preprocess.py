@@ -194,6 +194,17 @@ class Geometry:
         out[y0:y1, x0:x1] = cv2.resize(part, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         return out
 
+    def to_frame_map(self, heatmap: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """:meth:`to_source`, placed in the file's full frame (shape (H, W) of ``frame_size``)."""
+        src = self.to_source(heatmap, fill)
+        if self.origin == (0, 0) and self.frame_size == self.source_size:
+            return src
+        out = np.full((self.frame_size[1], self.frame_size[0]), fill, dtype=np.float32)
+        ox, oy = self.origin
+        h, w = src.shape
+        out[oy:oy + h, ox:ox + w] = src[:max(0, min(h, out.shape[0] - oy)), :max(0, min(w, out.shape[1] - ox))]
+        return out
+
     def as_dict(self) -> dict:
         """Plain JSON-able fields plus ``frame_kept`` and ``scan_kept``."""
         d = asdict(self)

@@ -92,19 +92,36 @@ class Service:
         return self._with_upload(data, filename, run)
 
     def predict(self, data: bytes, filename: str | None, roi: dict | None, heatmap: bool = True) -> dict:
+        """Score one upload.
+
+        Besides the probability and class, the answer says whether a drawn box was used
+        (``roi_used``; a model trained on whole images ignores it, and ``note`` says so), where the
+        crop lies in the image (``crop_box``), and, with ``heatmap``, the heatmap on the model's
+        input (``heatmap_png``) and on the original image inside the crop box with a colour bar
+        (``heatmap_original_png``).
+        """
         from thyro.data.manifest import roi_to_json
-        from thyro.use.explain import heatmaps, overlay
-        from thyro.use.predict import InputItem, prepare
+        from thyro.use.explain import heatmaps, on_original, overlay, with_colour_bar
+        from thyro.use.predict import InputItem, prepare_item
+
+        roi_crop = bool(self.pre.cfg.roi_crop)
 
         def run(path: Path) -> dict:
             try:
-                img, warning = prepare(self.pre, InputItem(path, filename or "upload", roi), self.package.image_size)
+                prepared = prepare_item(self.pre, InputItem(path, filename or "upload", roi), self.package.image_size,
+                                        frame=heatmap)
             except Exception as exc:
                 raise UploadError(400, _message(exc, path, filename)) from None
+            img, warning, geometry = prepared.image, prepared.warning, prepared.geometry
             with self.lock:
                 prob = float(self.engine(img[None])[0])
                 cam = heatmaps(self.models, img[None], self.method)[0] if heatmap else None
             cls = int(prob >= self.threshold)
+            roi_used = roi is not None and roi_crop
+            note = None
+            if roi is not None and not roi_crop:
+                note = ("The box was not used: this model was trained on whole images (no ROI crop), "
+                        "so it always reads the whole scan area.")
             return {
                 "filename": filename, "probability": prob, "class": cls,
                 "prediction": "malignant" if cls else "benign",
@@ -113,6 +130,10 @@ class Service:
                 "preprocessed_png": _png_data_url(img),
                 "heatmap_png": _png_data_url(overlay(img, cam)) if cam is not None else None,
                 "heatmap_method": self.method if heatmap else None,
+                "roi_used": roi_used, "note": note,
+                "crop_box": list(geometry.to_frame(geometry.crop_box)), "image_size": list(geometry.frame_size),
+                "heatmap_original_png": (_png_data_url(with_colour_bar(on_original(prepared.frame, geometry, cam)))
+                                         if cam is not None else None),
             }
 
         return self._with_upload(data, filename, run)

@@ -91,10 +91,13 @@
       $("class").className = "big " + j.prediction;
       $("point").textContent = `${j.operating_point} (>= ${j.threshold.toFixed(3)})`;
       $("heatmap").src = j.heatmap_png || "";
+      $("heatmap_original").src = j.heatmap_original_png || "";
       $("preprocessed").src = j.preprocessed_png;
       $("warning").textContent = j.warning || ""; show("warning", !!j.warning);
+      // a model trained on whole images does not use the box: say so rather than pretend
+      $("note").textContent = j.note || ""; show("note", !!j.note);
       show("result", true);
-      status(`Done: ${j.filename}${j.roi ? " with box" : ""}.`);
+      status(`Done: ${j.filename}${j.roi_used ? " with box" : (j.roi ? " (box not used)" : "")}.`);
       document.body.dataset.state = "done";
     } catch (e) { fail(String(e)); }
     finally { $("predict").disabled = false; }
