@@ -316,7 +316,7 @@ def test_geometry_describes_the_crop_and_maps_back():
 
 
 def test_dicom_ultrasound_region_is_the_scan_area(tmp_path):
-    from tests.data.test_readers import write_dicom
+    from test_readers import write_dicom  # tests/data is on the path of its own test modules
 
     frame = _screen(h=120, w=160, box=(20, 10, 130, 100))
     path = write_dicom(tmp_path / "us.dcm", frame, regions=[(20, 10, 129, 99, 1)])

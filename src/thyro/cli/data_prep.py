@@ -134,9 +134,55 @@ def cache(
                           f"{', '.join(summary['warned'][:5])}{' ...' if summary['n_warnings'] > 5 else ''}[/]")
 
 
+def audit(
+    manifest: Path = typer.Argument(..., help="Manifest CSV (labels and groups)."),
+    model: Path | None = typer.Option(None, "--model", help="Model package: also score it with and without marks."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for audit.json and audit_images.csv "
+                                    "(a study's run directory puts the audit in its report)."),
+    splits: Path | None = typer.Option(None, "--splits", help="Splits JSON: score the model on its --on images."),
+    on: str = typer.Option("test", "--on", help="With --splits: test, dev or all."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Preprocessing (without --model): YAML with a "
+                                       "'preprocess:' block."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Group folds of the marks-only classifier."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap CIs."),
+) -> None:
+    """Shortcut audit: how much of each image is marks, whether marks alone predict the label
+    (AUROC with CI), and with --model the model's AUROC with marks left in vs removed."""
+    from thyro.console import is_quiet
+    from thyro.data.preprocess import load_preprocess_config
+    from thyro.use.audit import audit as run_audit
+
+    cfg = load_preprocess_config(config) if config is not None else None
+    res = run_audit(manifest, model, out=out, splits=splits, on=on, cfg=cfg, folds=folds, seed=seed,
+                    progress=not is_quiet())
+    marks = res["marks"]["overall"]
+    console.print(f"shortcut audit of {res['n_images']} image(s) ({manifest})")
+    if marks.get("n"):
+        console.print(f"  marks in {marks['images_with_marks']} of {marks['n']} image(s); share of the crop: "
+                      f"median {marks['median']:.2%}, 90th percentile {marks['p90']:.2%}, max {marks['max']:.2%}")
+        for label, sub in sorted(res["marks"]["by_label"].items()):
+            name = "malignant" if label == "1" else "benign"
+            console.print(f"    {name}: marks in {sub['share_with_marks']:.0%}, calipers in "
+                          f"{sub['share_with_calipers']:.0%}, median share {sub['median']:.2%}")
+    mo = res["marks_only"]
+    if mo.get("auroc") is None:
+        console.print(f"  marks alone: {mo.get('note')}")
+    else:
+        console.print(f"  marks alone predict the label with AUROC {mo['auroc']:.3f} [{mo['lower']:.3f}, "
+                      f"{mo['upper']:.3f}] ({mo['method']}, {mo['folds']} group folds): {mo['interpretation']}")
+    if "model" in res and "comparison" in res["model"]:
+        m, c = res["model"], res["model"]["comparison"]
+        console.print(f"  model on {m['n']} image(s): AUROC {m['auroc_marks']['auroc']:.3f} with marks, "
+                      f"{m['auroc_clean']['auroc']:.3f} with marks removed; difference {c['diff']:+.3f} "
+                      f"[{c['lower']:+.3f}, {c['upper']:+.3f}], p = {c['p_value']:.3g}: {m['interpretation']}")
+    if res.get("written"):
+        info(f"wrote {res['written']} (and audit_images.csv beside it)")
+
+
 def add_commands(data_app: typer.Typer) -> None:
     """Add the preprocessing/phantom commands to the ``data`` group."""
     data_app.command("preview")(preview)
     data_app.command("phantom")(phantom)
     data_app.command("corpus")(corpus)
     data_app.command("cache")(cache)
+    data_app.command("audit")(audit)
