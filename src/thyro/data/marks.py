@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.ndimage import maximum
 
 #: Kinds of white marks (:func:`white_marks`) and of all marks (:func:`mark_kinds`).
 WHITE_KINDS = ("caliper", "text", "scale", "icon", "dotted")
@@ -108,9 +109,21 @@ def _tophat(gray: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, np.ones((5, 5), np.uint8))
 
 
+def _label_type(mask: np.ndarray) -> int:
+    # 16-bit labels are enough (and faster) when there cannot be 65535 pieces
+    return cv2.CV_16U if cv2.countNonZero(mask) < 65535 else cv2.CV_32S
+
+
+def _components(mask: np.ndarray):
+    """``cv2.connectedComponentsWithStats`` (8-connected) of a uint8/bool mask: n, labels, stats, centroids."""
+    m = mask.astype(np.uint8)
+    return cv2.connectedComponentsWithStats(m, connectivity=8, ltype=_label_type(m))
+
+
 def _reconstruct(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Morphological reconstruction by dilation: the parts of ``allowed`` connected to ``seed``."""
-    n, labels = cv2.connectedComponents(allowed.astype(np.uint8), connectivity=8)
+    m = allowed.astype(np.uint8)
+    n, labels = cv2.connectedComponents(m, connectivity=8, ltype=_label_type(m))
     keep = np.zeros(n, dtype=bool)
     keep[np.unique(labels[seed & allowed])] = True
     keep[0] = False
@@ -171,35 +184,42 @@ def _crosses(stroke: np.ndarray, strong: np.ndarray, gray: np.ndarray | None = N
         full = np.zeros_like(s)
         full[pad:pad + h, pad:pad + w] = cand
         prefilter.append(full)
+    reach = max(_ARMS) + max(_GAPS)
+    ks = np.arange(1, reach + 1)
     for (dirs, others), cand in zip(((_DIRS_PLUS, _DIRS_X), (_DIRS_X, _DIRS_PLUS)), prefilter):
         ys, xs = np.nonzero(cand)
         if ys.size == 0:
             continue
 
-        def coverage(dx: int, dy: int, ks: np.ndarray) -> np.ndarray:
-            px, py = (-dy, dx) if dx == 0 or dy == 0 else (1, 0)
-            return np.max([s[ys[:, None] + dy * ks + q * py, xs[:, None] + dx * ks + q * px].mean(axis=1)
-                           for q in (-1, 0, 1)], axis=0)
+        def along(img: np.ndarray, dx: int, dy: int, qx: int = 0, qy: int = 0) -> np.ndarray:
+            # running sums of ``img`` along a direction from each candidate: column k-1 sums pixels 1..k
+            vals = img[ys[:, None] + dy * ks + qy, xs[:, None] + dx * ks + qx].astype(np.float32)
+            return np.concatenate([np.zeros((len(ys), 1), np.float32), np.cumsum(vals, axis=1)], axis=1)
 
+        def shifts(dx: int, dy: int) -> list[np.ndarray]:
+            # an arm may lie one pixel off the exact direction, as a whole
+            px, py = (-dy, dx) if dx == 0 or dy == 0 else (1, 0)
+            return [along(s, dx, dy, q * px, q * py) for q in (-1, 0, 1)]
+
+        arm_sums = [shifts(dx, dy) for dx, dy in dirs]
+        hard = [along(st, dx, dy) for dx, dy in others]
+        soft = [along(s, dx, dy) for dx, dy in others]
+        bright = [along(gr, dx, dy) for dx, dy in dirs] if gr is not None else None
         for a in _ARMS:
             for g in _GAPS:
-                ks = np.arange(g + 1, g + a + 1)
-                hit = np.min([coverage(dx, dy, ks) for dx, dy in dirs], axis=0) >= 0.8
+                r = g + a
+                arms = np.min([np.max([(c[:, r] - c[:, g]) / a for c in arm], axis=0) for arm in arm_sums], axis=0)
+                hit = arms >= 0.8
                 if not hit.any():
                     continue
-                kb = np.arange(1, g + a + 1)
-                off = np.mean([st[ys[:, None] + dy * kb, xs[:, None] + dx * kb].mean(axis=1) for dx, dy in others],
-                              axis=0)
-                kb = np.arange(2, g + a + 1)
-                off_any = np.mean([s[ys[:, None] + dy * kb, xs[:, None] + dx * kb].mean(axis=1)
-                                   for dx, dy in others], axis=0)
+                off = np.mean([c[:, r] / r for c in hard], axis=0)
+                off_any = np.mean([(c[:, r] - c[:, 1]) / (r - 1) for c in soft], axis=0)
                 hit &= (off <= 0.2) & (off_any <= 0.3)
-                if gr is not None and hit.any():
-                    hit &= np.mean([gr[ys[:, None] + dy * ks, xs[:, None] + dx * ks].mean(axis=1)
-                                    for dx, dy in dirs], axis=0) >= level
-                r = g + a + 1
+                if bright is not None and hit.any():
+                    hit &= np.mean([(c[:, r] - c[:, g]) / a for c in bright], axis=0) >= level
+                w = r + 1
                 for y, x in zip(ys[hit], xs[hit]):
-                    out[y - r:y + r + 1, x - r:x + r + 1] |= s[y - r:y + r + 1, x - r:x + r + 1]
+                    out[y - w:y + w + 1, x - w:x + w + 1] |= s[y - w:y + w + 1, x - w:x + w + 1]
     return out[pad:-pad, pad:-pad]
 
 
@@ -238,7 +258,7 @@ def _vertical_lines(stroke: np.ndarray, length: int, max_width: int = 3) -> np.n
     too, but is wider than a line.
     """
     opened = cv2.morphologyEx(stroke.astype(np.uint8), cv2.MORPH_OPEN, np.ones((length, 1), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    n, labels, stats, _ = _components(opened)
     if n <= 1:
         return np.zeros(stroke.shape, dtype=bool)
     line = (stats[:, cv2.CC_STAT_AREA] <= max_width * stats[:, cv2.CC_STAT_HEIGHT]) & \
@@ -279,7 +299,7 @@ def _text(stroke: np.ndarray) -> np.ndarray:
     pixels tall and have no vertical strokes.
     """
     closed = cv2.morphologyEx(stroke.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 5), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    n, labels, stats, _ = _components(closed)
     out = np.zeros(stroke.shape, dtype=bool)
     for i in range(1, n):
         x, y, w, h = (int(v) for v in stats[i, :4])
@@ -318,19 +338,25 @@ def white_marks(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> di
         out["scale"] = _reconstruct(lines, stroke & beside)
     else:
         out["scale"] = empty
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
+    n, labels, stats, centroids = _components(thin)
     area, height = stats[:, cv2.CC_STAT_AREA], stats[:, cv2.CC_STAT_HEIGHT]
     # long hairline curves running down the image (icon outlines, arrows): two pixels wide at
     # most, at least 15 pixels tall.  Tissue's thin bright structures are interfaces across the
     # beam (a few pixels tall), and rim calcifications are thicker than a hairline.
-    width = np.zeros(n, dtype=np.float32)
-    np.maximum.at(width, labels.ravel(), dist.ravel())
-    curves = np.flatnonzero((height >= 2 * settings.min_length + 1) & (area >= 30) & (width <= 1.5)
-                            & (np.arange(n) > 0))
-    out["icon"] = np.isin(labels, curves) if curves.size else empty
+    tall = (height >= 2 * settings.min_length + 1) & (area >= 30)
+    tall[0] = False
+    if tall.any():
+        width = np.asarray(maximum(dist, labels, np.arange(n)), dtype=np.float32)  # thickest point per piece
+        tall &= width <= 1.5
+    out["icon"] = tall[labels] if tall.any() else empty
     spots = np.flatnonzero((area <= 6) & (np.arange(n) > 0))
     on = spots[_dotted(centroids[spots])] if spots.size >= 4 else spots[:0]
-    out["dotted"] = np.isin(labels, on) if on.size else empty
+    if on.size:
+        keep = np.zeros(n, dtype=bool)
+        keep[on] = True
+        out["dotted"] = keep[labels]
+    else:
+        out["dotted"] = empty
     return out
 
 

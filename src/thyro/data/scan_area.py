@@ -84,16 +84,16 @@ def _odd(v: float, lo: int = 3) -> int:
     return max(lo, int(round(v)) | 1)
 
 
-def _core_box(core: np.ndarray, min_area: float) -> tuple[Box | None, np.ndarray | None]:
+def _core_box(core: np.ndarray, min_area: float) -> Box | None:
     """The largest region of ``core``, merged with large regions beside it on the same rows."""
     h, w = core.shape
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4, ltype=cv2.CV_16U)
     if n <= 1:
-        return None, None
+        return None
     areas = stats[1:, cv2.CC_STAT_AREA]
     best = 1 + int(np.argmax(areas))
     if stats[best, cv2.CC_STAT_AREA] < min_area * h * w:
-        return None, None
+        return None
     members = [best]
     x0, y0 = int(stats[best, 0]), int(stats[best, 1])
     x1, y1 = x0 + int(stats[best, 2]), y0 + int(stats[best, 3])
@@ -110,7 +110,7 @@ def _core_box(core: np.ndarray, min_area: float) -> tuple[Box | None, np.ndarray
                 members.append(j)
                 x0, y0, x1, y1 = min(x0, jx0), min(y0, jy0), max(x1, jx0 + jw), max(y1, jy0 + jh)
                 changed = True
-    return (x0, y0, x1, y1), np.isin(labels, members)
+    return x0, y0, x1, y1
 
 
 def _run_ends(lines: np.ndarray, start: int, depth: int) -> np.ndarray:
@@ -200,7 +200,7 @@ def find_scan_area(gray: np.ndarray, tolerance: int = 4, min_area: float = 0.1) 
     core = (occupancy >= 0.5).astype(np.uint8)
     k_open = _odd(side * 0.03)
     core = cv2.morphologyEx(core, cv2.MORPH_OPEN, np.ones((k_open, k_open), np.uint8))
-    box, region = _core_box(core, min_area)
+    box = _core_box(core, min_area)
     if box is None:
         return ScanArea(whole, "whole-image",
                         f"no tissue region covering {min_area:.0%} of the frame was found "
