@@ -8,7 +8,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -77,8 +76,8 @@ def test_marks_only_needs_two_classes_and_some_marks():
 
 
 def test_model_scored_with_and_without_marks(cohorts, model_dir, tmp_path):
-    from thyro.data.splits import make_splits
     from thyro.data.manifest import read_manifest
+    from thyro.data.splits import make_splits
 
     man = read_manifest(cohorts["biased"])
     splits = make_splits(man, test_size=0.3, folds=3, seed=0)

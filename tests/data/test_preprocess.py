@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -324,3 +325,57 @@ def test_dicom_ultrasound_region_is_the_scan_area(tmp_path):
     assert g.scan_method == "dicom-region" and g.origin == (20, 10) and g.frame_size == (160, 120)
     assert g.crop_box == (0, 0, 110, 90) and g.to_frame(g.crop_box) == (20, 10, 130, 100)
     assert g.frame_kept == pytest.approx(110 * 90 / (160 * 120))
+
+
+def _small_manifest(tmp_path, n=3):
+    recs = []
+    for k in range(n):
+        Image.fromarray(_screen(seed=k)).save(tmp_path / f"im{k}.png")
+        recs.append({"image": f"im{k}.png", "label": k % 2, "patient_id": f"p{k}",
+                     "roi": json.dumps({"box": [60, 40, 120, 100]})})
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    recs.append({"image": "broken.png", "label": "", "patient_id": "p9"})
+    man = manifest_from_records(recs, tmp_path)
+    return write_manifest(man.df, tmp_path / "manifest.csv", root=tmp_path)
+
+
+def test_preview_sheet_scales_with_the_output_size(tmp_path):
+    path = _small_manifest(tmp_path)
+    small = preview_sheet(path, tmp_path / "small.png", PreprocessConfig(size=64), n=4)
+    large = preview_sheet(path, tmp_path / "large.png", PreprocessConfig(size=400), n=4)
+    with Image.open(small) as a, Image.open(large) as b:
+        assert a.size[0] == 2 * 2 * 192 + 8  # at least 192 px per picture
+        assert b.size[0] == 2 * 2 * 400 + 8 and b.size[1] == 2 * (400 + 30)
+
+
+def test_preview_per_image_and_report(tmp_path):
+    from thyro.data.preview import REPORT_COLUMNS, preprocess_report, preview_images
+
+    path = _small_manifest(tmp_path)
+    written = preview_images(path, tmp_path / "pics", PreprocessConfig(size=64))
+    assert sorted(p.name for p in written) == ["im0.png", "im1.png", "im2.png"]
+    with Image.open(written[0]) as pic:  # the raw image at full resolution beside the model's input
+        assert pic.size == (300 + 8 + 200, 200 + 22)
+    report = pd.read_csv(tmp_path / "pics" / "preprocess.csv", keep_default_na=False)
+    assert list(report.columns) == REPORT_COLUMNS and len(report) == 4
+    row = report[report["image"] == "im0.png"].iloc[0]
+    assert row["scan_method"] == "layout" and row["scan_box"] == "30 15 240 170"
+    assert float(row["frame_kept"]) == pytest.approx(210 * 155 / (300 * 200), abs=1e-3)
+    assert "broken.png" in report.loc[report["error"] != "", "image"].tolist()
+    out = preprocess_report(path, tmp_path / "report.csv", PreprocessConfig(size=64))
+    assert len(pd.read_csv(out)) == 4
+
+
+def test_cli_preview_per_image_report_and_cache_summary(tmp_path, capsys):
+    from thyro.cli import main
+
+    path = _small_manifest(tmp_path)
+    assert main(["-q", "data", "preview", str(path), "--out", str(tmp_path / "pics"), "--per-image",
+                 "--size", "64", "--report", str(tmp_path / "r.csv")]) == 0
+    assert len(list((tmp_path / "pics").glob("im*.png"))) == 3 and (tmp_path / "r.csv").is_file()
+    good = manifest_from_records([{"image": f"im{k}.png", "label": k % 2, "patient_id": f"p{k}"} for k in range(3)],
+                                 tmp_path)
+    gpath = write_manifest(good.df, tmp_path / "good.csv", root=tmp_path)
+    assert main(["data", "cache", str(gpath), "--size", "32", "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "scan area: 3 layout" in out and "preprocess.csv" in out

@@ -295,8 +295,8 @@ def _text(stroke: np.ndarray) -> np.ndarray:
     tall, at least one and a half times as wide, with three or more separate vertical strokes
     reaching half its height, and one at least every one and a half heights along it, is text,
     unless most of its pixels lie in horizontal runs as long as it is tall: bright interfaces stacked
-    in the near field, bridged here and there by speckle, look like that; glyphs do not.  Tissue interfaces are joined too, but they are a few
-    pixels tall and have no vertical strokes.
+    in the near field, bridged here and there by speckle, look like that; glyphs do not.  A single
+    tissue interface is a few pixels tall and has no vertical strokes.
     """
     closed = cv2.morphologyEx(stroke.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 5), np.uint8))
     n, labels, stats, _ = _components(closed)

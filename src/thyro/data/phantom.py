@@ -606,7 +606,8 @@ def draw_marks(image: np.ndarray, polygon: list[list[float]] | None, frame: Fram
         if rng.random() < 0.6:
             pairs.append((pts[np.argmin(pts[:, 1])], pts[np.argmax(pts[:, 1])]))
         for a, b in pairs:
-            shape, gap, colour = ("+" if rng.random() < 0.5 else "x"), int(rng.integers(0, 2)), _mark_colour(rng, colour_p)
+            shape = "+" if rng.random() < 0.5 else "x"
+            gap, colour = int(rng.integers(0, 2)), _mark_colour(rng, colour_p)
             for p in (a, b):
                 _draw_cross(canvas, mask, int(round(p[0])), int(round(p[1])), arm, shape, gap, colour)
                 drawn["calipers"] += 1
@@ -614,7 +615,8 @@ def draw_marks(image: np.ndarray, polygon: list[list[float]] | None, frame: Fram
                 _draw_dotted(canvas, mask, a, b, step=int(rng.integers(3, 5)), clear=arm + 2, colour=colour)
                 drawn["dotted"] = True
     text = f"{rng.integers(1, 4)} {rng.uniform(0.4, 3.5):.2f}cm"
-    _draw_text(canvas, mask, text, (frame.x0 + 3, frame.y1 - 4), 0.7 if size < 256 else 0.9, _mark_colour(rng, colour_p))
+    scale = 0.7 if size < 256 else 0.9
+    _draw_text(canvas, mask, text, (frame.x0 + 3, frame.y1 - 4), scale, _mark_colour(rng, colour_p))
     drawn["text"] = True
     sx = frame.x1 - 3
     sy0, sy1 = frame.y0 + (frame.y1 - frame.y0) // 5, frame.y1 - (frame.y1 - frame.y0) // 5

@@ -38,7 +38,8 @@ def _scores(package, engine, manifest, ids: list[str], inpaint: bool, batch_size
 
 
 def model_audit(package, manifest, images: pd.DataFrame, *, ids: list[str] | None = None, batch_size: int = 16,
-                level: float = 0.95, n_boot: int = 2000, seed: int = 0, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+                level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                progress: bool = True) -> tuple[dict, pd.DataFrame]:
     """The model's AUROC on images with marks and with marks removed, and the paired difference.
 
     ``images`` is :func:`thyro.data.audit.mark_features`'s table; ``ids`` the images to score
