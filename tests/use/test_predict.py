@@ -150,3 +150,15 @@ def test_real_udtn_sample_gets_a_probability_for_every_image(package, udtn_dir, 
     dup = df[df.duplicated("name", keep=False)]
     assert len(dup) == 2 and dup["probability"].astype(float).nunique() == 1
     assert df["name"].nunique() == 25
+
+
+def test_unsure_scan_area_is_a_warning_row(model_dir, tmp_path):
+    from PIL import Image
+
+    img = np.zeros((90, 120), np.uint8)
+    img[10:20, 10:20] = 200  # no tissue image to be found: the whole frame is used, with a warning
+    path = tmp_path / "odd.png"
+    Image.fromarray(img).save(path)
+    row = predict(model_dir, [path], progress=False).rows[0]
+    assert not row.error and row.probability is not None
+    assert "whole frame" in row.warning

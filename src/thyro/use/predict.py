@@ -288,6 +288,8 @@ def prepare_item(preprocessor, item: InputItem, size: int, *, frame: bool = Fals
     img = np.asarray(img)
     if img.shape != (size, size) or img.dtype != np.uint8:
         raise DataError(f"{item.path}: preprocessing gave {img.dtype} {img.shape}, expected uint8 ({size}, {size}).")
+    if geometry.warning:  # the scan area was not understood: the whole frame was used
+        warning = "; ".join(w for w in (warning, geometry.warning) if w)
     return Prepared(img, warning, geometry, full)
 
 
