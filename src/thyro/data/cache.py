@@ -339,6 +339,16 @@ def _save_geometries(geometries: dict[int, dict], path: Path) -> None:
     write_text(path, "".join(json.dumps({"row": i, **g}) + "\n" for i, g in sorted(geometries.items())))
 
 
+def _label_text(label) -> str:
+    import pandas as pd
+
+    if label is None or pd.isna(label):
+        return ""
+    if isinstance(label, (int, float, np.integer, np.floating)):
+        return str(int(label))
+    return str(label)  # a class name (pretraining corpora)
+
+
 def _write_report(manifest: Manifest, geometries: dict[int, dict], path: Path) -> dict:
     """Write the per-image report and return its summary (counts by scan method, frame kept, marks)."""
     from thyro.fileio import write_csv_rows
@@ -354,8 +364,7 @@ def _write_report(manifest: Manifest, geometries: dict[int, dict], path: Path) -
         methods[g["scan_method"]] = methods.get(g["scan_method"], 0) + 1
         if g["warning"]:
             warned.append(image)
-        label = labels[i]
-        rows.append({"image": image, "label": "" if label is None or label != label else int(label),
+        rows.append({"image": image, "label": _label_text(labels[i]),
                      "width": g["source_size"][0], "height": g["source_size"][1], "scan_method": g["scan_method"],
                      "scan_box": " ".join(map(str, g["scan_box"])), "crop_box": " ".join(map(str, g["crop_box"])),
                      "frame_kept": f"{g['frame_kept']:.4f}", "scan_kept": f"{g['scan_kept']:.4f}",
