@@ -379,3 +379,34 @@ def test_cli_preview_per_image_report_and_cache_summary(tmp_path, capsys):
     assert main(["data", "cache", str(gpath), "--size", "32", "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "scan area: 3 layout" in out and "preprocess.csv" in out
+
+
+def test_scan_area_of_a_fan_keeps_the_deepest_point_of_its_arc():
+    """A convex probe's image ends on an arc: the crop reaches its deepest point and cuts the text below."""
+    from thyro.data.scan_area import find_scan_area
+
+    rng = np.random.default_rng(5)
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(xx - 160, yy + 60)
+    fan = (r > 80) & (r < 250) & (np.abs(np.arctan2(xx - 160, yy + 60)) < 0.6)
+    img = np.zeros((h, w), np.uint8)
+    img[fan] = rng.integers(20, 200, int(fan.sum()))
+    img[215:225, 40:120] = 230  # a label below the fan
+    img[215:225, 45:115:6] = 0
+    deepest = int(np.nonzero(fan.any(axis=1))[0].max()) + 1
+    x0, y0, x1, y1 = find_scan_area(img).box
+    assert deepest <= y1 <= deepest + 2 and y1 < 215
+    cols = np.nonzero(fan.any(axis=0))[0]
+    assert x0 <= cols.min() and x1 >= cols.max() + 1
+
+
+def test_scan_area_of_dual_views_of_different_depths():
+    from thyro.data.scan_area import find_scan_area
+
+    rng = np.random.default_rng(6)
+    img = np.zeros((220, 320), np.uint8)
+    img[10:150, 20:150] = rng.integers(20, 200, (140, 130))   # left view, shallower
+    img[10:190, 152:300] = rng.integers(20, 200, (180, 148))  # right view, deeper
+    img[200:210, 30:100:3] = 230  # a label row below
+    assert find_scan_area(img).box == (20, 10, 300, 190)

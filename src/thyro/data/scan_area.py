@@ -8,32 +8,37 @@ border at all, the depth scale drawn over the tissue), and the deep part of the 
 often as dark as the background.  The detector therefore does not look for "a black border"; it
 decides, side by side, whether anything beyond the tissue is user interface, and cuts only then.
 
-Method (classical, a few OpenCV passes; about a millisecond per 560 x 360 frame):
+Method (classical: a few OpenCV passes and 1-D profiles, a few milliseconds per 560 x 360 frame):
 
 1. **Background level**: the most frequent gray level among the dark levels (0..47) of the frame:
    the UI background (0 on most scanners, 1-3 on some JPEG exports).
 2. **Occupancy**: a pixel is *content* when it differs from the background by more than
    ``tolerance``.  The fraction of content pixels in a window of about 2.5% of the image side is
-   the occupancy.  Tissue, even dark tissue above the noise floor, has occupancy near 1 (speckle
-   fills every pixel); text, scale ticks, dots and icons are thin strokes on background, with
-   occupancy well under 1/2.
+   the occupancy.  Tissue, even dark tissue above the scanner's noise floor, has occupancy near 1
+   (speckle fills every pixel); text, scale ticks, dots and icons are thin strokes on background,
+   with occupancy well under 1/2.
 3. **Tissue core**: occupancy >= 1/2, opened with a square of about 3% of the side, which removes
    whatever is thinner (text, ticks, gray-scale bars, icons drawn in lines).  The core is the
    largest connected region, merged with large regions beside it on the same rows (dual views
    split by a dark line).  A core under ``min_area`` of the frame means the layout was not
    understood: the whole frame is used, with a warning.
-4. **Each side of the core's box**, top, bottom, left and right, is then checked for what lies
-   beyond it:
+4. **Each side of the core's box** is kept to the image edge unless the tissue image has a border
+   there (:func:`_side_end`).  From a few lines inside the box, each position's run of content is
+   followed outward to where it stops.  A scanner's image area ends on one smooth line: straight,
+   slanted (steered or trapezoid images), a step where dual views of different depths meet, an
+   arc (convex probes); so the stop lines of neighbouring positions agree to within a few pixels
+   nearly everywhere, and the border is placed at the outermost of them (a few ticks or labels
+   touching the edge, off the line, are left out).  Tissue fading into the dark (deep tissue, posterior shadowing) stops at a different
+   depth in every column: no border, and the side is kept to the image edge.  Two layout rules
+   complete it: a core reaching both lateral edges of the frame (within 3%) is an export cropped
+   to the image area, whose field of view runs to the bottom edge however dark the deep tissue
+   (a scanner's frame puts its text and scales beside the image, not only below it); and a core
+   reaching an edge has no border on that side.
 
-   * a **sharp edge** (content falls from the core's level to almost nothing within a few lines) is
-     the border of the tissue image: the box stops there;
-   * a **soft edge** (content thins out gradually: dark deep tissue, acoustic shadowing, a
-     hypoechoic muscle) is tissue continuing at a low level: the box extends to the image edge,
-     unless, past the last content, an empty gap separates it from more content (text or a scale
-     in a border band): then it stops at the last content before the gap.
-
-   So tissue is never cut for being dark, and a border band is cut only when it is uniform
-   background where the tissue has a crisp edge, which is what a scanner's image area looks like.
+   So tissue is never cut for being dark; a side is cut only where the image area visibly ends.
+   The cost is the other way round: a border that is not a clean line (a text band glued to the
+   image all along it, say) is kept, with its UI inside the crop (the mark detector then removes
+   what it recognises).
 
 The DICOM Sequence of Ultrasound Regions (0018,6011), when a file has one, says where the tissue
 image is; :mod:`thyro.data.readers` crops to it before any of this and the detector is skipped.
@@ -145,11 +150,12 @@ def _side_end(lines: np.ndarray, end: int, band: int, depth: int = 2) -> tuple[i
     ``band`` lines inside the box, each position's content run is followed outward to where it
     stops (:func:`_run_ends`).  At the border of a scanner's image area the runs stop on one
     smooth line: straight, slanted (steered or trapezoid images), a step where dual views of
-    different depths meet, or an arc (convex probes): neighbours stop within a line of each
-    other.  Tissue fading into the dark (deep tissue, shadowing) stops at a different depth in
-    every position.  A border is placed at the 80th percentile (outward) of the stop lines, which
-    ignores a few ticks or labels touching the edge; without one the scan area runs to the image
-    edge, so dark tissue is never cut.  Returns ``(index, smoothness)``.
+    different depths meet, or an arc (convex probes): at 80% of the positions or more, the stop
+    line lies within 3 pixels of the local median (over 15 neighbours).  Tissue fading into the
+    dark (deep tissue, shadowing) stops at a different depth in every position.  A border is placed
+    at the outermost stop among the positions on the line, which leaves out a few ticks or labels
+    touching the edge; without a border the scan area runs to the image edge, so dark tissue is
+    never cut.  Returns ``(index, smoothness)``.
     """
     n = lines.shape[0]
     if end >= n:
@@ -163,10 +169,20 @@ def _side_end(lines: np.ndarray, end: int, band: int, depth: int = 2) -> tuple[i
         return n, 0.0  # most runs reach the image edge
     seq = ends[ends >= 0].astype(np.float32)
     local = median_filter(seq, size=min(15, seq.size), mode="nearest")
-    smooth = float((np.abs(seq - local) <= 3).mean())
+    on_line = (np.abs(seq - local) <= 3) & (seq < n)
+    smooth = float(on_line.mean())
     if smooth < 0.8:
         return n, smooth
-    end = int(np.ceil(np.percentile(defined, 80)))
+    # the outermost point of the border line (a slanted side, the deeper of two views, the bottom
+    # of an arc) among stretches of it at least a tenth of the side long: a tick, a dot or a label
+    # touching the edge makes a short stretch of its own
+    long_enough = np.zeros(seq.size, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.r_[0, np.abs(np.diff(seq)) <= 1, 0]))
+    for a, b in zip(edges[::2], edges[1::2] + 1):  # runs of neighbours within a pixel of each other
+        if b - a >= max(5, seq.size // 10):
+            long_enough[a:b] = True
+    pick = on_line & long_enough
+    end = int(np.ceil(seq[pick].max() if pick.any() else np.percentile(seq[on_line], 80)))
     if end < n and float(lines[end].mean()) > 0.05:
         end += 1  # the border's line, blurred by JPEG, still holds some of the edge
     return end, smooth
