@@ -53,7 +53,16 @@ def test_build_stores_exactly_the_preprocessed_images(manifest, tmp_path):
         c.index_of(["nope.png"])
     files = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert files == [c.key]  # published; no partial folder or lock left
-    assert sorted(p.name for p in c.path.iterdir()) == ["images.u8", "meta.json"]
+    assert sorted(p.name for p in c.path.iterdir()) == ["images.u8", "meta.json", "preprocess.csv"]
+    # the per-image report: one row per image, the geometry the preprocessing used
+    report = c.report()
+    assert report["image"].tolist() == man.ids
+    for i in (0, 7):
+        _, geometry = pre.process_file(man.paths()[i], roi=man.rois()[i])
+        assert report.loc[i, "crop_box"] == " ".join(map(str, geometry.crop_box))
+        assert float(report.loc[i, "frame_kept"]) == pytest.approx(geometry.frame_kept, abs=1e-4)
+    summary = c.meta["preprocess_summary"]
+    assert sum(summary["scan_methods"].values()) == len(man)
 
 
 def test_reused_without_decoding_and_rebuilt_on_request(manifest, tmp_path, monkeypatch):
@@ -62,7 +71,7 @@ def test_reused_without_decoding_and_rebuilt_on_request(manifest, tmp_path, monk
     def boom(*a, **k):
         raise AssertionError("decoded an image although the cache exists")
 
-    monkeypatch.setattr(Preprocessor, "from_file", boom)
+    monkeypatch.setattr(Preprocessor, "process_file", boom)
     again = ImageCache.build(manifest, CFG, cache_dir=tmp_path / "cache")
     assert again.key == first.key and np.array_equal(np.asarray(again.images), np.asarray(first.images))
     with pytest.raises(Problems):  # rebuild really decodes again

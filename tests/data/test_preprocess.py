@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -17,10 +18,10 @@ from thyro.data.preprocess import (
     find_sector,
     load_preprocess_config,
     mark_mask,
-    preview_sheet,
     read_pixels,
     resize_square,
 )
+from thyro.data.preview import preview_sheet
 from thyro.data.readers import load_image
 from thyro.errors import ConfigError, DataError
 
@@ -109,7 +110,7 @@ def test_inpaint_marks_removes_green_calipers():
     rgb[40, 20:60] = (0, 255, 0)
     rgb[20:60, 40] = (0, 255, 0)
     assert mark_mask(rgb).sum() >= 79
-    base = PreprocessConfig(size=80, remove_frame=False)
+    base = PreprocessConfig(size=80, remove_frame=False, inpaint_marks=False)
     plain = Preprocessor(base)(rgb)
     cleaned = Preprocessor(base.model_copy(update={"inpaint_marks": True}))(rgb)
     assert plain[40, 20:60].mean() > 140  # the cross shows through as bright gray
@@ -247,7 +248,165 @@ def test_preview_sheet_writes_a_png(tmp_path):
     path = write_manifest(man.df, tmp_path / "manifest.csv", root=tmp_path)
     out = preview_sheet(path, tmp_path / "sheet.png", PreprocessConfig(size=64), n=10, cell=64)
     with Image.open(out) as sheet:
-        assert sheet.size == (2 * 2 * 64 + 8, 2 * (64 + 28))
+        assert sheet.size == (2 * 2 * 64 + 8, 2 * (64 + 30))
         arr = np.asarray(sheet.convert("RGB"))
     assert ((arr[..., 1] > 200) & (arr[..., 0] < 80)).any()  # the green ROI outline is drawn
     assert not list(tmp_path.glob(".sheet.png*"))  # no temporary left behind
+
+
+# ---------------------------------------------------------------------------------------------
+# scan area from the layout; geometry
+
+
+def _frameless(h=200, w=300, seed=0, floor=2) -> np.ndarray:
+    """A frameless export: bright tissue above, dark deep tissue (sparse faint echoes) below, no border."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), floor, np.uint8)
+    img[: h // 2] = rng.integers(40, 200, (h // 2, w))
+    deep = rng.random((h - h // 2, w)) < np.linspace(0.35, 0.02, h - h // 2)[:, None]
+    img[h // 2:][deep] = rng.integers(6, 40, int(deep.sum()))
+    return img
+
+
+def test_scan_area_keeps_dark_deep_tissue_of_a_frameless_export():
+    from thyro.data.scan_area import find_scan_area
+
+    img = _frameless()
+    img[185:195, 10:40] = 230  # an icon drawn over the dark deep tissue
+    area = find_scan_area(img)
+    assert area.box == (0, 0, 300, 200) and area.method == "layout" and not area.warning
+
+
+def test_scan_area_cuts_a_framed_screen_at_its_border():
+    from thyro.data.scan_area import find_scan_area
+
+    img = _screen(box=(30, 15, 240, 170))
+    img[120:170, 30:240] = np.random.default_rng(3).integers(6, 25, (50, 210))  # dark deep tissue, above the floor
+    assert find_scan_area(img).box == (30, 15, 240, 170)
+
+
+def test_scan_area_unsure_uses_the_whole_frame_with_a_warning():
+    from thyro.data.scan_area import find_scan_area
+
+    img = np.zeros((120, 160), np.uint8)
+    img[10:20, 10:20] = 200  # nothing that looks like a tissue image
+    area = find_scan_area(img)
+    assert area.box == (0, 0, 160, 120) and area.method == "whole-image" and "whole frame" in area.warning
+    _, geometry = Preprocessor(PreprocessConfig(size=32)).process(img)
+    assert geometry.scan_method == "whole-image" and geometry.warning and geometry.frame_kept == 1.0
+
+
+def test_geometry_describes_the_crop_and_maps_back():
+    img = _screen(box=(30, 15, 240, 170))
+    out, g = Preprocessor(PreprocessConfig(size=64)).process(img)
+    assert g.crop_box == g.scan_box == (30, 15, 240, 170) and g.scan_method == "layout"
+    assert g.source_size == (300, 200) and g.size == 64
+    assert g.resized == (64, round(155 * 64 / 210)) and g.offset == (0, (64 - g.resized[1]) // 2)
+    assert g.frame_kept == pytest.approx(210 * 155 / (300 * 200)) and g.scan_kept == 1.0
+    # a map on the model's input goes back onto the source pixels of the crop, zero elsewhere
+    hm = np.zeros((64, 64), np.float32)
+    hm[g.offset[1]:g.offset[1] + g.resized[1], :32] = 1.0  # left half of the image content
+    back = g.to_source(hm)
+    assert back.shape == (200, 300)
+    assert back[100, 60] == pytest.approx(1.0) and back[100, 200] == pytest.approx(0.0)
+    assert back[5, 5] == 0.0 and back[:, :30].max() == 0.0
+    d = g.as_dict()
+    assert json.loads(json.dumps(d))["crop_box"] == [30, 15, 240, 170]
+    with pytest.raises(DataError, match="does not match"):
+        g.to_source(np.zeros((10, 10)))
+
+
+def test_dicom_ultrasound_region_is_the_scan_area(tmp_path):
+    from test_readers import write_dicom  # tests/data is on the path of its own test modules
+
+    frame = _screen(h=120, w=160, box=(20, 10, 130, 100))
+    path = write_dicom(tmp_path / "us.dcm", frame, regions=[(20, 10, 129, 99, 1)])
+    out, g = Preprocessor(PreprocessConfig(size=32)).process_file(path)
+    assert g.scan_method == "dicom-region" and g.origin == (20, 10) and g.frame_size == (160, 120)
+    assert g.crop_box == (0, 0, 110, 90) and g.to_frame(g.crop_box) == (20, 10, 130, 100)
+    assert g.frame_kept == pytest.approx(110 * 90 / (160 * 120))
+
+
+def _small_manifest(tmp_path, n=3):
+    recs = []
+    for k in range(n):
+        Image.fromarray(_screen(seed=k)).save(tmp_path / f"im{k}.png")
+        recs.append({"image": f"im{k}.png", "label": k % 2, "patient_id": f"p{k}",
+                     "roi": json.dumps({"box": [60, 40, 120, 100]})})
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    recs.append({"image": "broken.png", "label": "", "patient_id": "p9"})
+    man = manifest_from_records(recs, tmp_path)
+    return write_manifest(man.df, tmp_path / "manifest.csv", root=tmp_path)
+
+
+def test_preview_sheet_scales_with_the_output_size(tmp_path):
+    path = _small_manifest(tmp_path)
+    small = preview_sheet(path, tmp_path / "small.png", PreprocessConfig(size=64), n=4)
+    large = preview_sheet(path, tmp_path / "large.png", PreprocessConfig(size=400), n=4)
+    with Image.open(small) as a, Image.open(large) as b:
+        assert a.size[0] == 2 * 2 * 192 + 8  # at least 192 px per picture
+        assert b.size[0] == 2 * 2 * 400 + 8 and b.size[1] == 2 * (400 + 30)
+
+
+def test_preview_per_image_and_report(tmp_path):
+    from thyro.data.preview import REPORT_COLUMNS, preprocess_report, preview_images
+
+    path = _small_manifest(tmp_path)
+    written = preview_images(path, tmp_path / "pics", PreprocessConfig(size=64))
+    assert sorted(p.name for p in written) == ["im0.png", "im1.png", "im2.png"]
+    with Image.open(written[0]) as pic:  # the raw image at full resolution beside the model's input
+        assert pic.size == (300 + 8 + 200, 200 + 22)
+    report = pd.read_csv(tmp_path / "pics" / "preprocess.csv", keep_default_na=False)
+    assert list(report.columns) == REPORT_COLUMNS and len(report) == 4
+    row = report[report["image"] == "im0.png"].iloc[0]
+    assert row["scan_method"] == "layout" and row["scan_box"] == "30 15 240 170"
+    assert float(row["frame_kept"]) == pytest.approx(210 * 155 / (300 * 200), abs=1e-3)
+    assert "broken.png" in report.loc[report["error"] != "", "image"].tolist()
+    out = preprocess_report(path, tmp_path / "report.csv", PreprocessConfig(size=64))
+    assert len(pd.read_csv(out)) == 4
+
+
+def test_cli_preview_per_image_report_and_cache_summary(tmp_path, capsys):
+    from thyro.cli import main
+
+    path = _small_manifest(tmp_path)
+    assert main(["-q", "data", "preview", str(path), "--out", str(tmp_path / "pics"), "--per-image",
+                 "--size", "64", "--report", str(tmp_path / "r.csv")]) == 0
+    assert len(list((tmp_path / "pics").glob("im*.png"))) == 3 and (tmp_path / "r.csv").is_file()
+    good = manifest_from_records([{"image": f"im{k}.png", "label": k % 2, "patient_id": f"p{k}"} for k in range(3)],
+                                 tmp_path)
+    gpath = write_manifest(good.df, tmp_path / "good.csv", root=tmp_path)
+    assert main(["data", "cache", str(gpath), "--size", "32", "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "scan area: 3 layout" in out and "preprocess.csv" in out
+
+
+def test_scan_area_of_a_fan_keeps_the_deepest_point_of_its_arc():
+    """A convex probe's image ends on an arc: the crop reaches its deepest point and cuts the text below."""
+    from thyro.data.scan_area import find_scan_area
+
+    rng = np.random.default_rng(5)
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(xx - 160, yy + 60)
+    fan = (r > 80) & (r < 250) & (np.abs(np.arctan2(xx - 160, yy + 60)) < 0.6)
+    img = np.zeros((h, w), np.uint8)
+    img[fan] = rng.integers(20, 200, int(fan.sum()))
+    img[215:225, 40:120] = 230  # a label below the fan
+    img[215:225, 45:115:6] = 0
+    deepest = int(np.nonzero(fan.any(axis=1))[0].max()) + 1
+    x0, y0, x1, y1 = find_scan_area(img).box
+    assert deepest <= y1 <= deepest + 2 and y1 < 215
+    cols = np.nonzero(fan.any(axis=0))[0]
+    assert x0 <= cols.min() and x1 >= cols.max() + 1
+
+
+def test_scan_area_of_dual_views_of_different_depths():
+    from thyro.data.scan_area import find_scan_area
+
+    rng = np.random.default_rng(6)
+    img = np.zeros((220, 320), np.uint8)
+    img[10:150, 20:150] = rng.integers(20, 200, (140, 130))   # left view, shallower
+    img[10:190, 152:300] = rng.integers(20, 200, (180, 148))  # right view, deeper
+    img[200:210, 30:100:3] = 230  # a label row below
+    assert find_scan_area(img).box == (20, 10, 300, 190)

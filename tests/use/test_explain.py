@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -107,12 +109,39 @@ def test_explain_writes_overlays_and_reports_bad_files(model_dir, images, tmp_pa
     ok = [r for r in res if not r["error"]]
     assert len(ok) == 7 and len(res) == 8
     for r in ok:
-        im = Image.open(out / r["png"])
-        assert im.size == (SIZE, SIZE) and im.mode == "RGB"
-        assert r["png"].endswith(".gradcampp.png")
+        from thyro.data.readers import load_image
+
+        h, w = load_image(Path(r["input"]), us_region=False).pixels.shape
+        im = Image.open(out / r["png"])  # full resolution: the original, the model's input, a colour bar
+        assert im.mode == "RGB" and im.size[1] == h + 22 and im.size[0] > w + h
+        assert r["png"].endswith(".gradcampp.png") and r["input_png"].endswith(".gradcampp.input.png")
+        assert Image.open(out / r["input_png"]).size == (SIZE, SIZE)
+        x0, y0, x1, y1 = map(int, r["crop_box"].split())
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
     assert len({r["png"] for r in ok}) == 7  # same file names in sub-folders do not collide
     index = pd.read_csv(out / "index.csv")
     assert len(index) == 8 and index["error"].notna().sum() == 1
+
+
+def test_heatmap_goes_back_onto_the_original_pixels():
+    """A heatmap on the model's input lands on the original pixels it was computed from."""
+    from thyro.data.preprocess import PreprocessConfig, Preprocessor
+    from thyro.use.explain import explanation_figure, on_original
+
+    frame = np.zeros((120, 200), np.uint8)
+    frame[20:100, 40:180] = 120  # the tissue image in a black frame
+    img, g = Preprocessor(PreprocessConfig(size=32)).process(frame)
+    assert g.crop_box == (40, 20, 180, 100)
+    cam = np.zeros((32, 32), np.float32)
+    cam[g.offset[1]:g.offset[1] + g.resized[1], 24:] = 1.0  # the right quarter of the content
+    shown = on_original(frame, g, cam)
+    assert shown.shape == (120, 200, 3)
+    red, blue = shown[60, 170], shown[60, 60]
+    assert red[0] > red[2] + 50 and blue[2] > blue[0] + 50  # hot (red) on the right, cold (blue) on the left
+    assert (shown[5, 5] == 0).all() and (shown[60, 20] == 0).all()  # outside the crop: the original
+    assert tuple(shown[20, 100]) == (255, 220, 0)  # the crop box's outline
+    fig = explanation_figure(frame, g, img, cam, "caption")
+    assert fig.shape[0] == 120 + 22 and fig.shape[1] >= 200 + 8 + 120 + 8 + 60
 
 
 def test_cli_explain(model_dir, images, tmp_path):

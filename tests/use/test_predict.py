@@ -185,3 +185,15 @@ def test_predict_keeps_the_manifests_columns_and_report_and_compare_read_it(mode
     assert main(["compare", str(out_a), str(out_b), "--json", "--n-boot", "100"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["n_common"] == len(names) and r["comparison"]["diff"] == 0.0
+
+
+def test_unsure_scan_area_is_a_warning_row(model_dir, tmp_path):
+    from PIL import Image
+
+    img = np.zeros((90, 120), np.uint8)
+    img[10:20, 10:20] = 200  # no tissue image to be found: the whole frame is used, with a warning
+    path = tmp_path / "odd.png"
+    Image.fromarray(img).save(path)
+    row = predict(model_dir, [path], progress=False).rows[0]
+    assert not row.error and row.probability is not None
+    assert "whole frame" in row.warning

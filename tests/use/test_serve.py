@@ -100,6 +100,46 @@ def test_predict_with_roi_and_dicom(client, model_dir, images):
     assert (prev["width"], prev["height"]) == (104, 88)
 
 
+@pytest.fixture(scope="module")
+def whole_image_model(model_dir, tmp_path_factory):
+    """The test package, changed to a model trained on whole images (no ROI crop)."""
+    dst = tmp_path_factory.mktemp("whole") / "model"
+    shutil.copytree(model_dir, dst)
+    meta = json.loads((dst / "model.json").read_text(encoding="utf-8"))
+    meta["preprocess"]["roi_crop"] = False
+    (dst / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    return dst
+
+
+def test_box_is_used_by_an_roi_model_and_shown_on_the_original(client, images):
+    roi = {"box": [30, 25, 80, 70]}
+    r = client.post("/predict", files={"file": ("us2.png", _png_bytes(images["png2"]), "image/png")},
+                    data={"roi": json.dumps(roi)})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["roi_used"] is True and j["note"] is None
+    x0, y0, x1, y1 = j["crop_box"]  # the box grown by the model's ROI margin (10%), inside the image
+    assert 24 <= x0 <= 30 and 20 <= y0 <= 25 and 80 <= x1 <= 86 and 70 <= y1 <= 75
+    with Image.open(images["png2"]) as im:
+        w, h = im.size
+    assert j["image_size"] == [w, h]
+    original = _decode(j["heatmap_original_png"])  # full resolution, with the colour bar beside it
+    assert original.size[1] >= h and original.size[0] > w
+    assert _decode(j["heatmap_png"]).size == (SIZE, SIZE)
+
+
+def test_whole_image_model_says_the_box_is_not_used(whole_image_model, images):
+    with TestClient(create_app(whole_image_model)) as c:
+        plain = c.post("/predict", files={"file": ("us2.png", _png_bytes(images["png2"]), "image/png")},
+                       data={"heatmap": "false"}).json()
+        boxed = c.post("/predict", files={"file": ("us2.png", _png_bytes(images["png2"]), "image/png")},
+                       data={"roi": json.dumps({"box": [30, 25, 80, 70]}), "heatmap": "false"}).json()
+    assert plain["roi_used"] is False and plain["note"] is None
+    assert boxed["roi_used"] is False and "not used" in boxed["note"]
+    assert boxed["probability"] == pytest.approx(plain["probability"], abs=1e-9)  # the box changes nothing
+    assert boxed["crop_box"] == plain["crop_box"] and boxed["heatmap_original_png"] is None
+
+
 def test_bad_uploads_get_4xx_and_the_app_stays_up(client, images):
     cases = [
         ({"file": ("notes.png", b"not an image at all", "image/png")}, {}, 400),
@@ -196,7 +236,9 @@ def test_browser_upload_box_and_result(live_server, images, tmp_path):
             assert page.locator("#class").text_content() in ("TI-RADS ≥ 4c", "not TI-RADS ≥ 4c")
             assert page.locator("#probability-name").text_content() == "TI-RADS ≥ 4c probability"
             assert page.evaluate("document.getElementById('heatmap').naturalWidth") == SIZE
+            assert page.evaluate("document.getElementById('heatmap_original').naturalWidth") > SIZE
             assert "with box" in page.locator("#status").text_content()
+            assert page.locator("#note").is_hidden()
             shot = tmp_path / "serve.png"
             page.screenshot(path=str(shot), full_page=True)
             # a bad file: a message, and the page keeps working
@@ -226,3 +268,48 @@ def test_browser_upload_box_and_result(live_server, images, tmp_path):
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, Path(target) / "serve.png")
+
+
+def test_browser_whole_image_model_says_the_box_is_not_used(whole_image_model, images, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(whole_image_model), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    errors: list[str] = []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 760})
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.set_input_files("#file", str(images["png1"]))
+                page.wait_for_function("!document.getElementById('predict').disabled", timeout=20000)
+                box = page.locator("#canvas").bounding_box()
+                page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=5)
+                page.mouse.up()
+                page.click("#predict")
+                page.wait_for_selector("#result:not([hidden])", timeout=30000)
+                assert page.locator("#note").is_visible()
+                assert "not used" in page.locator("#note").text_content()
+                status = page.locator("#status").text_content()
+                assert "(box not used)" in status and "with box" not in status
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not errors, errors

@@ -23,20 +23,33 @@ def _parse_range(text: str) -> tuple[int, int]:
 
 def preview(
     manifest: Path = typer.Argument(..., help="Manifest CSV."),
-    out: Path = typer.Option(..., "--out", "-o", help="Contact sheet PNG to write."),
-    n: int = typer.Option(16, "--n", min=1, help="Number of images (drawn at random)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Contact sheet PNG to write (a folder with --per-image)."),
+    n: int | None = typer.Option(None, "--n", min=1, help="Number of images, drawn at random "
+                                 "(default 16 on a sheet, all with --per-image)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML with a 'preprocess:' block (or the block alone)."),
-    size: int | None = typer.Option(None, "--size", help="Override the output size."),
+    size: int | None = typer.Option(None, "--size", help="Override the output size; the sheet's pictures are as large."),
     roi_crop: bool | None = typer.Option(None, "--roi-crop/--no-roi-crop", help="Override ROI cropping."),
-    inpaint_marks: bool | None = typer.Option(None, "--inpaint-marks/--no-inpaint-marks", help="Override mark inpainting."),
+    inpaint_marks: bool | None = typer.Option(None, "--inpaint-marks/--no-inpaint-marks", help="Override mark removal."),
+    per_image: bool = typer.Option(False, "--per-image", help="Write one full-resolution PNG per image into OUT "
+                                   "(and OUT/preprocess.csv) instead of a sheet."),
+    report: Path | None = typer.Option(None, "--report", help="Also write the per-image report of every image "
+                                       "(scan area, share of the frame kept, marks) to this CSV."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random choice of images."),
 ) -> None:
-    """Write a contact sheet: raw images (ROI in green, crop in yellow) beside their preprocessed versions."""
-    from thyro.data.preprocess import load_preprocess_config, preview_sheet
+    """Raw images (scan area yellow, ROI green, marks red) beside what the model sees: a contact sheet
+    or one picture per image."""
+    from thyro.data.preprocess import load_preprocess_config
+    from thyro.data.preview import preprocess_report, preview_images, preview_sheet
 
     cfg = load_preprocess_config(config, size=size, roi_crop=roi_crop, inpaint_marks=inpaint_marks)
-    path = preview_sheet(manifest, out, cfg, n=n, seed=seed)
-    info(f"wrote contact sheet {path}")
+    if per_image:
+        written = preview_images(manifest, out, cfg, n=n, seed=seed)
+        info(f"wrote {len(written)} picture(s) and preprocess.csv to {out}")
+    else:
+        path = preview_sheet(manifest, out, cfg, n=n or 16, seed=seed)
+        info(f"wrote contact sheet {path}")
+    if report is not None:
+        info(f"wrote the per-image report {preprocess_report(manifest, report, cfg)}")
 
 
 def phantom(
@@ -110,6 +123,60 @@ def cache(
     seconds = time.perf_counter() - t0
     console.print(f"image cache {'reused' if existed else 'built'}: {c.path}")
     console.print(f"  key {c.key}, images {len(c)}, {c.size}x{c.size} uint8, {c.nbytes / 1e6:.1f} MB, {seconds:.1f} s")
+    summary = c.meta.get("preprocess_summary")
+    if summary:
+        methods = ", ".join(f"{v} {k}" for k, v in sorted(summary["scan_methods"].items()))
+        console.print(f"  scan area: {methods}; frame kept: median {summary['frame_kept_median']:.0%}, "
+                      f"lowest {summary['frame_kept_min']:.0%}; marks removed in {summary['images_with_marks']} "
+                      f"image(s); per image: {c.path / 'preprocess.csv'}")
+        if summary["n_warnings"]:
+            console.print(f"  [yellow]{summary['n_warnings']} image(s) kept whole (scan area not understood): "
+                          f"{', '.join(summary['warned'][:5])}{' ...' if summary['n_warnings'] > 5 else ''}[/]")
+
+
+def audit(
+    manifest: Path = typer.Argument(..., help="Manifest CSV (labels and groups)."),
+    model: Path | None = typer.Option(None, "--model", help="Model package: also score it with and without marks."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for audit.json and audit_images.csv "
+                                    "(a study's run directory puts the audit in its report)."),
+    splits: Path | None = typer.Option(None, "--splits", help="Splits JSON: score the model on its --on images."),
+    on: str = typer.Option("test", "--on", help="With --splits: test, dev or all."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Preprocessing (without --model): YAML with a "
+                                       "'preprocess:' block."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Group folds of the marks-only classifier."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap CIs."),
+) -> None:
+    """Shortcut audit: how much of each image is marks, whether marks alone predict the label
+    (AUROC with CI), and with --model the model's AUROC with marks left in vs removed."""
+    from thyro.console import is_quiet
+    from thyro.data.preprocess import load_preprocess_config
+    from thyro.use.audit import audit as run_audit
+
+    cfg = load_preprocess_config(config) if config is not None else None
+    res = run_audit(manifest, model, out=out, splits=splits, on=on, cfg=cfg, folds=folds, seed=seed,
+                    progress=not is_quiet())
+    marks = res["marks"]["overall"]
+    console.print(f"shortcut audit of {res['n_images']} image(s) ({manifest})")
+    if marks.get("n"):
+        console.print(f"  marks in {marks['images_with_marks']} of {marks['n']} image(s); share of the crop: "
+                      f"median {marks['median']:.2%}, 90th percentile {marks['p90']:.2%}, max {marks['max']:.2%}")
+        for label, sub in sorted(res["marks"]["by_label"].items()):
+            name = "malignant" if label == "1" else "benign"
+            console.print(f"    {name}: marks in {sub['share_with_marks']:.0%}, calipers in "
+                          f"{sub['share_with_calipers']:.0%}, median share {sub['median']:.2%}")
+    mo = res["marks_only"]
+    if mo.get("auroc") is None:
+        console.print(f"  marks alone: {mo.get('note')}")
+    else:
+        console.print(f"  marks alone predict the label with AUROC {mo['auroc']:.3f} [{mo['lower']:.3f}, "
+                      f"{mo['upper']:.3f}] ({mo['method']}, {mo['folds']} group folds): {mo['interpretation']}")
+    if "model" in res and "comparison" in res["model"]:
+        m, c = res["model"], res["model"]["comparison"]
+        console.print(f"  model on {m['n']} image(s): AUROC {m['auroc_marks']['auroc']:.3f} with marks, "
+                      f"{m['auroc_clean']['auroc']:.3f} with marks removed; difference {c['diff']:+.3f} "
+                      f"[{c['lower']:+.3f}, {c['upper']:+.3f}], p = {c['p_value']:.3g}: {m['interpretation']}")
+    if res.get("written"):
+        info(f"wrote {res['written']} (and audit_images.csv beside it)")
 
 
 def add_commands(data_app: typer.Typer) -> None:
@@ -118,3 +185,4 @@ def add_commands(data_app: typer.Typer) -> None:
     data_app.command("phantom")(phantom)
     data_app.command("corpus")(corpus)
     data_app.command("cache")(cache)
+    data_app.command("audit")(audit)

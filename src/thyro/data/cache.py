@@ -5,8 +5,12 @@ Training reads batches from the cache; it never decodes an image file per epoch.
 Layout (one folder per cache key under the cache directory)::
 
     CACHE_DIR/KEY/images.u8     N x S x S uint8, raw C-order bytes (np.memmap)
-    CACHE_DIR/KEY/meta.json     key, ids (manifest row order), size, preprocessing settings, timings
-    CACHE_DIR/KEY.partial/      the same while building, plus done.npy (which rows are finished)
+    CACHE_DIR/KEY/meta.json     key, ids (manifest row order), size, preprocessing settings, timings,
+                                and a summary of the scan areas and marks
+    CACHE_DIR/KEY/preprocess.csv  per image: scan area and how it was found, crop, share of the frame
+                                kept, share of marks removed, warning (``thyro.data.preview.REPORT_COLUMNS``)
+    CACHE_DIR/KEY.partial/      the same while building, plus done.npy (which rows are finished) and
+                                geometry.jsonl (the finished rows' geometry)
     CACHE_DIR/KEY.lock          held while building (concurrent builders wait, then reuse)
 
 The key is a hash of the preprocessing settings (with the algorithm version) and, per manifest row,
@@ -40,6 +44,7 @@ from thyro.errors import DataError, Problems
 from thyro.fileio import atomic_path, file_lock, sha256_file, sha256_json, write_json
 
 CACHE_FORMAT = 1
+REPORT_FILE = "preprocess.csv"
 _KEY_LEN = 24
 #: Below this many images a build runs in this process: starting worker processes (spawn) costs
 #: seconds, more than preprocessing a few hundred images takes.
@@ -190,6 +195,14 @@ class ImageCache:
                             f"{' ...' if len(missing) > 10 else ''}; rebuild the cache from the current manifest.")
         return np.fromiter((self._index[i] for i in ids), dtype=np.int64, count=len(ids))
 
+    def report(self):
+        """The per-image preprocessing report (``preprocess.csv``) as a DataFrame, or None for a cache
+        built before reports existed."""
+        import pandas as pd
+
+        path = self.path / REPORT_FILE
+        return pd.read_csv(path, keep_default_na=False) if path.is_file() else None
+
     def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """A batch ``(B, S, S)`` uint8 (a copy) by row indices."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -304,12 +317,15 @@ def _build_partial(manifest: Manifest, cfg: PreprocessConfig, key: str, cache_di
     for i in todo:
         tasks.append((int(i), str(paths[i]), rois[i], frames[i]))
     errors: list[tuple[int, str]] = []
+    geometry_path = partial / "geometry.jsonl"
+    geometries = _load_geometries(geometry_path, done)
     if n:
         images = np.memmap(data_path, dtype=np.uint8, mode="r+", shape=(n, size, size))
         try:
-            _run_tasks(tasks, cfg, images, done, done_path, errors, workers)
+            _run_tasks(tasks, cfg, images, done, done_path, errors, workers, geometries, geometry_path)
         finally:
             images.flush()
+            _save_geometries(geometries, geometry_path)
             _save_done(done, done_path)
             del images
     if errors:
@@ -318,18 +334,81 @@ def _build_partial(manifest: Manifest, cfg: PreprocessConfig, key: str, cache_di
         raise Problems(f"{where}: {len(errors)} image(s) could not be read or preprocessed for the cache "
                        f"(the other {n - len(errors)} are kept; fix or remove these rows and run again)",
                        [f"row {i + 2} ({manifest.ids[i]}): {msg}" for i, msg in errors])
+    summary = _write_report(manifest, geometries, partial / REPORT_FILE)
     write_json(partial / "meta.json", {
         "format": CACHE_FORMAT, "key": key, "n": n, "size": size, "dtype": "uint8", "ids": manifest.ids,
         "preprocess": cfg.model_dump(mode="json"), "manifest": str(manifest.path) if manifest.path else None,
         "build_seconds": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "preprocess_summary": summary,
     })
     done_path.unlink()
+    geometry_path.unlink(missing_ok=True)
     final = cache_dir / key
     os.replace(partial, final)
 
 
+def _load_geometries(path: Path, done: np.ndarray) -> dict[int, dict]:
+    """The geometry of rows finished by an interrupted build (only rows marked done)."""
+    out: dict[int, dict] = {}
+    if not path.is_file():
+        return out
+    with contextlib.suppress(OSError, ValueError):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            i = int(rec.pop("row"))
+            if 0 <= i < len(done) and done[i]:
+                out[i] = rec
+    return out
+
+
+def _save_geometries(geometries: dict[int, dict], path: Path) -> None:
+    from thyro.fileio import write_text
+
+    write_text(path, "".join(json.dumps({"row": i, **g}) + "\n" for i, g in sorted(geometries.items())))
+
+
+def _label_text(label) -> str:
+    import pandas as pd
+
+    if label is None or pd.isna(label):
+        return ""
+    if isinstance(label, (int, float, np.integer, np.floating)):
+        return str(int(label))
+    return str(label)  # a class name (pretraining corpora)
+
+
+def _write_report(manifest: Manifest, geometries: dict[int, dict], path: Path) -> dict:
+    """Write the per-image report and return its summary (counts by scan method, frame kept, marks)."""
+    from thyro.fileio import write_csv_rows
+
+    labels = manifest.df["label"].tolist() if "label" in manifest.df.columns else [None] * len(manifest)
+    rows, kept, marks, methods, warned = [], [], [], {}, []
+    for i, image in enumerate(manifest.ids):
+        g = geometries.get(i)
+        if g is None:
+            continue
+        kept.append(g["frame_kept"])
+        marks.append(g["marks_fraction"])
+        methods[g["scan_method"]] = methods.get(g["scan_method"], 0) + 1
+        if g["warning"]:
+            warned.append(image)
+        rows.append({"image": image, "label": _label_text(labels[i]),
+                     "width": g["source_size"][0], "height": g["source_size"][1], "scan_method": g["scan_method"],
+                     "scan_box": " ".join(map(str, g["scan_box"])), "crop_box": " ".join(map(str, g["crop_box"])),
+                     "frame_kept": f"{g['frame_kept']:.4f}", "scan_kept": f"{g['scan_kept']:.4f}",
+                     "marks_fraction": f"{g['marks_fraction']:.5f}", "warning": g["warning"], "error": ""})
+    from thyro.data.preview import REPORT_COLUMNS
+
+    write_csv_rows(path, rows, REPORT_COLUMNS)
+    return {"scan_methods": methods, "n_warnings": len(warned), "warned": warned[:20],
+            "frame_kept_median": round(float(np.median(kept)), 4) if kept else None,
+            "frame_kept_min": round(float(np.min(kept)), 4) if kept else None,
+            "marks_fraction_median": round(float(np.median(marks)), 5) if marks else None,
+            "images_with_marks": int(sum(m > 0 for m in marks))}
+
+
 def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.ndarray, done_path: Path,
-               errors: list, workers: int | None) -> None:
+               errors: list, workers: int | None, geometries: dict[int, dict], geometry_path: Path) -> None:
     if not tasks:
         return
     workers = default_workers() if workers is None else max(1, int(workers))
@@ -348,15 +427,17 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
                                        initializer=_pool_init, initargs=(cfg_json,))
             results = pool.map(_pool_work, tasks, chunksize=max(1, min(32, len(tasks) // (workers * 8))))
         try:
-            for i, arr, err in results:
+            for i, arr, geometry, err in results:
                 if err is not None:
                     errors.append((i, err))
                 else:
                     images[i] = arr
+                    geometries[i] = geometry
                     done[i] = True
                 progress.advance(task_id)
                 if time.monotonic() - last_save > 5.0:
                     images.flush()
+                    _save_geometries(geometries, geometry_path)
                     _save_done(done, done_path)
                     last_save = time.monotonic()
         finally:

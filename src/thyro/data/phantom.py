@@ -223,16 +223,25 @@ def lesion_polygon(les: Lesion, pl: Placement, n: int = 48, offset: tuple[float,
     return [[round(float(a), 1), round(float(b), 1)] for a, b in zip(x, y)]
 
 
-def paint_lesion(echo: np.ndarray, les: Lesion, pl: Placement, rng: np.random.Generator,
-                 xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """Paint a lesion into an echo map (returns a new map), with foci, halo, shadows and enhancement."""
-    h, w = echo.shape
+def _lesion_fields(les: Lesion, pl: Placement, xx: np.ndarray, yy: np.ndarray):
+    """Per-pixel lesion coordinates: ``lx, ly, theta, rho`` (radius / outline radius), ``inside``
+    (soft mask) and ``column`` (the band below the lesion, as wide as it)."""
     lx, ly = _local(xx, yy, les, pl)
     rho_abs = np.hypot(lx, ly)
     theta = np.arctan2(ly, lx)
     rho = rho_abs / _outline_radius(theta, les)
     edge = max(les.edge, 0.8 / pl.radius)
     inside = _sigmoid((1.0 - rho) / edge)
+    x_extent = float(np.max(np.abs(lx[inside > 0.5]))) if (inside > 0.5).any() else 1.0
+    column = _sigmoid((0.85 * x_extent - np.abs(lx)) / 0.1)
+    return lx, ly, theta, rho, inside, column
+
+
+def paint_lesion(echo: np.ndarray, les: Lesion, pl: Placement, rng: np.random.Generator,
+                 xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Paint a lesion into an echo map (returns a new map), with foci, halo, shadows and enhancement."""
+    h, w = echo.shape
+    lx, ly, theta, rho, inside, column = _lesion_fields(les, pl, xx, yy)
 
     inner = les.echo * np.exp(les.texture * smooth_noise(rng, h, w, max(1.0, pl.radius * 0.25)))
     for cxu, cyu, ru in les.cysts:
@@ -245,15 +254,19 @@ def paint_lesion(echo: np.ndarray, les: Lesion, pl: Placement, rng: np.random.Ge
     out = echo * (1 - inside) + inner * inside
 
     # posterior effects: a band below the lesion, as wide as it
-    x_extent = float(np.max(np.abs(lx[inside > 0.5]))) if (inside > 0.5).any() else 1.0
     below = _sigmoid((ly - 0.0) / 0.2) * (rho > 0.95)
-    column = _sigmoid((0.85 * x_extent - np.abs(lx)) / 0.1)
     if les.enhancement != 1.0:
         out = out * (1 + (les.enhancement - 1) * below * column * np.exp(-np.maximum(ly - 1, 0) / 2.5))
     if les.shadow > 0:
         out = out * (1 - les.shadow * below * column)
+    foci, out = _foci(les, pl, xx, yy, ly, theta, rho, column, out)
+    return np.maximum(out, foci)
 
-    foci = np.zeros_like(echo)
+
+def _foci(les: Lesion, pl: Placement, xx: np.ndarray, yy: np.ndarray, ly: np.ndarray, theta: np.ndarray,
+          rho: np.ndarray, column: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lesion's echogenic foci (an echo map) and ``out`` with the foci's acoustic shadows."""
+    foci = np.zeros_like(out)
     spot = max(0.5, pl.radius * 0.05)
     if les.foci in ("punctate", "comet-tail", "macrocalcifications"):
         for fx, fy in les.foci_pts:
@@ -279,7 +292,14 @@ def paint_lesion(echo: np.ndarray, les: Lesion, pl: Placement, rng: np.random.Ge
         foci = np.maximum(foci, 18.0 * rim)
         below_rim = _sigmoid((ly - 0.2) / 0.2) * (rho > 1.0) * column
         out = out * (1 - 0.6 * below_rim)
-    return np.maximum(out, foci)
+    return foci, out
+
+
+def foci_map(les: Lesion, pl: Placement, h: int, w: int) -> np.ndarray:
+    """The echo level of a lesion's echogenic foci alone, on an ``h`` x ``w`` grid (0 elsewhere)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    _, ly, theta, rho, _, column = _lesion_fields(les, pl, xx, yy)
+    return _foci(les, pl, xx, yy, ly, theta, rho, column, np.ones((h, w), np.float32))[0]
 
 
 def _to_pixels(fx: float, fy: float, pl: Placement) -> tuple[float, float]:
@@ -453,14 +473,23 @@ def attenuate(echo: np.ndarray, h: int, yy: np.ndarray, alpha: float = 0.5) -> n
     return echo * np.exp(-alpha * yy / h)
 
 
-def render_thyroid_view(rng: np.random.Generator, size: int, nodule: Lesion | None, features: dict | None,
-                        framed: bool = True) -> tuple[np.ndarray, list[list[float]] | None]:
-    """One thyroid view (uint8 size x size) and the nodule's polygon in image pixels (None without nodule)."""
+@dataclass
+class ViewRender:
+    """A rendered thyroid view and where things are in it."""
+
+    image: np.ndarray                       # uint8, (size, size)
+    polygon: list[list[float]] | None       # the nodule outline in image pixels
+    frame: Frame                            # where the sector lies
+    placement: Placement | None             # the nodule's placement, in sector pixels
+
+
+def _render_view(rng: np.random.Generator, size: int, nodule: Lesion | None, features: dict | None,
+                 framed: bool = True) -> ViewRender:
     fr = _frame_for(size, rng, framed)
     h, w = fr.y1 - fr.y0, fr.x1 - fr.x0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     echo, geo = _neck_background(rng, h, w, xx, yy, gland=True)
-    polygon = None
+    polygon, pl = None, None
     if nodule is not None:
         radius = min(w, h) * rng.uniform(0.17, 0.23)
         if features is not None and features["margin"] == "extrathyroidal":
@@ -477,7 +506,136 @@ def render_thyroid_view(rng: np.random.Generator, size: int, nodule: Lesion | No
     img = np.zeros((size, size), np.uint8)
     img[fr.y0:fr.y1, fr.x0:fr.x1] = sector
     _draw_ui(img, fr, rng)
-    return img, polygon
+    return ViewRender(img, polygon, fr, pl)
+
+
+def render_thyroid_view(rng: np.random.Generator, size: int, nodule: Lesion | None, features: dict | None,
+                        framed: bool = True) -> tuple[np.ndarray, list[list[float]] | None]:
+    """One thyroid view (uint8 size x size) and the nodule's polygon in image pixels (None without nodule)."""
+    view = _render_view(rng, size, nodule, features, framed)
+    return view.image, view.polygon
+
+
+# --------------------------------------------------------------------------------------------------
+# Burned-in marks (calipers, measurement lines, text, scale and marker), drawn at known positions
+# --------------------------------------------------------------------------------------------------
+
+#: Colours of coloured marks; white marks are (255, 255, 255).
+MARK_COLOURS = ((0, 255, 0), (0, 230, 255), (255, 230, 0))
+#: Echo level above which a pixel of a foci map counts as an echogenic focus (3 dB over the gland).
+FOCI_LEVEL = 2.0
+
+
+def _mark_colour(rng: np.random.Generator, colour_p: float) -> tuple[int, int, int]:
+    if rng.random() < colour_p:
+        return tuple(int(c) for c in MARK_COLOURS[int(rng.integers(len(MARK_COLOURS)))])
+    return (255, 255, 255)
+
+
+def _paint(canvas: np.ndarray, mask: np.ndarray, drawn: np.ndarray, colour: tuple[int, int, int]) -> None:
+    canvas[drawn] = colour
+    mask |= drawn
+
+
+def _draw_cross(canvas, mask, cx: int, cy: int, arm: int, shape: str, gap: int, colour) -> None:
+    drawn = np.zeros(mask.shape, dtype=bool)
+    h, w = mask.shape
+    dirs = ((1, 0), (-1, 0), (0, 1), (0, -1)) if shape == "+" else ((1, 1), (1, -1), (-1, 1), (-1, -1))
+    if gap == 0:
+        drawn[min(max(cy, 0), h - 1), min(max(cx, 0), w - 1)] = True
+    for dx, dy in dirs:
+        for k in range(gap + 1, gap + arm + 1):
+            x, y = cx + dx * k, cy + dy * k
+            if 0 <= x < w and 0 <= y < h:
+                drawn[y, x] = True
+    _paint(canvas, mask, drawn, colour)
+
+
+def _draw_dotted(canvas, mask, p0, p1, step: int, clear: int, colour) -> None:
+    drawn = np.zeros(mask.shape, dtype=bool)
+    h, w = mask.shape
+    length = math.hypot(p1[0] - p0[0], p1[1] - p0[1])
+    for t in np.arange(clear, length - clear + 1e-6, step):
+        x = int(round(p0[0] + (p1[0] - p0[0]) * t / max(length, 1e-6)))
+        y = int(round(p0[1] + (p1[1] - p0[1]) * t / max(length, 1e-6)))
+        if 0 <= x < w and 0 <= y < h:
+            drawn[y, x] = True
+    _paint(canvas, mask, drawn, colour)
+
+
+def _draw_text(canvas, mask, text: str, org: tuple[int, int], scale: float, colour) -> None:
+    layer = np.zeros(mask.shape, np.uint8)
+    cv2.putText(layer, text, org, cv2.FONT_HERSHEY_PLAIN, scale, 255, 1, cv2.LINE_8)
+    _paint(canvas, mask, layer > 0, colour)
+
+
+def _draw_scale(canvas, mask, x: int, y0: int, y1: int, marker_y: int, colour) -> None:
+    drawn = np.zeros(mask.shape, dtype=bool)
+    drawn[y0:y1, x] = True
+    for y in np.linspace(y0, y1 - 1, 6).astype(int):
+        drawn[y, max(0, x - 3):x] = True  # ticks
+    for k in range(4):  # the focus marker: a small filled triangle pointing at the scale
+        drawn[marker_y - 3 + k:marker_y + 4 - k, x - 5 - k] = True
+    _paint(canvas, mask, drawn, colour)
+
+
+def draw_marks(image: np.ndarray, polygon: list[list[float]] | None, frame: Frame, rng: np.random.Generator, *,
+               calipers: bool = True, colour_p: float = 0.3) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Draw scanner marks on a rendered view, as a scanner burns them in.
+
+    Calipers ("+" or "x", one-pixel strokes) on the nodule outline's leftmost and rightmost points
+    and often its top and bottom, a dotted measurement line between a pair, a measurement label in
+    the sector's lower left corner, and a depth scale with ticks and a focus marker along the
+    sector's right edge.  Each mark is white or, with probability ``colour_p``, green, cyan or
+    yellow.  ``calipers=False`` draws the label, scale and marker only.
+
+    Returns
+    -------
+    (image, mask, drawn)
+        The image (gray, or RGB when a coloured mark was drawn), the boolean mask of every pixel
+        a mark changed, and what was drawn (``calipers``: count, ``dotted``, ``text``, ``scale``).
+    """
+    size = image.shape[0]
+    canvas = np.repeat(image[..., None], 3, axis=2)
+    mask = np.zeros(image.shape, dtype=bool)
+    arm = int(np.clip(round(size / 48), 3, 6))
+    drawn = {"calipers": 0, "dotted": False, "text": False, "scale": False}
+    if calipers and polygon is not None:
+        pts = np.asarray(polygon, dtype=float)
+        pairs = [(pts[np.argmin(pts[:, 0])], pts[np.argmax(pts[:, 0])])]
+        if rng.random() < 0.6:
+            pairs.append((pts[np.argmin(pts[:, 1])], pts[np.argmax(pts[:, 1])]))
+        for a, b in pairs:
+            shape = "+" if rng.random() < 0.5 else "x"
+            gap, colour = int(rng.integers(0, 2)), _mark_colour(rng, colour_p)
+            for p in (a, b):
+                _draw_cross(canvas, mask, int(round(p[0])), int(round(p[1])), arm, shape, gap, colour)
+                drawn["calipers"] += 1
+            if rng.random() < 0.5:
+                _draw_dotted(canvas, mask, a, b, step=int(rng.integers(3, 5)), clear=arm + 2, colour=colour)
+                drawn["dotted"] = True
+    text = f"{rng.integers(1, 4)} {rng.uniform(0.4, 3.5):.2f}cm"
+    scale = 0.7 if size < 256 else 0.9
+    _draw_text(canvas, mask, text, (frame.x0 + 3, frame.y1 - 4), scale, _mark_colour(rng, colour_p))
+    drawn["text"] = True
+    sx = frame.x1 - 3
+    sy0, sy1 = frame.y0 + (frame.y1 - frame.y0) // 5, frame.y1 - (frame.y1 - frame.y0) // 5
+    _draw_scale(canvas, mask, sx, sy0, sy1, int(rng.integers(sy0 + 4, sy1 - 4)), _mark_colour(rng, colour_p))
+    drawn["scale"] = True
+    coloured = (canvas[..., 0] != canvas[..., 1]) | (canvas[..., 1] != canvas[..., 2])
+    out = canvas if coloured.any() else canvas[..., 0].copy()
+    return out, mask, drawn
+
+
+def view_foci_mask(nodule: Lesion | None, view: ViewRender) -> np.ndarray:
+    """Boolean mask of the echogenic foci (punctate, comet-tail, calcifications, rim) of a view."""
+    size = view.image.shape[0]
+    out = np.zeros((size, size), dtype=bool)
+    if nodule is None or view.placement is None:
+        return out
+    fr = view.frame
+    out[fr.y0:fr.y1, fr.x0:fr.x1] = foci_map(nodule, view.placement, fr.y1 - fr.y0, fr.x1 - fr.x0) >= FOCI_LEVEL
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -513,7 +671,8 @@ def _publish(tmp: Path, out_dir: Path) -> None:
 
 
 def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images_per_patient: tuple[int, int] = (1, 3),
-                    size: int = 128, seed: int = 0, framed: bool = True) -> Path:
+                    size: int = 128, seed: int = 0, framed: bool = True, marks: bool = False,
+                    marks_bias: float = 0.0) -> Path:
     """Write a synthetic thyroid-ultrasound cohort (PNG images and ``manifest.csv``) to ``out_dir``.
 
     Parameters
@@ -530,12 +689,24 @@ def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images
         Patient ``i`` depends only on ``(seed, i)``, so a larger cohort extends a smaller one.
     framed : bool
         Draw the scanner frame (black borders, depth dots, settings text) around the sector.
+    marks : bool
+        Burn scanner marks into the sector (:func:`draw_marks`: calipers, dotted measurement
+        lines, a label, a depth scale with a marker; white or coloured) and save, for each image,
+        ``masks/NAME.marks.png`` (every pixel a mark changed) and ``masks/NAME.foci.png`` (the
+        nodule's echogenic foci), so mark removal and the survival of foci can be measured.  The images
+        are otherwise the same as without marks (marks use their own random stream).
+    marks_bias : float
+        In [0, 1]: calipers are drawn on a view with probability ``(1 + marks_bias) / 2`` when
+        the nodule is malignant and ``(1 - marks_bias) / 2`` when benign (0: no shortcut; as in
+        clinics, where suspicious nodules are measured more often, a shortcut a model can learn).
 
     Returns
     -------
     Path of the manifest.  Columns beyond the manifest schema: ``p_malignant``, ``tirads``,
-    ``tirads_points``, ``composition``, ``echogenicity``, ``shape``, ``margin``, ``foci``, ``view``.
-    ``roi`` holds the nodule outline polygon.  The label is drawn per patient from ``p_malignant``.
+    ``tirads_points``, ``composition``, ``echogenicity``, ``shape``, ``margin``, ``foci``, ``view``;
+    with marks also ``mark_mask``, ``foci_mask`` (paths like ``image``), ``calipers`` (count) and
+    ``marks`` (what was drawn).  ``roi`` holds the nodule outline polygon.  The label is drawn per
+    patient from ``p_malignant``.
     """
     out_dir = Path(out_dir)
     size = _check_size(size)
@@ -545,6 +716,8 @@ def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images
         (int(images_per_patient[0]), int(images_per_patient[1]))
     if lo < 1 or hi < lo:
         raise DataError(f"images_per_patient must be a range (lo, hi) with 1 <= lo <= hi, got {images_per_patient}.")
+    if not 0.0 <= float(marks_bias) <= 1.0:
+        raise DataError(f"marks_bias must be between 0 and 1, got {marks_bias}.")
     _prepare_out_dir(out_dir, "phantom.json")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -560,20 +733,34 @@ def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images
             nodule = thyroid_nodule(rng, features)
             pid = f"P{i + 1:04d}"
             for v in range(int(rng.integers(lo, hi + 1))):
-                img, poly = render_thyroid_view(rng, size, nodule, features, framed=framed)
+                view = _render_view(rng, size, nodule, features, framed=framed)
+                img, poly = view.image, view.polygon
                 name = f"images/{pid}_v{v + 1}.png"
-                cv2.imwrite(str(tmp / name), img)
+                extra = {}
+                if marks:
+                    mrng = np.random.default_rng(np.random.SeedSequence([seed, i, v, 0x6D61726B]))
+                    p_cal = (1 + marks_bias) / 2 if label else (1 - marks_bias) / 2
+                    img, mask, drawn = draw_marks(img, poly, view.frame, mrng, calipers=bool(mrng.random() < p_cal))
+                    stem = f"masks/{pid}_v{v + 1}"
+                    (tmp / "masks").mkdir(exist_ok=True)
+                    cv2.imwrite(str(tmp / f"{stem}.marks.png"), mask.astype(np.uint8) * 255)
+                    cv2.imwrite(str(tmp / f"{stem}.foci.png"), view_foci_mask(nodule, view).astype(np.uint8) * 255)
+                    extra = {"mark_mask": f"{stem}.marks.png", "foci_mask": f"{stem}.foci.png",
+                             "calipers": drawn["calipers"],
+                             "marks": ",".join(k for k in ("dotted", "text", "scale") if drawn[k])}
+                cv2.imwrite(str(tmp / name), img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
                 records.append({"image": name, "label": label, "patient_id": pid, "group": pid,
                                 "roi": roi_to_json({"polygons": [poly]}), "label_source": "synthetic",
                                 "p_malignant": round(p, 6),
                                 "tirads": tirads_level(points), "tirads_points": points, **features,
-                                "view": v + 1})
+                                "view": v + 1, **extra})
         manifest = manifest_from_records(records, tmp)
         write_manifest(manifest.df, tmp / "manifest.csv", root=tmp)
         labels = manifest.df["label"].astype(int).to_numpy()
         write_json(tmp / "phantom.json", {
             "kind": "thyroid-phantom", "seed": seed, "n_patients": int(n_patients), "n_images": len(records),
             "images_per_patient": [lo, hi], "size": size, "framed": framed,
+            **({"marks": True, "marks_bias": float(marks_bias)} if marks else {}),
             "malignancy_model": {"intercept": MALIGNANCY_INTERCEPT, "slope": MALIGNANCY_SLOPE,
                                  "formula": "p = sigmoid(intercept + slope * tirads_points)"},
             "n_malignant_images": int(labels.sum()),

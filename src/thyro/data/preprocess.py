@@ -1,21 +1,27 @@
-"""Ultrasound preprocessing: frame/UI removal, ROI crop, mark inpainting, square resize.
+"""Ultrasound preprocessing: scan area, mark removal, ROI crop, square resize.
 
 One :class:`Preprocessor` turns a decoded image into the square, one-channel uint8 array the cache
 stores and the model reads.  Training (through :mod:`thyro.data.cache`) and prediction on new images
 both call :meth:`Preprocessor.from_file`, so a model always sees exactly the preprocessing it was
-trained with.
+trained with.  :meth:`Preprocessor.process` also returns the :class:`Geometry` of what it did (scan
+area, crop box, scale, padding, share of marks), so that a heatmap on the model's input can be put
+back on the original pixels and a report can say how much of each frame was kept.
 
 The steps, in order (each one can be switched off in :class:`PreprocessConfig`):
 
-1. ``inpaint_marks``: burned-in coloured marks (calipers, measurement crosses, body-marker icons in
-   colour) are found as pixels of high chroma and filled in with OpenCV's Telea inpainting.
-2. Grayscale (always): ITU-R 601 luma, as Pillow's ``convert("L")`` and OpenCV's ``RGB2GRAY``.
-3. ``remove_frame``: the ultrasound sector is found as the largest connected region that is not
-   near-black after a small blur and a morphological opening; the opening removes thin text,
-   scale ticks and side markers, so text/settings columns and black borders fall outside the box.
-4. ``roi_crop``: crop to the nodule ROI's bounding box (from the manifest's polygons or box) grown by
-   ``roi_margin`` of the ROI's width/height on each side, kept inside the sector.  Images without an
-   ROI keep the sector crop.
+1. Grayscale (always): ITU-R 601 luma, as Pillow's ``convert("L")`` and OpenCV's ``RGB2GRAY``.
+2. ``remove_frame``: the scan area (the tissue image) is found from the screen's layout by
+   :func:`thyro.data.scan_area.find_scan_area`: borders, text and scales beside the image are cut,
+   dark deep tissue is kept to the bottom of the field of view, and the whole frame is used, with a
+   warning, when the layout is not understood.  A DICOM file's ultrasound region (0018,6011) is
+   the scan area when the file has one (the reader crops to it).
+3. ``roi_crop``: crop to the nodule ROI's bounding box (from the manifest's polygons or box) grown by
+   ``roi_margin`` of the ROI's width/height on each side, kept inside the scan area.  Images without
+   an ROI keep the scan-area crop.
+4. ``inpaint_marks``: burned-in marks inside the crop (coloured marks, and with ``mark_white`` white
+   calipers, dotted lines, scales and hairline icons) are found by :mod:`thyro.data.marks` and filled
+   in with OpenCV's Telea inpainting; echogenic foci and calcifications are kept.  Marks are looked
+   for in the crop and a few pixels around it, so the fill draws on the tissue beside the crop too.
 5. Resize to ``size`` x ``size``: with ``keep_aspect`` the longer side is scaled to ``size`` and the
    shorter one padded (centred) with ``pad_value``; otherwise the crop is stretched.  Downscaling
    uses area averaging, upscaling bilinear interpolation.
@@ -24,6 +30,7 @@ The steps, in order (each one can be switched off in :class:`PreprocessConfig`):
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -31,10 +38,17 @@ import numpy as np
 from pydantic import Field
 
 from thyro.base import StrictModel
+from thyro.data.marks import MarkSettings, colour_mask, detect_marks, inpaint
+from thyro.data.scan_area import ScanArea, find_scan_area
 from thyro.errors import DataError
 
 #: Bumped whenever the algorithm changes in a way that changes output pixels; part of the cache key.
-PREPROCESS_VERSION = 1
+#: 2: scan area from the screen layout (dark deep tissue kept), white marks found and inpainted on
+#: the gray image, mark removal on by default.
+PREPROCESS_VERSION = 2
+
+#: Pixels around the crop in which marks are looked for and from which the inpainting draws.
+MARK_CONTEXT = 8
 
 
 class PreprocessConfig(StrictModel):
@@ -45,12 +59,12 @@ class PreprocessConfig(StrictModel):
     size : int, default 224
         Output side in pixels (square).
     remove_frame : bool, default True
-        Crop to the ultrasound sector, dropping black borders and text/settings columns.
+        Crop to the scan area (the tissue image), dropping borders, text and scales beside it.
     frame_threshold : int, default 4
-        Gray level (0-255, after a small blur) at or below which a pixel counts as frame background.
+        Gray levels within which a pixel counts as the screen's background level.
     frame_min_area : float, default 0.1
-        If the largest non-black region covers less than this fraction of the image, no frame crop
-        is made (the image is probably already cropped or mostly dark).
+        If no tissue region covers this fraction of the frame, the whole frame is used (with a
+        warning in the image's :class:`Geometry`).
     roi_crop : bool, default False
         Crop to the nodule ROI (manifest ``roi``) grown by ``roi_margin``.
     roi_margin : float, default 0.15
@@ -58,12 +72,15 @@ class PreprocessConfig(StrictModel):
         height (top/bottom).
     roi_min_size : int, default 32
         The ROI crop is grown around its centre to at least this many source pixels per side.
-    inpaint_marks : bool, default False
-        Fill in burned-in coloured marks (e.g. green calipers) by inpainting before grayscale.
-    mark_chroma : int, default 40
-        A pixel whose max(R, G, B) - min(R, G, B) exceeds this counts as a coloured mark.
+    inpaint_marks : bool, default True
+        Fill in burned-in marks (calipers, measurement lines, markers) by inpainting.
+    mark_white : bool, default True
+        Also find white and light-gray marks (not only coloured ones).
+    mark_chroma : int, default 25
+        Pixels whose max(R, G, B) - min(R, G, B) exceeds this seed a coloured mark (which grows
+        into its paler JPEG halo: :func:`thyro.data.marks.colour_mask`).
     inpaint_radius : int, default 3
-        Radius (pixels) of the inpainting neighbourhood; the mark mask is also dilated by 1 pixel.
+        Radius (pixels) of the inpainting neighbourhood.
     keep_aspect : bool, default True
         Keep the aspect ratio and pad to a square; False stretches the crop to a square.
     pad_value : int, default 0
@@ -77,8 +94,9 @@ class PreprocessConfig(StrictModel):
     roi_crop: bool = False
     roi_margin: float = Field(0.15, ge=0.0, le=5.0)
     roi_min_size: int = Field(32, ge=1)
-    inpaint_marks: bool = False
-    mark_chroma: int = Field(40, ge=1, le=255)
+    inpaint_marks: bool = True
+    mark_white: bool = True
+    mark_chroma: int = Field(25, ge=1, le=255)
     inpaint_radius: int = Field(3, ge=1, le=32)
     keep_aspect: bool = True
     pad_value: int = Field(0, ge=0, le=255)
@@ -87,8 +105,115 @@ class PreprocessConfig(StrictModel):
         """Settings that determine output pixels (all of them), plus the algorithm version."""
         return {"preprocess_version": PREPROCESS_VERSION, **self.model_dump(mode="json")}
 
+    def mark_settings(self) -> MarkSettings:
+        return MarkSettings(chroma=self.mark_chroma)
+
 
 Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What :meth:`Preprocessor.process` did to one image, in numbers.
+
+    Coordinates are pixels of the image handed to the preprocessor ("source"), with exclusive
+    ends; ``origin`` says where that image sits in the file's full frame (non-zero after a DICOM
+    ultrasound-region crop).  Output pixel ``(u, v)`` shows source pixel
+    ``(crop_box[0] + (u - offset[0]) / scale[0], crop_box[1] + (v - offset[1]) / scale[1])``.
+
+    Attributes
+    ----------
+    source_size : (width, height)
+    frame_size : (width, height)
+        Of the file's full frame.
+    origin : (x, y)
+    scan_box : (x0, y0, x1, y1)
+        The scan area found (or the whole image).
+    scan_method : str
+        ``"layout"``, ``"whole-image"``, ``"dicom-region"`` or ``"off"`` (see :class:`ScanArea`).
+    crop_box : (x0, y0, x1, y1)
+        What was cut out and resized (the scan area, or the ROI crop inside it).
+    scale : (sx, sy)
+        Output pixels per source pixel.
+    offset : (left, top)
+        Padding before the resized crop in the output.
+    resized : (width, height)
+        Size of the resized crop inside the output.
+    size : int
+        Output side.
+    marks_fraction : float
+        Share of the crop's pixels inpainted as marks (0 when mark removal is off).
+    warning : str
+        Why the whole frame was used, when unsure; empty otherwise.
+    """
+
+    source_size: tuple[int, int]
+    frame_size: tuple[int, int]
+    origin: tuple[int, int]
+    scan_box: Box
+    scan_method: str
+    crop_box: Box
+    scale: tuple[float, float]
+    offset: tuple[int, int]
+    resized: tuple[int, int]
+    size: int
+    marks_fraction: float = 0.0
+    warning: str = ""
+
+    @property
+    def frame_kept(self) -> float:
+        """Share of the full frame's area inside the crop."""
+        w, h = self.frame_size
+        return _area(self.crop_box) / float(max(w * h, 1))
+
+    @property
+    def scan_kept(self) -> float:
+        """Share of the scan area's area inside the crop (1.0 unless an ROI crop narrows it)."""
+        inter = _intersect(self.crop_box, self.scan_box)
+        return (_area(inter) if inter else 0) / float(max(_area(self.scan_box), 1))
+
+    def to_frame(self, box: Box) -> Box:
+        """A source box in the full frame's pixels."""
+        ox, oy = self.origin
+        return box[0] + ox, box[1] + oy, box[2] + ox, box[3] + oy
+
+    def to_source(self, heatmap: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """A map over the model's input (``size`` x ``size``) put back on the source pixels.
+
+        The padding is dropped, the rest is resized (bilinear) to the crop box and placed there;
+        source pixels outside the crop get ``fill``.  Returns float32, shape (H, W) of the source.
+        """
+        hm = np.asarray(heatmap, dtype=np.float32)
+        if hm.shape != (self.size, self.size):
+            raise DataError(f"map of shape {hm.shape} does not match the model input ({self.size}, {self.size}).")
+        left, top = self.offset
+        rw, rh = self.resized
+        x0, y0, x1, y1 = self.crop_box
+        part = hm[top:top + rh, left:left + rw]
+        out = np.full((self.source_size[1], self.source_size[0]), fill, dtype=np.float32)
+        out[y0:y1, x0:x1] = cv2.resize(part, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        return out
+
+    def to_frame_map(self, heatmap: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """:meth:`to_source`, placed in the file's full frame (shape (H, W) of ``frame_size``)."""
+        src = self.to_source(heatmap, fill)
+        if self.origin == (0, 0) and self.frame_size == self.source_size:
+            return src
+        out = np.full((self.frame_size[1], self.frame_size[0]), fill, dtype=np.float32)
+        ox, oy = self.origin
+        h, w = src.shape
+        out[oy:oy + h, ox:ox + w] = src[:max(0, min(h, out.shape[0] - oy)), :max(0, min(w, out.shape[1] - ox))]
+        return out
+
+    def as_dict(self) -> dict:
+        """Plain JSON-able fields plus ``frame_kept`` and ``scan_kept``."""
+        d = asdict(self)
+        d.update(frame_kept=round(self.frame_kept, 6), scan_kept=round(self.scan_kept, 6))
+        return d
+
+
+def _area(box: Box | None) -> int:
+    return 0 if box is None else max(0, box[2] - box[0]) * max(0, box[3] - box[1])
 
 
 def _as_uint8_image(image: np.ndarray, where: str = "image") -> np.ndarray:
@@ -108,21 +233,22 @@ def _as_uint8_image(image: np.ndarray, where: str = "image") -> np.ndarray:
     return image
 
 
-def mark_mask(rgb: np.ndarray, chroma: int = 40) -> np.ndarray:
-    """Boolean mask of coloured (high-chroma) pixels of an RGB uint8 image."""
-    chan_max = rgb.max(axis=2).astype(np.int16)
-    chan_min = rgb.min(axis=2).astype(np.int16)
-    return (chan_max - chan_min) > chroma
+def mark_mask(rgb: np.ndarray, chroma: int = 25) -> np.ndarray:
+    """Boolean mask of coloured marks of an RGB uint8 image (:func:`thyro.data.marks.colour_mask`)."""
+    return colour_mask(rgb, chroma)
 
 
-def inpaint_marks(rgb: np.ndarray, chroma: int = 40, radius: int = 3) -> np.ndarray:
-    """Fill coloured marks of an RGB uint8 image by Telea inpainting (returns a new RGB image)."""
-    mask = mark_mask(rgb, chroma).astype(np.uint8)
+def inpaint_marks(rgb: np.ndarray, chroma: int = 25, radius: int = 3) -> np.ndarray:
+    """Fill coloured marks of an RGB uint8 image by Telea inpainting (returns a new RGB image).
+
+    Coloured marks only; :func:`thyro.data.marks.detect_marks` finds white ones too.
+    """
+    mask = colour_mask(rgb, chroma)
     if not mask.any():
         return rgb
     # JPEG chroma subsampling smears a mark's colour over its neighbours: dilate by one pixel.
-    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-    return cv2.inpaint(np.ascontiguousarray(rgb), mask, radius, cv2.INPAINT_TELEA)
+    mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    return inpaint(rgb, mask, radius)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -133,58 +259,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def find_sector(gray: np.ndarray, threshold: int = 4, min_area: float = 0.1) -> Box:
-    """Bounding box ``(x0, y0, x1, y1)`` (x1, y1 exclusive) of the ultrasound sector of a gray image.
-
-    The sector is the largest 4-connected region whose blurred gray level exceeds ``threshold`` after
-    a morphological opening that removes text strokes, tick marks and thin lines, merged with large
-    regions beside it on the same rows (dual views split by a black line).  Edge columns and
-    rows of the box that the region fills for less than a quarter are trimmed (text stuck to the
-    sector).  Returns the whole image when no region covers ``min_area`` of it.
-    """
-    h, w = gray.shape
-    side = min(h, w)
-    k_blur = max(3, int(round(side * 0.012)) | 1)
-    k_open = max(3, int(round(side * 0.03)) | 1)
-    blurred = cv2.blur(gray, (k_blur, k_blur))
-    mask = np.greater(blurred, threshold).view(np.uint8)  # bool as 0/1 bytes, without a copy
-    del blurred
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k_open, k_open), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-    if n <= 1:
-        return 0, 0, w, h
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    best = 1 + int(np.argmax(areas))
-    if stats[best, cv2.CC_STAT_AREA] < min_area * h * w:
-        return 0, 0, w, h
-    # dual views (two sectors side by side, split by a thin black line) are one sector: merge large
-    # components that share the rows of the largest one and sit next to it
-    members = [best]
-    x0, y0 = int(stats[best, 0]), int(stats[best, 1])
-    x1, y1 = x0 + int(stats[best, 2]), y0 + int(stats[best, 3])
-    changed = True
-    while changed:
-        changed = False
-        for j in range(1, n):
-            if j in members or stats[j, cv2.CC_STAT_AREA] < 0.2 * stats[best, cv2.CC_STAT_AREA]:
-                continue
-            jx0, jy0, jw, jh = (int(v) for v in stats[j, :4])
-            overlap = min(y1, jy0 + jh) - max(y0, jy0)
-            gap = max(jx0 - x1, x0 - (jx0 + jw))
-            if overlap >= 0.5 * min(jh, y1 - y0) and gap <= 0.05 * w:
-                members.append(j)
-                x0, y0, x1, y1 = min(x0, jx0), min(y0, jy0), max(x1, jx0 + jw), max(y1, jy0 + jh)
-                changed = True
-    # equalities OR-ed in place rather than np.isin, which builds an int64 copy of the labels (8 bytes a
-    # pixel: the largest allocation of the whole preprocessing on big images); same result
-    window = labels[y0:y1, x0:x1]
-    region = window == members[0]
-    for j in members[1:]:
-        region |= window == j
-    cols = np.flatnonzero(region.mean(axis=0) >= 0.25)
-    rows = np.flatnonzero(region.mean(axis=1) >= 0.25)
-    if cols.size and rows.size:
-        return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
-    return x0, y0, x1, y1
+    """Bounding box ``(x0, y0, x1, y1)`` of the scan area of a gray image (see :func:`find_scan_area`)."""
+    return find_scan_area(gray, threshold, min_area).box
 
 
 def roi_box(roi: dict, origin: tuple[float, float], margin: float, min_size: int,
@@ -213,18 +289,24 @@ def _intersect(a: Box, b: Box) -> Box | None:
     return box if box[2] > box[0] and box[3] > box[1] else None
 
 
+def _resize_plan(h: int, w: int, size: int, keep_aspect: bool) -> tuple[int, int, int, int]:
+    """``(resized width, resized height, left, top)`` of an ``h`` x ``w`` crop in the output."""
+    if not keep_aspect:
+        return size, size, 0, 0
+    scale = size / max(h, w)
+    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    return nw, nh, (size - nw) // 2, (size - nh) // 2
+
+
 def resize_square(image: np.ndarray, size: int, keep_aspect: bool = True, pad_value: int = 0) -> np.ndarray:
     """Resize a gray uint8 image to ``size`` x ``size`` (aspect kept with centred padding, or stretched)."""
     h, w = image.shape
-    if not keep_aspect:
-        interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
-        return cv2.resize(image, (size, size), interpolation=interp)
-    scale = size / max(h, w)
-    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    nw, nh, left, top = _resize_plan(h, w, size, keep_aspect)
+    interp = cv2.INTER_AREA if (nw <= w and nh <= h) else cv2.INTER_LINEAR
     resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    if (nw, nh) == (size, size):
+        return np.ascontiguousarray(resized)
     out = np.full((size, size), pad_value, dtype=np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
     out[top:top + nh, left:left + nw] = resized
     return out
 
@@ -257,50 +339,117 @@ class Preprocessor:
         return f"Preprocessor({self.cfg!r})"
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Steps before cropping: inpaint coloured marks (if on) and convert to gray."""
-        image = _as_uint8_image(image)
-        if image.ndim == 3 and self.cfg.inpaint_marks:
-            image = inpaint_marks(image, self.cfg.mark_chroma, self.cfg.inpaint_radius)
-        return to_gray(image)
+        """The gray image the scan area is found on (no marks removed: that happens in the crop)."""
+        return to_gray(_as_uint8_image(image))
 
-    def crop_box(self, gray: np.ndarray, roi: dict | None = None, origin: tuple[float, float] = (0, 0)) -> Box:
-        """The crop ``(x0, y0, x1, y1)`` (exclusive ends) this configuration takes from a gray image."""
+    def scan_area(self, gray: np.ndarray, region: bool = False) -> ScanArea:
+        """The scan area of a gray image (the whole image when ``region``: a DICOM ultrasound region)."""
         h, w = gray.shape
-        box: Box = (0, 0, w, h)
-        if self.cfg.remove_frame:
-            box = find_sector(gray, self.cfg.frame_threshold, self.cfg.frame_min_area)
+        if not self.cfg.remove_frame:
+            return ScanArea((0, 0, w, h), "off")
+        if region:
+            return ScanArea((0, 0, w, h), "dicom-region")
+        return find_scan_area(gray, self.cfg.frame_threshold, self.cfg.frame_min_area)
+
+    def crop_box(self, gray: np.ndarray, roi: dict | None = None, origin: tuple[float, float] = (0, 0), *,
+                 region: bool = False) -> Box:
+        """The crop ``(x0, y0, x1, y1)`` (exclusive ends) this configuration takes from a gray image."""
+        return self._crop(gray.shape, self.scan_area(gray, region).box, roi, origin)
+
+    def _crop(self, shape: tuple[int, int], scan: Box, roi: dict | None, origin: tuple[float, float]) -> Box:
+        box = scan
         if self.cfg.roi_crop and roi is not None:
-            rbox = roi_box(roi, origin, self.cfg.roi_margin, self.cfg.roi_min_size, (h, w))
+            rbox = roi_box(roi, origin, self.cfg.roi_margin, self.cfg.roi_min_size, shape)
             if rbox is not None:
                 box = _intersect(rbox, box) or rbox
         return box
 
-    def __call__(self, image: np.ndarray, roi: dict | None = None, origin: tuple[float, float] = (0, 0)) -> np.ndarray:
-        """Preprocess one decoded image.
+    def _marks(self, image: np.ndarray, box: Box) -> tuple[Box, np.ndarray]:
+        """Marks around a crop: the searched region (the crop and ``MARK_CONTEXT`` pixels) and its mask."""
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = box
+        c = MARK_CONTEXT
+        region = max(0, x0 - c), max(0, y0 - c), min(w, x1 + c), min(h, y1 + c)
+        part = image[region[1]:region[3], region[0]:region[2]]
+        return region, detect_marks(part, self.cfg.mark_settings(), white=self.cfg.mark_white)
+
+    def mark_mask(self, image: np.ndarray, box: Box | None = None) -> np.ndarray:
+        """Boolean mask, over the whole image, of the marks this configuration removes from a crop.
+
+        ``box`` defaults to the crop without an ROI (the scan area).  Empty when mark removal is off.
+        """
+        image = _as_uint8_image(image)
+        out = np.zeros(image.shape[:2], dtype=bool)
+        if not self.cfg.inpaint_marks:
+            return out
+        if box is None:
+            box = self.scan_area(to_gray(image)).box
+        (x0, y0, x1, y1), mask = self._marks(image, box)
+        out[y0:y1, x0:x1] = mask
+        return out
+
+    def process(self, image: np.ndarray, roi: dict | None = None, origin: tuple[float, float] = (0, 0), *,
+                region: bool = False, frame_size: tuple[int, int] | None = None) -> tuple[np.ndarray, Geometry]:
+        """Preprocess one decoded image and say how (see :class:`Geometry`).
 
         Parameters
         ----------
         image : ndarray of uint8, shape (H, W) or (H, W, 3)
-            Decoded pixels (RGB when colour).
+            Decoded pixels (RGB when colour: coloured marks are found on the colour image).
         roi : dict or None
             The manifest ROI (``{"polygons": ...}`` or ``{"box": ...}``) in original image pixels.
         origin : (x0, y0)
             Where ``image`` starts in the original image (e.g. a DICOM ultrasound region crop);
             subtracted from the ROI's coordinates.
+        region : bool
+            ``image`` is the file's DICOM ultrasound region: it is the scan area.
+        frame_size : (width, height), optional
+            Of the file's full frame (default: the image's own size).
 
         Returns
         -------
-        ndarray of uint8, shape (size, size)
+        (ndarray of uint8, shape (size, size), Geometry)
         """
-        gray = self.prepare(image)
-        x0, y0, x1, y1 = self.crop_box(gray, roi, origin)
+        image = _as_uint8_image(image)
+        gray = to_gray(image)
+        h, w = gray.shape
+        scan = self.scan_area(gray, region)
+        x0, y0, x1, y1 = box = self._crop((h, w), scan.box, roi, origin)
+        marks_fraction = 0.0
         crop = gray[y0:y1, x0:x1]
-        return resize_square(crop, self.cfg.size, self.cfg.keep_aspect, self.cfg.pad_value)
+        if self.cfg.inpaint_marks:
+            (cx0, cy0, cx1, cy1), mask = self._marks(image, box)
+            inner = mask[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+            marks_fraction = float(inner.mean()) if inner.size else 0.0
+            if inner.any():
+                filled = inpaint(gray[cy0:cy1, cx0:cx1], mask, self.cfg.inpaint_radius)
+                crop = filled[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+        size = self.cfg.size
+        nw, nh, left, top = _resize_plan(y1 - y0, x1 - x0, size, self.cfg.keep_aspect)
+        out = resize_square(crop, size, self.cfg.keep_aspect, self.cfg.pad_value)
+        geometry = Geometry(
+            source_size=(w, h), frame_size=tuple(frame_size) if frame_size else (w, h),
+            origin=(int(origin[0]), int(origin[1])), scan_box=tuple(int(v) for v in scan.box),
+            scan_method=scan.method, crop_box=tuple(int(v) for v in box),
+            scale=(nw / (x1 - x0), nh / (y1 - y0)), offset=(left, top), resized=(nw, nh), size=size,
+            marks_fraction=round(marks_fraction, 6), warning=scan.warning)
+        return out, geometry
+
+    def __call__(self, image: np.ndarray, roi: dict | None = None, origin: tuple[float, float] = (0, 0), *,
+                 region: bool = False) -> np.ndarray:
+        """Preprocess one decoded image (see :meth:`process`); returns the (size, size) uint8 array."""
+        return self.process(image, roi, origin, region=region)[0]
+
+    def process_file(self, path: str | os.PathLike, roi: dict | None = None, frame: int = 0
+                     ) -> tuple[np.ndarray, Geometry]:
+        """Read an image file (any format thyro reads) and preprocess it exactly as for training."""
+        loaded = read_image(path, frame=frame, color=self.cfg.inpaint_marks)
+        return self.process(loaded.pixels, roi=roi, origin=loaded.origin, region=loaded.region,
+                            frame_size=loaded.size)
 
     def from_file(self, path: str | os.PathLike, roi: dict | None = None, frame: int = 0) -> np.ndarray:
         """Read an image file (any format thyro reads) and preprocess it exactly as for training."""
-        pixels, origin = read_pixels(path, frame=frame, color=self.cfg.inpaint_marks)
-        return self(pixels, roi=roi, origin=origin)
+        return self.process_file(path, roi, frame)[0]
 
 
 # -- process-pool helpers (the cache's workers import this module only) ---------------------------
@@ -314,25 +463,32 @@ def _pool_init(cfg_json: dict) -> None:
     _pool_state["pre"] = Preprocessor(PreprocessConfig.model_validate(cfg_json))
 
 
-def _pool_work(task: tuple[int, str, dict | None, int]) -> tuple[int, np.ndarray | None, str | None]:
-    """Preprocess one ``(row, path, roi, frame)``; errors come back as text (reported together)."""
+def _pool_work(task: tuple[int, str, dict | None, int]) -> tuple[int, np.ndarray | None, dict | None, str | None]:
+    """Preprocess one ``(row, path, roi, frame)``: ``(row, pixels, geometry dict, error)``.
+
+    Errors come back as text (reported together).
+    """
     i, path, roi, frame = task
     try:
-        return i, _pool_state["pre"].from_file(path, roi=roi, frame=frame), None
+        out, geometry = _pool_state["pre"].process_file(path, roi=roi, frame=frame)
+        return i, out, geometry.as_dict(), None
     except DataError as exc:
-        return i, None, str(exc)
+        return i, None, None, str(exc)
     except Exception as exc:  # any decoder failure is reported with its file, not raised mid-build
-        return i, None, f"{type(exc).__name__}: {exc}"
+        return i, None, None, f"{type(exc).__name__}: {exc}"
+
+
+def read_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False):
+    """Decode an image file as preprocessing reads it: a :class:`thyro.data.readers.LoadedImage`,
+    cropped to the DICOM ultrasound region when the file has one."""
+    from thyro.data.readers import load_image
+
+    return load_image(Path(path), frame=frame, color=color, us_region=True)
 
 
 def read_pixels(path: str | os.PathLike, *, frame: int = 0, color: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode an image file to uint8 pixels and the origin of its ultrasound region.
-
-    Uses :func:`thyro.data.readers.load_image` (Pillow formats and DICOM, ultrasound region crop).
-    """
-    from thyro.data.readers import load_image
-
-    loaded = load_image(Path(path), frame=frame, color=color, us_region=True)
+    """Decode an image file to uint8 pixels and the origin of its ultrasound region (see :func:`read_image`)."""
+    loaded = read_image(path, frame=frame, color=color)
     return loaded.pixels, (int(loaded.origin[0]), int(loaded.origin[1]))
 
 
@@ -356,68 +512,3 @@ def load_preprocess_config(path: str | os.PathLike | None = None, **overrides) -
     data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return PreprocessConfig.parse(data, source=str(path) if path else "preprocess settings")
 
-
-def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict | None = None, *,
-                  n: int = 16, seed: int = 0, cell: int = 192) -> Path:
-    """Write a contact sheet PNG: each raw image (ROI outline in green, crop box in yellow) beside its
-    preprocessed version, for ``n`` images drawn at random (``seed``) from the manifest.
-
-    Unreadable images get a cell saying why instead of stopping the sheet.
-    """
-    import pandas as pd
-    from PIL import Image, ImageDraw
-
-    from thyro.data.manifest import Manifest, read_manifest
-    from thyro.fileio import atomic_path
-
-    if not isinstance(manifest, Manifest):
-        manifest = read_manifest(manifest)
-    pre = Preprocessor(cfg)
-    if len(manifest) == 0:
-        raise DataError(f"{manifest.path or 'manifest'}: no images to preview.")
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(manifest), size=min(int(n), len(manifest)), replace=False))
-    rois = manifest.rois()
-    frames = manifest.df["frame"].tolist() if "frame" in manifest.df.columns else [0] * len(manifest)
-    pairs_per_row = 2
-    caption = 28
-    n_rows = (len(rows) + pairs_per_row - 1) // pairs_per_row
-    sheet = Image.new("RGB", (pairs_per_row * 2 * cell + (pairs_per_row - 1) * 8, n_rows * (cell + caption)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, r in enumerate(rows):
-        x = (k % pairs_per_row) * (2 * cell + 8)
-        y = (k // pairs_per_row) * (cell + caption)
-        image_id = manifest.ids[r]
-        label = manifest.df["label"].iloc[r]
-        label_text = "unlabelled" if pd.isna(label) else ("malignant" if int(label) == 1 else "benign")
-        try:
-            frame = int(frames[r]) if str(frames[r]).strip() not in ("", "nan") else 0
-            pixels, origin = read_pixels(manifest.abspath(image_id), frame=frame, color=True)
-            processed = pre(pixels, roi=rois[r], origin=origin)
-            gray = pre.prepare(pixels)
-            box = pre.crop_box(gray, rois[r], origin)
-            raw = Image.fromarray(pixels if pixels.ndim == 3 else np.stack([pixels] * 3, -1))
-            scale = cell / max(raw.width, raw.height)
-            raw = raw.resize((max(1, round(raw.width * scale)), max(1, round(raw.height * scale))), Image.BILINEAR)
-            rd = ImageDraw.Draw(raw)
-            roi = rois[r]
-            if roi is not None:
-                polys = roi.get("polygons") or []
-                if "box" in roi:
-                    bx0, by0, bx1, by1 = roi["box"]
-                    polys = [[[bx0, by0], [bx1, by0], [bx1, by1], [bx0, by1]]]
-                for poly in polys:
-                    pts = [((px - origin[0]) * scale, (py - origin[1]) * scale) for px, py in poly]
-                    rd.line(pts + [pts[0]], fill=(0, 255, 0), width=1)
-            rd.rectangle([box[0] * scale, box[1] * scale, box[2] * scale - 1, box[3] * scale - 1],
-                         outline=(255, 220, 0), width=1)
-            sheet.paste(raw, (x, y))
-            sheet.paste(Image.fromarray(processed).convert("RGB").resize((cell, cell), Image.BILINEAR), (x + cell, y))
-        except DataError as exc:
-            draw.text((x + 4, y + 4), f"unreadable:\n{str(exc)[:120]}", fill=(200, 0, 0))
-        name = image_id if len(image_id) <= 44 else "..." + image_id[-41:]
-        draw.text((x + 2, y + cell + 2), f"{name}\n{label_text}", fill=(0, 0, 0))
-    out = Path(out)
-    with atomic_path(out, suffix=".png") as tmp:
-        sheet.save(tmp, format="PNG")
-    return out

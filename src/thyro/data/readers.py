@@ -79,12 +79,16 @@ class LoadedImage:
         ``"DICOM <PhotometricInterpretation>"``.
     size : tuple of int
         ``(width, height)`` of the full frame before any crop.
+    region : bool
+        True when ``pixels`` are the file's DICOM ultrasound region (0018,6011): the tissue image,
+        as the scanner itself says (preprocessing then needs no scan-area detection).
     """
 
     pixels: np.ndarray
     origin: tuple[int, int] = (0, 0)
     source_mode: str = ""
     size: tuple[int, int] = (0, 0)
+    region: bool = False
 
 
 def max_pixels() -> int:
@@ -181,13 +185,14 @@ def load_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False, 
         raise ImageReadError(f"{path}: image file not found.")
     if frame < 0:
         raise ImageReadError(f"{path}: frame must be >= 0, got {frame}.")
+    region = False
     if is_dicom(path):
-        arr, origin, mode, size = _read_dicom(path, frame, us_region)
+        arr, origin, mode, size, region = _read_dicom(path, frame, us_region)
     else:
         arr, mode = _read_pillow(path, frame, gray=not color)
         origin, size = (0, 0), (arr.shape[1], arr.shape[0])
     arr = to_rgb(arr) if color else to_gray(arr)
-    return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size)
+    return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size, region=region)
 
 
 def read_gray(path: str | os.PathLike, frame: int = 0) -> np.ndarray:
@@ -268,6 +273,26 @@ def _read_pillow(path: Path, frame: int, gray: bool = False) -> tuple[np.ndarray
         raise ImageReadError(f"{path}: corrupt or truncated image ({type(exc).__name__}: {exc}).") from None
 
 
+#: Rows copied at a time out of a large decoded RGB image (see :func:`_rgb_array`).
+_STRIP_PIXELS = 1 << 20
+
+
+def _rgb_array(im: Image.Image) -> np.ndarray:
+    """An RGB Pillow image as a ``(H, W, 3)`` array, copied in strips when it is large.
+
+    ``np.asarray(im)`` goes through ``im.tobytes()``, so a large image is held three times at once
+    (Pillow's 4-byte pixels, the bytes, the array); strips of about a megapixel hold it about twice.
+    """
+    w, h = im.size
+    if w * h <= 4 * _STRIP_PIXELS:
+        return np.asarray(im)
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    step = max(1, _STRIP_PIXELS // max(w, 1))
+    for y in range(0, h, step):
+        out[y:y + step] = np.asarray(im.crop((0, y, w, min(h, y + step))))
+    return out
+
+
 def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
     mode = im.mode
     if mode == "P" or mode == "PA":
@@ -284,7 +309,7 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return stretch_to_uint8(np.asarray(im))
     if mode == "RGB":
-        return np.asarray(im)
+        return _rgb_array(im)
     try:  # CMYK, YCbCr, LAB, HSV, ...
         return np.asarray(im.convert("RGB"))
     except (ValueError, OSError) as exc:
@@ -294,7 +319,8 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # DICOM
 
-def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tuple[int, int], str, tuple[int, int]]:
+def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tuple[int, int], str, tuple[int, int],
+                                                                 bool]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -322,14 +348,14 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
         arr = arr[0]
     out = _dicom_to_uint8(arr, ds, photometric, path)
     height, width = out.shape[:2]
-    origin = (0, 0)
+    origin, region = (0, 0), False
     if us_region:
         box = ultrasound_region(ds, width, height)
         if box is not None:
             x0, y0, x1, y1 = box
             out = out[y0:y1, x0:x1]
-            origin = (x0, y0)
-    return out, origin, f"DICOM {photometric}", (width, height)
+            origin, region = (x0, y0), True
+    return out, origin, f"DICOM {photometric}", (width, height), region
 
 
 def _dicom_size(ds, path: Path) -> tuple[int, int]:

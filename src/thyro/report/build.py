@@ -10,6 +10,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from thyro.data.audit import read_audit
 from thyro.errors import StatsError
 from thyro.fileio import sha256_file, write_json, write_text
 from thyro.report import figures
@@ -173,6 +174,8 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
         "prop": _prop,
         "one_line": one_line,
         "html_name": html_path.name,
+        # the shortcut audit, when `thyro data audit ... --out RUN_DIR` wrote one here
+        "audit": read_audit(run_dir) if run_dir.is_dir() else None,
     }
     try:
         html = _env(True).get_template("report.html.j2").render(**ctx)

@@ -1,4 +1,4 @@
-"""Heatmaps (Grad-CAM, Grad-CAM++) of a one-logit model, overlaid on the preprocessed image.
+"""Heatmaps (Grad-CAM, Grad-CAM++) of a one-logit model, on the original image and on the model's input.
 
 pytorch-grad-cam's ``ClassifierOutputTarget(1)`` indexes column 1 of the output, which a one-logit
 binary model does not have (or, with a (B, 1) output, silently explains the wrong thing); with no
@@ -8,6 +8,12 @@ the heatmap shows the evidence for "malignant" (``sign=-1`` gives the evidence f
 For a fold ensemble the heatmap is the mean of the fold models' heatmaps.  It is computed on the
 image as given (not on its mirror, even when the package uses flip test-time augmentation for the
 probability).
+
+The heatmap is computed on the model's input (the preprocessed crop) and put back onto the original
+image through the preprocessing's :class:`thyro.data.preprocess.Geometry` (padding dropped, resized
+to the crop box, placed there), so a reader sees where on the scan the evidence lies: the figure
+shows the original at full resolution with the heatmap inside the crop box (outlined), beside the
+model's input with its heatmap, and a colour bar (the heatmap is relative: 0 to 1 within an image).
 """
 
 from __future__ import annotations
@@ -104,6 +110,93 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, weight: float = 0.55) -> np.
     return show_cam_on_image(rgb, np.clip(heatmap, 0, 1).astype(np.float32), use_rgb=True, image_weight=weight)
 
 
+def colour_map(heatmap: np.ndarray) -> np.ndarray:
+    """RGB uint8 jet colours of a map in [0, 1] (the colours of :func:`overlay` and the colour bar)."""
+    import cv2
+
+    values = np.uint8(np.round(255 * np.clip(np.asarray(heatmap, dtype=np.float32), 0, 1)))
+    return cv2.cvtColor(cv2.applyColorMap(values, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def on_original(frame: np.ndarray, geometry, heatmap: np.ndarray, weight: float = 0.5,
+                box_colour: tuple[int, int, int] = (255, 220, 0)) -> np.ndarray:
+    """The original frame (RGB or gray uint8, full resolution) with a model-input heatmap put back
+    on it inside the crop box, and the crop box outlined.
+
+    ``geometry`` is the preprocessing's :class:`thyro.data.preprocess.Geometry`; outside the crop
+    the frame is shown as it is.
+    """
+    import cv2
+
+    rgb = np.repeat(frame[..., None], 3, axis=2) if frame.ndim == 2 else frame[..., :3]
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
+    hm = geometry.to_frame_map(heatmap)
+    x0, y0, x1, y1 = geometry.to_frame(geometry.crop_box)
+    part = rgb[y0:y1, x0:x1].astype(np.float32)
+    colours = colour_map(hm[y0:y1, x0:x1]).astype(np.float32)
+    rgb[y0:y1, x0:x1] = np.clip((1 - weight) * part + weight * colours, 0, 255).astype(np.uint8)
+    thick = max(1, round(max(rgb.shape[:2]) / 400))
+    cv2.rectangle(rgb, (x0, y0), (x1 - 1, y1 - 1), box_colour, thick)
+    return rgb
+
+
+def colour_bar(height: int, label: str = "relative evidence for malignant") -> np.ndarray:
+    """A vertical colour bar (high at the top) with ticks 0, 0.5, 1 and a label, RGB uint8."""
+    from PIL import Image, ImageDraw
+
+    height = max(int(height), 60)
+    bar_w, width = 14, 118
+    ramp = colour_map(np.linspace(1, 0, height - 20)[:, None].repeat(bar_w, axis=1))
+    img = Image.new("RGB", (width, height), "white")
+    img.paste(Image.fromarray(ramp), (4, 10))
+    draw = ImageDraw.Draw(img)
+    for value, y in ((1.0, 10), (0.5, 10 + (height - 21) // 2), (0.0, height - 11)):
+        draw.line([(4 + bar_w, y), (4 + bar_w + 3, y)], fill=(0, 0, 0))
+        draw.text((4 + bar_w + 5, y - 5), f"{value:.1f}", fill=(0, 0, 0))
+    lines, line = [], ""
+    for word in label.split():  # wrap the label beside the ticks
+        if line and len(line) + 1 + len(word) > 11:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    for k, text in enumerate(lines[: max(1, (height - 20) // 12)]):
+        draw.text((46, 10 + k * 12), text, fill=(60, 60, 60))
+    return np.asarray(img)
+
+
+def with_colour_bar(rgb: np.ndarray) -> np.ndarray:
+    """An RGB image with :func:`colour_bar` beside it (as tall as the image, at least 60 pixels)."""
+    bar = colour_bar(rgb.shape[0])
+    h = max(rgb.shape[0], bar.shape[0])
+    out = np.full((h, rgb.shape[1] + 6 + bar.shape[1], 3), 255, np.uint8)
+    out[:rgb.shape[0], :rgb.shape[1]] = rgb
+    out[:bar.shape[0], rgb.shape[1] + 6:] = bar
+    return out
+
+
+def explanation_figure(frame: np.ndarray, geometry, model_input: np.ndarray, heatmap: np.ndarray,
+                       caption: str = "") -> np.ndarray:
+    """The figure ``explain`` writes: the original frame at full resolution with the heatmap on it
+    (:func:`on_original`), the model's input with its heatmap (scaled to the frame's height), a
+    colour bar, and a caption line.  RGB uint8."""
+    from PIL import Image, ImageDraw
+
+    left = on_original(frame, geometry, heatmap)
+    h = left.shape[0]
+    right = np.asarray(Image.fromarray(overlay(model_input, heatmap)).resize((h, h), Image.BILINEAR))
+    bar = colour_bar(h)
+    gap = 8
+    width = left.shape[1] + gap + h + gap + bar.shape[1]
+    fig = Image.new("RGB", (width, h + 22), "white")
+    fig.paste(Image.fromarray(left), (0, 0))
+    fig.paste(Image.fromarray(right), (left.shape[1] + gap, 0))
+    fig.paste(Image.fromarray(bar), (left.shape[1] + gap + h + gap, 0))
+    ImageDraw.Draw(fig).text((2, h + 5), caption[: width // 6], fill=(0, 0, 0))
+    return np.asarray(fig)
+
+
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an RGB (or gray) uint8 array as PNG, atomically."""
     from PIL import Image
@@ -135,14 +228,17 @@ def _as_models(model_dir_or_models) -> tuple[list, ModelPackage | None]:
 def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | os.PathLike, *,
             method: str = "gradcam", roi: dict | None = None, batch_size: int = 8, point: str | None = None,
             progress: bool = True, frames: str = "first") -> list[dict]:
-    """Write one overlay PNG per input image under ``out_dir`` and an ``index.csv``.
+    """Write, per input image, a full-resolution figure (the heatmap on the original image with the
+    crop box, beside the model's input with its heatmap, and a colour bar) and the model-input
+    overlay alone, under ``out_dir``, and an ``index.csv``.
 
-    Returns one dict per input: ``input, png, probability, class, warning, error``.  Unreadable inputs
-    get an error and the others go on.  ``frames``: ``"first"`` draws frame 0 of a multi-frame file
-    (the ``warning`` says how many it has), ``"all"`` one heatmap per frame (``NAME#frame=K``).
+    Returns one dict per input: ``input, png, input_png, probability, class, crop_box, warning, error``
+    (``png`` is the full-resolution figure; ``crop_box`` is in the file's pixels).  Unreadable
+    inputs get an error and the others go on.  ``frames``: ``"first"`` draws frame 0 of a multi-frame
+    file (the ``warning`` says how many it has), ``"all"`` one heatmap per frame (``NAME#frame=K``).
     """
     from thyro.console import track
-    from thyro.use.predict import TorchEngine, _error_text, collect_inputs, frame_items, prepare
+    from thyro.use.predict import TorchEngine, _error_text, collect_inputs, frame_items, prepare_item
 
     _cam_class(method)  # validate before any work
     if frames not in ("first", "all"):
@@ -164,9 +260,11 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     suffix = "gradcampp" if method == "gradcam++" else "gradcam"
     iterator = track(items, f"explaining ({method})") if progress else items
     for item in iterator:
-        rec = {"input": item.name, "png": "", "probability": None, "class": None, "warning": "", "error": ""}
+        rec = {"input": item.name, "png": "", "input_png": "", "probability": None, "class": None,
+               "crop_box": "", "warning": "", "error": ""}
         try:
-            img, rec["warning"] = prepare(pre, item, package.image_size)
+            prepared = prepare_item(pre, item, package.image_size, frame=True)
+            img, rec["warning"] = prepared.image, prepared.warning
             prob = float(engine(img[None])[0])
             cam = heatmaps(models, img[None], method)[0]
             name = _safe_name(os.path.relpath(item.path.resolve(), base) if base else item.name)
@@ -175,15 +273,22 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
             while name in used:
                 name += "_"
             used.add(name)
-            png = save_png(out / f"{name}.{suffix}.png", overlay(img, cam))
-            rec.update(png=png.name, probability=prob, **{"class": int(prob >= threshold)})
+            g = prepared.geometry
+            box = g.to_frame(g.crop_box)
+            caption = (f"{item.name}: {package.label_meaning.probability_name} {prob:.3f}; {method} inside the crop box "
+                       f"{box[0]},{box[1]}-{box[2]},{box[3]}")
+            png = save_png(out / f"{name}.{suffix}.png", explanation_figure(prepared.frame, g, img, cam, caption))
+            small = save_png(out / f"{name}.{suffix}.input.png", overlay(img, cam))
+            rec.update(png=png.name, input_png=small.name, probability=prob, crop_box=" ".join(map(str, box)),
+                       **{"class": int(prob >= threshold)})
         except (ThyroError, OSError, ValueError) as exc:
             rec["error"] = _error_text(exc)
         except Exception as exc:  # one bad file must not stop the others
             rec["error"] = f"{type(exc).__name__}: {_error_text(exc)}"
         results.append(rec)
     with atomic_open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["input", "png", "probability", "class", "warning", "error"])
+        writer = csv.DictWriter(fh, fieldnames=["input", "png", "input_png", "probability", "class", "crop_box",
+                                                "warning", "error"])
         writer.writeheader()
         writer.writerows(results)
     return results
@@ -198,7 +303,8 @@ def montage(model_dir_or_models, images, labels, probs, out_png: str | os.PathLi
     ----------
     model_dir_or_models : model directory, ModelPackage, a model, or a list of fold models
     images : preprocessed uint8 images, array (N, S, S) or a list of (S, S) arrays; or image file
-        paths when ``model_dir_or_models`` is a model directory (preprocessed with its settings)
+        paths when ``model_dir_or_models`` is a model directory (preprocessed with its settings;
+        each case is then shown on its original image, the heatmap inside the crop box)
     labels, probs : per image; 1 = malignant
     out_png : PNG path (written atomically)
     threshold : the class cut-off; default the package's operating point, else 0.5
@@ -217,12 +323,23 @@ def montage(model_dir_or_models, images, labels, probs, out_png: str | os.PathLi
     models, package = _as_models(model_dir_or_models)
     if threshold is None:
         threshold = package.operating_point()[1] if package is not None else 0.5
+    originals: dict[int, tuple] = {}  # index -> (full frame, geometry) for images given as files
     if any(isinstance(i, (str, os.PathLike)) for i in images):
         if package is None:
             raise ThyroError("montage: image paths need a model directory (for its preprocessing); "
                              "with bare models pass preprocessed uint8 arrays.")
+        from thyro.use.predict import InputItem, prepare_item
+
         pre = package.preprocessor()
-        images = [pre.from_file(i) if isinstance(i, (str, os.PathLike)) else i for i in images]
+        arrays = []
+        for k, i in enumerate(images):
+            if isinstance(i, (str, os.PathLike)):
+                prepared = prepare_item(pre, InputItem(Path(i), str(i)), package.image_size, frame=True)
+                originals[k] = (prepared.frame, prepared.geometry)
+                arrays.append(prepared.image)
+            else:
+                arrays.append(i)
+        images = arrays
     imgs = np.stack([np.asarray(i) for i in images]) if len(images) else np.empty((0, 1, 1), np.uint8)
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=float)
@@ -245,7 +362,10 @@ def montage(model_dir_or_models, images, labels, probs, out_png: str | os.PathLi
             ax.axis("off")
             if c < len(idxs):
                 i = idxs[c]
-                ax.imshow(overlay(imgs[i], cams[i]))
+                if i in originals:  # the original image, the heatmap put back inside the crop box
+                    ax.imshow(on_original(originals[i][0], originals[i][1], cams[i]))
+                else:
+                    ax.imshow(overlay(imgs[i], cams[i]))
                 label = titles[i] if titles is not None else f"#{i}"
                 ax.set_title(f"{label}\np = {p[i]:.2f}", fontsize=8)
             elif c == 0:
@@ -253,7 +373,12 @@ def montage(model_dir_or_models, images, labels, probs, out_png: str | os.PathLi
         axes[r, 0].text(-0.08, 0.5, f"{names[name]} ({int(groups[name].sum())})", rotation=90, ha="right",
                         va="center", fontsize=9, transform=axes[r, 0].transAxes)
     fig.suptitle(f"Test cases by outcome at threshold {threshold:.3f} ({method})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    from matplotlib import cm, colors
+
+    bar_ax = fig.add_axes((0.93, 0.15, 0.015, 0.7))
+    fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap="jet"), cax=bar_ax,
+                 label="heatmap: relative evidence for malignant")
     with atomic_path(out_png, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)

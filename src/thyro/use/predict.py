@@ -300,11 +300,26 @@ def frame_items(items: Iterable[InputItem], frames: str = "first") -> Iterator[t
             yield i, replace(item, frame=k, name=f"{item.name}#frame={k}" if frames == "all" else item.name), n
 
 
-def prepare(preprocessor, item: InputItem, size: int) -> tuple[np.ndarray, str]:
-    """Preprocessed ``(S, S)`` uint8 image and a warning ('' when none).
+@dataclass
+class Prepared:
+    """One input, preprocessed: the model's input, a warning, and how it was made.
+
+    ``frame`` (the file's full frame as RGB, for showing a heatmap on it) is filled only when asked.
+    """
+
+    image: np.ndarray
+    warning: str
+    geometry: object  # thyro.data.preprocess.Geometry
+    frame: np.ndarray | None = None
+
+
+def prepare_item(preprocessor, item: InputItem, size: int, *, frame: bool = False) -> Prepared:
+    """Preprocess one input and keep its geometry (and, with ``frame``, its full frame in RGB).
 
     Raises :class:`DataError` (or the reader's error) on an unreadable file.
     """
+    from thyro.data.preprocess import read_image
+
     if item.error:
         raise DataError(f"{item.path}: {item.error}")
     warnings: list[str] = []
@@ -317,11 +332,33 @@ def prepare(preprocessor, item: InputItem, size: int) -> tuple[np.ndarray, str]:
             warnings.append(f"image {w} x {h} px is smaller than the model input {size} x {size}: upscaled")
         if item.frame is None and info.frames > 1:
             warnings.append(f"{info.frames} frames: frame 0 scored (--frames all or mean scores every frame)")
-    img = preprocessor.from_file(item.path, roi=item.roi, frame=item.frame or 0)
+    if not frame:
+        img, geometry = preprocessor.process_file(item.path, roi=item.roi, frame=item.frame or 0)
+        full = None
+    else:
+        loaded = read_image(item.path, frame=item.frame or 0, color=True)
+        img, geometry = preprocessor.process(loaded.pixels, roi=item.roi, origin=loaded.origin,
+                                             region=loaded.region, frame_size=loaded.size)
+        full = loaded.pixels
+        if loaded.region:
+            from thyro.data.readers import load_image
+
+            full = load_image(item.path, frame=item.frame or 0, color=True, us_region=False).pixels
     img = np.asarray(img)
     if img.shape != (size, size) or img.dtype != np.uint8:
         raise DataError(f"{item.path}: preprocessing gave {img.dtype} {img.shape}, expected uint8 ({size}, {size}).")
-    return img, "; ".join(warnings)
+    if geometry.warning:  # the scan area was not understood: the whole frame was used
+        warnings.append(geometry.warning)
+    return Prepared(img, "; ".join(warnings), geometry, full)
+
+
+def prepare(preprocessor, item: InputItem, size: int) -> tuple[np.ndarray, str]:
+    """Preprocessed ``(S, S)`` uint8 image and a warning ('' when none).
+
+    Raises :class:`DataError` (or the reader's error) on an unreadable file.
+    """
+    prepared = prepare_item(preprocessor, item, size)
+    return prepared.image, prepared.warning
 
 
 def _error_text(exc: BaseException) -> str:

@@ -166,18 +166,31 @@ class Service:
         return self._with_upload(data, filename, run)
 
     def predict(self, data, filename: str | None, roi: dict | None, heatmap: bool = True) -> dict:
+        """Score one upload.
+
+        Besides the probability and class, the answer says whether a drawn box was used
+        (``roi_used``; a model trained on whole images ignores it, and ``note`` says so), where the
+        crop lies in the image (``crop_box``), and, with ``heatmap``, the heatmap on the model's
+        input (``heatmap_png``) and on the original image inside the crop box with a colour bar
+        (``heatmap_original_png``).  The ONNX engine has no heatmaps: the answer has the probability
+        and a warning saying so.
+        """
         from thyro.data.manifest import roi_to_json
-        from thyro.use.predict import InputItem, prepare
+        from thyro.use.predict import InputItem, prepare_item
+
+        roi_crop = bool(self.pre.cfg.roi_crop)
+        want_cam = heatmap and self.heatmaps
 
         def run(path: Path) -> dict:
             try:
-                img, warning = self._decode(path, lambda: prepare(
-                    self.pre, InputItem(path, filename or "upload", roi), self.package.image_size))
+                prepared = self._decode(path, lambda: prepare_item(
+                    self.pre, InputItem(path, filename or "upload", roi), self.package.image_size, frame=want_cam))
             except Exception as exc:
                 raise UploadError(400, _message(exc, path, filename)) from None
+            img, warning, geometry = prepared.image, prepared.warning, prepared.geometry
             prob = self.batcher(img)
             cam = None
-            if heatmap and self.heatmaps:
+            if want_cam:
                 from thyro.use.explain import heatmaps
 
                 with self.lock:
@@ -185,6 +198,11 @@ class Service:
             elif heatmap:
                 warning = "; ".join(w for w in (warning, HEATMAP_NEEDS_TORCH) if w)
             cls = int(prob >= self.threshold)
+            roi_used = roi is not None and roi_crop
+            note = None
+            if roi is not None and not roi_crop:
+                note = ("The box was not used: this model was trained on whole images (no ROI crop), "
+                        "so it always reads the whole scan area.")
             return {
                 "filename": filename, "probability": prob, "class": cls,
                 "prediction": self.labels.positive if cls else self.labels.negative, "positive": bool(cls),
@@ -193,6 +211,9 @@ class Service:
                 "preprocessed_png": _png_data_url(img),
                 "heatmap_png": _png_data_url(_overlay(img, cam)) if cam is not None else None,
                 "heatmap_method": self.method if cam is not None else None,
+                "roi_used": roi_used, "note": note,
+                "crop_box": list(geometry.to_frame(geometry.crop_box)), "image_size": list(geometry.frame_size),
+                "heatmap_original_png": _original_heatmap(prepared.frame, geometry, cam) if cam is not None else None,
             }
 
         return self._with_upload(data, filename, run)
@@ -202,6 +223,13 @@ def _overlay(img: np.ndarray, cam: np.ndarray) -> np.ndarray:
     from thyro.use.explain import overlay
 
     return overlay(img, cam)
+
+
+def _original_heatmap(frame: np.ndarray, geometry, cam: np.ndarray) -> str:
+    """The heatmap on the original image inside the crop box, with a colour bar, as a data URL."""
+    from thyro.use.explain import on_original, with_colour_bar
+
+    return _png_data_url(with_colour_bar(on_original(frame, geometry, cam)))
 
 
 def _message(exc: BaseException, path: Path | None = None, filename: str | None = None) -> str:

@@ -12,7 +12,7 @@
   fetch("/health").then((r) => r.json()).then((h) => {
     if (h.labels) {  // what the model learnt: "malignancy probability" or e.g. "TI-RADS >= 4c probability"
       $("probability-name").textContent = h.labels.probability_name;
-      $("heatmap-caption").textContent = `heatmap (Grad-CAM): where the evidence for ${h.labels.positive} lies`;
+      $("heatmap-caption").textContent = `heatmap (Grad-CAM) on the original image, inside the crop box (yellow): where the evidence for ${h.labels.positive} lies`;
     }
     $("model").textContent = `model: ${h.arch || "?"}, ${h.n_models} fold model(s), input ${h.image_size} px; ` +
       `operating point ${h.operating_point} (probability >= ${h.threshold.toFixed(3)}); upload limit ${(h.max_upload_bytes / 1048576).toFixed(0)} MB`;
@@ -95,10 +95,13 @@
       $("class").className = "big " + (j.positive ? "positive" : "negative");
       $("point").textContent = `${j.operating_point} (>= ${j.threshold.toFixed(3)})`;
       $("heatmap").src = j.heatmap_png || "";
+      $("heatmap_original").src = j.heatmap_original_png || "";
       $("preprocessed").src = j.preprocessed_png;
       $("warning").textContent = j.warning || ""; show("warning", !!j.warning);
+      // a model trained on whole images does not use the box: say so rather than pretend
+      $("note").textContent = j.note || ""; show("note", !!j.note);
       show("result", true);
-      status(`Done: ${j.filename}${j.roi ? " with box" : ""}.`);
+      status(`Done: ${j.filename}${j.roi_used ? " with box" : (j.roi ? " (box not used)" : "")}.`);
       document.body.dataset.state = "done";
     } catch (e) { fail(String(e)); }
     finally { $("predict").disabled = false; }
