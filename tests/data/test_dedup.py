@@ -177,3 +177,27 @@ def test_near_pairs_blocks_match_full_matrix():
         assert set(zip(a.tolist(), b.tolist())) == want
         assert (dist == d[a, b]).all()
     assert len(want) >= 40
+
+
+def test_cross_duplicates_tells_new_patients_in_one_layout_from_copies(tmp_path):
+    """Phantom images of different patients share the screen layout (close pHashes) but are not the same
+    picture; a re-encoded, resized copy of a development image is."""
+    from thyro.data.dedup import cross_duplicates
+    from thyro.data.manifest import read_manifest, write_manifest
+    from thyro.data.phantom import generate_cohort
+
+    dev = read_manifest(generate_cohort(tmp_path / "dev", n_patients=30, size=128, seed=0))
+    new = read_manifest(generate_cohort(tmp_path / "new", n_patients=60, images_per_patient=(2, 2), size=128,
+                                        seed=1000))
+    assert cross_duplicates(dev, new) == []
+    # a copy of a development image, re-encoded as JPEG and resized, joins the new set
+    src = dev.abspath(dev.ids[3])
+    with Image.open(src) as im:
+        im.convert("RGB").resize((115, 115)).save(new.root / "images" / "copy.jpg", quality=60)
+    df = new.df.copy()
+    row = df.iloc[[0]].assign(image="images/copy.jpg", patient_id="copy", group="copy")
+    write_manifest(pd.concat([df, row], ignore_index=True).drop(columns=["content_hash", "phash"], errors="ignore"),
+                   new.root / "manifest.csv")
+    found = cross_duplicates(dev, read_manifest(new.root / "manifest.csv"))
+    assert [(a, b) for a, b, _ in found] == [(dev.ids[3], "images/copy.jpg")]
+    assert "near duplicate" in found[0][2]
