@@ -86,9 +86,14 @@ def reference_loader_throughput(paths, labels, size, batch, repeats, workers) ->
 
 def train_steps_thyro(model, images, labels, batch, steps) -> float:
     from thyro.config import AugmentConfig
+    from thyro.device import use_channels_last
     from thyro.train.augment import BatchAugment
     from thyro.train.fit import _to_batch
 
+    cpu = torch.device("cpu")
+    channels_last = use_channels_last(cpu, images.shape[-1])  # as thyro's fit decides
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     aug = BatchAugment(AugmentConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tensor, y = torch.from_numpy(images), torch.from_numpy(labels.astype(np.float32))
@@ -97,7 +102,7 @@ def train_steps_thyro(model, images, labels, batch, steps) -> float:
     t0 = time.perf_counter()
     for s in range(steps):
         idx = torch.randint(0, len(images), (batch,), generator=gen)
-        xb = aug(_to_batch(tensor, idx, torch.device("cpu"), False), gen)
+        xb = aug(_to_batch(tensor, idx, cpu, channels_last), gen)
         loss = F.binary_cross_entropy_with_logits(model(xb).reshape(-1), y[idx])
         opt.zero_grad()
         loss.backward()

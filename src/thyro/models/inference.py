@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from thyro.device import autocast, autocast_dtype
+from thyro.device import autocast, autocast_dtype, use_channels_last
 
 
 def to_input(batch: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def predict_proba(models: Ensemble | nn.Module | list[nn.Module], images: np.nda
     out = []
     for start in range(0, len(tensor), batch_size):
         xb = to_input(tensor[start:start + batch_size].to(device, non_blocking=True))
-        if channels_last and device.type == "cuda":
+        if use_channels_last(device, xb.shape[-1], channels_last):
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             prob, _ = models(xb)

@@ -39,7 +39,7 @@ from thyro.models.inference import predict_proba, to_input
 from thyro.run import JobFiles
 from thyro.stats.roc import auroc_or_none
 from thyro.config import TrainConfig
-from thyro.device import autocast, autocast_dtype, resolve_device
+from thyro.device import autocast, autocast_dtype, resolve_device, use_channels_last
 from thyro.machine import check_threads
 
 LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds")
@@ -109,7 +109,7 @@ def make_optimizer(model: torch.nn.Module, cfg, backbone_lr_mult: float = 1.0) -
 def _to_batch(images: torch.Tensor, idx: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     """Slice uint8 images, move them to ``device`` and scale to float in [0, 1], shape (B, 1, S, S)."""
     xb = to_input(images.index_select(0, idx.to(images.device)).to(device, non_blocking=True))
-    if channels_last and device.type == "cuda":
+    if channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
     return xb
 
@@ -297,7 +297,8 @@ def fit(
         torch.use_deterministic_algorithms(True, warn_only=True)
     frozen_norms = _set_trainable(model, train_backbone)
     model.to(device)
-    if cfg.channels_last and device.type == "cuda":
+    channels_last = use_channels_last(device, train.images.shape[-1], cfg.channels_last)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay > 0 else None)
@@ -380,7 +381,7 @@ def fit(
             losses = torch.zeros((), device=device)
             for step in range(steps_per_epoch):
                 idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                xb = augment(_to_batch(images, idx, device, cfg.channels_last), dev_gen)
+                xb = augment(_to_batch(images, idx, device, channels_last), dev_gen)
                 yb = labels.index_select(0, idx.to(labels.device))
                 with autocast(device, amp_dtype):
                     logits = step_model(xb).float().reshape(-1)
@@ -402,7 +403,7 @@ def fit(
                     f"{description}: the loss became {train_loss} in epoch {epoch + 1}; the job stopped and its "
                     f"last good state is kept in {last_path}. Lower the learning rate (train.lr) or check the images.")
             probs = predict_proba(evaluated, val.images, tta_flip=cfg.tta_flip, device=device,
-                                  batch_size=cfg.eval_batch_size, amp=cfg.amp, channels_last=cfg.channels_last)
+                                  batch_size=cfg.eval_batch_size, amp=cfg.amp, channels_last=channels_last)
             val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked above
             p = np.clip(probs, 1e-7, 1 - 1e-7)
             val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
