@@ -72,7 +72,7 @@ MALIGNANCY_INTERCEPT = -5.0
 MALIGNANCY_SLOPE = 0.8
 
 # Relative echo levels (gland = 0.6); very hypoechoic is darker than the strap muscles (0.2).
-_ECHO = {"anechoic": 0.003, "hyperechoic": 1.4, "isoechoic": 0.5, "hypoechoic": 0.22, "very hypoechoic": 0.07}
+_ECHO = {"anechoic": 0.003, "hyperechoic": 1.7, "isoechoic": 0.5, "hypoechoic": 0.17, "very hypoechoic": 0.05}
 _GLAND, _MUSCLE = 0.6, 0.2
 
 
@@ -122,7 +122,7 @@ def sample_features(rng: np.random.Generator) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def speckle(rng: np.random.Generator, h: int, w: int, sx: float, sy: float, looks: int = 3) -> np.ndarray:
+def speckle(rng: np.random.Generator, h: int, w: int, sx: float, sy: float, looks: int = 5) -> np.ndarray:
     """Speckle intensity, mean 1: the average of ``looks`` independent fully developed speckle patterns.
 
     Each look is the squared magnitude of a low-pass filtered complex Gaussian field (exponential
@@ -327,13 +327,13 @@ def make_outline(rng: np.random.Generator, margin: str, aspect: float) -> Lesion
         les.edge = 0.2 if margin == "ill-defined" else 0.05
     elif margin == "lobulated":
         ks = rng.choice([3, 4, 5, 6], size=2, replace=False)
-        les.harmonics = np.column_stack([ks, rng.uniform(0.12, 0.18, 2), rng.uniform(0, 2 * math.pi, 2)])
+        les.harmonics = np.column_stack([ks, rng.uniform(0.16, 0.24, 2), rng.uniform(0, 2 * math.pi, 2)])
         les.edge = 0.05
     else:  # irregular / extrathyroidal: jagged outline with spiculations
         ks = rng.choice(np.arange(5, 15), size=6, replace=False)
-        les.harmonics = np.column_stack([ks, rng.uniform(0.04, 0.08, 6), rng.uniform(0, 2 * math.pi, 6)])
+        les.harmonics = np.column_stack([ks, rng.uniform(0.06, 0.10, 6), rng.uniform(0, 2 * math.pi, 6)])
         n_sp = int(rng.integers(3, 7))
-        les.spikes = np.column_stack([rng.uniform(-math.pi, math.pi, n_sp), rng.uniform(0.2, 0.35, n_sp),
+        les.spikes = np.column_stack([rng.uniform(-math.pi, math.pi, n_sp), rng.uniform(0.3, 0.45, n_sp),
                                       rng.uniform(0.06, 0.12, n_sp)])
         les.edge = 0.05
     return les
@@ -1020,8 +1020,10 @@ def render_appearance(rng: np.random.Generator, cls: str, size: int, render_size
     mx, my = APPEARANCE_MARGIN * (x1 - x0), APPEARANCE_MARGIN * (y1 - y0)
     x0, x1 = int(max(0, np.floor(x0 - mx))), int(min(render_size, np.ceil(x1 + mx)))
     y0, y1 = int(max(0, np.floor(y0 - my))), int(min(render_size, np.ceil(y1 + my)))
-    crop = img[y0:y1, x0:x1]
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
+    from thyro.data.preprocess import resize_square
+
+    # letterboxed like a study's crop (preprocess.keep_aspect): the nodule keeps its shape
+    return resize_square(img[y0:y1, x0:x1], size, keep_aspect=True)
 
 
 def render_generic(rng: np.random.Generator, cls: str, size: int) -> np.ndarray:
@@ -1088,8 +1090,8 @@ def render_corpus_image(rng: np.random.Generator, cls: str, size: int) -> np.nda
     return _render_mr_brain(rng, size, tumor=cls.endswith("tumor"))
 
 
-def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size: int = 128, seed: int = 0,
-                    classes: list[str] | tuple[str, ...] | None = None) -> Path:
+def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int | dict[str, int] = 100, size: int = 128,
+                    seed: int = 0, classes: list[str] | tuple[str, ...] | None = None) -> Path:
     """Write a synthetic radiology corpus in RadImageNet's layout for supervised pretraining.
 
     Parameters
@@ -1097,8 +1099,8 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size:
     out_dir : path
         Output folder: ``MODALITY/REGION/CLASS/NNNNN.png`` plus ``corpus.csv`` (an earlier corpus
         there is replaced; any other non-empty folder is refused).
-    n_per_class : int
-        Images per class.
+    n_per_class : int or dict
+        Images per class, or per class name (every chosen class must have a count).
     size : int
         Image side (>= 64).
     seed : int
@@ -1120,8 +1122,16 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size:
     unknown = [c for c in chosen if c not in ALL_CORPUS_CLASSES]
     if unknown or not chosen:
         raise DataError(f"unknown corpus class(es) {unknown or chosen!r}; known: {', '.join(ALL_CORPUS_CLASSES)}")
-    if int(n_per_class) < 1:
-        raise DataError(f"n_per_class must be at least 1, got {n_per_class}.")
+    if isinstance(n_per_class, dict):
+        missing = [c for c in chosen if c not in n_per_class]
+        if missing:
+            raise DataError(f"n_per_class has no count for class(es) {', '.join(missing)}.")
+        counts = {c: int(n_per_class[c]) for c in chosen}
+    else:
+        counts = {c: int(n_per_class) for c in chosen}
+    low = {c: n for c, n in counts.items() if n < 1}
+    if low:
+        raise DataError(f"n_per_class must be at least 1, got {low}.")
     _prepare_out_dir(out_dir, "corpus.csv")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -1131,7 +1141,7 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int = 100, size:
             folder = tmp / cls
             folder.mkdir(parents=True)
             class_seed = int.from_bytes(cls.encode(), "little") % (2 ** 32)
-            for k, ss in enumerate(np.random.SeedSequence([seed, class_seed]).spawn(int(n_per_class))):
+            for k, ss in enumerate(np.random.SeedSequence([seed, class_seed]).spawn(counts[cls])):
                 img = render_corpus_image(np.random.default_rng(ss), cls, size)
                 name = f"{cls}/{k:05d}.png"
                 cv2.imwrite(str(tmp / name), img)
