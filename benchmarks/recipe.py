@@ -61,7 +61,8 @@ def _thyro(*args: str, env: dict | None = None) -> None:
 # ------------------------------------------------------------------------------------------------
 # the plain loop (nothing from thyro)
 
-def plain_fold(manifest: Path, train_ids, val_ids, test_ids, labels, size: int, epochs: int, seed: int):
+def plain_fold(manifest: Path, train_ids, val_ids, test_ids, labels, size: int, epochs: int, seed: int,
+               external: dict | None = None):
     import torch
     import torchvision
     import torchvision.transforms as T
@@ -74,16 +75,16 @@ def plain_fold(manifest: Path, train_ids, val_ids, test_ids, labels, size: int, 
     eval_tf = T.Compose([T.Grayscale(1), T.Resize((size, size)), T.ToTensor()])
 
     class Images(torch.utils.data.Dataset):
-        def __init__(self, ids, tf):
-            self.ids, self.tf = list(ids), tf
+        def __init__(self, ids, tf, base=root):
+            self.ids, self.tf, self.base = list(ids), tf, base
 
         def __len__(self):
             return len(self.ids)
 
         def __getitem__(self, i):
-            with Image.open(root / self.ids[i]) as im:
+            with Image.open(self.base / self.ids[i]) as im:
                 x = self.tf(im.convert("RGB"))
-            return x.repeat(3, 1, 1), torch.tensor(float(labels[self.ids[i]]))
+            return x.repeat(3, 1, 1), torch.tensor(float(labels.get(self.ids[i], 0)))
 
     model = torchvision.models.resnet18(num_classes=1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -103,22 +104,27 @@ def plain_fold(manifest: Path, train_ids, val_ids, test_ids, labels, size: int, 
     rate = seen / (time.perf_counter() - t0)
 
     @torch.no_grad()
-    def score(ids):
+    def score(ids, base=root):
         model.eval()
         out = []
-        for x, _ in torch.utils.data.DataLoader(Images(ids, eval_tf), batch_size=64):
+        for x, _ in torch.utils.data.DataLoader(Images(ids, eval_tf, base), batch_size=64):
             out.append(torch.sigmoid(model(x).squeeze(1)))
         return torch.cat(out).tolist()
 
-    return {"val": dict(zip(val_ids, score(val_ids))), "test": dict(zip(test_ids, score(test_ids))), "img_s": rate}
+    res = {"val": dict(zip(val_ids, score(val_ids))), "test": dict(zip(test_ids, score(test_ids))), "img_s": rate}
+    for name, (base, ids) in (external or {}).items():
+        res[f"external:{name}"] = dict(zip(ids, score(ids, base)))
+    return res
 
 
 # ------------------------------------------------------------------------------------------------
 
-def thyro_run(manifest: Path, splits: Path, out: Path, size: int, folds: int, sets: list[str], preprocess: dict):
+def thyro_run(manifest: Path, splits: Path, out: Path, size: int, folds: int, sets: list[str], preprocess: dict,
+              external: dict[str, Path] | None = None):
     import yaml
 
-    cfg = {"name": out.name, "data": {"manifest": str(manifest), "splits": str(splits), "folds": folds},
+    cfg = {"name": out.name, "data": {"manifest": str(manifest), "splits": str(splits), "folds": folds,
+                                      "external": [{"name": k, "manifest": str(v)} for k, v in (external or {}).items()]},
            "preprocess": {"size": size, **preprocess}, "arms": [{"name": "scratch", "weights": "none"}],
            "train": {"device": "cpu", "tensorboard": False}}
     out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +149,8 @@ def main() -> None:
     ap.add_argument("--no-plain", action="store_true", help="only run thyro (the plain loop's results are reused)")
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "recipe")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--external", action="append", default=[], metavar="NAME=MANIFEST",
+                    help="an external labelled set both recipes score (thyro: data.external)")
     args = ap.parse_args()
 
     from thyro.data.manifest import read_manifest
@@ -158,6 +166,12 @@ def main() -> None:
     splits = json.loads(splits_path.read_text())
     labelled = read_manifest(manifest).labelled().df
     labels = dict(zip(labelled["image"], labelled["label"].astype(int)))
+    external, ext_labels = {}, {}
+    for spec in args.external:
+        name, _, path = spec.partition("=")
+        em = read_manifest(Path(path).resolve()).labelled()
+        external[name] = em.path
+        ext_labels[name] = dict(zip(em.df["image"], em.df["label"].astype(int)))
     folds, test = splits["folds"], splits["test"]
     # the phantom's whole view is tiny around the nodule; thyro crops to the outline there (as the demo does)
     pre = {"roi_crop": True, "roi_margin": 0.3} if args.data == "phantom" else {}
@@ -170,13 +184,15 @@ def main() -> None:
             if args.no_plain:
                 continue
             train_ids = [i for j, f in enumerate(folds) if j != k for i in f]
-            res = plain_fold(manifest, train_ids, folds[k], test, labels, args.size, args.plain_epochs, args.seed + k)
+            ext = {n: (Path(external[n]).parent, list(ext_labels[n])) for n in external}
+            res = plain_fold(manifest, train_ids, folds[k], test, labels, args.size, args.plain_epochs, args.seed + k,
+                             external=ext)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(res))
         plain[k] = json.loads(path.read_text())
 
     seconds = thyro_run(manifest, splits_path, out / f"thyro-{args.label}-{args.size}px", args.size, len(folds),
-                        args.sets, pre)
+                        args.sets, pre, external)
     rd = RunDir(out / f"thyro-{args.label}-{args.size}px" / "run")
     preds = rd.read_predictions()
     results = rd.read_results()
@@ -222,9 +238,26 @@ def main() -> None:
         print(f"; plain {pa.auroc:.3f} [{pa.lower:.3f}, {pa.upper:.3f}]; paired DeLong difference "
               f"{c['diff']:+.3f} [{c['lower']:+.3f}, {c['upper']:+.3f}], p = {c['p_value']:.3f}")
         print(f"out-of-fold difference thyro - plain: {summary['thyro']['oof'] - summary['plain']['oof']:+.3f}")
-        print(f"training images/s (median per fold): thyro {summary['thyro']['img_s']:.0f}, plain "
-              f"{summary['plain']['img_s']:.0f} ({summary['thyro']['img_s'] / summary['plain']['img_s']:.2f}x)")
+        print(f"images/s (median per fold; thyro: the whole job with per-epoch validation, plain: its training "
+              f"loop only; benchmarks/train_speed.py compares the steps): thyro {summary['thyro']['img_s']:.0f}, "
+              f"plain {summary['plain']['img_s']:.0f}")
     else:
+        print()
+    for name in external:
+        y = ext_labels[name]
+        t = preds.rows(arm="scratch", split=name, ensemble=True).set_index("image")
+        ids = [i for i in y if i in t.index]
+        yt, st = np.array([y[i] for i in ids]), t.loc[ids, "probability"].to_numpy()
+        ta = auroc_ci(yt, st)
+        print(f"external set {name} ({len(ids)} images, {int(yt.sum())} positive): thyro {ta.auroc:.3f} "
+              f"[{ta.lower:.3f}, {ta.upper:.3f}]", end="")
+        summary.setdefault("external", {})[name] = {"n": len(ids), "n_pos": int(yt.sum()), "thyro": ta.auroc}
+        if len(plain) == len(folds) and all(f"external:{name}" in plain[k] for k in plain):
+            pe = np.mean([[plain[k][f"external:{name}"][i] for i in ids] for k in plain], axis=0)
+            pa, c = auroc_ci(yt, pe), delong_paired(yt, st, pe).as_dict()
+            summary["external"][name].update(plain=pa.auroc, paired=c)
+            print(f"; plain {pa.auroc:.3f} [{pa.lower:.3f}, {pa.upper:.3f}]; paired DeLong difference "
+                  f"{c['diff']:+.3f}, p = {c['p_value']:.3f}", end="")
         print()
     print(f"thyro study: {seconds:.0f} s in all")
     (out / f"summary-{args.label}-{args.size}px.json").write_text(json.dumps(summary, indent=2))
