@@ -17,3 +17,18 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "test AUROC" in out and "images scored" in out
     assert (tmp_path / "runs" / "notebook").is_dir() and (tmp_path / "predictions.csv").is_file()
+
+
+def test_readme_study_config_parses():
+    """The study configuration shown in the README is one thyro accepts, with the settings it claims."""
+    import yaml
+
+    from thyro.config import StudyConfig
+
+    text = (DOCS.parent / "README.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", text, flags=re.S).group(1)
+    cfg = StudyConfig.parse({"name": "readme", **yaml.safe_load(block)})
+    assert [e.name for e in cfg.data.external] == ["site-b"]
+    assert cfg.data.train_fractions == [0.25, 0.5, 1.0]
+    assert [a.train_backbone for a in cfg.arms] == ["all", "all", "none"]
+    assert cfg.train.selection == "inner" and cfg.train.tracking == "mlflow" and cfg.train.tune.lr == [0.0003, 0.001]
