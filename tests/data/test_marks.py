@@ -56,6 +56,20 @@ def test_white_calipers_are_found_and_foci_are_not():
     assert not (mask & foci).any()  # punctate foci and calcifications are blobs, never crosses
 
 
+def test_a_caliper_on_a_calcification_takes_only_its_own_stroke():
+    img = _tissue(seed=6)
+    cx, cy = 80, 70
+    band = np.zeros(img.shape, bool)  # a rim calcification crossing the end of the lower arm
+    band[cy + 6:cy + 9, cx - 14:cx + 15] = True
+    img[band] = 235
+    strokes = _cross(img, cx, cy, arm=4, shape="+", gap=1)
+    mask = detect_marks(img)
+    assert (mask & strokes).sum() >= 0.95 * strokes.sum()
+    beside = band.copy()
+    beside[:, cx - 3:cx + 4] = False  # the arm, one pixel either side, and the mask's one-pixel growth
+    assert not (mask & beside).any()
+
+
 def test_bright_interfaces_and_comet_tails_are_tissue():
     img = _tissue(seed=1)
     img[30:32, 20:180] = 235  # stacked near-field interfaces, bridged here and there

@@ -137,6 +137,15 @@ _ARMS = (3, 4, 5, 6)
 _GAPS = (0, 1, 2)
 
 
+def _cross_template(dirs, reach: int) -> np.ndarray:
+    """The pixels of a cross of arms ``reach`` long in ``dirs``, one pixel either side (a window)."""
+    w = reach + 1
+    t = np.zeros((2 * w + 1, 2 * w + 1), np.uint8)
+    for dx, dy in dirs:
+        cv2.line(t, (w, w), (w + dx * w, w + dy * w), 1, 1)
+    return cv2.dilate(t, np.ones((3, 3), np.uint8)).astype(bool)
+
+
 def _crosses(stroke: np.ndarray, strong: np.ndarray, gray: np.ndarray | None = None, level: int = 0) -> np.ndarray:
     """Mask of caliper crosses ("+" and "x") made of thin bright ``stroke`` pixels.
 
@@ -149,7 +158,8 @@ def _crosses(stroke: np.ndarray, strong: np.ndarray, gray: np.ndarray | None = N
     tissue interfaces fill the directions between the arms), and, with ``gray``, the arms' mean
     gray level is at least ``level`` (calipers are drawn near white; speckle that happens to make
     a cross is dimmer).  A line has two arms; a focus or a calcification is a blob that fills the
-    space between them.
+    space between them.  What a cross marks is the stroke along its arms (one pixel either side),
+    never tissue beside it.
 
     Only centres with a cross's worth of stroke pixels around them, stroke two or three pixels out
     in all four arm directions and little between them are tested one by one, so bright tissue
@@ -218,8 +228,9 @@ def _crosses(stroke: np.ndarray, strong: np.ndarray, gray: np.ndarray | None = N
                 if bright is not None and hit.any():
                     hit &= np.mean([(c[:, r] - c[:, g]) / a for c in bright], axis=0) >= level
                 w = r + 1
+                template = _cross_template(dirs, r)
                 for y, x in zip(ys[hit], xs[hit]):
-                    out[y - w:y + w + 1, x - w:x + w + 1] |= s[y - w:y + w + 1, x - w:x + w + 1]
+                    out[y - w:y + w + 1, x - w:x + w + 1] |= s[y - w:y + w + 1, x - w:x + w + 1] & template
     return out[pad:-pad, pad:-pad]
 
 
@@ -330,7 +341,11 @@ def white_marks(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> di
     dist = cv2.distanceTransform(stroke.astype(np.uint8), cv2.DIST_L2, 3)
     thick = cv2.dilate((dist > settings.max_stroke / 2).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
     thin = stroke & ~thick.astype(bool)
-    caliper = _crosses(stroke, th >= settings.contrast, gray, settings.caliper_level)
+    # between a caliper's arms lies tissue: neither a strong stroke nor anything as bright as the
+    # arms (the ridges the top-hat leaves of a focus or calcification larger than its 5 x 5
+    # window lie inside a bright blob)
+    between = (th >= settings.contrast) | (gray >= settings.caliper_level)
+    caliper = _crosses(stroke, between, gray, settings.caliper_level)
     out = {"caliper": caliper, "text": _text(stroke)}
     lines = _vertical_lines(stroke, max(settings.min_length * 2, 12))
     if lines.any():  # the line and what is drawn on it, within a few pixels (ticks, markers)

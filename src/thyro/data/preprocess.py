@@ -44,8 +44,9 @@ from thyro.errors import DataError
 
 #: Bumped whenever the algorithm changes in a way that changes output pixels; part of the cache key.
 #: 2: scan area from the screen layout (dark deep tissue kept), white marks found and inpainted on
-#: the gray image, mark removal on by default.
-PREPROCESS_VERSION = 2
+#: the gray image, mark removal on by default.  3: a caliper takes only the stroke along its arms,
+#: and its arms must not lie inside bright tissue (echogenic foci are no longer taken for calipers).
+PREPROCESS_VERSION = 3
 
 #: Pixels around the crop in which marks are looked for and from which the inpainting draws.
 MARK_CONTEXT = 8
