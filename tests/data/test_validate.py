@@ -83,6 +83,14 @@ def test_clean_manifest_and_cli_exit_codes(messy, tmp_path, capsys):
     [p] = validate_manifest(nohead)
     assert "no 'image' column" in p.message
     assert "manifest not found" in validate_manifest(tmp_path / "nope.csv")[0].message
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("image,label\n")
+    [p] = validate_manifest(header_only)
+    assert "no rows" in p.message
+    assert main(["-q", "data", "validate", str(header_only)]) == 1
+    for command in (["data", "inspect"], ["data", "split", "-o", str(tmp_path / "s.json")]):
+        assert main(["-q", *command, str(header_only)]) != 0
+        assert "names no images" in capsys.readouterr().err
 
 
 def test_identical_images_in_two_groups_is_leakage(tmp_path):

@@ -335,6 +335,9 @@ def read_manifest(path: str | os.PathLike, *, check_labels: bool = True) -> Mani
                          keep_default_na=False, na_values={"label": [""]})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV manifest ({exc}).") from None
+    if df.empty:
+        raise DataError(f"{path}: the manifest names no images (a header and no rows); "
+                        "`thyro data import` writes one.")
     df = _coerce(df, str(path))
     labels, bad = normalise_labels(df["label"])
     if bad and check_labels:

@@ -80,6 +80,9 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
     if "image" not in df.columns:
         return [Problem(None, str(path), f"no 'image' column; a manifest needs {', '.join(REQUIRED_COLUMNS)} "
                                          f"(found: {', '.join(map(str, df.columns))})")]
+    if df.empty:
+        return [Problem(None, str(path), "no rows: the manifest names no images (one row per image under the "
+                                         "header; `thyro data import` writes one)")]
     root = path.parent
     problems: list[Problem] = []
 
