@@ -37,7 +37,7 @@ def main() -> None:
     from thyro.train.study import run_study
 
     set_quiet(True)
-    out = args.out or Path(tempfile.mkdtemp(prefix="thyro-fractions-"))
+    out = (args.out or Path(tempfile.mkdtemp(prefix="thyro-fractions-"))).resolve()
     os.environ.setdefault("THYRO_CACHE_DIR", str(out / "cache"))
     manifest = out / "data" / "manifest.csv"
     if not manifest.is_file():

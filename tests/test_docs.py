@@ -31,4 +31,4 @@ def test_readme_study_config_parses():
     assert [e.name for e in cfg.data.external] == ["site-b"]
     assert cfg.data.train_fractions == [0.25, 0.5, 1.0]
     assert [a.train_backbone for a in cfg.arms] == ["all", "all", "none"]
-    assert cfg.train.selection == "inner" and cfg.train.tracking == "mlflow" and cfg.train.tune.lr == [0.0003, 0.001]
+    assert cfg.train.selection == "last" and cfg.train.tracking == "mlflow" and cfg.train.tune.lr == [0.0003, 0.001]

@@ -102,13 +102,16 @@ class TuneConfig(StrictModel):
 class TrainConfig(OptimisationConfig):
     """Training of one arm x fold job: optimisation, imbalance, model selection and evaluation settings."""
 
+    epochs: int = Field(40, ge=1, description="epochs (the most, when the epoch is selected)")
     eval_batch_size: int = Field(256, ge=1)
+    # ``last`` won benchmarks/recipe.py on DDTI and the phantom (BENCHMARKS.md): with a few hundred
+    # images, an inner split's AUROC is too noisy to choose an epoch by, and it costs a fifth of the data.
     selection: Literal["inner", "last", "oof"] = Field(
-        "inner", description="how the epoch is chosen: inner (early stopping on an inner, group-respecting split of "
-                             "the training part: out-of-fold predictions stay untouched by selection), last (no "
-                             "selection: every epoch is trained, the last weights kept), oof (early stopping on the "
-                             "held-out fold itself: its out-of-fold AUROC is then selection-biased and the report "
-                             "says so)")
+        "last", description="how the model is chosen: last (no selection: every epoch is trained, the last weights "
+                            "kept), inner (early stopping on an inner, group-respecting split of the training part: "
+                            "out-of-fold predictions stay untouched by selection), oof (early stopping on the "
+                            "held-out fold itself: its out-of-fold AUROC is then selection-biased and the report "
+                            "says so)")
     inner_fraction: float = Field(0.2, gt=0, lt=0.5, description="share of the training part's groups held out "
                                                                  "for selection and tuning")
     patience: int = Field(10, ge=1, description="epochs after the warm-up without a better selection AUROC before "

@@ -6,11 +6,12 @@ other folds (or a nested subset of them, for data-efficiency curves), scores its
 directory (:mod:`thyro.run`, which owns every file named here).  Re-running the same command skips
 finished jobs and resumes the unfinished one from its last epoch.
 
-Model selection never looks at the fold that is scored: by default (``train.selection: inner``) the
-epoch is chosen on an inner, group-respecting split of the training part, so out-of-fold AUROCs are
-honest estimates; ``last`` trains every epoch and keeps the last weights; ``oof`` (the old way) stops
-on the held-out fold itself and the report labels its out-of-fold figures as selection-biased.
-``train.tune`` searches a small grid per arm on that inner split only.
+Model selection never looks at the fold that is scored: by default (``train.selection: last``) every
+epoch of a fixed schedule is trained and the last weights kept; ``inner`` chooses the epoch on an
+inner, group-respecting split of the training part; either way out-of-fold AUROCs are honest
+estimates.  ``oof`` (the old way) stops on the held-out fold itself and the report labels its
+out-of-fold figures as selection-biased.  ``train.tune`` searches a small grid per arm on an inner
+split only.
 
 Jobs for schedulers
 -------------------
