@@ -162,7 +162,7 @@ def test_a_dead_rank_stops_the_job_and_the_run_resumes(tmp_path, capsys):
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     log = _finish(proc, 60)
-    assert proc.returncode != 0, "torchrun should report the failed job"
+    assert proc.returncode != 0, f"torchrun should report the failed job:\n{log[-3000:]}"
     assert not out.exists()
     state = torch.load(last, weights_only=True)  # the last checkpoint is whole
     done = int(state["epoch"]) * 2 + int(state["step"])
