@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from thyro.base import StrictModel, read_yaml
 from thyro.data.preprocess import PreprocessConfig
@@ -24,6 +24,16 @@ from thyro.errors import ConfigError
 from thyro.fileio import sha256_json
 from thyro.machine import check_threads
 from thyro.models.backbones import ARCHS as ARCH_NAMES
+
+
+def _known_arch(v: str) -> str:
+    if v not in ARCH_NAMES:
+        raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(ARCH_NAMES)}")
+    return v
+
+
+#: A backbone name thyro builds (pretraining's ``arch``, an arm's ``backbone``).
+ArchName = Annotated[str, AfterValidator(_known_arch)]
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -152,7 +162,7 @@ SIMCLR_AUGMENT = AugmentConfig(rotate_deg=20.0, scale=(1.0, 2.0), translate=0.15
 class PretrainConfig(OptimisationConfig):
     """Settings of a pretraining run (``thyro pretrain``: its YAML ``--config`` and options map onto these)."""
 
-    arch: str = Field("resnet18", description="backbone (one of thyro.models.backbones.ARCHS)")
+    arch: ArchName = Field("resnet18", description="backbone (one of thyro.models.backbones.ARCHS)")
     mode: Literal["supervised", "simclr"] = "supervised"
     batch_size: int = Field(256, ge=2, description="global batch (all processes together)")
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -167,13 +177,6 @@ class PretrainConfig(OptimisationConfig):
     sync_bn: bool = Field(True, description="BatchNorm statistics over the global batch when distributed")
     workers: int = Field(0, ge=0, description="loader worker processes per rank (also used to build the cache)")
     checkpoint_every: int = Field(0, ge=0, description="also save last.pt every N steps (0: once per epoch)")
-
-    @field_validator("arch")
-    @classmethod
-    def _arch(cls, v: str) -> str:
-        if v not in ARCH_NAMES:
-            raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(ARCH_NAMES)}")
-        return v
 
     def resolved_augment(self) -> AugmentConfig:
         if self.augment is not None:
@@ -271,7 +274,7 @@ class ArmConfig(StrictModel):
     """One arm: a backbone and where its weights come from."""
 
     name: str
-    backbone: str = "resnet18"
+    backbone: ArchName = "resnet18"
     weights: str | dict[str, str] = Field(
         "none", description="none | imagenet | {imagenet: PATH} | {radimagenet: PATH} | {file: PATH}")
     in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1")
@@ -288,13 +291,6 @@ class ArmConfig(StrictModel):
     def _name(cls, v: str) -> str:
         if not _ARM_NAME.match(v):
             raise ValueError("arm names use letters, digits, '_', '-', '.' (they become folder names)")
-        return v
-
-    @field_validator("backbone")
-    @classmethod
-    def _backbone(cls, v: str) -> str:
-        if v not in ARCH_NAMES:
-            raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(ARCH_NAMES)}")
         return v
 
     @field_validator("in_chans_mode")
