@@ -4,6 +4,8 @@ and small test images (PNG, JPEG, DICOM, and bad files)."""
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -105,13 +107,48 @@ def package(model_dir: Path):
     return load_package(model_dir)
 
 
-def write_dicom(path: Path, pixels: np.ndarray | None) -> Path:
-    """A minimal ultrasound DICOM file (MONOCHROME2, 8 bit), optionally without pixel data."""
+#: The upload limit of the web app the ``client`` fixture serves (bytes).
+SERVE_UPLOAD_LIMIT = 200_000
+
+
+@contextmanager
+def tempdir_at(folder: Path):
+    """Redirect tempfile's default folder (Starlette's spooled uploads, thyro's temporary folders) to
+    ``folder`` for the duration, so a test can see what the app writes to disk."""
+    old = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = old
+
+
+@pytest.fixture(scope="module")
+def app_tmp(tmp_path_factory):
+    """The temporary folder the app is allowed to write to (tempfile's default, redirected)."""
+    return tmp_path_factory.mktemp("servetmp")
+
+
+@pytest.fixture(scope="module")
+def client(model_dir, app_tmp):
+    """FastAPI's TestClient of the web app on ``model_dir``, uploads limited to SERVE_UPLOAD_LIMIT."""
+    from fastapi.testclient import TestClient
+
+    from thyro.use.serve import create_app
+
+    with tempdir_at(app_tmp), TestClient(create_app(model_dir, max_upload_bytes=SERVE_UPLOAD_LIMIT)) as c:
+        yield c
+
+
+def _us_dicom(path: Path, sop_class: str, shape: tuple[int, int], pixels: bytes | None,
+              frames: int | None = None) -> Path:
+    """Write an 8-bit MONOCHROME2 ultrasound DICOM file of ``sop_class`` (pixel data optional; with
+    ``frames``, a multi-frame file)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
@@ -119,40 +156,31 @@ def write_dicom(path: Path, pixels: np.ndarray | None) -> Path:
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "US"
     ds.PatientID = "anon"
-    h, w = (pixels.shape if pixels is not None else (80, 96))
-    ds.Rows, ds.Columns = h, w
+    if frames is not None:
+        ds.NumberOfFrames = frames
+    ds.Rows, ds.Columns = shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     if pixels is not None:
-        ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+        ds.PixelData = pixels
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+def write_dicom(path: Path, pixels: np.ndarray | None) -> Path:
+    """A minimal ultrasound DICOM file (MONOCHROME2, 8 bit), optionally without pixel data."""
+    shape = pixels.shape if pixels is not None else (80, 96)
+    data = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes() if pixels is not None else None
+    return _us_dicom(path, "1.2.840.10008.5.1.4.1.1.6.1", shape, data)  # Ultrasound Image Storage
 
 
 def write_dicom_frames(path: Path, frames: list[np.ndarray]) -> Path:
     """A multi-frame (cine) ultrasound DICOM file, MONOCHROME2, 8 bit, one frame per array."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+    from pydicom.uid import UltrasoundMultiFrameImageStorage
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
-    ds.PatientID = "anon"
     stack = np.ascontiguousarray(np.stack(frames), dtype=np.uint8)
-    ds.NumberOfFrames = len(frames)
-    ds.Rows, ds.Columns = stack.shape[1:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = stack.tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-    return path
+    return _us_dicom(path, UltrasoundMultiFrameImageStorage, stack.shape[1:], stack.tobytes(), frames=len(frames))
 
 
 @pytest.fixture(scope="session")

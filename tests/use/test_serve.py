@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,24 +22,6 @@ from .conftest import SIZE
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def app_tmp(tmp_path_factory):
-    """The temporary folder the app is allowed to write to (tempfile's default, redirected)."""
-    return tmp_path_factory.mktemp("servetmp")
-
-
-@pytest.fixture(scope="module")
-def client(model_dir, app_tmp):
-    old = tempfile.tempdir
-    tempfile.tempdir = str(app_tmp)
-    try:
-        app = create_app(model_dir, max_upload_bytes=200_000)
-        with TestClient(app) as c:
-            yield c
-    finally:
-        tempfile.tempdir = old
 
 
 def _png_bytes(path: Path) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,9 @@ from fastapi.testclient import TestClient
 
 from thyro.use.serve import create_app
 
-LIMIT = 200_000
+from .conftest import SERVE_UPLOAD_LIMIT, tempdir_at
+
+LIMIT = SERVE_UPLOAD_LIMIT  # the client fixture's upload limit
 
 
 def _peak_rss_reset() -> bool:
@@ -39,22 +40,6 @@ def _peak_rss_mb() -> float:
 
 def _tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
-@pytest.fixture(scope="module")
-def app_tmp(tmp_path_factory):
-    return tmp_path_factory.mktemp("servetmp")
-
-
-@pytest.fixture(scope="module")
-def client(model_dir, app_tmp):
-    old = tempfile.tempdir
-    tempfile.tempdir = str(app_tmp)  # Starlette's spooled uploads and thyro's temporary folders land here
-    try:
-        with TestClient(create_app(model_dir, max_upload_bytes=LIMIT)) as c:
-            yield c
-    finally:
-        tempfile.tempdir = old
 
 
 BOUNDARY = "thyroboundary"
@@ -95,12 +80,8 @@ def _asgi_upload(app, total: int, app_tmp: Path, chunk: int = 16 * 1024) -> dict
 
 
 def test_chunked_upload_over_the_limit_is_refused_while_streaming(model_dir, app_tmp):
-    old = tempfile.tempdir
-    tempfile.tempdir = str(app_tmp)
-    try:
+    with tempdir_at(app_tmp):
         seen = _asgi_upload(create_app(model_dir, max_upload_bytes=LIMIT), 50 * LIMIT, app_tmp)  # 10 MB, chunked
-    finally:
-        tempfile.tempdir = old
     assert seen["status"] == 413 and b"upload too large" in seen["body"]
     assert seen["headers"][b"connection"] == b"close"  # the server closes: the rest is never read
     allowance = 64 * 1024 + 16 * 1024  # multipart framing allowance + one chunk
