@@ -23,16 +23,17 @@ from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError
 from thyro.fileio import sha256_json
 from thyro.machine import check_threads
-from thyro.models.backbones import ARCHS as ARCH_NAMES
+from thyro.models.archs import check_arch
 
 
 def _known_arch(v: str) -> str:
-    if v not in ARCH_NAMES:
-        raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(ARCH_NAMES)}")
-    return v
+    try:  # the one place that knows architectures: any name timm knows
+        return check_arch(v)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
-#: A backbone name thyro builds (pretraining's ``arch``, an arm's ``backbone``).
+#: A backbone name thyro builds (pretraining's ``arch``, an arm's ``backbone``): any timm architecture.
 ArchName = Annotated[str, AfterValidator(_known_arch)]
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -162,7 +163,7 @@ SIMCLR_AUGMENT = AugmentConfig(rotate_deg=20.0, scale=(1.0, 2.0), translate=0.15
 class PretrainConfig(OptimisationConfig):
     """Settings of a pretraining run (``thyro pretrain``: its YAML ``--config`` and options map onto these)."""
 
-    arch: ArchName = Field("resnet18", description="backbone (one of thyro.models.backbones.ARCHS)")
+    arch: ArchName = Field("resnet18", description="backbone: any timm architecture name (timm.list_models())")
     mode: Literal["supervised", "simclr"] = "supervised"
     batch_size: int = Field(256, ge=2, description="global batch (all processes together)")
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -274,9 +275,13 @@ class ArmConfig(StrictModel):
     """One arm: a backbone and where its weights come from."""
 
     name: str
-    backbone: ArchName = "resnet18"
+    backbone: ArchName = Field("resnet18", description="any timm architecture name (resnet18, efficientnet_lite0, "
+                                                       "convnext_atto, vit_small_patch16_224, ...)")
     weights: str | dict[str, str] = Field(
         "none", description="none | imagenet | {imagenet: PATH} | {radimagenet: PATH} | {file: PATH}")
+    partial_weights: bool = Field(False, description="start from the backbone tensors the weight file has and leave "
+                                                     "the rest at random (by default a file that does not cover the "
+                                                     "whole backbone is refused)")
     in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1")
     dropout: float = Field(0.0, ge=0, lt=1)
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this arm")
