@@ -164,6 +164,9 @@ class PretrainConfig(OptimisationConfig):
     """Settings of a pretraining run (``thyro pretrain``: its YAML ``--config`` and options map onto these)."""
 
     arch: ArchName = Field("resnet18", description="backbone: any timm architecture name (timm.list_models())")
+    weights: str | dict[str, str] = Field(
+        "none", description="where the backbone starts: none (random) | imagenet | {imagenet: PATH} | {file: PATH}: "
+                            "continue pretraining from these weights (their preprocessing and layout are kept)")
     mode: Literal["supervised", "simclr"] = "supervised"
     batch_size: int = Field(256, ge=2, description="global batch (all processes together)")
     optimizer: Literal["sgd", "adamw"] = "sgd"

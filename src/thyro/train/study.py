@@ -417,7 +417,7 @@ class Study:
 
         return build_model(arm.backbone, arm.weight_source(self.base_dir), in_chans_mode=arm.in_chans_mode,
                            dropout=arm.dropout, seed=train_cfg.seed * 1000 + job.fold,
-                           allow_partial=arm.partial_weights)
+                           allow_partial=arm.partial_weights, image_size=self.cfg.preprocess.size)
 
     def _tune(self, job: JobKey, arm: ArmConfig, train_cfg, fit_part: ArraySet, select_part: ArraySet):
         """Try every setting of ``train.tune`` on the inner split (never the held-out fold or the test set);
