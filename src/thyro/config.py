@@ -132,6 +132,19 @@ class TrainConfig(OptimisationConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="targets pulled towards 1/2 by this much")
     backbone_lr_mult: float = Field(1.0, gt=0, le=1, description="arms starting from pretrained weights train their "
                                                                  "backbone at lr times this (head at lr)")
+    layer_decay: float = Field(1.0, gt=0, le=1, description="pretrained backbones: each stage below the head learns "
+                                                            "at this times the rate of the stage above it (timm's "
+                                                            "layer-wise decay; 1 = off)")
+    batchnorm: Literal["train", "frozen", "auto"] = Field(
+        "train", description="train: BatchNorm statistics follow each batch; frozen: a pretrained backbone keeps its "
+                             "statistics while its weights train; auto: frozen for pretrained backbones trained on "
+                             "batches under 32 images")
+    freeze_stages: int = Field(0, ge=0, description="keep the first N stages of the network (timm's coarse groups: "
+                                                    "stem, block stages; the head is last) frozen: a partly frozen "
+                                                    "fine-tune")
+    unfreeze_epochs: int = Field(0, ge=0, description="gradual unfreezing: the head alone trains first, the stages "
+                                                      "below join one by one from the top, all training from this "
+                                                      "epoch on (0 = off)")
     compile: bool = Field(False, description="torch.compile the model for training (GPUs; costs compile time)")
     tune: TuneConfig = Field(default_factory=TuneConfig)
     tracking: Literal["none", "mlflow"] = Field(
@@ -288,9 +301,11 @@ class ArmConfig(StrictModel):
     in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1")
     dropout: float = Field(0.0, ge=0, lt=1)
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this arm")
-    train_backbone: Literal["all", "none", "bn"] = Field(
+    train_backbone: Literal["all", "none", "bn", "cached"] = Field(
         "all", description="all: fine-tune everything; none: a linear probe (backbone frozen, BatchNorm statistics "
-                           "too); bn: train the head and the BatchNorm layers only")
+                           "too); bn: train the head and the BatchNorm layers only; cached: a linear probe on "
+                           "cached features (the backbone runs once per image and its mirror, then logistic "
+                           "regression, its L2 strength chosen on grouped inner folds of the training part)")
     train: dict[str, Any] = Field(default_factory=dict, description="train settings for this arm only (e.g. epochs); "
                                                                    "every arm shares the study's otherwise")
 

@@ -177,6 +177,11 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
         report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
                               path=str(path), notes=conv.notes, fold=fold, allow_partial=allow_partial)
         report.mapping = conv.match.describe() if conv.match is not None else None
+        if report.head_reinitialised:
+            zero_head(backbone, info)
+            report.notes.append("new classification head starts at zero (the pretrained features are not pulled "
+                                "about by a random head's gradients; timm's initialisation of a one-output head "
+                                "can be far from small)")
         if why:
             report.notes.append(f"preprocessing ({why}): {declared.describe()}")
         if conv.match is not None and conv.match.how == "positions":
@@ -194,6 +199,14 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
     report.input_spec = spec.model_dump(mode="json")
     model = ThyroNet(backbone, spec, arch, layout=layout, dropout=dropout, image_size=image_size)
     return model, report
+
+
+def zero_head(backbone: nn.Module, info: ArchInfo) -> None:
+    """Set the classification head's weights and biases to zero."""
+    with torch.no_grad():
+        for name in info.head:
+            for p in backbone.get_submodule(name).parameters():
+                p.zero_()
 
 
 def resample_position_embedding(conv: Converted, backbone: nn.Module) -> None:

@@ -68,7 +68,8 @@ from thyro.machine import check_threads
 from thyro.models.backbones import create_backbone
 from thyro.models.weights.sources import parse_weight_source
 from thyro.train.augment import BatchAugment
-from thyro.train.fit import _resume_error, load_resume_state, lr_factor, make_optimizer
+from thyro.train.fit import _resume_error, load_resume_state, lr_factor
+from thyro.train.recipe import make_optimizer
 from thyro.train.ssl import ProjectionHead, nt_xent
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "lr", "seconds", "images_per_second")
