@@ -563,10 +563,55 @@ def _draw_dotted(canvas, mask, p0, p1, step: int, clear: int, colour) -> None:
     _paint(canvas, mask, drawn, colour)
 
 
-def _draw_text(canvas, mask, text: str, org: tuple[int, int], scale: float, colour) -> None:
-    layer = np.zeros(mask.shape, np.uint8)
-    cv2.putText(layer, text, org, cv2.FONT_HERSHEY_PLAIN, scale, 255, 1, cv2.LINE_8)
-    _paint(canvas, mask, layer > 0, colour)
+#: The phantom's label font: 5 x 7 bitmap glyphs ("#" drawn) of what its labels use, 1 pixel apart.
+#: Written out rather than drawn with ``cv2.putText``: OpenCV 4 draws its Hershey fonts in one-pixel
+#: vector strokes, OpenCV 5 renders the same font names with an antialiased TrueType font whose
+#: glyphs and spacing changed again from 5.0 to 5.1, so the phantom's marks (and what is measured on
+#: them) changed with the installed OpenCV.  A bitmap font draws the same pixels everywhere.
+_GLYPHS: dict[str, tuple[str, ...]] = {
+    "0": (".###.", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
+    "1": ("..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."),
+    "2": (".###.", "#...#", "....#", "...#.", "..#..", ".#...", "#####"),
+    "3": ("#####", "...#.", "..#..", "...#.", "....#", "#...#", ".###."),
+    "4": ("...#.", "..##.", ".#.#.", "#..#.", "#####", "...#.", "...#."),
+    "5": ("#####", "#....", "####.", "....#", "....#", "#...#", ".###."),
+    "6": ("..##.", ".#...", "#....", "####.", "#...#", "#...#", ".###."),
+    "7": ("#####", "....#", "...#.", "..#..", ".#...", ".#...", ".#..."),
+    "8": (".###.", "#...#", "#...#", ".###.", "#...#", "#...#", ".###."),
+    "9": (".###.", "#...#", "#...#", ".####", "....#", "...#.", ".##.."),
+    ".": ("..", "..", "..", "..", "..", "##", "##"),
+    "c": (".....", ".....", ".###.", "#....", "#....", "#...#", ".###."),
+    "m": (".....", ".....", "##.#.", "#.#.#", "#.#.#", "#...#", "#...#"),
+    " ": ("....",) * 7,
+}
+
+
+def text_bitmap(text: str, scale: int = 1) -> np.ndarray:
+    """Boolean bitmap of ``text`` in the phantom's label font, each font pixel ``scale`` x ``scale``."""
+    unknown = sorted(set(text) - set(_GLYPHS))
+    if unknown:
+        raise DataError(f"the phantom's label font has no glyph for {''.join(unknown)!r}.")
+    gap = np.zeros((7, 1), dtype=bool)
+    cols = []
+    for k, ch in enumerate(text):
+        if k:
+            cols.append(gap)
+        cols.append(np.array([[c == "#" for c in row] for row in _GLYPHS[ch]], dtype=bool))
+    bitmap = np.concatenate(cols, axis=1) if cols else np.zeros((7, 0), dtype=bool)
+    return np.kron(bitmap, np.ones((scale, scale), dtype=bool))
+
+
+def _draw_text(canvas, mask, text: str, org: tuple[int, int], scale: int, colour) -> None:
+    """Draw ``text`` with its bottom-left pixel at ``org`` (clipped to the image)."""
+    bitmap = text_bitmap(text, scale)
+    drawn = np.zeros(mask.shape, dtype=bool)
+    h, w = mask.shape
+    x0, y0 = org[0], org[1] - bitmap.shape[0] + 1
+    ys, xs = np.nonzero(bitmap)
+    ys, xs = ys + y0, xs + x0
+    keep = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    drawn[ys[keep], xs[keep]] = True
+    _paint(canvas, mask, drawn, colour)
 
 
 def _draw_scale(canvas, mask, x: int, y0: int, y1: int, marker_y: int, colour) -> None:
@@ -585,7 +630,7 @@ def draw_marks(image: np.ndarray, polygon: list[list[float]] | None, frame: Fram
 
     Calipers ("+" or "x", one-pixel strokes) on the nodule outline's leftmost and rightmost points
     and often its top and bottom, a dotted measurement line between a pair, a measurement label in
-    the sector's lower left corner, and a depth scale with ticks and a focus marker along the
+    the sector's lower left corner (in the phantom's own bitmap font, :func:`text_bitmap`), and a depth scale with ticks and a focus marker along the
     sector's right edge.  Each mark is white or, with probability ``colour_p``, green, cyan or
     yellow.  ``calipers=False`` draws the label, scale and marker only.
 
@@ -615,8 +660,8 @@ def draw_marks(image: np.ndarray, polygon: list[list[float]] | None, frame: Fram
                 _draw_dotted(canvas, mask, a, b, step=int(rng.integers(3, 5)), clear=arm + 2, colour=colour)
                 drawn["dotted"] = True
     text = f"{rng.integers(1, 4)} {rng.uniform(0.4, 3.5):.2f}cm"
-    scale = 0.7 if size < 256 else 0.9
-    _draw_text(canvas, mask, text, (frame.x0 + 3, frame.y1 - 4), scale, _mark_colour(rng, colour_p))
+    glyph_px = 1 if size < 256 else 2
+    _draw_text(canvas, mask, text, (frame.x0 + 3, frame.y1 - 4), glyph_px, _mark_colour(rng, colour_p))
     drawn["text"] = True
     sx = frame.x1 - 3
     sy0, sy1 = frame.y0 + (frame.y1 - frame.y0) // 5, frame.y1 - (frame.y1 - frame.y0) // 5
