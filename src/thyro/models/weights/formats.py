@@ -20,6 +20,7 @@ import json
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,8 +118,10 @@ def safe_torch_load(path: Path) -> Any:
     A pickle that needs arbitrary code (a whole pickled model, or anything malicious) is refused
     and never executed.
     """
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+    try:  # an open file, not the name: torch.load would read a *.safetensors name as safetensors whatever it holds
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's warnings about pickle protocols: the outcome is what counts
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "truncated" in text.lower():
@@ -129,16 +132,20 @@ def safe_torch_load(path: Path) -> Any:
             "tensors (torch.load(weights_only=True)). If you trust the file, re-save its weights elsewhere with "
             "torch.save(model.state_dict(), 'weights.pth') or as safetensors."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # torch raises many kinds on damaged files; none may become a traceback
         raise WeightsError(f"{path}: unreadable PyTorch file, probably truncated or corrupt "
                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); copy it again.") from None
 
 
 def _unsafe_detail(text: str) -> str:
+    """What the safe unpickler stopped at, without torch's advice to load the file unsafely."""
     for line in text.splitlines():
-        if "GLOBAL" in line or "Unsupported global" in line or "global" in line.lower():
+        if "GLOBAL" in line or "Unsupported global" in line:
             return line.strip()[:200]
-    return text.splitlines()[0][:200] if text else "unsupported pickle content"
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|Check the documentation|$)", text, re.S)
+    if m:
+        return "pickle content it cannot read as tensors: " + " ".join(m.group(1).split())[:160]
+    return "unsupported pickle content"
 
 
 def read_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
