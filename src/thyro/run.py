@@ -42,6 +42,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from thyro.fileio import atomic_path, claim_file, file_lock, write_json, write_t
 CONFIG = "config.yaml"
 SPLITS = "splits.json"
 FRACTIONS = "fractions.json"
+PLAN = "plan.json"
 DATA = "data.json"
 PREDICTIONS = "predictions.csv"
 RESULTS = "results.json"
@@ -632,6 +634,21 @@ class RunDir:
             notes.append(f"{path.name} is not valid JSON and was ignored ({exc})")
             return None
         return data if isinstance(data, dict) else None
+
+    def read_plan_digest(self) -> tuple[str, dict[str, str]] | None:
+        """The digest of the plan the study started with and of each arm's weight file
+        (:attr:`thyro.train.plan.Plan.digest`), or None before a study has started here."""
+        data = self._read_json(self.root / PLAN)
+        if not data or not data.get("digest"):
+            return None
+        return str(data["digest"]), {str(k): str(v) for k, v in (data.get("weights") or {}).items()}
+
+    def write_plan_digest(self, digest: str, weights: dict[str, str]) -> None:
+        """Record the plan's digest; weight digests of arms already recorded are kept (call under the lock)."""
+        old = self.read_plan_digest()
+        merged = {**(old[1] if old else {}), **weights}
+        write_json(self.root / PLAN, {"digest": digest, "weights": merged,
+                                      "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def read_data(self, notes: list[str] | None = None) -> dict | None:
         return self._read_json(self.data_path, notes)

@@ -37,7 +37,7 @@ from thyro.models.checkpoint import (
 )
 from thyro.models.model import ThyroNet, build_model
 from thyro.models.weights.report import LoadReport
-from thyro.models.weights.sources import WeightSource, check_weight_sources, parse_weight_source
+from thyro.models.weights.sources import WeightSource, parse_weight_source
 
 __all__ = [
     "ArchInfo",
@@ -50,7 +50,6 @@ __all__ = [
     "arch",
     "build_model",
     "check_arch",
-    "check_weight_sources",
     "create_backbone",
     "head_name",
     "load_metadata",

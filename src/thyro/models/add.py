@@ -17,7 +17,7 @@ from thyro.models.checkpoint import save_backbone
 from thyro.models.model import build_model
 from thyro.models.weights.bncheck import bn_agreement, reference_images
 from thyro.models.weights.report import LoadReport
-from thyro.models.weights.sources import hf_hub_cache, timm_tags
+from thyro.models.weights.sources import HF_FILES, hf_hub_cache, timm_tags
 from thyro.models.weights.store import stored_path
 
 
@@ -81,7 +81,7 @@ def download_weights(arch: str, tag: str | None = None) -> Path:
 
         cfg = _pretrained_cfg(chosen)
         hub = cfg.get("hf_hub_id") or f"timm/{chosen}"
-        filename = cfg.get("hf_hub_filename") or "model.safetensors"
+        filename = cfg.get("hf_hub_filename") or HF_FILES[0]
         path = hf_hub_download(hub, filename, cache_dir=str(hf_hub_cache()))
     except Exception as exc:  # network, proxy, hub and HTTP errors all end here: one sentence, no traceback
         why = " ".join(str(exc).split())[:160] or type(exc).__name__

@@ -317,34 +317,3 @@ def parse_weight_source(spec: Any, arch: str | None = None) -> WeightSource:
 def _bad_spec(spec: Any) -> str:
     return (f"weights: cannot read {spec!r}; write one of: none, imagenet, imagenet:PATH, radimagenet:PATH, "
             "file:PATH (or in YAML {imagenet: PATH}, {radimagenet: PATH}, {file: PATH}).")
-
-
-def check_weight_sources(arms: dict[str, tuple[str, Any]]) -> dict[str, Path | None]:
-    """Resolve the weights of every arm before any training; report every failure at once.
-
-    Parameters
-    ----------
-    arms : dict
-        ``{arm name: (arch, weight spec)}``.
-
-    Returns
-    -------
-    dict
-        ``{arm name: resolved file or None}``.
-
-    Raises
-    ------
-    WeightsError
-        Listing every arm whose weights are missing or unusable, with each message.
-    """
-    found: dict[str, Path | None] = {}
-    problems: list[str] = []
-    for name, (arch, spec) in arms.items():
-        try:
-            found[name] = parse_weight_source(spec, arch=arch).resolve(arch)
-        except (WeightsError, ConfigError) as exc:
-            problems.append(f"arm '{name}' ({arch}, weights {spec!r}): {exc}")
-    if problems:
-        raise WeightsError(f"weights for {len(problems)} arm(s) cannot be used; nothing was trained:\n"
-                           + "\n".join(f"- {p}" for p in problems))
-    return found
