@@ -1,17 +1,22 @@
-"""The study runner: every arm trained on the same folds, predictions kept, results collected.
+"""The study runner: a study's plan executed, every arm trained on the same folds, predictions kept,
+results collected.
 
-A study is a set of jobs, one per (arm, training fraction, fold).  Each job trains one model on the
-other folds (or a nested subset of them, for data-efficiency curves), scores its held-out fold
-(out-of-fold), the held-out test set and every external validation set, and is recorded in the run
-directory (:mod:`thyro.run`, which owns every file named here).  Re-running the same command skips
-finished jobs and resumes the unfinished one from its last epoch.
+A study is first resolved into a typed :class:`~thyro.train.plan.Plan` (:func:`~thyro.train.plan.make_plan`):
+every check a run can fail, every problem at once, before anything is trained or written; ``--dry-run`` stops
+there.  The run then builds the image caches, records the study in the run directory (:mod:`thyro.run`, which
+owns every file named here) and executes the plan's jobs, one per (arm, training fraction, fold).  Each job
+trains one model on the other folds (or a nested subset of them, for data-efficiency curves) from its arm's
+:class:`~thyro.train.plan.ArmPlan` (settings and weight source resolved once), scores its held-out fold
+(out-of-fold), the held-out test set and every external validation set, and is recorded.  Re-running the
+same command skips finished jobs and resumes the unfinished one from its last epoch.
 
 Model selection never looks at the fold that is scored: by default (``train.selection: last``) every
 epoch of a fixed schedule is trained and the last weights kept; ``inner`` chooses the epoch on an
 inner, group-respecting split of the training part; either way out-of-fold AUROCs are honest
 estimates.  ``oof`` (the old way) stops on the held-out fold itself and the report labels its
 out-of-fold figures as selection-biased.  ``train.tune`` searches a small grid per arm on an inner
-split only.
+split only.  An arm with ``train_backbone: cached`` is a linear probe on cached features
+(:mod:`thyro.train.probe`): no epochs, nothing to select.
 
 Jobs for schedulers
 -------------------
@@ -19,8 +24,10 @@ Jobs for schedulers
 spread them; only the selected arms' weights are checked.  A job is *claimed* before it is trained
 (:meth:`thyro.run.RunDir.claim`: a hard-link lock that holds across nodes on a shared filesystem), so
 two processes, or two array tasks, never train the same job: the second moves on to the next free job.
-A claim left by a dead process is taken over.  Every finished job merges into ``predictions.csv`` and
-``results.json``; whichever process finishes the last job writes the report.
+A claim left by a dead process is taken over.  Every process plans the study itself and checks its plan's
+digest against the run directory's, so no process mixes other data or weights into a run.  Every finished
+job merges into ``predictions.csv`` and ``results.json``; whichever process finishes the last job writes
+the report.
 """
 
 from __future__ import annotations
