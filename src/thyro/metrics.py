@@ -15,7 +15,7 @@ So the same predictions give the same numbers, to the last bit, wherever they ar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -52,9 +52,6 @@ class Settings:
     n_boot: int = 2000
     seed: int = 0
     level: float = 0.95
-
-    def with_(self, **kw) -> Settings:
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
 DEFAULT = Settings()

@@ -456,14 +456,6 @@ def white_marks(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> di
     return out
 
 
-def white_mask(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> np.ndarray:
-    """Boolean mask of white or light-gray graphics (thin bright strokes) of a gray uint8 image."""
-    mask = np.zeros(gray.shape, dtype=bool)
-    for part in white_marks(gray, settings).values():
-        mask |= part
-    return mask
-
-
 def mark_kinds(image: np.ndarray, settings: MarkSettings = MarkSettings(), *, white: bool = True
                ) -> dict[str, np.ndarray]:
     """Masks of the marks of a uint8 image by kind: ``colour`` and the :func:`white_marks` kinds.

@@ -11,7 +11,7 @@ from torch import nn
 from thyro.errors import ConfigError, WeightsError
 from thyro.models.adapter import InputAdapter, InputSpec
 from thyro.models.archs import LAYOUTS, ArchInfo, arch as arch_info, check_arch
-from thyro.models.backbones import apply_keras_layout, create_backbone
+from thyro.models.backbones import create_backbone
 from thyro.models.weights.bncheck import bn_agreement, choose_input_spec, reference_images
 from thyro.models.weights.formats import Converted
 from thyro.models.weights.read import read_weights

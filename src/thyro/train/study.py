@@ -45,7 +45,7 @@ from thyro import __version__
 from thyro.config import StudyConfig, load_study_config
 from thyro.console import console, info
 from thyro.data.cache import ImageCache
-from thyro.errors import ConfigError, TrainingError
+from thyro.errors import TrainingError
 from thyro.models import build_model
 from thyro.run import OOF, TEST, JobKey, JobRecord, RunDir, describe_holder, fraction_text, predictions_frame
 from thyro.train.fit import ArraySet, fit

@@ -271,12 +271,6 @@ def image_info(path: Path):
         return None
 
 
-def image_dims(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header, without decoding pixels (None when unknown)."""
-    info = image_info(path)
-    return None if info is None else info.size
-
-
 def check_frames(frames: str) -> str:
     if frames not in FRAME_POLICIES:
         raise ThyroError(f"--frames {frames!r}: choose one of {', '.join(FRAME_POLICIES)}.")

@@ -21,7 +21,6 @@ import pickle
 import re
 import struct
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
