@@ -19,21 +19,29 @@ resumed or concurrent process whose plan differs stops instead of mixing results
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thyro.config import HARDWARE_FIELDS, ArmConfig, StudyConfig, TrainConfig
-from thyro.data.dedup import cross_duplicates
-from thyro.data.manifest import LabelMeaning, Manifest, read_manifest
-from thyro.data.splits import Splits, inner_split, make_splits, nested_subsets
-from thyro.data.validate import validate_manifest
-from thyro.errors import ConfigError, DataError, ThyroError, WeightsError
+from thyro.config import ArmConfig, StudyConfig, TrainConfig
+from thyro.data.manifest import LabelMeaning, Manifest
+from thyro.data.splits import Splits
+from thyro.errors import ConfigError, ThyroError, WeightsError
 from thyro.fileio import sha256_file, sha256_json
 from thyro.models.adapter import InputSpec
 from thyro.models.weights.sources import WeightSource
 from thyro.run import JobKey, RunDir
+from thyro.train.checks import (
+    check_disk,
+    check_inner_splits,
+    check_run_dir,
+    check_tracking,
+    make_or_load_splits,
+    read_development,
+    read_external,
+    resolve_path,
+    study_identity,
+)
 
 #: A dry run times this many training steps per arm to estimate the study's duration.
 ESTIMATE_STEPS = 2
@@ -141,14 +149,6 @@ class Plan:
         }
 
 
-def study_identity(cfg: StudyConfig) -> str:
-    """What must match for a run directory to be continued: everything but hardware settings."""
-    d = cfg.model_dump(mode="json")
-    for key in HARDWARE_FIELDS:
-        d["train"].pop(key, None)
-    return sha256_json(d)
-
-
 def parse_only(only: list[str] | None, cfg: StudyConfig) -> list[JobKey] | None:
     """Parse ``ARM:FOLD``, ``ARM@FRACTION:FOLD`` or ``ARM`` / ``ARM:*`` (all its folds) selectors into jobs."""
     if not only:
@@ -209,25 +209,30 @@ def make_plan(cfg: StudyConfig, base_dir: Path, run_dir: str | os.PathLike, *, o
     base_dir, rundir = Path(base_dir), RunDir(run_dir)
     problems = _Problems()
     selected = parse_only(only, cfg)
-    problems.attempt(_check_run_dir, cfg, rundir)
-    manifest_path = _resolve(cfg.data.manifest, base_dir)
-    manifest = problems.attempt(_read_development, manifest_path)
+    problems.attempt(check_run_dir, cfg, rundir)
+    manifest_path = resolve_path(cfg.data.manifest, base_dir)
+    manifest = problems.attempt(read_development, manifest_path)
     if manifest is None:
         problems.raise_all()
     labelled = manifest.labelled()
-    split_result = problems.attempt(_splits, cfg, base_dir, rundir, labelled)
-    external = tuple(e for e in (problems.attempt(_external, e.name, _resolve(e.manifest, base_dir), labelled)
-                                 for e in cfg.data.external) if e is not None)
+    split_result = problems.attempt(make_or_load_splits, cfg, base_dir, rundir, labelled)
+    external = []
+    for e in cfg.data.external:
+        path = resolve_path(e.manifest, base_dir)
+        found = problems.attempt(read_external, e.name, path, labelled)
+        if found is not None:
+            external.append(ExternalPlan(e.name, path, found, found.label_meaning()))
+    external = tuple(external)
     names = {j.arm for j in selected} if selected is not None else {a.name for a in cfg.arms}
     arms = []
     for arm in cfg.arms:
         planned = problems.attempt(plan_arm, arm, cfg, base_dir, skip_missing=skip_missing,
                                    estimate=estimate and arm.name in names) if arm.name in names else None
         arms.append(planned or ArmPlan(arm, arm.train_config(cfg.train), arm.weight_source(base_dir)))
-    problems.attempt(_check_tracking, cfg, rundir)
-    problems.attempt(_check_disk, cfg, labelled, external)
+    problems.attempt(check_tracking, cfg, rundir)
+    problems.attempt(check_disk, cfg, labelled, [e.manifest for e in external])
     if split_result is not None:
-        problems.attempt(_check_inner_splits, cfg, labelled, *split_result[:2])
+        problems.attempt(check_inner_splits, cfg, labelled, *split_result[:2])
     problems.raise_all()
     splits, subsets, origin = split_result
     skipped = {a.name for a in arms if a.skipped}
@@ -245,106 +250,10 @@ def make_plan(cfg: StudyConfig, base_dir: Path, run_dir: str | os.PathLike, *, o
     return plan
 
 
-def _resolve(p: str, base: Path) -> Path:
-    path = Path(p).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
 def all_study_jobs(cfg: StudyConfig) -> list[JobKey]:
     """Every job of the study (arm x training fraction x fold; the whole folds first)."""
     return [JobKey(arm.name, k, f) for f in sorted(cfg.data.train_fractions, reverse=True) for arm in cfg.arms
             for k in range(cfg.data.folds)]
-
-
-def _check_run_dir(cfg: StudyConfig, rundir: RunDir) -> None:
-    existing = rundir.read_record()
-    if existing is not None and study_identity(existing.config) != study_identity(cfg):
-        raise ConfigError(
-            f"{rundir.root} holds a different study (its {rundir.config_path.name} differs from this configuration "
-            "in more than hardware settings); use another --run-dir, or delete that folder to start over.")
-
-
-def _read_development(path: Path) -> Manifest:
-    manifest = read_manifest(path)
-    problems = [p for p in validate_manifest(path, decode=False) if p.row is not None and p.file]
-    if problems:
-        raise DataError(f"{path}: {len(problems)} image problem(s) found before training:\n"
-                        + "\n".join(f"- {p}" for p in problems[:20]) + ("\n- ..." if len(problems) > 20 else "")
-                        + "\n(`thyro data validate` lists them all.)")
-    if manifest.labelled().df.empty:
-        raise DataError(f"{path}: no image has a label; a study needs labelled images (1 malignant, 0 benign).")
-    return manifest
-
-
-def _splits(cfg: StudyConfig, base_dir: Path, rundir: RunDir, labelled: Manifest):
-    if rundir.splits_path.exists():
-        splits, origin = rundir.read_splits(labelled), str(rundir.splits_path)
-    elif cfg.data.splits:
-        path = _resolve(cfg.data.splits, base_dir)
-        splits, origin = Splits.load(path, labelled), str(path)
-    else:
-        splits = make_splits(labelled, test_size=cfg.data.test_size, folds=cfg.data.folds, seed=cfg.data.seed)
-        origin = "made from the manifest"
-    if len(splits.folds) != cfg.data.folds:
-        raise ConfigError(f"the splits have {len(splits.folds)} folds but the configuration asks for "
-                          f"{cfg.data.folds}")
-    subsets = rundir.read_fractions() or {}
-    partial = [f for f in cfg.data.train_fractions if f < 1.0]
-    if partial and not all((k, f) in subsets for k in range(len(splits.folds)) for f in partial):
-        lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
-        grp = dict(zip(labelled.df["image"], labelled.df["group"]))
-        subsets = {}
-        for k in range(len(splits.folds)):
-            ids = splits.train_ids(k)
-            made = nested_subsets(ids, [lab[i] for i in ids], [grp[i] for i in ids], partial,
-                                  seed=cfg.data.seed * 1000 + k, where=f"training part of fold {k}")
-            subsets.update({(k, f): v for f, v in made.items()})
-    return splits, subsets, origin
-
-
-def _check_inner_splits(cfg: StudyConfig, labelled: Manifest, splits: Splits, subsets: dict) -> None:
-    """Every job's training part must hold an inner selection split (``train.selection: inner`` or tuning)."""
-    lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
-    grp = dict(zip(labelled.df["image"], labelled.df["group"]))
-    for arm in cfg.arms:
-        train = arm.train_config(cfg.train)
-        if arm.train_backbone == "cached" or (train.selection != "inner" and not train.tune.grid):
-            continue
-        for f in cfg.data.train_fractions:
-            for k in range(len(splits.folds)):
-                ids = subsets.get((k, f)) or splits.train_ids(k)
-                inner_split(ids, [lab[i] for i in ids], [grp[i] for i in ids], train.inner_fraction,
-                            seed=train.seed * 1000 + k, where=f"training part of {JobKey(arm.name, k, f)}")
-
-
-def _external(name: str, path: Path, development: Manifest) -> ExternalPlan:
-    """An external set's labelled manifest, checked: labels of both classes, no image of the development data."""
-    import numpy as np
-
-    where = f"external set {name!r} ({path})"
-    try:
-        manifest = read_manifest(path)
-    except DataError as exc:
-        raise DataError(f"{where}: {exc}") from None
-    labelled = manifest.labelled()
-    if len(labelled) < len(manifest):
-        rows = [int(i) + 2 for i in np.flatnonzero(manifest.df["label"].isna().to_numpy())[:10]]
-        if labelled.df.empty:
-            raise DataError(f"{where}: no image has a label (an external set is for validation: label it, "
-                            f"or drop it from data.external); unlabelled rows: {rows}")
-        raise DataError(f"{where}: {len(manifest) - len(labelled)} image(s) without a label, at rows {rows}; "
-                        "every image of an external set needs one.")
-    classes = set(labelled.df["label"].astype(int))
-    if classes != {0, 1}:
-        raise DataError(f"{where}: every image is {'malignant (1)' if 1 in classes else 'benign (0)'}; an AUROC "
-                        "needs both classes.")
-    shared = cross_duplicates(development, labelled, progress=False)
-    if shared:
-        lines = "; ".join(f"{b} = {a} ({how})" for a, b, how in shared[:10])
-        raise DataError(f"{where}: {len(shared)} image(s) are also in the development data, so the set is not "
-                        f"external: {lines}{' ...' if len(shared) > 10 else ''}. Remove them from one of the "
-                        "manifests.")
-    return ExternalPlan(name, path, labelled, labelled.label_meaning())
 
 
 def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: bool = False,
@@ -418,36 +327,6 @@ def _train_speed(model, train: TrainConfig, size: int) -> float:
         loss.backward()
         opt.step()
     return ESTIMATE_STEPS * batch / max(time.perf_counter() - start, 1e-9)
-
-
-def _check_tracking(cfg: StudyConfig, rundir: RunDir) -> None:
-    if cfg.train.tracking != "mlflow":
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("mlflow") is None:
-        raise ConfigError("train.tracking: mlflow needs the mlflow package: pip install 'thyro[tracking]' "
-                          "(or set train.tracking: none).")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        parent = next((p for p in [rundir.root, *rundir.root.parents] if p.exists()), None)
-        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise ConfigError(f"train.tracking: mlflow writes its store to {rundir.mlflow_dir}, and {parent} is not "
-                              "a writable folder; choose another --run-dir or set MLFLOW_TRACKING_URI.")
-
-
-def _check_disk(cfg: StudyConfig, labelled: Manifest, external: tuple[ExternalPlan, ...]) -> None:
-    """The image cache (uint8, size x size per image) must fit on the cache's disk."""
-    from thyro.data.cache import default_cache_dir
-
-    folder = default_cache_dir()
-    probe = next((p for p in [folder, *folder.parents] if p.exists()), None)
-    if probe is None:
-        return
-    need = (len(labelled) + sum(len(e.manifest) for e in external)) * cfg.preprocess.size ** 2
-    free = shutil.disk_usage(probe).free
-    if need > free:
-        raise DataError(f"the image cache needs about {need / 2**20:,.0f} MiB in {folder} and {free / 2**20:,.0f} MiB "
-                        "are free; free space there or set THYRO_CACHE_DIR to a larger disk.")
 
 
 _file_digests: dict[tuple[str, int, int], str] = {}
