@@ -83,8 +83,8 @@ def test_minimal_csv_alone_uses_delong(tmp_path):
     text = html.read_text()
     data = json.loads(html.with_suffix(".json").read_text())
     assert data["sets"]["test"]["method"] == "delong"
-    # no scratch/ImageNet arm: all pairs compared
-    assert data["sets"]["test"]["family"] == "all pairs of arms" and len(data["sets"]["test"]["comparisons"]) == 1
+    # no scratch arm: every pair compared (here the one pair)
+    assert data["sets"]["test"]["family"] == "every pair of arms" and len(data["sets"]["test"]["comparisons"]) == 1
     assert "no out-of-fold predictions" in text
     assert "No training logs" in text and "No data summary" in text
 
@@ -101,7 +101,8 @@ def test_missing_folds_and_failed_arm_are_marked(tmp_path):
     data = json.loads(html.with_suffix(".json").read_text())
     head = _headline(html.read_text())
     assert "missing: no ensemble predictions (fold mean)" in head  # radimagenet
-    assert "missing: failed: NaN loss in fold 1" in head  # swav
+    skipped = html.read_text().split('<div id="skipped">', 1)[1].split("</div>", 1)[0]
+    assert "swav (failed: NaN loss in fold 1)" in skipped and "swav" not in head  # one line, not a table row
     assert data["oof"]["imagenet"]["folds"] == [0, 1, 3, 4] and not data["oof"]["imagenet"]["complete"]
     assert "folds 0, 1, 3, 4 only" in html.read_text()
     assert any("imagenet fold 2: no out-of-fold" in m for m in data["missing"])
@@ -256,14 +257,8 @@ def test_compare_other_split_and_fold(fake_run, capsys):
     assert "no rows with split='val' and fold='9'" in capsys.readouterr().err
 
 
-def test_skip_reason_stays_on_one_table_row(tmp_path):
-    """A multi-line weight-file message from results.json must not break the Markdown table."""
-    import json
-
-    import pandas as pd
-
-    from thyro.report import build_report
-
+def test_skip_reason_stays_on_one_line(tmp_path):
+    """A multi-line weight-file message from results.json is one short line, with the whole text folded."""
     rows = [{"image": f"i{k}", "label": k % 2, "arm": "scratch", "split": "test", "fold": "mean",
              "probability": (k % 2) * 0.5 + 0.1 * (k % 5) / 5} for k in range(40)]
     pd.DataFrame(rows).to_csv(tmp_path / "predictions.csv", index=False)
@@ -271,7 +266,10 @@ def test_skip_reason_stays_on_one_table_row(tmp_path):
         "scratch": {"status": "done", "weights": "none"},
         "imagenet": {"status": "skipped", "weights": "imagenet",
                      "reason": "ImageNet weights not found. Looked in:\n  - /a\n  - /b"}}}))
-    _, md = build_report(tmp_path)
-    table = [line for line in md.read_text().splitlines() if line.startswith("| imagenet |")]
-    assert len(table) == 1 and "skipped: ImageNet weights not found" in table[0] and table[0].endswith("|")
-    assert "/a" in table[0] and "/b" in table[0]  # the whole reason, on one row
+    html, md = build_report(tmp_path)
+    text = md.read_text()
+    assert "**Not run:** imagenet (skipped: ImageNet weights not found)." in text
+    full = [line for line in text.splitlines() if line.startswith("- imagenet (skipped):")]
+    assert len(full) == 1 and "/a" in full[0] and "/b" in full[0]  # the whole reason, on one line
+    page = html.read_text()
+    assert "<details><summary>Why, in full</summary>" in page and "| imagenet |" not in text

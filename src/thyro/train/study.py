@@ -83,8 +83,9 @@ def _git_commit() -> str | None:
 
 
 def study_identity(cfg: StudyConfig) -> str:
-    """What must match for a run directory to be continued: everything but hardware settings."""
+    """What must match for a run directory to be continued: everything but hardware and report settings."""
     d = cfg.model_dump(mode="json")
+    d.pop("report", None)  # read by the report alone
     for key in HARDWARE_FIELDS:
         d["train"].pop(key, None)
     return sha256_json(d)
@@ -248,7 +249,8 @@ class Study:
                 self.rundir.write_splits(splits)
             if partial and self.rundir.read_fractions() is None:
                 self.rundir.write_fractions(subsets, self.cfg.data.seed)
-            if self.rundir.read_record() is None:
+            record = self.rundir.read_record()
+            if record is None or record.config.report != self.cfg.report:  # the report's block may change
                 self.rundir.write_record(self.cfg, self.base_dir)
         prep = Prepared(ImageSet(labelled, cache, meaning), splits, subsets, external)
         self.rundir.write_data(self.data_summary(prep, manifest))
@@ -624,6 +626,7 @@ class Study:
                                        for e in self.cfg.data.external}
         results = {"study": self.cfg.name, "config": self.cfg.model_dump(mode="json"), "versions": _versions(),
                    "git_commit": _git_commit(), "labels": prep.label_meaning.to_dict(),
+                   "external_labels": {name: ext.label_meaning.to_dict() for name, ext in prep.external.items()},
                    "selection": self.cfg.train.selection, "arms": arms,
                    "skipped": skipped, "failed": failed, "jobs": jobs, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.rundir.write_results(results)
