@@ -131,3 +131,46 @@ def test_bad_designs_are_refused(kw, match):
         PairedDesign(**args).cases_needed(kappa=2.0)
     with pytest.raises(StatsError, match="prevalence"):
         sample_size(0.7, 0.8, prevalence=1.2)
+
+
+def test_thyro_power_command(capsys):
+    import json
+
+    from thyro.cli import main
+
+    assert main(["power", "scratch=0.69", "radimagenet=0.83", "--prevalence", "0.35", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    (row,) = plan["comparisons"]
+    assert (row["ref"], row["alt"]) == ("scratch", "radimagenet") and plan["alpha_each"] == 0.05
+    assert [s["power"] for s in row["sizes"]] == [0.8, 0.9]
+    assert row["sizes"][0]["cases"] == pytest.approx(PROC_1_18_0[("jacr_80", "ncases")], rel=1e-9)
+    assert row["sizes"][0]["n_total"] == 176
+    # three arms: three pairs, each planned at alpha / 3 (Bonferroni bound of Holm); --no-adjust plans at alpha
+    assert main(["power", "0.69", "0.79", "0.83", "--prevalence", "0.35"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha 0.05 / 3 = 0.01667" in out and "arm C" in out and "176 = 62 + 114" not in out
+    assert main(["power", "0.69", "0.83", "--prevalence", "0.35", "--no-adjust"]) == 0
+    assert "176 = 62 + 114" in capsys.readouterr().out
+    for args, message in ((["0.7"], "at least two arms"), (["a=0.7", "b=0.7"], "b vs a: the two expected AUROCs are "
+                                                                             "equal"), (["a=x", "b=0.7"], "NAME=0.80")):
+        assert main(["power", *args, "--prevalence", "0.3"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_p_values_are_written_one_way():
+    from thyro.stats.format import format_p
+
+    assert format_p(0.0004) == "p < 0.001" and format_p(0.01234) == "p = 0.012" and format_p(1.0) == "p = 1.000"
+    assert format_p(0.0004, name=None) == "< 0.001" and format_p(0.5, name="Holm p") == "Holm p = 0.500"
+    assert format_p(None) == "—" and format_p(float("nan")) == "—"
+
+
+def test_no_output_writes_p_equals_a_formatted_p():
+    """Nowhere does a template or message put "p = " before an already formatted p-value ("p = < 0.001")."""
+    import re
+
+    src = Path(__file__).resolve().parents[2] / "src" / "thyro"
+    pattern = re.compile(r"p = \{\{?\s*(fmt_p|format_p)|p = \{c\[.p_value.\]")
+    offenders = [str(p.relative_to(src)) for p in src.rglob("*") if p.suffix in (".py", ".j2", ".js", ".html")
+                 and pattern.search(p.read_text(encoding="utf-8"))]
+    assert not offenders

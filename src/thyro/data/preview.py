@@ -55,6 +55,13 @@ def _drawable(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
+def sheet_title(manifest) -> str:
+    """The contact sheet's title: the manifest and what its label 1 means."""
+    meaning = _meaning(manifest)
+    return (f"{manifest.path.name if manifest.path else 'manifest'}: "
+            + (meaning.summary() if meaning is not None else "labels of several provenances"))
+
+
 def _meaning(manifest):
     """The manifest's :class:`~thyro.data.manifest.LabelMeaning` (None when it mixes provenances)."""
     try:
@@ -177,10 +184,7 @@ def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict
     width = pairs_per_row * 2 * cell + (pairs_per_row - 1) * 8
     sheet = Image.new("RGB", (width, title_h + n_rows * (cell + caption_h)), "white")
     draw = ImageDraw.Draw(sheet)
-    meaning = _meaning(manifest)
-    title = (f"{manifest.path.name if manifest.path else 'manifest'}: "
-             + (meaning.summary() if meaning is not None else "labels of several provenances"))
-    draw.text((2, 3), _drawable(title[: width // 6]), fill=(0, 0, 0))
+    draw.text((2, 3), _drawable(sheet_title(manifest)[: width // 6]), fill=(0, 0, 0))
     for k, item in enumerate(iter_preview(manifest, cfg, rows)):
         x = (k % pairs_per_row) * (2 * cell + 8)
         y = title_h + (k // pairs_per_row) * (cell + caption_h)

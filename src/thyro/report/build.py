@@ -103,11 +103,7 @@ def _relative_paths(run: Run, text: str) -> str:
     relative to the run directory."""
     import re
 
-    def rel(m: re.Match) -> str:
-        path = Path(m.group(0))
-        return run.relative(path) if path.exists() or path.parent.exists() else m.group(0)
-
-    return re.sub(r"(?<![\w.~])/[^\s,;:'\"]+", rel, text)
+    return re.sub(r"(?<![\w.~/])/[^\s,;:'\"]+", lambda m: run.relative(m.group(0)), text)
 
 
 def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000, seed: int = 0,
