@@ -339,7 +339,8 @@ def test_label_meaning_in_import_inspect_preview_and_audit(tmp_path, capsys):
     assert json.loads((tmp_path / "audit" / "audit.json").read_text())["labels"]["positive"] == "TI-RADS ≥ 4c"
     # labels whose provenance nobody stated: import says so, and how to state it
     folders = _folder_tree(tmp_path / "f")
-    assert main(["data", "import", "folders", str(folders), "--out", str(tmp_path / "o2"), "--classes", "tumour=1"]) == 0
+    assert main(["data", "import", "folders", str(folders), "--out", str(tmp_path / "o2"),
+                 "--classes", "tumour=1"]) == 0
     assert "labels: not recorded; say how they were obtained with --label-source" in capsys.readouterr().out
     assert main(["data", "import", "folders", str(folders), "--out", str(tmp_path / "o3"), "--classes", "tumour=1",
                  "--label-source", "cytology", "--label-definition", "Bethesda V-VI"]) == 0

@@ -300,7 +300,8 @@ def test_headline_comes_first_and_names_the_best_arm_on_the_external_set(externa
     first = h["text"][0]
     b = ext["auroc"][best["arm"]]
     assert first.startswith("On the external set site-b (160 images")
-    assert f"{best['arm']} has the highest AUROC: {b['auroc']:.3f} (95% CI {b['lower']:.3f} to {b['upper']:.3f})" in first
+    ci = f"(95% CI {b['lower']:.3f} to {b['upper']:.3f})"
+    assert f"{best['arm']} has the highest AUROC: {b['auroc']:.3f} {ci}" in first
     # every other arm: difference, CI and the Holm-adjusted p of the comparison of interest
     for v in h["versus"]:
         c = next(c for c in ext["comparisons"] if {c["a"], c["b"]} == {best["arm"], v["arm"]})

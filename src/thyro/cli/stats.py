@@ -21,7 +21,8 @@ def _pairs(items: list[str] | None) -> list[tuple[str, str]] | None:
     for item in items:
         a, sep, b = item.partition(":")
         if not sep or not a.strip() or not b.strip():
-            raise ConfigError(f"--compare {item!r}: write ARM_A:ARM_B (tests ARM_A - ARM_B), e.g. --compare domain:scratch")
+            raise ConfigError(f"--compare {item!r}: write ARM_A:ARM_B (tests ARM_A - ARM_B), "
+                              "e.g. --compare domain:scratch")
         out.append((a.strip(), b.strip()))
     return out
 

@@ -127,9 +127,9 @@ class LabelMeaning:
             return (f"Whether the labels of {where} ({labels.positive}; {labels.provenance}) mean what the training "
                     f"labels meant ({self.positive}; {self.provenance}) cannot be checked: record label_source in "
                     "both manifests.")
+        detail = f" ({labels.definition})" if labels.malignancy and labels.definition else ""
         return (f"Labels differ: the model was trained on {self.positive} ({self.provenance}) but {where} is "
-                f"labelled {labels.positive}{f' ({labels.definition})' if labels.malignancy and labels.definition else ''}"
-                f" by {labels.provenance}, so its AUROC there measures how well a {self.probability_name} ranks "
+                f"labelled {labels.positive}{detail} by {labels.provenance}, so its AUROC there measures how well a {self.probability_name} ranks "
                 f"{labels.positive} cases.")
 
     def to_dict(self) -> dict:

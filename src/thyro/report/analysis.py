@@ -76,7 +76,8 @@ def set_title(name: str) -> str:
 # which comparisons
 # ----------------------------------------------------------------------------------------------
 
-def comparison_family(order: list[str], info: dict, requested: list | None) -> tuple[list[tuple[str, str]], str]:
+def comparison_family(order: list[str], info: dict, requested: list | None,
+                      named_by: str = "the study's report.comparisons") -> tuple[list[tuple[str, str]], str]:
     """The comparisons of interest ``[(a, b), ...]`` (each tests ``a - b``) and how they were chosen.
 
     ``requested`` (the study's ``report.comparisons`` or ``thyro report --compare``) wins; by default
@@ -87,7 +88,7 @@ def comparison_family(order: list[str], info: dict, requested: list | None) -> t
         unknown = sorted({n for pair in requested for n in pair} - set(order))
         if unknown:
             raise StatsError(f"comparison of interest names no arm {', '.join(unknown)}; arms: {', '.join(order)}")
-        return [(str(a), str(b)) for a, b in requested], "the comparisons of interest the study names (report.comparisons)"
+        return [(str(a), str(b)) for a, b in requested], f"named in {named_by}"
     scratch = [a for a in order if info[a]["role"] == "scratch"]
     if len(scratch) == 1:
         ref = scratch[0]
@@ -287,13 +288,15 @@ def headline_sentences(h: dict, level_pct: str) -> list[str]:
         return f"{level_pct}% CI {f(lo)} to {f(hi)}"
 
     best = h["best"]
-    who = f"{h['n']} images" + (f" of {h['n_clusters']} patients" if h["n_clusters"] and h["n_clusters"] < h["n"] else "")
+    clusters = h["n_clusters"]
+    who = f"{h['n']} images" + (f" of {clusters} patients" if clusters and clusters < h["n"] else "")
     out = [f"On {h['title']} ({who}, {h['n_pos']} labelled {h['labels']['positive']}), {best['arm']} has the highest "
            f"AUROC: {best['auroc']:.3f} ({ci(best['lower'], best['upper'])})."]
     for v in h["versus"]:
         lead = f"{best['arm']} − {v['arm']} ({v['auroc']:.3f}):"
         if not v["in_family"]:
-            out.append(f"{lead} {round(v['diff'], 3) + 0.0:+.3f}, not among the comparisons of interest, so not tested.")
+            out.append(f"{lead} {round(v['diff'], 3) + 0.0:+.3f}, not among the comparisons of interest, so not "
+                       "tested.")
             continue
         diff = (f"{round(v['diff'], 3) + 0.0:+.3f} ({ci(v['lower'], v['upper'], signed=True)}, "
                 f"{format_p(v['p_holm'], name='Holm-adjusted p')})")
@@ -328,7 +331,8 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT, comparisons:
     order, info = run.arm_table()
     options = run.report_settings()
     requested = comparisons if comparisons is not None else options.comparisons
-    pairs, family = comparison_family(order, info, requested)
+    named_by = "the report's options" if comparisons is not None else "the study's report.comparisons"
+    pairs, family = comparison_family(order, info, requested, named_by)
     # folds: out-of-fold and per-fold test
     k, k_from = run.expected_folds()
     fold_rows, oof, missing = [], {}, []

@@ -40,8 +40,8 @@ __all__ = [
     "binormal_correlations", "minimal_detectable_difference", "paired_power", "plan_comparisons", "sample_size",
 ]
 
-METHOD = ("Obuchowski & McClish (1997) binormal variance and covariance, paired two-sided z-test "
-          "(R pROC's power.roc.test)")
+METHOD = ("Obuchowski & McClish 1997: binormal variance and covariance, paired two-sided z-test, as R pROC's "
+          "power.roc.test")
 
 
 def binormal_a(auroc: float, b: float = 1.0) -> float:
