@@ -103,9 +103,13 @@ def _oof_rows(run: Run, arm: str, folds: list[int] | None = None) -> pd.DataFram
     return rows if folds is None else rows[rows["fold"].isin(folds)].reset_index(drop=True)
 
 
+#: Why an arm has no predictions, when its record gives no reason.
+STATUS_TEXT = {"incomplete": "no fold finished", "not run": "not in the predictions"}
+
+
 def not_run(info: dict, arm: str, run: Run) -> bool:
-    """An arm that was skipped, failed or never run and left no predictions at all."""
-    return info[arm]["status"] in ("skipped", "failed", "not run") and arm not in run.predictions.arms
+    """An arm that left no predictions at all (skipped, failed, not run yet, or run elsewhere)."""
+    return arm not in run.predictions.arms
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,8 +380,10 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT, comparisons:
         if s["kind"] != "oof":  # out-of-fold gaps are listed per fold above
             missing += [f"{s['name']}: {m}" if s["kind"] == "external" else m for m in s["missing"]]
     model = run.model_meaning()
-    skipped = [{"arm": a, "status": info[a]["status"], "short": short_reason(info[a]["reason"]) or info[a]["status"],
-                "reason": info[a]["reason"] or ""} for a in order if not_run(info, a, run)]
+    skipped = [{"arm": a, "status": info[a]["status"],
+                "short": short_reason(info[a]["reason"]) or STATUS_TEXT.get(info[a]["status"], ""),
+                "reason": info[a]["reason"] or STATUS_TEXT.get(info[a]["status"], "")}
+               for a in order if not_run(info, a, run)]
     lead = headline(per_set, order, model.to_dict())
     level_pct = f"{settings.level * 100:g}"
     if lead is not None:
