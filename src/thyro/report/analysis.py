@@ -107,7 +107,7 @@ def _oof_rows(run: Run, arm: str, folds: list[int] | None = None) -> pd.DataFram
 STATUS_TEXT = {"incomplete": "no fold finished", "not run": "not in the predictions"}
 
 
-def not_run(info: dict, arm: str, run: Run) -> bool:
+def not_run(arm: str, run: Run) -> bool:
     """An arm that left no predictions at all (skipped, failed, not run yet, or run elsewhere)."""
     return arm not in run.predictions.arms
 
@@ -124,7 +124,7 @@ def analyse_set(run: Run, name: str, order: list[str], info: dict, pairs: list[t
     missing: list[str] = []
     rows: dict[str, pd.DataFrame] = {}
     auroc: dict[str, dict] = {}
-    shown = [a for a in order if not not_run(info, a, run)]
+    shown = [a for a in order if not not_run(a, run)]
     for arm in shown:
         if kind == "oof":
             o = oof.get(arm) or {"missing": "no out-of-fold predictions"}
@@ -157,7 +157,7 @@ def analyse_set(run: Run, name: str, order: list[str], info: dict, pairs: list[t
     union = pd.concat(rows.values()).drop_duplicates("image") if rows else preds.df.iloc[:0]
     used = metrics.method_for(union, settings) if len(union) else "delong"
     repeats = metrics.clustered(union) if len(union) else False
-    comps = _comparisons(rows, pairs, settings, missing, {a for a in order if not_run(info, a, run)})
+    comps = _comparisons(rows, pairs, settings, missing, {a for a in order if not_run(a, run)})
     table = [{"arm": arm, "weights": info[arm]["weights"], "role": info[arm]["role"], "auroc": auroc[arm].get("auroc"),
               "auroc_text": _fmt_ci(auroc[arm]), "n": auroc[arm].get("n"), "missing": auroc[arm].get("missing")}
              for arm in shown]
@@ -341,7 +341,7 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT, comparisons:
     k, k_from = run.expected_folds()
     fold_rows, oof, missing = [], {}, []
     for arm in order:
-        if not_run(info, arm, run):
+        if not_run(arm, run):
             continue
         if preds.rows(arm=arm, split=OOF).empty and k == 0:
             continue
@@ -383,7 +383,7 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT, comparisons:
     skipped = [{"arm": a, "status": info[a]["status"],
                 "short": short_reason(info[a]["reason"]) or STATUS_TEXT.get(info[a]["status"], ""),
                 "reason": info[a]["reason"] or STATUS_TEXT.get(info[a]["status"], "")}
-               for a in order if not_run(info, a, run)]
+               for a in order if not_run(a, run)]
     lead = headline(per_set, order, model.to_dict())
     level_pct = f"{settings.level * 100:g}"
     if lead is not None:

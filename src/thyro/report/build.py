@@ -95,7 +95,7 @@ def _outputs(run_dir: Path, out) -> tuple[Path, Path, Path]:
 def _set_title(s: dict) -> str:
     if s["kind"] == "oof":
         return "Out of fold (cross-validation)"
-    return "Held-out test set" if s["kind"] == "test" else f"External set: {s['name']}"
+    return "Held-out test set" if s["kind"] == "test" else f"External validation set: {s['name']}"
 
 
 def _relative_paths(run: Run, text: str) -> str:
