@@ -352,6 +352,33 @@ class ArmConfig(StrictModel):
         return TrainConfig.parse(data, source=f"arm '{self.name}' (train)")
 
 
+class ReportConfig(StrictModel):
+    """What the study report leads with: the comparisons of interest, and an optional reference line.
+
+    Only the report reads this block: changing it never invalidates a run directory.
+    """
+
+    comparisons: list[tuple[str, str]] | None = Field(
+        None, description="pairs [A, B] of arm names whose AUROC difference A - B is tested, Holm-corrected together "
+                          "(default: every pretrained arm against scratch, and every pair of pretrained arms)")
+    reference: str = Field("", description="a line shown with the results, e.g. a published study's AUROCs to "
+                                           "compare with")
+
+    @field_validator("comparisons")
+    @classmethod
+    def _pairs(cls, v):
+        if v is None:
+            return v
+        seen = set()
+        for a, b in v:
+            if a == b:
+                raise ValueError(f"a comparison needs two different arms, got [{a}, {b}]")
+            if frozenset((a, b)) in seen:
+                raise ValueError(f"the comparison of {a} and {b} is listed twice")
+            seen.add(frozenset((a, b)))
+        return v
+
+
 class StudyConfig(StrictModel):
     """A whole study: every arm trained on the same splits."""
 
@@ -360,6 +387,7 @@ class StudyConfig(StrictModel):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     arms: list[ArmConfig] = Field(min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("name")
     @classmethod
@@ -380,6 +408,9 @@ class StudyConfig(StrictModel):
                 arm.train_config(self.train)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
+        unknown = sorted({n for pair in self.report.comparisons or [] for n in pair} - set(names))
+        if unknown:
+            raise ValueError(f"report.comparisons names no arm {', '.join(unknown)}; arms: {', '.join(names)}")
         return self
 
     def arm(self, name: str) -> ArmConfig:

@@ -38,6 +38,13 @@ def _print_results(results: dict) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    from thyro.data.manifest import LabelMeaning
+
+    trained = LabelMeaning.from_dict(labels)
+    for name, ext in (results.get("external_labels") or {}).items():  # an external set labelled otherwise
+        warning = trained.mismatch(LabelMeaning.from_dict(ext), f"the external set {name}")
+        if warning:
+            console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     for arm, info in results.get("arms", {}).items():
         if info.get("status") == "skipped" and info.get("reason"):
             console.print(f"[yellow]{arm} skipped[/]:\n  " + info["reason"].replace("\n", "\n  "), soft_wrap=True)

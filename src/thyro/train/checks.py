@@ -29,8 +29,9 @@ def resolve_path(p: str, base: Path) -> Path:
 
 
 def study_identity(cfg: StudyConfig) -> str:
-    """What must match for a run directory to be continued: everything but hardware settings."""
+    """What must match for a run directory to be continued: everything but hardware and report settings."""
     d = cfg.model_dump(mode="json")
+    d.pop("report", None)  # read by the report alone
     for key in HARDWARE_FIELDS:
         d["train"].pop(key, None)
     return sha256_json(d)

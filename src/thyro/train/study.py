@@ -163,7 +163,8 @@ class Study:
                 self.rundir.write_splits(plan.splits)
             if partial and self.rundir.read_fractions() is None:
                 self.rundir.write_fractions(plan.subsets, self.cfg.data.seed)
-            if self.rundir.read_record() is None:
+            record = self.rundir.read_record()
+            if record is None or record.config.report != self.cfg.report:  # the report's block may change
                 self.rundir.write_record(self.cfg, self.base_dir)
             self.rundir.write_plan_digest(plan.digest, plan.weight_digests)
         prep = Prepared(ImageSet(labelled, cache, plan.labels), plan.splits, plan.subsets, external)
@@ -471,6 +472,7 @@ class Study:
                                        for e in self.cfg.data.external}
         results = {"study": self.cfg.name, "config": self.cfg.model_dump(mode="json"), "versions": _versions(),
                    "git_commit": _git_commit(), "labels": prep.label_meaning.to_dict(),
+                   "external_labels": {name: ext.label_meaning.to_dict() for name, ext in prep.external.items()},
                    "selection": self.cfg.train.selection, "arms": arms,
                    "skipped": skipped, "failed": failed, "jobs": jobs, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.rundir.write_results(results)

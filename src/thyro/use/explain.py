@@ -262,8 +262,10 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     crop box, beside the model's input with its heatmap, and a colour bar) and the model-input
     overlay alone, under ``out_dir``, and an ``index.csv``.
 
-    Returns one dict per input: ``input, png, input_png, probability, class, crop_box, warning, error``
-    (``png`` is the full-resolution figure; ``crop_box`` is in the file's pixels).  Unreadable
+    Returns one dict per input: ``input, png, input_png, probability, probability_of, model_label_source,
+    model_label_definition, class, crop_box, warning, error`` (``png`` is the full-resolution figure;
+    ``probability_of`` and the ``model_label_*`` columns say what the probability is of, as in
+    ``thyro predict``'s CSV; ``crop_box`` is in the file's pixels).  Unreadable
     inputs get an error and the others go on.  ``frames``: ``"first"`` draws frame 0 of a multi-frame
     file (the ``warning`` says how many it has), ``"all"`` one heatmap per frame (``NAME#frame=K``).
     """
@@ -288,9 +290,12 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     except ValueError:
         base = ""
     suffix = "gradcampp" if method == "gradcam++" else "gradcam"
+    meaning = package.label_meaning  # what the probability is of, as predict's CSV says it
+    model_labels = {"probability_of": meaning.positive, "model_label_source": meaning.source,
+                    "model_label_definition": meaning.definition}
     iterator = track(items, f"explaining ({method})") if progress else items
     for item in iterator:
-        rec = {"input": item.name, "png": "", "input_png": "", "probability": None, "class": None,
+        rec = {"input": item.name, "png": "", "input_png": "", "probability": None, **model_labels, "class": None,
                "crop_box": "", "warning": "", "error": ""}
         try:
             prepared = prepare_item(pre, item, package.image_size, frame=True)
@@ -305,8 +310,8 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
             used.add(name)
             g = prepared.geometry
             box = g.to_frame(g.crop_box)
-            caption = (f"{item.name}: {package.label_meaning.probability_name} {prob:.3f}; {method} inside the crop box "
-                       f"{box[0]},{box[1]}-{box[2]},{box[3]}")
+            caption = (f"{item.name}: {meaning.probability_name} {prob:.3f} (labels: {meaning.provenance}); {method} "
+                       f"inside the crop box {box[0]},{box[1]}-{box[2]},{box[3]}").replace("≥", ">=")  # bitmap font
             png = save_png(out / f"{name}.{suffix}.png", explanation_figure(prepared.frame, g, img, cam, caption))
             small = save_png(out / f"{name}.{suffix}.input.png", overlay(img, cam))
             rec.update(png=png.name, input_png=small.name, probability=prob, crop_box=" ".join(map(str, box)),
@@ -317,8 +322,8 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
             rec["error"] = f"{type(exc).__name__}: {_error_text(exc)}"
         results.append(rec)
     with atomic_open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["input", "png", "input_png", "probability", "class", "crop_box",
-                                                "warning", "error"])
+        writer = csv.DictWriter(fh, fieldnames=["input", "png", "input_png", "probability", *model_labels, "class",
+                                                "crop_box", "warning", "error"])
         writer.writeheader()
         writer.writerows(results)
     return results
