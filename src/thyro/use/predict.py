@@ -202,7 +202,9 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spin: bool = True):
-        import onnxruntime as ort
+        from thyro.optional import require
+
+        ort = require("onnxruntime", purpose="--engine onnx")
 
         path = Path(path)
         if not path.is_file():

@@ -271,6 +271,9 @@ def create_app(model_dir: str | os.PathLike | ModelPackage, *, max_upload_bytes:
     """
     from contextlib import asynccontextmanager
 
+    from thyro.optional import require
+
+    require("fastapi", "python_multipart|multipart", purpose="thyro serve")
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
@@ -354,7 +357,9 @@ def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
           max_upload_bytes: int = DEFAULT_MAX_UPLOAD, method: str = "gradcam", log_level: str = "info",
           **options) -> None:
     """Run the app with uvicorn until interrupted (``options`` as :func:`create_app`'s)."""
-    import uvicorn
+    from thyro.optional import require
+
+    uvicorn = require("uvicorn", "fastapi", "python_multipart|multipart", purpose="thyro serve")
 
     _few_malloc_arenas()
     app = create_app(model_dir, max_upload_bytes=max_upload_bytes, method=method, **options)
