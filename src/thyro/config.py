@@ -366,13 +366,41 @@ class StudyConfig(StrictModel):
         raise ConfigError(f"no arm named {name!r}; arms: {', '.join(a.name for a in self.arms)}")
 
 
+#: Study keys whose values are file paths (``*``: any list item; the last part names a weight source's path).
+PATH_KEYS = ("data.manifest", "data.splits", "data.external.*.manifest", "arms.*.weights.file",
+             "arms.*.weights.imagenet", "arms.*.weights.radimagenet")
+
+
+def _typed_paths(key: str, value: Any, start: Path) -> Any:
+    """``value`` of the override ``key`` with every relative path under a :data:`PATH_KEYS` key made absolute
+    from ``start`` (a path typed by the user is relative to where they typed it, not to the config file)."""
+    def walk(parts: list[str], v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(parts + [str(k)], x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(parts + [str(i)], x) for i, x in enumerate(v)]
+        if isinstance(v, str) and v and any(_matches(parts, p.split(".")) for p in PATH_KEYS):
+            return v if Path(v).expanduser().is_absolute() else str((start / Path(v).expanduser()).resolve())
+        return v
+
+    return walk(key.split("."), value)
+
+
+def _matches(parts: list[str], pattern: list[str]) -> bool:
+    return len(parts) == len(pattern) and all(p == "*" and k.isdigit() or p == k for k, p in zip(parts, pattern))
+
+
 def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, Path]:
     """Read a study YAML; returns the configuration and the folder its relative paths start from.
 
     ``overrides`` maps dotted keys (``train.epochs``, ``arms.1.lr``) to values, applied before validation.
+    Relative paths in the file start from the file's folder; relative paths in ``overrides`` (typed on the
+    command line with ``--set``, or passed from Python) start from the current directory.
     """
     path = Path(path)
-    data = merge(read_yaml(path), overrides or {})
+    here = Path.cwd()
+    typed = {k: _typed_paths(k, v, here) for k, v in (overrides or {}).items()}
+    data = merge(read_yaml(path), typed)
     cfg = StudyConfig.parse(data, source=str(path))
     check_threads(cfg.train.threads)  # where the study runs: threads beyond the machine abort OpenMP
     return cfg, path.parent.resolve()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from thyro.cli._help import command
+
 from thyro.console import console, info
 
 METHOD_HELP = "auto: DeLong, or the cluster bootstrap when a patient has several images; or force delong / bootstrap."
@@ -68,5 +70,7 @@ def compare(
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
-    app.command("report")(report)
-    app.command("compare")(compare)
+    command(app, "report", examples=["thyro report runs/jacr2024",
+                                     "thyro report predictions.csv --out site-b-report.html"])(report)
+    command(app, "compare", examples=["thyro compare runs/a/predictions.csv runs/b/predictions.csv --arm-a radimagenet "
+                                      "--arm-b imagenet", "thyro compare site-b-new.csv site-b-old.csv --json"])(compare)

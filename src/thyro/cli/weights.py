@@ -6,11 +6,15 @@ from pathlib import Path
 
 import typer
 
-weights_app = typer.Typer(help="Inspect and convert weight files (offline; nothing is downloaded).",
-                          no_args_is_help=True)
+from thyro.cli._help import command, group
+
+weights_app = group("Inspect and convert weight files (offline; nothing is downloaded).",
+                    ["thyro weights inspect weights/RadImageNet-ResNet50_notop.h5",
+                     "thyro weights convert weights/RadImageNet-ResNet50_notop.h5 weights/radimagenet-r50.safetensors "
+                     "--arch resnet50 --source radimagenet"])
 
 
-@weights_app.command("inspect")
+@command(weights_app, "inspect", examples=["thyro weights inspect weights/radimagenet-resnet18.safetensors", "thyro weights inspect ~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth --arch resnet18"])
 def inspect_cmd(
     file: Path = typer.Argument(..., help="Weight file: .pth/.pt, .safetensors or Keras .h5."),
     arch: str = typer.Option(None, "--arch", help="Check coverage for this backbone (default: the guessed one)."),
@@ -50,7 +54,7 @@ def inspect_cmd(
         console.print(info["coverage"])
 
 
-@weights_app.command("convert")
+@command(weights_app, "convert", examples=["thyro weights convert RadImageNet-ResNet50_notop.h5 radimagenet-r50.safetensors --arch resnet50 --source radimagenet"])
 def convert_cmd(
     src: Path = typer.Argument(..., help="Weight file in any supported format."),
     out: Path = typer.Argument(..., help="Output .safetensors (backbone + preprocessing metadata)."),

@@ -45,19 +45,32 @@ from thyro.train.tracking import NoTracker, make_tracker
 
 
 def parse_only(only: list[str] | None, cfg: StudyConfig) -> list[JobKey] | None:
-    """Parse ``ARM:FOLD`` (or ``ARM`` / ``ARM:*`` for all its folds) selectors into jobs."""
+    """Parse ``ARM:FOLD`` (or ``ARM`` / ``ARM:*`` for all its folds) selectors into jobs; ``ARM@FRACTION``
+    selects the data-efficiency jobs that train on that share of each training fold (``scratch@0.5:0``)."""
     if not only:
         return None
     out: list[JobKey] = []
     for item in only:
-        arm, _, fold = str(item).partition(":")
+        head, _, fold = str(item).partition(":")
+        arm, at, share = head.partition("@")
         cfg.arm(arm)
+        fractions = cfg.data.train_fractions  # ARM:FOLD: the fold's jobs at every training fraction
+        if at:
+            try:
+                fraction = float(share)
+            except ValueError:
+                fraction = -1.0
+            if fraction not in cfg.data.train_fractions:
+                raise ConfigError(f"--only {item!r}: {share!r} is not one of the study's training fractions "
+                                  f"(data.train_fractions: {', '.join(map(fraction_text, cfg.data.train_fractions))}).")
+            fractions = [fraction]
         if fold in ("", "*"):
-            out += [JobKey(arm, k) for k in range(cfg.data.folds)]
-            continue
-        if not fold.isdigit() or not 0 <= int(fold) < cfg.data.folds:
+            folds = list(range(cfg.data.folds))
+        elif not fold.isdigit() or not 0 <= int(fold) < cfg.data.folds:
             raise ConfigError(f"--only {item!r}: the fold must be 0..{cfg.data.folds - 1}")
-        out.append(JobKey(arm, int(fold)))
+        else:
+            folds = [int(fold)]
+        out += [JobKey(arm, k, f) for f in fractions for k in folds]
     return out
 
 
@@ -170,7 +183,7 @@ class Study:
                     continue
                 for k in range(self.cfg.data.folds):
                     job = JobKey(arm.name, k, fraction)
-                    if selected is None or any(j.arm == job.arm and j.fold == job.fold for j in selected):
+                    if selected is None or job in selected:
                         out.append(job)
         return out
 

@@ -467,8 +467,9 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
     ----------
     model_dir : path or ModelPackage
     inputs : image files, folders (recursive), DICOM files or manifest CSVs (their ``roi`` column is used)
-    out : CSV path; columns :data:`CSV_COLUMNS`, then a manifest input's own columns (label, patient_id,
-        group, ...), so the file can be read by ``thyro report`` and ``thyro compare`` as it is
+    out : CSV path, or a text stream (written row by row); columns :data:`CSV_COLUMNS`, then a manifest
+        input's own columns (label, patient_id, group, ...), so the file can be read by ``thyro report`` and
+        ``thyro compare`` as it is
     roi : an ROI applied to inputs without their own
     engine : ``"torch"`` or ``"onnx"``
     point : operating point name (default: the package's default)
@@ -488,8 +489,10 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
                         + f" (looked for {', '.join(sorted(IMAGE_SUFFIXES | DICOM_SUFFIXES))} and DICOM files).")
     eng = make_engine(package, engine, onnx_path)
     meaning = package.label_meaning
+    stream = out if hasattr(out, "write") else None  # a text stream: the command line's standard output
     summary = PredictionSummary(operating_point=point_name, threshold=threshold, engine=engine,
-                                out=Path(out) if out else None, positive=meaning.positive, negative=meaning.negative)
+                                out=Path(out) if out and stream is None else None, positive=meaning.positive,
+                                negative=meaning.negative)
     extra_columns = list(dict.fromkeys(c for item in items for c in item.extra))
     if frames == "all" and "group" not in extra_columns:
         extra_columns.append("group")
@@ -510,7 +513,11 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
                     bar.advance(task)
 
     rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold, frames=frames)
-    if out:
+    if stream is not None:
+        writer = csv.writer(stream)
+        writer.writerow(CSV_COLUMNS + extra_columns)
+        consume(rows, writer)
+    elif out:
         with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS + extra_columns)
