@@ -209,7 +209,7 @@ class Service:
                 "operating_point": self.point, "threshold": self.threshold,
                 "roi": roi_to_json(roi) or None, "warning": warning or None,
                 "preprocessed_png": _png_data_url(img),
-                "heatmap_png": _png_data_url(_overlay(img, cam)) if cam is not None else None,
+                "heatmap_png": _png_data_url(_overlay(img, cam, geometry)) if cam is not None else None,
                 "heatmap_method": self.method if cam is not None else None,
                 "roi_used": roi_used, "note": note,
                 "crop_box": list(geometry.to_frame(geometry.crop_box)), "image_size": list(geometry.frame_size),
@@ -219,10 +219,10 @@ class Service:
         return self._with_upload(data, filename, run)
 
 
-def _overlay(img: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    from thyro.use.explain import overlay
+def _overlay(img: np.ndarray, cam: np.ndarray, geometry) -> np.ndarray:
+    from thyro.use.explain import overlay_input
 
-    return overlay(img, cam)
+    return overlay_input(img, cam, geometry)  # heat inside the image only, not on the padding
 
 
 def _original_heatmap(frame: np.ndarray, geometry, cam: np.ndarray) -> str:
