@@ -15,7 +15,7 @@ LAYERS = [
     {"thyro.stats"},
     {"thyro.data"},
     {"thyro.models"},
-    {"thyro.config"},
+    {"thyro.config", "thyro.config_reference"},
     {"thyro.run"},
     {"thyro.metrics"},
     {"thyro.use"},
