@@ -21,7 +21,7 @@ LAYERS = [
     {"thyro.use"},
     {"thyro.report"},
     {"thyro.train"},
-    {"thyro.cli", "thyro.__main__"},
+    {"thyro.cli", "thyro.__main__", "thyro.api"},
 ]
 
 
