@@ -161,3 +161,18 @@ def test_help_wraps_inside_the_terminal_and_keeps_every_word(capsys, monkeypatch
         assert " ".join(cmd.help.split("\n\n")[0].replace("\\[", "[").split()) in flat
         for example in examples_of(cmd.epilog):
             assert " ".join(example.split()) in flat, example
+
+
+def test_demo_quick_runs_every_step_smaller_in_its_own_folder(monkeypatch, tmp_path):
+    import thyro.train.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append((out, kw)) or {"study": "demo", "arms": {}})
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "demo", "--quick"]) == 0
+    assert main(["-q", "demo", "--quick", "--epochs", "3", "--out", "x"]) == 0
+    assert main(["-q", "demo"]) == 0
+    (quick_out, quick), (out2, quick3), (full_out, full) = calls
+    assert str(quick_out) == "thyro-demo-quick" and quick["patients"] == demo.QUICK["patients"] < 120
+    assert quick["corpus_scale"] < 1 and quick3["epochs"] == 3 and str(out2) == "x"
+    assert str(full_out) == "thyro-demo" and "patients" not in full and "corpus_scale" not in full

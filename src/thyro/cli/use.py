@@ -30,7 +30,7 @@ def bundle_cmd(
                  overwrite=overwrite)
     test = pkg.meta.get("metrics", {}).get("test", {})
     auc = test.get("auroc")
-    info(f"model package written to [bold]{out}[/]: {len(pkg.model_files)} fold model(s), "
+    info(f"model package written to [bold]{escape(str(out))}[/]: {len(pkg.model_files)} fold model(s), "
          f"{pkg.meta.get('arch')} at {pkg.image_size} px, label 1 = {pkg.label_meaning.positive}"
          + (f"; test AUROC {auc:.3f} [{test['lower']:.3f}, {test['upper']:.3f}]" if auc is not None else "")
          + f"; operating point {point} = {pkg.operating_point(point)[1]:.4f}. See {out / 'MODEL_CARD.md'}.")
@@ -96,8 +96,8 @@ def explain_cmd(
     results = explain(model_dir, inputs, out, method=method, roi=parse_roi_arg(roi), progress=not is_quiet(),
                       frames=frames)
     failed = [r for r in results if r["error"]]
-    info(f"{len(results) - len(failed)} heatmap(s) written to [bold]{out}[/] ({method}); {len(failed)} failed"
-         + ("".join(f"\n  {r['input']}: {r['error']}" for r in failed[:20])))
+    info(f"{len(results) - len(failed)} heatmap(s) written to [bold]{escape(str(out))}[/] ({method}); {len(failed)} failed"
+         + ("".join(escape(f"\n  {r['input']}: {r['error']}") for r in failed[:20])))
     if failed:
         raise typer.Exit(1)
 
@@ -117,7 +117,7 @@ def export_cmd(
     from thyro.use.export import export_onnx
 
     res = export_onnx(model_dir, onnx, opset=opset, tolerance=tolerance)
-    console.print(f"ONNX written to [bold]{res['path']}[/] (opset {res['opset']}, {res['n_models']} fold model(s) "
+    console.print(f"ONNX written to [bold]{escape(str(res['path']))}[/] (opset {res['opset']}, {res['n_models']} fold model(s) "
                   f"averaged in one graph, input (batch, 1, {res['image_size']}, {res['image_size']}), dynamic batch); "
                   f"max |ONNX - PyTorch| on sample inputs = {res['max_abs_diff']:.2e} (allowed {tolerance:g})")
 
