@@ -51,13 +51,17 @@ def readme_commands(text: str) -> list[list[str]]:
     blocks: list[list[str]] = []
     current: list[str] = []
     in_fence = False
-    for line in text.splitlines() + [""]:
+    lines = text.splitlines() + [""]
+    for k, line in enumerate(lines):
         if line.startswith("```"):
             in_fence = not in_fence
             continue
         if not in_fence and line.startswith("    ") and line.strip():
             current.append(line[4:])
             continue
+        following = next((x for x in lines[k + 1:] if x.strip()), "")
+        if current and not line.strip() and following.startswith("    "):
+            continue  # a blank line inside an indented block
         if current:
             commands = [c for c in current if not c.lstrip().startswith("#")]
             if commands and commands[0].split()[0] in PROGRAMS:

@@ -513,12 +513,12 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
                     bar.advance(task)
 
     rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold, frames=frames)
-    if stream is not None:
-        writer = csv.writer(stream)
-        writer.writerow(CSV_COLUMNS + extra_columns)
-        consume(rows, writer)
-    elif out:
-        with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
+    if out:
+        import contextlib
+
+        opened = contextlib.nullcontext(stream) if stream is not None else atomic_open(out, "w", newline="",
+                                                                                        encoding="utf-8")
+        with opened as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS + extra_columns)
             consume(rows, writer)
