@@ -92,7 +92,7 @@ def _prepare_inputs(clone: Path, home: Path) -> None:
 
     from thyro.data.phantom import generate_cohort, generate_corpus
 
-    cohort = generate_cohort(home / "cohort", n_patients=36, size=96, seed=5)
+    cohort = generate_cohort(home / "cohort", n_patients=48, size=96, seed=5)
     import pandas as pd
 
     df = pd.read_csv(cohort)
