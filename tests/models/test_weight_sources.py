@@ -98,10 +98,10 @@ def test_torchvision_cache_hash_checked(monkeypatch, no_network):
     bad.rename(good)
     import dataclasses
 
-    from thyro.models import archs
+    from thyro.models import known
 
-    row = dataclasses.replace(archs.ARCH_TABLE["resnet18"], torchvision_files=(good.name,))
-    monkeypatch.setitem(archs.ARCH_TABLE, "resnet18", row)
+    row = dataclasses.replace(known.KNOWN["resnet18"], torchvision_files=(good.name,))
+    monkeypatch.setitem(known.KNOWN, "resnet18", row)
     model, report = build_model("resnet18", "imagenet")
     assert report.path == str(good)
     assert torch.equal(model.backbone.layer1[0].conv1.weight, sd["layer1.0.conv1.weight"])

@@ -93,7 +93,7 @@ def test_classifier_output_target_1_is_the_pitfall(package):
 
 def test_target_layer_of_a_thyronet_is_the_last_stage(package):
     model = package.load_torch_models()[0]
-    assert find_target_layer(model) is model.backbone.layer4
+    assert find_target_layer(model)[0] is model.backbone.layer4
 
 
 def test_ensemble_heatmap_is_the_mean_of_fold_heatmaps(package):

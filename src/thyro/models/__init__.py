@@ -26,7 +26,8 @@ Defaults, and why:
 """
 
 from thyro.models.adapter import InputAdapter, InputSpec
-from thyro.models.backbones import ARCHS, apply_keras_layout, create_backbone, head_name
+from thyro.models.archs import ArchInfo, arch, check_arch
+from thyro.models.backbones import apply_keras_layout, create_backbone, head_name
 from thyro.models.checkpoint import (
     load_metadata,
     load_model,
@@ -39,14 +40,16 @@ from thyro.models.weights.report import LoadReport
 from thyro.models.weights.sources import WeightSource, check_weight_sources, parse_weight_source
 
 __all__ = [
-    "ARCHS",
+    "ArchInfo",
     "InputAdapter",
     "InputSpec",
     "LoadReport",
     "ThyroNet",
     "WeightSource",
     "apply_keras_layout",
+    "arch",
     "build_model",
+    "check_arch",
     "check_weight_sources",
     "create_backbone",
     "head_name",

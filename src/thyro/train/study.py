@@ -41,6 +41,7 @@ from thyro.errors import ConfigError, TrainingError, WeightsError
 from thyro.fileio import sha256_json
 from thyro.run import OOF, TEST, JobKey, JobRecord, RunDir, describe_holder, fraction_text, predictions_frame
 from thyro.train.fit import ArraySet, fit
+from thyro.train.probe import fit_probe
 from thyro.train.tracking import NoTracker, make_tracker
 
 
@@ -366,6 +367,9 @@ class Study:
         train_cfg = arm.train_config(self.cfg.train)
         if device is not None:
             train_cfg = train_cfg.model_copy(update={"device": device})
+        if arm.train_backbone == "cached":  # no epochs to select or tune: the probe chooses its own L2 strength
+            train_cfg = train_cfg.model_copy(update={"selection": "last", "tune": train_cfg.tune.model_copy(
+                update={"lr": [], "epochs": [], "weight_decay": []})})
         splits = prep.splits
         train_ids = prep.train_ids(job)
         val = prep.dev.arrays(splits.val_ids(job.fold))
@@ -391,10 +395,15 @@ class Study:
         tracker = tracker or NoTracker()
         tracker.job_started(job, {"arm": arm.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json"),
                                   "selection": how, "train_images": len(train.ids), "tuned": tuned.get("chosen")})
-        result = fit(model, train, chooser, train_cfg, files.folder, resume=resume, select_best=select_best,
-                     pretrained=arm.weight_source(self.base_dir).kind != "none", train_backbone=arm.train_backbone,
-                     on_epoch_end=lambda epoch, row: tracker.epoch(job, epoch, row),
-                     description=f"{job.arm}{'' if job.fraction == 1 else f' at {fraction_text(job.fraction)}'} fold {job.fold}")
+        label = f"{job.arm}{'' if job.fraction == 1 else f' at {fraction_text(job.fraction)}'} fold {job.fold}"
+        if arm.train_backbone == "cached":  # features once, then logistic regression: no epochs, no selection
+            result = fit_probe(model, train, prep.dev.groups(train.ids), chooser, train_cfg, files.folder,
+                               description=label)
+            how = "no selection: a linear probe on cached features (L2 strength chosen on inner folds)"
+        else:
+            result = fit(model, train, chooser, train_cfg, files.folder, resume=resume, select_best=select_best,
+                         pretrained=arm.weight_source(self.base_dir).kind != "none", train_backbone=arm.train_backbone,
+                         on_epoch_end=lambda epoch, row: tracker.epoch(job, epoch, row), description=label)
         dev = next(model.parameters()).device
         rows = []
         scored = [(OOF, val), (TEST, prep.dev.arrays(list(splits.test)))]
@@ -429,7 +438,8 @@ class Study:
         from thyro.models import build_model
 
         return build_model(arm.backbone, arm.weight_source(self.base_dir), in_chans_mode=arm.in_chans_mode,
-                           dropout=arm.dropout, seed=train_cfg.seed * 1000 + job.fold)
+                           dropout=arm.dropout, seed=train_cfg.seed * 1000 + job.fold,
+                           allow_partial=arm.partial_weights, image_size=self.cfg.preprocess.size)
 
     def _tune(self, job: JobKey, arm: ArmConfig, train_cfg, fit_part: ArraySet, select_part: ArraySet):
         """Try every setting of ``train.tune`` on the inner split (never the held-out fold or the test set);

@@ -20,6 +20,7 @@ bar (the heatmap is relative: 0 to 1 within the image), and the caption wrapped 
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -47,13 +48,30 @@ class LogitTarget:
 
 
 def find_target_layer(model):
-    """The module whose activations Grad-CAM weighs: the backbone's last feature stage.
+    """The module whose activations Grad-CAM weighs, and how to make its output a ``(B, C, H, W)`` map.
 
-    Uses timm's ``feature_info`` (``layer4`` for ResNets, the last dense block for DenseNets, ...);
-    falls back to the last ``Conv2d`` of the model.
+    For a :class:`~thyro.models.ThyroNet` the architecture says (:func:`thyro.models.archs.arch`): the last
+    feature stage of a CNN (``layer4`` for ResNets, the last block of an EfficientNet), the last block's first
+    norm of a vision transformer (its tokens, the class and register tokens dropped, laid back on the patch
+    grid), a channels-last stage permuted.  Other models: timm's ``feature_info``, else the last ``Conv2d``.
+
+    Returns
+    -------
+    (module, reshape_transform or None)
     """
     import torch.nn as nn
 
+    from thyro.models.archs import arch as arch_info
+
+    name = getattr(model, "arch", None)
+    if isinstance(name, str) and hasattr(model, "backbone"):
+        info = arch_info(name)
+        layer = model.backbone.get_submodule(info.cam_layer)
+        if info.cam_format == "tokens":
+            return layer, functools.partial(_tokens_to_map, prefix=info.prefix_tokens)
+        if info.cam_format == "nhwc":
+            return layer, _nhwc_to_nchw
+        return layer, None
     for module in model.modules():
         info = getattr(module, "feature_info", None)
         if info is None:
@@ -61,13 +79,24 @@ def find_target_layer(model):
         try:
             last = info[-1]
             name = last["module"] if isinstance(last, dict) else info.module_name()[-1]
-            return module.get_submodule(name)
+            return module.get_submodule(name), None
         except (AttributeError, KeyError, IndexError, TypeError):
             continue
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ThyroError("cannot find a convolutional layer for Grad-CAM in this model.")
-    return convs[-1]
+    return convs[-1], None
+
+
+def _tokens_to_map(x, prefix: int = 0):
+    """Tokens ``(B, N, C)`` of a vision transformer to a map ``(B, C, h, w)`` on its (square) patch grid."""
+    x = x[:, prefix:, :]
+    side = int(round(x.shape[1] ** 0.5))
+    return x.reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
+
+
+def _nhwc_to_nchw(x):
+    return x.permute(0, 3, 1, 2)
 
 
 def _cam_class(method: str):
@@ -97,7 +126,8 @@ def heatmaps(models: Sequence, images: np.ndarray, method: str = "gradcam", *, s
     for model in models:
         model.eval()
         xin = x.clone().requires_grad_(True)  # so activations carry gradients even if weights are frozen
-        with cam_cls(model=model, target_layers=[find_target_layer(model)]) as cam:
+        layer, reshape = find_target_layer(model)
+        with cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
             total += cam(input_tensor=xin, targets=[LogitTarget(sign)] * arr.shape[0])
     return (total / max(len(models), 1)).astype(np.float32)
 
