@@ -32,7 +32,7 @@ def test_every_key_is_described_with_its_type_and_default(stem, model):
                 "data.external[].manifest", "train.tune.lr"} <= keys
         row = {r[0].strip("`"): r for r in rows}
         assert row["train.selection"][3] == "`inner`, `last`, `oof`" and row["train.selection"][2] == '`"last"`'
-        assert row["arms[].backbone"][3].startswith("`resnet18`, `resnet50`")
+        assert row["arms[].in_chans_mode"][3] == "`repeat`, `sum`" and "timm" in row["arms[].backbone"][4]
         assert row["data.folds"][3] == "≥ 2, ≤ 20" and row["data.manifest"][1] == "path"
 
 
@@ -40,7 +40,7 @@ def test_the_schema_is_strict_and_carries_descriptions_and_allowed_values():
     schema = json.loads((DOCS / "study.schema.json").read_text())
     assert schema["$schema"].startswith("https://json-schema.org/") and schema["additionalProperties"] is False
     arm = schema["$defs"]["ArmConfig"]["properties"]
-    assert arm["backbone"]["enum"][0] == "resnet18" and arm["in_chans_mode"]["enum"] == ["repeat", "sum"]
+    assert arm["backbone"]["default"] == "resnet18" and arm["in_chans_mode"]["enum"] == ["repeat", "sum"]
     train = schema["$defs"]["TrainConfig"]["properties"]
     assert train["selection"]["enum"] == ["inner", "last", "oof"] and train["epochs"]["default"] == 40
 
