@@ -83,12 +83,12 @@ def register(app: typer.Typer) -> None:
     def study_cmd(
         config: Path = typer.Argument(..., help=CONFIG_HELP),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/NAME)."),
-        only: Optional[list[str]] = typer.Option(None, "--only", help="Run only ARM:FOLD (repeatable; ARM alone = all "
+        only: Optional[list[str]] = typer.Option(None, "--only", metavar="ARM:FOLD", help="Run only ARM:FOLD (repeatable; ARM alone = all "
                                                                       "its folds; ARM@FRACTION:FOLD = a data-efficiency "
                                                                       "job). Only these arms' weights are checked."),
         skip_missing: bool = typer.Option(False, "--skip-missing", help="Skip arms whose weights are missing instead of stopping."),
         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-        set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+        set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
         no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report at the end."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration, split sizes, jobs and "
                                                               "weight checks; train nothing."),
@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
         skip_missing: bool = typer.Option(False, "--skip-missing", help="If this arm's weights are missing, record it as "
                                                                         "skipped and exit 0 instead of stopping."),
         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-        set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+        set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     ) -> None:
         """Train one arm on one fold (the unit a cluster scheduler runs), then merge into the run directory.
 
