@@ -15,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The README walkthrough first: it takes minutes, so under xdist it runs beside the rest, not after it."""
+    items.sort(key=lambda item: item.get_closest_marker("readme") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (DDTI and the UD-TN sample); skips when absent, as in a user's clone."""

@@ -15,8 +15,14 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
     exec(compile(block, "docs/python-api.md", "exec"), {"__name__": "__main__"})
     out = capsys.readouterr().out
-    assert "test AUROC" in out and "images scored" in out
-    assert (tmp_path / "runs" / "notebook").is_dir() and (tmp_path / "predictions.csv").is_file()
+    assert "test AUROC" in out and "images scored" in out and "common test images" in out
+    assert (tmp_path / "runs" / "notebook" / "report.html").is_file() and (tmp_path / "predictions.csv").is_file()
+
+
+def test_python_api_is_linked_from_the_readme():
+    readme = (DOCS.parent / "README.md").read_text()
+    for doc in ("docs/python-api.md", "docs/config-reference.md", "docs/serve-api.md"):
+        assert f"]({doc})" in readme, doc
 
 
 def test_readme_study_config_parses():

@@ -10,17 +10,18 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Lowest first.  A module may import from its own layer (inside its package) and from layers below.
 LAYERS = [
-    {"thyro", "thyro.errors", "thyro.base", "thyro.fileio", "thyro.console", "thyro.device", "thyro.machine"},
+    {"thyro", "thyro.errors", "thyro.base", "thyro.fileio", "thyro.console", "thyro.device", "thyro.machine",
+     "thyro.optional"},
     {"thyro.stats"},
     {"thyro.data"},
     {"thyro.models"},
-    {"thyro.config"},
+    {"thyro.config", "thyro.config_reference"},
     {"thyro.run"},
     {"thyro.metrics"},
     {"thyro.use"},
     {"thyro.report"},
     {"thyro.train"},
-    {"thyro.cli", "thyro.__main__"},
+    {"thyro.cli", "thyro.__main__", "thyro.api"},
 ]
 
 

@@ -42,7 +42,7 @@ _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 class AugmentConfig(StrictModel):
     """Random transforms applied to each training batch (set ``enabled: false`` to switch all off)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="apply the transforms below (false: none at all)")
     rotate_deg: float = Field(10.0, ge=0, le=180, description="maximum absolute rotation in degrees")
     scale: tuple[float, float] = Field((0.9, 1.1), description="zoom range")
     translate: float = Field(0.05, ge=0, le=0.5, description="maximum shift as a fraction of the image size")
@@ -58,16 +58,16 @@ class OptimisationConfig(StrictModel):
     """Settings training and pretraining share: schedule, optimiser, augmentation, seed and hardware."""
 
     epochs: int = Field(30, ge=1, description="maximum epochs")
-    batch_size: int = Field(32, ge=2)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    batch_size: int = Field(32, ge=2, description="images per optimisation step")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with Nesterov momentum")
     lr: float | None = Field(None, gt=0, description="peak learning rate (default 1e-3 for AdamW, 0.1 for SGD)")
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay (decoupled for AdamW)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up, then cosine decay")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final learning rate as a fraction of lr")
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="training augmentation")
+    seed: int = Field(0, description="seed of initialisation, augmentation and batch order")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA (auto: bf16 where supported)")
     channels_last: bool = Field(True, description="channels-last memory format: on a GPU, and on a CPU from 96 px "
                                 "(faster there; see thyro.device.use_channels_last)")
@@ -114,7 +114,7 @@ class TrainConfig(OptimisationConfig):
     """Training of one arm x fold job: optimisation, imbalance, model selection and evaluation settings."""
 
     epochs: int = Field(40, ge=1, description="epochs (the most, when the epoch is selected)")
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(256, ge=1, description="images per batch when scoring (memory only)")
     # ``last`` won benchmarks/recipe.py on DDTI and the phantom (BENCHMARKS.md): with a few hundred
     # images, an inner split's AUROC is too noisy to choose an epoch by, and it costs a fifth of the data.
     selection: Literal["inner", "last", "oof"] = Field(
@@ -146,11 +146,13 @@ class TrainConfig(OptimisationConfig):
                                                       "below join one by one from the top, all training from this "
                                                       "epoch on (0 = off)")
     compile: bool = Field(False, description="torch.compile the model for training (GPUs; costs compile time)")
-    tune: TuneConfig = Field(default_factory=TuneConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="a grid searched per arm on inner splits")
     tracking: Literal["none", "mlflow"] = Field(
         "none", description="mlflow: log parameters, per-epoch metrics, AUROCs and the report to a local MLflow "
                             "file store in the run directory (or MLFLOW_TRACKING_URI when set)")
-    imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = Field(
+        "weighted_loss", description="class imbalance: weight the loss by the inverse class frequency, sample "
+                                     "balanced batches, or neither")
     data_on_device: Literal["auto", "yes", "no"] = Field(
         "auto", description="keep the uint8 training images on the GPU (auto: when they take under 2 GiB)")
     tta_flip: bool = Field(False, description="average predictions over the image and its horizontal flip (in "
@@ -180,16 +182,18 @@ class PretrainConfig(OptimisationConfig):
     weights: str | dict[str, str] = Field(
         "none", description="where the backbone starts: none (random) | imagenet | {imagenet: PATH} | {file: PATH}: "
                             "continue pretraining from these weights (their preprocessing and layout are kept)")
-    mode: Literal["supervised", "simclr"] = "supervised"
+    mode: Literal["supervised", "simclr"] = Field("supervised", description="supervised: class labels; simclr: "
+                                                                            "self-supervised, labels unused")
     batch_size: int = Field(256, ge=2, description="global batch (all processes together)")
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="SGD with Nesterov momentum, or AdamW")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final learning rate as a fraction of lr")
     augment: AugmentConfig | None = Field(None, description="None: the fine-tuning defaults (supervised) "
                                                             "or strong SimCLR views (simclr)")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="supervised mode")
     temperature: float = Field(0.2, gt=0, description="NT-Xent temperature (simclr mode)")
     proj_dim: int = Field(128, ge=2, description="projection output size (simclr mode)")
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="how the corpus images "
+                                         "are preprocessed (size: --size)")
     min_per_class: int = Field(1, ge=1, description="classes with fewer readable images are dropped (warning)")
     sync_bn: bool = Field(True, description="BatchNorm statistics over the global batch when distributed")
     workers: int = Field(0, ge=0, description="loader worker processes per rank (also used to build the cache)")
@@ -262,8 +266,8 @@ class DataConfig(StrictModel):
     manifest: str = Field(description="manifest CSV (thyro data import ...)")
     splits: str | None = Field(None, description="an existing splits file; by default made in the run directory")
     test_size: float = Field(0.12, gt=0, lt=1, description="fraction of groups held out for test")
-    folds: int = Field(5, ge=2, le=20)
-    seed: int = 0
+    folds: int = Field(5, ge=2, le=20, description="cross-validation folds on the development data")
+    seed: int = Field(0, description="seed of the splits (the same seed and manifest give the same splits)")
     external: list[ExternalSet] = Field(default_factory=list, description="external validation sets")
     train_fractions: list[float] = Field(
         default_factory=lambda: [1.0],
@@ -290,7 +294,7 @@ class DataConfig(StrictModel):
 class ArmConfig(StrictModel):
     """One arm: a backbone and where its weights come from."""
 
-    name: str
+    name: str = Field(description="the arm's name (letters, digits, '_', '-', '.'; a folder name in the run)")
     backbone: ArchName = Field("resnet18", description="any timm architecture name (resnet18, efficientnet_lite0, "
                                                        "convnext_atto, vit_small_patch16_224, ...)")
     weights: str | dict[str, str] = Field(
@@ -298,8 +302,9 @@ class ArmConfig(StrictModel):
     partial_weights: bool = Field(False, description="start from the backbone tensors the weight file has and leave "
                                                      "the rest at random (by default a file that does not cover the "
                                                      "whole backbone is refused)")
-    in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1",
+                               json_schema_extra={"enum": ["repeat", "sum"]})
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classifier")
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this arm")
     train_backbone: Literal["all", "none", "bn", "cached"] = Field(
         "all", description="all: fine-tune everything; none: a linear probe (backbone frozen, BatchNorm statistics "
@@ -382,12 +387,13 @@ class ReportConfig(StrictModel):
 class StudyConfig(StrictModel):
     """A whole study: every arm trained on the same splits."""
 
-    name: str = "study"
-    data: DataConfig
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    arms: list[ArmConfig] = Field(min_length=1)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    report: ReportConfig = Field(default_factory=ReportConfig)
+    name: str = Field("study", description="the study's name: its run folder is runs/NAME")
+    data: DataConfig = Field(description="the images and how they are split")
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="how images become the "
+                                         "model's input (the same for every arm)")
+    arms: list[ArmConfig] = Field(min_length=1, description="the arms compared, each trained on every fold")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training settings every arm shares")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="what the report compares and cites")
 
     @field_validator("name")
     @classmethod
@@ -420,13 +426,41 @@ class StudyConfig(StrictModel):
         raise ConfigError(f"no arm named {name!r}; arms: {', '.join(a.name for a in self.arms)}")
 
 
+#: Study keys whose values are file paths (``*``: any list item; the last part names a weight source's path).
+PATH_KEYS = ("data.manifest", "data.splits", "data.external.*.manifest", "arms.*.weights.file",
+             "arms.*.weights.imagenet", "arms.*.weights.radimagenet")
+
+
+def _typed_paths(key: str, value: Any, start: Path) -> Any:
+    """``value`` of the override ``key`` with every relative path under a :data:`PATH_KEYS` key made absolute
+    from ``start`` (a path typed by the user is relative to where they typed it, not to the config file)."""
+    def walk(parts: list[str], v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(parts + [str(k)], x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(parts + [str(i)], x) for i, x in enumerate(v)]
+        if isinstance(v, str) and v and any(_matches(parts, p.split(".")) for p in PATH_KEYS):
+            return v if Path(v).expanduser().is_absolute() else str((start / Path(v).expanduser()).resolve())
+        return v
+
+    return walk(key.split("."), value)
+
+
+def _matches(parts: list[str], pattern: list[str]) -> bool:
+    return len(parts) == len(pattern) and all(p == "*" and k.isdigit() or p == k for k, p in zip(parts, pattern))
+
+
 def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, Path]:
     """Read a study YAML; returns the configuration and the folder its relative paths start from.
 
     ``overrides`` maps dotted keys (``train.epochs``, ``arms.1.lr``) to values, applied before validation.
+    Relative paths in the file start from the file's folder; relative paths in ``overrides`` (typed on the
+    command line with ``--set``, or passed from Python) start from the current directory.
     """
     path = Path(path)
-    data = merge(read_yaml(path), overrides or {})
+    here = Path.cwd()
+    typed = {k: _typed_paths(k, v, here) for k, v in (overrides or {}).items()}
+    data = merge(read_yaml(path), typed)
     cfg = StudyConfig.parse(data, source=str(path))
     check_threads(cfg.train.threads)  # where the study runs: threads beyond the machine abort OpenMP
     return cfg, path.parent.resolve()

@@ -52,3 +52,7 @@ class Problems(DataError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{title} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class MissingDependency(ThyroError):
+    """An optional package a feature needs is not installed; the message gives the install command."""

@@ -113,7 +113,7 @@ def test_explain_writes_overlays_and_reports_bad_files(model_dir, package, image
 
         h, w = load_image(Path(r["input"]), us_region=False).pixels.shape
         im = Image.open(out / r["png"])  # full resolution: the original, the model's input, a colour bar
-        assert im.mode == "RGB" and im.size[1] == h + 22 and im.size[0] > w + h
+        assert im.mode == "RGB" and im.size[1] > h and im.size[0] > w + h  # the caption's band below
         assert r["png"].endswith(".gradcampp.png") and r["input_png"].endswith(".gradcampp.input.png")
         assert Image.open(out / r["input_png"]).size == (SIZE, SIZE)
         x0, y0, x1, y1 = map(int, r["crop_box"].split())
@@ -144,7 +144,7 @@ def test_heatmap_goes_back_onto_the_original_pixels():
     assert (shown[5, 5] == 0).all() and (shown[60, 20] == 0).all()  # outside the crop: the original
     assert tuple(shown[20, 100]) == (255, 220, 0)  # the crop box's outline
     fig = explanation_figure(frame, g, img, cam, "caption")
-    assert fig.shape[0] == 120 + 22 and fig.shape[1] >= 200 + 8 + 120 + 8 + 60
+    assert fig.shape[0] > 120 and fig.shape[1] >= 200 + 8 + 120 + 8 + 60
 
 
 def test_cli_explain(model_dir, images, tmp_path):
@@ -175,3 +175,68 @@ def test_montage_reads_image_files_through_the_package(model_dir, images, tmp_pa
     assert chosen == {"TP": [0], "FP": [], "TN": [1], "FN": [2]}
     with pytest.raises(Exception, match="model directory"):
         montage([], files, [1, 0, 1], [0.9, 0.2, 0.1], tmp_path / "x.png")
+
+
+def _letterboxed():
+    """A wide scan (letterboxed top and bottom in the square model input), its input and a heatmap hot
+    everywhere, padding included (as Grad-CAM's can be)."""
+    from thyro.data.preprocess import PreprocessConfig, Preprocessor
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(60, 200, (90, 240), dtype=np.uint8)
+    img, g = Preprocessor(PreprocessConfig(size=64, remove_frame=False, keep_aspect=True)).process(frame)
+    assert g.offset[1] > 5  # padding above and below the image
+    cam = np.ones((64, 64), np.float32)
+    cam[:g.offset[1]] = 5.0  # the hottest "evidence" sits in the padding
+    return frame, img, g, cam
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    """Pixels with no colour (R = G = B), as text, the image and the padding are; heat is coloured."""
+    rgb = rgb.astype(int)
+    return (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+
+
+def test_no_heat_on_the_letterbox_padding_of_the_models_input():
+    from thyro.use.explain import image_region, overlay_input, within_image
+
+    frame, img, g, cam = _letterboxed()
+    shown = overlay_input(img, cam, g)
+    rows, cols = image_region(g)
+    padding = np.ones(img.shape, bool)
+    padding[rows, cols] = False
+    assert padding.sum() > 0 and _grey(shown[padding]).all()
+    assert (shown[padding][:, 0] == img[padding]).all()  # the padding as the model saw it
+    assert not _grey(shown[rows, cols]).any()  # heat over the whole image
+    inside = within_image(cam, g)[rows, cols]
+    assert inside.max() == 1.0 and np.allclose(inside, 1.0)  # scaled over the image, not by the padding's 5
+
+
+def test_the_figure_keeps_heat_off_the_padding_and_the_caption_in_its_own_band():
+    from thyro.use.explain import explanation_figure
+
+    frame, img, g, cam = _letterboxed()
+    caption = "a long caption that names the file, the probability and the crop box " * 6
+    fig = explanation_figure(frame, g, img, cam, caption)
+    h = frame.shape[0]
+    band = fig[h:]
+    assert band.shape[0] >= 3 * 11  # wrapped over several lines, below the pictures
+    assert _grey(band).all()  # text and white only: no heat colour in the caption's rows
+    assert (band < 128).any()  # the caption is there
+    assert not _grey(fig[:h, :frame.shape[1]][10:80, 10:230]).all()  # heat on the original, above the band
+    # the model's input panel (scaled to the frame's height): the padding rows carry no heat
+    x0 = frame.shape[1] + 8
+    panel = fig[:h, x0:x0 + h]
+    pad_rows = int(np.floor(g.offset[1] * h / 64)) - 1  # bilinear scaling blends one row at the edge
+    assert _grey(panel[:pad_rows]).all() and _grey(panel[h - pad_rows:]).all()
+    assert not _grey(panel[h // 2 - 5:h // 2 + 5]).any()
+
+
+def test_a_short_caption_is_one_line_and_never_cut():
+    from thyro.use.explain import caption_band
+
+    one = caption_band("scan.png: probability 0.42", 400, 12)
+    two = caption_band("scan.png: probability 0.42 " * 8, 400, 12)
+    assert one.shape[1] == two.shape[1] == 400 and two.shape[0] > one.shape[0]
+    long_path = caption_band("x" * 300, 200, 12)  # a word wider than the band is cut into lines, not lost
+    assert long_path.shape[0] > one.shape[0] * 2

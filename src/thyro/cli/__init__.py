@@ -12,12 +12,19 @@ import typer
 from rich.markup import escape
 
 from thyro import __version__
+from thyro.cli._help import PATHS, arguments_read_as_names, epilog, tidy
 from thyro.console import err_console, set_quiet
 from thyro.errors import ThyroError
 
 app = typer.Typer(
     name="thyro",
-    help="Transfer-learning studies for thyroid-nodule ultrasound: data, weights, training, statistics, use.",
+    help=tidy(f"""Transfer-learning studies for thyroid-nodule ultrasound: data, weights, training, statistics, use.
+
+    {PATHS} Each command's --help ends with examples.
+    """),
+    epilog=epilog(["thyro demo --quick", "thyro data import folders images/ --out data/mine",
+                   "thyro study configs/jacr2024.yaml --set data.manifest=data/mine/manifest.csv",
+                   "thyro -q predict model/ scan.dcm > predictions.csv"]),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -51,6 +58,7 @@ def _flags_read_as_flags() -> None:
 
 
 _flags_read_as_flags()
+arguments_read_as_names()
 
 
 def _version(value: bool) -> None:

@@ -6,17 +6,26 @@ from pathlib import Path
 
 import typer
 
-data_app = typer.Typer(help="Import, validate, inspect and split image data; build the preprocessed cache, preview "
-                            "preprocessing, generate synthetic data.", no_args_is_help=True)
-import_app = typer.Typer(
-    help="Bring images and labels in as a manifest (manifest.csv in --out; images are referenced, not copied). "
-         "Duplicate images are found and merged with their patients into leakage groups.",
-    no_args_is_help=True,
-)
+from thyro.cli._help import command, group
+
+data_app = group(
+    "Import, validate, inspect and split image data; preview preprocessing, audit marks, make synthetic data.",
+    ["thyro data import folders images/ --out data/mine",
+     "thyro data validate data/mine/manifest.csv",
+     "thyro data preview data/mine/manifest.csv --out sheet.png"])
+import_app = group(
+    """Bring images and labels in as a manifest (manifest.csv in --out; images are referenced, not copied).
+
+    Duplicate images are found and merged with their patients into leakage groups. Image paths in the
+    manifest are relative to the manifest's folder.
+    """,
+    ["thyro data import folders images/ --out data/mine --patient-pattern '^(P[0-9]+)_'",
+     "thyro data import ddti ../shared/data/ddti --out data/ddti",
+     "thyro data import csv my_table.csv --out data/mine --label-source pathology"])
 data_app.add_typer(import_app, name="import")
 
 
-@import_app.command("ddti")
+@command(import_app, "ddti", examples=["thyro data import ddti ../shared/data/ddti --out data/ddti", "thyro data import ddti ddti/ --out data/ddti-4a --positive-from 4a --force"])
 def import_ddti_cmd(
     path: Path = typer.Argument(..., help="DDTI folder with {case}_{k}.jpg images (and {case}.xml files)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for manifest.csv and import_report.json."),
@@ -30,14 +39,17 @@ def import_ddti_cmd(
                                        help="Largest pHash Hamming distance (of 64 bits) counted as a near duplicate; "
                                             "-1 turns near-duplicate detection off (identical images are always found)."),
 ) -> None:
-    """Import the Digital Database of Thyroid Images: labels from <tirads>, outlines as ROI, patient = case."""
+    """Import the Digital Database of Thyroid Images: labels from <tirads>, outlines as ROI, patient = case.
+
+    DDTI's labels are TI-RADS-derived (suspicious from --positive-from on), not pathology; the manifest says so.
+    """
     from thyro.data.importers import import_ddti
 
     import_ddti(path, out, xml_dir=xml_dir, positive_from=positive_from, strict=strict, near_threshold=near_threshold,
                 force=force)
 
 
-@import_app.command("folders")
+@command(import_app, "folders", examples=["thyro data import folders images/ --out data/mine", "thyro data import folders images/ --out data/mine --patient-pattern '^(?P<patient>[A-Z]+[0-9]+)_'", "thyro data import folders scans/ --out data/site-b --classes 'tumour=1,normal=0' --label-source pathology"])
 def import_folders_cmd(
     path: Path = typer.Argument(..., help="Root folder; class folders (benign/, malignant/, ...) at any depth below it."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for manifest.csv and import_report.json."),
@@ -53,15 +65,25 @@ def import_folders_cmd(
                                                  "or unknown (recorded in the manifest; reports and models state it)."),
     label_definition: str | None = typer.Option(None, "--label-definition",
                                                 help="What label 1 means when it is not malignancy, e.g. 'TI-RADS >= 4'."),
+    patient_pattern: str | None = typer.Option(None, "--patient-pattern",
+                                               help="Regular expression that reads the patient from each file name "
+                                                    "(from the path below PATH when it has a '/'): its group named "
+                                                    "'patient', else its first group, is the patient id, e.g. "
+                                                    "'^(P[0-9]+)_' for P0012_2.png. A file it does not match stops "
+                                                    "the import, naming the file. Default: the file name without "
+                                                    "extension."),
 ) -> None:
-    """Import one folder per class, recursively; patient_id = file name without extension."""
+    """Import one folder per class (benign/, malignant/ or your names), recursively, as a manifest.
+
+    The patient is the file name without its extension unless --patient-pattern reads it from the name.
+    """
     from thyro.data.importers import import_folders
 
     import_folders(path, out, classes=classes, near_threshold=near_threshold, force=force, label_source=label_source,
-                   label_definition=label_definition)
+                   label_definition=label_definition, patient_pattern=patient_pattern)
 
 
-@import_app.command("csv")
+@command(import_app, "csv", examples=["thyro data import csv my_table.csv --out data/mine", "thyro data import csv site-b.csv --out data/site-b --label-source cytology --force"])
 def import_csv_cmd(
     path: Path = typer.Argument(..., help="CSV in the manifest schema (image, label, patient_id, group, roi, ...)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for manifest.csv (image paths are rewritten)."),
@@ -82,14 +104,16 @@ def import_csv_cmd(
                label_definition=label_definition)
 
 
-@data_app.command("validate")
+@command(data_app, "validate", examples=["thyro data validate data/mine/manifest.csv", "thyro data validate data/mine/manifest.csv --no-decode"])
 def validate_cmd(
     manifest: Path = typer.Argument(..., help="Manifest CSV to check."),
     no_decode: bool = typer.Option(False, "--no-decode", help="Only check that files exist and their headers read "
                                                               "(faster; misses truncated images)."),
 ) -> None:
-    """Report every problem of a manifest at once (missing or unreadable files, bad labels, repeated rows,
-    bad ROI JSON, patients split across groups), each with its line and file.  Exits 1 if any."""
+    """Report every problem of a manifest at once, each with its line and file; exit code 1 if any.
+
+    Checks missing or unreadable files, bad labels, repeated rows, bad ROI JSON and patients split across groups.
+    """
     from thyro.console import console, err_console, is_quiet
     from thyro.data.validate import validate_manifest
 
@@ -102,7 +126,7 @@ def validate_cmd(
     console.print(f"{manifest}: no problems found.", markup=False, soft_wrap=True)
 
 
-@data_app.command("inspect")
+@command(data_app, "inspect", examples=["thyro data inspect data/mine/manifest.csv"])
 def inspect_cmd(
     manifest: Path = typer.Argument(..., help="Manifest CSV to summarise."),
 ) -> None:
@@ -116,7 +140,7 @@ def inspect_cmd(
     console.print(render(inspect_manifest(m), title=manifest.name))
 
 
-@data_app.command("split")
+@command(data_app, "split", examples=["thyro data split data/mine/manifest.csv --out splits.json", "thyro data split data/mine/manifest.csv --out splits.json --test-size 0.2 --folds 10 --seed 1"])
 def split_cmd(
     manifest: Path = typer.Argument(..., help="Manifest CSV (only labelled rows are split)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the splits JSON (e.g. splits.json)."),

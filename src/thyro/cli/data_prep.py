@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from thyro.cli._help import command
+
 from thyro.console import console, info
 
 
@@ -36,8 +38,10 @@ def preview(
                                        "(scan area, share of the frame kept, marks) to this CSV."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random choice of images."),
 ) -> None:
-    """Raw images (scan area yellow, ROI green, marks red) beside what the model sees: a contact sheet
-    or one picture per image."""
+    """Show raw images (scan area yellow, ROI green, marks red) beside what the model sees.
+
+    A contact sheet of a random sample, or with --per-image one full-resolution picture per image.
+    """
     from thyro.data.preprocess import load_preprocess_config
     from thyro.data.preview import preprocess_report, preview_images, preview_sheet
 
@@ -146,8 +150,11 @@ def audit(
     folds: int = typer.Option(5, "--folds", min=2, help="Group folds of the marks-only classifier."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap CIs."),
 ) -> None:
-    """Shortcut audit: how much of each image is marks, whether marks alone predict the label
-    (AUROC with CI), and with --model the model's AUROC with marks left in vs removed."""
+    """Shortcut audit: do burned-in marks (calipers, text, icons) predict the label?
+
+    Reports how much of each image is marks, whether marks alone predict the label (AUROC with CI, folds grouped
+    by patient), and with --model the model's AUROC with marks left in vs removed (paired test).
+    """
     from thyro.console import is_quiet
     from thyro.data.preprocess import load_preprocess_config
     from thyro.use.audit import audit as run_audit
@@ -188,8 +195,16 @@ def audit(
 
 def add_commands(data_app: typer.Typer) -> None:
     """Add the preprocessing/phantom commands to the ``data`` group."""
-    data_app.command("preview")(preview)
-    data_app.command("phantom")(phantom)
-    data_app.command("corpus")(corpus)
-    data_app.command("cache")(cache)
-    data_app.command("audit")(audit)
+    command(data_app, "preview", examples=[
+        "thyro data preview data/mine/manifest.csv --out sheet.png",
+        "thyro data preview data/mine/manifest.csv --out previews/ --per-image --size 512",
+        "thyro data preview data/mine/manifest.csv --out sheet.png --config configs/jacr2024.yaml"])(preview)
+    command(data_app, "phantom", examples=["thyro data phantom --out phantom/",
+                                           "thyro data phantom --out phantom/ --patients 300 --size 256 --seed 1"])(phantom)
+    command(data_app, "corpus", examples=["thyro data corpus --out corpus/ --n-per-class 50"])(corpus)
+    command(data_app, "cache", examples=["thyro data cache data/mine/manifest.csv --config configs/jacr2024.yaml",
+                                         "thyro data cache data/mine/manifest.csv --size 128 --rebuild"])(cache)
+    command(data_app, "audit", examples=[
+        "thyro data audit data/mine/manifest.csv --out audit/",
+        "thyro data audit data/mine/manifest.csv --model model/ --splits runs/jacr2024/splits.json --out runs/jacr2024"
+    ])(audit)

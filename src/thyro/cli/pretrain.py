@@ -7,11 +7,16 @@ from typing import Optional
 
 import typer
 
+from thyro.cli._help import command
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
 
-    @app.command("pretrain")
+    @command(app, "pretrain", examples=[
+        "thyro pretrain radimagenet/ --out weights/radimagenet-resnet18.safetensors",
+        "torchrun --nproc_per_node 8 -m thyro pretrain radimagenet/ --out weights/radimagenet-resnet18.safetensors",
+        "thyro pretrain archive.csv --out weights/ssl.safetensors --mode simclr --epochs 100 --size 128"])
     def pretrain_cmd(
         ctx: typer.Context,
         source: Path = typer.Argument(..., help="Folder tree (modality/region/class/*.png or class/*.png) or a CSV "
@@ -55,9 +60,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pretrain a backbone on a radiology corpus (supervised or SimCLR) and write it for studies.
 
-        One process: thyro pretrain SOURCE --out backbone.safetensors.
-        Several: torchrun --nproc_per_node N -m thyro pretrain SOURCE --out backbone.safetensors.
-        After a crash or kill, run the same command again: it resumes from the last checkpoint.
+        Run it as it is for one process, or under torchrun for several (DistributedDataParallel). After a
+        crash or kill, run the same command again: it resumes from the last checkpoint.
         """
         from thyro.base import read_yaml
         from thyro.cli._options import typed_options

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from thyro.cli._help import command
+
 from thyro.console import console, info
 from thyro.errors import ConfigError
 
@@ -157,6 +159,9 @@ def _aurocs(items: list[str]) -> dict[str, float]:
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
-    app.command("report")(report)
-    app.command("compare")(compare)
-    app.command("power")(power)
+    command(app, "report", examples=["thyro report runs/jacr2024",
+                                     "thyro report predictions.csv --out site-b-report.html"])(report)
+    command(app, "compare", examples=["thyro compare runs/a/predictions.csv runs/b/predictions.csv --arm-a radimagenet "
+                                      "--arm-b imagenet", "thyro compare site-b-new.csv site-b-old.csv --json"])(compare)
+    command(app, "power", examples=["thyro power scratch=0.69 radimagenet=0.83 --prevalence 0.35 -r 0.5",
+                                    "thyro power 0.79 0.83 --prevalence 0.35 --power 0.9 --json"])(power)

@@ -10,6 +10,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
+from thyro.cli._help import command
 from thyro.console import console
 from thyro.errors import ConfigError
 
@@ -86,19 +87,30 @@ def _print_plan(plan: dict) -> None:
                       markup=False, soft_wrap=True)
 
 
+SET_HELP = ("Override a configuration key: --set train.epochs=5, --set data.manifest=data/mine/manifest.csv "
+            "(repeatable). A path typed here is relative to the current directory; paths in the file are "
+            "relative to the file's folder.")
+CONFIG_HELP = "Study configuration (YAML), e.g. configs/jacr2024.yaml; relative paths inside it start from its folder."
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
     _register_demo(app)
 
-    @app.command("study")
+    @command(app, "study", examples=[
+        "thyro study configs/jacr2024.yaml --set data.manifest=data/mine/manifest.csv",
+        "thyro study configs/ddti.yaml --skip-missing --jobs 2",
+        "thyro study configs/ddti.yaml --only scratch:0 --only imagenet",
+        "thyro study configs/ddti.yaml --dry-run"])
     def study_cmd(
-        config: Path = typer.Argument(..., help="Study configuration (YAML), e.g. configs/ddti.yaml."),
+        config: Path = typer.Argument(..., help=CONFIG_HELP),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/NAME)."),
-        only: Optional[list[str]] = typer.Option(None, "--only", help="Run only ARM:FOLD (repeatable; ARM alone = all "
-                                                                      "its folds). Only these arms' weights are checked."),
+        only: Optional[list[str]] = typer.Option(None, "--only", metavar="ARM:FOLD", help="Run only ARM:FOLD (repeatable; ARM alone = all "
+                                                                      "its folds; ARM@FRACTION:FOLD = a data-efficiency "
+                                                                      "job). Only these arms' weights are checked."),
         skip_missing: bool = typer.Option(False, "--skip-missing", help="Skip arms whose weights are missing instead of stopping."),
         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-        set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a configuration key, e.g. --set train.epochs=5."),
+        set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
         no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report at the end."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration, split sizes, jobs and "
                                                               "weight checks; train nothing."),
@@ -107,7 +119,7 @@ def register(app: typer.Typer) -> None:
         devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated devices for --jobs, e.g. "
                                                                       "cuda:0,cuda:1 (round robin)."),
     ) -> None:
-        """Run (or resume) a whole study: every arm on the same folds, predictions and results in the run directory.
+        """Run (or resume) a whole study: every arm on the same folds, results and report in the run directory.
 
         Re-running the same command continues unfinished jobs and never retrains finished ones; several
         processes (or cluster array tasks) may run it on one run directory at once: each job is claimed
@@ -120,21 +132,26 @@ def register(app: typer.Typer) -> None:
                             devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None)
         (_print_plan if dry_run else _print_results)(results)
 
-    @app.command("train")
+    @command(app, "train", examples=[
+        "thyro train configs/ddti.yaml --arm imagenet --fold 2",
+        "thyro train configs/ddti.yaml --arm scratch@0.5 --fold 0 --device cuda",
+        "thyro train configs/ddti.yaml --arm scratch --fold 0 --restart"])
     def train_cmd(
-        config: Path = typer.Argument(..., help="Study configuration (YAML)."),
-        arm: str = typer.Option(..., "--arm", help="Arm name from the configuration."),
+        config: Path = typer.Argument(..., help=CONFIG_HELP),
+        arm: str = typer.Option(..., "--arm", help="Arm name from the configuration; ARM@FRACTION (e.g. scratch@0.5) "
+                                                   "trains on that share of the fold, one of data.train_fractions."),
         fold: int = typer.Option(..., "--fold", help="Fold number (0-based)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/NAME)."),
         resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the job's last.pt (default) or start over."),
         skip_missing: bool = typer.Option(False, "--skip-missing", help="If this arm's weights are missing, record it as "
                                                                         "skipped and exit 0 instead of stopping."),
         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-        set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a configuration key."),
+        set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     ) -> None:
         """Train one arm on one fold (the unit a cluster scheduler runs), then merge into the run directory.
 
-        Only this arm's weights are checked.  The job is claimed first, so two processes never train it twice.
+        Only this arm's weights are checked. The job is claimed first, so two processes never train it twice.
+        Without @FRACTION, the fold's jobs at every training fraction of the study run.
         """
         from thyro.train.study import run_study
 
@@ -144,24 +161,37 @@ def register(app: typer.Typer) -> None:
 
 
 def _register_demo(app: typer.Typer) -> None:
-    @app.command("demo")
+    from thyro.train.demo import QUICK
+
+    @command(app, "demo", examples=["thyro demo", "thyro demo --quick", "thyro demo --jobs 2 --out /tmp/demo"])
     def demo_cmd(
-        out: Path = typer.Option(Path("thyro-demo"), "--out", "-o", help="Folder for the cohort, backbone, run and report."),
-        patients: int = typer.Option(120, help="Synthetic patients in the thyroid phantom cohort."),
-        external_patients: int = typer.Option(500, "--external-patients", help="New synthetic patients (2 views "
-                                                                               "each) in the external set."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the cohort, backbones, run and report "
+                                                                     "(default thyro-demo, or thyro-demo-quick)."),
+        quick: bool = typer.Option(False, "--quick", help="The same steps at a fraction of the size ("
+                                   + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in QUICK.items())
+                                   + "): about a minute on a 2-core CPU, to see every step work; its numbers are "
+                                     "too noisy to read."),
+        patients: Optional[int] = typer.Option(None, help="Synthetic patients in the thyroid phantom cohort (default 120)."),
+        external_patients: Optional[int] = typer.Option(None, "--external-patients",
+                                                        help="New synthetic patients (2 views each) in the external "
+                                                             "set (default 500)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Train this many jobs at once (one process each)."),
         size: int = typer.Option(64, help="Image size in pixels (64 keeps the demo within minutes on a laptop CPU)."),
         epochs: Optional[int] = typer.Option(None, help="Training epochs per fold (default from the demo study)."),
         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     ) -> None:
-        """The reference study's design in miniature, offline: scratch vs generic vs domain-pretrained on a phantom
-        cohort, an external set of new patients, the report.
+        """The reference study's design in miniature, offline: scratch vs generic vs domain-pretrained.
 
-        Re-running continues where it stopped.  The phantom shows the mechanism, not evidence about patients.
+        A phantom cohort, two backbones pretrained on synthetic corpora, three arms on the same folds, an
+        external set of new patients, the report (thyro-demo/run/report.html). Re-running continues where
+        it stopped. The phantom shows the mechanism, not evidence about patients.
         """
         from thyro.train.demo import run_demo
 
-        results = run_demo(out, patients=patients, external_patients=external_patients, size=size, epochs=epochs,
-                           device=device, jobs=jobs)
+        settings = dict(QUICK) if quick else {}
+        for key, value in (("patients", patients), ("external_patients", external_patients), ("epochs", epochs)):
+            if value is not None:
+                settings[key] = value
+        folder = out or Path("thyro-demo-quick" if quick else "thyro-demo")
+        results = run_demo(folder, size=size, device=device, jobs=jobs, **settings)
         _print_results(results)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
+
+from thyro.cli._help import command
 
 
 def bundle_cmd(
@@ -27,7 +30,7 @@ def bundle_cmd(
                  overwrite=overwrite)
     test = pkg.meta.get("metrics", {}).get("test", {})
     auc = test.get("auroc")
-    info(f"model package written to [bold]{out}[/]: {len(pkg.model_files)} fold model(s), "
+    info(f"model package written to [bold]{escape(str(out))}[/]: {len(pkg.model_files)} fold model(s), "
          f"{pkg.meta.get('arch')} at {pkg.image_size} px, label 1 = {pkg.label_meaning.positive}"
          + (f"; test AUROC {auc:.3f} [{test['lower']:.3f}, {test['upper']:.3f}]" if auc is not None else "")
          + f"; operating point {point} = {pkg.operating_point(point)[1]:.4f}. See {out / 'MODEL_CARD.md'}.")
@@ -36,7 +39,8 @@ def bundle_cmd(
 def predict_cmd(
     model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders (recursive), DICOM files or manifest CSVs."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write the predictions CSV here."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the predictions CSV here (default: to standard "
+                                                       "output, with the summary on standard error)."),
     roi: str = typer.Option(None, "--roi",
                             help='ROI for every input without one: JSON ({"box": \\[x0,y0,x1,y1]}) or a JSON file.'),
     engine: str = typer.Option("torch", "--engine",
@@ -49,16 +53,23 @@ def predict_cmd(
                                help="Multi-frame files (cine DICOM, multi-page TIFF): first (frame 0, with a warning), "
                                     "all (one row per frame, FILE#frame=K) or mean (the frames' mean probability)."),
 ) -> None:
-    """Predict malignancy for images; exit code 1 if any file failed (its row holds the error)."""
-    from thyro.console import console, is_quiet
+    """Predict malignancy for images, DICOM files, folders or a manifest, one CSV row per input.
+
+    Without --out the CSV goes to standard output (so `thyro -q predict ... > predictions.csv` and pipes work)
+    and the summary to standard error. Exit code 1 if any file failed (its row holds the error).
+    """
+    import sys
+
+    from thyro.console import console, err_console, is_quiet
     from thyro.use.predict import parse_roi_arg, predict, summary_table
 
-    summary = predict(model_dir, inputs, out=out, roi=parse_roi_arg(roi), engine=engine, onnx_path=onnx_file,
-                      batch_size=batch_size, point=point, progress=not is_quiet(), frames=frames)
+    summary = predict(model_dir, inputs, out=out if out else sys.stdout, roi=parse_roi_arg(roi), engine=engine,
+                      onnx_path=onnx_file, batch_size=batch_size, point=point,
+                      progress=bool(out) and not is_quiet(), frames=frames)
     if not is_quiet():
-        console.print(summary_table(summary))
+        (console if out else err_console).print(summary_table(summary))
         if out:
-            console.print(f"predictions written to [bold]{out}[/]")
+            console.print(f"predictions written to [bold]{escape(str(out))}[/]")
     if summary.n_failed:
         raise typer.Exit(1)
 
@@ -73,7 +84,11 @@ def explain_cmd(
                                help="Multi-frame files: first (frame 0, with a warning) or all (one heatmap "
                                     "per frame)."),
 ) -> None:
-    """Write Grad-CAM / Grad-CAM++ heatmaps over the preprocessed images; exit code 1 if any failed."""
+    """Write Grad-CAM / Grad-CAM++ heatmaps of the malignancy logit over each image.
+
+    Each PNG shows the heatmap on the original image (inside the crop box, not on padding) beside the model's
+    input, with a colour bar and the caption below. Exit code 1 if any file failed.
+    """
     from thyro.console import info, is_quiet
     from thyro.use.explain import explain
     from thyro.use.predict import parse_roi_arg
@@ -81,8 +96,8 @@ def explain_cmd(
     results = explain(model_dir, inputs, out, method=method, roi=parse_roi_arg(roi), progress=not is_quiet(),
                       frames=frames)
     failed = [r for r in results if r["error"]]
-    info(f"{len(results) - len(failed)} heatmap(s) written to [bold]{out}[/] ({method}); {len(failed)} failed"
-         + ("".join(f"\n  {r['input']}: {r['error']}" for r in failed[:20])))
+    info(f"{len(results) - len(failed)} heatmap(s) written to [bold]{escape(str(out))}[/] ({method}); {len(failed)} failed"
+         + ("".join(escape(f"\n  {r['input']}: {r['error']}") for r in failed[:20])))
     if failed:
         raise typer.Exit(1)
 
@@ -93,12 +108,16 @@ def export_cmd(
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest allowed |ONNX - PyTorch| on sample inputs."),
 ) -> None:
-    """Export the fold ensemble as one ONNX graph (input float (B,1,S,S) in [0,1]), verified against PyTorch."""
+    """Export the fold ensemble as one ONNX graph, verified against PyTorch on sample inputs.
+
+    The graph takes float32 (batch, 1, S, S) in [0, 1] (the preprocessed image / 255) and returns the fold
+    models' mean probability and their logits. Needs the export extra (onnx, onnxruntime).
+    """
     from thyro.console import console
     from thyro.use.export import export_onnx
 
     res = export_onnx(model_dir, onnx, opset=opset, tolerance=tolerance)
-    console.print(f"ONNX written to [bold]{res['path']}[/] (opset {res['opset']}, {res['n_models']} fold model(s) "
+    console.print(f"ONNX written to [bold]{escape(str(res['path']))}[/] (opset {res['opset']}, {res['n_models']} fold model(s) "
                   f"averaged in one graph, input (batch, 1, {res['image_size']}, {res['image_size']}), dynamic batch); "
                   f"max |ONNX - PyTorch| on sample inputs = {res['max_abs_diff']:.2e} (allowed {tolerance:g})")
 
@@ -129,7 +148,9 @@ def serve_cmd(
 ) -> None:
     """A local web page and JSON API (POST /predict, GET /health) for the model.
 
-    The pixel limit for uploaded images is the global `thyro --max-pixels N serve ...`.
+    The pixel limit for uploaded images is the global `thyro --max-pixels N serve ...`. With --openapi the
+    API's schema, with a description and an example of every field, is at /openapi.json. Needs the serve
+    extra (fastapi, uvicorn, python-multipart).
     """
     from thyro.use.serve import serve
 
@@ -140,8 +161,16 @@ def serve_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
-    app.command("bundle")(bundle_cmd)
-    app.command("predict")(predict_cmd)
-    app.command("explain")(explain_cmd)
-    app.command("export")(export_cmd)
-    app.command("serve")(serve_cmd)
+    command(app, "bundle", examples=["thyro bundle runs/jacr2024 --arm radimagenet --out model/",
+                                     "thyro bundle runs/ddti --arm imagenet --out model-ddti/ --point sens90"])(bundle_cmd)
+    command(app, "predict", examples=["thyro predict model/ new_images/ scan.dcm --out predictions.csv",
+                                      "thyro -q predict model/ data/site-b/manifest.csv > site-b.csv",
+                                      'thyro predict model/ scan.png --roi \'{"box": [120, 80, 360, 300]}\'',
+                                      "thyro predict model/ cine.dcm --frames mean --engine onnx"])(predict_cmd)
+    command(app, "explain", examples=["thyro explain model/ new_images/ --out heatmaps/",
+                                      "thyro explain model/ scan.dcm --out heatmaps/ --method gradcam++"])(explain_cmd)
+    command(app, "export", examples=["thyro export model/",
+                                     "thyro export model/ --onnx /srv/models/thyro.onnx --opset 18"])(export_cmd)
+    command(app, "serve", examples=["thyro serve model/",
+                                    "thyro serve model/ --engine onnx --port 8080 --openapi",
+                                    "thyro --max-pixels 40000000 serve model/ --max-upload-mb 50"])(serve_cmd)

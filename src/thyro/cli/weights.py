@@ -6,19 +6,20 @@ from pathlib import Path
 
 import typer
 
-weights_app = typer.Typer(help="Inspect, add and convert weight files (offline; only `download` uses the network).",
-                          no_args_is_help=True)
+from thyro.cli._help import command, group
+
+weights_app = group("Inspect, add and convert weight files (offline; only `download` uses the network).",
+                    ["thyro weights inspect weights/radimagenet-resnet18.safetensors",
+                     "thyro weights add efficientnet-lite0-57934424.pth --arch efficientnet_lite0",
+                     "thyro weights list"])
 
 
-@weights_app.command("inspect")
+@command(weights_app, "inspect", examples=["thyro weights inspect efficientnet-lite0-57934424.pth"])
 def inspect_cmd(
     file: Path = typer.Argument(..., help="Weight file: .pth/.pt/.bin, .safetensors or Keras .h5."),
     arch: str = typer.Option(None, "--arch", help="Check coverage for this timm architecture (default: the guess)."),
 ) -> None:
-    """Show a weight file's layout, the architecture it fits, coverage, unmatched tensors and the BatchNorm check.
-
-    Example: thyro weights inspect efficientnet-lite0-57934424.pth
-    """
+    """Show a weight file's layout, the architecture it fits, coverage, unmatched tensors and the BatchNorm check."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -75,7 +76,7 @@ def inspect_cmd(
         console.print(info["coverage"])
 
 
-@weights_app.command("add")
+@command(weights_app, "add", examples=["thyro weights add efficientnet-lite0-57934424.pth --arch efficientnet_lite0"])
 def add_cmd(
     file: Path = typer.Argument(..., help="A checkpoint in any layout thyro recognises (`thyro weights inspect`)."),
     arch: str = typer.Option(..., "--arch", help="The timm architecture it holds, e.g. efficientnet_lite0."),
@@ -86,8 +87,6 @@ def add_cmd(
     """Convert a checkpoint once into thyro's weights folder (timm names, preprocessing and provenance kept).
 
     Afterwards `weights: imagenet` (or `{file: PATH}` with the printed path) uses it.
-
-    Example: thyro weights add efficientnet-lite0-57934424.pth --arch efficientnet_lite0
     """
     from rich.markup import escape
 
@@ -100,12 +99,9 @@ def add_cmd(
                          f"coverage {prov['coverage']}; network layout {prov['net_layout']}\n  {prov['bn_check']}"))
 
 
-@weights_app.command("list")
+@command(weights_app, "list", examples=["thyro weights list"])
 def list_cmd() -> None:
-    """List thyro's weights folder ($THYRO_HOME/weights) with each file's provenance.
-
-    Example: thyro weights list
-    """
+    """List thyro's weights folder ($THYRO_HOME/weights) with each file's provenance."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -124,15 +120,12 @@ def list_cmd() -> None:
     console.print(table)
 
 
-@weights_app.command("download")
+@command(weights_app, "download", examples=["thyro weights download resnet18"])
 def download_cmd(
     arch: str = typer.Argument(..., help="timm architecture, e.g. resnet18 or efficientnet_lite0."),
     tag: str = typer.Option(None, "--tag", help="A pretrained tag of the architecture (default: timm's default)."),
 ) -> None:
-    """Download timm's ImageNet weights into the Hugging Face cache (needs internet; nothing else downloads).
-
-    Example: thyro weights download resnet18
-    """
+    """Download timm's ImageNet weights into the Hugging Face cache (needs internet; nothing else downloads)."""
     from rich.markup import escape
 
     from thyro.console import console
@@ -142,7 +135,8 @@ def download_cmd(
     console.print(escape(f"downloaded {path}; `weights: imagenet` with backbone {arch} finds it."))
 
 
-@weights_app.command("convert")
+@command(weights_app, "convert", examples=[
+    "thyro weights convert RadImageNet-ResNet50_notop.h5 r50.safetensors --arch resnet50 --source radimagenet"])
 def convert_cmd(
     src: Path = typer.Argument(..., help="Weight file in any supported format."),
     out: Path = typer.Argument(..., help="Output .safetensors (backbone + preprocessing metadata)."),
@@ -150,10 +144,7 @@ def convert_cmd(
     source: str = typer.Option("file", "--source",
                                help="How to read the file: file, radimagenet (Keras preprocessing) or imagenet."),
 ) -> None:
-    """Convert a weight file to a safetensors backbone that carries its preprocessing and layout.
-
-    Example: thyro weights convert RadImageNet-ResNet50_notop.h5 r50.safetensors --arch resnet50 --source radimagenet
-    """
+    """Convert a weight file to a safetensors backbone that carries its preprocessing and layout."""
     from rich.markup import escape
 
     from thyro.console import console

@@ -54,54 +54,32 @@ MARK_CONTEXT = 8
 
 
 class PreprocessConfig(StrictModel):
-    """Preprocessing settings (``preprocess:`` block of a study configuration).
+    """Preprocessing settings (``preprocess:`` block of a study configuration): how a scan becomes the
+    model's square uint8 input.  Each field's description is in the configuration reference
+    (docs/config-reference.md, generated from these fields)."""
 
-    Attributes
-    ----------
-    size : int, default 224
-        Output side in pixels (square).
-    remove_frame : bool, default True
-        Crop to the scan area (the tissue image), dropping borders, text and scales beside it.
-    frame_threshold : int, default 4
-        Gray levels within which a pixel counts as the screen's background level.
-    frame_min_area : float, default 0.1
-        If no tissue region covers this fraction of the frame, the whole frame is used (with a
-        warning in the image's :class:`Geometry`).
-    roi_crop : bool, default False
-        Crop to the nodule ROI (manifest ``roi``) grown by ``roi_margin``.
-    roi_margin : float, default 0.15
-        Margin added on each side of the ROI box, as a fraction of the ROI's width (left/right) and
-        height (top/bottom).
-    roi_min_size : int, default 32
-        The ROI crop is grown around its centre to at least this many source pixels per side.
-    inpaint_marks : bool, default True
-        Fill in burned-in marks (calipers, measurement lines, markers) by inpainting.
-    mark_white : bool, default True
-        Also find white and light-gray marks (not only coloured ones).
-    mark_chroma : int, default 25
-        Pixels whose max(R, G, B) - min(R, G, B) exceeds this seed a coloured mark (which grows
-        into its paler JPEG halo: :func:`thyro.data.marks.colour_mask`).
-    inpaint_radius : int, default 3
-        Radius (pixels) of the inpainting neighbourhood.
-    keep_aspect : bool, default True
-        Keep the aspect ratio and pad to a square; False stretches the crop to a square.
-    pad_value : int, default 0
-        Gray level of the padding.
-    """
-
-    size: int = Field(224, ge=8, le=4096)
-    remove_frame: bool = True
-    frame_threshold: int = Field(4, ge=0, le=254)
-    frame_min_area: float = Field(0.1, ge=0.0, le=1.0)
-    roi_crop: bool = False
-    roi_margin: float = Field(0.15, ge=0.0, le=5.0)
-    roi_min_size: int = Field(32, ge=1)
-    inpaint_marks: bool = True
-    mark_white: bool = True
-    mark_chroma: int = Field(25, ge=1, le=255)
-    inpaint_radius: int = Field(3, ge=1, le=32)
-    keep_aspect: bool = True
-    pad_value: int = Field(0, ge=0, le=255)
+    size: int = Field(224, ge=8, le=4096, description="output side in pixels (square)")
+    remove_frame: bool = Field(True, description="crop to the scan area (the tissue image), dropping borders, "
+                                                 "text and scales beside it")
+    frame_threshold: int = Field(4, ge=0, le=254, description="gray levels within which a pixel counts as the "
+                                                              "screen's background level")
+    frame_min_area: float = Field(0.1, ge=0.0, le=1.0, description="if no tissue region covers this fraction of "
+                                  "the frame, the whole frame is used (with a warning)")
+    roi_crop: bool = Field(False, description="crop to the nodule ROI (the manifest's roi column) grown by "
+                                              "roi_margin")
+    roi_margin: float = Field(0.15, ge=0.0, le=5.0, description="margin added on each side of the ROI box, as a "
+                              "fraction of the ROI's width (left/right) and height (top/bottom)")
+    roi_min_size: int = Field(32, ge=1, description="the ROI crop is grown around its centre to at least this many "
+                                                    "source pixels per side")
+    inpaint_marks: bool = Field(True, description="fill in burned-in marks (calipers, measurement lines, markers) "
+                                                  "by inpainting")
+    mark_white: bool = Field(True, description="also find white and light-gray marks (not only coloured ones)")
+    mark_chroma: int = Field(25, ge=1, le=255, description="pixels whose max(R, G, B) - min(R, G, B) exceeds this "
+                             "seed a coloured mark (which grows into its paler JPEG halo)")
+    inpaint_radius: int = Field(3, ge=1, le=32, description="radius (pixels) of the inpainting neighbourhood")
+    keep_aspect: bool = Field(True, description="keep the aspect ratio and pad to a square (letterbox); false "
+                                                "stretches the crop to a square")
+    pad_value: int = Field(0, ge=0, le=255, description="gray level of the letterbox padding")
 
     def cache_fields(self) -> dict:
         """Settings that determine output pixels (all of them), plus the algorithm version."""

@@ -90,7 +90,8 @@ def oof_vs_test_figure(arms: list[str], oof: dict, test: dict) -> str:
             if d.get("auroc") is None:
                 continue
             y = i + (0.15 if j else -0.15)
-            ax.errorbar(d["auroc"], y, xerr=[[d["auroc"] - d["lower"]], [d["upper"] - d["auroc"]]],
+            # a percentile bootstrap CI on a few patients may lie wholly on one side of the estimate
+            ax.errorbar(d["auroc"], y, xerr=[[max(0.0, d["auroc"] - d["lower"])], [max(0.0, d["upper"] - d["auroc"])]],
                         fmt="o" if j == 0 else "s", color=c, mfc=c if j == 0 else "white", capsize=3)
     ax.set_yticks(range(len(arms)), arms)
     ax.invert_yaxis()

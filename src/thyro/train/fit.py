@@ -432,9 +432,13 @@ def _tensorboard(files: JobFiles, row: dict, cfg: TrainConfig) -> None:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard not installed: the CSV log is the record; say so once per process
         if not _tb_writers.get("_missing_said"):
+            from rich.markup import escape
+
+            from thyro.optional import missing_message
+
             _tb_writers["_missing_said"] = True
-            info("TensorBoard logs are off: the tensorboard package is not installed (pip install 'thyro[tensorboard]' "
-                 "or set train.tensorboard: false); log.csv has every epoch.")
+            info(escape(missing_message("TensorBoard logs (train.tensorboard; log.csv has every epoch)",
+                                        ["tensorboard"])))
         return
     key = str(files.folder)
     writer = _tb_writers.get(key)

@@ -165,8 +165,8 @@ def parse_only(only: list[str] | None, cfg: StudyConfig) -> list[JobKey] | None:
             except ValueError:
                 value = -1.0
             if value not in fractions:
-                raise ConfigError(f"--only {item!r}: training fraction {frac!r} is not one of the study's "
-                                  f"data.train_fractions ({', '.join(f'{f:g}' for f in fractions)}).")
+                raise ConfigError(f"--only {item!r}: {frac!r} is not one of the study's training fractions "
+                                  f"(data.train_fractions: {', '.join(f'{f:g}' for f in fractions)}).")
             fractions = [value]
         if fold in ("", "*"):
             out += [JobKey(arm, k, f) for f in fractions for k in range(cfg.data.folds)]

@@ -5,8 +5,11 @@ chosen epoch and out-of-fold AUROC) and one run for the study (its configuration
 and the report, results and predictions as artefacts), in the experiment named after the study.
 
 Nothing is sent anywhere by default: runs go to a local MLflow file store in the run directory
-(``RUN/mlruns``; browse it with ``mlflow ui --backend-store-uri RUN/mlruns``).  Set
-``MLFLOW_TRACKING_URI`` to log to your own tracking server or database instead.
+(``RUN/mlruns``), with no environment set-up: MLflow 3 opens a file store only when
+``MLFLOW_ALLOW_FILE_STORE=true``, which thyro sets for the stores it writes.  To browse one, MLflow's UI
+(the full ``mlflow`` package) needs the same switch:
+``MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri RUN/mlruns`` (the study prints this line).
+Set ``MLFLOW_TRACKING_URI`` to log to your own tracking server or database instead.
 """
 
 from __future__ import annotations
@@ -16,6 +19,17 @@ from typing import Any
 
 from thyro.errors import ConfigError
 from thyro.run import JobKey, RunDir
+
+#: The environment variable MLflow 3 wants before it opens a file store (thyro sets it for its own store).
+FILE_STORE_SWITCH = "MLFLOW_ALLOW_FILE_STORE"
+
+
+def is_file_store(uri: str) -> bool:
+    """Whether an MLflow tracking URI names a file store (``file:`` or a plain path), not a server or database."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/"))  # C:\... is a path
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, str]:
@@ -49,22 +63,36 @@ class MlflowTracker(NoTracker):
     """Logs to MLflow through its client API (no global run state, so worker processes do not mix)."""
 
     def __init__(self, rundir: RunDir, experiment: str):
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise ConfigError("train.tracking: mlflow needs the mlflow package: pip install 'thyro[tracking]' "
-                              "(or set train.tracking: none).") from None
+        from thyro.optional import require
+
+        require("mlflow", purpose="train.tracking: mlflow (or set train.tracking: none)")
+        from mlflow.tracking import MlflowClient
+
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
-            # MLflow keeps its file store for local use behind this switch; the store is ours, in the run folder
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             rundir.mlflow_dir.mkdir(parents=True, exist_ok=True)
             uri = rundir.mlflow_dir.resolve().as_uri()
+        if is_file_store(uri):
+            # MLflow 3 keeps its file store behind this switch ("maintenance mode"); a local store in the run
+            # folder is what tracking here is for, and worker processes inherit the setting.
+            os.environ.setdefault(FILE_STORE_SWITCH, "true")
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        except Exception as exc:  # MlflowException and what its stores raise (a database driver missing, ...)
+            text = " ".join(str(exc).split())[:400] or type(exc).__name__
+            raise ConfigError(f"train.tracking: mlflow: the tracking store {uri} cannot be used: {text} (unset "
+                              "MLFLOW_TRACKING_URI for a local store in the run directory, or set "
+                              "train.tracking: none).") from None
         self._runs: dict[JobKey, str] = {}
+
+    @property
+    def browse_command(self) -> str:
+        """The command that shows the runs in MLflow's web UI (which comes with the full ``mlflow`` package)."""
+        switch = f"{FILE_STORE_SWITCH}=true " if is_file_store(self.uri) else ""
+        return f"{switch}mlflow ui --backend-store-uri {self.uri}"
 
     def _log(self, run_id: str, *, params: dict | None = None, metrics: dict | None = None, step: int = 0) -> None:
         import time
@@ -109,6 +137,11 @@ class MlflowTracker(NoTracker):
             if path.is_file():
                 self.client.log_artifact(run.info.run_id, str(path))
         self.client.set_terminated(run.info.run_id)
+        from rich.markup import escape
+
+        from thyro.console import info
+
+        info(escape(f"MLflow runs in {self.uri}; browse them with: {self.browse_command}"))
 
 
 def make_tracker(kind: str, rundir: RunDir, experiment: str) -> NoTracker:

@@ -13,7 +13,8 @@ The heatmap is computed on the model's input (the preprocessed crop) and put bac
 image through the preprocessing's :class:`thyro.data.preprocess.Geometry` (padding dropped, resized
 to the crop box, placed there), so a reader sees where on the scan the evidence lies: the figure
 shows the original at full resolution with the heatmap inside the crop box (outlined), beside the
-model's input with its heatmap, and a colour bar (the heatmap is relative: 0 to 1 within an image).
+model's input with its heatmap drawn inside the image only (never on the letterbox padding), a colour
+bar (the heatmap is relative: 0 to 1 within the image), and the caption wrapped in its own band below.
 """
 
 from __future__ import annotations
@@ -148,19 +149,51 @@ def colour_map(heatmap: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(values, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
+def image_region(geometry) -> tuple[slice, slice]:
+    """Rows and columns of the model's input that show the image (the rest is letterbox padding)."""
+    left, top = geometry.offset
+    width, height = geometry.resized
+    return slice(top, top + height), slice(left, left + width)
+
+
+def within_image(heatmap: np.ndarray, geometry) -> np.ndarray:
+    """The heatmap with the letterbox padding dropped (0 there) and scaled to [0, 1] over the image alone.
+
+    Grad-CAM scales a map by its maximum over the whole input, padding included; evidence "found" in the
+    padding says nothing about the scan, so it is left out before the map is shown.
+    """
+    hm = np.asarray(heatmap, dtype=np.float32)
+    rows, cols = image_region(geometry)
+    part = np.clip(hm[rows, cols], 0, None)
+    top = float(part.max()) if part.size else 0.0
+    out = np.zeros_like(hm)
+    out[rows, cols] = part / top if top > 0 else 0.0
+    return out
+
+
+def overlay_input(image: np.ndarray, heatmap: np.ndarray, geometry, weight: float = 0.55) -> np.ndarray:
+    """:func:`overlay` on the model's input, inside the image only: the letterbox padding stays grey."""
+    gray = np.asarray(image, dtype=np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=2).copy()
+    rows, cols = image_region(geometry)
+    rgb[rows, cols] = overlay(gray[rows, cols], within_image(heatmap, geometry)[rows, cols], weight)
+    return rgb
+
+
 def on_original(frame: np.ndarray, geometry, heatmap: np.ndarray, weight: float = 0.5,
                 box_colour: tuple[int, int, int] = (255, 220, 0)) -> np.ndarray:
     """The original frame (RGB or gray uint8, full resolution) with a model-input heatmap put back
     on it inside the crop box, and the crop box outlined.
 
-    ``geometry`` is the preprocessing's :class:`thyro.data.preprocess.Geometry`; outside the crop
-    the frame is shown as it is.
+    ``geometry`` is the preprocessing's :class:`thyro.data.preprocess.Geometry`: the padding is dropped
+    (:func:`within_image`) and the rest resized onto the crop box's pixels; outside the crop the frame is
+    shown as it is.
     """
     import cv2
 
     rgb = np.repeat(frame[..., None], 3, axis=2) if frame.ndim == 2 else frame[..., :3]
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
-    hm = geometry.to_frame_map(heatmap)
+    hm = geometry.to_frame_map(within_image(heatmap, geometry))
     x0, y0, x1, y1 = geometry.to_frame(geometry.crop_box)
     part = rgb[y0:y1, x0:x1].astype(np.float32)
     colours = colour_map(hm[y0:y1, x0:x1]).astype(np.float32)
@@ -206,24 +239,62 @@ def with_colour_bar(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def caption_band(text: str, width: int, font_px: int) -> np.ndarray:
+    """A white band ``width`` pixels wide holding ``text`` wrapped to it (as many lines as it takes), RGB uint8.
+
+    The caption gets a band of its own below the pictures, so it never covers the image or the heatmap.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=font_px)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad = max(3, font_px // 3)
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split():
+            while measure.textlength(word, font=font) > width - 2 * pad and len(word) > 1:  # a long path: cut it
+                cut = max(1, int(len(word) * (width - 2 * pad) / measure.textlength(word, font=font)))
+                if line:
+                    lines.append(line)
+                    line = ""
+                lines.append(word[:cut])
+                word = word[cut:]
+            trial = f"{line} {word}".strip()
+            if line and measure.textlength(trial, font=font) > width - 2 * pad:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+    step = round(font_px * 1.3)
+    band = Image.new("RGB", (width, 2 * pad + step * len(lines)), "white")
+    draw = ImageDraw.Draw(band)
+    for k, line in enumerate(lines):
+        draw.text((pad, pad + k * step), line, fill=(0, 0, 0), font=font)
+    return np.asarray(band)
+
+
 def explanation_figure(frame: np.ndarray, geometry, model_input: np.ndarray, heatmap: np.ndarray,
                        caption: str = "") -> np.ndarray:
     """The figure ``explain`` writes: the original frame at full resolution with the heatmap on it
-    (:func:`on_original`), the model's input with its heatmap (scaled to the frame's height), a
-    colour bar, and a caption line.  RGB uint8."""
-    from PIL import Image, ImageDraw
+    (:func:`on_original`), the model's input with its heatmap inside the image (scaled to the frame's
+    height; :func:`overlay_input`), a colour bar, and the caption wrapped in a band below them
+    (:func:`caption_band`).  RGB uint8."""
+    from PIL import Image
 
     left = on_original(frame, geometry, heatmap)
     h = left.shape[0]
-    right = np.asarray(Image.fromarray(overlay(model_input, heatmap)).resize((h, h), Image.BILINEAR))
+    right = np.asarray(Image.fromarray(overlay_input(model_input, heatmap, geometry)).resize((h, h), Image.BILINEAR))
     bar = colour_bar(h)
     gap = 8
     width = left.shape[1] + gap + h + gap + bar.shape[1]
-    fig = Image.new("RGB", (width, h + 22), "white")
+    band = caption_band(caption, width, font_px=max(11, round(width / 90)))
+    fig = Image.new("RGB", (width, h + band.shape[0]), "white")
     fig.paste(Image.fromarray(left), (0, 0))
     fig.paste(Image.fromarray(right), (left.shape[1] + gap, 0))
     fig.paste(Image.fromarray(bar), (left.shape[1] + gap + h + gap, 0))
-    ImageDraw.Draw(fig).text((2, h + 5), caption[: width // 6], fill=(0, 0, 0))
+    fig.paste(Image.fromarray(band), (0, h))
     return np.asarray(fig)
 
 
@@ -313,7 +384,7 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
             caption = (f"{item.name}: {meaning.probability_name} {prob:.3f} (labels: {meaning.provenance}); {method} "
                        f"inside the crop box {box[0]},{box[1]}-{box[2]},{box[3]}").replace("≥", ">=")  # bitmap font
             png = save_png(out / f"{name}.{suffix}.png", explanation_figure(prepared.frame, g, img, cam, caption))
-            small = save_png(out / f"{name}.{suffix}.input.png", overlay(img, cam))
+            small = save_png(out / f"{name}.{suffix}.input.png", overlay_input(img, cam, g))
             rec.update(png=png.name, input_png=small.name, probability=prob, crop_box=" ".join(map(str, box)),
                        **{"class": int(prob >= threshold)})
         except (ThyroError, OSError, ValueError) as exc:

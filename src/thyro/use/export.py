@@ -44,8 +44,11 @@ def sample_inputs(size: int, seed: int = 0) -> list[np.ndarray]:
 
 def verify(onnx_path: str | os.PathLike, module, inputs: list[np.ndarray]) -> float:
     """Largest absolute difference between onnxruntime and PyTorch over the inputs (both outputs)."""
-    import onnxruntime as ort
     import torch
+
+    from thyro.optional import require
+
+    ort = require("onnxruntime", purpose="checking the ONNX export")
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     worst = 0.0
@@ -81,9 +84,11 @@ def export_onnx(model_dir: str | os.PathLike | ModelPackage, out: str | os.PathL
     ModelPackageError
         When the difference exceeds ``tolerance`` (the file is not written then).
     """
-    import onnx
     import torch
 
+    from thyro.optional import require
+
+    onnx = require("onnx", "onnxruntime", purpose="thyro export")
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
     out = Path(out) if out else package.onnx_path
     size = package.image_size

@@ -209,7 +209,9 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spin: bool = True):
-        import onnxruntime as ort
+        from thyro.optional import require
+
+        ort = require("onnxruntime", purpose="--engine onnx")
 
         path = Path(path)
         if not path.is_file():
@@ -466,8 +468,9 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
     ----------
     model_dir : path or ModelPackage
     inputs : image files, folders (recursive), DICOM files or manifest CSVs (their ``roi`` column is used)
-    out : CSV path; columns :data:`CSV_COLUMNS`, then a manifest input's own columns (label, patient_id,
-        group, ...), so the file can be read by ``thyro report`` and ``thyro compare`` as it is
+    out : CSV path, or a text stream (written row by row); columns :data:`CSV_COLUMNS`, then a manifest
+        input's own columns (label, patient_id, group, ...), so the file can be read by ``thyro report`` and
+        ``thyro compare`` as it is
     roi : an ROI applied to inputs without their own
     engine : ``"torch"`` or ``"onnx"``
     point : operating point name (default: the package's default)
@@ -487,8 +490,10 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
                         + f" (looked for {', '.join(sorted(IMAGE_SUFFIXES | DICOM_SUFFIXES))} and DICOM files).")
     eng = make_engine(package, engine, onnx_path)
     meaning = package.label_meaning
+    stream = out if hasattr(out, "write") else None  # a text stream: the command line's standard output
     summary = PredictionSummary(operating_point=point_name, threshold=threshold, engine=engine,
-                                out=Path(out) if out else None, positive=meaning.positive, negative=meaning.negative)
+                                out=Path(out) if out and stream is None else None, positive=meaning.positive,
+                                negative=meaning.negative)
     model_labels = (meaning.positive, meaning.source, meaning.definition)
     extra_columns = list(dict.fromkeys(c for item in items for c in item.extra if c not in CSV_COLUMNS))
     if frames == "all" and "group" not in extra_columns:
@@ -511,7 +516,11 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
 
     rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold, frames=frames)
     if out:
-        with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
+        import contextlib
+
+        opened = contextlib.nullcontext(stream) if stream is not None else atomic_open(out, "w", newline="",
+                                                                                        encoding="utf-8")
+        with opened as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS + extra_columns)
             consume(rows, writer)

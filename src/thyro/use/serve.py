@@ -209,7 +209,7 @@ class Service:
                 "operating_point": self.point, "threshold": self.threshold,
                 "roi": roi_to_json(roi) or None, "warning": warning or None,
                 "preprocessed_png": _png_data_url(img),
-                "heatmap_png": _png_data_url(_overlay(img, cam)) if cam is not None else None,
+                "heatmap_png": _png_data_url(_overlay(img, cam, geometry)) if cam is not None else None,
                 "heatmap_method": self.method if cam is not None else None,
                 "roi_used": roi_used, "note": note,
                 "crop_box": list(geometry.to_frame(geometry.crop_box)), "image_size": list(geometry.frame_size),
@@ -219,10 +219,10 @@ class Service:
         return self._with_upload(data, filename, run)
 
 
-def _overlay(img: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    from thyro.use.explain import overlay
+def _overlay(img: np.ndarray, cam: np.ndarray, geometry) -> np.ndarray:
+    from thyro.use.explain import overlay_input
 
-    return overlay(img, cam)
+    return overlay_input(img, cam, geometry)  # heat inside the image only, not on the padding
 
 
 def _original_heatmap(frame: np.ndarray, geometry, cam: np.ndarray) -> str:
@@ -271,6 +271,9 @@ def create_app(model_dir: str | os.PathLike | ModelPackage, *, max_upload_bytes:
     """
     from contextlib import asynccontextmanager
 
+    from thyro.optional import require
+
+    require("fastapi", "python_multipart|multipart", purpose="thyro serve")
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
@@ -278,6 +281,7 @@ def create_app(model_dir: str | os.PathLike | ModelPackage, *, max_upload_bytes:
     from thyro import __version__
     from thyro.data.manifest import parse_roi
     from thyro.data.readers import max_pixels
+    from thyro.use.serve_api import FILE_FIELD, HEATMAP_FIELD, ROI_FIELD, endpoint
 
     for name, value, low in (("max_concurrency", max_concurrency, 1), ("queue", queue, 0), ("max_batch", max_batch, 1),
                              ("max_upload_bytes", max_upload_bytes, 1)):
@@ -295,7 +299,9 @@ def create_app(model_dir: str | os.PathLike | ModelPackage, *, max_upload_bytes:
         service.close()
 
     app = FastAPI(title="thyro: thyroid nodule malignancy", version=__version__,
-                  description="Research use only; not for diagnosis.", lifespan=lifespan,
+                  description="Research use only; not for diagnosis. One model package: POST an image to /predict "
+                              "for the probability that label 1 applies (see /health for what it means) and the "
+                              "class at the package's operating point.", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json" if openapi else None)
     app.state.service = service
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -320,7 +326,7 @@ def create_app(model_dir: str | os.PathLike | ModelPackage, *, max_upload_bytes:
     def index():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    @app.get("/health")
+    @app.get("/health", **endpoint("health"))
     def health() -> dict:
         return {"status": "ok", "thyro_version": __version__, "format_version": package.meta.get("format_version"),
                 "arch": package.meta.get("arch"), "n_models": len(package.model_files),
@@ -331,12 +337,13 @@ def create_app(model_dir: str | os.PathLike | ModelPackage, *, max_upload_bytes:
                 "max_pixels": max_pixels(), "max_concurrency": max_concurrency, "queue": queue,
                 "max_batch": max_batch, "labels": service.labels.to_dict(), "metrics": package.meta.get("metrics", {})}
 
-    @app.post("/preview")
-    def preview(file: UploadFile = File(...)) -> dict:
+    @app.post("/preview", **endpoint("preview"))
+    def preview(file: UploadFile = File(..., **FILE_FIELD)) -> dict:
         return service.preview(read_upload(file), file.filename)
 
-    @app.post("/predict")
-    def predict(file: UploadFile = File(...), roi: str | None = Form(None), heatmap: bool = Form(True)) -> dict:
+    @app.post("/predict", **endpoint("predict"))
+    def predict(file: UploadFile = File(..., **FILE_FIELD), roi: str | None = Form(None, **ROI_FIELD),
+                heatmap: bool = Form(True, **HEATMAP_FIELD)) -> dict:
         data = read_upload(file)
         try:
             parsed = parse_roi(roi, where="roi") if roi else None
@@ -354,7 +361,9 @@ def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
           max_upload_bytes: int = DEFAULT_MAX_UPLOAD, method: str = "gradcam", log_level: str = "info",
           **options) -> None:
     """Run the app with uvicorn until interrupted (``options`` as :func:`create_app`'s)."""
-    import uvicorn
+    from thyro.optional import require
+
+    uvicorn = require("uvicorn", "fastapi", "python_multipart|multipart", purpose="thyro serve")
 
     _few_malloc_arenas()
     app = create_app(model_dir, max_upload_bytes=max_upload_bytes, method=method, **options)

@@ -9,6 +9,10 @@ Rules
 * ``patient_id`` is the file name without its extension: folder layouts carry no patient, and
   equal file names in different folders are often the same image (edit the manifest when you know
   the real patients; ``group`` follows ``patient_id`` and duplicates on the next import).
+  ``patient_pattern`` (``--patient-pattern REGEX``) reads the patient from the name instead: the
+  regular expression is searched in the file name (in the path below the root, ``site1/benign/P12_2.png``,
+  when it contains a ``/``); its group named ``patient``, else its first group, else the whole match,
+  is the patient id.  A file it does not match stops the import, naming every such file.
 * An image found in two class folders (the UD-TN sample holds one, byte-identical, in ``Testdata``
   and ``Smalltest``) keeps **both rows**, so the manifest mirrors the source, but the copy gets
   ``duplicate_of`` = the first path and both share one ``group``: a split never separates them,
@@ -18,12 +22,13 @@ Rules
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from thyro.data.dedup import NEAR_THRESHOLD, natural_key
 from thyro.data.importers._common import ImportResult, finish_import, refuse_overwrite, relative_image_path
 from thyro.data.readers import IMAGE_SUFFIXES, is_dicom
-from thyro.errors import ConfigError, DataError
+from thyro.errors import ConfigError, DataError, Problems
 
 DEFAULT_CLASSES = {"benign": 0, "malignant": 1}
 
@@ -52,9 +57,29 @@ def parse_classes(text: str | dict | None) -> dict[str, int | None]:
     return out
 
 
+def patient_reader(pattern: str | None):
+    """A function ``(path below the root) -> patient id`` for ``patient_pattern`` (module docstring), or the
+    file name without its extension when ``pattern`` is None; it returns None for a name it does not match."""
+    if not pattern:
+        return lambda rel: Path(rel).stem
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--patient-pattern {pattern!r}: not a regular expression ({exc}).") from None
+    on_path = "/" in pattern
+    group = "patient" if "patient" in regex.groupindex else (1 if regex.groups else 0)
+
+    def read(rel: str) -> str | None:
+        m = regex.search(rel if on_path else Path(rel).name)
+        value = m.group(group) if m else None
+        return value.strip() if value and value.strip() else None
+
+    return read
+
+
 def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, classes: str | dict | None = None,
                    near_threshold: int = NEAR_THRESHOLD, force: bool = False, label_source: str | None = None,
-                   label_definition: str | None = None) -> ImportResult:
+                   label_definition: str | None = None, patient_pattern: str | None = None) -> ImportResult:
     """Import class folders into ``out_dir/manifest.csv`` (images referenced, not copied).
 
     Parameters
@@ -70,14 +95,18 @@ def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, class
         pHash Hamming threshold for near duplicates.
     force : bool
         Replace an existing ``out_dir/manifest.csv`` (refused otherwise).
+    patient_pattern : str, optional
+        Regular expression that reads the patient id from each file name (module docstring).
 
     Raises
     ------
     DataError
         The folder is missing or holds no images, or no class folder, or the manifest exists already;
-        :class:`~thyro.errors.Problems` listing every image that cannot be decoded.
+        :class:`~thyro.errors.Problems` listing every image that cannot be decoded, or every file
+        ``patient_pattern`` does not match.
     """
     root = Path(path)
+    patient_of = patient_reader(patient_pattern)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found.")
     refuse_overwrite(out_dir, force=force)
@@ -90,13 +119,18 @@ def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, class
                         f"recursively).")
     records: list[dict] = []
     ignored: dict[str, int] = {}
+    unmatched: list[str] = []
     for image in images:
         label_found = False
+        rel = image.relative_to(root).as_posix()
         for parent in image.relative_to(root).parents:
             name = parent.name.lower()
             if name and name in mapping:
+                patient = patient_of(rel)
+                if patient is None:
+                    unmatched.append(str(image))
                 records.append({"image": relative_image_path(image, out_dir), "label": mapping[name],
-                                "patient_id": image.stem, "group": image.stem, "class_folder": parent.as_posix()})
+                                "patient_id": patient, "group": patient, "class_folder": parent.as_posix()})
                 label_found = True
                 break
         if not label_found:
@@ -107,12 +141,21 @@ def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, class
         raise DataError(f"{root}: no class folder found among {', '.join(folders[:20])}; class folders are named "
                         f"{', '.join(sorted(mapping))} (case-insensitive); map others with "
                         f"--classes NAME=1,NAME=0.")
+    if unmatched:
+        where = "path below the folder" if "/" in str(patient_pattern) else "file name"
+        raise Problems(f"--patient-pattern {patient_pattern!r} does not match the {where} of these images (or its "
+                       f"patient group is empty); fix the pattern (e.g. '(?P<patient>[^_]+)_') or the names",
+                       unmatched[:50] + ([f"... and {len(unmatched) - 50} more"] if len(unmatched) > 50 else []))
     notes = [f"ignored {n} image(s) in {folder!r} (not under a class folder; map it with --classes)"
              for folder, n in sorted(ignored.items())]
     non_images = len(files) - len(images)
     if non_images:
         notes.append(f"{non_images} non-image file(s) ignored")
-    notes.append("patient_id is the file name without extension (edit the manifest if you know the patients)")
+    if patient_pattern:
+        notes.append(f"patient_id read from the file names with --patient-pattern {patient_pattern!r}")
+    else:
+        notes.append("patient_id is the file name without extension (--patient-pattern REGEX reads it from the "
+                     "names; or edit the manifest if you know the patients)")
     return finish_import(records, Path(out_dir), title=f"folder import ({root.name})", warnings=[], notes=notes,
                          near_threshold=near_threshold, label_source=label_source,
                          label_definition=label_definition)
