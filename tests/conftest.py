@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,9 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("THYRO_CACHE_DIR", str(home / "thyro-cache"))
     monkeypatch.setenv("THYRO_HOME", str(home / "thyro-home"))
+    yield
+    # Weight stores and caches can hold hundreds of MB per test; a whole run must fit a small disk.
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def write_bomb_png(path: Path, width: int, height: int, *, complete: bool = False) -> Path:
