@@ -52,7 +52,7 @@ import yaml
 
 from thyro.data.manifest import LABEL_SOURCES
 from thyro.errors import ConfigError, StatsError, ThyroError
-from thyro.fileio import atomic_path, claim_file, file_lock, write_json, write_text
+from thyro.fileio import claim_file, file_lock, read_csv, write_csv, write_json, write_text
 
 CONFIG = "config.yaml"
 SPLITS = "splits.json"
@@ -255,8 +255,7 @@ class Predictions:
         out = self.df[list(PRED_COLUMNS)].copy()
         out["fold"] = out["fold"].astype("Int64")
         out["ensemble"] = out["ensemble"].map({True: "true", False: "false"})
-        with atomic_path(path, suffix=".tmp") as tmp:
-            out.to_csv(tmp, index=False)
+        write_csv(path, out)
         return Path(path)
 
 
@@ -446,7 +445,7 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
     if not path.is_file():
         raise StatsError(f"{path}: predictions file not found")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        df = read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise StatsError(f"{path}: not a readable CSV ({exc})") from None
     preds = check_predictions(df, str(path), default_arm=path.stem)
@@ -668,8 +667,7 @@ class RunDir:
         from thyro.models import save_model
 
         files = self.job_files(job)
-        with atomic_path(files.predictions, suffix=".tmp") as tmp:
-            rows.to_csv(tmp, index=False)
+        write_csv(files.predictions, rows)
         save_model(files.model, model, {"arm": job.arm, "fold": job.fold, "train_fraction": job.fraction,
                                         "best_epoch": record.best_epoch, "val_auroc": record.val_auroc,
                                         **record.extra.get("model_metadata", {})})
@@ -680,7 +678,7 @@ class RunDir:
             path.unlink(missing_ok=True)
 
     def job_rows(self, job: JobKey) -> pd.DataFrame:
-        return pd.read_csv(self.job_files(job).predictions, dtype={"image": str})
+        return read_csv(self.job_files(job).predictions, dtype={"image": str})
 
     def model_file(self, job: JobKey) -> Path:
         return self.job_files(job).model
@@ -696,7 +694,7 @@ class RunDir:
                 files = JobFiles(fold_dir)
                 if files.log.is_file():
                     with contextlib.suppress(pd.errors.ParserError, pd.errors.EmptyDataError):
-                        out.setdefault(arm_dir.name, {})[fold_dir.name] = pd.read_csv(files.log)
+                        out.setdefault(arm_dir.name, {})[fold_dir.name] = read_csv(files.log)
         return out
 
 

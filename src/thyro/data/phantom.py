@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +52,7 @@ import pandas as pd
 
 from thyro.data.manifest import Manifest, manifest_from_records, read_manifest, roi_to_json, write_manifest
 from thyro.errors import DataError
-from thyro.fileio import atomic_path, write_json
+from thyro.fileio import atomic_dir, write_csv, write_json
 from thyro.stats.roc import auroc_or_none
 
 # --------------------------------------------------------------------------------------------------
@@ -659,17 +657,6 @@ def _prepare_out_dir(out_dir: Path, marker: str) -> None:
                             "choose an empty or new --out folder.")
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move a finished temporary folder onto ``out_dir`` (replacing an earlier output)."""
-    if out_dir.exists():
-        trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, trash)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
-
-
 def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images_per_patient: tuple[int, int] = (1, 3),
                     size: int = 128, seed: int = 0, framed: bool = True, marks: bool = False,
                     marks_bias: float = 0.0) -> Path:
@@ -720,8 +707,7 @@ def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images
         raise DataError(f"marks_bias must be between 0 and 1, got {marks_bias}.")
     _prepare_out_dir(out_dir, "phantom.json")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         records = []
         for i, ss in enumerate(np.random.SeedSequence(seed).spawn(int(n_patients))):
@@ -766,10 +752,6 @@ def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images
             "n_malignant_images": int(labels.sum()),
             "best_auroc": auroc_or_none(labels, manifest.df["p_malignant"].to_numpy(float)),
         })
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir / "manifest.csv"
 
 
@@ -1134,8 +1116,7 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int | dict[str, 
         raise DataError(f"n_per_class must be at least 1, got {low}.")
     _prepare_out_dir(out_dir, "corpus.csv")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         records = []
         for ci, cls in enumerate(chosen):
             folder = tmp / cls
@@ -1147,12 +1128,7 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int | dict[str, 
                 cv2.imwrite(str(tmp / name), img)
                 modality, region = (cls.split("/") + [""])[:2]
                 records.append({"image": name, "class": cls, "class_index": ci, "modality": modality, "region": region})
-        with atomic_path(tmp / "corpus.csv", suffix=".csv") as p:
-            pd.DataFrame.from_records(records).to_csv(p, index=False)
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_csv(tmp / "corpus.csv", pd.DataFrame.from_records(records))
     return out_dir / "corpus.csv"
 
 

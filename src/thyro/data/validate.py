@@ -17,6 +17,7 @@ from thyro.data.manifest import (
     roi_bbox,
 )
 from thyro.errors import DataError
+from thyro.fileio import read_csv
 
 #: ROI points may lie this many pixels outside the image (outlines drawn on the border).
 ROI_TOLERANCE = 2.0
@@ -74,7 +75,7 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
     if not path.is_file():
         return [Problem(None, str(path), "manifest not found")]
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         return [Problem(None, str(path), f"not a readable CSV ({exc})")]
     if "image" not in df.columns:

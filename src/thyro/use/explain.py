@@ -18,7 +18,6 @@ model's input with its heatmap, and a colour bar (the heatmap is relative: 0 to 
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from thyro.errors import ThyroError
-from thyro.fileio import atomic_open, atomic_path
+from thyro.fileio import atomic_path, write_csv
 from thyro.use.bundle import ModelPackage, load_package
 
 METHODS = ("gradcam", "gradcam++")
@@ -286,11 +285,8 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
         except Exception as exc:  # one bad file must not stop the others
             rec["error"] = f"{type(exc).__name__}: {_error_text(exc)}"
         results.append(rec)
-    with atomic_open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["input", "png", "input_png", "probability", "class", "crop_box",
-                                                "warning", "error"])
-        writer.writeheader()
-        writer.writerows(results)
+    write_csv(out / "index.csv", results, ["input", "png", "input_png", "probability", "class", "crop_box", "warning",
+                                          "error"])
     return results
 
 

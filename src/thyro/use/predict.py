@@ -24,7 +24,6 @@ with onnxruntime; torch is not imported on that path).
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from thyro.data.readers import DICOM_SUFFIXES as _DICOM
 from thyro.data.readers import IMAGE_SUFFIXES as _IMAGES
 from thyro.data.readers import is_dicom
 from thyro.errors import DataError, ModelPackageError, ThyroError
-from thyro.fileio import atomic_open
+from thyro.fileio import CsvWriter, announce_escaped, atomic_open
 from thyro.use.bundle import ModelPackage, load_package
 
 #: File name endings picked up in folders (the readers' list); extensionless files are taken when they are DICOM.
@@ -94,6 +93,8 @@ class PredictionSummary:
     positive: str = "malignant"
     negative: str = "benign"
     rows: list[PredictionRow] = field(default_factory=list)  # at most ``keep_rows``
+    #: cells of the CSV written with a leading ``'`` (:func:`thyro.fileio.escape_cell`): (row, column)
+    escaped: list[tuple[int | None, str]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,9 +511,11 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
     rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold, frames=frames)
     if out:
         with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
+            writer = CsvWriter(fh)
             writer.writerow(CSV_COLUMNS + extra_columns)
             consume(rows, writer)
+        summary.escaped = writer.cells
+        announce_escaped(out, writer.cells)
     else:
         consume(rows, None)
     return summary
