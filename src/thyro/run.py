@@ -52,7 +52,8 @@ import yaml
 
 from thyro.data.manifest import LABEL_SOURCES
 from thyro.errors import ConfigError, StatsError, ThyroError
-from thyro.fileio import claim_file, file_lock, read_csv, write_csv, write_json, write_text
+from thyro.fileio import (Sweep, claim_file, file_lock, read_csv, release_stale_claims, sweep_orphans, write_csv,
+                          write_json, write_text)
 
 CONFIG = "config.yaml"
 SPLITS = "splits.json"
@@ -503,6 +504,7 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._swept = False
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
@@ -549,10 +551,33 @@ class RunDir:
         """The run directory's lock: held while the study record, splits and merged files change.
 
         Safe across processes on one machine and across nodes on a shared filesystem
-        (:func:`thyro.fileio.file_lock`).
+        (:func:`thyro.fileio.file_lock`).  The first time a :class:`RunDir` takes it, what interrupted
+        runs left is cleaned up first (:meth:`sweep`).
         """
         self.root.mkdir(parents=True, exist_ok=True)
+        if not self._swept:
+            self._swept = True
+            self.sweep()
         return file_lock(self.root / ".lock")
+
+    def sweep(self, *, announce: bool = True) -> Sweep:
+        """Clean up what processes that are gone left anywhere in the run directory: their temporaries
+        (a half-written ``last.pt``, ``best.safetensors``, predictions...), locks and job claims
+        (:func:`thyro.fileio.sweep_orphans`, :func:`thyro.fileio.release_stale_claims`); a live
+        process's are never touched.  Says so in one line when anything was cleaned up."""
+        done = Sweep([], [], [], set())
+        folders = [self.root]
+        jobs = self.root / JOBS
+        if jobs.is_dir():
+            folders += sorted(Path(d) for d, _, _ in os.walk(jobs))
+        for folder in folders:
+            done += sweep_orphans(folder, announce=False)
+            done += release_stale_claims(folder)
+        if done and announce:
+            from thyro.console import note
+
+            note(done.summary(self.root))
+        return done
 
     def claim(self, job: JobKey, *, lifetime: float | None = None):
         """Claim ``job`` for this process (context manager yielding True, or False when another live

@@ -340,6 +340,7 @@ def prepare_item(preprocessor, item: InputItem, size: int, *, frame: bool = Fals
         loaded = read_image(item.path, frame=item.frame or 0, color=True)
         img, geometry = preprocessor.process(loaded.pixels, roi=item.roi, origin=loaded.origin,
                                              region=loaded.region, frame_size=loaded.size)
+        geometry = geometry.with_notes(loaded.notes)
         full = loaded.pixels
         if loaded.region:
             from thyro.data.readers import load_image
