@@ -355,13 +355,13 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
             raise ImageReadError(f"{path}: not a DICOM file (no DICM marker, no SOP class, no pixel data).")
         raise ImageReadError(f"{path}: DICOM file has no pixel data (7FE0,0010); it may be a report, "
                              f"presentation state or other non-image object.")
-    check_dicom(ds, path)  # before a pixel is decoded
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     n_frames = _dicom_frames(ds)
     if frame >= n_frames:
         raise ImageReadError(f"{path}: frame {frame} requested but the DICOM file has {n_frames} frame(s) "
                              f"(frames count from 0).")
     check_pixels(path, *_dicom_size(ds, path))  # from the header: one frame is decoded at a time
+    check_dicom(ds, path)  # before a pixel is decoded
     arr = _dicom_pixels(ds, path, frame if n_frames > 1 else None)
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4) and n_frames == 1:
         arr = arr[0]
