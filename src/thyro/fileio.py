@@ -772,7 +772,9 @@ def write_csv(path: str | os.PathLike, rows, fields: tuple[str, ...] | list[str]
     announce : bool
         Say so in one line (:func:`announce_escaped`) when cells were changed.
     **to_csv
-        Passed to ``DataFrame.to_csv`` (``index=False`` by default).
+        Passed to ``DataFrame.to_csv`` (``index=False`` by default).  Lines end in CRLF, as RFC 4180 and
+        :mod:`csv` write them: with pandas' default ``\n`` a cell holding a bare CR is left unquoted and
+        splits its row in two when read back.
 
     Returns
     -------
@@ -785,6 +787,7 @@ def write_csv(path: str | os.PathLike, rows, fields: tuple[str, ...] | list[str]
         df = rows if fields is None else rows[list(fields)]
         safe, cells = escape_frame(df)
         to_csv.setdefault("index", False)
+        to_csv.setdefault("lineterminator", "\r\n")
         with atomic_path(path, suffix=".tmp") as tmp:
             safe.to_csv(tmp, **to_csv)
     else:
