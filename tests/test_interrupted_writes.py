@@ -61,7 +61,10 @@ def test_temporaries_carry_host_and_pid(tmp_path):
     assert parse_temporary(tmp_path / "model.onnx") is None and parse_temporary(tmp_path / ".a.tmp") is None
 
 
-def test_a_killed_writers_temporary_is_removed_by_the_next_write_a_live_ones_kept(tmp_path, capfd):
+def test_a_killed_writers_temporary_is_removed_by_the_next_write_a_live_ones_kept(tmp_path, capfd, monkeypatch):
+    from thyro import console
+
+    monkeypatch.setitem(console._state, "quiet", False)  # an earlier command in this process may have set it
     dead, dead_tmp = _writer(tmp_path / "last.pt")
     live, live_tmp = _writer(tmp_path / "best.safetensors")
     try:

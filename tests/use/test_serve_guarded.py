@@ -170,9 +170,12 @@ def _big_png(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_killed_servers_uploads_are_removed_by_the_next_server(model_dir, tmp_path, capfd):
+def test_a_killed_servers_uploads_are_removed_by_the_next_server(model_dir, tmp_path, capfd, monkeypatch):
     """kill -9 while an upload is on disk: it stays (nothing could remove it) until the next server starts
     with the same temporary folder, which removes it and says so; a live server's folder is kept."""
+    from thyro import console
+
+    monkeypatch.setitem(console._state, "quiet", False)  # an earlier command in this process may have set it
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     port = free_port()

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import maximum
 
 #: Kinds of white marks (:func:`white_marks`) and of all marks (:func:`mark_kinds`).
 WHITE_KINDS = ("caliper", "text", "scale", "icon", "dotted")
@@ -361,7 +360,11 @@ def white_marks(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> di
     tall = (height >= 2 * settings.min_length + 1) & (area >= 30)
     tall[0] = False
     if tall.any():
-        width = np.asarray(maximum(dist, labels, np.arange(n)), dtype=np.float32)  # thickest point per piece
+        # thickest point per tall piece: a maximum over those pieces' pixels only (scipy.ndimage.maximum
+        # sorts every pixel of the image by label, a fifth of preprocessing's time; the same values)
+        on = tall[labels]
+        width = np.zeros(n, dtype=np.float32)
+        np.maximum.at(width, labels[on], dist[on].astype(np.float32))
         tall &= width <= 1.5
     out["icon"] = tall[labels] if tall.any() else empty
     spots = np.flatnonzero((area <= 6) & (np.arange(n) > 0))

@@ -244,14 +244,19 @@ class OnnxEngine:
 
 
 def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | os.PathLike | None = None,
-                spin: bool = True):
+                spin: bool = True, threads: int | None = None):
     """The engine for ``engine``; ``spin=False`` lets idle ONNX Runtime threads sleep (for a server, whose
-    other threads decode images between model calls)."""
+    other threads decode images between model calls); ``threads`` sets the model's intra-op threads (for
+    PyTorch process-wide: ``torch.set_num_threads``)."""
     if engine == "torch":
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
         return TorchEngine.from_package(package)
     if engine == "onnx":
         path = Path(onnx_path or package.onnx_path)
-        eng = OnnxEngine(path, spin=spin)
+        eng = OnnxEngine(path, threads=threads, spin=spin)
         eng.check_matches(package, path)
         return eng
     raise ThyroError(f"--engine {engine!r}: choose torch or onnx.")
