@@ -429,7 +429,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if path.exists() or path.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=_OLD_SUFFIX, dir=path.parent))
-            os.replace(path, old)  # an empty folder is replaced by rename
+            old.rmdir()  # a free name that carries this process's mark
+            os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:

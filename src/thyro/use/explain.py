@@ -117,7 +117,8 @@ def _gradients_from_target_layer(model, layer):
         p.requires_grad_(False)
 
     def leaf(module, args, output):
-        return output.detach().requires_grad_(True)
+        # a leaf that requires the gradient, cloned so that an in-place operation after the layer is allowed
+        return output.detach().requires_grad_(True).clone()
 
     handle = layer.register_forward_hook(leaf, prepend=True)  # before pytorch-grad-cam's own hooks
     try:
