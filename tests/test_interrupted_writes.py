@@ -191,7 +191,7 @@ def test_kill_9_loop_over_study_bundle_and_export_leaves_no_orphan(tmp_path):
         "name": "killed", "data": {"manifest": str(cohort), "test_size": 0.25, "folds": 2, "seed": 1},
         "preprocess": {"size": 32},
         "arms": [{"name": "scratch", "weights": "none"}],
-        "train": {"epochs": 3, "batch_size": 8, "device": "cpu", "tensorboard": False, "selection": "last"},
+        "train": {"epochs": 2, "batch_size": 8, "device": "cpu", "tensorboard": False, "selection": "last"},
     }))
     run = tmp_path / "run"
     env_cache = {"THYRO_CACHE_DIR": str(tmp_path / "cache")}

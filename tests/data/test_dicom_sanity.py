@@ -5,6 +5,7 @@ pydicom warns about in a file it still reads becomes thyro's own note, never a r
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -215,16 +216,19 @@ def test_pydicom_warnings_become_thyros_notes_never_raw_output(tmp_path):
     assert loaded.notes == (f"{path}: DICOM: Expected explicit VR, but found implicit VR - using implicit VR for "
                             "reading",)
     assert probe_image(path).notes == loaded.notes
-    # a command line run: the note is in the output row, and nothing raw reaches stderr
-    model_dir = _tiny_package(tmp_path)
-    out = tmp_path / "pred.csv"
-    proc = subprocess.run([sys.executable, "-W", "default", "-m", "thyro", "predict", str(model_dir), str(path),
-                           "--out", str(out)], capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
+    # a command line run (validate: no model to load) shows thyro's note once, and nothing raw reaches stderr
+    pd.DataFrame({"image": ["quirk.dcm"], "label": [1]}).to_csv(tmp_path / "m.csv", index=False)
+    proc = subprocess.run([sys.executable, "-W", "default", "-m", "thyro", "data", "validate", str(tmp_path / "m.csv")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert proc.returncode == 0, proc.stderr
-    assert "Warning" not in proc.stderr and "pydicom" not in proc.stderr, proc.stderr
-    row = pd.read_csv(out, keep_default_na=False).iloc[0]
-    assert row["error"] == "" and "DICOM: Expected explicit VR, but found implicit VR" in row["warning"]
+    assert proc.stderr.count("DICOM: Expected explicit VR, but found implicit VR") == 1, proc.stderr
+    assert "Warning" not in proc.stderr and "warn_and_log" not in proc.stderr, proc.stderr
+    # and a prediction carries it in its warning column
+    from thyro.use.predict import predict
+
+    row = predict(_tiny_package(tmp_path), [path], progress=False).rows[0]
+    assert row.error == "" and "DICOM: Expected explicit VR, but found implicit VR" in row.warning
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
