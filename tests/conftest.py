@@ -47,6 +47,7 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("THYRO_CACHE_DIR", str(home / "thyro-cache"))
+    monkeypatch.setenv("THYRO_HOME", str(home / "thyro-home"))
 
 
 def write_bomb_png(path: Path, width: int, height: int, *, complete: bool = False) -> Path:

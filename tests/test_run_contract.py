@@ -84,7 +84,7 @@ def test_report_bundle_compare_and_serve_agree_bitwise(run_dir, tmp_path, capsys
 
     html, _ = build_report(run_dir, tmp_path / "report")
     report = json.loads(html.with_suffix(".json").read_text())
-    assert set(report["sets"]) == {"test", "site-b"}
+    assert set(report["sets"]) == {"test", "site-b", "val"}  # val: the pooled out-of-fold predictions
     predictions = str(RunDir(run_dir).predictions_path)
     for arm, other in (("scratch", "domain"), ("domain", "scratch")):
         pkg = bundle(run_dir, arm, tmp_path / f"pkg-{arm}")
@@ -106,7 +106,16 @@ def test_report_bundle_compare_and_serve_agree_bitwise(run_dir, tmp_path, capsys
             sign = 1 if c["a"] == arm else -1
             assert sign * c["diff"] == cmp["comparison"]["diff"] and c["p_value"] == cmp["comparison"]["p_value"]
         oof = report["oof"][arm]
-        assert _ci(pkg.meta["metrics"]["val"]) == _ci(oof)
+        assert _ci(pkg.meta["metrics"]["val"]) == _ci(oof) == _ci(report["sets"]["val"]["auroc"][arm])
+        # pooled out of fold, thyro compare gives the report's comparison too
+        capsys.readouterr()
+        assert main(["compare", predictions, predictions, "--arm-a", arm, "--arm-b", other, "--split", "oof",
+                     "--json"]) == 0
+        cmp = json.loads(capsys.readouterr().out)
+        assert _ci(cmp["a"]) == _ci(oof) and cmp["fold"] == "pooled"
+        c = next(c for c in report["sets"]["val"]["comparisons"] if {c["a"], c["b"]} == {arm, other})
+        assert (1 if c["a"] == arm else -1) * c["diff"] == cmp["comparison"]["diff"]
+        assert c["p_value"] == cmp["comparison"]["p_value"]
 
 
 #: Modules that own another folder format and name its files: the model package, the pretraining work

@@ -46,10 +46,6 @@ class StrictModel(BaseModel):
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, cls, source)) from None
 
-    @classmethod
-    def from_yaml(cls: type[M], path: str | Path) -> M:
-        return cls.parse(read_yaml(path), source=str(path))
-
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 

@@ -23,16 +23,17 @@ from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError
 from thyro.fileio import sha256_json
 from thyro.machine import check_threads
-from thyro.models.backbones import ARCHS as ARCH_NAMES
+from thyro.models.archs import check_arch
 
 
 def _known_arch(v: str) -> str:
-    if v not in ARCH_NAMES:
-        raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(ARCH_NAMES)}")
-    return v
+    try:  # the one place that knows architectures: any name timm knows
+        return check_arch(v)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
-#: A backbone name thyro builds (pretraining's ``arch``, an arm's ``backbone``).
+#: A backbone name thyro builds (pretraining's ``arch``, an arm's ``backbone``): any timm architecture.
 ArchName = Annotated[str, AfterValidator(_known_arch)]
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -131,6 +132,19 @@ class TrainConfig(OptimisationConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="targets pulled towards 1/2 by this much")
     backbone_lr_mult: float = Field(1.0, gt=0, le=1, description="arms starting from pretrained weights train their "
                                                                  "backbone at lr times this (head at lr)")
+    layer_decay: float = Field(1.0, gt=0, le=1, description="pretrained backbones: each stage below the head learns "
+                                                            "at this times the rate of the stage above it (timm's "
+                                                            "layer-wise decay; 1 = off)")
+    batchnorm: Literal["train", "frozen", "auto"] = Field(
+        "train", description="train: BatchNorm statistics follow each batch; frozen: a pretrained backbone keeps its "
+                             "statistics while its weights train; auto: frozen for pretrained backbones trained on "
+                             "batches under 32 images")
+    freeze_stages: int = Field(0, ge=0, description="keep the first N stages of the network (timm's coarse groups: "
+                                                    "stem, block stages; the head is last) frozen: a partly frozen "
+                                                    "fine-tune")
+    unfreeze_epochs: int = Field(0, ge=0, description="gradual unfreezing: the head alone trains first, the stages "
+                                                      "below join one by one from the top, all training from this "
+                                                      "epoch on (0 = off)")
     compile: bool = Field(False, description="torch.compile the model for training (GPUs; costs compile time)")
     tune: TuneConfig = Field(default_factory=TuneConfig)
     tracking: Literal["none", "mlflow"] = Field(
@@ -162,7 +176,10 @@ SIMCLR_AUGMENT = AugmentConfig(rotate_deg=20.0, scale=(1.0, 2.0), translate=0.15
 class PretrainConfig(OptimisationConfig):
     """Settings of a pretraining run (``thyro pretrain``: its YAML ``--config`` and options map onto these)."""
 
-    arch: ArchName = Field("resnet18", description="backbone (one of thyro.models.backbones.ARCHS)")
+    arch: ArchName = Field("resnet18", description="backbone: any timm architecture name (timm.list_models())")
+    weights: str | dict[str, str] = Field(
+        "none", description="where the backbone starts: none (random) | imagenet | {imagenet: PATH} | {file: PATH}: "
+                            "continue pretraining from these weights (their preprocessing and layout are kept)")
     mode: Literal["supervised", "simclr"] = "supervised"
     batch_size: int = Field(256, ge=2, description="global batch (all processes together)")
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -274,15 +291,21 @@ class ArmConfig(StrictModel):
     """One arm: a backbone and where its weights come from."""
 
     name: str
-    backbone: ArchName = "resnet18"
+    backbone: ArchName = Field("resnet18", description="any timm architecture name (resnet18, efficientnet_lite0, "
+                                                       "convnext_atto, vit_small_patch16_224, ...)")
     weights: str | dict[str, str] = Field(
         "none", description="none | imagenet | {imagenet: PATH} | {radimagenet: PATH} | {file: PATH}")
+    partial_weights: bool = Field(False, description="start from the backbone tensors the weight file has and leave "
+                                                     "the rest at random (by default a file that does not cover the "
+                                                     "whole backbone is refused)")
     in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1")
     dropout: float = Field(0.0, ge=0, lt=1)
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this arm")
-    train_backbone: Literal["all", "none", "bn"] = Field(
+    train_backbone: Literal["all", "none", "bn", "cached"] = Field(
         "all", description="all: fine-tune everything; none: a linear probe (backbone frozen, BatchNorm statistics "
-                           "too); bn: train the head and the BatchNorm layers only")
+                           "too); bn: train the head and the BatchNorm layers only; cached: a linear probe on "
+                           "cached features (the backbone runs once per image and its mirror, then logistic "
+                           "regression, its L2 strength chosen on grouped inner folds of the training part)")
     train: dict[str, Any] = Field(default_factory=dict, description="train settings for this arm only (e.g. epochs); "
                                                                    "every arm shares the study's otherwise")
 
@@ -329,6 +352,33 @@ class ArmConfig(StrictModel):
         return TrainConfig.parse(data, source=f"arm '{self.name}' (train)")
 
 
+class ReportConfig(StrictModel):
+    """What the study report leads with: the comparisons of interest, and an optional reference line.
+
+    Only the report reads this block: changing it never invalidates a run directory.
+    """
+
+    comparisons: list[tuple[str, str]] | None = Field(
+        None, description="pairs [A, B] of arm names whose AUROC difference A - B is tested, Holm-corrected together "
+                          "(default: every pretrained arm against scratch, and every pair of pretrained arms)")
+    reference: str = Field("", description="a line shown with the results, e.g. a published study's AUROCs to "
+                                           "compare with")
+
+    @field_validator("comparisons")
+    @classmethod
+    def _pairs(cls, v):
+        if v is None:
+            return v
+        seen = set()
+        for a, b in v:
+            if a == b:
+                raise ValueError(f"a comparison needs two different arms, got [{a}, {b}]")
+            if frozenset((a, b)) in seen:
+                raise ValueError(f"the comparison of {a} and {b} is listed twice")
+            seen.add(frozenset((a, b)))
+        return v
+
+
 class StudyConfig(StrictModel):
     """A whole study: every arm trained on the same splits."""
 
@@ -337,6 +387,7 @@ class StudyConfig(StrictModel):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     arms: list[ArmConfig] = Field(min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("name")
     @classmethod
@@ -357,6 +408,9 @@ class StudyConfig(StrictModel):
                 arm.train_config(self.train)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
+        unknown = sorted({n for pair in self.report.comparisons or [] for n in pair} - set(names))
+        if unknown:
+            raise ValueError(f"report.comparisons names no arm {', '.join(unknown)}; arms: {', '.join(names)}")
         return self
 
     def arm(self, name: str) -> ArmConfig:

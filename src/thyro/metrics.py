@@ -15,7 +15,7 @@ So the same predictions give the same numbers, to the last bit, wherever they ar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -52,9 +52,6 @@ class Settings:
     n_boot: int = 2000
     seed: int = 0
     level: float = 0.95
-
-    def with_(self, **kw) -> Settings:
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
 DEFAULT = Settings()
@@ -118,10 +115,13 @@ def auroc_summary(rows: pd.DataFrame, settings: Settings = DEFAULT) -> dict:
 def compare(rows_a: pd.DataFrame, rows_b: pd.DataFrame, settings: Settings = DEFAULT) -> dict:
     """Paired comparison ``A - B`` on the images both score (the same cases in both).
 
-    Returns the comparison (``diff, lower, upper, p_value, method, ...``) and the DeLong correlation of
-    the two AUROCs (for power), or ``{"missing": reason}``.
+    Returns the comparison (``diff, lower, upper, p_value, method, ...``), the DeLong correlation of
+    the two AUROCs, the correlations of the two scores among controls and among cases
+    (``r_controls``, ``r_cases``: what a design calculation needs, :mod:`thyro.stats.power`), or
+    ``{"missing": reason}``.
     """
     from thyro.stats import delong_cov
+    from thyro.stats.power import binormal_correlations
 
     for name, rows in (("A", rows_a), ("B", rows_b)):
         why = problem(rows)
@@ -141,6 +141,8 @@ def compare(rows_a: pd.DataFrame, rows_b: pd.DataFrame, settings: Settings = DEF
     out = dict(c.as_dict())
     _, cov = delong_cov(y, np.vstack([pa, pb]))
     out["correlation"] = float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])) if cov[0, 0] * cov[1, 1] > 0 else 0.0
+    out["r_controls"], out["r_cases"] = binormal_correlations(y, pa, pb)
+    out["n_pos"], out["n_neg"] = int(y.sum()), int(y.size - y.sum())
     out["missing"] = None
     return out
 

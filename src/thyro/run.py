@@ -42,6 +42,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from thyro.data.manifest import LABEL_SOURCES
+from thyro.data.manifest import LABEL_SOURCES, LabelMeaning
 from thyro.errors import ConfigError, StatsError, ThyroError
 from thyro.fileio import (Sweep, claim_file, file_lock, read_csv, release_stale_claims, sweep_orphans, write_csv,
                           write_json, write_text)
@@ -58,6 +59,7 @@ from thyro.fileio import (Sweep, claim_file, file_lock, read_csv, release_stale_
 CONFIG = "config.yaml"
 SPLITS = "splits.json"
 FRACTIONS = "fractions.json"
+PLAN = "plan.json"
 DATA = "data.json"
 PREDICTIONS = "predictions.csv"
 RESULTS = "results.json"
@@ -203,12 +205,20 @@ class Predictions:
         ``"patient and group"``, ``"patient"``, ``"group"`` or None: what the clusters join.
     notes : list of str
         What was assumed or left out while reading.
+    definitions : dict
+        Split -> what label 1 means there (a ``label_definition`` column, as in a manifest), when given.
+    model_labels : LabelMeaning or None
+        What the probabilities are of, when the table says (``thyro predict``'s ``probability_of``,
+        ``model_label_source`` and ``model_label_definition`` columns): the labels the model was
+        trained on, which may differ from the labels in the table.
     """
 
     df: pd.DataFrame
     path: Path | None = None
     clustered_by: str | None = None
     notes: list[str] = field(default_factory=list)
+    definitions: dict[str, str] = field(default_factory=dict)
+    model_labels: LabelMeaning | None = None
 
     @property
     def arms(self) -> list[str]:
@@ -250,6 +260,16 @@ class Predictions:
     def label_sources(self, split: str | None = None) -> list[str]:
         sub = self.df if split is None else self.df[self.df["split"] == split]
         return sorted(set(sub["label_source"]))
+
+    def label_meaning(self, split: str | None = None) -> LabelMeaning:
+        """What the labels of ``split`` (all rows when None) mean, from the table's own columns
+        (``unknown`` when they are missing or mixed)."""
+        sources = [s for s in self.label_sources(split) if s != "unknown"]
+        if len(sources) != 1:
+            return LabelMeaning()
+        definition = self.definitions.get(split, "") if split is not None else (
+            next(iter(set(self.definitions.values()))) if len(set(self.definitions.values())) == 1 else "")
+        return LabelMeaning(sources[0], definition)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the table (without the derived ``cluster`` column), atomically."""
@@ -406,6 +426,8 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
         df["label_source"] = src
     else:
         df["label_source"] = "unknown"
+    definitions = _definitions(df, where)
+    model_labels = _model_labels(df, where)
     key = ["image", "arm", "train_fraction", "split", "fold", "ensemble"]
     dup = df.duplicated(key, keep=False)
     if dup.any():
@@ -437,7 +459,47 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
         df["cluster"] = pd.array([pd.NA] * len(df), dtype="Int64")
         clustered_by = None
     df = df[list(PRED_COLUMNS) + ["cluster"]].reset_index(drop=True)
-    return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes)
+    return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes, definitions=definitions,
+                       model_labels=model_labels)
+
+
+def _one_value(df: pd.DataFrame, col: str, where: str) -> str | None:
+    """The one non-empty value of ``col`` (None when the column is absent or empty); several are an error."""
+    if col not in df.columns:
+        return None
+    cells = {str(v).strip() for v in df[col].dropna() if str(v).strip()}
+    if len(cells) > 1:
+        raise StatsError(f"{where}: column {col} holds several values ({', '.join(sorted(cells)[:4])}); "
+                         "one file holds the predictions of models trained on one kind of label")
+    return cells.pop() if cells else None
+
+
+def _definitions(df: pd.DataFrame, where: str) -> dict[str, str]:
+    """Split -> label definition, from a ``label_definition`` column (a manifest's, kept by ``thyro predict``)."""
+    if "label_definition" not in df.columns:
+        return {}
+    out = {}
+    for split, sub in df.groupby("split", sort=False):
+        value = _one_value(sub, "label_definition", f"{where} (split {split})")
+        if value:
+            out[str(split)] = value
+    return out
+
+
+def _model_labels(df: pd.DataFrame, where: str) -> LabelMeaning | None:
+    """What the probabilities are of: ``thyro predict``'s ``model_label_source``/``model_label_definition``,
+    else its ``probability_of`` alone (``malignant``, or a TI-RADS definition such as ``TI-RADS ≥ 4c``)."""
+    source = _one_value(df, "model_label_source", where)
+    definition = _one_value(df, "model_label_definition", where) or ""
+    positive = _one_value(df, "probability_of", where)
+    if source is None and positive is None:
+        return None
+    if source is None:
+        source = "unknown" if positive.lower() == "malignant" else "tirads"
+        definition = definition or ("" if source == "unknown" else positive)
+    if source.lower() not in LABEL_SOURCES:
+        raise StatsError(f"{where}: model_label_source {source!r} is not one of {', '.join(LABEL_SOURCES)}")
+    return LabelMeaning(source.lower(), definition)
 
 
 def read_predictions(path: str | os.PathLike) -> Predictions:
@@ -656,6 +718,21 @@ class RunDir:
             notes.append(f"{path.name} is not valid JSON and was ignored ({exc})")
             return None
         return data if isinstance(data, dict) else None
+
+    def read_plan_digest(self) -> tuple[str, dict[str, str]] | None:
+        """The digest of the plan the study started with and of each arm's weight file
+        (:attr:`thyro.train.plan.Plan.digest`), or None before a study has started here."""
+        data = self._read_json(self.root / PLAN)
+        if not data or not data.get("digest"):
+            return None
+        return str(data["digest"]), {str(k): str(v) for k, v in (data.get("weights") or {}).items()}
+
+    def write_plan_digest(self, digest: str, weights: dict[str, str]) -> None:
+        """Record the plan's digest; weight digests of arms already recorded are kept (call under the lock)."""
+        old = self.read_plan_digest()
+        merged = {**(old[1] if old else {}), **weights}
+        write_json(self.root / PLAN, {"digest": digest, "weights": merged,
+                                      "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def read_data(self, notes: list[str] | None = None) -> dict | None:
         return self._read_json(self.data_path, notes)

@@ -123,3 +123,42 @@ def test_cli_audit_and_the_report_section(cohorts, tmp_path, capsys):
     with pytest.raises(DataError, match="not a thyro audit"):
         read_audit(bad)
     shutil.rmtree(bad)
+
+
+#: The audit's figures on DDTI, as BENCHMARKS.md states them ("Shortcut audit of a DDTI study").
+DDTI_MARKS = {"images_with_marks": 131, "by_kind": {"text": 90, "scale": 32, "colour": 22, "caliper": 3, "dotted": 2,
+                                                     "icon": 0}}
+
+
+def test_ddti_audit_matches_benchmarks(ddti_import):
+    """The marks in DDTI's crops, and whether they predict the labels, as BENCHMARKS.md reports them.
+
+    A change to the scan area or the mark detector that moves these numbers must update BENCHMARKS.md.
+    """
+    res = audit(ddti_import.manifest_path, progress=False)
+    marks = res["marks"]
+    assert res["n_images"] == 480 and marks["overall"]["images_with_marks"] == DDTI_MARKS["images_with_marks"]
+    assert {k: v["images_with"] for k, v in marks["by_kind"].items()} == DDTI_MARKS["by_kind"]
+    assert res["labels"]["positive"] == "TI-RADS ≥ 4c"
+    benchmarks = (Path(__file__).resolve().parents[2] / "BENCHMARKS.md").read_text(encoding="utf-8")
+    o, by = marks["overall"], marks["by_label"]
+    mo = res["marks_only"]
+    rows = [
+        f"| images with marks in the crop (any kind) | {o['images_with_marks']} of {o['n']} |",
+        f"| ... by kind: text / depth scale / coloured / caliper / dotted line | {by_kind_text(marks)} |",
+        f"| share of the crop that is marks: median / 90th percentile / largest | {o['median']:.2%} / {o['p90']:.2%} / "
+        f"{o['max']:.2%} |",
+        f"| labelled images with marks: below TI-RADS 4c / TI-RADS ≥ 4c (label 1) | "
+        f"{by['0']['share_with_marks']:.0%} / {by['1']['share_with_marks']:.0%} |",
+        f"| labelled images with calipers: below TI-RADS 4c / TI-RADS ≥ 4c | {by['0']['share_with_calipers']:.0%} / "
+        f"{by['1']['share_with_calipers']:.0%} |",
+        f"| **marks alone predict the label (logistic regression, {mo['folds']} group folds, {mo['n']} labelled "
+        f"images)** | **AUROC {mo['auroc']:.3f} [{mo['lower']:.3f}, {mo['upper']:.3f}]** (cluster bootstrap) |",
+    ]
+    for row in rows:
+        assert row in benchmarks, row
+
+
+def by_kind_text(marks: dict) -> str:
+    k = marks["by_kind"]
+    return " / ".join(str(k[name]["images_with"]) for name in ("text", "scale", "colour", "caliper", "dotted"))

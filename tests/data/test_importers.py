@@ -317,3 +317,32 @@ def test_cli_import_commands(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "import", "folders", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o4")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_label_meaning_in_import_inspect_preview_and_audit(tmp_path, capsys):
+    """What label 1 means is printed by import, inspect and audit, and titles the preview sheet."""
+    from thyro.data.preview import sheet_title
+
+    src = _fake_ddti(tmp_path / "ddti")
+    capsys.readouterr()
+    assert main(["data", "import", "ddti", str(src), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    line = "label 1 = TI-RADS ≥ 4c; labels: radiologists' TI-RADS categories, not pathology"
+    assert line in out and "TI-RADS ≥ 4c (1)" in out and "not TI-RADS ≥ 4c (0)" in out and "malignant" not in out
+    manifest = tmp_path / "o" / "manifest.csv"
+    assert main(["data", "inspect", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    assert line in out and "TI-RADS ≥ 4c (1)" in out
+    assert sheet_title(read_manifest(manifest)) == f"manifest.csv: {line}"
+    assert main(["-q", "data", "audit", str(manifest), "--out", str(tmp_path / "audit")]) == 0
+    assert line in capsys.readouterr().out
+    assert json.loads((tmp_path / "audit" / "audit.json").read_text())["labels"]["positive"] == "TI-RADS ≥ 4c"
+    # labels whose provenance nobody stated: import says so, and how to state it
+    folders = _folder_tree(tmp_path / "f")
+    assert main(["data", "import", "folders", str(folders), "--out", str(tmp_path / "o2"),
+                 "--classes", "tumour=1"]) == 0
+    assert "labels: not recorded; say how they were obtained with --label-source" in capsys.readouterr().out
+    assert main(["data", "import", "folders", str(folders), "--out", str(tmp_path / "o3"), "--classes", "tumour=1",
+                 "--label-source", "cytology", "--label-definition", "Bethesda V-VI"]) == 0
+    assert ("label 1 = malignant (Bethesda V-VI); labels: cytology (fine-needle aspiration, Bethesda category)"
+            in capsys.readouterr().out)

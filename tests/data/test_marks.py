@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from thyro.data.marks import colour_mask, detect_marks, inpaint, mark_kinds, white_marks
-from thyro.data.phantom import draw_marks, generate_cohort
+from thyro.data.phantom import draw_marks, generate_cohort, text_bitmap
 from thyro.data.preprocess import PreprocessConfig, Preprocessor
 from thyro.data.readers import load_image
 
@@ -104,6 +104,20 @@ def test_scale_text_and_dotted_line_are_found():
     assert (kinds["scale"] & scale).sum() >= 0.95 * scale.sum()
     assert (kinds["text"] & (text > 0)).sum() >= 0.8 * (text > 0).sum()
     assert (kinds["dotted"] & dots).sum() >= 0.9 * dots.sum()
+
+
+@pytest.mark.parametrize("glyph_px", [1, 2])
+def test_a_labels_words_and_digits_are_text_and_a_focus_beside_it_is_not(glyph_px):
+    img = _tissue(seed=7)
+    label = text_bitmap("2 1.37cm", glyph_px)  # digits with no vertical stroke; "2" a word of its own
+    text = np.zeros(img.shape, bool)
+    text[150 - label.shape[0]:150, 20:20 + label.shape[1]] = label
+    img[text] = 255
+    focus = _focus(img, 20 + label.shape[1] + 4 * glyph_px + 2, 150 - 3 * glyph_px, sigma=1.6)
+    kinds = white_marks(img)
+    assert (kinds["text"] & text).sum() >= 0.95 * text.sum()
+    assert (kinds["text"] & text)[:, 20:20 + 5 * glyph_px].sum() == text[:, 20:20 + 5 * glyph_px].sum()
+    assert not (detect_marks(img) & focus).any()
 
 
 def test_coloured_marks_with_their_jpeg_halo():

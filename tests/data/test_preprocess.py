@@ -248,7 +248,7 @@ def test_preview_sheet_writes_a_png(tmp_path):
     path = write_manifest(man.df, tmp_path / "manifest.csv", root=tmp_path)
     out = preview_sheet(path, tmp_path / "sheet.png", PreprocessConfig(size=64), n=10, cell=64)
     with Image.open(out) as sheet:
-        assert sheet.size == (2 * 2 * 64 + 8, 2 * (64 + 30))
+        assert sheet.size == (2 * 2 * 64 + 8, 18 + 2 * (64 + 30))  # a title line: what label 1 means
         arr = np.asarray(sheet.convert("RGB"))
     assert ((arr[..., 1] > 200) & (arr[..., 0] < 80)).any()  # the green ROI outline is drawn
     assert not list(tmp_path.glob(".sheet.png*"))  # no temporary left behind
@@ -345,7 +345,7 @@ def test_preview_sheet_scales_with_the_output_size(tmp_path):
     large = preview_sheet(path, tmp_path / "large.png", PreprocessConfig(size=400), n=4)
     with Image.open(small) as a, Image.open(large) as b:
         assert a.size[0] == 2 * 2 * 192 + 8  # at least 192 px per picture
-        assert b.size[0] == 2 * 2 * 400 + 8 and b.size[1] == 2 * (400 + 30)
+        assert b.size[0] == 2 * 2 * 400 + 8 and b.size[1] == 18 + 2 * (400 + 30)
 
 
 def test_preview_per_image_and_report(tmp_path):

@@ -195,3 +195,33 @@ def test_sum_mode_model_saves_and_reloads_to_the_same_outputs(keras_r50, tmp_pat
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / a.abs().max()).item()
+
+
+def test_a_file_is_read_by_its_bytes_not_its_name(tmp_path, capsys):
+    """A PyTorch file named *.safetensors is a PyTorch file (torch.load alone would read it as safetensors by its
+    name and fail with a traceback); a pickle so named is refused in one sentence; nothing runs."""
+    import pickle
+
+    from thyro.cli import main
+    from thyro.models import build_model, create_backbone
+
+    torch_file = tmp_path / "weights.safetensors"
+    torch.save(create_backbone("resnet18", seed=0).state_dict(), torch_file)
+    model, report = build_model("resnet18", f"file:{torch_file}")
+    assert report.coverage == (100, 100)
+    assert main(["weights", "inspect", str(torch_file)]) == 0
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    pickle_file = tmp_path / "hostile.safetensors"
+    pickle_file.write_bytes(pickle.dumps({"w": Payload()}, protocol=2))
+    capsys.readouterr()
+    for args in (["weights", "inspect", str(pickle_file)],
+                 ["weights", "convert", str(pickle_file), str(tmp_path / "out.safetensors"), "--arch", "resnet18"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "refused" in err and "Traceback" not in err and "weights_only` set to `False`" not in err
+    assert not ran.exists()

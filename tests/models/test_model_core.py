@@ -8,7 +8,6 @@ import torch
 
 from thyro.errors import ConfigError, WeightsError
 from thyro.models import (
-    ARCHS,
     InputSpec,
     ThyroNet,
     build_model,
@@ -28,7 +27,13 @@ def r18():
 
 
 def test_archs_and_one_logit_head():
-    assert ARCHS == ("resnet18", "resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
+    from thyro.models import arch
+
+    info = arch("resnet18")
+    assert (info.first_conv, info.head, info.first_norm, info.native_size, info.num_features) == (
+        "conv1", ("fc",), "bn1", 224, 512)
+    with pytest.raises(ConfigError, match="did you mean resnet18"):
+        arch("resnet_18")
     bb = create_backbone("resnet18", seed=1)
     assert bb.fc.out_features == 1
     assert "layer4.1.conv2.weight" in bb.state_dict()  # torchvision names
@@ -169,7 +174,7 @@ def test_checkpoint_for_other_arch_refused(tmp_path, r18):
 
 def test_bad_arguments():
     with pytest.raises(ConfigError, match="unknown backbone"):
-        build_model("resnet34")
+        build_model("resnet_34")
     with pytest.raises(ConfigError, match="in_chans_mode"):
         build_model("resnet18", in_chans_mode="gray")
     with pytest.raises(ConfigError, match="weights"):

@@ -50,7 +50,7 @@ def test_torchvision_state_dict_forms(tmp_path, src18, wrap):
     assert report.head_reinitialised and report.mismatched == [("fc.weight", (1000, 512), (1, 512)),
                                                                ("fc.bias", (1000,), (1,))]
     assert len(report.loaded) == 100 and not report.unexpected
-    assert "loaded 100/102" in str(report)
+    assert "coverage 100/100" in str(report) and report.coverage == (100, 100)
 
 
 def test_imagenet_file_forward_matches_torchvision(tmp_path, src18):

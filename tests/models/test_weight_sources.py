@@ -98,10 +98,10 @@ def test_torchvision_cache_hash_checked(monkeypatch, no_network):
     bad.rename(good)
     import dataclasses
 
-    from thyro.models import archs
+    from thyro.models import known
 
-    row = dataclasses.replace(archs.ARCH_TABLE["resnet18"], torchvision_files=(good.name,))
-    monkeypatch.setitem(archs.ARCH_TABLE, "resnet18", row)
+    row = dataclasses.replace(known.KNOWN["resnet18"], torchvision_files=(good.name,))
+    monkeypatch.setitem(known.KNOWN, "resnet18", row)
     model, report = build_model("resnet18", "imagenet")
     assert report.path == str(good)
     assert torch.equal(model.backbone.layer1[0].conv1.weight, sd["layer1.0.conv1.weight"])
@@ -138,16 +138,3 @@ def test_relative_path_against_config_folder(tmp_path):
     src = parse_weight_source({"file": "weights/r18.pth"}).with_base(tmp_path)
     assert src.path == tmp_path / "weights" / "r18.pth"
     assert parse_weight_source("file:/abs/x.pth").with_base(tmp_path).path == Path("/abs/x.pth")
-
-
-def test_check_weight_sources_reports_every_arm(tmp_path):
-    from thyro.models import check_weight_sources
-
-    torch.save(create_backbone("resnet18", seed=0).state_dict(), tmp_path / "r18.pth")
-    ok = check_weight_sources({"scratch": ("resnet18", "none"), "mine": ("resnet18", f"file:{tmp_path / 'r18.pth'}")})
-    assert ok == {"scratch": None, "mine": tmp_path / "r18.pth"}
-    with pytest.raises(WeightsError) as err:
-        check_weight_sources({"scratch": ("resnet18", "none"), "imagenet": ("resnet18", "imagenet"),
-                              "radimagenet": ("resnet50", {"radimagenet": str(tmp_path / "R50.h5")})})
-    text = str(err.value)
-    assert "2 arm(s)" in text and "arm 'imagenet'" in text and "R50.h5 does not exist" in text

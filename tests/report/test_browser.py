@@ -1,6 +1,7 @@
-"""The HTML report renders in headless Chromium without JavaScript errors or broken images.
+"""The HTML report renders in headless Chromium without JavaScript errors or broken images, and fits a
+1280 px window (``docs/make_report_png.py`` regenerates docs/report.png the same way).
 
-Set ``THYRO_SCREENSHOT=docs/report.png`` to save a screenshot of the top of the report.
+Set ``THYRO_SCREENSHOT=PATH`` to save a screenshot of the top of the report.
 """
 
 from __future__ import annotations
@@ -29,9 +30,21 @@ def browser():
         b.close()
 
 
+WIDTH = 1280
+
+
+def _scroll_width(browser, html) -> int:
+    page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+    page.goto(Path(html).resolve().as_uri())
+    page.wait_for_load_state("load")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    page.close()
+    return int(width)
+
+
 def test_report_renders_cleanly(browser, built_report):
     html, _ = built_report
-    page = browser.new_page(viewport={"width": 1100, "height": 1400})
+    page = browser.new_page(viewport={"width": WIDTH, "height": 1400})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
@@ -49,6 +62,8 @@ def test_report_renders_cleanly(browser, built_report):
     assert not failed, f"failed requests (the report must be self-contained): {failed}"
     assert page.locator("#headline-test tr").count() == 4  # header + 3 arms
     assert "Label 1 = malignant" in page.locator("#labels").inner_text()
+    assert "has the highest AUROC" in page.locator("#answer").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
     shot = os.environ.get("THYRO_SCREENSHOT")
     if shot:
         Path(shot).parent.mkdir(parents=True, exist_ok=True)
@@ -66,3 +81,29 @@ def test_broken_image_is_detected(browser, tmp_path):
     ok = page.eval_on_selector_all("img", "els => els.map(e => e.complete && e.naturalWidth > 0)")
     assert ok == [False]
     page.close()
+
+
+def test_page_fits_1280_px_with_a_very_long_skip_message(browser, tmp_path):
+    """A skipped arm's long message (every place a weight file was looked for) stays on one short line,
+    the whole text folded, and nothing widens the page."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fakerun import make_run
+
+    from thyro.report import build_report
+    from thyro.run import RunDir
+
+    run = make_run(tmp_path / "run", n_cv=60, n_test=40, logs=False)
+    rd = RunDir(run)
+    res = rd.read_results()
+    looked = "\n".join(f"  - /home/user/.cache/torch/hub/checkpoints/{'x' * 150}/resnet18-{k}.pth" for k in range(40))
+    res["arms"]["radimagenet-with-a-rather-long-arm-name"] = {
+        "status": "skipped", "weights": "radimagenet:" + "/very/long/path" * 40,
+        "reason": "RadImageNet weights not found: " + "y" * 400 + ". Looked in:\n" + looked}
+    rd.write_results(res)
+    html, _ = build_report(run, n_boot=100)
+    assert _scroll_width(browser, html) <= WIDTH
+    text = json.loads(html.with_suffix(".json").read_text())["skipped"][0]["short"]
+    assert len(text) <= 90 and text.endswith("…")

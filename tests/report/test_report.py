@@ -83,8 +83,8 @@ def test_minimal_csv_alone_uses_delong(tmp_path):
     text = html.read_text()
     data = json.loads(html.with_suffix(".json").read_text())
     assert data["sets"]["test"]["method"] == "delong"
-    # no scratch/ImageNet arm: all pairs compared
-    assert data["sets"]["test"]["family"] == "all pairs of arms" and len(data["sets"]["test"]["comparisons"]) == 1
+    # no scratch arm: every pair compared (here the one pair)
+    assert data["sets"]["test"]["family"] == "every pair of arms" and len(data["sets"]["test"]["comparisons"]) == 1
     assert "no out-of-fold predictions" in text
     assert "No training logs" in text and "No data summary" in text
 
@@ -101,7 +101,8 @@ def test_missing_folds_and_failed_arm_are_marked(tmp_path):
     data = json.loads(html.with_suffix(".json").read_text())
     head = _headline(html.read_text())
     assert "missing: no ensemble predictions (fold mean)" in head  # radimagenet
-    assert "missing: failed: NaN loss in fold 1" in head  # swav
+    skipped = html.read_text().split('<div id="skipped">', 1)[1].split("</div>", 1)[0]
+    assert "swav (failed: NaN loss in fold 1)" in skipped and "swav" not in head  # one line, not a table row
     assert data["oof"]["imagenet"]["folds"] == [0, 1, 3, 4] and not data["oof"]["imagenet"]["complete"]
     assert "folds 0, 1, 3, 4 only" in html.read_text()
     assert any("imagenet fold 2: no out-of-fold" in m for m in data["missing"])
@@ -256,14 +257,8 @@ def test_compare_other_split_and_fold(fake_run, capsys):
     assert "no rows with split='val' and fold='9'" in capsys.readouterr().err
 
 
-def test_skip_reason_stays_on_one_table_row(tmp_path):
-    """A multi-line weight-file message from results.json must not break the Markdown table."""
-    import json
-
-    import pandas as pd
-
-    from thyro.report import build_report
-
+def test_skip_reason_stays_on_one_line(tmp_path):
+    """A multi-line weight-file message from results.json is one short line, with the whole text folded."""
     rows = [{"image": f"i{k}", "label": k % 2, "arm": "scratch", "split": "test", "fold": "mean",
              "probability": (k % 2) * 0.5 + 0.1 * (k % 5) / 5} for k in range(40)]
     pd.DataFrame(rows).to_csv(tmp_path / "predictions.csv", index=False)
@@ -271,7 +266,174 @@ def test_skip_reason_stays_on_one_table_row(tmp_path):
         "scratch": {"status": "done", "weights": "none"},
         "imagenet": {"status": "skipped", "weights": "imagenet",
                      "reason": "ImageNet weights not found. Looked in:\n  - /a\n  - /b"}}}))
-    _, md = build_report(tmp_path)
-    table = [line for line in md.read_text().splitlines() if line.startswith("| imagenet |")]
-    assert len(table) == 1 and "skipped: ImageNet weights not found" in table[0] and table[0].endswith("|")
-    assert "/a" in table[0] and "/b" in table[0]  # the whole reason, on one row
+    html, md = build_report(tmp_path)
+    text = md.read_text()
+    assert "**Not run:** imagenet (skipped: ImageNet weights not found)." in text
+    full = [line for line in text.splitlines() if line.startswith("- imagenet (skipped):")]
+    assert len(full) == 1 and "/a" in full[0] and "/b" in full[0]  # the whole reason, on one line
+    page = html.read_text()
+    assert "<details><summary>Why, in full</summary>" in page and "| imagenet |" not in text
+
+
+# ---------------------------------------------------------------- the answer first
+
+@pytest.fixture(scope="module")
+def external_report(tmp_path_factory):
+    """A fake study with an external set, and its report (built once)."""
+    run = make_run(tmp_path_factory.mktemp("ext") / "study", n_cv=200, n_test=80, external={"site-b": 160},
+                   logs=False)
+    html, md = build_report(run, **FAST)
+    return run, html, md, json.loads(html.with_suffix(".json").read_text())
+
+
+def test_headline_comes_first_and_names_the_best_arm_on_the_external_set(external_report):
+    run, html, md, data = external_report
+    h = data["headline"]
+    ext = data["sets"]["site-b"]
+    best = max((r for r in ext["table"]), key=lambda r: r["auroc"])
+    assert h["set"] == "site-b" and h["best"]["arm"] == best["arm"]
+    page = html.read_text()
+    # the answer before any section, then the external set, the test set, out of fold
+    assert page.index('id="answer"') < page.index("<h2")
+    order = [page.index(f'<h2 id="set-{name}"') for name in ("site-b", "test", "val")]
+    assert order == sorted(order) and data["set_order"] == ["site-b", "test", "val"]
+    first = h["text"][0]
+    b = ext["auroc"][best["arm"]]
+    assert first.startswith("On the external set site-b (160 images")
+    ci = f"(95% CI {b['lower']:.3f} to {b['upper']:.3f})"
+    assert f"{best['arm']} has the highest AUROC: {b['auroc']:.3f} {ci}" in first
+    # every other arm: difference, CI and the Holm-adjusted p of the comparison of interest
+    for v in h["versus"]:
+        c = next(c for c in ext["comparisons"] if {c["a"], c["b"]} == {best["arm"], v["arm"]})
+        sign = 1 if c["a"] == best["arm"] else -1
+        assert v["diff"] == pytest.approx(sign * c["diff"]) and v["p_holm"] == c["p_holm"]
+        line = next(t for t in h["text"] if t.startswith(f"{best['arm']} − {v['arm']} "))
+        assert f"{round(v['diff'], 3):+.3f}" in line and "Holm-adjusted p" in line
+        assert "p = <" not in line
+    assert h["text"][0] in md.read_text()
+
+
+def test_no_observed_power_no_empty_holm_and_no_reference_line_by_default(external_report):
+    _, html, md, data = external_report
+    for text in (html.read_text(), md.read_text()):
+        low = text.lower()
+        assert "observed difference" not in low and "power to detect the observed" not in low
+        assert "over 0 comparison" not in low and "p = <" not in text
+        assert "J Am Coll Radiol" not in text  # only where the study asks for it (report.reference)
+    assert "smallest detectable difference" in html.read_text()
+
+
+def test_smallest_detectable_difference_is_a_design_quantity(external_report):
+    """It depends on the sizes, the reference arm's AUROC and the score correlations, not on the other arm's."""
+    from thyro.stats.power import minimal_detectable_difference
+
+    _, _, _, data = external_report
+    for c in data["sets"]["test"]["comparisons"]:
+        expected = minimal_detectable_difference(c["auroc_b"], c["n_pos"], c["n_neg"], r_controls=c["r_controls"],
+                                                 r_cases=c["r_cases"])
+        assert c["mdd"] == pytest.approx(expected) if expected is not None else c["mdd"] is None
+
+
+def test_glossary_and_hover_explanations(external_report):
+    _, html, _, _ = external_report
+    page = html.read_text()
+    assert '<h2 id="glossary">' in page
+    for term in ("DeLong", "Holm", "ECE", "calibration intercept", "calibration slope", "temperature",
+                 "cluster bootstrap", "decision curve", "net benefit"):
+        assert f"<dt>{term}</dt>" in page, term
+    assert '<abbr title="Holm&#39;s correction' in page and '<abbr title="Expected calibration error' in page
+
+
+def test_comparisons_of_interest_from_the_config_and_the_command_line(tmp_path, capsys):
+    run = make_run(tmp_path / "run", n_cv=100, n_test=60, logs=False)
+    r = RunDir(run)
+    rec = r.read_record()
+    cfg = rec.config.model_copy(update={"report": rec.config.report.model_copy(update={
+        "comparisons": [("radimagenet", "imagenet")], "reference": "Published: radimagenet 0.83."})})
+    r.write_record(cfg, rec.base_dir)
+    html, md = build_report(run, **FAST)
+    data = json.loads(html.with_suffix(".json").read_text())
+    test = data["sets"]["test"]
+    assert [(c["a"], c["b"]) for c in test["comparisons"]] == [("radimagenet", "imagenet")]
+    assert test["comparisons"][0]["p_holm"] == test["comparisons"][0]["p_value"]  # one comparison: no correction
+    page = html.read_text()
+    assert "a single comparison needs no correction" in page and "For comparison: Published: radimagenet 0.83." in page
+    # the command line wins over the record
+    assert main(["-q", "report", str(run), "--compare", "imagenet:scratch", "--compare", "radimagenet:scratch",
+                 "--n-boot", "100"]) == 0
+    data = json.loads(RunDir(run).report_path.with_suffix(".json").read_text())
+    assert [(c["a"], c["b"]) for c in data["sets"]["test"]["comparisons"]] == [("imagenet", "scratch"),
+                                                                                ("radimagenet", "scratch")]
+    assert "Holm&#39;s correction</abbr>&#39;s correction runs over the 2 together" not in page
+    capsys.readouterr()
+    assert main(["report", str(run), "--compare", "swav:scratch"]) == 2
+    assert "names no arm swav" in capsys.readouterr().err
+    assert main(["report", str(run), "--compare", "swav"]) == 2
+    assert "ARM_A:ARM_B" in capsys.readouterr().err
+
+
+def test_report_paths_are_relative_to_the_run_directory(tmp_path):
+    weights = tmp_path / "weights" / "radimagenet-resnet18.h5"
+    run = make_run(tmp_path / "runs" / "study", n_cv=60, n_test=40, logs=False)
+    r = RunDir(run)
+    rec = r.read_record()
+    arms = [a.model_copy(update={"weights": {"radimagenet": str(weights)}}) if a.name == "radimagenet" else a
+            for a in rec.config.arms]
+    r.write_record(rec.config.model_copy(update={"arms": arms}), run.resolve())
+    html, md = build_report(run, **FAST)
+    for text in (html.read_text(), md.read_text()):
+        assert str(tmp_path) not in text
+        assert "radimagenet:../../weights/radimagenet-resnet18.h5" in text
+
+
+def _predict_csv(path, *, model_source="tirads", labels_source=None, labels_definition=None, n=60, seed=3):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    df = pd.DataFrame({"image": [f"img{i}.png" for i in range(n)],
+                       "probability": 1 / (1 + np.exp(-(rng.normal(size=n) + y))),
+                       "probability_of": "TI-RADS ≥ 4c" if model_source == "tirads" else "malignant",
+                       "model_label_source": model_source,
+                       "model_label_definition": "TI-RADS ≥ 4c" if model_source == "tirads" else "",
+                       "class": 0, "prediction": "", "roi": "", "warning": "", "error": "", "label": y,
+                       "patient_id": [f"p{i}" for i in range(n)]})
+    if labels_source:
+        df["label_source"] = labels_source
+    if labels_definition:
+        df["label_definition"] = labels_definition
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_report_of_a_predict_csv_honours_probability_of(tmp_path):
+    csv = _predict_csv(tmp_path / "p.csv", labels_source="cytology")
+    html, md = build_report(csv, tmp_path / "r", **FAST)
+    data = json.loads(html.with_suffix(".json").read_text())
+    assert data["label"]["positive"] == "TI-RADS ≥ 4c" and data["label"]["source"] == "tirads"
+    s = data["sets"]["test"]
+    assert s["labels"]["source"] == "cytology"
+    assert s["label_warning"].startswith("Labels differ: the model was trained on TI-RADS ≥ 4c")
+    page = html.read_text()
+    assert "Every probability in this report is a TI-RADS ≥ 4c probability" in page
+    assert page.count("Labels differ") >= 2  # the headline and the set's section
+    # the same labels: no warning; labels of unknown provenance: it cannot be checked, and the report says so
+    same = build_report(_predict_csv(tmp_path / "q.csv", labels_source="tirads", labels_definition="TI-RADS >= 4c"),
+                        tmp_path / "r2", **FAST)[0]
+    assert "Labels differ" not in same.read_text() and "cannot be checked" not in same.read_text()
+    unknown = build_report(_predict_csv(tmp_path / "u.csv"), tmp_path / "r3", **FAST)[0]
+    assert "cannot be checked: record label_source" in unknown.read_text()
+
+
+def test_compare_splits_by_name(external_report, capsys):
+    run, _, _, data = external_report
+    path = str(RunDir(run).predictions_path)
+    capsys.readouterr()
+    assert main(["compare", path, path, "--arm-a", "radimagenet", "--arm-b", "scratch", "--split", "external",
+                 "--json", "--n-boot", "200"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["split"] == "site-b" and r["n_common"] == data["sets"]["site-b"]["n"]
+    assert main(["compare", path, path, "--arm-a", "radimagenet", "--arm-b", "scratch", "--split", "val",
+                 "--n-boot", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "split=val, fold=pooled" in out and "p = <" not in out and ("p < 0.001" in out or "p = 0." in out)
+    assert main(["compare", path, path, "--arm-a", "radimagenet", "--arm-b", "scratch", "--split", "site-c"]) == 2
+    assert "choose val (pooled out-of-fold), test, external or one of site-b" in capsys.readouterr().err

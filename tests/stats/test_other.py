@@ -1,4 +1,4 @@
-"""Holm, power, operating points, calibration, decision curves."""
+"""Holm, operating points, calibration, decision curves."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from thyro.stats import (
     holm,
     net_benefit,
     operating_points,
-    paired_auc_power,
     reliability,
     threshold_for_sensitivity,
     threshold_for_specificity,
@@ -35,38 +34,6 @@ def test_holm_against_hand_computation():
     assert holm([0.6, 0.7])[0] == pytest.approx(1.0)
     with pytest.raises(StatsError):
         holm([1.5])
-
-
-def test_power_behaves():
-    p = paired_auc_power(0.79, 0.69, 35, 66, correlation=0.5)
-    assert 0 < p.power < 1
-    bigger = paired_auc_power(0.79, 0.69, 70, 132, correlation=0.5)
-    assert bigger.power > p.power
-    at_need = paired_auc_power(0.79, 0.69, p.n_pos_needed, int(p.n_pos_needed * 66 / 35), correlation=0.5)
-    assert at_need.power == pytest.approx(0.8, abs=0.01)
-    assert paired_auc_power(0.79, 0.69, 35, 66, correlation=0.8).power > p.power
-    assert paired_auc_power(0.7, 0.7, 35, 66).n_pos_needed == -1
-    assert "Obuchowski" in p.method
-    with pytest.raises(StatsError):
-        paired_auc_power(1.0, 0.7, 35, 66)
-
-
-def test_power_against_simulation():
-    """Binormal data: the formula's power is close to the rejection rate of the DeLong test."""
-    from thyro.stats import delong_paired
-
-    rng = np.random.default_rng(0)
-    n_pos, n_neg, rejections, aucs = 40, 60, 0, []
-    d1, d2, rho = 1.1, 0.55, 0.5
-    for _ in range(300):
-        y = np.r_[np.ones(n_pos), np.zeros(n_neg)]
-        z = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=y.size)
-        c = delong_paired(y, z[:, 0] + d1 * y, z[:, 1] + d2 * y)
-        rejections += c.p_value < 0.05
-        aucs.append((c.auroc_a, c.auroc_b))
-    a, b = special.ndtr(d1 / np.sqrt(2)), special.ndtr(d2 / np.sqrt(2))
-    p = paired_auc_power(a, b, n_pos, n_neg, correlation=0.45)
-    assert abs(p.power - rejections / 300) < 0.15
 
 
 def test_wilson_known_value():

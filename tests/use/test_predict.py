@@ -170,10 +170,11 @@ def test_predict_keeps_the_manifests_columns_and_report_and_compare_read_it(mode
     out_a, out_b = tmp_path / "a.csv", tmp_path / "b.csv"
     assert main(["-q", "predict", str(model_dir), str(manifest), "--out", str(out_a)]) == 1  # one file missing
     df = pd.read_csv(out_a)
-    assert list(df.columns[:3]) == ["image", "probability", "probability_of"]
+    assert list(df.columns[:5]) == ["image", "probability", "probability_of", "model_label_source",
+                                    "model_label_definition"]
     assert {"label", "patient_id", "group", "site"} <= set(df.columns)
     assert df.set_index("image").loc[names, "label"].tolist() == [r["label"] for r in rows[:-1]]
-    assert (df["probability_of"] == "TI-RADS ≥ 4c").all()
+    assert (df["probability_of"] == "TI-RADS ≥ 4c").all() and (df["model_label_source"] == "tirads").all()
     html, _ = build_report(out_a, tmp_path / "report", n_boot=100)
     data = json.loads(html.with_suffix(".json").read_text())
     s = data["sets"]["test"]

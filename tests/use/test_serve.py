@@ -37,6 +37,8 @@ def test_health(client, package):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["n_models"] == 2 and h["image_size"] == SIZE
     assert h["threshold"] == pytest.approx(package.operating_point()[1])
+    # what the model predicts, for the page's labels line (the package's labels are TI-RADS-derived)
+    assert h["labels"]["summary"] == "label 1 = TI-RADS ≥ 4c; labels: radiologists' TI-RADS categories, not pathology"
 
 
 def test_page_and_static_files_are_served_without_external_resources(client):
@@ -44,6 +46,7 @@ def test_page_and_static_files_are_served_without_external_resources(client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="canvas"' in page.text and "/static/app.js" in page.text
     js = client.get("/static/app.js")
+    assert 'id="labels"' in page.text and '$("labels").textContent' in js.text  # the page says what label 1 means
     assert js.status_code == 200 and "/predict" in js.text
     for text in (page.text, js.text, client.get("/static/style.css").text):
         assert "http://" not in text and "https://" not in text  # no CDN: works offline

@@ -245,7 +245,7 @@ def test_heatmaps_are_drawn_per_batch_with_one_at_a_time_results(model_dir, imag
     service.close()
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121", "vit_tiny_patch16_224", "convnext_atto"])
 def test_backward_pass_from_the_target_layer_gives_the_full_passes_heatmaps(arch):
     """heatmaps() runs the backward pass from the logit to the target layer only; pytorch-grad-cam run as
     documented (the input requiring its gradient, the whole network in the graph) gives the same maps."""
@@ -255,12 +255,13 @@ def test_backward_pass_from_the_target_layer_gives_the_full_passes_heatmaps(arch
     from thyro.models import build_model
     from thyro.use.explain import LogitTarget, find_target_layer, heatmaps
 
-    model, _ = build_model(arch, "none", seed=3)
+    model, _ = build_model(arch, "none", seed=3, image_size=64)
     model.eval()
     x = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
     for method, cls in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus)):
         full = torch.from_numpy(x).float().div(255).unsqueeze(1).requires_grad_(True)
-        with cls(model=model, target_layers=[find_target_layer(model)]) as cam:
+        layer, reshape = find_target_layer(model)
+        with cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
             want = cam(input_tensor=full, targets=[LogitTarget()] * 3)
         np.testing.assert_allclose(heatmaps([model], x, method), want, atol=1e-6)
     assert all(p.requires_grad for p in model.parameters())  # the weights are as they were

@@ -153,13 +153,20 @@ def audit(
     cfg = load_preprocess_config(config) if config is not None else None
     res = run_audit(manifest, model, out=out, splits=splits, on=on, cfg=cfg, folds=folds, seed=seed,
                     progress=not is_quiet())
+    from thyro.data.inspection import label_line
+    from thyro.data.manifest import LabelMeaning
+    from thyro.stats.format import format_p
+
     marks = res["marks"]["overall"]
-    console.print(f"shortcut audit of {res['n_images']} image(s) ({manifest})")
+    meaning = LabelMeaning.from_dict(res["labels"]) if res.get("labels") else None
+    console.print(f"shortcut audit of {res['n_images']} image(s) ({manifest})", markup=False, soft_wrap=True)
+    console.print(f"  {label_line(meaning)}", markup=False, soft_wrap=True)
     if marks.get("n"):
         console.print(f"  marks in {marks['images_with_marks']} of {marks['n']} image(s); share of the crop: "
                       f"median {marks['median']:.2%}, 90th percentile {marks['p90']:.2%}, max {marks['max']:.2%}")
         for label, sub in sorted(res["marks"]["by_label"].items()):
-            name = "malignant" if label == "1" else "benign"
+            names = (meaning.positive, meaning.negative) if meaning is not None else ("label 1", "label 0")
+            name = names[0] if label == "1" else names[1]
             console.print(f"    {name}: marks in {sub['share_with_marks']:.0%}, calipers in "
                           f"{sub['share_with_calipers']:.0%}, median share {sub['median']:.2%}")
     mo = res["marks_only"]
@@ -172,7 +179,7 @@ def audit(
         m, c = res["model"], res["model"]["comparison"]
         console.print(f"  model on {m['n']} image(s): AUROC {m['auroc_marks']['auroc']:.3f} with marks, "
                       f"{m['auroc_clean']['auroc']:.3f} with marks removed; difference {c['diff']:+.3f} "
-                      f"[{c['lower']:+.3f}, {c['upper']:+.3f}], p = {c['p_value']:.3g}: {m['interpretation']}")
+                      f"[{c['lower']:+.3f}, {c['upper']:+.3f}], {format_p(c['p_value'])}: {m['interpretation']}")
     if res.get("written"):
         info(f"wrote {res['written']} (and audit_images.csv beside it)")
 

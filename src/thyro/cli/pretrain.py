@@ -17,7 +17,10 @@ def register(app: typer.Typer) -> None:
         source: Path = typer.Argument(..., help="Folder tree (modality/region/class/*.png or class/*.png) or a CSV "
                                                 "with image and class columns."),
         out: Path = typer.Option(..., "--out", "-o", help="Backbone checkpoint to write (.safetensors)."),
-        arch: str = typer.Option("resnet18", "--arch", help="Backbone: resnet18, resnet50, densenet121, ..."),
+        arch: str = typer.Option("resnet18", "--arch", help="Backbone: any timm architecture (resnet18, "
+                                                            "efficientnet_lite0, ...)."),
+        weights: str = typer.Option("none", "--weights", help="Start from: none (random), imagenet, or "
+                                                              "file:PATH (continued pretraining)."),
         mode: str = typer.Option("supervised", "--mode", help="supervised (class labels) or simclr (unlabelled)."),
         epochs: int = typer.Option(30, "--epochs", help="Epochs over the corpus."),
         batch_size: int = typer.Option(256, "--batch-size", help="Global batch: all processes together."),
@@ -66,7 +69,7 @@ def register(app: typer.Typer) -> None:
         data: dict = read_yaml(config) if config is not None else {}
         if isinstance(data.get("pretrain"), dict):
             data = data["pretrain"]
-        typed = typed_options(ctx, {"arch": "arch", "mode": "mode", "epochs": "epochs", "batch_size": "batch_size",
+        typed = typed_options(ctx, {"arch": "arch", "weights": "weights", "mode": "mode", "epochs": "epochs", "batch_size": "batch_size",
                                     "size": "preprocess.size", "lr": "lr", "optimizer": "optimizer",
                                     "device": "device", "workers": "workers",
                                     "checkpoint_every": "checkpoint_every", "min_per_class": "min_per_class",

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from thyro.console import console
@@ -37,6 +38,13 @@ def _print_results(results: dict) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    from thyro.data.manifest import LabelMeaning
+
+    trained = LabelMeaning.from_dict(labels)
+    for name, ext in (results.get("external_labels") or {}).items():  # an external set labelled otherwise
+        warning = trained.mismatch(LabelMeaning.from_dict(ext), f"the external set {name}")
+        if warning:
+            console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     for arm, info in results.get("arms", {}).items():
         if info.get("status") == "skipped" and info.get("reason"):
             console.print(f"[yellow]{arm} skipped[/]:\n  " + info["reason"].replace("\n", "\n  "), soft_wrap=True)
@@ -45,7 +53,8 @@ def _print_results(results: dict) -> None:
 
 
 def _print_plan(plan: dict) -> None:
-    console.print(f"[bold]study {plan['study']}[/] (dry run: nothing trained or written) -> {plan['run_dir']}")
+    console.print(f"[bold]study {plan['study']}[/] (dry run: every check of the real run passed; nothing trained or "
+                  f"written) -> {plan['run_dir']}", soft_wrap=True)
     console.print(yaml.safe_dump(plan["config"], sort_keys=False).rstrip(), markup=False, highlight=False)
     labels = plan["labels"]
     console.print(f"labels: {labels['description']}", markup=False, soft_wrap=True)
@@ -53,15 +62,28 @@ def _print_plan(plan: dict) -> None:
     console.print(f"splits ({sp['source']}): test {sp['test']} images; folds "
                   + ", ".join(f"{k}: {v} held out / {t} training" for k, (v, t)
                               in enumerate(zip(sp["folds"], sp["train_per_fold"]))), markup=False, soft_wrap=True)
-    table = Table(title="weights")
-    table.add_column("arm")
-    table.add_column("check")
-    for arm, w in plan["weights"].items():
-        table.add_row(arm, ("ok: " + (w["file"] or "random initialisation")) if w["ok"] else f"[red]{w['reason']}[/]")
+    for name, ext in plan["external"].items():
+        console.print(f"external set {name}: {ext['images']} images ({ext['labels']['description']})",
+                      markup=False, soft_wrap=True)
+    table = Table(title="arms")
+    for col in ("arm", "backbone", "weights", "input", "training speed here"):
+        table.add_column(col)
+    for arm, a in plan["arms"].items():
+        if a["skipped"]:
+            weights = "[yellow]skipped[/]: " + escape(a["skipped"].splitlines()[0])
+        else:
+            weights = escape(a["loaded"] or a["weights"])
+        speed = f"{a['train_images_per_second']:.1f} img/s" if a.get("train_images_per_second") else "-"
+        table.add_row(arm, a["backbone"], weights, escape(a["input"] or "-"), speed)
     console.print(table)
     done = sum(j["done"] for j in plan["jobs"])
     console.print(f"jobs ({len(plan['jobs'])}, {done} done): " + ", ".join(
         j["job"] + (" (done)" if j["done"] else "") for j in plan["jobs"]), markup=False, soft_wrap=True)
+    if plan.get("seconds_estimate"):
+        minutes = plan["seconds_estimate"] / 60
+        console.print(f"estimated training time on this machine: about {minutes:,.0f} min "
+                      f"({minutes / 60:.1f} h; measured training speed x epochs x images, evaluation not counted)",
+                      markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

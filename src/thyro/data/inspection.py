@@ -8,10 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from rich.console import Group as RichGroup
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from thyro.data.dedup import NEAR_THRESHOLD, natural_key, near_pairs
-from thyro.data.manifest import Manifest
+from thyro.data.manifest import LabelMeaning, Manifest
+from thyro.errors import DataError
+
 
 @dataclass
 class Inspection:
@@ -47,6 +51,7 @@ class Inspection:
     unreadable: list[str] = field(default_factory=list)
     has_hashes: bool = False
     notes: list[str] = field(default_factory=list)
+    labels: LabelMeaning | None = None
 
 
 def class_balance(df: pd.DataFrame) -> pd.DataFrame:
@@ -95,6 +100,9 @@ def inspect_manifest(manifest: Manifest, *, read_headers: bool = True) -> Inspec
 
     df = manifest.df
     result = Inspection(balance=class_balance(df), notes=balance_notes(df))
+    result.labels, problem = labels_of(manifest)
+    if problem:
+        result.notes.append(problem)
     patients = df.groupby("group")["patient_id"].agg(lambda s: sorted(set(s), key=natural_key))
     result.merged_groups = {g: p for g, p in patients.items() if len(p) > 1}
     if "content_hash" in df.columns and (df["content_hash"].astype(str) != "").all():
@@ -121,8 +129,29 @@ def inspect_manifest(manifest: Manifest, *, read_headers: bool = True) -> Inspec
     return result
 
 
-def balance_table(balance: pd.DataFrame, title: str) -> Table:
-    """The class-balance table of :func:`class_balance` (import and inspect print this one)."""
+def labels_of(manifest: Manifest) -> tuple[LabelMeaning | None, str | None]:
+    """The manifest's label meaning, or None and why (several provenances in one manifest)."""
+    try:
+        return manifest.label_meaning(), None
+    except DataError as exc:
+        return None, str(exc)
+
+
+def label_line(meaning: LabelMeaning | None) -> str:
+    """What label 1 means, as import, inspect and audit print it (with the fix when it is not recorded)."""
+    if meaning is None:
+        return "labels: several provenances in one manifest (see the note)"
+    hint = ("; say how they were obtained with --label-source (pathology, cytology, tirads, ...)"
+            if meaning.source == "unknown" else "")
+    return meaning.summary() + hint
+
+
+def balance_table(balance: pd.DataFrame, title: str, meaning: LabelMeaning | None = None) -> Table:
+    """The class-balance table of :func:`class_balance` (import and inspect print this one); the classes
+    are named by ``meaning`` (``TI-RADS ≥ 4c (1)`` rather than ``malignant (1)`` for TI-RADS labels)."""
+    names = {}
+    if meaning is not None and not meaning.malignancy:
+        names = {"malignant (1)": f"{meaning.positive} (1)", "benign (0)": f"{meaning.negative} (0)"}
     t = Table(title=title, header_style="bold")
     t.add_column("")
     for col in balance.columns:
@@ -130,14 +159,16 @@ def balance_table(balance: pd.DataFrame, title: str) -> Table:
     for name, row in balance.iterrows():
         if name == "mixed" and not row.any():
             continue
-        t.add_row(f"[bold]{name}[/]" if name == "all" else str(name), *[str(v) for v in row])
+        shown = escape(names.get(str(name), str(name)))
+        t.add_row(f"[bold]{shown}[/]" if name == "all" else shown, *[str(v) for v in row])
     return t
 
 
 def render(result: Inspection, title: str = "manifest") -> RichGroup:
     """Rich tables of an :class:`Inspection`."""
-    parts: list = [balance_table(result.balance, f"{title}: class balance")]
-    parts += [f"[dim]note: {n}[/]" for n in result.notes]
+    parts: list = [balance_table(result.balance, f"{title}: class balance", result.labels),
+                   Text(label_line(result.labels))]
+    parts += [Text(f"note: {n}", style="dim") for n in result.notes]
 
     d = Table(title="duplicate groups (several patients in one group)", header_style="bold")
     d.add_column("group")

@@ -95,20 +95,55 @@ class LabelMeaning:
         """How a probability is called: ``malignancy probability`` or ``TI-RADS >= 4c probability``."""
         return "malignancy probability" if self.malignancy else f"{self.positive} probability"
 
+    @property
+    def provenance(self) -> str:
+        """How the labels were obtained, in words (``radiologists' TI-RADS categories, not pathology``)."""
+        return LABEL_SOURCES[self.source]
+
     def describe(self) -> str:
         """One sentence for reports and model cards."""
-        text = LABEL_SOURCES[self.source]
+        text = self.provenance
         text = text[0].upper() + text[1:]
         if not self.malignancy:
             text += (f"; label 1 = {self.positive}. The model predicts a radiologist's suspicion category, "
                      "not the pathology result")
-        elif self.source == "unknown":
-            text += "; state how the labels were obtained (manifest column label_source) before using the model"
+        else:
+            if self.definition:
+                text += f"; label 1 = malignant ({self.definition})"
+            if self.source == "unknown":
+                text += "; state how the labels were obtained (manifest column label_source) before using the model"
         return text + "."
+
+    def summary(self) -> str:
+        """One line for consoles, titles and captions: ``label 1 = TI-RADS ≥ 4c; labels: radiologists' ...``."""
+        name = self.positive + (f" ({self.definition})" if self.malignancy and self.definition else "")
+        return f"label 1 = {name}; labels: {self.provenance}"
+
+    def same_as(self, other: LabelMeaning) -> bool:
+        """Whether two label sets mean the same (same source; same definition, spelling of >= and case aside)."""
+        def norm(text: str) -> str:
+            return " ".join(text.replace("≥", ">=").replace("≤", "<=").lower().split())
+
+        return self.source == other.source and norm(self.definition) == norm(other.definition)
+
+    def mismatch(self, labels: LabelMeaning, where: str) -> str | None:
+        """One sentence when ``labels`` (those of ``where``, e.g. an external set) differ from these, the
+        labels a model was trained on; None when they agree (or neither is recorded)."""
+        if self.same_as(labels) or (self.source == "unknown" and labels.source == "unknown"):
+            return None
+        if "unknown" in (self.source, labels.source):
+            return (f"Whether the labels of {where} ({labels.positive}; {labels.provenance}) mean what the training "
+                    f"labels meant ({self.positive}; {self.provenance}) cannot be checked: record label_source in "
+                    "both manifests.")
+        detail = f" ({labels.definition})" if labels.malignancy and labels.definition else ""
+        return (f"Labels differ: the model was trained on {self.positive} ({self.provenance}) but {where} is "
+                f"labelled {labels.positive}{detail} by {labels.provenance}, so its AUROC there measures how well a {self.probability_name} ranks "
+                f"{labels.positive} cases.")
 
     def to_dict(self) -> dict:
         return {"source": self.source, "definition": self.definition, "positive": self.positive,
-                "negative": self.negative, "probability_name": self.probability_name, "description": self.describe()}
+                "negative": self.negative, "probability_name": self.probability_name, "description": self.describe(),
+                "summary": self.summary(), "provenance": self.provenance}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> LabelMeaning:

@@ -46,7 +46,8 @@ from thyro.errors import DataError
 #: 2: scan area from the screen layout (dark deep tissue kept), white marks found and inpainted on
 #: the gray image, mark removal on by default.  3: a caliper takes only the stroke along its arms,
 #: and its arms must not lie inside bright tissue (echogenic foci are no longer taken for calipers).
-PREPROCESS_VERSION = 3
+#: 4: text rows are also found by glyphs standing on one baseline, and take the words beside them.
+PREPROCESS_VERSION = 4
 
 #: Pixels around the crop in which marks are looked for and from which the inpainting draws.
 MARK_CONTEXT = 8

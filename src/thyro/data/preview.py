@@ -39,12 +39,35 @@ class PreviewItem:
     error: str = ""
 
 
-def _label_text(value) -> str:
+def _label_text(value, meaning=None) -> str:
+    """``malignant``/``benign``, or the classes the manifest's labels name (``TI-RADS ≥ 4c``)."""
     import pandas as pd
 
     if pd.isna(value):
         return "unlabelled"
-    return "malignant" if int(value) == 1 else "benign"
+    positive, negative = (meaning.positive, meaning.negative) if meaning is not None else ("malignant", "benign")
+    return positive if int(value) == 1 else negative
+
+
+def _drawable(text: str) -> str:
+    """Text Pillow's built-in bitmap font can draw (it has no ``≥``; other characters outside Latin-1 become ?)."""
+    text = text.replace("≥", ">=").replace("≤", "<=")
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def sheet_title(manifest) -> str:
+    """The contact sheet's title: the manifest and what its label 1 means."""
+    meaning = _meaning(manifest)
+    return (f"{manifest.path.name if manifest.path else 'manifest'}: "
+            + (meaning.summary() if meaning is not None else "labels of several provenances"))
+
+
+def _meaning(manifest):
+    """The manifest's :class:`~thyro.data.manifest.LabelMeaning` (None when it mixes provenances)."""
+    try:
+        return manifest.label_meaning()
+    except DataError:
+        return None
 
 
 def _frames(manifest) -> list[int]:
@@ -68,9 +91,10 @@ def iter_preview(manifest, cfg: PreprocessConfig | dict | None = None, rows=None
     rois = manifest.rois()
     frames = _frames(manifest)
     labels = manifest.df["label"].tolist() if "label" in manifest.df.columns else [None] * len(manifest)
+    meaning = _meaning(manifest)
     for r in (range(len(manifest)) if rows is None else rows):
         r = int(r)
-        item = PreviewItem(row=r, image=manifest.ids[r], label=_label_text(labels[r]), roi=rois[r])
+        item = PreviewItem(row=r, image=manifest.ids[r], label=_label_text(labels[r], meaning), roi=rois[r])
         try:
             loaded = read_image(manifest.abspath(item.image), frame=frames[r], color=True)
             item.pixels = loaded.pixels
@@ -155,12 +179,15 @@ def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict
     rows = np.sort(rng.choice(len(manifest), size=min(int(n), len(manifest)), replace=False))
     pairs_per_row = 2
     caption_h = 30
+    title_h = 18
     n_rows = (len(rows) + pairs_per_row - 1) // pairs_per_row
-    sheet = Image.new("RGB", (pairs_per_row * 2 * cell + (pairs_per_row - 1) * 8, n_rows * (cell + caption_h)), "white")
+    width = pairs_per_row * 2 * cell + (pairs_per_row - 1) * 8
+    sheet = Image.new("RGB", (width, title_h + n_rows * (cell + caption_h)), "white")
     draw = ImageDraw.Draw(sheet)
+    draw.text((2, 3), _drawable(sheet_title(manifest)[: width // 6]), fill=(0, 0, 0))
     for k, item in enumerate(iter_preview(manifest, cfg, rows)):
         x = (k % pairs_per_row) * (2 * cell + 8)
-        y = (k // pairs_per_row) * (cell + caption_h)
+        y = title_h + (k // pairs_per_row) * (cell + caption_h)
         if item.error:
             draw.text((x + 4, y + 4), f"unreadable:\n{item.error[:120]}", fill=(200, 0, 0))
         else:
@@ -170,7 +197,7 @@ def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict
             sheet.paste(raw, (x, y))
             sheet.paste(Image.fromarray(item.output).convert("RGB").resize((cell, cell), Image.BILINEAR), (x + cell, y))
         name = item.image if len(item.image) <= 60 else "..." + item.image[-57:]
-        draw.text((x + 2, y + cell + 2), f"{name}\n{caption(item)[:2 * cell // 6]}", fill=(0, 0, 0))
+        draw.text((x + 2, y + cell + 2), _drawable(f"{name}\n{caption(item)[:2 * cell // 6]}"), fill=(0, 0, 0))
     out = Path(out)
     with atomic_path(out, suffix=".png") as tmp:
         sheet.save(tmp, format="PNG")
@@ -219,7 +246,7 @@ def preview_images(manifest, out_dir: str | os.PathLike, cfg: PreprocessConfig |
         pic = Image.new("RGB", (raw.width + 8 + height, height + 22), "white")
         pic.paste(raw, (0, 0))
         pic.paste(model, (raw.width + 8, 0))
-        ImageDraw.Draw(pic).text((2, height + 4), f"{item.image}: {caption(item)}", fill=(0, 0, 0))
+        ImageDraw.Draw(pic).text((2, height + 4), _drawable(f"{item.image}: {caption(item)}"), fill=(0, 0, 0))
         name = _safe_name(item.image)
         while name in used:
             name += "_"

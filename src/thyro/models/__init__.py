@@ -26,7 +26,8 @@ Defaults, and why:
 """
 
 from thyro.models.adapter import InputAdapter, InputSpec
-from thyro.models.backbones import ARCHS, apply_keras_layout, create_backbone, head_name
+from thyro.models.archs import ArchInfo, arch, check_arch
+from thyro.models.backbones import apply_keras_layout, create_backbone, head_name
 from thyro.models.checkpoint import (
     load_metadata,
     load_model,
@@ -36,18 +37,19 @@ from thyro.models.checkpoint import (
 )
 from thyro.models.model import ThyroNet, build_model
 from thyro.models.weights.report import LoadReport
-from thyro.models.weights.sources import WeightSource, check_weight_sources, parse_weight_source
+from thyro.models.weights.sources import WeightSource, parse_weight_source
 
 __all__ = [
-    "ARCHS",
+    "ArchInfo",
     "InputAdapter",
     "InputSpec",
     "LoadReport",
     "ThyroNet",
     "WeightSource",
     "apply_keras_layout",
+    "arch",
     "build_model",
-    "check_weight_sources",
+    "check_arch",
     "create_backbone",
     "head_name",
     "load_metadata",

@@ -93,10 +93,6 @@ class InputSpec(StrictModel):
         return cls(mode="caffe_bgr", mean=mean_rgb, std=(1 / 255.0,) * 3, input_size=input_size,
                    value_range=(0.0, 255.0))
 
-    def with_channels(self, channels: int) -> InputSpec:
-        """A copy with another channel count, the normalisation values unchanged."""
-        return self.model_copy(update={"channels": channels})
-
     def folded(self) -> InputSpec:
         """The one-channel spec of a model whose first convolution absorbed this normalisation.
 

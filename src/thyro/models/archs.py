@@ -1,260 +1,318 @@
-"""One table of the backbones thyro builds: everything known about each architecture, in one row.
+"""Architectures: any name timm knows, described from timm's own model and ``pretrained_cfg``.
 
-A row (:class:`Arch`) holds the timm name and module names (classification head, first convolution
-and BatchNorm), the native input size, where ImageNet weights are found (torchvision's file names,
-timm's pretrained tags), how Keras built it (its ``preprocess_input``, its layer names for the HDF5
-converter, whether its forward pass differs from timm's), and how to recognise its weights in a file
-(timm-named, ``nn.Sequential`` exports, Keras layer names).  Every other module asks this table, as
-timm keeps one pretrained configuration per model tag; adding an architecture means adding one row.
+:func:`arch` is the one place every other module asks (configuration, weight sources, backbones,
+``thyro weights inspect --arch``, Grad-CAM).  It builds the network once on PyTorch's ``meta`` device
+(no memory, no weights, no network), runs one forward pass there and reads off what thyro needs:
+
+* the first convolution and the classification head (``pretrained_cfg["first_conv"]`` and
+  ``["classifier"]``), the BatchNorm the first convolution feeds directly (traced, not guessed), and
+  whether that convolution has a bias (where a one-channel model folds the input normalisation);
+* the native input size, mean/std and interpolation of its default ImageNet tag;
+* the pooled feature width the head reads, the feature stage Grad-CAM weighs (timm's ``feature_info``)
+  and the shape of that stage's output: ``(B, C, H, W)``, channels last ``(B, H, W, C)``, or tokens
+  ``(B, N, C)`` with a number of prefix (class, register) tokens, as vision transformers give;
+* which build options the family takes: ``img_size`` (vision transformers are built for the study's input
+  size, their position embedding resampled from the weights' grid when loaded; a fixed size keeps them
+  exportable to ONNX) and TensorFlow's ``"same"`` padding with BatchNorm eps 1e-3 (the ``tf`` layout of
+  the EfficientNet/MobileNet family: weights trained in TensorFlow need it).
+
+What timm cannot know stays in the hand-kept rows of :mod:`thyro.models.known` (torchvision file names,
+Keras layer maps).  An unknown name is a :class:`~thyro.errors.ConfigError` naming the three closest
+names timm knows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import functools
+import inspect
 from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
 
 from thyro.errors import ConfigError
 from thyro.models.adapter import InputSpec
+from thyro.models.known import KERAS_BN_EPS, Known, known
 
-KERAS_BN_EPS = 1.001e-5
+__all__ = ["KERAS_BN_EPS", "LAYOUTS", "ArchInfo", "arch", "check_arch", "timm_kwargs"]
 
-
-def _count(keys, prefix: str, depth: int) -> int:
-    """Distinct names at ``depth`` (dot-separated) among keys starting with ``prefix``."""
-    return len({k.split(".")[depth] for k in keys if k.startswith(prefix)})
-
-
-# -- Keras layer maps: which Keras layers hold which timm module's tensors ---------------------------
-
-RESNET50_BLOCKS = {2: 3, 3: 4, 4: 6, 5: 3}
-DENSENET121_BLOCKS = {2: 6, 3: 12, 4: 24, 5: 16}
-IRV2_BLOCKS = (("block35", 10, "repeat"), ("block17", 20, "repeat_1"), ("block8", 9, "repeat_2"))
-
-
-def resnet50_keras_map() -> list[tuple[str, str, str, str]]:
-    """``(keras conv, keras bn, timm conv, timm bn)`` for every conv of Keras's ResNet50."""
-    out = [("conv1_conv", "conv1_bn", "conv1", "bn1")]
-    for stage, n in RESNET50_BLOCKS.items():
-        for b in range(1, n + 1):
-            k, t = f"conv{stage}_block{b}", f"layer{stage - 1}.{b - 1}"
-            if b == 1:
-                out.append((f"{k}_0_conv", f"{k}_0_bn", f"{t}.downsample.0", f"{t}.downsample.1"))
-            for i in (1, 2, 3):
-                out.append((f"{k}_{i}_conv", f"{k}_{i}_bn", f"{t}.conv{i}", f"{t}.bn{i}"))
-    return out
-
-
-def densenet121_keras_map() -> list[tuple[str, str, str]]:
-    """``(keras layer, kind, timm module)`` for every weighted layer of Keras's DenseNet121."""
-    out = [("conv1/conv", "conv", "features.conv0"), ("conv1/bn", "bn", "features.norm0")]
-    for stage, n in DENSENET121_BLOCKS.items():
-        for b in range(1, n + 1):
-            k, t = f"conv{stage}_block{b}", f"features.denseblock{stage - 1}.denselayer{b}"
-            out += [(f"{k}_0_bn", "bn", f"{t}.norm1"), (f"{k}_1_conv", "conv", f"{t}.conv1"),
-                    (f"{k}_1_bn", "bn", f"{t}.norm2"), (f"{k}_2_conv", "conv", f"{t}.conv2")]
-        if stage < 5:
-            out += [(f"pool{stage}_bn", "bn", f"features.transition{stage - 1}.norm"),
-                    (f"pool{stage}_conv", "conv", f"features.transition{stage - 1}.conv")]
-    out.append(("bn", "bn", "features.norm5"))
-    return out
-
-
-def irv2_keras_named() -> list[tuple[str, str]]:
-    """InceptionResNetV2's named Keras layers: ``(keras conv, timm module)`` of the residual up-projections
-    (with a bias) and of the last block."""
-    up = [(f"{block}_{i}_conv", f"{seq}.{i - 1}.conv2d") for block, n, seq in IRV2_BLOCKS for i in range(1, n + 1)]
-    return up + [("block8_10_conv", "block8.conv2d")]
+#: Network layouts: timm's own; Keras's (RadImageNet's files, see :mod:`thyro.models.backbones`); TensorFlow's
+#: ``"same"`` padding with BatchNorm eps 1e-3 (EfficientNet/MobileNet weights trained in TensorFlow).
+LAYOUTS: tuple[str, ...] = ("timm", "keras", "tf")
+TF_BN_EPS = 1e-3
 
 
 @dataclass(frozen=True)
-class KerasSpec:
-    """How Keras built an architecture (RadImageNet's Keras files).
+class ArchInfo:
+    """What thyro knows about one timm architecture (see the module docstring).
 
-    ``preprocess``: what ``keras.applications.<arch>.preprocess_input`` does (``caffe_bgr``,
-    ``imagenet`` mean/std, or ``inception`` ``(x - 0.5) / 0.5``).  ``layout``: Keras computes something
-    other than timm's network with the same tensors (see :func:`thyro.models.backbones.apply_keras_layout`).
-    ``conversion``: the HDF5 converter's strategy (``pairs`` of named conv/BatchNorm layers,
-    named ``layers`` of a kind, auto-``numbered`` layers in creation order, or ``numbered+named``).
+    Attributes
+    ----------
+    name : str
+        timm's model name (``efficientnet_lite0``).
+    family : str
+        timm's model class (``EfficientNet``, ``ResNet``, ``VisionTransformer``, ...).
+    first_conv : str
+        Module name of the first convolution.
+    head : tuple of str
+        Module names of the classification head (one for most models).
+    first_norm : str or None
+        The BatchNorm that reads the first convolution's output directly, if any.
+    first_conv_bias : bool
+        The first convolution has a bias.
+    native_size : int
+        Side of the input its ImageNet weights were trained at.
+    mean, std : tuple of 3 floats
+        Normalisation of its default ImageNet tag.
+    interpolation : str
+    num_features : int
+        Width of the pooled features the head reads.
+    cam_layer : str
+        Module Grad-CAM weighs (the last feature stage, or the last block's first norm for token models).
+    cam_format : {"nchw", "nhwc", "tokens"}
+        Shape of ``cam_layer``'s output.
+    prefix_tokens : int
+        Tokens before the patch tokens (``"tokens"`` format only).
+    fixed_size : bool
+        Built for one input size (``img_size``; vision transformers): see :func:`timm_kwargs`.
+    tf_layout : bool
+        The family accepts TensorFlow's padding and BatchNorm eps (the ``tf`` layout).
+    reduction : int
+        Total stride of the last feature stage (inputs must be at least this large).
     """
 
-    preprocess: str
-    layout: bool
-    conversion: str
-    layer_map: Callable[[], list] | None = None
-    recognise: Callable[[set[str]], str | None] = lambda names: None
-
-
-@dataclass(frozen=True)
-class Arch:
-    """Everything thyro knows about one architecture (see the module docstring)."""
-
     name: str
-    head: str
+    family: str
     first_conv: str
-    first_norm: str
+    head: tuple[str, ...]
+    first_norm: str | None
+    first_conv_bias: bool
     native_size: int
-    torchvision_files: tuple[str, ...] = ()
-    torchvision_call: str | None = None
-    timm_tags: tuple[str, ...] = ()
-    #: What it says of a timm-named state dict: ``None`` (not this family), ``True`` (this architecture) or
-    #: a description of the family member the keys belong to.
-    recognise: Callable[[set[str]], bool | str | None] = lambda keys: None
-    #: The same for the module names below the indices of an ``nn.Sequential`` export.
-    recognise_sequential: Callable[[set[str], set[str]], bool | None] = lambda rest, keys: None
-    keras: KerasSpec | None = None
-    #: The preprocessing of its ImageNet weights when a file declares none: ``imagenet`` mean/std, or
-    #: ``inception`` ``(x - 0.5) / 0.5`` (torchvision's Inception-v3 and timm's TensorFlow ports).
-    imagenet_preprocess: str = "imagenet"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    num_features: int
+    cam_layer: str
+    cam_format: str
+    prefix_tokens: int
+    fixed_size: bool
+    tf_layout: bool
+    reduction: int
+
+    @property
+    def known(self) -> Known:
+        """The hand-kept row (torchvision files, Keras specification); empty for most architectures."""
+        return known(self.name)
+
+    @property
+    def first_conv_key(self) -> str:
+        """State-dict key of the first convolution's weight."""
+        return self.first_conv + ".weight"
+
+    def is_head_key(self, key: str) -> bool:
+        """True when state-dict ``key`` belongs to the classification head."""
+        return any(key.startswith(h + ".") for h in self.head)
 
     def imagenet_input_spec(self) -> InputSpec:
-        """The input an ImageNet file of this architecture expects when it says nothing itself."""
-        if self.imagenet_preprocess == "inception":
-            return InputSpec.inception(self.native_size)
-        return InputSpec.imagenet(self.native_size)
+        """The input its default ImageNet tag expects (timm's ``pretrained_cfg``)."""
+        return InputSpec(mean=self.mean, std=self.std, input_size=self.native_size)
 
     def keras_input_spec(self) -> InputSpec:
         """What Keras's ``preprocess_input`` did for this architecture (RadImageNet was trained so)."""
-        kind = self.keras.preprocess if self.keras else "imagenet"
-        if kind == "caffe_bgr":
-            return InputSpec.caffe_bgr(self.native_size)
-        if kind == "inception":
-            return InputSpec.inception(self.native_size)
-        return InputSpec.imagenet(self.native_size)
+        spec = self.known.keras
+        return spec.input_spec(self.native_size) if spec else InputSpec.imagenet(self.native_size)
+
+    def layouts(self) -> tuple[str, ...]:
+        """The layouts this architecture can be built in."""
+        keras = self.known.keras
+        return ("timm",) + (("keras",) if keras is not None and keras.layout else ()) + (
+            ("tf",) if self.tf_layout else ())
+
+    def describe(self) -> str:
+        """One line: family, native size, features, head."""
+        return (f"{self.name} (timm {self.family}; {self.native_size} px native, {self.num_features} pooled "
+                f"features, head {', '.join(self.head)})")
 
 
-def _resnet(blocks3: int, bottleneck: bool) -> Callable[[set[str]], bool | str | None]:
-    def recognise(keys: set[str]) -> bool | str | None:
-        if not any(k.startswith("layer4.") for k in keys):
-            return None
-        has_bottleneck = any(k.startswith("layer1.0.conv3.") for k in keys)
-        n3 = _count(keys, "layer3.", 1)
-        if has_bottleneck == bottleneck and n3 == blocks3:
-            return True
-        return (f"a ResNet with {n3} blocks in layer3 ({'bottleneck' if has_bottleneck else 'basic'}), "
-                "not resnet18/resnet50")
-    return recognise
+def timm_kwargs(info: ArchInfo, layout: str = "timm", image_size: int | None = None) -> dict:
+    """Build options for ``timm.create_model`` beyond the name: the input size of fixed-size architectures
+    (``image_size``, default the native one), TensorFlow's layout."""
+    kwargs: dict = {}
+    if info.fixed_size:
+        kwargs["img_size"] = int(image_size or info.native_size)
+    if layout == "tf":
+        if not info.tf_layout:
+            raise ConfigError(f"layout 'tf' (TensorFlow 'same' padding) is available for the EfficientNet/MobileNet "
+                              f"family, not {info.name} (timm {info.family}).")
+        kwargs.update(pad_type="same", bn_eps=TF_BN_EPS)
+    return kwargs
 
 
-def _densenet121(keys: set[str]) -> bool | str | None:
-    if not any(k.startswith("features.denseblock") for k in keys):
-        return None
-    n3, n4 = _count(keys, "features.denseblock3.", 3), _count(keys, "features.denseblock4.", 3)
-    return True if (n3, n4) == (24, 16) else f"a DenseNet (block3 {n3} layers, block4 {n4} layers), not densenet121"
+def check_arch(name: str) -> str:
+    """Return ``name`` if timm knows it, else raise :class:`ConfigError` naming the three closest names."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"a backbone is a timm model name (e.g. resnet18, efficientnet_lite0), got {name!r}.")
+    if _is_model(name):
+        return name
+    base, dot, tag = name.partition(".")
+    if dot and _is_model(base):
+        raise ConfigError(f"backbone {name!r}: name the architecture ({base!r}); a pretrained tag ({tag!r}) belongs "
+                          f"in weights (weights: imagenet looks for {base}'s tags in the caches).")
+    close = difflib.get_close_matches(name, _names(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown backbone {name!r}: timm has no model of that name{hint} "
+                      "(python -c \"import timm; print(timm.list_models('*lite*'))\" lists names).")
 
 
-def _resnet_keras(names: set[str]) -> str | None:
-    if "conv2_block1_0_conv" not in names and "conv1_conv" not in names:
-        return None
-    n4 = sum(1 for n in names if n.startswith("conv4_block") and n.endswith("_1_conv"))
-    return "resnet50" if n4 == 6 else f"a Keras ResNet with {n4} blocks in stage 4 (not ResNet50)"
+@functools.lru_cache(maxsize=1)
+def _names() -> tuple[str, ...]:
+    return tuple(timm.list_models())
 
 
-def _densenet_keras(names: set[str]) -> str | None:
-    if "conv1/conv" not in names and "conv2_block1_1_conv" not in names:
-        return None
-    n4 = sum(1 for n in names if n.startswith("conv4_block") and n.endswith("_1_conv"))
-    return "densenet121" if n4 == 24 else f"a Keras DenseNet with {n4} layers in block 3 (not DenseNet121)"
+@functools.lru_cache(maxsize=None)
+def _is_model(name: str) -> bool:
+    return name in set(_names())
 
 
-def _numbered_keras(count: int, name: str) -> Callable[[set[str]], str | None]:
-    def recognise(names: set[str]) -> str | None:
-        n_conv = sum(1 for n in names if n == "conv2d" or (n.startswith("conv2d_") and n[7:].isdigit()))
-        if not n_conv:
-            return None
-        return name if n_conv == count else f"a Keras network with {n_conv} auto-numbered conv2d layers " \
-                                            f"(InceptionV3 has {count})"
-    return recognise
+@functools.lru_cache(maxsize=None)
+def arch(name: str) -> ArchInfo:
+    """The :class:`ArchInfo` of timm architecture ``name`` (cached).
 
-
-#: The table.  Order matters where recognisers overlap: the first that claims a file wins.
-ARCH_TABLE: dict[str, Arch] = {a.name: a for a in (
-    Arch("resnet18", head="fc", first_conv="conv1", first_norm="bn1", native_size=224,
-         torchvision_files=("resnet18-f37072fd.pth",),
-         torchvision_call='torchvision.models.resnet18(weights="IMAGENET1K_V1")',
-         timm_tags=("resnet18.tv_in1k", "resnet18.a1_in1k"),
-         recognise=_resnet(2, bottleneck=False),
-         recognise_sequential=lambda rest, keys: (_count(keys, "backbone.6.", 2) == 2)
-         if any(r.startswith("0.conv2.") for r in rest) and not any(r.startswith("0.conv3.") for r in rest) else None),
-    Arch("resnet50", head="fc", first_conv="conv1", first_norm="bn1", native_size=224,
-         torchvision_files=("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
-         torchvision_call='torchvision.models.resnet50(weights="IMAGENET1K_V1")',
-         timm_tags=("resnet50.tv_in1k", "resnet50.a1_in1k", "resnet50.tv2_in1k"),
-         recognise=_resnet(6, bottleneck=True),
-         recognise_sequential=lambda rest, keys: (_count(keys, "backbone.6.", 2) == 6)
-         if any(r.startswith("0.conv3.") for r in rest) else None,
-         keras=KerasSpec("caffe_bgr", layout=True, conversion="pairs", layer_map=resnet50_keras_map,
-                         recognise=_resnet_keras)),
-    Arch("densenet121", head="classifier", first_conv="features.conv0", first_norm="features.norm0",
-         native_size=224, torchvision_files=("densenet121-a639ec97.pth",),
-         torchvision_call='torchvision.models.densenet121(weights="IMAGENET1K_V1")',
-         timm_tags=("densenet121.tv_in1k", "densenet121.ra_in1k"),
-         recognise=_densenet121,
-         recognise_sequential=lambda rest, keys: any("denselayer24." in r for r in rest)
-         if any("denselayer" in r for r in rest) else None,
-         keras=KerasSpec("imagenet", layout=True, conversion="layers", layer_map=densenet121_keras_map,
-                         recognise=_densenet_keras)),
-    Arch("inception_v3", head="fc", first_conv="Conv2d_1a_3x3.conv", first_norm="Conv2d_1a_3x3.bn", native_size=299,
-         torchvision_files=("inception_v3_google-0cc3c7bd.pth",),
-         torchvision_call='torchvision.models.inception_v3(weights="IMAGENET1K_V1")',
-         timm_tags=("inception_v3.tv_in1k", "inception_v3.tf_in1k"),
-         recognise=lambda keys: True if any(k.startswith("Mixed_7c.") for k in keys) else None,
-         recognise_sequential=lambda rest, keys: True if any(r.startswith("branch7x7") for r in rest) else None,
-         keras=KerasSpec("inception", layout=True, conversion="numbered",
-                         recognise=_numbered_keras(94, "inception_v3")), imagenet_preprocess="inception"),
-    Arch("inception_resnet_v2", head="classif", first_conv="conv2d_1a.conv", first_norm="conv2d_1a.bn",
-         native_size=299, timm_tags=("inception_resnet_v2.tf_in1k",),
-         recognise=lambda keys: True if any(k.startswith(("conv2d_7b.", "block8.")) for k in keys) else None,
-         # timm's InceptionResNetV2 is a TensorFlow port: it computes what Keras does with the same tensors
-         keras=KerasSpec("inception", layout=False, conversion="numbered+named", layer_map=irv2_keras_named,
-                         recognise=lambda names: "inception_resnet_v2"
-                         if "conv_7b" in names or "block8_1_conv" in names else None), imagenet_preprocess="inception"),
-)}
-
-#: Architecture names, in the table's order.
-ARCHS: tuple[str, ...] = tuple(ARCH_TABLE)
-
-
-def arch(name: str) -> Arch:
-    """The row of architecture ``name``; a :class:`ConfigError` naming the choices otherwise."""
-    if name not in ARCH_TABLE:
-        raise ConfigError(f"unknown backbone '{name}'; choose one of: {', '.join(ARCHS)}.")
-    return ARCH_TABLE[name]
-
-
-def keras_archs() -> tuple[str, ...]:
-    """Architectures whose Keras HDF5 files thyro converts."""
-    return tuple(a.name for a in ARCH_TABLE.values() if a.keras is not None)
-
-
-def recognise_state(keys: set[str]) -> str | None:
-    """The architecture a timm-named state dict belongs to, a description of a near miss, or None.
-
-    A recogniser may also return a description (str): the family is right but not the member.
+    Raises
+    ------
+    ConfigError
+        Unknown names (with the three closest), and architectures thyro cannot use (no convolution to take
+        grey images, no classification head), naming the architecture and the reason.
     """
-    descriptions: list[str] = []
-    for a in ARCH_TABLE.values():
-        verdict = a.recognise(keys)
-        if verdict is True:
-            return a.name
-        if isinstance(verdict, str):
-            descriptions.append(verdict)
-    return descriptions[0] if descriptions else None
+    check_arch(name)
+    model = _meta_model(name)
+    params = set(inspect.signature(type(model).__init__).parameters)
+    tf_layout = "pad_type" in params and _accepts(name, pad_type="same", bn_eps=TF_BN_EPS)
+    cfg = dict(model.pretrained_cfg or {})
+    first_conv = _first_conv(model, cfg, name)
+    head = _head(model, cfg, name)
+    size = int((cfg.get("input_size") or (3, 224, 224))[-1])
+    trace = _trace(model, first_conv, _cam_stage(model), size)
+    mean = tuple(float(v) for v in (cfg.get("mean") or InputSpec.imagenet().mean))
+    std = tuple(float(v) for v in (cfg.get("std") or InputSpec.imagenet().std))
+    return ArchInfo(
+        name=name, family=type(model).__name__, first_conv=first_conv, head=head, first_norm=trace["first_norm"],
+        first_conv_bias=model.get_submodule(first_conv).bias is not None, native_size=size,
+        mean=mean[:3] if len(mean) >= 3 else mean * 3, std=std[:3] if len(std) >= 3 else std * 3,
+        interpolation=str(cfg.get("interpolation") or "bilinear"),
+        num_features=int(getattr(model, "head_hidden_size", None) or model.num_features),
+        cam_layer=trace["cam_layer"], cam_format=trace["cam_format"],
+        prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0) if trace["cam_format"] == "tokens" else 0,
+        fixed_size="img_size" in params, tf_layout=tf_layout, reduction=trace["reduction"])
 
 
-def recognise_sequential(rest: set[str], keys: set[str]) -> str | None:
-    """The architecture of an ``nn.Sequential`` export (module names below its indices), or None."""
-    for a in ARCH_TABLE.values():
-        verdict = a.recognise_sequential(rest, keys)
-        if verdict is not None:
-            return a.name if verdict else None
-    return None
+def _meta_model(name: str, **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return timm.create_model(name, pretrained=False, num_classes=1, **kwargs)
 
 
-def recognise_keras(names: set[str]) -> str | None:
-    """Which Keras application a file's layer names belong to (or a description of a near miss)."""
-    for a in ARCH_TABLE.values():
-        if a.keras is not None:
-            verdict = a.keras.recognise(names)
-            if verdict is not None:
-                return verdict
-    return None
+def _accepts(name: str, **kwargs) -> bool:
+    """Whether timm's builder of ``name`` takes these options (tried on the meta device)."""
+    try:
+        _meta_model(name, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _first_conv(model: nn.Module, cfg: dict, name: str) -> str:
+    first = cfg.get("first_conv")
+    if isinstance(first, (list, tuple)):
+        first = first[0] if first else None
+    if first:
+        try:
+            if isinstance(model.get_submodule(first), nn.Conv2d):
+                return first
+        except AttributeError:
+            pass
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError(f"backbone {name!r}: it has no 2-D convolution to take images through, so thyro cannot "
+                          "feed it grey ultrasound images; choose a convolutional or vision-transformer model.")
+    return convs[0]
+
+
+def _head(model: nn.Module, cfg: dict, name: str) -> tuple[str, ...]:
+    names = cfg.get("classifier")
+    names = (names,) if isinstance(names, str) else tuple(names or ())
+    found = []
+    for n in names:
+        try:
+            module = model.get_submodule(n)
+        except AttributeError:
+            continue
+        if any(p.ndim >= 1 for p in module.parameters()):
+            found.append(n)
+    if not found:
+        raise ConfigError(f"backbone {name!r}: timm names no classification head with weights for it "
+                          f"(pretrained_cfg classifier {cfg.get('classifier')!r}), so thyro cannot give it one logit.")
+    return tuple(found)
+
+
+def _cam_stage(model: nn.Module) -> str:
+    info = getattr(model, "feature_info", None)
+    try:
+        last = info[-1]
+        return last["module"] if isinstance(last, dict) else info.module_name()[-1]
+    except (TypeError, KeyError, IndexError, AttributeError):
+        convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        return convs[-1]
+
+
+def _trace(model: nn.Module, first_conv: str, stage: str, size: int) -> dict:
+    """One forward pass on the meta device: which BatchNorm reads the first convolution's output, and the
+    shape of the last feature stage's output."""
+    conv = model.get_submodule(first_conv)
+    out: dict = {"first_norm": None, "conv_out": None, "stage_shape": None}
+    names = {m: n for n, m in model.named_modules()}
+
+    def after_conv(module, args, output):
+        if out["conv_out"] is None:
+            out["conv_out"] = output
+
+    def before_norm(module, args):
+        if out["first_norm"] is None and out["conv_out"] is not None and args and args[0] is out["conv_out"]:
+            out["first_norm"] = names[module]
+
+    def after_stage(module, args, output):
+        out["stage_shape"] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+
+    hooks = [conv.register_forward_hook(after_conv), model.get_submodule(stage).register_forward_hook(after_stage)]
+    hooks += [m.register_forward_pre_hook(before_norm) for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, 3, size, size, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    shape = out["stage_shape"] or ()
+    cam_layer, fmt = stage, "nchw"
+    chs = _stage_channels(model)
+    if len(shape) == 3:  # tokens (B, N, C): Grad-CAM on the last block's first norm, tokens reshaped to a grid
+        fmt = "tokens"
+        block = model.get_submodule(stage)
+        cam_layer = f"{stage}.norm1" if isinstance(getattr(block, "norm1", None), nn.Module) else stage
+        reduction = size // max(1, int((shape[1] - int(getattr(model, "num_prefix_tokens", 0) or 0)) ** 0.5))
+    else:
+        if len(shape) == 4 and chs is not None and shape[-1] == chs and shape[1] != chs:
+            fmt = "nhwc"
+        side = shape[1] if fmt == "nhwc" else (shape[-1] if shape else 1)
+        reduction = size // max(1, int(side))
+    return {"first_norm": out["first_norm"], "cam_layer": cam_layer, "cam_format": fmt, "reduction": reduction}
+
+
+def _stage_channels(model: nn.Module) -> int | None:
+    info = getattr(model, "feature_info", None)
+    try:
+        last = info[-1]
+        return int(last["num_chs"] if isinstance(last, dict) else info.channels()[-1])
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return None

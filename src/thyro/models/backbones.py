@@ -3,7 +3,7 @@
 Every backbone is built with ``pretrained=False``: timm never downloads anything here.  Weights
 come from files that :mod:`thyro.models.weights` reads and checks itself.
 
-Two layouts exist for a backbone:
+Three layouts exist for a backbone:
 
 ``"timm"``
     timm's (= torchvision's) network as it is.  ResNet-50 is then "v1.5": the stride 2 of the
@@ -16,72 +16,81 @@ Two layouts exist for a backbone:
     of the mean, as TensorFlow's ``"same"`` pooling does (torchvision's counts it).  Parameter
     names and shapes are unchanged, so the same state dict fits both layouts; only the forward
     pass differs.  :func:`apply_keras_layout` makes the change in place on a timm model.
+``"tf"``
+    TensorFlow's network for the EfficientNet/MobileNet family: ``"same"`` padding (asymmetric where
+    the stride is 2) and BatchNorm eps 1e-3, built by timm itself (``pad_type="same"``; timm's ``tf_``
+    models are these).  Weights trained in TensorFlow, and files in ``efficientnet_pytorch``'s layout,
+    compute what they were trained to compute only so.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+import timm
 import torch
 from torch import nn
 
 from thyro.errors import ConfigError
-from thyro.models import archs
-from thyro.models.archs import ARCHS, KERAS_BN_EPS
+from thyro.models.archs import KERAS_BN_EPS, LAYOUTS, arch as arch_info, check_arch, timm_kwargs
+from thyro.models.known import KNOWN, known
 
-__all__ = ["ARCHS", "KERAS_BN_EPS", "LAYOUTS", "apply_keras_layout", "check_arch", "create_backbone",
+__all__ = ["KERAS_BN_EPS", "LAYOUTS", "apply_keras_layout", "check_arch", "create_backbone",
            "first_conv_weight_key", "first_norm_name", "head_name", "is_head_key"]
-
-LAYOUTS: tuple[str, ...] = ("timm", "keras")
-
-
-def check_arch(arch: str) -> str:
-    """Return ``arch`` if it is one of :data:`ARCHS`, else raise :class:`ConfigError`."""
-    return archs.arch(arch).name
 
 
 def head_name(arch: str) -> str:
-    """Module name of the classification head of ``arch`` (e.g. ``"fc"``)."""
-    return archs.arch(arch).head
+    """Module name of the (first) classification head of ``arch`` (e.g. ``"fc"``)."""
+    return arch_info(arch).head[0]
 
 
 def is_head_key(arch: str, key: str) -> bool:
     """True when ``key`` (a state-dict key) belongs to the classification head of ``arch``."""
-    return key.startswith(head_name(arch) + ".")
+    return arch_info(arch).is_head_key(key)
 
 
-def create_backbone(arch: str, *, in_chans: int = 3, dropout: float = 0.0, seed: int | None = None) -> nn.Module:
+def create_backbone(arch: str, *, in_chans: int = 3, dropout: float = 0.0, seed: int | None = None,
+                    layout: str = "timm", image_size: int | None = None) -> nn.Module:
     """Build a randomly initialised timm backbone with one output logit.
 
     Parameters
     ----------
     arch : str
-        One of :data:`ARCHS`.
+        Any architecture timm knows (see :func:`thyro.models.archs.arch`).
     in_chans : int
         Input channels of the first convolution (1 or 3).
     dropout : float
         Dropout rate before the classification head (timm's ``drop_rate``).
     seed : int or None
         Seed for the initialisation; the global random state is left untouched.
+    layout : {"timm", "keras", "tf"}
+        ``tf`` builds TensorFlow's "same" padding and BatchNorm eps into the network (EfficientNet/MobileNet
+        family); ``keras`` is applied afterwards by :func:`apply_keras_layout`.
+    image_size : int, optional
+        Input size of architectures built for one size (vision transformers); default their native size.
 
     Returns
     -------
     torch.nn.Module
         A timm model with torchvision-compatible parameter names, ``num_classes=1``.
     """
-    import timm
-
-    check_arch(arch)
+    info = arch_info(arch)
     if in_chans not in (1, 3):
         raise ConfigError(f"in_chans must be 1 or 3, got {in_chans}.")
     if not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
+    kwargs = timm_kwargs(info, "tf" if layout == "tf" else "timm", image_size)
     ctx = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with ctx:
         if seed is not None:
             torch.manual_seed(int(seed))
         # pretrained=False: timm builds the network only and never touches the network.
-        model = timm.create_model(arch, pretrained=False, num_classes=1, in_chans=in_chans, drop_rate=float(dropout))
+        model = timm.create_model(arch, pretrained=False, num_classes=1, in_chans=in_chans, drop_rate=float(dropout),
+                                  **kwargs)
+    if layout == "keras":
+        apply_keras_layout(model, arch)
     return model
 
 
@@ -100,9 +109,9 @@ def apply_keras_layout(model: nn.Module, arch: str) -> nn.Module:
     ConfigError
         For architectures whose Keras layout thyro does not reproduce.
     """
-    spec = archs.arch(arch).keras
+    spec = known(arch).keras
     if spec is None or not spec.layout:
-        done = ", ".join(a for a in archs.ARCHS if archs.ARCH_TABLE[a].keras and archs.ARCH_TABLE[a].keras.layout)
+        done = ", ".join(name for name, row in KNOWN.items() if row.keras and row.keras.layout)
         raise ConfigError(f"the Keras layout is implemented for {done}, not {arch}.")
     if arch == "inception_v3":
         for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
@@ -138,9 +147,9 @@ def _exclude_pad_hook(module: nn.Module, args: tuple) -> tuple:
 
 def first_conv_weight_key(arch: str) -> str:
     """State-dict key of the first convolution's weight."""
-    return archs.arch(arch).first_conv + ".weight"
+    return arch_info(arch).first_conv_key
 
 
-def first_norm_name(arch: str) -> str:
-    """Module name of the BatchNorm that follows the first convolution."""
-    return archs.arch(arch).first_norm
+def first_norm_name(arch: str) -> str | None:
+    """Module name of the BatchNorm the first convolution feeds directly (None when there is none)."""
+    return arch_info(arch).first_norm

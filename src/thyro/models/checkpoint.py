@@ -27,7 +27,7 @@ from thyro.fileio import atomic_path
 from thyro.models.adapter import InputSpec
 from thyro.models.backbones import check_arch, is_head_key
 from thyro.models.model import ThyroNet, build_backbone_for
-from thyro.models.weights.formats import detect_container, read_safetensors, thyro_metadata
+from thyro.models.weights.formats import detect_container, read_safetensors, read_safetensors_metadata, thyro_metadata
 from thyro.models.weights.report import load_checked
 
 
@@ -106,14 +106,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path}: checkpoint not found.")
     if detect_container(path) != "safetensors":
         raise WeightsError(f"{path}: not a thyro checkpoint (not safetensors).")
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-    except Exception as exc:
-        raise WeightsError(f"{path}: unreadable safetensors file ({exc}); copy it again.") from None
-    info = thyro_metadata(meta)
+    info = thyro_metadata(read_safetensors_metadata(path))
     if info is None:
         raise WeightsError(f"{path}: safetensors without thyro metadata; load it with "
                            "build_model(arch, weights='file:PATH') instead.")
@@ -142,12 +135,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                            f"build_model('{info.get('arch')}', weights='file:{path}').")
     arch = info["arch"]
     spec = InputSpec.parse(info["input_spec"], source=f"{path} metadata")
+    size = info.get("image_size")
     backbone = build_backbone_for(arch, channels=spec.channels, layout=info.get("layout", "timm"),
-                                  dropout=float(info.get("dropout", 0.0)), seed=0)
+                                  dropout=float(info.get("dropout", 0.0)), seed=0, image_size=size)
     tensors, _ = read_safetensors(path)
     report = load_checked(backbone, tensors, arch=arch, source=f"file:{path}", fmt="thyro-model", path=str(path))
     if report.head_reinitialised:
         raise WeightsError(f"{path}: the classification head does not fit ({'; '.join(report.notes)}).")
-    model = ThyroNet(backbone, spec, arch, layout=info.get("layout", "timm"), dropout=float(info.get("dropout", 0.0)))
+    model = ThyroNet(backbone, spec, arch, layout=info.get("layout", "timm"), dropout=float(info.get("dropout", 0.0)),
+                     image_size=size)
     model.metadata = dict(info.get("metadata") or {})
     return model.to(map_location).eval()

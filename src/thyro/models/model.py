@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from thyro.errors import ConfigError
+from thyro.errors import ConfigError, WeightsError
 from thyro.models.adapter import InputAdapter, InputSpec
-from thyro.models.backbones import (
-    LAYOUTS,
-    apply_keras_layout,
-    check_arch,
-    create_backbone,
-    first_conv_weight_key,
-    head_name,
-)
+from thyro.models.archs import LAYOUTS, ArchInfo, arch as arch_info, check_arch
+from thyro.models.backbones import create_backbone
+from thyro.models.weights.bncheck import bn_agreement, choose_input_spec, reference_images
+from thyro.models.weights.formats import Converted
+from thyro.models.weights.read import read_weights
 from thyro.models.weights.report import LoadReport, load_checked
+from thyro.models.weights.sources import WeightSource, imagenet_tag_of, package_preprocess, parse_weight_source
 
 IN_CHANS_MODES = ("repeat", "sum")
 
@@ -45,20 +44,22 @@ class ThyroNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, input_spec: InputSpec, arch: str, *, layout: str = "timm",
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, image_size: int | None = None):
         super().__init__()
         check_arch(arch)
         if layout not in LAYOUTS:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
         if not isinstance(input_spec, InputSpec):
             input_spec = InputSpec.parse(input_spec, source="input_spec")
-        conv = backbone.get_submodule(first_conv_weight_key(arch)[: -len(".weight")])
+        conv = backbone.get_submodule(arch_info(arch).first_conv)
         if conv.in_channels != input_spec.channels:
             raise ConfigError(f"input_spec.channels={input_spec.channels} but the {arch} backbone's first "
                               f"convolution takes {conv.in_channels} channels.")
         self.arch = arch
         self.layout = layout
         self.dropout = float(dropout)
+        #: The input size a fixed-size architecture (vision transformer) was built for; None for the others.
+        self.image_size = int(image_size or arch_info(arch).native_size) if arch_info(arch).fixed_size else None
         self.input_spec = input_spec
         self.adapter = InputAdapter(input_spec)
         self.backbone = backbone
@@ -67,7 +68,7 @@ class ThyroNet(nn.Module):
     @property
     def head(self) -> nn.Module:
         """The classification head (a ``nn.Linear`` with one output)."""
-        return self.backbone.get_submodule(head_name(self.arch))
+        return self.backbone.get_submodule(arch_info(self.arch).head[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.adapter(x)).squeeze(-1)
@@ -79,39 +80,40 @@ class ThyroNet(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """What is needed to rebuild this network (JSON-ready)."""
-        return {"arch": self.arch, "layout": self.layout, "dropout": self.dropout,
-                "input_spec": self.input_spec.model_dump(mode="json")}
+        out = {"arch": self.arch, "layout": self.layout, "dropout": self.dropout,
+               "input_spec": self.input_spec.model_dump(mode="json")}
+        if self.image_size is not None:
+            out["image_size"] = self.image_size
+        return out
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, layout={self.layout}"
 
 
 def build_backbone_for(arch: str, *, channels: int, layout: str = "timm", dropout: float = 0.0,
-                       seed: int | None = 0) -> nn.Module:
-    """:func:`create_backbone` plus the layout change."""
-    backbone = create_backbone(arch, in_chans=channels, dropout=dropout, seed=seed)
-    if layout == "keras":
-        apply_keras_layout(backbone, arch)
-    return backbone
+                       seed: int | None = 0, image_size: int | None = None) -> nn.Module:
+    """:func:`create_backbone` in ``layout`` (``image_size`` for fixed-size architectures)."""
+    return create_backbone(arch, in_chans=channels, dropout=dropout, seed=seed, layout=layout, image_size=image_size)
 
 
 def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode: str = "repeat",
                 dropout: float = 0.0, seed: int | None = 0,
                 input_spec: InputSpec | dict | None = None,
-                layout: str | None = None) -> tuple[ThyroNet, LoadReport]:
+                layout: str | None = None, allow_partial: bool = False,
+                image_size: int | None = None) -> tuple[ThyroNet, LoadReport]:
     """Build a :class:`ThyroNet` and start it from a weight source.
 
     Parameters
     ----------
     arch : str
-        One of :data:`thyro.models.ARCHS`.
+        Any architecture timm knows (:func:`thyro.models.archs.arch`).
     weights : str, dict or WeightSource
         ``"none"``, ``"imagenet"``, ``"imagenet:PATH"``, ``"radimagenet:PATH"``, ``"file:PATH"``, or
         the YAML forms ``{"imagenet": PATH}``, ``{"radimagenet": PATH}``, ``{"file": PATH}``.
     in_chans_mode : {"repeat", "sum"}
         ``"repeat"`` (default): the grey image is repeated to three channels.
         ``"sum"``: a one-channel first convolution, the source's per-channel normalisation folded
-        into it and the first BatchNorm (exact away from the zero-padded border; see
+        into it and its bias or the first BatchNorm (exact away from the zero-padded border; see
         :func:`~thyro.models.weights.report.fold_input_normalisation`).
     dropout : float
         Dropout before the head.
@@ -119,9 +121,15 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
         Seed of the random initialisation (the whole network for ``"none"``, the head otherwise).
     input_spec : InputSpec or dict, optional
         Override the preprocessing the weight source declares.
-    layout : {"timm", "keras"}, optional
+    layout : {"timm", "keras", "tf"}, optional
         Override the network layout the file implies (see :mod:`thyro.models.backbones`), e.g.
         ``"keras"`` for a PyTorch export of Keras-trained weights that no longer says so.
+    allow_partial : bool
+        Start from the backbone tensors the file has and leave the rest at random (an arm's
+        ``partial_weights: true``); by default anything short of the whole backbone is refused.
+    image_size : int, optional
+        The input size, for architectures built for one size (vision transformers: their position embedding
+        is resampled from the file's grid to this one); ignored by the others.
 
     Returns
     -------
@@ -130,11 +138,10 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
     Raises
     ------
     WeightsError
-        Missing, unsafe, corrupt or ill-fitting weight files.
+        Missing, unsafe, corrupt or ill-fitting weight files, and mappings by position that the file's
+        own BatchNorm statistics contradict.
     """
-    from thyro.models.weights.sources import parse_weight_source
-
-    check_arch(arch)
+    info = arch_info(arch)
     if in_chans_mode not in IN_CHANS_MODES:
         raise ConfigError(f"in_chans_mode must be one of {', '.join(IN_CHANS_MODES)}, got {in_chans_mode!r}.")
     channels = 3 if in_chans_mode == "repeat" else 1
@@ -145,47 +152,101 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
     if path is None:
         if layout == "keras":
             raise ConfigError("layout 'keras' only applies to weights from Keras; weights 'none' use timm's layout.")
-        backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
+        layout = layout or "timm"
+        backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed, layout=layout,
+                                      image_size=image_size)
         spec = _override(input_spec) or source.default_input_spec(arch)
         report = LoadReport(source=f"none (seed {seed})", format="none", arch=arch, head_reinitialised=True,
                             notes=[f"random initialisation, seed {seed}"])
-        layout = "timm"
     else:
-        from thyro.models.weights.formats import detect_container
-        from thyro.models.weights.read import read_weights
-
-        if detect_container(path) == "keras-h5":  # convert first: a bad file fails before any building
-            from thyro.models.weights.keras_h5 import convert_keras_h5
-
-            conv = convert_keras_h5(path, arch)
-            backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
-        else:
-            backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed)
-            conv = read_weights(path, arch, backbone)
+        with torch.device("meta"):  # the file is matched against shapes: no memory, no initialisation
+            shapes = build_backbone_for(arch, channels=3, seed=None)
+        conv = read_weights(path, arch, shapes)
         if layout is not None and layout != conv.layout:
             conv.notes.append(f"layout {layout!r} requested (the file implies {conv.layout!r})")
         layout = layout or conv.layout
-        if layout == "keras":
-            apply_keras_layout(backbone, arch)  # same tensors, Keras's strides and BatchNorm eps
-        declared = conv.input_spec or source.default_input_spec(arch, conv=conv, path=path)
+        backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed, layout=layout,
+                                      image_size=image_size)
+        resample_position_embedding(conv, backbone)
+        declared, why = _declared_spec(conv, source, info, path, backbone)
         spec = _override(input_spec) or declared
         fold = None
         if channels == 1:
             (m1,), (s1,) = spec.folded().channel_mean_std()
             fold = (*spec.channel_mean_std(), (m1, s1))
         report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
-                              path=str(path), notes=conv.notes, fold=fold)
-        if conv.input_spec is None:
-            why = ("Keras preprocess_input of the architecture" if source.kind == "radimagenet" or conv.keras_origin
-                   else "the file declares none; the source's usual one")
+                              path=str(path), notes=conv.notes, fold=fold, allow_partial=allow_partial)
+        report.mapping = conv.match.describe() if conv.match is not None else None
+        if report.head_reinitialised:
+            zero_head(backbone, info)
+            report.notes.append("new classification head starts at zero (the pretrained features are not pulled "
+                                "about by a random head's gradients; timm's initialisation of a one-output head "
+                                "can be far from small)")
+        if why:
             report.notes.append(f"preprocessing ({why}): {declared.describe()}")
+        if conv.match is not None and conv.match.how == "positions":
+            check = bn_agreement(backbone, spec.folded() if channels == 1 else spec, reference_images(info.native_size))
+            if not check.ok:
+                raise WeightsError(f"{path}: its tensors were mapped to {arch} by position ({conv.match.layout}), but "
+                                   f"the network then disagrees with the file's own BatchNorm statistics: "
+                                   f"{check.summary()}. The file is probably not a {arch}, or its tensors are not "
+                                   "saved in module order; `thyro weights inspect FILE` tells more.")
+            report.notes.append(f"mapping checked: {check.summary()}")
     if input_spec is not None:
         report.notes.append("preprocessing overridden by the caller")
     spec = spec.folded() if channels == 1 else spec.as_three_channels()
     report.layout = layout
     report.input_spec = spec.model_dump(mode="json")
-    model = ThyroNet(backbone, spec, arch, layout=layout, dropout=dropout)
+    model = ThyroNet(backbone, spec, arch, layout=layout, dropout=dropout, image_size=image_size)
     return model, report
+
+
+def zero_head(backbone: nn.Module, info: ArchInfo) -> None:
+    """Set the classification head's weights and biases to zero."""
+    with torch.no_grad():
+        for name in info.head:
+            for p in backbone.get_submodule(name).parameters():
+                p.zero_()
+
+
+def resample_position_embedding(conv: Converted, backbone: nn.Module) -> None:
+    """A vision transformer's absolute position embedding from the file's patch grid to the model's (timm's
+    ``resample_abs_pos_embed``, as timm does when it loads pretrained weights at another size)."""
+    from timm.layers import resample_abs_pos_embed
+
+    key = "pos_embed"
+    target = backbone.state_dict().get(key)
+    have = conv.state.get(key)
+    if target is None or have is None or have.shape == target.shape or have.ndim != 3:
+        return
+    prefix = 0 if getattr(backbone, "no_embed_class", False) else int(getattr(backbone, "num_prefix_tokens", 0) or 0)
+    old = int(round((have.shape[1] - prefix) ** 0.5))
+    new = tuple(backbone.patch_embed.grid_size)
+    conv.state[key] = resample_abs_pos_embed(have, new_size=list(new), old_size=[old, old], num_prefix_tokens=prefix)
+    conv.notes.append(f"position embedding resampled from {old}x{old} to {new[0]}x{new[1]} patches")
+
+
+def _declared_spec(conv: Converted, source: WeightSource, info: ArchInfo, path: Path,
+                   backbone: nn.Module) -> tuple[InputSpec, str | None]:
+    """The preprocessing a file needs, and why (None when the file declares it itself).
+
+    A file that declares nothing and is neither Keras's, a timm tag's nor a known package's gets the
+    architecture's ImageNet default, unless another normalisation fits its first BatchNorm's statistics
+    clearly better (:func:`~thyro.models.weights.bncheck.choose_input_spec`)."""
+    if conv.input_spec is not None:
+        return conv.input_spec, None
+    default = source.default_input_spec(info.name, conv=conv, path=path)
+    if source.kind == "radimagenet" or conv.keras_origin:
+        return default, "Keras preprocess_input of the architecture"
+    if imagenet_tag_of(path) or package_preprocess(info.name, path):
+        return default, "the file declares none; the one its source publishes"
+    alternatives = [InputSpec.inception(info.native_size), InputSpec.imagenet(info.native_size)]
+    candidates = [default] + [a for a in alternatives if (a.mean, a.std) != (default.mean, default.std)]
+    chosen, note = choose_input_spec(conv.state, info, backbone, candidates, reference_images(info.native_size))
+    if note:
+        conv.notes.append(note)
+        return chosen, "the file declares none; chosen by its first BatchNorm"
+    return default, "the file declares none; the architecture's ImageNet default"
 
 
 def _override(input_spec: InputSpec | dict | None) -> InputSpec | None:

@@ -5,14 +5,21 @@ Every AUROC, interval and comparison comes from :mod:`thyro.metrics`, the functi
 predictions on a set, a missing fold, non-finite probabilities, two arms scored on different cases) is
 recorded as missing with a reason; no number is filled in for it.
 
-The held-out test set and each external validation set get the same analysis (:func:`analyse_set`):
-AUROC with intervals, paired comparisons with Holm's correction, power, operating points chosen on the
+The report leads with the answer (:func:`headline`): the best arm on the most telling set (an external
+set when there is one, else the held-out test set, else the pooled out-of-fold predictions), its AUROC
+and interval, and its difference to every other arm with an interval and a Holm-adjusted p-value.  Each
+evaluation set then gets the same analysis (:func:`analyse_set`): AUROC with intervals; the comparisons of
+interest (``report.comparisons``, by default every pretrained arm against scratch and every pair of
+pretrained arms), Holm-corrected together, each with the smallest difference the set could detect
+(a design quantity, :func:`thyro.stats.power.minimal_detectable_difference`, never the "observed power"
+of the difference seen); and, on the test and external sets, operating points chosen on the
 out-of-fold predictions, calibration and decision curves.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
@@ -21,19 +28,21 @@ from thyro import metrics
 from thyro.errors import StatsError
 from thyro.report.load import Run
 from thyro.run import OOF, TEST
-from thyro.stats import decision_curve, holm, paired_auc_power
+from thyro.stats import decision_curve, holm
+from thyro.stats.format import format_p
 from thyro.stats.power import METHOD as POWER_METHOD
+from thyro.stats.power import minimal_detectable_difference
 
-#: Reference arms of the comparisons, in order: every arm is compared with these when present.
-REFERENCE_ROLES = ("scratch", "imagenet")
+#: Power and level at which the smallest detectable difference is stated.
+MDD_POWER = 0.8
+MDD_ALPHA = 0.05
+#: Longest skip or failure reason shown on the arms' one-line summary (the whole text is folded below it).
+SHORT_REASON = 90
 
 
 def fmt_p(p: float | None) -> str:
-    if p is None or (isinstance(p, float) and np.isnan(p)):
-        return "—"
-    if p < 0.001:
-        return "< 0.001"
-    return f"{p:.3f}"
+    """A p-value for a table cell under a "p" header (:func:`thyro.stats.format.format_p`)."""
+    return format_p(p, name=None)
 
 
 def _fmt_ci(r: dict | None, digits: int = 3) -> str:
@@ -47,17 +56,46 @@ def one_line(text: str | None) -> str:
     return "; ".join(part.strip(" -") for part in str(text or "").splitlines() if part.strip())
 
 
-def _pairs(order: list[str], roles: dict[str, str]) -> tuple[list[tuple[str, str]], str]:
-    refs = [roles[r] for r in REFERENCE_ROLES if r in roles]
-    if not refs:
-        return list(itertools.combinations(order, 2)), "all pairs of arms"
-    pairs: list[tuple[str, str]] = []
-    for ref in refs:
-        for arm in order:
-            if arm != ref and frozenset((arm, ref)) not in {frozenset(p) for p in pairs}:
-                pairs.append((arm, ref))
-    names = " and ".join(f"{r} ({roles[r]})" for r in REFERENCE_ROLES if r in roles)
-    return pairs, f"each arm against the {names} reference{'s' if len(refs) > 1 else ''}"
+def short_reason(text: str | None, limit: int = SHORT_REASON) -> str:
+    """The first sentence of a skip or failure reason, at most ``limit`` characters."""
+    first = one_line(text)
+    first = re.split(r"(?<=[.;])\s", first, maxsplit=1)[0].rstrip(".;")
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def set_title(name: str) -> str:
+    """How a set is named in sentences: ``the held-out test set``, ``the external set site-b``."""
+    if name == TEST:
+        return "the held-out test set"
+    if name == OOF:
+        return "the pooled out-of-fold predictions"
+    return f"the external set {name}"
+
+
+# ----------------------------------------------------------------------------------------------
+# which comparisons
+# ----------------------------------------------------------------------------------------------
+
+def comparison_family(order: list[str], info: dict, requested: list | None,
+                      named_by: str = "the study's report.comparisons") -> tuple[list[tuple[str, str]], str]:
+    """The comparisons of interest ``[(a, b), ...]`` (each tests ``a - b``) and how they were chosen.
+
+    ``requested`` (the study's ``report.comparisons`` or ``thyro report --compare``) wins; by default
+    every arm is compared with the scratch arm (random initialisation) and every pair of the other
+    arms with each other (the later-listed minus the earlier); without a scratch arm, every pair.
+    """
+    if requested:
+        unknown = sorted({n for pair in requested for n in pair} - set(order))
+        if unknown:
+            raise StatsError(f"comparison of interest names no arm {', '.join(unknown)}; arms: {', '.join(order)}")
+        return [(str(a), str(b)) for a, b in requested], f"named in {named_by}"
+    scratch = [a for a in order if info[a]["role"] == "scratch"]
+    if len(scratch) == 1:
+        ref = scratch[0]
+        others = [a for a in order if a != ref]
+        pairs = [(a, ref) for a in others] + [(b, a) for a, b in itertools.combinations(others, 2)]
+        return pairs, f"every arm against {ref} (random initialisation), and every pair of pretrained arms"
+    return [(b, a) for a, b in itertools.combinations(order, 2)], "every pair of arms"
 
 
 def _oof_rows(run: Run, arm: str, folds: list[int] | None = None) -> pd.DataFrame:
@@ -65,19 +103,43 @@ def _oof_rows(run: Run, arm: str, folds: list[int] | None = None) -> pd.DataFram
     return rows if folds is None else rows[rows["fold"].isin(folds)].reset_index(drop=True)
 
 
-def analyse_set(run: Run, name: str, order: list[str], info: dict, roles: dict, oof: dict,
-                settings: metrics.Settings) -> dict:
-    """The analysis of one evaluation set (``test`` or an external set's name)."""
+#: Why an arm has no predictions, when its record gives no reason.
+STATUS_TEXT = {"incomplete": "no fold finished", "not run": "not in the predictions"}
+
+
+def not_run(arm: str, run: Run) -> bool:
+    """An arm that left no predictions at all (skipped, failed, not run yet, or run elsewhere)."""
+    return arm not in run.predictions.arms
+
+
+# ----------------------------------------------------------------------------------------------
+# one evaluation set
+# ----------------------------------------------------------------------------------------------
+
+def analyse_set(run: Run, name: str, order: list[str], info: dict, pairs: list[tuple[str, str]], family: str,
+                oof: dict, settings: metrics.Settings) -> dict:
+    """The analysis of one evaluation set: ``val`` (pooled out-of-fold), ``test`` or an external set's name."""
     preds = run.predictions
+    kind = "oof" if name == OOF else "test" if name == TEST else "external"
     missing: list[str] = []
     rows: dict[str, pd.DataFrame] = {}
     auroc: dict[str, dict] = {}
-    for arm in order:
+    shown = [a for a in order if not not_run(a, run)]
+    for arm in shown:
+        if kind == "oof":
+            o = oof.get(arm) or {"missing": "no out-of-fold predictions"}
+            if o.get("missing"):
+                auroc[arm] = {"missing": o["missing"]}
+                missing.append(f"{arm}: {o['missing']}")
+                continue
+            rows[arm] = _oof_rows(run, arm, o["folds"])
+            auroc[arm] = o
+            continue
         sub = preds.rows(arm=arm, split=name, ensemble=True)
         st = info[arm]["status"]
         if sub.empty:
             if st in ("skipped", "failed"):
-                reason = st + (f": {one_line(info[arm]['reason'])}" if info[arm]["reason"] else "")
+                reason = st + (f": {short_reason(info[arm]['reason'])}" if info[arm]["reason"] else "")
             elif not preds.rows(arm=arm, split=name).empty:
                 reason = "no ensemble predictions (fold mean); per-fold rows only"
             else:
@@ -95,47 +157,62 @@ def analyse_set(run: Run, name: str, order: list[str], info: dict, roles: dict, 
     union = pd.concat(rows.values()).drop_duplicates("image") if rows else preds.df.iloc[:0]
     used = metrics.method_for(union, settings) if len(union) else "delong"
     repeats = metrics.clustered(union) if len(union) else False
-    # comparisons within the set, Holm-corrected over the set's family
-    pairs, family = _pairs(order, roles)
+    comps = _comparisons(rows, pairs, settings, missing, {a for a in order if not_run(a, run)})
+    table = [{"arm": arm, "weights": info[arm]["weights"], "role": info[arm]["role"], "auroc": auroc[arm].get("auroc"),
+              "auroc_text": _fmt_ci(auroc[arm]), "n": auroc[arm].get("n"), "missing": auroc[arm].get("missing")}
+             for arm in shown]
+    out = {
+        "name": name, "kind": kind, "title": set_title(name),
+        "n": int(len(union)), "n_pos": int(union["label"].sum()) if len(union) else 0,
+        "n_clusters": int(union["cluster"].nunique()) if len(union) and preds.has_clusters else None,
+        "labels": run.label_meaning(name).to_dict(), "label_warning": None,
+        "method": used if used == "delong" else ("cluster-bootstrap" if repeats else "bootstrap"),
+        "method_text": metrics.method_text(union, preds.clustered_by, settings) if len(union) else "—",
+        "clustered": repeats, "auroc": auroc, "table": table, "comparisons": comps, "family": family,
+        "n_family": sum(1 for c in comps if not c["missing"]), "missing": missing, "_rows": rows,
+    }
+    model = run.model_meaning()
+    if kind == "external" or (not run.from_dir and run.predictions.model_labels is not None):
+        out["label_warning"] = model.mismatch(run.label_meaning(name), set_title(name))
+    if kind != "oof":
+        out.update(_clinical(run, rows, oof, settings))
+    return out
+
+
+def _comparisons(rows: dict, pairs: list[tuple[str, str]], settings: metrics.Settings, missing: list[str],
+                 not_run_arms: set[str]) -> list[dict]:
+    """The comparisons of interest on one set, Holm-corrected over those that could be made, each with the
+    smallest difference the set could detect."""
     comps = []
     for a, b in pairs:
         if a not in rows or b not in rows:
-            c = {"a": a, "b": b, "missing": "no valid predictions for " + " and ".join(x for x in (a, b) if x not in rows)}
+            absent = [x for x in (a, b) if x not in rows]
+            c = {"a": a, "b": b, "missing": "no valid predictions for " + " and ".join(absent),
+                 "not_run": all(x in not_run_arms for x in absent)}
         else:
-            c = {"a": a, "b": b, **metrics.compare(rows[a], rows[b], settings)}
+            c = {"a": a, "b": b, **metrics.compare(rows[a], rows[b], settings), "not_run": False}
+        if not c["missing"]:
+            c["mdd"] = _mdd(c)
         comps.append(c)
-        if c["missing"]:
+        if c["missing"] and not c["not_run"]:
             missing.append(f"{a} vs {b}: {c['missing']}")
     adj = holm([c.get("p_value", np.nan) if not c["missing"] else np.nan for c in comps])
     for c, p in zip(comps, adj):
         c["p_holm"] = None if np.isnan(p) else float(p)
+    return comps
 
-    def lookup(a, b):
-        return next((c for c in comps if {c["a"], c["b"]} == {a, b}), None)
 
-    headline = []
-    for arm in order:
-        r = auroc[arm]
-        row = {"arm": arm, "status": info[arm]["status"], "weights": info[arm]["weights"], "role": info[arm]["role"],
-               "auroc": r.get("auroc"), "auroc_text": _fmt_ci(r), "n": r.get("n"), "missing": r.get("missing")}
-        for role in REFERENCE_ROLES:
-            ref = roles.get(role)
-            c = lookup(arm, ref) if ref and ref != arm else None
-            row[f"p_vs_{role}"] = fmt_p(c.get("p_value")) if c and not c["missing"] else "—"
-            row[f"holm_vs_{role}"] = fmt_p(c.get("p_holm")) if c and not c["missing"] else "—"
-        headline.append(row)
-    # power of the observed differences
-    power = []
-    for c in comps:
-        if c["missing"] or c["auroc_a"] in (0.0, 1.0) or c["auroc_b"] in (0.0, 1.0):
-            continue
-        sub = rows[c["a"]]
-        n_pos = int(sub["label"].sum())
-        pw = paired_auc_power(c["auroc_a"], c["auroc_b"], n_pos, int(len(sub) - n_pos), c.get("correlation", 0.0))
-        power.append({**pw.as_dict(), "a": c["a"], "b": c["b"]})
-    n, n_pos = int(len(union)), int(union["label"].sum()) if len(union) else 0
-    power_text, power_lines = _power_sentence(power, n, n_pos, repeats)
-    # operating points chosen on out-of-fold predictions, calibration, decision curves
+def _mdd(c: dict) -> float | None:
+    """Smallest gain over the reference arm ``b`` a paired test detects with 80% power at alpha 0.05 here."""
+    ref = c["auroc_b"]
+    if not 0.0 < ref < 1.0 or c["n_pos"] < 1 or c["n_neg"] < 1:
+        return None
+    return minimal_detectable_difference(ref, c["n_pos"], c["n_neg"], r_controls=c["r_controls"],
+                                         r_cases=c["r_cases"], power=MDD_POWER, alpha=MDD_ALPHA)
+
+
+def _clinical(run: Run, rows: dict, oof: dict, settings: metrics.Settings) -> dict:
+    """Operating points chosen on out-of-fold predictions, calibration and decision curves of one set."""
     operating, calibration, decision = {}, {}, {}
     for arm, sub in rows.items():
         o = oof.get(arm) or {}
@@ -156,36 +233,115 @@ def analyse_set(run: Run, name: str, order: list[str], info: dict, roles: dict, 
             decision[arm] = decision_curve(y, p).as_dict()
         except StatsError as exc:
             decision[arm] = {"missing": str(exc)}
-    sources = preds.label_sources(name)
-    return {
-        "name": name, "kind": "test" if name == TEST else "external",
-        "n": n, "n_pos": n_pos,
-        "n_clusters": int(union["cluster"].nunique()) if len(union) and preds.has_clusters else None,
-        "label_source": sources[0] if len(sources) == 1 else ", ".join(sources),
-        "method": used if used == "delong" else ("cluster-bootstrap" if repeats else "bootstrap"),
-        "method_text": metrics.method_text(union, preds.clustered_by, settings) if len(union) else "—",
-        "clustered": repeats, "auroc": auroc, "comparisons": comps, "family": family,
-        "n_family": sum(1 for c in comps if not c["missing"]), "headline": headline,
-        "power": power, "power_text": power_text, "power_lines": power_lines,
-        "operating": operating, "calibration": calibration, "decision": decision, "missing": missing,
-        "_rows": rows,
-    }
+    return {"operating": operating, "calibration": calibration, "decision": decision}
 
 
-def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT) -> dict:
-    """Every number the report shows, as plain Python data (JSON-serialisable but for ``_rows``)."""
+# ----------------------------------------------------------------------------------------------
+# the headline
+# ----------------------------------------------------------------------------------------------
+
+def headline(sets: dict, order: list[str], model_labels: dict) -> dict | None:
+    """The answer the report leads with, on the first set (in report order) where an arm has an AUROC.
+
+    Returns the set, the best arm (highest AUROC) with its interval, and for every other arm the
+    difference best - other with its interval and Holm-adjusted p (when the pair is a comparison of
+    interest) and the smallest difference the set could detect; plus the best arm on the other sets.
+    """
+    chosen = next((s for s in sets.values() if any(r["auroc"] is not None for r in s["table"])), None)
+    if chosen is None:
+        return None
+    valid = [r for r in chosen["table"] if r["auroc"] is not None]
+    best = max(valid, key=lambda r: r["auroc"])  # ties: the first listed
+    b = chosen["auroc"][best["arm"]]
+    versus = []
+    for r in sorted(valid, key=lambda r: -r["auroc"]):  # the closest competitor first
+        if r["arm"] == best["arm"]:
+            continue
+        c = next((c for c in chosen["comparisons"] if {c["a"], c["b"]} == {best["arm"], r["arm"]}
+                  and not c["missing"]), None)
+        item = {"arm": r["arm"], "auroc": r["auroc"], "in_family": c is not None}
+        if c is not None:
+            sign = 1.0 if c["a"] == best["arm"] else -1.0
+            lo, hi = sorted((sign * c["lower"], sign * c["upper"]))
+            item.update(diff=sign * c["diff"], lower=lo, upper=hi, p_holm=c["p_holm"], mdd=c.get("mdd"),
+                        shown=c["p_holm"] is not None and c["p_holm"] < MDD_ALPHA and lo > 0)
+        else:
+            item.update(diff=best["auroc"] - r["auroc"])
+        versus.append(item)
+    elsewhere = []
+    for s in sets.values():
+        if s is chosen:
+            continue
+        ok = [r for r in s["table"] if r["auroc"] is not None]
+        if ok:
+            top = max(ok, key=lambda r: r["auroc"])
+            elsewhere.append({"set": s["name"], "title": s["title"], "arm": top["arm"], **{
+                k: s["auroc"][top["arm"]][k] for k in ("auroc", "lower", "upper")}})
+    return {"set": chosen["name"], "title": chosen["title"], "kind": chosen["kind"], "n": chosen["n"],
+            "n_pos": chosen["n_pos"], "n_clusters": chosen["n_clusters"], "labels": chosen["labels"],
+            "label_warning": chosen["label_warning"], "model_labels": model_labels,
+            "best": {"arm": best["arm"], **{k: b[k] for k in ("auroc", "lower", "upper", "level")}},
+            "versus": versus, "elsewhere": elsewhere, "n_family": chosen["n_family"],
+            "text": None}
+
+
+def headline_sentences(h: dict, level_pct: str) -> list[str]:
+    """The headline in plain words, one sentence per item (the report and the console say the same)."""
+    def ci(lo, hi, signed=False):
+        f = (lambda v: f"{round(v, 3) + 0.0:+.3f}") if signed else (lambda v: f"{v:.3f}")
+        return f"{level_pct}% CI {f(lo)} to {f(hi)}"
+
+    best = h["best"]
+    clusters = h["n_clusters"]
+    who = f"{h['n']} images" + (f" of {clusters} patients" if clusters and clusters < h["n"] else "")
+    out = [f"On {h['title']} ({who}, {h['n_pos']} labelled {h['labels']['positive']}), {best['arm']} has the highest "
+           f"AUROC: {best['auroc']:.3f} ({ci(best['lower'], best['upper'])})."]
+    for v in h["versus"]:
+        lead = f"{best['arm']} − {v['arm']} ({v['auroc']:.3f}):"
+        if not v["in_family"]:
+            out.append(f"{lead} {round(v['diff'], 3) + 0.0:+.3f}, not among the comparisons of interest, so not "
+                       "tested.")
+            continue
+        diff = (f"{round(v['diff'], 3) + 0.0:+.3f} ({ci(v['lower'], v['upper'], signed=True)}, "
+                f"{format_p(v['p_holm'], name='Holm-adjusted p')})")
+        if v["shown"]:
+            out.append(f"{lead} {diff}; {best['arm']} is better.")
+        else:
+            can = (f"; this set detects differences of {v['mdd']:.3f} or more with 80% power" if v.get("mdd")
+                   else "; this set is too small to detect any difference with 80% power"
+                   if "mdd" in v and v["mdd"] is None else "")
+            out.append(f"{lead} {diff}; no difference shown{can}.")
+    if h["elsewhere"]:
+        out.append("Best elsewhere: " + "; ".join(
+            f"{e['title'].removeprefix('the ')}: {e['arm']} {e['auroc']:.3f} ({ci(e['lower'], e['upper'])})"
+            for e in h["elsewhere"]) + ".")
+    if h["label_warning"]:
+        out.append(h["label_warning"])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole study
+# ----------------------------------------------------------------------------------------------
+
+def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT, comparisons: list | None = None,
+            reference: str | None = None) -> dict:
+    """Every number the report shows, as plain Python data (JSON-serialisable but for ``_rows``).
+
+    ``comparisons`` and ``reference`` override the study's ``report:`` settings
+    (:class:`thyro.config.ReportConfig`).
+    """
     preds = run.predictions
     order, info = run.arm_table()
-    roles: dict[str, str] = {}
-    for role in REFERENCE_ROLES:
-        cands = [a for a in order if info[a]["role"] == role]
-        if len(cands) == 1:
-            roles[role] = cands[0]
+    options = run.report_settings()
+    requested = comparisons if comparisons is not None else options.comparisons
+    named_by = "the report's options" if comparisons is not None else "the study's report.comparisons"
+    pairs, family = comparison_family(order, info, requested, named_by)
     # folds: out-of-fold and per-fold test
     k, k_from = run.expected_folds()
     fold_rows, oof, missing = [], {}, []
     for arm in order:
-        if info[arm]["status"] in ("skipped", "failed", "not run") and arm not in preds.arms:
+        if not_run(arm, run):
             continue
         if preds.rows(arm=arm, split=OOF).empty and k == 0:
             continue
@@ -197,7 +353,8 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT) -> dict:
                 why = metrics.problem(sub)
                 if sub.empty:
                     cell[name], cell[f"{name}_missing"] = None, "missing"
-                    missing.append(f"{arm} fold {f}: no {'out-of-fold' if name == 'val' else 'test'} predictions")
+                    if split == OOF or TEST in preds.splits:
+                        missing.append(f"{arm} fold {f}: no {'out-of-fold' if name == 'val' else 'test'} predictions")
                 elif why:
                     cell[name], cell[f"{name}_missing"] = None, ("invalid" if "NaN" in why else "one class")
                     missing.append(f"{arm} fold {f} {name}: {why}")
@@ -212,41 +369,37 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT) -> dict:
         else:
             oof[arm] = {"missing": "no usable out-of-fold predictions"}
     efficiency = _efficiency(run, order, info, settings)
-    sets = ([TEST] if TEST in preds.splits else []) + preds.external_sets
-    if not sets:
-        sets = [TEST]
-    per_set = {name: analyse_set(run, name, order, info, roles, oof, settings) for name in sets}
+    # the sets, in the order the report shows them: external sets, the test set, out of fold
+    names = preds.external_sets + ([TEST] if TEST in preds.splits else [])
+    if OOF in preds.splits:
+        names.append(OOF)
+    if not names:
+        names = [TEST]
+    per_set = {name: analyse_set(run, name, order, info, pairs, family, oof, settings) for name in names}
     for s in per_set.values():
-        missing += [f"{s['name']}: {m}" if s["kind"] == "external" else m for m in s["missing"]]
-    label = run.label_meaning()
+        if s["kind"] != "oof":  # out-of-fold gaps are listed per fold above
+            missing += [f"{s['name']}: {m}" if s["kind"] == "external" else m for m in s["missing"]]
+    model = run.model_meaning()
+    skipped = [{"arm": a, "status": info[a]["status"],
+                "short": short_reason(info[a]["reason"]) or STATUS_TEXT.get(info[a]["status"], ""),
+                "reason": info[a]["reason"] or STATUS_TEXT.get(info[a]["status"], "")}
+               for a in order if not_run(a, run)]
+    lead = headline(per_set, order, model.to_dict())
+    level_pct = f"{settings.level * 100:g}"
+    if lead is not None:
+        lead["text"] = headline_sentences(lead, level_pct)
     return {
-        "arms": order, "arm_info": info, "roles": roles, "label": label.to_dict(),
+        "arms": order, "arm_info": info, "label": model.to_dict(), "headline": lead, "skipped": skipped,
+        "reference": options.reference if reference is None else reference,
         "settings": {"method": settings.method, "n_boot": settings.n_boot, "seed": settings.seed,
                      "level": settings.level},
-        "clustered_by": preds.clustered_by,
-        "sets": per_set, "set_order": sets,
+        "clustered_by": preds.clustered_by, "pairs": [list(p) for p in pairs], "family": family,
+        "sets": per_set, "set_order": names,
         "folds": {"k": k, "source": k_from, "rows": fold_rows}, "oof": oof,
         "selection": _selection(run), "tuning": _tuning(run), "efficiency": efficiency,
-        "power_method": POWER_METHOD, "ece_bins": metrics.ECE_BINS,
+        "power_method": POWER_METHOD, "mdd": {"power": MDD_POWER, "alpha": MDD_ALPHA}, "ece_bins": metrics.ECE_BINS,
         "missing": missing, "notes": list(run.notes),
     }
-
-
-def _power_sentence(power: list[dict], n: int, n_pos: int, clustered: bool) -> tuple[str, list[str]]:
-    if not power:
-        return "Power could not be estimated (fewer than two arms with valid predictions).", []
-    parts = []
-    for p in power:
-        need = "" if p["n_total_needed"] < 0 else f"; about {p['n_total_needed']} cases (same class balance) would give 80% power"
-        parts.append(f"{p['power'] * 100:.0f}% power to detect the observed difference of {abs(p['diff']):.3f} "
-                     f"between {p['a']} and {p['b']}{need}")
-    tail = ("Two-sided α = 0.05; Obuchowski–McClish binormal variance function with the correlation of the "
-            "two AUROCs taken from the DeLong covariance (a formula, not a simulation).")
-    if clustered:
-        tail += " It treats images as independent, so it is optimistic when patients have several images."
-    text = f"With {n} cases ({n_pos} positive), the set had " + "; ".join(parts) + ". " + tail
-    lines = [f"{x[0].upper()}{x[1:]}." for x in parts]
-    return text, [f"With {n} cases ({n_pos} positive):"] + lines + [tail]
 
 
 SELECTION_TEXT = {

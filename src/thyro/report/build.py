@@ -11,13 +11,16 @@ import jinja2
 import numpy as np
 
 from thyro.data.audit import read_audit
+from thyro.data.manifest import LabelMeaning
 from thyro.errors import StatsError
 from thyro.fileio import markdown_text, sha256_file, write_json, write_text
-from thyro.report import figures
 from thyro import metrics
+from thyro.report import figures
 from thyro.report.analysis import analyse, fmt_p, one_line
-from thyro.report.load import read_run
-from thyro.run import REPORT, RunDir
+from thyro.report.glossary import GLOSSARY, term
+from thyro.report.load import Run, read_run
+from thyro.run import OOF, REPORT, RunDir
+from thyro.stats.format import format_p
 
 TEMPLATES = Path(__file__).parent / "templates"
 BAND_BOOT = 500
@@ -93,11 +96,22 @@ def _outputs(run_dir: Path, out) -> tuple[Path, Path, Path]:
 
 
 def _set_title(s: dict) -> str:
+    if s["kind"] == "oof":
+        return "Out of fold (cross-validation)"
     return "Held-out test set" if s["kind"] == "test" else f"External validation set: {s['name']}"
 
 
+def _relative_paths(run: Run, text: str) -> str:
+    """``text`` with the absolute paths a study records (its base folder, manifests, weight files) written
+    relative to the run directory."""
+    import re
+
+    return re.sub(r"(?<![\w.~/])/[^\s,;:'\"]+", lambda m: run.relative(m.group(0)), text)
+
+
 def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[Path, Path]:
+                 level: float = 0.95, comparisons: list | None = None,
+                 reference: str | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained, figures embedded) and ``report.md`` for a study.
 
     Parameters
@@ -109,6 +123,11 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     method : {"auto", "delong", "bootstrap"}
         ``auto`` uses DeLong unless a patient (or group) has several images in a set; then the cluster
         bootstrap (:mod:`thyro.metrics`).
+    comparisons : list of (arm, arm), optional
+        The comparisons of interest (default: the study's ``report.comparisons``, else every pretrained arm
+        against scratch and every pair of pretrained arms).
+    reference : str, optional
+        A line to show with the results (default: the study's ``report.reference``).
 
     Returns
     -------
@@ -119,22 +138,22 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     settings = metrics.Settings(method=method, n_boot=n_boot, seed=seed, level=level)
-    a = analyse(run, settings)
+    a = analyse(run, settings, comparisons=comparisons, reference=reference)
     band_boot = min(BAND_BOOT, n_boot)
     label = a["label"]
     figs: dict = {"sets": {}}
     for name, s in a["sets"].items():
         rows = s.pop("_rows")
         title = _set_title(s)
+        short = {"test": "Test set", "oof": "Out of fold"}.get(s["kind"], name)
         figs["sets"][name] = {
             "roc": figures.roc_figure(rows, s["auroc"], n_boot=band_boot, seed=seed, level=level,
-                                      title=("Test set" if s["kind"] == "test" else f"{name}") + " ROC")
-            if rows else None,
+                                      title=f"{short} ROC") if rows else None,
             "calibration": figures.calibration_figure(s["calibration"], title=f"Reliability ({title.lower()})",
-                                                      observed=f"Observed fraction {label['positive']}")
-            if _any_valid(s["calibration"]) else None,
+                                                      observed=f"Observed fraction {s['labels']['positive']}")
+            if s["kind"] != "oof" and _any_valid(s["calibration"]) else None,
             "decision": figures.decision_figure(s["decision"], title=f"Decision curves ({title.lower()})")
-            if _any_valid(s["decision"]) else None,
+            if s["kind"] != "oof" and _any_valid(s["decision"]) else None,
         }
     test = a["sets"].get("test", {}).get("auroc", {})
     fold_arms = [r for r in a["arms"] if r in a["oof"]]
@@ -147,11 +166,13 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     ) if eff else None
     figs["training"] = figures.training_figure({arm: run.logs[arm] for arm in a["arms"] + sorted(run.logs) if arm in run.logs})
     res = run.results or {}
+    config_text = run.config_text or (json.dumps(res["config"], indent=2) if res.get("config") else None)
     versions = dict(res.get("versions") or {})
     versions.setdefault("thyro (report)", __version__)
     versions.setdefault("numpy (report)", np.__version__)
     versions.setdefault("python (report)", platform.python_version())
     html_path, md_path, json_path = _outputs(run_dir, out)
+    audit = read_audit(run_dir) if run_dir.is_dir() else None
     ctx = {
         "a": a,
         "figs": figs,
@@ -159,26 +180,31 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
         "title": run.title,
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "thyro_version": __version__,
-        "predictions_name": run.predictions_path.name,
+        "predictions_name": run.relative(run.predictions_path) if run.from_dir else run.predictions_path.name,
         "predictions_sha": sha256_file(run.predictions_path),
         "level_pct": f"{level * 100:g}",
-        "has_scratch": "scratch" in a["roles"],
-        "has_imagenet": "imagenet" in a["roles"],
         "fold_arms": fold_arms,
         "band_boot": band_boot,
-        "data_rows": _flatten(run.data) if run.data else [],
+        "data_rows": [(k, _relative_paths(run, v)) for k, v in _flatten(run.data)] if run.data else [],
         "versions": sorted(versions.items()),
         "git_commit": res.get("git_commit"),
-        "config_text": run.config_text or (json.dumps(res["config"], indent=2) if res.get("config") else None),
+        "config_text": _relative_paths(run, config_text) if config_text else None,
         "set_title": _set_title,
         "fmt_p": fmt_p,
+        "format_p": format_p,
+        "term": term,
+        "glossary": list(GLOSSARY.values()),
+        "oof_name": OOF,
         "ci": _ci,
         "sdiff": _sdiff,
         "prop": _prop,
         "one_line": one_line,
         "html_name": html_path.name,
         # the shortcut audit, when `thyro data audit ... --out RUN_DIR` wrote one here
-        "audit": read_audit(run_dir) if run_dir.is_dir() else None,
+        "audit": audit,
+        "audit_labels": LabelMeaning.from_dict(audit.get("labels")).to_dict() if audit and audit.get("labels")
+        else label,
+        "audit_manifest": run.relative(audit["manifest"]) if audit and audit.get("manifest") else None,
     }
     try:
         html = _env(True).get_template("report.html.j2").render(**ctx)

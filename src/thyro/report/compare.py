@@ -13,7 +13,29 @@ import pandas as pd
 
 from thyro import metrics
 from thyro.errors import StatsError
-from thyro.run import Predictions, read_predictions
+from thyro.run import OOF, TEST, Predictions, read_predictions
+
+
+#: How ``--split`` may be given: the out-of-fold predictions, the held-out test set, the one external set.
+SPLIT_ALIASES = {"val": OOF, "oof": OOF, "out-of-fold": OOF, "test": TEST}
+
+
+def resolve_split(split: str, preds: Predictions, path: Path) -> str:
+    """The split a ``--split`` value names in ``preds``: ``val``/``oof`` (pooled out-of-fold), ``test``,
+    ``external`` (the file's one external set) or an external set's name."""
+    key = str(split).strip()
+    if key.lower() in SPLIT_ALIASES:
+        return SPLIT_ALIASES[key.lower()]
+    external = preds.external_sets
+    if key.lower() == "external":
+        if len(external) == 1:
+            return external[0]
+        raise StatsError(f"{path}: --split external needs one external set; this file has "
+                         f"{', '.join(external) if external else 'none'} (name one with --split NAME)")
+    if key in external:
+        return key
+    raise StatsError(f"{path}: no split {key!r}; choose val (pooled out-of-fold), test"
+                     + (f", external or one of {', '.join(external)}" if external else ""))
 
 
 def _select(path: Path, preds: Predictions, arm: str | None, split: str, fold: str) -> tuple[pd.DataFrame, str]:
@@ -26,11 +48,12 @@ def _select(path: Path, preds: Predictions, arm: str | None, split: str, fold: s
         raise StatsError(f"{path}: no arm {arm!r}; it holds {', '.join(arms)}")
     fold = str(fold).strip().lower()
     if fold in ("mean", "ensemble"):
-        sub = preds.rows(arm=arm, split=split, ensemble=True)
+        # out of fold, each image has one model (the fold that did not train on it): pooled over the folds
+        sub = preds.rows(arm=arm, split=split) if split == OOF else preds.rows(arm=arm, split=split, ensemble=True)
     elif fold.isdigit():
         sub = preds.rows(arm=arm, split=split, fold=int(fold))
     else:
-        raise StatsError(f"--fold {fold!r}: give a fold number or 'mean' (the ensemble)")
+        raise StatsError(f"--fold {fold!r}: give a fold number or 'mean' (the ensemble; pooled out of fold)")
     if sub.empty:
         df = preds.df[preds.df["arm"] == arm]
         have = sorted({f"{s}/{'mean' if e else int(f)}" for s, f, e in zip(df["split"], df["fold"], df["ensemble"])})
@@ -48,12 +71,20 @@ def compare_files(path_a, path_b, *, arm_a: str | None = None, arm_b: str | None
                   level: float = 0.95) -> dict:
     """Compare model A and model B on the images both files score (matched by ``image``).
 
+    ``split`` is ``test``, ``val`` (or ``oof``: the out-of-fold predictions, pooled over the folds unless
+    ``fold`` names one), ``external`` (the files' one external set) or an external set's name.
+
     Returns a dict with both AUROCs (with CIs), the paired difference, its CI and p-value, the method
     used, and how many images were common / only in one file.  Patients and groups (the clusters) are
     taken from file A when it names them, else from file B.
     """
     path_a, path_b = Path(path_a), Path(path_b)
     pa, pb = read_predictions(path_a), read_predictions(path_b)
+    split_a, split_b = resolve_split(split, pa, path_a), resolve_split(split, pb, path_b)
+    if split_a != split_b:
+        raise StatsError(f"--split {split}: {path_a.name} names {split_a!r} and {path_b.name} {split_b!r}; "
+                         "name the set with --split NAME")
+    split = split_a
     sa, arm_a = _select(path_a, pa, arm_a, split, str(fold))
     sb, arm_b = _select(path_b, pb, arm_b, split, str(fold))
     common = sorted(set(sa["image"]) & set(sb["image"]))
@@ -87,9 +118,10 @@ def compare_files(path_a, path_b, *, arm_a: str | None = None, arm_b: str | None
         "only_a": int(len(sa) - len(a)),
         "only_b": int(len(sb) - len(b)),
         "split": split,
-        "fold": str(fold),
+        "fold": str(fold) if not (split == OOF and str(fold).lower() in ("mean", "ensemble")) else "pooled",
         "cluster_column": source.clustered_by,
         "clustered": metrics.clustered(a),
         "method_text": metrics.method_text(a, source.clustered_by, settings),
         "labels": sorted(set(pa.label_sources(split)) | set(pb.label_sources(split))),
+        "positive": pa.label_meaning(split).positive,
     }

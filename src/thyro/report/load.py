@@ -9,7 +9,7 @@ import pandas as pd
 
 from thyro.data.manifest import LabelMeaning
 from thyro.errors import StatsError, ThyroError
-from thyro.run import Predictions, RunDir, StudyRecord, read_predictions
+from thyro.run import RESERVED_SPLITS, Predictions, RunDir, StudyRecord, read_predictions
 
 
 @dataclass
@@ -38,13 +38,45 @@ class Run:
             return str(self.results["study"])
         return self.root.name if self.from_dir else self.predictions_path.stem
 
-    def label_meaning(self) -> LabelMeaning:
-        """Labels' provenance: as the study recorded it, else from the predictions' label_source column."""
+    def label_meaning(self, split: str | None = None) -> LabelMeaning:
+        """What the labels of ``split`` mean (the development data's for None, ``val`` and ``test``): as the
+        study recorded it, else from the predictions' ``label_source``/``label_definition`` columns."""
+        external = split is not None and split not in RESERVED_SPLITS
+        if external:
+            recorded = ((self.data or {}).get("external") or {}).get(split) or {}
+            if isinstance(recorded.get("labels"), dict):
+                return LabelMeaning.from_dict(recorded["labels"])
+            return self.predictions.label_meaning(split)
         for source in (self.results, self.data):
             if source and isinstance(source.get("labels"), dict):
                 return LabelMeaning.from_dict(source["labels"])
-        sources = [s for s in self.predictions.label_sources() if s != "unknown"]
-        return LabelMeaning(sources[0]) if len(sources) == 1 else LabelMeaning()
+        dev = [s for s in self.predictions.splits if s in RESERVED_SPLITS]
+        return self.predictions.label_meaning(dev[0] if len(dev) == 1 else None)
+
+    def model_meaning(self) -> LabelMeaning:
+        """What the probabilities are of: the labels the models were trained on (a study's development
+        labels; a ``thyro predict`` file's ``probability_of``), else the labels of the file itself."""
+        if self.from_dir or self.predictions.model_labels is None:
+            return self.label_meaning()
+        return self.predictions.model_labels
+
+    def relative(self, path: str | Path) -> str:
+        """A path as the report shows it: relative to the run directory (or the predictions file's folder)."""
+        import os
+
+        path = Path(path)
+        if not path.is_absolute():
+            return path.as_posix()
+        try:
+            return Path(os.path.relpath(path, self.root.resolve())).as_posix()
+        except ValueError:  # another drive (Windows)
+            return path.as_posix()
+
+    def report_settings(self):
+        """The study's ``report:`` block (:class:`thyro.config.ReportConfig`; the defaults without a record)."""
+        from thyro.config import ReportConfig
+
+        return self.record.config.report if self.record is not None else ReportConfig()
 
     def expected_folds(self) -> tuple[int, str]:
         """Number of folds: from the study record, else the largest fold number in the predictions."""
@@ -69,10 +101,14 @@ class Run:
             meta = arms_json.get(name) or {}
             cfg = next((a for a in cfg_arms if a.name == name), None)
             source = cfg.weight_source(self.record.base_dir) if cfg is not None else None
+            if source is not None:
+                weights = source.kind if source.path is None else f"{source.kind}:{self.relative(source.path)}"
+            else:
+                weights = meta.get("weights")
             info[name] = {
                 "status": meta.get("status") or ("done" if name in present else "not run"),
                 "reason": meta.get("reason"),
-                "weights": source.describe() if source is not None else meta.get("weights"),
+                "weights": weights,
                 "backbone": cfg.backbone if cfg is not None else meta.get("backbone"),
                 "role": source.role if source is not None else None,
             }

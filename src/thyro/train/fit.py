@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from thyro.console import console, info, is_quiet, make_progress
 from thyro.train.augment import BatchAugment
+from thyro.train.recipe import freeze_norm_statistics, make_optimizer, set_trainable, stages, trainable_stages
 from thyro.errors import TrainingError
 from thyro.fileio import atomic_path, write_csv_rows
 from thyro.models.inference import predict_proba, to_input
@@ -82,28 +83,6 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(model: torch.nn.Module, cfg, backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
-    """AdamW or SGD over the trainable parameters.
-
-    No weight decay on norms and biases (as in timm's and torchvision's reference recipes).  With
-    ``backbone_lr_mult`` below 1 the backbone learns at ``lr * backbone_lr_mult`` and the classification
-    head at ``lr`` (discriminative learning rates for a pretrained start).
-    """
-    head = getattr(model, "head", None)
-    head_ids = {id(p) for p in head.parameters()} if head is not None and backbone_lr_mult != 1.0 else set()
-    buckets: dict[tuple[bool, bool], list] = {}
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        buckets.setdefault((p.ndim <= 1, id(p) in head_ids or not head_ids), []).append(p)
-    groups = [{"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
-               "lr": cfg.lr * (1.0 if full else backbone_lr_mult)}
-              for (no_decay, full), params in sorted(buckets.items())]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def _to_batch(images: torch.Tensor, idx: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -220,28 +199,6 @@ class _CheckpointWriter:
             raise err
 
 
-def _set_trainable(model: torch.nn.Module, train_backbone: str) -> list[torch.nn.Module]:
-    """Freeze what ``train_backbone`` keeps fixed; returns the BatchNorm layers to hold in eval mode.
-
-    ``all``: everything trains.  ``none``: a linear probe, only the classification head trains and the
-    BatchNorm statistics stay as the weights brought them.  ``bn``: the head and the BatchNorm layers train.
-    """
-    if train_backbone not in ("all", "none", "bn"):
-        raise TrainingError(f"train_backbone must be all, none or bn, got {train_backbone!r}")
-    head = getattr(model, "head", None)
-    head_params = {id(p) for p in head.parameters()} if head is not None else set()
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    norm_params = {id(p) for m in norms for p in m.parameters()}
-    for p in model.parameters():
-        if train_backbone == "all":
-            p.requires_grad_(True)
-        elif train_backbone == "none":
-            p.requires_grad_(id(p) in head_params)
-        else:
-            p.requires_grad_(id(p) in head_params or id(p) in norm_params)
-    return norms if train_backbone == "none" else []
-
-
 def fit(
     model: torch.nn.Module,
     train: ArraySet,
@@ -268,8 +225,10 @@ def fit(
     resume : continue from ``out_dir/last.pt`` when it exists.
     select_best : choose the epoch on ``val`` (early stopping with ``cfg.patience`` epochs counted after
         the warm-up), or keep the last epoch's weights.
-    pretrained : the backbone starts from pretrained weights (``cfg.backbone_lr_mult`` applies).
-    train_backbone : ``all``, ``none`` (linear probe) or ``bn`` (see :func:`_set_trainable`).
+    pretrained : the backbone starts from pretrained weights (``cfg.backbone_lr_mult``, ``cfg.layer_decay`` and
+        ``cfg.batchnorm`` apply).
+    train_backbone : ``all``, ``none`` (linear probe) or ``bn``; with ``cfg.freeze_stages`` and
+        ``cfg.unfreeze_epochs`` (see :mod:`thyro.train.recipe`).
     on_epoch_end : called with ``(epoch, log_row)`` after each epoch's state is saved.
 
     Returns
@@ -295,7 +254,14 @@ def fit(
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":  # restored when fit returns
         torch.use_deterministic_algorithms(True, warn_only=True)
-    frozen_norms = _set_trainable(model, train_backbone)
+    n_stages = len(stages(model))
+    freeze_norms = freeze_norm_statistics(cfg, pretrained)
+
+    def trainable(epoch: int) -> list[torch.nn.Module]:
+        return set_trainable(model, train_backbone, freeze_stages=cfg.freeze_stages, freeze_norms=freeze_norms,
+                             open_stages=trainable_stages(epoch, n_stages, cfg.unfreeze_epochs))
+
+    frozen_norms = trainable(0)
     model.to(device)
     channels_last = use_channels_last(device, train.images.shape[-1], cfg.channels_last)
     if channels_last:
@@ -308,7 +274,8 @@ def fit(
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch (BatchNorm needs > 1)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    optimizer = make_optimizer(model, cfg, backbone_lr_mult=cfg.backbone_lr_mult if pretrained else 1.0)
+    optimizer = make_optimizer(model, cfg, backbone_lr_mult=cfg.backbone_lr_mult if pretrained else 1.0,
+                               layer_decay=cfg.layer_decay if pretrained else 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.min_lr_ratio))
 
@@ -375,8 +342,10 @@ def fit(
                 order = torch.multinomial(sample_weights, n, replacement=True, generator=cpu_gen)
             else:
                 order = torch.randperm(n, generator=cpu_gen)
+            if cfg.unfreeze_epochs:
+                frozen_norms = trainable(epoch)
             model.train()
-            for m in frozen_norms:  # a linear probe keeps the backbone's statistics
+            for m in frozen_norms:  # a linear probe, frozen stages and frozen statistics keep the backbone's
                 m.eval()
             losses = torch.zeros((), device=device)
             for step in range(steps_per_epoch):

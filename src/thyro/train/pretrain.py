@@ -63,8 +63,11 @@ from thyro.fileio import atomic_path, read_csv, write_csv, write_csv_rows, write
 from thyro.train import distributed as ddp
 from thyro.device import autocast, autocast_dtype, resolve_device
 from thyro.machine import check_threads
+from thyro.models.backbones import create_backbone
+from thyro.models.weights.sources import parse_weight_source
 from thyro.train.augment import BatchAugment
-from thyro.train.fit import _resume_error, load_resume_state, lr_factor, make_optimizer
+from thyro.train.fit import _resume_error, load_resume_state, lr_factor
+from thyro.train.recipe import make_optimizer
 from thyro.train.ssl import ProjectionHead, nt_xent
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "lr", "seconds", "images_per_second")
@@ -367,13 +370,21 @@ class _EpochBatches(torch.utils.data.Sampler):
 class PretrainNet(nn.Module):
     """Input adapter + backbone (head removed) + a pretraining head (linear classifier or projection MLP)."""
 
-    def __init__(self, arch: str, spec, mode: str, n_classes: int, proj_dim: int = 128, seed: int = 0):
+    def __init__(self, arch: str, spec, mode: str, n_classes: int, proj_dim: int = 128, seed: int = 0,
+                 weights="none", image_size: int | None = None):
         super().__init__()
+        from thyro.models import build_model
         from thyro.models.adapter import InputAdapter
-        from thyro.models.backbones import create_backbone
 
+        if parse_weight_source(weights).kind == "none":
+            start, self.layout = create_backbone(arch, in_chans=spec.channels, seed=seed, image_size=image_size), "timm"
+        else:  # continue from pretrained weights: their preprocessing and layout go on
+            model, report = build_model(arch, weights, seed=seed, image_size=image_size)
+            info(report.summary())
+            start, spec, self.layout = model.backbone, model.input_spec, model.layout
+        self.spec = spec
         self.adapter = InputAdapter(spec)
-        self.backbone = create_backbone(arch, in_chans=spec.channels, seed=seed)
+        self.backbone = start
         self.backbone.reset_classifier(0)  # timm: the head becomes Identity; features come out pooled
         features = int(self.backbone.num_features)
         with torch.random.fork_rng(devices=[]):
@@ -450,9 +461,6 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
     """
     cfg = cfg or PretrainConfig()
     from thyro.models.adapter import InputSpec
-    from thyro.models.backbones import check_arch
-
-    check_arch(cfg.arch)
     out = Path(out)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out)
     cache_dir = Path(cache_dir) if cache_dir is not None else work_dir / "cache"
@@ -500,7 +508,9 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
 
         spec = InputSpec(channels=3, mean=(tset.pixel_mean,) * 3, std=(tset.pixel_std,) * 3,
                          input_size=cfg.preprocess.size)
-        net = PretrainNet(cfg.arch, spec, cfg.mode, max(len(tset.classes), 1), cfg.proj_dim, cfg.seed)
+        net = PretrainNet(cfg.arch, spec, cfg.mode, max(len(tset.classes), 1), cfg.proj_dim, cfg.seed,
+                          weights=cfg.weights, image_size=cfg.preprocess.size)
+        spec = net.spec
         if dist_info.distributed and cfg.sync_bn:
             net = ddp.convert_sync_batchnorm(net, device.type)
         net.to(device)
@@ -655,7 +665,8 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
                                     "images": n, "skipped": len(tset.failures), "classes": tset.classes,
                                     "world_size": dist_info.world_size,
                                     "final_loss": history[-1]["train_loss"] if history else None}}
-            save_backbone(out, net.backbone, arch=cfg.arch, input_spec=spec, metadata=meta)
+            meta["pretraining"]["started_from"] = str(cfg.weights)
+            save_backbone(out, net.backbone, arch=cfg.arch, input_spec=spec, metadata=meta, layout=net.layout)
             info(f"backbone written to {out} (use it in a study as weights: {{file: {out}}})")
         ddp.barrier(dist_info)
         return PretrainResult(checkpoint=out, work_dir=work_dir, classes=tset.classes, n_images=n,

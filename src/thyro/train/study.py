@@ -1,17 +1,22 @@
-"""The study runner: every arm trained on the same folds, predictions kept, results collected.
+"""The study runner: a study's plan executed, every arm trained on the same folds, predictions kept,
+results collected.
 
-A study is a set of jobs, one per (arm, training fraction, fold).  Each job trains one model on the
-other folds (or a nested subset of them, for data-efficiency curves), scores its held-out fold
-(out-of-fold), the held-out test set and every external validation set, and is recorded in the run
-directory (:mod:`thyro.run`, which owns every file named here).  Re-running the same command skips
-finished jobs and resumes the unfinished one from its last epoch.
+A study is first resolved into a typed :class:`~thyro.train.plan.Plan` (:func:`~thyro.train.plan.make_plan`):
+every check a run can fail, every problem at once, before anything is trained or written; ``--dry-run`` stops
+there.  The run then builds the image caches, records the study in the run directory (:mod:`thyro.run`, which
+owns every file named here) and executes the plan's jobs, one per (arm, training fraction, fold).  Each job
+trains one model on the other folds (or a nested subset of them, for data-efficiency curves) from its arm's
+:class:`~thyro.train.plan.ArmPlan` (settings and weight source resolved once), scores its held-out fold
+(out-of-fold), the held-out test set and every external validation set, and is recorded.  Re-running the
+same command skips finished jobs and resumes the unfinished one from its last epoch.
 
 Model selection never looks at the fold that is scored: by default (``train.selection: last``) every
 epoch of a fixed schedule is trained and the last weights kept; ``inner`` chooses the epoch on an
 inner, group-respecting split of the training part; either way out-of-fold AUROCs are honest
 estimates.  ``oof`` (the old way) stops on the held-out fold itself and the report labels its
 out-of-fold figures as selection-biased.  ``train.tune`` searches a small grid per arm on an inner
-split only.
+split only.  An arm with ``train_backbone: cached`` is a linear probe on cached features
+(:mod:`thyro.train.probe`): no epochs, nothing to select.
 
 Jobs for schedulers
 -------------------
@@ -19,8 +24,10 @@ Jobs for schedulers
 spread them; only the selected arms' weights are checked.  A job is *claimed* before it is trained
 (:meth:`thyro.run.RunDir.claim`: a hard-link lock that holds across nodes on a shared filesystem), so
 two processes, or two array tasks, never train the same job: the second moves on to the next free job.
-A claim left by a dead process is taken over.  Every finished job merges into ``predictions.csv`` and
-``results.json``; whichever process finishes the last job writes the report.
+A claim left by a dead process is taken over.  Every process plans the study itself and checks its plan's
+digest against the run directory's, so no process mixes other data or weights into a run.  Every finished
+job merges into ``predictions.csv`` and ``results.json``; whichever process finishes the last job writes
+the report.
 """
 
 from __future__ import annotations
@@ -35,30 +42,16 @@ import numpy as np
 import pandas as pd
 
 from thyro import __version__
-from thyro.config import HARDWARE_FIELDS, ArmConfig, StudyConfig, load_study_config
+from thyro.config import StudyConfig, load_study_config
 from thyro.console import console, info
-from thyro.errors import ConfigError, TrainingError, WeightsError
-from thyro.fileio import sha256_json
+from thyro.data.cache import ImageCache
+from thyro.errors import TrainingError
+from thyro.models import build_model
 from thyro.run import OOF, TEST, JobKey, JobRecord, RunDir, describe_holder, fraction_text, predictions_frame
 from thyro.train.fit import ArraySet, fit
+from thyro.train.plan import ArmPlan, Plan, all_study_jobs, make_plan, parse_only, study_identity
+from thyro.train.probe import fit_probe
 from thyro.train.tracking import NoTracker, make_tracker
-
-
-def parse_only(only: list[str] | None, cfg: StudyConfig) -> list[JobKey] | None:
-    """Parse ``ARM:FOLD`` (or ``ARM`` / ``ARM:*`` for all its folds) selectors into jobs."""
-    if not only:
-        return None
-    out: list[JobKey] = []
-    for item in only:
-        arm, _, fold = str(item).partition(":")
-        cfg.arm(arm)
-        if fold in ("", "*"):
-            out += [JobKey(arm, k) for k in range(cfg.data.folds)]
-            continue
-        if not fold.isdigit() or not 0 <= int(fold) < cfg.data.folds:
-            raise ConfigError(f"--only {item!r}: the fold must be 0..{cfg.data.folds - 1}")
-        out.append(JobKey(arm, int(fold)))
-    return out
 
 
 def _versions() -> dict[str, str]:
@@ -80,14 +73,6 @@ def _git_commit() -> str | None:
         return (out.stdout.strip() or None) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def study_identity(cfg: StudyConfig) -> str:
-    """What must match for a run directory to be continued: everything but hardware settings."""
-    d = cfg.model_dump(mode="json")
-    for key in HARDWARE_FIELDS:
-        d["train"].pop(key, None)
-    return sha256_json(d)
 
 
 @dataclass
@@ -156,154 +141,37 @@ class Study:
         cfg, base = load_study_config(config_path, overrides)
         return cls(cfg, base, run_dir or Path("runs") / cfg.name)
 
-    def resolve_path(self, p: str) -> Path:
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path).resolve()
+    def plan(self, *, only: list[str] | None = None, skip_missing: bool = False, estimate: bool = False) -> Plan:
+        """Resolve and check the whole study (:func:`thyro.train.plan.make_plan`); nothing is trained or written."""
+        return make_plan(self.cfg, self.base_dir, self.run_dir, only=only, skip_missing=skip_missing,
+                         estimate=estimate)
 
-    def jobs(self, selected: list[JobKey] | None = None, skipped: dict | None = None) -> list[JobKey]:
-        """The study's jobs (arm x training fraction x fold; the whole folds first), or the selected ones,
-        less those of skipped arms."""
-        out = []
-        for fraction in sorted(self.cfg.data.train_fractions, reverse=True):
-            for arm in self.cfg.arms:
-                if skipped and arm.name in skipped:
-                    continue
-                for k in range(self.cfg.data.folds):
-                    job = JobKey(arm.name, k, fraction)
-                    if selected is None or any(j.arm == job.arm and j.fold == job.fold for j in selected):
-                        out.append(job)
-        return out
+    def prepare(self, plan: Plan) -> Prepared:
+        """Build the image caches of the development data and the external sets, and record the study (its
+        configuration, splits, training subsets and the plan's digest) in the run directory.
 
-    def check_weights(self, arms: list[ArmConfig] | None = None, skip_missing: bool = False) -> dict[str, str]:
-        """Resolve the weight source of each arm in ``arms`` (default: all) before any training.
-
-        Returns ``{arm: reason}`` of the arms skipped with ``skip_missing``; without it the first
-        missing file stops the study, naming every place looked.
+        Decoding every image happens here: an image that fails to decode stops the study before anything is
+        written, so a failed start leaves nothing that would stop the next attempt.
         """
-        skipped: dict[str, str] = {}
-        for arm in arms if arms is not None else self.cfg.arms:
-            try:
-                arm.weight_source(self.base_dir).resolve(arm.backbone)
-            except WeightsError as exc:
-                if not skip_missing:
-                    raise WeightsError(f"arm '{arm.name}': {exc}\n(no training has started; --skip-missing runs "
-                                       "the other arms and records this one as skipped)") from None
-                skipped[arm.name] = str(exc)
-        return skipped
-
-    def prepare(self) -> Prepared:
-        """Read and check every manifest, make or load the splits and training subsets, build the caches,
-        and record the study.
-
-        Every problem of the data (an unreadable image, an external set without labels, one class only,
-        or with images the development data holds too, a training fraction that leaves a fold without a
-        class) stops the study here, before any training; the study record (``config.yaml``) is written
-        only once all is sound, so a failed start leaves nothing that would stop the next attempt.
-        """
-        from thyro.data.cache import ImageCache
-        from thyro.data.manifest import read_manifest
-        from thyro.data.splits import Splits, make_splits, nested_subsets
-
-        identity = study_identity(self.cfg)
-        existing = self.rundir.read_record()
-        if existing is not None and study_identity(existing.config) != identity:
-            raise ConfigError(
-                f"{self.run_dir} holds a different study (its {self.rundir.config_path.name} differs from this "
-                "configuration in more than hardware settings); use another --run-dir, or delete that folder to "
-                "start over.")
-        manifest = read_manifest(self.resolve_path(self.cfg.data.manifest))
-        meaning = manifest.label_meaning()
-        labelled = manifest.labelled()
-        external = {e.name: self._read_external(e, labelled) for e in self.cfg.data.external}
-        with self.rundir.locked():
-            if self.rundir.splits_path.exists():
-                splits = self.rundir.read_splits(labelled)
-            elif self.cfg.data.splits:
-                splits = Splits.load(self.resolve_path(self.cfg.data.splits), labelled)
-            else:
-                splits = make_splits(labelled, test_size=self.cfg.data.test_size, folds=self.cfg.data.folds,
-                                     seed=self.cfg.data.seed)
-            if len(splits.folds) != self.cfg.data.folds:
-                raise ConfigError(f"the splits have {len(splits.folds)} folds but the configuration asks for "
-                                  f"{self.cfg.data.folds}")
-            subsets = self.rundir.read_fractions() or {}
-            partial = [f for f in self.cfg.data.train_fractions if f < 1.0]
-            if partial and not all((k, f) in subsets for k in range(len(splits.folds)) for f in partial):
-                lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
-                grp = dict(zip(labelled.df["image"], labelled.df["group"]))
-                subsets = {}
-                for k in range(len(splits.folds)):
-                    ids = splits.train_ids(k)
-                    made = nested_subsets(ids, [lab[i] for i in ids], [grp[i] for i in ids], partial,
-                                          seed=self.cfg.data.seed * 1000 + k, where=f"training part of fold {k}")
-                    subsets.update({(k, f): v for f, v in made.items()})
-        self._check_inner_splits(labelled, splits, subsets)
-        # decode everything before anything is written: unreadable images stop the study here
+        labelled = plan.labelled
         cache = ImageCache.build(labelled, self.cfg.preprocess)
-        for name, ext in external.items():
-            external[name] = ImageSet(ext.manifest, ImageCache.build(ext.manifest, self.cfg.preprocess),
-                                      ext.label_meaning)
+        external = {e.name: ImageSet(e.manifest, ImageCache.build(e.manifest, self.cfg.preprocess), e.labels)
+                    for e in plan.external}
+        partial = [f for f in self.cfg.data.train_fractions if f < 1.0]
         with self.rundir.locked():
             if not self.rundir.splits_path.exists():
-                self.rundir.write_splits(splits)
+                self.rundir.write_splits(plan.splits)
             if partial and self.rundir.read_fractions() is None:
-                self.rundir.write_fractions(subsets, self.cfg.data.seed)
-            if self.rundir.read_record() is None:
+                self.rundir.write_fractions(plan.subsets, self.cfg.data.seed)
+            record = self.rundir.read_record()
+            if record is None or record.config.report != self.cfg.report:  # the report's block may change
                 self.rundir.write_record(self.cfg, self.base_dir)
-        prep = Prepared(ImageSet(labelled, cache, meaning), splits, subsets, external)
-        self.rundir.write_data(self.data_summary(prep, manifest))
+            self.rundir.write_plan_digest(plan.digest, plan.weight_digests)
+        prep = Prepared(ImageSet(labelled, cache, plan.labels), plan.splits, plan.subsets, external)
+        self.rundir.write_data(self.data_summary(plan, prep))
         return prep
 
-    def _check_inner_splits(self, labelled, splits, subsets) -> None:
-        """Every job's training part must hold an inner selection split (``train.selection: inner`` or
-        tuning): checked for all jobs before the first is trained."""
-        from thyro.data.splits import inner_split
-
-        lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
-        grp = dict(zip(labelled.df["image"], labelled.df["group"]))
-        for arm in self.cfg.arms:
-            cfg = arm.train_config(self.cfg.train)
-            if cfg.selection != "inner" and not cfg.tune.grid:
-                continue
-            for f in self.cfg.data.train_fractions:
-                for k in range(len(splits.folds)):
-                    ids = subsets.get((k, f)) or splits.train_ids(k)
-                    inner_split(ids, [lab[i] for i in ids], [grp[i] for i in ids], cfg.inner_fraction,
-                                seed=cfg.seed * 1000 + k, where=f"training part of {JobKey(arm.name, k, f)}")
-
-    def _read_external(self, ext, dev):
-        """An external set's labelled manifest, checked: labels of both classes, no image of the development data."""
-        from thyro.data.dedup import cross_duplicates
-        from thyro.data.manifest import read_manifest
-        from thyro.errors import DataError
-
-        path = self.resolve_path(ext.manifest)
-        where = f"external set {ext.name!r} ({path})"
-        try:
-            manifest = read_manifest(path)
-        except DataError as exc:
-            raise DataError(f"{where}: {exc}") from None
-        labelled = manifest.labelled()
-        if len(labelled) < len(manifest):
-            rows = [int(i) + 2 for i in np.flatnonzero(manifest.df["label"].isna().to_numpy())[:10]]
-            if labelled.df.empty:
-                raise DataError(f"{where}: no image has a label (an external set is for validation: label it, "
-                                f"or drop it from data.external); unlabelled rows: {rows}")
-            raise DataError(f"{where}: {len(manifest) - len(labelled)} image(s) without a label, at rows {rows}; "
-                            "every image of an external set needs one.")
-        classes = set(labelled.df["label"].astype(int))
-        if classes != {0, 1}:
-            raise DataError(f"{where}: every image is {'malignant (1)' if 1 in classes else 'benign (0)'}; an AUROC "
-                            "needs both classes.")
-        shared = cross_duplicates(dev, labelled, progress=False)
-        if shared:
-            lines = "; ".join(f"{b} = {a} ({how})" for a, b, how in shared[:10])
-            raise DataError(f"{where}: {len(shared)} image(s) are also in the development data, so the set is not "
-                            f"external: {lines}{' ...' if len(shared) > 10 else ''}. Remove them from one of the "
-                            "manifests.")
-        return ImageSet(labelled, None, labelled.label_meaning())
-
-    def data_summary(self, prep: Prepared, manifest) -> dict:
+    def data_summary(self, plan: Plan, prep: Prepared) -> dict:
         """``data.json``: counts by class for images, patients and groups (the same function as
         ``thyro data import`` and ``inspect``), splits, label provenance, external sets and preprocessing."""
         from thyro.data.inspection import class_balance
@@ -312,10 +180,10 @@ class Study:
             b = class_balance(df)
             return {unit: {k: int(v) for k, v in b[unit].items()} for unit in b.columns}
 
-        df = prep.labelled.df
+        manifest, df = plan.manifest, prep.labelled.df
         summary = {
-            "manifest": str(self.resolve_path(self.cfg.data.manifest)),
-            "labels": prep.label_meaning.to_dict(),
+            "manifest": str(plan.manifest_path),
+            "labels": plan.labels.to_dict(),
             "images_total": int(len(manifest)),
             "images_labelled": int(len(df)),
             "images_unlabelled": int(len(manifest) - len(df)),
@@ -329,16 +197,15 @@ class Study:
             summary["train_fractions"] = {fraction_text(f): [len(prep.train_ids(JobKey("", k, f)))
                                                              for k in range(len(prep.splits.folds))]
                                           for f in self.cfg.data.train_fractions}
-        for e in self.cfg.data.external:
-            ext = prep.external[e.name]
+        for e in plan.external:
             summary.setdefault("external", {})[e.name] = {
-                "manifest": str(self.resolve_path(e.manifest)), "labels": ext.label_meaning.to_dict(),
-                "images": len(ext.manifest), "class_balance": balance(ext.manifest.df)}
+                "manifest": str(e.path), "labels": e.labels.to_dict(), "images": len(e.manifest),
+                "class_balance": balance(e.manifest.df)}
         return summary
 
     # -- jobs -----------------------------------------------------------------------------------
-    def run_job(self, job: JobKey, prep: Prepared, *, device: str | None = None, resume: bool = True,
-                tracker=None) -> JobRecord:
+    def run_job(self, job: JobKey, prep: Prepared, arm_plan: ArmPlan, *, device: str | None = None,
+                resume: bool = True, tracker=None) -> JobRecord:
         """Train, predict and record one job (resumes from its ``last.pt``).
 
         The model is chosen as ``train.selection`` says, after ``train.tune`` (if any) picked this arm's
@@ -348,11 +215,14 @@ class Study:
         from thyro.models.inference import predict_proba
         from thyro.stats.roc import auroc_or_none
 
-        arm = self.cfg.arm(job.arm)
+        arm = arm_plan.config
         files = self.rundir.job_files(job)
-        train_cfg = arm.train_config(self.cfg.train)
+        train_cfg = arm_plan.train
         if device is not None:
             train_cfg = train_cfg.model_copy(update={"device": device})
+        if arm.train_backbone == "cached":  # no epochs to select or tune: the probe chooses its own L2 strength
+            train_cfg = train_cfg.model_copy(update={"selection": "last", "tune": train_cfg.tune.model_copy(
+                update={"lr": [], "epochs": [], "weight_decay": []})})
         splits = prep.splits
         train_ids = prep.train_ids(job)
         val = prep.dev.arrays(splits.val_ids(job.fold))
@@ -364,7 +234,7 @@ class Study:
                                               where=f"training part of {job}")
             fit_part, select_part = prep.dev.arrays(fit_ids), prep.dev.arrays(select_ids)
         if train_cfg.tune.grid:
-            train_cfg, tuned = self._tune(job, arm, train_cfg, fit_part, select_part)
+            train_cfg, tuned = self._tune(job, arm_plan, train_cfg, fit_part, select_part)
         if selection == "inner":
             train, chooser, select_best = fit_part, select_part, True
             how = f"early stopping on an inner split of the training part ({len(select_ids)} images held out)"
@@ -374,14 +244,19 @@ class Study:
         else:
             train, chooser, select_best = prep.dev.arrays(train_ids), val, True
             how = "early stopping on the held-out fold (its out-of-fold AUROC is selection-biased)"
-        model, report = self._build(arm, train_cfg, job)
+        model, report = self._build(arm_plan, train_cfg, job)
         tracker = tracker or NoTracker()
         tracker.job_started(job, {"arm": arm.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json"),
                                   "selection": how, "train_images": len(train.ids), "tuned": tuned.get("chosen")})
-        result = fit(model, train, chooser, train_cfg, files.folder, resume=resume, select_best=select_best,
-                     pretrained=arm.weight_source(self.base_dir).kind != "none", train_backbone=arm.train_backbone,
-                     on_epoch_end=lambda epoch, row: tracker.epoch(job, epoch, row),
-                     description=f"{job.arm}{'' if job.fraction == 1 else f' at {fraction_text(job.fraction)}'} fold {job.fold}")
+        label = f"{job.arm}{'' if job.fraction == 1 else f' at {fraction_text(job.fraction)}'} fold {job.fold}"
+        if arm.train_backbone == "cached":  # features once, then logistic regression: no epochs, no selection
+            result = fit_probe(model, train, prep.dev.groups(train.ids), chooser, train_cfg, files.folder,
+                               description=label)
+            how = "no selection: a linear probe on cached features (L2 strength chosen on inner folds)"
+        else:
+            result = fit(model, train, chooser, train_cfg, files.folder, resume=resume, select_best=select_best,
+                         pretrained=arm_plan.pretrained, train_backbone=arm.train_backbone,
+                         on_epoch_end=lambda epoch, row: tracker.epoch(job, epoch, row), description=label)
         dev = next(model.parameters()).device
         rows = []
         scored = [(OOF, val), (TEST, prep.dev.arrays(list(splits.test)))]
@@ -404,7 +279,7 @@ class Study:
             selection_auroc=result.best_auroc if select_best else None, train_images=len(train.ids),
             weights_report=str(report), host=describe_holder(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
             extra={"tuned": tuned, "model_metadata": {
-                "backbone": arm.backbone, "weights": arm.weight_spec(self.base_dir),
+                "backbone": arm.backbone, "weights": arm_plan.source.describe(),
                 "preprocess": self.cfg.preprocess.model_dump(mode="json"), "study": self.cfg.name,
                 "tta_flip": train_cfg.tta_flip}})
         self.rundir.finish_job(job, record, frame, model)
@@ -412,13 +287,13 @@ class Study:
                                    "selection_auroc": record.selection_auroc, "seconds": record.seconds})
         return record
 
-    def _build(self, arm: ArmConfig, train_cfg, job: JobKey):
-        from thyro.models import build_model
+    def _build(self, arm: ArmPlan, train_cfg, job: JobKey):
+        cfg = arm.config
+        return build_model(cfg.backbone, arm.source, in_chans_mode=cfg.in_chans_mode, dropout=cfg.dropout,
+                           seed=train_cfg.seed * 1000 + job.fold, allow_partial=cfg.partial_weights,
+                           image_size=self.cfg.preprocess.size)
 
-        return build_model(arm.backbone, arm.weight_source(self.base_dir), in_chans_mode=arm.in_chans_mode,
-                           dropout=arm.dropout, seed=train_cfg.seed * 1000 + job.fold)
-
-    def _tune(self, job: JobKey, arm: ArmConfig, train_cfg, fit_part: ArraySet, select_part: ArraySet):
+    def _tune(self, job: JobKey, arm: ArmPlan, train_cfg, fit_part: ArraySet, select_part: ArraySet):
         """Try every setting of ``train.tune`` on the inner split (never the held-out fold or the test set);
         returns the configuration with the best inner AUROC and what was tried."""
         trials = []
@@ -427,7 +302,7 @@ class Study:
             model, _ = self._build(arm, cfg, job)
             folder = self.rundir.job_files(job).trial(i)
             res = fit(model, fit_part, select_part, cfg, folder, select_best=cfg.selection != "last",
-                      pretrained=arm.weight_source(self.base_dir).kind != "none", train_backbone=arm.train_backbone,
+                      pretrained=arm.pretrained, train_backbone=arm.config.train_backbone,
                       description=f"{job} tuning {i + 1}/{len(train_cfg.tune.grid)}")
             trials.append({"params": params, "inner_auroc": res.best_auroc})
         best = max(trials, key=lambda t: t["inner_auroc"])
@@ -444,16 +319,16 @@ class Study:
         selected jobs' progress (checkpoint and record) and trains them from the start.  ``workers``
         processes train jobs at once (each claims its jobs; on one GPU, or spread over ``devices``).
         """
-        selected = parse_only(only, self.cfg)
-        arms = [a for a in self.cfg.arms if selected is None or any(j.arm == a.name for j in selected)]
+        plan = self.plan(only=only, skip_missing=skip_missing, estimate=dry_run)
         if dry_run:
-            return self.plan(selected, arms)
-        skipped = self.check_weights(arms, skip_missing)
-        for arm, reason in skipped.items():
+            return plan.to_dict()
+        for arm, reason in plan.skipped.items():
             console.print(f"[yellow]skipping arm {arm}[/]:\n  " + reason.replace("\n", "\n  "), soft_wrap=True)
-        prep = self.prepare()
+        prep = self.prepare(plan)
         tracker = make_tracker(self.cfg.train.tracking, self.rundir, self.cfg.name)
-        jobs = self.jobs(selected, skipped)
+        jobs = list(plan.jobs)
+        selected = plan.selected
+        skipped = plan.skipped
         if restart:
             for job in jobs:
                 with self.rundir.claim(job) as mine:
@@ -484,15 +359,15 @@ class Study:
                     continue
                 info(f"[cyan]job {n}/{len(todo)}[/] {job}")
                 try:
-                    rec = self.run_job(job, prep, device=device, tracker=tracker)
+                    rec = self.run_job(job, prep, plan.arm(job.arm), device=device, tracker=tracker)
                 except TrainingError as exc:
                     failed[job.name] = str(exc)
                     console.print(f"[red]job {job} failed[/]: {exc}")
                     continue
                 info(f"  out-of-fold AUROC{tta} {_fmt(rec.val_auroc)} (model of epoch {rec.best_epoch}; "
                      f"{rec.seconds:.0f} s, {rec.train_images_per_second:.0f} img/s)")
-            self.merge(prep, skipped, failed)
-        results = self.merge(prep, skipped, failed)
+            self.merge(plan, prep, skipped, failed)
+        results = self.merge(plan, prep, skipped, failed)
         if elsewhere:
             results["elsewhere"] = elsewhere
             info(f"{len(elsewhere)} job(s) are being trained by other processes; the last one to finish merges "
@@ -537,53 +412,26 @@ class Study:
             raise
         return {p.name: f"exited with code {p.exitcode}" for p in procs if p.exitcode != 0}
 
-    def plan(self, selected: list[JobKey] | None, arms: list[ArmConfig]) -> dict:
-        """What :meth:`run` would do, without training or writing anything (``--dry-run``)."""
-        from thyro.data.manifest import read_manifest
-        from thyro.data.splits import Splits, make_splits
-
-        manifest = read_manifest(self.resolve_path(self.cfg.data.manifest))
-        labelled = manifest.labelled()
-        if self.rundir.splits_path.exists():
-            splits, origin = self.rundir.read_splits(labelled), str(self.rundir.splits_path)
-        elif self.cfg.data.splits:
-            splits, origin = Splits.load(self.resolve_path(self.cfg.data.splits), labelled), self.cfg.data.splits
-        else:
-            splits, origin = make_splits(labelled, test_size=self.cfg.data.test_size, folds=self.cfg.data.folds,
-                                         seed=self.cfg.data.seed), "made from the manifest (not written)"
-        weights = {}
-        for arm in arms:
-            try:
-                path = arm.weight_source(self.base_dir).resolve(arm.backbone)
-                weights[arm.name] = {"ok": True, "file": str(path) if path else None}
-            except WeightsError as exc:
-                weights[arm.name] = {"ok": False, "reason": str(exc)}
-        jobs = self.jobs(selected)
-        return {"study": self.cfg.name, "run_dir": str(self.run_dir), "config": self.cfg.model_dump(mode="json"),
-                "labels": manifest.label_meaning().to_dict(), "splits": {
-                    "source": origin, "test": len(splits.test), "folds": [len(f) for f in splits.folds],
-                    "train_per_fold": [len(splits.train_ids(k)) for k in range(len(splits.folds))]},
-                "jobs": [{"job": j.name, "done": self.rundir.is_done(j)} for j in jobs], "weights": weights}
-
     # -- collection -----------------------------------------------------------------------------
-    def merge(self, prep: Prepared, skipped: dict[str, str] | None = None,
+    def merge(self, plan: Plan, prep: Prepared, skipped: dict[str, str] | None = None,
               failed: dict[str, str] | None = None) -> dict:
         """Collect every finished job into predictions.csv (with ensemble rows) and results.json.
 
         Holds the run directory's lock, so jobs finishing in parallel processes merge one at a time.
         """
         with self.rundir.locked():
-            return self._merge(prep, skipped or {}, failed or {})
+            return self._merge(plan, prep, skipped or {}, failed or {})
 
-    def _merge(self, prep: Prepared, skipped: dict[str, str], failed: dict[str, str]) -> dict:
+    def _merge(self, plan: Plan, prep: Prepared, skipped: dict[str, str], failed: dict[str, str]) -> dict:
         from thyro import metrics
 
         previous = self.rundir.read_results() or {}
         skipped = {**previous.get("skipped", {}), **skipped}
         failed = {**previous.get("failed", {}), **failed}
         frames, arms, jobs = [], {}, {}
-        all_jobs = self.jobs()
-        for arm in self.cfg.arms:
+        all_jobs = all_study_jobs(self.cfg)
+        for arm_plan in plan.arms:
+            arm = arm_plan.config
             mine = [j for j in all_jobs if j.arm == arm.name]
             done = [j for j in mine if self.rundir.is_done(j)]
             for job in done:
@@ -594,7 +442,7 @@ class Study:
                 skipped.pop(arm.name)  # its weights were found since
             status = ("skipped" if arm.name in skipped else "done" if len(done) == len(mine)
                       else "failed" if any(k in failed for k in (j.name for j in mine)) else "incomplete")
-            source = arm.weight_source(self.base_dir)
+            source = arm_plan.source
             arms[arm.name] = {"status": status, "backbone": arm.backbone, "weights": source.describe(),
                               "weights_kind": source.kind, "role": source.role, "train_backbone": arm.train_backbone,
                               "folds_done": [j.fold for j in done if j.fraction == 1.0],
@@ -624,6 +472,7 @@ class Study:
                                        for e in self.cfg.data.external}
         results = {"study": self.cfg.name, "config": self.cfg.model_dump(mode="json"), "versions": _versions(),
                    "git_commit": _git_commit(), "labels": prep.label_meaning.to_dict(),
+                   "external_labels": {name: ext.label_meaning.to_dict() for name, ext in prep.external.items()},
                    "selection": self.cfg.train.selection, "arms": arms,
                    "skipped": skipped, "failed": failed, "jobs": jobs, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.rundir.write_results(results)

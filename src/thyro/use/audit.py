@@ -112,7 +112,8 @@ def audit(manifest, model: str | os.PathLike | None = None, *, out: str | os.Pat
     Returns
     -------
     dict
-        JSON-able: ``manifest``, ``preprocess``, ``marks`` (:func:`summarize_marks`),
+        JSON-able: ``manifest``, ``labels`` (what label 1 means, :class:`~thyro.data.manifest.LabelMeaning`;
+        None when the manifest mixes provenances), ``preprocess``, ``marks`` (:func:`summarize_marks`),
         ``marks_only`` (:func:`marks_only_auroc`) and, with a model, ``model``
         (:func:`model_audit`).
     """
@@ -139,7 +140,11 @@ def audit(manifest, model: str | os.PathLike | None = None, *, out: str | os.Pat
     if scores is not None:
         mask = (images["error"] == "") & images["label"].notna()
         images.loc[mask, "marks_only_score"] = scores
+    from thyro.data.inspection import labels_of
+
+    meaning = labels_of(manifest)[0]
     result: dict = {"manifest": str(manifest.path) if manifest.path else None, "n_images": int(len(images)),
+                    "labels": meaning.to_dict() if meaning is not None else None,
                     "preprocess": cfg.model_dump(mode="json"), "marks": summarize_marks(images),
                     "marks_only": marks_only}
     if package is not None:

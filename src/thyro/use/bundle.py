@@ -372,6 +372,12 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
     meaning = LabelMeaning.from_dict(results.get("labels") or data.get("labels"))
     if label_source or label_definition:
         meaning = LabelMeaning(label_source or meaning.source, label_definition or meaning.definition)
+    for split, m in package_metrics.items():  # an external set's labels, and whether they mean the training labels'
+        recorded = ((data.get("external") or {}).get(split) or {}).get("labels")
+        if split not in (OOF, "test") and isinstance(recorded, dict):
+            ext = LabelMeaning.from_dict(recorded)
+            m["labels"] = ext.to_dict()
+            m["label_warning"] = meaning.mismatch(ext, f"the external set {split}")
     source = {"run_dir": str(run.root.resolve()), "arm": arm, "backbone": arm_cfg.backbone,
               "weights": arm_cfg.weight_source(record.base_dir).describe(),
               "role": arm_cfg.weight_source(record.base_dir).role, "git_commit": results.get("git_commit"),

@@ -41,10 +41,16 @@ No data summary was recorded.
 ## Labels and their provenance
 - Positive (label 1): {{ meta.labels.positive }}; negative (label 0): {{ meta.labels.negative }}.
 - Provenance: {{ meta.labels.description }}
+- Every probability this model gives is a {{ meta.labels.probability_name }}{% if meta.labels.definition %} (label 1 = {{ meta.labels.definition }}){% endif %}.
 
 ## Metrics
 {% for split, m in meta.metrics.items() -%}
-**{{ set_title(split) }}:** {% if not m.missing %}AUROC {{ "%.3f" | format(m.auroc) }} [{{ (m.level * 100) | round | int }}% CI {{ "%.3f" | format(m.lower) }} to {{ "%.3f" | format(m.upper) }}] on {{ m.n }} images ({{ m.n_pos }} positive{% if m.n_clusters %}, {{ m.n_clusters }} patient/group clusters{% endif %}); CI: {{ m.method }}{% if m.n_boot %} ({{ m.n_boot }} resamples){% endif %}.{% else %}{{ m.missing }}.{% endif %}
+**{{ set_title(split) }}:** {% if not m.missing %}AUROC {{ "%.3f" | format(m.auroc) }} [{{ (m.level * 100) | round | int }}% CI {{ "%.3f" | format(m.lower) }} to {{ "%.3f" | format(m.upper) }}] on {{ m.n }} images ({{ m.n_pos }} labelled {{ m.labels.positive if m.labels else meta.labels.positive }}{% if m.n_clusters %}, {{ m.n_clusters }} patient/group clusters{% endif %}); CI: {{ m.method }}{% if m.n_boot %} ({{ m.n_boot }} resamples){% endif %}.{% else %}{{ m.missing }}.{% endif %}
+{%- if m.labels %} Labels of this set: {{ m.labels.summary }}.{% endif %}
+{%- if m.label_warning %}
+
+> **{{ m.label_warning }}**
+{%- endif %}
 
 {% endfor %}
 ### Operating points

@@ -19,6 +19,7 @@ model's input with its heatmap, and a colour bar (the heatmap is relative: 0 to 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -46,13 +47,30 @@ class LogitTarget:
 
 
 def find_target_layer(model):
-    """The module whose activations Grad-CAM weighs: the backbone's last feature stage.
+    """The module whose activations Grad-CAM weighs, and how to make its output a ``(B, C, H, W)`` map.
 
-    Uses timm's ``feature_info`` (``layer4`` for ResNets, the last dense block for DenseNets, ...);
-    falls back to the last ``Conv2d`` of the model.
+    For a :class:`~thyro.models.ThyroNet` the architecture says (:func:`thyro.models.archs.arch`): the last
+    feature stage of a CNN (``layer4`` for ResNets, the last block of an EfficientNet), the last block's first
+    norm of a vision transformer (its tokens, the class and register tokens dropped, laid back on the patch
+    grid), a channels-last stage permuted.  Other models: timm's ``feature_info``, else the last ``Conv2d``.
+
+    Returns
+    -------
+    (module, reshape_transform or None)
     """
     import torch.nn as nn
 
+    from thyro.models.archs import arch as arch_info
+
+    name = getattr(model, "arch", None)
+    if isinstance(name, str) and hasattr(model, "backbone"):
+        info = arch_info(name)
+        layer = model.backbone.get_submodule(info.cam_layer)
+        if info.cam_format == "tokens":
+            return layer, functools.partial(_tokens_to_map, prefix=info.prefix_tokens)
+        if info.cam_format == "nhwc":
+            return layer, _nhwc_to_nchw
+        return layer, None
     for module in model.modules():
         info = getattr(module, "feature_info", None)
         if info is None:
@@ -60,13 +78,24 @@ def find_target_layer(model):
         try:
             last = info[-1]
             name = last["module"] if isinstance(last, dict) else info.module_name()[-1]
-            return module.get_submodule(name)
+            return module.get_submodule(name), None
         except (AttributeError, KeyError, IndexError, TypeError):
             continue
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ThyroError("cannot find a convolutional layer for Grad-CAM in this model.")
-    return convs[-1]
+    return convs[-1], None
+
+
+def _tokens_to_map(x, prefix: int = 0):
+    """Tokens ``(B, N, C)`` of a vision transformer to a map ``(B, C, h, w)`` on its (square) patch grid."""
+    x = x[:, prefix:, :]
+    side = int(round(x.shape[1] ** 0.5))
+    return x.reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
+
+
+def _nhwc_to_nchw(x):
+    return x.permute(0, 3, 1, 2)
 
 
 def _cam_class(method: str):
@@ -97,8 +126,9 @@ def heatmaps(models: Sequence, images: np.ndarray, method: str = "gradcam", *, s
     total = np.zeros(arr.shape, dtype=np.float64)
     for model in models:
         model.eval()
-        layer = find_target_layer(model)
-        with _gradients_from_target_layer(model, layer), cam_cls(model=model, target_layers=[layer]) as cam:
+        layer, reshape = find_target_layer(model)
+        with _gradients_from_target_layer(model, layer), \
+                cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
             total += cam(input_tensor=x, targets=[LogitTarget(sign)] * arr.shape[0])
     return (total / max(len(models), 1)).astype(np.float32)
 
@@ -260,8 +290,10 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     crop box, beside the model's input with its heatmap, and a colour bar) and the model-input
     overlay alone, under ``out_dir``, and an ``index.csv``.
 
-    Returns one dict per input: ``input, png, input_png, probability, class, crop_box, warning, error``
-    (``png`` is the full-resolution figure; ``crop_box`` is in the file's pixels).  Unreadable
+    Returns one dict per input: ``input, png, input_png, probability, probability_of, model_label_source,
+    model_label_definition, class, crop_box, warning, error`` (``png`` is the full-resolution figure;
+    ``probability_of`` and the ``model_label_*`` columns say what the probability is of, as in
+    ``thyro predict``'s CSV; ``crop_box`` is in the file's pixels).  Unreadable
     inputs get an error and the others go on.  ``frames``: ``"first"`` draws frame 0 of a multi-frame
     file (the ``warning`` says how many it has), ``"all"`` one heatmap per frame (``NAME#frame=K``).
     """
@@ -286,9 +318,12 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     except ValueError:
         base = ""
     suffix = "gradcampp" if method == "gradcam++" else "gradcam"
+    meaning = package.label_meaning  # what the probability is of, as predict's CSV says it
+    model_labels = {"probability_of": meaning.positive, "model_label_source": meaning.source,
+                    "model_label_definition": meaning.definition}
     iterator = track(items, f"explaining ({method})") if progress else items
     for item in iterator:
-        rec = {"input": item.name, "png": "", "input_png": "", "probability": None, "class": None,
+        rec = {"input": item.name, "png": "", "input_png": "", "probability": None, **model_labels, "class": None,
                "crop_box": "", "warning": "", "error": ""}
         try:
             prepared = prepare_item(pre, item, package.image_size, frame=True)
@@ -303,8 +338,8 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
             used.add(name)
             g = prepared.geometry
             box = g.to_frame(g.crop_box)
-            caption = (f"{item.name}: {package.label_meaning.probability_name} {prob:.3f}; {method} inside the crop box "
-                       f"{box[0]},{box[1]}-{box[2]},{box[3]}")
+            caption = (f"{item.name}: {meaning.probability_name} {prob:.3f} (labels: {meaning.provenance}); {method} "
+                       f"inside the crop box {box[0]},{box[1]}-{box[2]},{box[3]}").replace("≥", ">=")  # bitmap font
             png = save_png(out / f"{name}.{suffix}.png", explanation_figure(prepared.frame, g, img, cam, caption))
             small = save_png(out / f"{name}.{suffix}.input.png", overlay(img, cam))
             rec.update(png=png.name, input_png=small.name, probability=prob, crop_box=" ".join(map(str, box)),
@@ -314,8 +349,8 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
         except Exception as exc:  # one bad file must not stop the others
             rec["error"] = f"{type(exc).__name__}: {_error_text(exc)}"
         results.append(rec)
-    write_csv(out / "index.csv", results, ["input", "png", "input_png", "probability", "class", "crop_box", "warning",
-                                          "error"])
+    write_csv(out / "index.csv", results, ["input", "png", "input_png", "probability", *model_labels, "class",
+                                          "crop_box", "warning", "error"])
     return results
 
 

@@ -43,8 +43,14 @@ IMAGE_SUFFIXES = set(_IMAGES) - set(_DICOM)
 DICOM_SUFFIXES = set(_DICOM)
 MIN_SIDE = 16
 #: Columns of the predictions CSV, then the manifest's own (label, patient_id, group, ...) for manifest inputs,
-#: so ``thyro report``, ``thyro compare`` and R's pROC read the file as it is.
-CSV_COLUMNS = ["image", "probability", "probability_of", "class", "prediction", "roi", "warning", "error"]
+#: so ``thyro report``, ``thyro compare`` and R's pROC read the file as it is.  What the probability is of
+#: travels in every row, so the file stays one plain table (pandas, Excel, R): ``probability_of`` names
+#: class 1 of the labels the model was trained on (``malignant``, ``TI-RADS ≥ 4c``), ``model_label_source``
+#: says how those labels were obtained (pathology, cytology, tirads, ...) and ``model_label_definition``
+#: what label 1 meant, when stated.  They describe the model; a manifest's own ``label_source`` and
+#: ``label_definition`` columns, kept further right, describe the labels of the images scored.
+CSV_COLUMNS = ["image", "probability", "probability_of", "model_label_source", "model_label_definition", "class",
+               "prediction", "roi", "warning", "error"]
 #: How multi-frame files are scored (see the module docstring).
 FRAME_POLICIES = ("first", "all", "mean")
 
@@ -73,8 +79,9 @@ class PredictionRow:
     file_done: bool = True  # False on the rows of a file's frames before its last (progress only)
     extra: dict = field(default_factory=dict)
 
-    def as_csv(self, probability_of: str = "", extra_columns: list[str] | None = None) -> list:
-        return [self.input, "" if self.probability is None else f"{self.probability:.6f}", probability_of,
+    def as_csv(self, model_labels=("", "", ""), extra_columns: list[str] | None = None) -> list:
+        """The CSV row: ``model_labels`` is (probability_of, model_label_source, model_label_definition)."""
+        return [self.input, "" if self.probability is None else f"{self.probability:.6f}", *model_labels,
                 "" if self.cls is None else self.cls, self.prediction, self.roi, self.warning, self.error,
                 *(self.extra.get(c, "") for c in extra_columns or [])]
 
@@ -275,12 +282,6 @@ def image_info(path: Path):
         return probe_image(path, check_limit=False)
     except ImageReadError:
         return None
-
-
-def image_dims(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header, without decoding pixels (None when unknown)."""
-    info = image_info(path)
-    return None if info is None else info.size
 
 
 def check_frames(frames: str) -> str:
@@ -495,7 +496,8 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
     meaning = package.label_meaning
     summary = PredictionSummary(operating_point=point_name, threshold=threshold, engine=engine,
                                 out=Path(out) if out else None, positive=meaning.positive, negative=meaning.negative)
-    extra_columns = list(dict.fromkeys(c for item in items for c in item.extra))
+    model_labels = (meaning.positive, meaning.source, meaning.definition)
+    extra_columns = list(dict.fromkeys(c for item in items for c in item.extra if c not in CSV_COLUMNS))
     if frames == "all" and "group" not in extra_columns:
         extra_columns.append("group")
 
@@ -510,7 +512,7 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
                 if len(summary.rows) < keep_rows:
                     summary.rows.append(row)
                 if writer is not None:
-                    writer.writerow(row.as_csv(meaning.positive, extra_columns))
+                    writer.writerow(row.as_csv(model_labels, extra_columns))
                 if bar is not None and row.file_done:
                     bar.advance(task)
 

@@ -64,9 +64,9 @@ class ImportResult:
 
     def table(self, title: str = "import") -> Table:
         """The class balance as a rich table (the same count as ``thyro data inspect``)."""
-        from thyro.data.inspection import balance_table, class_balance
+        from thyro.data.inspection import balance_table, class_balance, labels_of
 
-        return balance_table(class_balance(self.manifest.df), title)
+        return balance_table(class_balance(self.manifest.df), title, labels_of(self.manifest)[0])
 
     def to_dict(self) -> dict:
         return {"manifest": str(self.manifest_path), "counts": self.counts, "duplicates": self.duplicates.to_dict(),
@@ -132,9 +132,13 @@ def show_result(result: ImportResult, title: str) -> None:
     """Print the counts, duplicates and warnings (nothing when quiet)."""
     if is_quiet():
         return
-    from thyro.data.inspection import balance_notes
+    from thyro.data.inspection import balance_notes, label_line, labels_of
 
     console.print(result.table(title))
+    meaning, problem = labels_of(result.manifest)
+    console.print(label_line(meaning), markup=False, highlight=False, soft_wrap=True)
+    if problem:
+        console.print(f"note: {problem}", style="yellow", markup=False, soft_wrap=True)
     for line in balance_notes(result.manifest.df):
         console.print(f"note: {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
     console.print(f"duplicates: {result.duplicates.summary()}")

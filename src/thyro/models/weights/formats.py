@@ -6,18 +6,12 @@ Containers (detected from the first bytes, not the file name):
 * PyTorch files (zip or legacy pickle), read with ``torch.load(weights_only=True)`` only;
 * Keras HDF5 (``.h5``), read with h5py (see :mod:`thyro.models.weights.keras_h5`).
 
-Key layouts understood inside a PyTorch file or safetensors:
-
-* torchvision/timm state dicts, plain or wrapped (``state_dict``, ``model``, ...), with
-  ``module.``/``_orig_mod.``/``model.``/``backbone.`` prefixes removed, and torchvision's legacy
-  DenseNet names (``norm.1`` for ``norm1``);
-* RadImageNet's PyTorch export, an ``nn.Sequential`` of the torchvision model's children
-  (``backbone.0`` = ``conv1``, ``backbone.1`` = ``bn1``, ``backbone.4``-``7`` = ``layer1``-``4``;
-  the Lab-Rasool/RadImageNet files use the same prefix for ResNet50, DenseNet121 and InceptionV3);
-  the index-to-name map is taken from the target network and the best-fitting one is chosen;
-* Keras-converted files that keep conv biases (``conv1.bias``, ``layerX.Y.convK.bias``): each
-  bias is folded into the following BatchNorm exactly (``running_mean -= bias``), and a
-  ResNet-50 is then run in the Keras layout (:func:`thyro.models.backbones.apply_keras_layout`).
+Inside a PyTorch file or safetensors, tensors are matched to a backbone by
+:mod:`thyro.models.weights.layouts` (wrappers and self-supervised prefixes, timm/torchvision names,
+``nn.Sequential`` exports, ``efficientnet_pytorch``'s and other layouts by position).  Keras-converted files
+that keep conv biases (``conv1.bias``, ``layerX.Y.convK.bias``) have each bias folded into the following
+BatchNorm exactly (``running_mean -= bias``), and a ResNet-50 is then run in the Keras layout
+(:func:`thyro.models.backbones.apply_keras_layout`).
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ import json
 import pickle
 import re
 import struct
-import zipfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +28,16 @@ from typing import Any
 import torch
 
 from thyro.errors import WeightsError
-from thyro.models import archs
 from thyro.models.adapter import InputSpec
+from thyro.models.archs import arch as arch_info
+from thyro.models.known import known
+from thyro.models.weights.layouts import Match, match_state
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "model_state", "net", "network", "weights", "params",
-                "state_dict_ema", "model_ema")
-STRIP_PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.")
+                "state_dict_ema", "model_ema", "teacher", "student")
+#: Wrapper keys that name one of several networks of a checkpoint (DINO), kept as a prefix.
+NETWORK_KEYS = ("teacher", "student")
 
 
 @dataclass
@@ -55,6 +52,8 @@ class Converted:
     notes: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     keras_origin: bool = False
+    #: How the file's tensors were matched to the backbone (None for thyro's own and Keras HDF5 files).
+    match: Match | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,14 +97,30 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     return tensors, dict(meta)
 
 
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file, without reading its tensors."""
+    from safetensors import safe_open
+
+    if detect_container(path) != "safetensors":
+        raise WeightsError(f"{path}: not a safetensors file (its first bytes say {detect_container(path)}).")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types
+        raise WeightsError(f"{path}: unreadable safetensors file, probably truncated or corrupt ({exc}); "
+                           f"copy it again.") from None
+
+
 def safe_torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)``; unsafe or broken files become :class:`WeightsError`.
 
     A pickle that needs arbitrary code (a whole pickled model, or anything malicious) is refused
     and never executed.
     """
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+    try:  # an open file, not the name: torch.load would read a *.safetensors name as safetensors whatever it holds
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's warnings about pickle protocols: the outcome is what counts
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "truncated" in text.lower():
@@ -116,16 +131,20 @@ def safe_torch_load(path: Path) -> Any:
             "tensors (torch.load(weights_only=True)). If you trust the file, re-save its weights elsewhere with "
             "torch.save(model.state_dict(), 'weights.pth') or as safetensors."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # torch raises many kinds on damaged files; none may become a traceback
         raise WeightsError(f"{path}: unreadable PyTorch file, probably truncated or corrupt "
                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); copy it again.") from None
 
 
 def _unsafe_detail(text: str) -> str:
+    """What the safe unpickler stopped at, without torch's advice to load the file unsafely."""
     for line in text.splitlines():
-        if "GLOBAL" in line or "Unsupported global" in line or "global" in line.lower():
+        if "GLOBAL" in line or "Unsupported global" in line:
             return line.strip()[:200]
-    return text.splitlines()[0][:200] if text else "unsupported pickle content"
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|Check the documentation|$)", text, re.S)
+    if m:
+        return "pickle content it cannot read as tensors: " + " ".join(m.group(1).split())[:160]
+    return "unsupported pickle content"
 
 
 def read_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
@@ -141,17 +160,23 @@ def read_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 
 
 def unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Find the state dict in what ``torch.load`` returned (plain or wrapped)."""
+    """Find the state dict in what ``torch.load`` returned (plain or wrapped).
+
+    A wrapper that names a network rather than a container (DINO's ``teacher``/``student``) stays as a key
+    prefix, so that :mod:`~thyro.models.weights.layouts` says which network was read."""
+    named = ""
     for _ in range(3):
         if isinstance(obj, dict) and not _mostly_tensors(obj):
-            inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
-            if inner is None:
+            key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+            if key is None:
                 break
-            obj = inner
+            if key in NETWORK_KEYS:
+                named += key + "."
+            obj = obj[key]
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a dictionary of tensors (a state dict); "
                            "save weights with torch.save(model.state_dict(), PATH).")
-    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    tensors = {named + str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         keys = ", ".join(list(map(str, obj))[:8])
         raise WeightsError(f"{path}: no tensors found (top-level keys: {keys or 'none'}); "
@@ -167,96 +192,7 @@ def _mostly_tensors(d: dict) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# key layouts
-
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
-
-
-def strip_prefixes(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Remove prefixes every key shares (``module.`` from DDP, ``_orig_mod.`` from compile, ...).
-
-    ``backbone.`` is only removed when no key continues with a digit (``backbone.0`` is
-    RadImageNet's Sequential export, handled by :func:`map_sequential`).
-    """
-    removed = []
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in STRIP_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                rest = [k[len(prefix):] for k in state]
-                if prefix == "backbone." and any(r.split(".", 1)[0].isdigit() for r in rest):
-                    continue
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                removed.append(prefix)
-                changed = True
-    return state, removed
-
-
-def fix_densenet_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torchvision's old DenseNet files name ``norm.1`` what is now ``norm1``."""
-    return {_DENSENET_LEGACY.sub(r"\1\2", k): v for k, v in state.items()}
-
-
-#: Prefixes of ``nn.Sequential`` exports of a network's children: RadImageNet's ``backbone.N``, MONAI's
-#: ``TorchVisionFCModel``/``NetAdapter`` ``features.N`` (with its own ``fc`` head beside it), or bare ``N``.
-SEQUENTIAL_PREFIXES = ("backbone.", "features.", "")
-#: Head tensors a Sequential export may carry beside its body (MONAI's ``fc``).
-SEQUENTIAL_HEADS = ("fc.", "classifier.")
-
-
-def sequential_prefix(state: dict[str, torch.Tensor]) -> str | None:
-    """The prefix of an ``nn.Sequential`` export (``backbone.``, ``features.`` or ``""``), or None.
-
-    Every key but a head's (``fc.*``, ``classifier.*``) must read ``PREFIX<index>.rest``.
-    """
-    for prefix in SEQUENTIAL_PREFIXES:
-        body = [k for k in state if not k.startswith(SEQUENTIAL_HEADS)]
-        if body and all(k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit() for k in body):
-            return prefix
-    return None
-
-
-def is_sequential_export(state: dict[str, torch.Tensor]) -> bool:
-    """Keys like ``backbone.0.weight``, ``features.0.weight`` or ``0.weight``: a Sequential of children."""
-    return sequential_prefix(state) is not None
-
-
-def _sequential_candidates(model: torch.nn.Module) -> list[list[str]]:
-    """Child-name lists the indices of a Sequential export may refer to."""
-    top = [name for name, _ in model.named_children()]
-    cands = [top]
-    if "Mixed_6e" in top and "AuxLogits" not in top:  # torchvision's Inception3 has AuxLogits here
-        i = top.index("Mixed_6e") + 1
-        cands.append(top[:i] + ["AuxLogits"] + top[i:])
-    for name, child in model.named_children():
-        sub = [n for n, _ in child.named_children()]
-        if isinstance(child, torch.nn.Sequential) and len(sub) > 3 and not all(s.isdigit() for s in sub):
-            cands.append([f"{name}.{s}" for s in sub])
-    return cands
-
-
-def map_sequential(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str]:
-    """Rename ``PREFIX.N.rest`` keys to the target network's module names, choosing the best fit; head
-    keys (``fc.*``) are kept as they are."""
-    model_state = model.state_dict()
-    prefix = sequential_prefix(state) or ""
-    best: tuple[int, dict[str, torch.Tensor], str] = (-1, state, "")
-    for names in _sequential_candidates(model):
-        out = {}
-        for k, v in state.items():
-            if k.startswith(SEQUENTIAL_HEADS):
-                out[k] = v
-                continue
-            k2 = k[len(prefix):]
-            i, _, rest = k2.partition(".")
-            idx = int(i)
-            new = f"{names[idx]}.{rest}" if idx < len(names) else k
-            out[new] = v
-        score = sum(1 for k, v in out.items() if k in model_state and model_state[k].shape == v.shape)
-        if score > best[0]:
-            best = (score, out, ", ".join(f"{i}={n}" for i, n in enumerate(names[:8])))
-    return best[1], best[2]
+# conversions
 
 
 def _bn_after(conv: str) -> str | None:
@@ -319,10 +255,14 @@ def thyro_metadata(meta: dict[str, str]) -> dict[str, Any] | None:
 
 
 def convert_tensor_file(path: Path, arch: str, model: torch.nn.Module) -> Converted:
-    """Read a safetensors/PyTorch file and rename its tensors for ``model`` (a timm ``arch``)."""
+    """Read a safetensors/PyTorch file and rename its tensors for ``model`` (a timm ``arch`` backbone).
+
+    thyro's own checkpoints carry their architecture, layout and preprocessing; any other file is read
+    by :func:`thyro.models.weights.layouts.match_state` (wrappers and SSL prefixes, names, Sequential
+    exports, positions).
+    """
     tensors, meta, container = read_tensor_file(path)
     info = thyro_metadata(meta)
-    notes: list[str] = []
     if info is not None:
         file_arch = info.get("arch")
         if file_arch and file_arch != arch:
@@ -331,27 +271,29 @@ def convert_tensor_file(path: Path, arch: str, model: torch.nn.Module) -> Conver
         # kept as written (one or three channels): build_model fits it to the model's channels
         spec = InputSpec.parse(info["input_spec"], source=f"{path} metadata") if info.get("input_spec") else None
         return Converted(state=tensors, format=info.get("format", "thyro"), layout=info.get("layout", "timm"),
-                         input_spec=spec, arch=file_arch, metadata=info, notes=notes)
-    state, removed = strip_prefixes(tensors)
-    if removed:
-        notes.append("prefix removed: " + " ".join(removed))
-    fmt = "safetensors" if container == "safetensors" else "torch state_dict"
-    if is_sequential_export(state):
-        prefix = sequential_prefix(state)
-        state, how = map_sequential(state, model)
-        fmt = ("MONAI TorchVisionFCModel (features.N, nn.Sequential)" if prefix == "features."
-               else "RadImageNet PyTorch export (nn.Sequential)")
-        notes.append(f"Sequential indices mapped to module names ({how}, ...)")
-    state = fix_densenet_legacy(state)
-    state, n_folded = fold_conv_biases(state, model.state_dict())
-    keras = n_folded > 0
-    layout = "timm"
-    if keras:
-        fmt = "Keras-converted state_dict (conv biases)"
-        notes.append(f"{n_folded} conv biases folded into the following BatchNorm running_mean")
-        spec = archs.arch(arch).keras
-        if spec is not None and spec.conversion in ("pairs", "layers"):  # Keras's named-layer applications
-            layout = "keras"
-            notes.append("Keras layout: BatchNorm eps 1.001e-5" + (", stride 2 on the first 1x1 conv of stages 3-5"
-                                                                   if arch == "resnet50" else ""))
-    return Converted(state=state, format=fmt, layout=layout, notes=notes, keras_origin=keras)
+                         input_spec=spec, arch=file_arch, metadata=info, notes=[])
+    match = match_state(tensors, arch_info(arch), model)
+    if match.matched == 0:
+        first = ", ".join(list(tensors)[:4])
+        raise WeightsError(f"{path}: no tensor of this file fits a {arch} backbone, by name, by the network's "
+                           f"children or by position ({len(tensors)} tensors, first: {first}). It holds another "
+                           "architecture or a layout thyro does not know; `thyro weights inspect FILE` tells what "
+                           "it recognises.")
+    notes = list(match.notes)
+    fmt = match.layout
+    if match.layout == "timm/torchvision names" and container == "safetensors":
+        fmt = "timm/Hugging Face safetensors"
+    layout, keras = match.net_layout, False
+    if match.how == "names":
+        state, n_folded = fold_conv_biases(match.state, model.state_dict())
+        if n_folded:
+            keras = True
+            fmt = "Keras-converted state_dict (conv biases)"
+            notes.append(f"{n_folded} conv biases folded into the following BatchNorm running_mean")
+            spec = known(arch).keras
+            if spec is not None and spec.conversion in ("pairs", "layers"):  # Keras's named-layer applications
+                layout = "keras"
+                notes.append("Keras layout: BatchNorm eps 1.001e-5" + (
+                    ", stride 2 on the first 1x1 conv of stages 3-5" if arch == "resnet50" else ""))
+        match.state = state
+    return Converted(state=match.state, format=fmt, layout=layout, notes=notes, keras_origin=keras, match=match)

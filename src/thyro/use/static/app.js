@@ -12,6 +12,7 @@
   fetch("/health").then((r) => r.json()).then((h) => {
     if (h.labels) {  // what the model learnt: "malignancy probability" or e.g. "TI-RADS >= 4c probability"
       $("probability-name").textContent = h.labels.probability_name;
+      $("labels").textContent = `what the model predicts: ${h.labels.summary || h.labels.positive}. ${h.labels.description || ""}`;
       $("heatmap-caption").textContent = `heatmap (Grad-CAM) on the original image, inside the crop box (yellow): where the evidence for ${h.labels.positive} lies`;
     }
     $("model").textContent = `model: ${h.arch || "?"}, ${h.n_models} fold model(s), input ${h.image_size} px; ` +

@@ -1,0 +1,118 @@
+"""Fine-tuning an EfficientNet-size model on the CPU: thyro's ``fit`` against a plain timm loop, in one run.
+
+The plain loop is what a user would write: timm's ``efficientnet_lite0`` (one logit), AdamW, the batch already
+a float tensor in memory (no loader, no augmentation: the loop's best case), contiguous memory.  thyro's
+``fit`` trains the same network with its whole recipe: uint8 batches from memory, augmentation on the
+device, channels-last from 96 px, the schedule, checkpoints.  Also timed: a partly frozen fine-tune (the
+first stages frozen: no gradients below them) and the cached-feature linear probe (features once per image
+and its mirror, then logistic regression), which replace whole epochs.
+
+    python benchmarks/finetune_speed.py --size 224 --images 64 --repeats 3
+
+Prints images per second (medians over repeats) and the ratio to the plain loop of the same repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ARCH = "efficientnet_lite0"
+
+
+def plain_loop(images: np.ndarray, labels: np.ndarray, batch: int, epochs: int, seed: int) -> float:
+    import timm
+
+    torch.manual_seed(seed)
+    model = timm.create_model(ARCH, pretrained=False, num_classes=1)
+    x = torch.from_numpy(images).float().div(255).unsqueeze(1).repeat(1, 3, 1, 1)
+    x = (x - 0.5) / 0.5
+    y = torch.from_numpy(labels.astype(np.float32))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    n = len(x) // batch * batch
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        for s in range(0, n, batch):
+            idx = order[s:s + batch]
+            loss = F.binary_cross_entropy_with_logits(model(x[idx]).reshape(-1), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return epochs * n / (time.perf_counter() - t0)
+
+
+def thyro_fit(images, labels, batch, epochs, seed, folder: Path, **train) -> float:
+    from thyro.config import TrainConfig
+    from thyro.models import build_model
+    from thyro.train.fit import ArraySet, fit
+
+    model, _ = build_model(ARCH, "none", seed=seed, image_size=images.shape[-1])
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, warmup_epochs=0, tensorboard=False, lr=1e-4,
+                      **{k: v for k, v in train.items() if k != "train_backbone"})
+    res = fit(model, ArraySet(images, labels), ArraySet(images[:16], labels[:16]), cfg, folder, resume=False,
+              select_best=False, pretrained=True, train_backbone=train.get("train_backbone", "all"),
+              description="bench")
+    n = len(images) // batch * batch
+    return epochs * n / res.seconds
+
+
+def probe(images, labels, seed, folder: Path) -> float:
+    from thyro.config import TrainConfig
+    from thyro.models import build_model
+    from thyro.train.fit import ArraySet
+    from thyro.train.probe import fit_probe
+
+    model, _ = build_model(ARCH, "none", seed=seed, image_size=images.shape[-1])
+    groups = [f"g{i}" for i in range(len(images))]
+    res = fit_probe(model, ArraySet(images, labels), groups, ArraySet(images[:16], labels[:16]),
+                    TrainConfig(tensorboard=False), folder)
+    return len(images) / res.seconds  # training images per second, each with its mirror
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.images, args.size, args.size), dtype=np.uint8)
+    labels = np.arange(args.images) % 2
+    print(f"machine: {os.cpu_count()} CPU(s), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load {os.getloadavg()[0]:.1f}; {ARCH}, {args.size} px, batch {args.batch}, {args.images} images x "
+          f"{args.epochs} epochs")
+    rows: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            base = plain_loop(images, labels, args.batch, args.epochs, r)
+            runs = {
+                "thyro fit, whole network": thyro_fit(images, labels, args.batch, args.epochs, r, Path(tmp) / f"a{r}"),
+                "thyro fit, augmentation off": thyro_fit(images, labels, args.batch, args.epochs, r,
+                                                         Path(tmp) / f"b{r}", augment={"enabled": False}),
+                "thyro fit, first 5 of 9 stages frozen": thyro_fit(images, labels, args.batch, args.epochs, r,
+                                                                   Path(tmp) / f"c{r}", freeze_stages=5),
+                "thyro cached-feature probe (per image, features + fit)": probe(images, labels, r, Path(tmp) / f"d{r}"),
+            }
+            rows.setdefault("plain timm loop (baseline)", []).append(base)
+            for k, v in runs.items():
+                rows.setdefault(k, []).append(v)
+                rows.setdefault(k + " / baseline", []).append(v / base)
+    for k, v in rows.items():
+        unit = "x" if k.endswith("baseline") and "/" in k else " img/s"
+        print(f"{k:60s} {statistics.median(v):8.2f}{unit}   ({', '.join(f'{x:.2f}' for x in v)})")
+
+
+if __name__ == "__main__":
+    main()
