@@ -323,7 +323,7 @@ def sweep_orphans(folder: str | os.PathLike, *, announce: bool = True) -> Sweep:
     ----------
     folder : path
     announce : bool
-        Print one line (:func:`thyro.console.info`) when anything was cleaned up.
+        Print one line (:func:`thyro.console.note`) when anything was cleaned up.
 
     Returns
     -------
@@ -431,7 +431,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=_OLD_SUFFIX, dir=path.parent))
             old.rmdir()  # a free name that carries this process's mark
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # the earlier folder back in its place
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
