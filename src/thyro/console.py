@@ -38,6 +38,13 @@ def info(message: str) -> None:
         console.print(message)
 
 
+def note(message: str) -> None:
+    """Print one plain line (no markup, not wrapped) on stderr unless quiet: what a command did besides
+    its work (files cleaned up, cells escaped), kept apart from output a script may read."""
+    if not _state["quiet"]:
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def make_progress(transient: bool = False, *, disable: bool = False) -> Progress:
     """A rich progress display (disabled when quiet, or when asked)."""
     return Progress(

@@ -53,7 +53,8 @@ import yaml
 
 from thyro.data.manifest import LABEL_SOURCES, LabelMeaning
 from thyro.errors import ConfigError, StatsError, ThyroError
-from thyro.fileio import atomic_path, claim_file, file_lock, write_json, write_text
+from thyro.fileio import (Sweep, claim_file, file_lock, read_csv, release_stale_claims, sweep_orphans, write_csv,
+                          write_json, write_text)
 
 CONFIG = "config.yaml"
 SPLITS = "splits.json"
@@ -275,8 +276,7 @@ class Predictions:
         out = self.df[list(PRED_COLUMNS)].copy()
         out["fold"] = out["fold"].astype("Int64")
         out["ensemble"] = out["ensemble"].map({True: "true", False: "false"})
-        with atomic_path(path, suffix=".tmp") as tmp:
-            out.to_csv(tmp, index=False)
+        write_csv(path, out)
         return Path(path)
 
 
@@ -508,7 +508,7 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
     if not path.is_file():
         raise StatsError(f"{path}: predictions file not found")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        df = read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise StatsError(f"{path}: not a readable CSV ({exc})") from None
     preds = check_predictions(df, str(path), default_arm=path.stem)
@@ -566,6 +566,7 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._swept = False
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
@@ -612,10 +613,33 @@ class RunDir:
         """The run directory's lock: held while the study record, splits and merged files change.
 
         Safe across processes on one machine and across nodes on a shared filesystem
-        (:func:`thyro.fileio.file_lock`).
+        (:func:`thyro.fileio.file_lock`).  The first time a :class:`RunDir` takes it, what interrupted
+        runs left is cleaned up first (:meth:`sweep`).
         """
         self.root.mkdir(parents=True, exist_ok=True)
+        if not self._swept:
+            self._swept = True
+            self.sweep()
         return file_lock(self.root / ".lock")
+
+    def sweep(self, *, announce: bool = True) -> Sweep:
+        """Clean up what processes that are gone left anywhere in the run directory: their temporaries
+        (a half-written ``last.pt``, ``best.safetensors``, predictions...), locks and job claims
+        (:func:`thyro.fileio.sweep_orphans`, :func:`thyro.fileio.release_stale_claims`); a live
+        process's are never touched.  Says so in one line when anything was cleaned up."""
+        done = Sweep([], [], [], set())
+        folders = [self.root]
+        jobs = self.root / JOBS
+        if jobs.is_dir():
+            folders += sorted(Path(d) for d, _, _ in os.walk(jobs))
+        for folder in folders:
+            done += sweep_orphans(folder, announce=False)
+            done += release_stale_claims(folder)
+        if done and announce:
+            from thyro.console import note
+
+            note(done.summary(self.root))
+        return done
 
     def claim(self, job: JobKey, *, lifetime: float | None = None):
         """Claim ``job`` for this process (context manager yielding True, or False when another live
@@ -745,8 +769,7 @@ class RunDir:
         from thyro.models import save_model
 
         files = self.job_files(job)
-        with atomic_path(files.predictions, suffix=".tmp") as tmp:
-            rows.to_csv(tmp, index=False)
+        write_csv(files.predictions, rows)
         save_model(files.model, model, {"arm": job.arm, "fold": job.fold, "train_fraction": job.fraction,
                                         "best_epoch": record.best_epoch, "val_auroc": record.val_auroc,
                                         **record.extra.get("model_metadata", {})})
@@ -757,7 +780,7 @@ class RunDir:
             path.unlink(missing_ok=True)
 
     def job_rows(self, job: JobKey) -> pd.DataFrame:
-        return pd.read_csv(self.job_files(job).predictions, dtype={"image": str})
+        return read_csv(self.job_files(job).predictions, dtype={"image": str})
 
     def model_file(self, job: JobKey) -> Path:
         return self.job_files(job).model
@@ -773,7 +796,7 @@ class RunDir:
                 files = JobFiles(fold_dir)
                 if files.log.is_file():
                     with contextlib.suppress(pd.errors.ParserError, pd.errors.EmptyDataError):
-                        out.setdefault(arm_dir.name, {})[fold_dir.name] = pd.read_csv(files.log)
+                        out.setdefault(arm_dir.name, {})[fold_dir.name] = read_csv(files.log)
         return out
 
 

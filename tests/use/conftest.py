@@ -111,6 +111,46 @@ def package(model_dir: Path):
 SERVE_UPLOAD_LIMIT = 200_000
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The app served by uvicorn in a thread, configured as ``thyro serve`` configures it
+    (:func:`thyro.use.serve.uvicorn_config`; ``config`` overrides its settings, e.g. ``header_timeout_s``)."""
+
+    def __init__(self, app, **config):
+        import threading
+
+        import uvicorn
+
+        from thyro.use.serve import uvicorn_config
+
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, log_level="warning", **config))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 @contextmanager
 def tempdir_at(folder: Path):
     """Redirect tempfile's default folder (Starlette's spooled uploads, thyro's temporary folders) to

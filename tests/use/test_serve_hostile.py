@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from thyro.use.serve import create_app
 
-from .conftest import SERVE_UPLOAD_LIMIT, tempdir_at
+from .conftest import SERVE_UPLOAD_LIMIT, LiveServer, tempdir_at
 
 LIMIT = SERVE_UPLOAD_LIMIT  # the client fixture's upload limit
 
@@ -87,7 +87,7 @@ def test_chunked_upload_over_the_limit_is_refused_while_streaming(model_dir, app
     allowance = 64 * 1024 + 16 * 1024  # multipart framing allowance + one chunk
     assert seen["pulled"] <= LIMIT + allowance  # of the 10 MB, only the limit was read
     assert seen["disk_max"] <= LIMIT + allowance  # and no more than that was ever spooled to disk
-    assert list(app_tmp.iterdir()) == []
+    assert [p for p in app_tmp.rglob("*") if not p.is_dir()] == []
 
 
 def test_chunked_upload_over_a_live_socket(model_dir, tmp_path):
@@ -184,35 +184,6 @@ def test_multiframe_upload_says_so(client, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Concurrency, queue, micro-batching and the ONNX engine, on a live uvicorn server
 # ------------------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    def __init__(self, app):
-        import uvicorn
-
-        self.app = app
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]),
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.02)
-        assert self.server.started
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
 
 def _post(url: str, png: bytes, name: str = "us.png", heatmap: str = "false") -> httpx.Response:
     return httpx.post(url + "/predict", files={"file": (name, png, "image/png")}, data={"heatmap": heatmap},

@@ -65,13 +65,12 @@ def phantom(
     frame: bool = typer.Option(True, "--frame/--no-frame", help="Draw a scanner frame around the sector."),
 ) -> None:
     """Generate a synthetic thyroid-ultrasound cohort with TI-RADS features and known malignancy probabilities."""
-    import pandas as pd
-
     from thyro.data.phantom import best_auroc, generate_cohort
+    from thyro.fileio import read_csv
 
     path = generate_cohort(out, n_patients=patients, images_per_patient=_parse_range(images_per_patient),
                            size=size, seed=seed, framed=frame)
-    df = pd.read_csv(path)
+    df = read_csv(path)
     n_mal = int((df["label"] == 1).sum())
     console.print(f"phantom cohort: {path}")
     console.print(f"  images {len(df)}, patients {df['patient_id'].nunique()}, size {size} px")
@@ -90,13 +89,12 @@ def corpus(
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated subset of classes (modality/region/class)."),
 ) -> None:
     """Generate a synthetic multi-class radiology corpus (RadImageNet layout) for pretraining."""
-    import pandas as pd
-
     from thyro.data.phantom import generate_corpus
+    from thyro.fileio import read_csv
 
     chosen = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     path = generate_corpus(out, n_per_class=n_per_class, size=size, seed=seed, classes=chosen)
-    df = pd.read_csv(path)
+    df = read_csv(path)
     console.print(f"radiology corpus: {path}")
     console.print(f"  images {len(df)}, classes {df['class'].nunique()}, size {size} px")
     for modality, sub in df.groupby("modality"):

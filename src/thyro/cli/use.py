@@ -124,7 +124,8 @@ def export_cmd(
 
 def serve_cmd(
     model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (the app has no authentication)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond 127.0.0.1 a --token is required "
+                                                         "(or --insecure)."),
     port: int = typer.Option(8000, "--port", help="Port."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001,
                                         help="Upload size limit, enforced while the upload streams in (413 beyond)."),
@@ -145,6 +146,14 @@ def serve_cmd(
     openapi: bool = typer.Option(False, "--openapi", help="Serve the API schema at /openapi.json (no /docs page: "
                                                           "it would load from a CDN)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning: no line per request)."),
+    token: str = typer.Option(None, "--token", envvar="THYRO_SERVE_TOKEN", show_envvar=True,
+                              help="Access token every request must carry ('Authorization: Bearer TOKEN'; a browser "
+                                   "asks for it as the password). Required with a --host beyond 127.0.0.1."),
+    insecure: bool = typer.Option(False, "--insecure", help="Serve beyond 127.0.0.1 without a token, on purpose."),
+    header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.001,
+                                         help="Seconds a connection has to send its request head (then 408)."),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.001,
+                                       help="Seconds the server waits for the next part of a request body (then 408)."),
 ) -> None:
     """A local web page and JSON API (POST /predict, GET /health) for the model.
 
@@ -156,7 +165,8 @@ def serve_cmd(
 
     serve(model_dir, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), method=method,
           engine=engine, onnx_path=onnx_file, max_concurrency=max_concurrency, queue=queue, max_batch=max_batch,
-          batch_wait_ms=batch_wait_ms, openapi=openapi, log_level=log_level)
+          batch_wait_ms=batch_wait_ms, openapi=openapi, log_level=log_level, token=token, insecure=insecure,
+          header_timeout_s=header_timeout, body_timeout_s=body_timeout)
 
 
 def register(app: typer.Typer) -> None:

@@ -184,12 +184,12 @@ def marks_only_auroc(features: pd.DataFrame, *, folds: int = 5, seed: int = 0, l
 
 def write_audit(out_dir: str | os.PathLike, result: dict, images: pd.DataFrame) -> Path:
     """Write ``audit.json`` and ``audit_images.csv`` into ``out_dir`` (atomically); returns the JSON path."""
-    from thyro.fileio import write_json, write_text
+    from thyro.fileio import write_csv, write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **result}
-    write_text(out_dir / IMAGES_FILE, images.to_csv(index=False))
+    write_csv(out_dir / IMAGES_FILE, images)
     path = out_dir / AUDIT_FILE
     write_json(path, _json_safe(doc))
     return path

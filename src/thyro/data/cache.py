@@ -198,10 +198,11 @@ class ImageCache:
     def report(self):
         """The per-image preprocessing report (``preprocess.csv``) as a DataFrame, or None for a cache
         built before reports existed."""
-        import pandas as pd
 
         path = self.path / REPORT_FILE
-        return pd.read_csv(path, keep_default_na=False) if path.is_file() else None
+        from thyro.fileio import read_csv
+
+        return read_csv(path, keep_default_na=False) if path.is_file() else None
 
     def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """A batch ``(B, S, S)`` uint8 (a copy) by row indices."""

@@ -13,6 +13,14 @@ label_source      optional: how the labels were obtained, one of ``pathology``, 
 label_definition  optional: what label 1 means in words (``TI-RADS >= 4c``), when not malignancy itself
 ...         any other columns (source fields such as tirads, composition) are kept as they are
 
+Values are kept exactly as the source gave them.  On disk, a text cell that starts with ``=``, ``+``,
+``-``, ``@``, tab, CR or NUL (a spreadsheet would run it as a formula) carries one leading ``'``, the
+spreadsheet's mark for text; numbers never do.  :func:`read_manifest` (and every other reader in thyro)
+removes that mark, so an image id, patient, group or any other cell compares equal to the source's
+text, and a manifest read and written again is unchanged (:func:`thyro.fileio.escape_cell`).  A
+spreadsheet shows the original text; another program reading the CSV sees the ``'`` and should drop one
+before ``=``, ``+``, ``-``, ``@``, tab, CR or NUL.
+
 The label's meaning travels from here into the run, the report, the model card, ``thyro predict``'s
 output and the web page (:class:`LabelMeaning`), so a model trained on TI-RADS-derived labels is never
 presented as a malignancy model.
@@ -30,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from thyro.errors import DataError
-from thyro.fileio import atomic_path
+from thyro.fileio import read_csv, write_csv
 
 REQUIRED_COLUMNS = ("image", "label", "patient_id", "group")
 OPTIONAL_COLUMNS = ("roi",)
@@ -366,8 +374,7 @@ def read_manifest(path: str | os.PathLike, *, check_labels: bool = True) -> Mani
     if not path.is_file():
         raise DataError(f"{path}: manifest not found.")
     try:
-        df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS},
-                         keep_default_na=False, na_values={"label": [""]})
+        df = read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values={"label": [""]})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV manifest ({exc}).") from None
     if df.empty:
@@ -405,9 +412,14 @@ def normalise_labels(series: pd.Series) -> tuple[pd.Series, list[tuple[int, Any]
     return pd.Series(out, index=series.index, dtype="Int64"), bad
 
 
-def write_manifest(df: pd.DataFrame, path: str | os.PathLike, root: Path | None = None) -> Path:
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike, root: Path | None = None, *,
+                   announce: bool = True) -> Path:
     """Write a manifest atomically; required columns first.  If ``root`` differs from the
-    target folder, image paths are rewritten relative to the new folder."""
+    target folder, image paths are rewritten relative to the new folder.
+
+    Text cells that a spreadsheet would run as a formula are written with a leading ``'``
+    (:func:`thyro.fileio.write_csv`; the module docstring says what that means for the values);
+    ``announce`` says so in one line."""
     path = Path(path)
     df = _coerce(df, str(path))
     target_root = path.parent.resolve()
@@ -415,8 +427,7 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike, root: Path | None 
         df["image"] = [os.path.relpath((Path(root) / p).resolve(), target_root) for p in df["image"]]
     cols = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in df.columns]
     cols += [c for c in df.columns if c not in cols]
-    with atomic_path(path, suffix=".csv") as tmp:
-        df[cols].to_csv(tmp, index=False)
+    write_csv(path, df[cols], announce=announce)
     return path
 
 

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import maximum
 
 #: Kinds of white marks (:func:`white_marks`) and of all marks (:func:`mark_kinds`).
 WHITE_KINDS = ("caliper", "text", "scale", "icon", "dotted")
@@ -291,6 +290,19 @@ def _vertical_strokes(piece: np.ndarray, min_run: int) -> int:
     return int(tall[0]) + int(np.count_nonzero(tall[1:] & ~tall[:-1]))
 
 
+def _max_per_label(values: np.ndarray, labels: np.ndarray, n: int, only: np.ndarray | None = None) -> np.ndarray:
+    """The largest of ``values`` (non-negative) on each label ``0..n-1`` as float32, over the pixels of the
+    labels ``only`` marks when given (0 elsewhere).
+
+    ``scipy.ndimage.maximum`` gave the same values but sorts every pixel of the image by label first: a
+    fifth of preprocessing's time; this visits the chosen pixels once.
+    """
+    out = np.zeros(n, dtype=np.float32)
+    pick = only[labels] if only is not None else labels > 0
+    np.maximum.at(out, labels[pick], values[pick].astype(np.float32))
+    return out
+
+
 def _glyphs(piece: np.ndarray, dist: np.ndarray, min_height: float) -> np.ndarray:
     """Glyph-shaped parts of a piece: the ``stats`` rows (x, y, w, h, area) of its 8-connected parts
     at least ``min_height`` tall, at most about as wide as they are tall, and drawn in strokes thin
@@ -300,7 +312,7 @@ def _glyphs(piece: np.ndarray, dist: np.ndarray, min_height: float) -> np.ndarra
     n, labels, stats, _ = _components(piece)
     if n <= 1:
         return stats[:0]
-    width = 2 * np.asarray(maximum(dist, labels, np.arange(1, n)), dtype=np.float32) - 1
+    width = 2 * _max_per_label(dist, labels, n)[1:] - 1
     gh, gw = stats[1:, cv2.CC_STAT_HEIGHT], stats[1:, cv2.CC_STAT_WIDTH]
     return stats[1:][(gh >= min_height) & (gw <= 1.2 * gh + 1) & (gh >= 3 * width)]
 
@@ -442,8 +454,7 @@ def white_marks(gray: np.ndarray, settings: MarkSettings = MarkSettings()) -> di
     tall = (height >= 2 * settings.min_length + 1) & (area >= 30)
     tall[0] = False
     if tall.any():
-        width = np.asarray(maximum(dist, labels, np.arange(n)), dtype=np.float32)  # thickest point per piece
-        tall &= width <= 1.5
+        tall &= _max_per_label(dist, labels, n, only=tall) <= 1.5  # thickest point per piece
     out["icon"] = tall[labels] if tall.any() else empty
     spots = np.flatnonzero((area <= 6) & (np.arange(n) > 0))
     on = spots[_dotted(centroids[spots])] if spots.size >= 4 else spots[:0]

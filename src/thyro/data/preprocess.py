@@ -30,7 +30,7 @@ The steps, in order (each one can be switched off in :class:`PreprocessConfig`):
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -124,7 +124,8 @@ class Geometry:
     marks_fraction : float
         Share of the crop's pixels inpainted as marks (0 when mark removal is off).
     warning : str
-        Why the whole frame was used, when unsure; empty otherwise.
+        Why the whole frame was used, when unsure, and what the reader found odd in the file (a DICOM
+        file's header, :attr:`thyro.data.readers.LoadedImage.notes`); empty otherwise.
     """
 
     source_size: tuple[int, int]
@@ -139,6 +140,12 @@ class Geometry:
     size: int
     marks_fraction: float = 0.0
     warning: str = ""
+
+    def with_notes(self, notes) -> Geometry:
+        """This geometry with the reader's ``notes`` added to its warning."""
+        if not notes:
+            return self
+        return replace(self, warning="; ".join(w for w in (self.warning, *notes) if w))
 
     @property
     def frame_kept(self) -> float:
@@ -424,8 +431,9 @@ class Preprocessor:
                      ) -> tuple[np.ndarray, Geometry]:
         """Read an image file (any format thyro reads) and preprocess it exactly as for training."""
         loaded = read_image(path, frame=frame, color=self.cfg.inpaint_marks)
-        return self.process(loaded.pixels, roi=roi, origin=loaded.origin, region=loaded.region,
-                            frame_size=loaded.size)
+        out, geometry = self.process(loaded.pixels, roi=roi, origin=loaded.origin, region=loaded.region,
+                                     frame_size=loaded.size)
+        return out, geometry.with_notes(loaded.notes)
 
     def from_file(self, path: str | os.PathLike, roi: dict | None = None, frame: int = 0) -> np.ndarray:
         """Read an image file (any format thyro reads) and preprocess it exactly as for training."""

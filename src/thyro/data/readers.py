@@ -32,11 +32,22 @@ Decisions
   default keeps one image under about 0.6 GB.  Change it with ``thyro --max-pixels N ...``, the
   ``THYRO_MAX_PIXELS`` environment variable or :func:`set_max_pixels`.  A multi-frame file is
   decoded one frame at a time, so the limit is per frame.
+* **DICOM sanity before decoding** (:func:`check_dicom`): the Image Pixel module must agree with itself
+  and with the pixel data, or the file is refused with one line naming it and the mismatch, before a
+  pixel is decoded (a file that claims 1 bit per pixel over 8-bit data would otherwise decode to a
+  0/1 image and be scored).  :func:`load_image` and :func:`probe_image` both run it, so validate,
+  import, inspect, predict, explain and serve refuse the same files with the same words.
+* **pydicom's warnings** are never printed: each read collects them (:func:`dicom_notes`) and they
+  come back as ``LoadedImage.notes`` / ``ImageInfo.notes``, lines naming the file that thyro shows
+  in its own outputs (a prediction's warning, preprocess.csv).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +59,9 @@ from thyro.errors import DataError
 
 # thyro's pixel limit (check_pixels) replaces Pillow's warning with an error that names the file.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# pydicom sends every warning to its logger too (pydicom.misc.warn_and_log): thyro collects them there, per
+# read and per thread (dicom_notes), and keeps the raw copy off the terminal.
+warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 #: Largest frame read, in pixels (width x height): larger than any ultrasound scanner's output (at most a
@@ -89,6 +103,7 @@ class LoadedImage:
     source_mode: str = ""
     size: tuple[int, int] = (0, 0)
     region: bool = False
+    notes: tuple[str, ...] = ()
 
 
 def max_pixels() -> int:
@@ -173,26 +188,29 @@ def load_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False, 
     Returns
     -------
     LoadedImage
+        With ``notes``: what pydicom found odd in a DICOM file it still read (one line each, naming the file).
 
     Raises
     ------
     ImageReadError
         Missing, truncated or corrupt file, unsupported format, DICOM without pixel data, frame out
-        of range.
+        of range, a DICOM header that disagrees with itself or with its pixel data (:func:`check_dicom`).
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: image file not found.")
     if frame < 0:
         raise ImageReadError(f"{path}: frame must be >= 0, got {frame}.")
-    region = False
+    region, notes = False, []
     if is_dicom(path):
-        arr, origin, mode, size, region = _read_dicom(path, frame, us_region)
+        with dicom_notes(path) as notes:
+            arr, origin, mode, size, region = _read_dicom(path, frame, us_region)
     else:
         arr, mode = _read_pillow(path, frame, gray=not color)
         origin, size = (0, 0), (arr.shape[1], arr.shape[0])
     arr = to_rgb(arr) if color else to_gray(arr)
-    return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size, region=region)
+    return LoadedImage(pixels=np.ascontiguousarray(arr), origin=origin, source_mode=mode, size=size, region=region,
+                       notes=tuple(notes))
 
 
 def read_gray(path: str | os.PathLike, frame: int = 0) -> np.ndarray:
@@ -343,6 +361,7 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
         raise ImageReadError(f"{path}: frame {frame} requested but the DICOM file has {n_frames} frame(s) "
                              f"(frames count from 0).")
     check_pixels(path, *_dicom_size(ds, path))  # from the header: one frame is decoded at a time
+    check_dicom(ds, path)  # before a pixel is decoded
     arr = _dicom_pixels(ds, path, frame if n_frames > 1 else None)
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4) and n_frames == 1:
         arr = arr[0]
@@ -356,6 +375,234 @@ def _read_dicom(path: Path, frame: int, us_region: bool) -> tuple[np.ndarray, tu
             out = out[y0:y1, x0:x1]
             origin, region = (x0, y0), True
     return out, origin, f"DICOM {photometric}", (width, height), region
+
+
+# ---------------------------------------------------------------------------------------------
+# DICOM: pydicom's warnings, and the header checked against itself and the pixel data
+
+_notes = threading.local()
+
+
+class _NoteHandler(logging.Handler):
+    """Hands pydicom's log records to the read in progress on the same thread (:func:`dicom_notes`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = getattr(_notes, "sink", None)
+        if sink is not None and record.levelno >= logging.WARNING:
+            with contextlib.suppress(Exception):
+                sink.append(" ".join(record.getMessage().split()))
+
+
+_pydicom_log = logging.getLogger("pydicom")
+if not any(isinstance(h, _NoteHandler) for h in _pydicom_log.handlers):
+    _pydicom_log.addHandler(_NoteHandler())
+
+
+@contextlib.contextmanager
+def dicom_notes(path: str | os.PathLike):
+    """Collect what pydicom warns about while this thread reads ``path``; yields the list, which fills
+    with thyro's own lines (``PATH: DICOM: ...``, each once) as the block runs.
+
+    Every pydicom warning is also a log record (``pydicom.misc.warn_and_log``): it is taken from the
+    ``pydicom`` logger on the reading thread, so concurrent reads (the web app's) each get their own,
+    with no change to the process's warning filters while reading.
+    """
+    raw: list[str] = []
+    out: list[str] = []
+    outer = getattr(_notes, "sink", None)
+    _notes.sink = raw
+    try:
+        yield out
+    finally:
+        _notes.sink = outer
+        for text in dict.fromkeys(raw):
+            out.append(f"{path}: DICOM: {text}" if text else f"{path}: DICOM: pydicom warned without a message")
+        if outer is not None:
+            outer.extend(raw)
+
+
+#: Samples per pixel each Photometric Interpretation needs (DICOM PS3.3 C.7.6.3.1.2).
+_PHOTOMETRIC_SAMPLES = {"MONOCHROME1": 1, "MONOCHROME2": 1, "PALETTE COLOR": 1, "RGB": 3, "YBR_FULL": 3,
+                        "YBR_FULL_422": 3, "YBR_PARTIAL_420": 3, "YBR_PARTIAL_422": 3, "YBR_ICT": 3, "YBR_RCT": 3,
+                        "HSV": 3, "ARGB": 4, "CMYK": 4}
+#: Transfer syntaxes whose codestreams start with a JPEG SOI and carry a SOF (or JPEG-LS SOF55) header.
+_JPEG_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                  "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+_RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+_PIXEL_TAGS = ((0x7FE00010, "PixelData"), (0x7FE00008, "FloatPixelData"), (0x7FE00009, "DoubleFloatPixelData"))
+
+
+def _int_attr(ds, name: str, default: int | None = None) -> int | None:
+    value = ds.get(name, default)
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else default
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {value!r} is not a number") from None
+    if not f.is_integer():
+        raise ValueError(f"{name} {value!r} is not a whole number")
+    return int(f)
+
+
+def _pixel_element(ds):
+    """``(keyword, length in bytes or None when undefined, value or None when not read yet)`` of the
+    pixel data element, without reading a deferred value (None when the dataset has none)."""
+    for tag, keyword in _PIXEL_TAGS:
+        if tag not in ds:
+            continue
+        elem = ds.get_item(tag, keep_deferred=True)
+        value = getattr(elem, "value", None)
+        length = getattr(elem, "length", None)
+        if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+            value = None  # converted to something else: the length below still holds
+        if length is None:
+            length = len(value) if value is not None else None
+        if length == 0xFFFFFFFF:
+            length = None
+        return keyword, length, value
+    return None
+
+
+def check_dicom(ds, path: str | os.PathLike) -> None:
+    """Refuse a DICOM image whose header disagrees with itself or with its pixel data, before decoding.
+
+    Checked (DICOM PS3.3 C.7.6.3, PS3.5 8 and A.4): Rows and Columns positive; SamplesPerPixel as the
+    Photometric Interpretation needs; BitsAllocated 1 or a multiple of 8, BitsStored at most that,
+    HighBit = BitsStored - 1, PixelRepresentation 0 or 1; NumberOfFrames positive.  Native (not
+    compressed) pixel data must hold exactly Rows x Columns x NumberOfFrames x SamplesPerPixel x
+    BitsAllocated bits (plus the one padding byte to an even length); encapsulated pixel data must be
+    encapsulated, hold at least one fragment per frame, have a Basic (or Extended) Offset Table of one
+    entry per frame when it has one, and a first frame whose JPEG header or RLE segment count agrees
+    with the image's size and samples.
+
+    Raises
+    ------
+    ImageReadError
+        One line: the file, what disagrees with what, and that nothing was decoded.
+    """
+    problem = _dicom_problem(ds)
+    if problem is not None:
+        raise ImageReadError(f"{path}: inconsistent DICOM image: {problem}; refused before decoding (fix or "
+                             "re-export the file).")
+
+
+def _dicom_problem(ds) -> str | None:
+    """What is inconsistent in a DICOM image's header and pixel data (see :func:`check_dicom`), or None."""
+    element = _pixel_element(ds)
+    if element is None:
+        return None  # the reader says "no pixel data" itself
+    keyword, length, value = element
+    try:
+        rows, cols = _int_attr(ds, "Rows"), _int_attr(ds, "Columns")
+        samples = _int_attr(ds, "SamplesPerPixel", 1)
+        allocated = _int_attr(ds, "BitsAllocated")
+        stored = _int_attr(ds, "BitsStored", allocated)
+        high = _int_attr(ds, "HighBit", None if stored is None else stored - 1)
+        representation = _int_attr(ds, "PixelRepresentation", 0)
+        frames = _int_attr(ds, "NumberOfFrames", 1)
+    except ValueError as exc:
+        return str(exc)
+    if rows is None or cols is None or rows < 1 or cols < 1:
+        return f"Rows {rows} x Columns {cols} is not an image size"
+    if frames is None or frames < 1:
+        return f"NumberOfFrames {frames} (at least 1)"
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    need = _PHOTOMETRIC_SAMPLES.get(photometric)
+    if photometric and need is None:
+        return f"PhotometricInterpretation {photometric!r} is not a DICOM value"
+    if samples not in (1, 3, 4) or (need is not None and samples != need):
+        want = f" ({photometric} needs {need})" if need is not None else " (1 for gray, 3 for colour)"
+        return f"SamplesPerPixel {samples}{want}"
+    if keyword == "PixelData":
+        if allocated is None or not (allocated == 1 or (allocated % 8 == 0 and 8 <= allocated <= 64)):
+            return f"BitsAllocated {allocated} (1 or a multiple of 8 up to 64)"
+    else:
+        want = 32 if keyword == "FloatPixelData" else 64
+        if allocated != want:
+            return f"BitsAllocated {allocated} with {keyword} ({want} expected)"
+        stored = high = None  # not used by float pixel data
+    if stored is not None and not 1 <= stored <= allocated:
+        return f"BitsStored {stored} with BitsAllocated {allocated} (BitsStored must be 1 to {allocated})"
+    if stored is not None and high != stored - 1:
+        return f"HighBit {high} with BitsStored {stored} (HighBit must be {stored - 1})"
+    if representation not in (0, 1):
+        return f"PixelRepresentation {representation} (0 unsigned or 1 signed)"
+    if photometric == "PALETTE COLOR" and allocated not in (8, 16):
+        return f"BitsAllocated {allocated} with PALETTE COLOR (8 or 16)"
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    encapsulated = bool(getattr(syntax, "is_encapsulated", False)) and keyword == "PixelData"
+    shape = f"{rows} rows x {cols} columns x {frames} frame(s) x {samples} sample(s)"
+    if not encapsulated:
+        if length is None:
+            return (f"{keyword} is encapsulated (undefined length) but the transfer syntax "
+                    f"{getattr(syntax, 'name', syntax) or 'native'} is not a compressed one")
+        pixels = rows * cols * frames * samples
+        if photometric == "YBR_FULL_422" and allocated >= 8:
+            pixels = pixels // 3 * 2  # two chroma samples shared by each pair of pixels (PS3.3 C.7.6.3.1.2)
+        expected = (pixels * allocated + 7) // 8
+        if length in (expected, expected + 1):
+            return None
+        fits = [b for b in (1, 8, 16, 32) if b != allocated and length in ((pixels * b + 7) // 8, (pixels * b + 7) // 8 + 1)]
+        hint = f"; {length:,} bytes is what BitsAllocated {fits[0]} would need" if fits else ""
+        return (f"{keyword} holds {length:,} bytes but {shape} at BitsAllocated {allocated} need "
+                f"{expected:,}{hint}")
+    return _encapsulated_problem(ds, value, rows, cols, frames, samples, allocated, str(syntax), shape)
+
+
+def _encapsulated_problem(ds, value, rows: int, cols: int, frames: int, samples: int, allocated: int, syntax: str,
+                          shape: str) -> str | None:
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+
+    if value is None:
+        value = ds.PixelData  # encapsulated data has no defined length: pydicom has read it already
+    if value[:4] != b"\xfe\xff\x00\xe0":
+        return "the transfer syntax says the pixel data is compressed, but it is not encapsulated in items"
+    try:
+        offsets = parse_basic_offsets(value)
+        start = 8 + 4 * len(offsets)
+        n_fragments, positions = parse_fragments(value[start:])
+    except (ValueError, Exception) as exc:  # noqa: BLE001 - struct errors on truncated data too
+        return f"encapsulated pixel data cannot be parsed ({' '.join(str(exc).split())})"
+    if n_fragments < 1:
+        return "encapsulated pixel data holds no fragments"
+    if n_fragments < frames:
+        return f"NumberOfFrames {frames} but the encapsulated pixel data holds {n_fragments} fragment(s)"
+    if offsets and len(offsets) != frames:
+        return f"the Basic Offset Table lists {len(offsets)} frame(s) but NumberOfFrames is {frames}"
+    if offsets and (offsets[0] != 0 or any(b <= a for a, b in zip(offsets, offsets[1:]))):
+        return "the Basic Offset Table's offsets do not start at 0 and increase"
+    if "ExtendedOffsetTable" in ds:
+        ext = ds.get_item(0x7FE00001)
+        n = len(getattr(ext, "value", b"") or b"") // 8
+        if n != frames:
+            return f"the Extended Offset Table lists {n} frame(s) but NumberOfFrames is {frames}"
+    first = value[start + positions[0] + 8:start + positions[0] + 8 + 64 * 1024]
+    if syntax in _JPEG_SYNTAXES:
+        try:
+            from pydicom.pixels.utils import _get_jpg_parameters
+
+            info = _get_jpg_parameters(first)
+        except Exception:  # noqa: BLE001 - a helper of pydicom's that may move: skip this check then
+            info = None
+        if info is not None and not info:
+            return "the first frame is not a JPEG codestream (no SOI/SOF marker)"
+        if info and (info.get("height"), info.get("width")) != (rows, cols) and info.get("height"):
+            return f"the first frame's JPEG header says {info.get('height')} x {info.get('width')}, the DICOM " \
+                   f"header {rows} x {cols}"
+        if info and info.get("components") not in (None, samples):
+            return f"the first frame's JPEG header has {info.get('components')} component(s), SamplesPerPixel is " \
+                   f"{samples}"
+    elif syntax == _RLE_LOSSLESS and len(first) >= 4:
+        segments = int.from_bytes(first[:4], "little")
+        need = samples * ((allocated + 7) // 8)
+        if segments != need:
+            return f"the first frame's RLE header has {segments} segment(s); {shape} at BitsAllocated {allocated} " \
+                   f"need {need}"
+    return None
 
 
 def _dicom_size(ds, path: Path) -> tuple[int, int]:
@@ -476,6 +723,7 @@ class ImageInfo:
     mode: str
     frames: int = 1
     format: str = ""
+    notes: tuple[str, ...] = ()
 
 
 def probe_image(path: str | os.PathLike, *, check_limit: bool = True) -> ImageInfo:
@@ -486,10 +734,14 @@ def probe_image(path: str | os.PathLike, *, check_limit: bool = True) -> ImageIn
     check_limit : bool, default True
         Refuse a frame over :func:`max_pixels`, as :func:`load_image` would.
 
+    A DICOM file's header is checked against its pixel data (:func:`check_dicom`) without reading
+    native pixel data: its length is known from the element's header.
+
     Raises
     ------
     ImageReadError
-        When the file is missing, its header cannot be read, or (``check_limit``) it is over the limit.
+        When the file is missing, its header cannot be read, a DICOM header disagrees with itself or
+        with its pixel data, or (``check_limit``) it is over the limit.
     """
     path = Path(path)
     if not path.is_file():
@@ -498,17 +750,21 @@ def probe_image(path: str | os.PathLike, *, check_limit: bool = True) -> ImageIn
         import pydicom
         from pydicom.errors import InvalidDicomError
 
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            size = (int(ds.Columns), int(ds.Rows))
-        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
-            raise ImageReadError(f"{path}: not a readable DICOM image header ({exc}).") from None
-        except Exception as exc:  # noqa: BLE001 - pydicom's parser on a damaged file
-            raise ImageReadError(f"{path}: damaged DICOM header ({type(exc).__name__}: {exc}).") from None
-        photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-        info = ImageInfo(size, f"DICOM {photometric}", _dicom_frames(ds), "DICOM")
-        if check_limit:
-            check_pixels(path, *info.size)
+        with dicom_notes(path) as notes:
+            try:
+                # a native pixel data element larger than this is not read, only its length
+                ds = pydicom.dcmread(path, defer_size=4096, force=True)
+                size = (int(ds.Columns), int(ds.Rows))
+            except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
+                raise ImageReadError(f"{path}: not a readable DICOM image header ({exc}).") from None
+            except Exception as exc:  # noqa: BLE001 - pydicom's parser on a damaged file
+                raise ImageReadError(f"{path}: damaged DICOM header ({type(exc).__name__}: {exc}).") from None
+            if check_limit:
+                check_pixels(path, *size)
+            check_dicom(ds, path)
+            photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+            frames = _dicom_frames(ds)
+        info = ImageInfo(size, f"DICOM {photometric}", frames, "DICOM", tuple(notes))
     else:
         try:
             with Image.open(path) as im:

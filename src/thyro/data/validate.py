@@ -17,6 +17,7 @@ from thyro.data.manifest import (
     roi_bbox,
 )
 from thyro.errors import DataError
+from thyro.fileio import read_csv
 
 #: ROI points may lie this many pixels outside the image (outlines drawn on the border).
 ROI_TOLERANCE = 2.0
@@ -74,7 +75,7 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
     if not path.is_file():
         return [Problem(None, str(path), "manifest not found")]
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         return [Problem(None, str(path), f"not a readable CSV ({exc})")]
     if "image" not in df.columns:
@@ -148,7 +149,7 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
             if roi is not None:
                 rois[i] = roi
 
-    from thyro.console import track
+    from thyro.console import note, track
 
     indices = range(len(rows))
     for i in (track(indices, "checking images") if progress else indices):
@@ -160,13 +161,13 @@ def validate_manifest(path: str | os.PathLike, *, decode: bool = True, progress:
             problems.append(Problem(i + 2, image, f"file not found (looked at {file})"))
             continue
         try:
-            if decode:
-                size = load_image(file, us_region=False).size
-            else:
-                size = probe_image(file).size
+            read = load_image(file, us_region=False) if decode else probe_image(file)
         except ImageReadError as exc:
             problems.append(Problem(i + 2, image, f"unreadable: {str(exc).split(': ', 1)[-1]}"))
             continue
+        size = read.size
+        for text in read.notes:  # what the reader found odd but read anyway (not a problem)
+            note(f"line {i + 2}: {text}")
         if i in rois:
             x0, y0, x1, y1 = roi_bbox(rois[i])
             w, h = size

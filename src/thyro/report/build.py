@@ -13,7 +13,7 @@ import numpy as np
 from thyro.data.audit import read_audit
 from thyro.data.manifest import LabelMeaning
 from thyro.errors import StatsError
-from thyro.fileio import sha256_file, write_json, write_text
+from thyro.fileio import markdown_text, sha256_file, write_json, write_text
 from thyro import metrics
 from thyro.report import figures
 from thyro.report.analysis import analyse, fmt_p, one_line
@@ -27,9 +27,12 @@ BAND_BOOT = 500
 
 
 def _env(autoescape: bool) -> jinja2.Environment:
+    """The HTML templates' environment (``autoescape``) or the Markdown one (every value through
+    :func:`~thyro.fileio.markdown_text`, so no label or name from the data is rendered as HTML)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=autoescape,
+        finalize=None if autoescape else markdown_text,
         undefined=jinja2.StrictUndefined if not autoescape else jinja2.Undefined,
         trim_blocks=True,
         lstrip_blocks=True,

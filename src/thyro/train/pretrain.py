@@ -39,8 +39,6 @@ Files in the work folder (default ``OUT`` without suffix + ``.pretrain/``)
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -61,7 +59,7 @@ from thyro.console import info, make_progress, set_quiet
 from thyro.data.manifest import Manifest
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError, DataError, Problems, ThyroError, TrainingError
-from thyro.fileio import atomic_path, write_csv_rows, write_json, write_text
+from thyro.fileio import atomic_path, read_csv, write_csv, write_csv_rows, write_json, write_text
 from thyro.train import distributed as ddp
 from thyro.device import autocast, autocast_dtype, resolve_device
 from thyro.machine import check_threads
@@ -117,7 +115,7 @@ def read_corpus_csv(path: Path, image_column: str = "image", class_column: str =
                     need_class: bool = True) -> pd.DataFrame:
     """A CSV with an image column (paths relative to the CSV's folder) and a class column."""
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc}).") from None
     if image_column not in df.columns:
@@ -425,11 +423,7 @@ def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
 
 
 def _write_skipped(path: Path, failures: list[tuple[str, str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["image", "reason"])
-    writer.writerows(failures)
-    write_text(path, buf.getvalue())
+    write_csv(path, [{"image": image, "reason": reason} for image, reason in failures], ["image", "reason"])
 
 
 def prepare(source: str | os.PathLike, cfg: PretrainConfig, *, cache_dir: str | os.PathLike,

@@ -34,7 +34,7 @@ from typing import Any
 
 from thyro import __version__
 from thyro.errors import ModelPackageError
-from thyro.fileio import sha256_file, write_json, write_text
+from thyro.fileio import atomic_dir, sha256_file, write_json, write_text
 
 FORMAT = "thyro-model-package"
 FORMAT_VERSION = 2
@@ -263,12 +263,8 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
     lab = labels or LabelMeaning().to_dict()
     preprocess, preprocess_version = _resolve_preprocess(preprocess)
     size = image_size or _image_size(preprocess, {}, spec0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "models").mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
+        (tmp / "models").mkdir()
         entries = []
         for k, f in enumerate(model_files):
             rel = f"models/fold{k}.safetensors"
@@ -301,16 +297,6 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
         from thyro.use.card import render_card
 
         write_text(tmp / CARD, render_card(meta, data or {}))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return load_package(out)
 
 

@@ -132,7 +132,11 @@ def _data_lines(data: dict) -> list[str]:
 
 def render_card(meta: dict, data: dict) -> str:
     """Render ``MODEL_CARD.md`` from ``model.json`` content and the training data summary."""
-    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True, autoescape=False)
+    from thyro.fileio import markdown_text
+
+    # every value through markdown_text: a label definition or a name from the data is never rendered as HTML
+    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True, autoescape=False,
+                             finalize=markdown_text)
     template = env.from_string(CARD_TEMPLATE)
     return template.render(meta=meta, data_lines=_data_lines(data), pct=_pct, prop=_prop, set_title=_set_title,
                            input_spec=json.dumps(meta.get("input_spec"), default=str),

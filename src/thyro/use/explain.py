@@ -19,7 +19,7 @@ bar (the heatmap is relative: 0 to 1 within the image), and the caption wrapped 
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import functools
 import os
 import re
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from thyro.errors import ThyroError
-from thyro.fileio import atomic_open, atomic_path
+from thyro.fileio import atomic_path, write_csv
 from thyro.use.bundle import ModelPackage, load_package
 
 METHODS = ("gradcam", "gradcam++")
@@ -111,6 +111,8 @@ def heatmaps(models: Sequence, images: np.ndarray, method: str = "gradcam", *, s
     """Heatmaps in [0, 1], shape (B, S, S), for uint8 or float [0, 1] images of shape (B, S, S).
 
     Each model's heatmap is computed with its own last feature stage; the ensemble's is their mean.
+    A batch takes one forward and one backward pass per model, and the backward pass runs from the
+    logit to the target layer only (:func:`_gradients_from_target_layer`).
     """
     import torch
 
@@ -125,11 +127,37 @@ def heatmaps(models: Sequence, images: np.ndarray, method: str = "gradcam", *, s
     total = np.zeros(arr.shape, dtype=np.float64)
     for model in models:
         model.eval()
-        xin = x.clone().requires_grad_(True)  # so activations carry gradients even if weights are frozen
         layer, reshape = find_target_layer(model)
-        with cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
-            total += cam(input_tensor=xin, targets=[LogitTarget(sign)] * arr.shape[0])
+        with _gradients_from_target_layer(model, layer), \
+                cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+            total += cam(input_tensor=x, targets=[LogitTarget(sign)] * arr.shape[0])
     return (total / max(len(models), 1)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _gradients_from_target_layer(model, layer):
+    """While the block runs, autograd records the model from ``layer``'s output on, and nothing before.
+
+    Grad-CAM needs the gradient of the logit with respect to the target layer's activations, no more:
+    with the weights' ``requires_grad`` off and the layer's output made a leaf that requires it, the
+    backward pass runs through the head alone instead of the whole network to the input (on a 64 px
+    ResNet-18 batch it was three quarters of the time).  The gradients and so the heatmaps are the same.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+
+    def leaf(module, args, output):
+        # a leaf that requires the gradient, cloned so that an in-place operation after the layer is allowed
+        return output.detach().requires_grad_(True).clone()
+
+    handle = layer.register_forward_hook(leaf, prepend=True)  # before pytorch-grad-cam's own hooks
+    try:
+        yield
+    finally:
+        handle.remove()
+        for p in params:
+            p.requires_grad_(True)
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, weight: float = 0.55) -> np.ndarray:
@@ -392,11 +420,8 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
         except Exception as exc:  # one bad file must not stop the others
             rec["error"] = f"{type(exc).__name__}: {_error_text(exc)}"
         results.append(rec)
-    with atomic_open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["input", "png", "input_png", "probability", *model_labels, "class",
-                                                "crop_box", "warning", "error"])
-        writer.writeheader()
-        writer.writerows(results)
+    write_csv(out / "index.csv", results, ["input", "png", "input_png", "probability", *model_labels, "class",
+                                          "crop_box", "warning", "error"])
     return results
 
 

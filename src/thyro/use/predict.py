@@ -24,7 +24,6 @@ with onnxruntime; torch is not imported on that path).
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from thyro.data.readers import DICOM_SUFFIXES as _DICOM
 from thyro.data.readers import IMAGE_SUFFIXES as _IMAGES
 from thyro.data.readers import is_dicom
 from thyro.errors import DataError, ModelPackageError, ThyroError
-from thyro.fileio import atomic_open
+from thyro.fileio import CsvWriter, announce_escaped, atomic_open
 from thyro.use.bundle import ModelPackage, load_package
 
 #: File name endings picked up in folders (the readers' list); extensionless files are taken when they are DICOM.
@@ -101,6 +100,8 @@ class PredictionSummary:
     positive: str = "malignant"
     negative: str = "benign"
     rows: list[PredictionRow] = field(default_factory=list)  # at most ``keep_rows``
+    #: cells of the CSV written with a leading ``'`` (:func:`thyro.fileio.escape_cell`): (row, column)
+    escaped: list[tuple[int | None, str]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,14 +253,19 @@ class OnnxEngine:
 
 
 def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | os.PathLike | None = None,
-                spin: bool = True):
+                spin: bool = True, threads: int | None = None):
     """The engine for ``engine``; ``spin=False`` lets idle ONNX Runtime threads sleep (for a server, whose
-    other threads decode images between model calls)."""
+    other threads decode images between model calls); ``threads`` sets the model's intra-op threads (for
+    PyTorch process-wide: ``torch.set_num_threads``)."""
     if engine == "torch":
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
         return TorchEngine.from_package(package)
     if engine == "onnx":
         path = Path(onnx_path or package.onnx_path)
-        eng = OnnxEngine(path, spin=spin)
+        eng = OnnxEngine(path, threads=threads, spin=spin)
         eng.check_matches(package, path)
         return eng
     raise ThyroError(f"--engine {engine!r}: choose torch or onnx.")
@@ -342,6 +348,7 @@ def prepare_item(preprocessor, item: InputItem, size: int, *, frame: bool = Fals
         loaded = read_image(item.path, frame=item.frame or 0, color=True)
         img, geometry = preprocessor.process(loaded.pixels, roi=item.roi, origin=loaded.origin,
                                              region=loaded.region, frame_size=loaded.size)
+        geometry = geometry.with_notes(loaded.notes)
         full = loaded.pixels
         if loaded.region:
             from thyro.data.readers import load_image
@@ -521,9 +528,11 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
         opened = contextlib.nullcontext(stream) if stream is not None else atomic_open(out, "w", newline="",
                                                                                         encoding="utf-8")
         with opened as fh:
-            writer = csv.writer(fh)
+            writer = CsvWriter(fh)
             writer.writerow(CSV_COLUMNS + extra_columns)
             consume(rows, writer)
+        summary.escaped = writer.cells
+        announce_escaped(out if stream is None else "standard output", writer.cells)
     else:
         consume(rows, None)
     return summary

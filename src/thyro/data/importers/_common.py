@@ -12,7 +12,7 @@ from thyro.console import console, is_quiet
 from thyro.data.dedup import NEAR_THRESHOLD, DuplicateReport, assign_groups
 from thyro.data.manifest import Manifest, manifest_from_records, write_manifest
 from thyro.errors import DataError, Problems
-from thyro.fileio import write_json
+from thyro.fileio import escape_frame, escaped_note, write_json
 
 MANIFEST_NAME = "manifest.csv"
 REPORT_NAME = "import_report.json"
@@ -33,7 +33,11 @@ class ImportResult:
         Problems that did not stop the import (e.g. an outline that could not be read, so the image
         has no ROI), one line each, naming the file.
     notes : list of str
-        Informational lines (files or folders ignored, ...).
+        Informational lines (files or folders ignored, cells written with a leading ``'``, ...).
+    escaped : list of (row, column)
+        Cells of the manifest that start with ``=``, ``+``, ``-``, ``@``, tab or CR and were written with a
+        leading ``'`` (rows count from 0, None is the header; :func:`thyro.fileio.escape_cell`).  Their values
+        are unchanged: thyro reads them back without the ``'``.
     """
 
     manifest_path: Path
@@ -41,6 +45,7 @@ class ImportResult:
     duplicates: DuplicateReport
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    escaped: list[tuple[int | None, str]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict:
@@ -65,7 +70,8 @@ class ImportResult:
 
     def to_dict(self) -> dict:
         return {"manifest": str(self.manifest_path), "counts": self.counts, "duplicates": self.duplicates.to_dict(),
-                "warnings": self.warnings, "notes": self.notes}
+                "warnings": self.warnings, "notes": self.notes,
+                "escaped_cells": [{"row": None if r is None else r + 2, "column": c} for r, c in self.escaped]}
 
 
 def refuse_overwrite(out_dir: str | os.PathLike, manifest_name: str = MANIFEST_NAME, *, force: bool = False) -> None:
@@ -109,9 +115,13 @@ def finish_import(records: list[dict], out_dir: Path, *, title: str, warnings: l
         if col not in manifest.df.columns:
             manifest.df[col] = ""
     manifest, report = assign_groups(manifest, near_threshold=near_threshold, progress=not is_quiet())
-    path = write_manifest(manifest.df, out_dir / manifest_name, root=manifest.root)
+    path = write_manifest(manifest.df, out_dir / manifest_name, root=manifest.root, announce=False)
     manifest.path = path.resolve()
-    result = ImportResult(manifest_path=path, manifest=manifest, duplicates=report, warnings=warnings, notes=notes)
+    escaped = escape_frame(manifest.df)[1]
+    if escaped:
+        notes = [*notes, escaped_note(path, escaped)]
+    result = ImportResult(manifest_path=path, manifest=manifest, duplicates=report, warnings=warnings, notes=notes,
+                          escaped=escaped)
     report_path = out_dir / (REPORT_NAME if manifest_name == MANIFEST_NAME else f"{Path(manifest_name).stem}.report.json")
     write_json(report_path, result.to_dict())
     show_result(result, title)

@@ -3,9 +3,6 @@ place when complete, replacing an earlier output of the same kind and nothing el
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from thyro.errors import DataError
+from thyro.fileio import atomic_dir
 
 
 def check_size(size: int) -> int:
@@ -31,28 +29,12 @@ def _prepare_out_dir(out_dir: Path, marker: str) -> None:
                             "choose an empty or new --out folder.")
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move a finished temporary folder onto ``out_dir`` (replacing an earlier output)."""
-    if out_dir.exists():
-        trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, trash)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
-
-
 @contextmanager
 def staged_output(out_dir: Path, marker: str) -> Iterator[Path]:
     """A temporary folder beside ``out_dir`` to write into; moved onto ``out_dir`` when the block ends
     without an error (an earlier output of the same kind, with ``marker`` in it, is replaced; any
-    other non-empty folder is refused before anything is written), deleted when it raises."""
+    other non-empty folder is refused before anything is written), deleted when it raises, and removed
+    by the next run when the process is killed (:func:`thyro.fileio.atomic_dir`)."""
     _prepare_out_dir(out_dir, marker)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         yield tmp
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

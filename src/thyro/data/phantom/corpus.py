@@ -27,7 +27,7 @@ from thyro.data.phantom.lesion import thyroid_nodule
 from thyro.data.phantom.radiology import CORPUS_CLASSES, render_radiology
 from thyro.data.preprocess import resize_square
 from thyro.errors import DataError
-from thyro.fileio import atomic_path
+from thyro.fileio import write_csv
 
 
 #: Thyroid nodule appearances, each one TI-RADS feature value on an otherwise plain nodule (solid,
@@ -193,6 +193,5 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int | dict[str, 
                 cv2.imwrite(str(tmp / name), img)
                 modality, region = (cls.split("/") + [""])[:2]
                 records.append({"image": name, "class": cls, "class_index": ci, "modality": modality, "region": region})
-        with atomic_path(tmp / "corpus.csv", suffix=".csv") as p:
-            pd.DataFrame.from_records(records).to_csv(p, index=False)
+        write_csv(tmp / "corpus.csv", pd.DataFrame.from_records(records))
     return out_dir / "corpus.csv"
