@@ -12,6 +12,8 @@ Layout (one folder per cache key under the cache directory)::
     CACHE_DIR/KEY.partial/      the same while building, plus done.npy (which rows are finished) and
                                 geometry.jsonl (the finished rows' geometry)
     CACHE_DIR/KEY.lock          held while building (concurrent builders wait, then reuse)
+    CACHE_DIR/KEY.skipped.json  [[image, reason], ...]: the images of manifest KEY that could not be read,
+                                when its cache was built without them (:meth:`ImageCache.build_readable`)
 
 The key is a hash of the preprocessing settings (with the algorithm version) and, per manifest row,
 the image id, the file's size and modification time (or its content hash with ``hash_content``), the
@@ -34,13 +36,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from thyro.console import info, progress_task
 from thyro.data.manifest import Manifest, parse_roi, read_manifest, roi_to_json
 from thyro.data.preprocess import PreprocessConfig, _pool_init, _pool_work
-from thyro.errors import DataError, Problems
+from thyro.errors import DataError, ImageFailure, UnreadableImages
 from thyro.fileio import atomic_path, file_lock, sha256_file, sha256_json, write_json
 
 CACHE_FORMAT = 1
@@ -234,7 +237,7 @@ class ImageCache:
 
         Raises
         ------
-        Problems
+        UnreadableImages
             Listing every image that could not be read or preprocessed (the others are kept, so a
             rerun after fixing the manifest only redoes what changed).
         """
@@ -250,6 +253,84 @@ class ImageCache:
                 return cls(final)
             _build_partial(manifest, cfg, key, cache_dir, workers)
             return cls(final)
+
+    @classmethod
+    def build_readable(cls, manifest: Manifest, cfg: PreprocessConfig | dict | None = None,
+                       cache_dir: str | os.PathLike | None = None, workers: int | None = None) -> ReadableImages:
+        """The cache of the images of ``manifest`` that can be read; the others are left out, not an error.
+
+        Every file is decoded once: the rows a build finished before it met unreadable files are
+        carried over to the build of the readable rows.  The files left out are remembered beside the
+        cache (``KEY.skipped.json`` for the full manifest's key), so a rerun finds the finished cache at
+        once.  Arguments as in :meth:`build`.
+
+        Raises
+        ------
+        DataError
+            When none of the images can be read.
+        """
+        cfg = _as_config(cfg)
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        record = cache_dir / f"{cache_key(manifest, cfg)}.skipped.json"
+        row_of = {image: i for i, image in enumerate(manifest.ids)}
+        failures: list[ImageFailure] = []
+        if record.is_file():
+            failures = [ImageFailure(image, reason, row_of[image])
+                        for image, reason in json.loads(record.read_text(encoding="utf-8")) if image in row_of]
+        bad = {f.image for f in failures}
+        used = _rows(manifest, ~manifest.df["image"].isin(bad).to_numpy()) if bad else manifest
+        for _ in range(3):
+            try:
+                return ReadableImages(cls.build(used, cfg, cache_dir, workers), used, failures)
+            except UnreadableImages as exc:
+                failures += [ImageFailure(f.image, f.reason, row_of[f.image]) for f in exc.failures]
+                write_json(record, [[f.image, f.reason] for f in failures])
+                keep = np.ones(len(used), dtype=bool)
+                keep[[f.row for f in exc.failures]] = False
+                if not keep.any():
+                    raise DataError(f"none of the {len(manifest)} images could be read; e.g. {failures[0].image}: "
+                                    f"{failures[0].reason}") from None
+                old_key = cache_key(used, cfg)
+                used = _rows(used, keep)
+                _carry_over(cache_dir, old_key, keep, cache_key(used, cfg), cfg.size)
+        raise DataError(f"{cache_dir}: the image cache kept failing to build; delete the folder and run again.")
+
+
+class ReadableImages(NamedTuple):
+    """What :meth:`ImageCache.build_readable` returns."""
+
+    cache: ImageCache
+    manifest: Manifest             # the rows the cache holds (its row i is this manifest's row i)
+    failures: list[ImageFailure]   # the rows of the given manifest left out (``row`` counts in that manifest)
+
+
+def _rows(manifest: Manifest, keep: np.ndarray) -> Manifest:
+    return Manifest(df=manifest.df[keep].reset_index(drop=True), root=manifest.root, path=manifest.path)
+
+
+def _carry_over(cache_dir: Path, old_key: str, keep: np.ndarray, new_key: str, size: int) -> None:
+    """Seed the partial cache of the rows ``keep`` from the partial cache a failed build left behind.
+
+    A build with unreadable rows keeps what it decoded in ``OLD_KEY.partial/``; copying the kept rows
+    into ``NEW_KEY.partial/`` (all marked done) lets the next build finish without decoding anything
+    again.  Nothing happens when there is no such partial cache.
+    """
+    old = cache_dir / f"{old_key}.partial"
+    data = old / "images.u8"
+    if not data.is_file() or data.stat().st_size != len(keep) * size * size:
+        return
+    src = np.memmap(data, dtype=np.uint8, mode="r", shape=(len(keep), size, size))
+    rows = np.flatnonzero(keep)
+    new = cache_dir / f"{new_key}.partial"
+    new.mkdir(parents=True, exist_ok=True)
+    dst = np.memmap(new / "images.u8", dtype=np.uint8, mode="w+", shape=(len(rows), size, size))
+    for start in range(0, len(rows), 4096):
+        dst[start:start + 4096] = src[rows[start:start + 4096]]
+    dst.flush()
+    del dst, src
+    _save_done(np.ones(len(rows), dtype=bool), new / "done.npy")
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -331,9 +412,9 @@ def _build_partial(manifest: Manifest, cfg: PreprocessConfig, key: str, cache_di
     if errors:
         errors.sort()
         where = manifest.path or "manifest"
-        raise Problems(f"{where}: {len(errors)} image(s) could not be read or preprocessed for the cache "
-                       f"(the other {n - len(errors)} are kept; fix or remove these rows and run again)",
-                       [f"row {i + 2} ({manifest.ids[i]}): {msg}" for i, msg in errors])
+        raise UnreadableImages(f"{where}: {len(errors)} image(s) could not be read or preprocessed for the cache "
+                               f"(the other {n - len(errors)} are kept; fix or remove these rows and run again)",
+                               [ImageFailure(manifest.ids[i], msg, i) for i, msg in errors])
     summary = _write_report(manifest, geometries, partial / REPORT_FILE)
     write_json(partial / "meta.json", {
         "format": CACHE_FORMAT, "key": key, "n": n, "size": size, "dtype": "uint8", "ids": manifest.ids,

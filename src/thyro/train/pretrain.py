@@ -41,10 +41,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-import re
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,10 +55,10 @@ from torch import nn
 
 from thyro.config import PretrainConfig
 from thyro.console import info, make_progress, set_quiet
+from thyro.data.cache import ImageCache
 from thyro.data.manifest import Manifest
-from thyro.data.preprocess import PreprocessConfig
-from thyro.errors import ConfigError, DataError, Problems, ThyroError, TrainingError
-from thyro.fileio import atomic_path, write_csv_rows, write_json, write_text
+from thyro.errors import ConfigError, DataError, ImageFailure, ThyroError, TrainingError
+from thyro.fileio import atomic_path, write_csv_rows, write_text
 from thyro.train import distributed as ddp
 from thyro.device import autocast, autocast_dtype, resolve_device
 from thyro.machine import check_threads
@@ -173,98 +170,7 @@ def load_corpus(source: str | os.PathLike, *, mode: str = "supervised", image_co
 
 
 # --------------------------------------------------------------------------------------------------
-# the preprocessed images: the data layer's ImageCache, with unreadable files skipped
-
-
-_ROW_RE = re.compile(r"^row (\d+) \((.*?)\): (.*)$", re.S)
-
-
-def _failed_rows(exc: Problems, manifest: Manifest) -> list[tuple[int, str]]:
-    """``(row index, reason)`` of each image an :class:`ImageCache` build could not read."""
-    out = []
-    for line in exc.problems:
-        m = _ROW_RE.match(line)
-        if m is None:
-            raise exc
-        i = int(m.group(1)) - 2
-        if not 0 <= i < len(manifest):
-            raise exc
-        out.append((i, m.group(3)))
-    return out
-
-
-def _subset(manifest: Manifest, keep: np.ndarray) -> Manifest:
-    return Manifest(df=manifest.df[keep].reset_index(drop=True), root=manifest.root, path=manifest.path)
-
-
-def _transplant(cache_dir: Path, old_key: str, keep: np.ndarray, new_key: str, size: int) -> bool:
-    """Seed the partial cache of the readable rows from the failed build's partial cache.
-
-    :class:`~thyro.data.cache.ImageCache` refuses to publish a cache with unreadable rows but keeps
-    what it decoded in ``KEY.partial/`` (``images.u8`` and ``done.npy``, its documented layout).
-    Copying the readable rows into the partial folder of the filtered manifest's key lets the next
-    build finish without decoding anything again.  Returns False when there is nothing to copy.
-    """
-    old = cache_dir / f"{old_key}.partial"
-    n_old = len(keep)
-    data = old / "images.u8"
-    if not data.is_file() or data.stat().st_size != n_old * size * size:
-        return False
-    src = np.memmap(data, dtype=np.uint8, mode="r", shape=(n_old, size, size))
-    rows = np.flatnonzero(keep)
-    new = cache_dir / f"{new_key}.partial"
-    new.mkdir(parents=True, exist_ok=True)
-    dst = np.memmap(new / "images.u8", dtype=np.uint8, mode="w+", shape=(len(rows), size, size))
-    for start in range(0, len(rows), 4096):
-        dst[start:start + 4096] = src[rows[start:start + 4096]]
-    dst.flush()
-    del dst, src
-    with atomic_path(new / "done.npy", suffix=".npy") as tmp:
-        np.save(tmp, np.ones(len(rows), dtype=bool))
-    shutil.rmtree(old, ignore_errors=True)
-    return True
-
-
-def build_images(manifest: Manifest, pre: PreprocessConfig, cache_dir: str | os.PathLike, *,
-                 workers: int | None = None):
-    """The :class:`~thyro.data.cache.ImageCache` of the readable images of ``manifest``.
-
-    Every file is decoded once.  Unreadable files are left out, and the list is remembered beside the
-    cache (``KEY.skipped.json`` for the full manifest's key), so a rerun finds the finished cache at
-    once.
-
-    Returns
-    -------
-    (cache, used, failures) : the cache, the manifest of the images it holds (row i = cache row i),
-        and ``[(image, reason), ...]`` for the files left out.
-    """
-    from thyro.data.cache import ImageCache, cache_key
-
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    full_key = cache_key(manifest, pre)
-    record = cache_dir / f"{full_key}.skipped.json"
-    failures: list[tuple[str, str]] = []
-    if record.is_file():
-        failures = [tuple(f) for f in json.loads(record.read_text(encoding="utf-8"))]
-    bad = {f[0] for f in failures}
-    used = _subset(manifest, ~manifest.df["image"].isin(bad).to_numpy()) if bad else manifest
-    for _ in range(3):
-        try:
-            return ImageCache.build(used, pre, cache_dir, workers), used, failures
-        except Problems as exc:
-            rows = _failed_rows(exc, used)
-            failures += [(used.ids[i], reason) for i, reason in rows]
-            write_json(record, failures)
-            keep = np.ones(len(used), dtype=bool)
-            keep[[i for i, _ in rows]] = False
-            if not keep.any():
-                raise DataError(f"none of the {len(manifest)} images could be read; e.g. {failures[0][0]}: "
-                                f"{failures[0][1]}") from None
-            old_key = cache_key(used, pre)
-            used = _subset(used, keep)
-            _transplant(cache_dir, old_key, keep, cache_key(used, pre), pre.size)
-    raise DataError(f"{cache_dir}: the image cache kept failing to build; delete the folder and run again.")
+# the training set: the readable images of the corpus, in the data layer's ImageCache
 
 
 @dataclass
@@ -278,7 +184,7 @@ class TrainingSet:
     rows: np.ndarray          # int64 cache rows used
     targets: np.ndarray       # int64 class index per row (-1 when unlabelled)
     classes: list[str]
-    failures: list[tuple[str, str]]
+    failures: list[ImageFailure]
     notes: list[str]
     pixel_mean: float         # 0-1 units, over a sample of the used images
     pixel_std: float
@@ -297,7 +203,7 @@ def _pixel_stats(images: np.ndarray, rows: np.ndarray, sample: int = 4096, seed:
     return float(x.mean()), float(max(x.std(), 1e-3))
 
 
-def make_training_set(corpus: Corpus, cache, used: Manifest, failures: list[tuple[str, str]], mode: str,
+def make_training_set(corpus: Corpus, cache, used: Manifest, failures: list[ImageFailure], mode: str,
                       min_per_class: int = 1) -> TrainingSet:
     """Number the classes and drop (supervised) those below ``min_per_class`` readable images."""
     notes = list(corpus.notes)
@@ -424,11 +330,11 @@ def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + step * 104_729 + rank * 15_485_863 + 17) % (2**63 - 1)
 
 
-def _write_skipped(path: Path, failures: list[tuple[str, str]]) -> None:
+def _write_skipped(path: Path, failures: list[ImageFailure]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["image", "reason"])
-    writer.writerows(failures)
+    writer.writerows((f.image, f.reason) for f in failures)
     write_text(path, buf.getvalue())
 
 
@@ -436,8 +342,8 @@ def prepare(source: str | os.PathLike, cfg: PretrainConfig, *, cache_dir: str | 
             image_column: str = "image", class_column: str = "class") -> TrainingSet:
     """Load the corpus, build (or reuse) its image cache and make the training set (one process)."""
     corpus = load_corpus(source, mode=cfg.mode, image_column=image_column, class_column=class_column)
-    cache, used, failures = build_images(corpus.manifest, cfg.preprocess, cache_dir,
-                                         workers=cfg.workers if cfg.workers else None)
+    cache, used, failures = ImageCache.build_readable(corpus.manifest, cfg.preprocess, cache_dir,
+                                                      workers=cfg.workers if cfg.workers else None)
     return make_training_set(corpus, cache, used, failures, cfg.mode, cfg.min_per_class)
 
 
@@ -507,8 +413,8 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
             write_text(work_dir / WORK_CONFIG, cfg.to_yaml())
             for note in tset.notes:
                 info(f"[yellow]{note}[/]" if note.startswith("warning") else note)
-            for image, reason in tset.failures[:20]:
-                info(f"  skipped {image}: {reason}")
+            for failure in tset.failures[:20]:
+                info(f"  skipped {failure.image}: {failure.reason}")
         if n < cfg.batch_size:
             raise DataError(f"{n} usable images is fewer than one batch ({cfg.batch_size}); lower --batch-size.")
 
