@@ -65,7 +65,7 @@ from thyro.machine import check_threads
 from thyro.models.backbones import create_backbone
 from thyro.models.weights.sources import parse_weight_source
 from thyro.train.augment import BatchAugment
-from thyro.train.fit import _resume_error, load_resume_state, lr_factor
+from thyro.train.engine import lr_factor, load_resume_state, resume_error as _resume_error
 from thyro.train.recipe import make_optimizer
 from thyro.train.ssl import ProjectionHead, nt_xent
 
