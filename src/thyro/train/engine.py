@@ -211,6 +211,7 @@ class EpochEnd:
     epoch: int                 # 0-based
     loss_sum: torch.Tensor     # the losses of the steps this process ran in the epoch, summed (not read yet)
     steps: int
+    images: int                # trained on in the epoch, over all processes
     started: float             # time.perf_counter() at the epoch's start
     lrs: list[float]           # the learning rate of each parameter group now
 
@@ -371,14 +372,14 @@ class TrainingLoop:
                 cpu_gen = torch.Generator().manual_seed(epoch_seed(s.seed, epoch, 1))
                 gen.manual_seed(epoch_seed(s.seed, epoch, 2))
                 first = start_step if epoch == start_epoch else 0
-                self.model.train()
-                loss_sum, steps = torch.zeros((), device=s.device), 0
+                self.forward.train()  # type: ignore[union-attr]
+                loss_sum, steps, epoch_images = torch.zeros((), device=s.device), 0, 0
                 for step, batch in enumerate(task.begin_epoch(epoch, first, cpu_gen), start=first):
                     if s.within_epochs:
                         gen.manual_seed(step_seed(s.seed, epoch, step, s.rank))
                     loss, n = self._step(batch, gen)
                     loss_sum += loss.detach()
-                    steps, images, done = steps + 1, images + n, done + 1
+                    steps, epoch_images, done = steps + 1, epoch_images + n, done + 1
                     save_due = bool(s.save_every_steps and done % s.save_every_steps == 0
                                     and step + 1 < s.steps_per_epoch)
                     stop_due = s.max_steps is not None and done >= s.max_steps
@@ -389,8 +390,10 @@ class TrainingLoop:
                     if save_due or stop_due:
                         self._save(writer, epoch, step + 1)
                     if stop_due:
-                        return LoopOutcome(self.history, time.perf_counter() - t_run, images, finished=False)
-                row, stop = task.end_epoch(EpochEnd(epoch, loss_sum, steps, started, self.scheduler.get_last_lr()))
+                        return LoopOutcome(self.history, time.perf_counter() - t_run, images + epoch_images, False)
+                images += epoch_images
+                row, stop = task.end_epoch(EpochEnd(epoch, loss_sum, steps, epoch_images, started,
+                                                    self.scheduler.get_last_lr()))
                 self.history.append(row)
                 if (s.save_interval_s <= 0 or time.monotonic() - last_save >= s.save_interval_s or stop
                         or epoch + 1 == s.epochs):
