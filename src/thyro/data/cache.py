@@ -28,6 +28,7 @@ sees a half-written cache.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import multiprocessing
 import os
@@ -39,12 +40,23 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from thyro.console import info, progress_task
 from thyro.data.manifest import Manifest, parse_roi, read_manifest, roi_to_json
 from thyro.data.preprocess import PreprocessConfig, _pool_init, _pool_work
+from thyro.data.preview import REPORT_COLUMNS
 from thyro.errors import DataError, ImageFailure, UnreadableImages
-from thyro.fileio import atomic_path, file_lock, sha256_file, sha256_json, write_json
+from thyro.fileio import (
+    atomic_path,
+    file_lock,
+    sha256_file,
+    sha256_json,
+    write_csv_rows,
+    write_failure,
+    write_json,
+    write_text,
+)
 
 CACHE_FORMAT = 1
 REPORT_FILE = "preprocess.csv"
@@ -201,8 +213,6 @@ class ImageCache:
     def report(self):
         """The per-image preprocessing report (``preprocess.csv``) as a DataFrame, or None for a cache
         built before reports existed."""
-        import pandas as pd
-
         path = self.path / REPORT_FILE
         return pd.read_csv(path, keep_default_na=False) if path.is_file() else None
 
@@ -353,10 +363,6 @@ def _allocate(path: Path, nbytes: int) -> None:
     the process (SIGBUS) instead of raising, so the room is reserved up front and a full disk is a
     clear error before any work.
     """
-    from thyro.fileio import write_failure
-
-    import errno
-
     try:
         with open(path, "wb") as fh:
             try:
@@ -443,14 +449,10 @@ def _load_geometries(path: Path, done: np.ndarray) -> dict[int, dict]:
 
 
 def _save_geometries(geometries: dict[int, dict], path: Path) -> None:
-    from thyro.fileio import write_text
-
     write_text(path, "".join(json.dumps({"row": i, **g}) + "\n" for i, g in sorted(geometries.items())))
 
 
 def _label_text(label) -> str:
-    import pandas as pd
-
     if label is None or pd.isna(label):
         return ""
     if isinstance(label, (int, float, np.integer, np.floating)):
@@ -460,8 +462,6 @@ def _label_text(label) -> str:
 
 def _write_report(manifest: Manifest, geometries: dict[int, dict], path: Path) -> dict:
     """Write the per-image report and return its summary (counts by scan method, frame kept, marks)."""
-    from thyro.fileio import write_csv_rows
-
     labels = manifest.df["label"].tolist() if "label" in manifest.df.columns else [None] * len(manifest)
     rows, kept, marks, methods, warned = [], [], [], {}, []
     for i, image in enumerate(manifest.ids):
@@ -478,8 +478,6 @@ def _write_report(manifest: Manifest, geometries: dict[int, dict], path: Path) -
                      "scan_box": " ".join(map(str, g["scan_box"])), "crop_box": " ".join(map(str, g["crop_box"])),
                      "frame_kept": f"{g['frame_kept']:.4f}", "scan_kept": f"{g['scan_kept']:.4f}",
                      "marks_fraction": f"{g['marks_fraction']:.5f}", "warning": g["warning"], "error": ""})
-    from thyro.data.preview import REPORT_COLUMNS
-
     write_csv_rows(path, rows, REPORT_COLUMNS)
     return {"scan_methods": methods, "n_warnings": len(warned), "warned": warned[:20],
             "frame_kept_median": round(float(np.median(kept)), 4) if kept else None,
