@@ -1,6 +1,6 @@
-"""Training of one arm x fold: a plain loop a reader can hold in their head.
+"""Training of one arm x fold.
 
-The loop reads uint8 images already preprocessed in the cache, moves each batch to the training device,
+Each step slices uint8 images already preprocessed in the cache, moves the batch to the training device,
 augments it there (:mod:`thyro.train.augment`) and optimises a one-logit model with AdamW (or SGD),
 linear warm-up and cosine decay.  Early stopping follows the validation AUROC.
 
@@ -42,9 +42,20 @@ from thyro.models.inference import predict_proba
 from thyro.run import JobFiles
 from thyro.stats.roc import auroc_or_none
 from thyro.train.augment import BatchAugment
-from thyro.train.engine import LoopSettings, Task, TrainingLoop, Write, copy_state, device_batch, lr_factor, place, to_cpu
+from thyro.train.engine import (
+    LoopSettings,
+    Task,
+    TrainingLoop,
+    Write,
+    copy_state,
+    device_batch,
+    lr_factor,
+    place,
+    to_cpu,
+)
 from thyro.train.recipe import freeze_norm_statistics, make_optimizer, set_trainable, stages, trainable_stages
 
+# lr_factor and predict_proba are part of this module's interface too (the schedule and the validation's inference)
 __all__ = ["ArraySet", "FitResult", "LOG_FIELDS", "fit", "lr_factor", "predict_proba"]
 
 LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds")
@@ -120,8 +131,10 @@ class _Supervised(Task):
         pos = float(train.labels.sum())
         self.pos_weight = (torch.tensor((n - pos) / max(pos, 1.0), device=device)
                            if cfg.imbalance == "weighted_loss" else None)
-        self.sample_weights = (torch.tensor(np.where(train.labels > 0.5, 0.5 / pos, 0.5 / (n - pos)), dtype=torch.double)
-                               if cfg.imbalance == "balanced_sampler" else None)
+        self.sample_weights = None
+        if cfg.imbalance == "balanced_sampler":
+            self.sample_weights = torch.tensor(np.where(train.labels > 0.5, 0.5 / pos, 0.5 / (n - pos)),
+                                               dtype=torch.double)
         self.images = _on_device(train.images, device, cfg)
         labels = torch.from_numpy(train.labels).to(device)
         if cfg.label_smoothing > 0:  # targets pulled towards 1/2

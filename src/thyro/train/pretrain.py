@@ -274,7 +274,8 @@ def _network(cfg: PretrainConfig, tset: TrainingSet, device: torch.device,
         net = ddp.convert_sync_batchnorm(net, device.type)  # type: ignore[assignment]  (the same network)
     place(net, device, cfg.channels_last and device.type == "cuda")
     if dist_info.distributed:
-        return net, nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        return net, nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
     return net, net
 
 
@@ -346,10 +347,9 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
         if dist_info.is_main:
             _write_backbone(out, net, cfg, tset, dist_info, outcome.history)
         ddp.barrier(dist_info)
+        rate = outcome.images / outcome.seconds if outcome.seconds > 0 and outcome.images else math.nan
         return PretrainResult(checkpoint=out, work_dir=work_dir, classes=tset.classes, n_images=len(tset.rows),
                               skipped=len(tset.failures), epochs_run=len(outcome.history), history=outcome.history,
-                              images_per_second=(outcome.images / outcome.seconds if outcome.seconds > 0 and outcome.images
-                                                 else math.nan),
-                              resumed_from=resumed)
+                              images_per_second=rate, resumed_from=resumed)
     finally:
         ddp.teardown(dist_info)
