@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import thyro.data.cache as cache_mod
+import thyro.data.cache_build as cache_mod
 from thyro.cli import main
 from thyro.data.cache import ImageCache, cache_key, default_cache_dir
 from thyro.data.manifest import read_manifest, write_manifest
