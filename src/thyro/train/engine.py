@@ -1,28 +1,25 @@
 """The training loop that supervised fitting and pretraining share, written out plainly.
 
-A :class:`Task` brings what differs between kinds of training: its batches, its inputs and loss, what
-happens after a step (an average of the weights) and at the end of an epoch (validation, model
-selection, statistics over ranks), and its own entries in the checkpoint.  :class:`TrainingLoop` does
-the rest, the same way for every task:
+A :class:`Task` brings what differs: its batches, inputs and loss, what follows a step (an average of
+the weights) and ends an epoch (validation and selection; statistics over ranks), and its entries in
+the checkpoint.  :class:`TrainingLoop` does the rest, the same way for every task:
 
-* **seeds**: at the start of epoch ``e`` torch's global generator, a CPU generator (for orders and
-  samplers) and a device generator (for augmentation) are seeded from ``(seed, e)``; with
-  ``within_epochs`` the device generator is seeded again before each step from ``(seed, e, step,
-  rank)``.  A resumed run therefore repeats an uninterrupted one exactly on the CPU (where the loop
-  also asks torch for deterministic algorithms).
-* **schedule**: linear warm-up, then cosine decay, stepped every optimisation step (:func:`lr_factor`).
-* **precision and memory**: autocast on CUDA (``amp``); the task moves batches with
-  :func:`device_batch` and the model with :func:`place`, channels-last where it asks.
-* **gradients**: optional clipping of the gradient norm.
-* **failures**: the summed loss is read back only every :data:`SYNC_STEPS` steps, before every save and
-  at the end of an epoch (reading it waits for the GPU); a non-finite loss stops the run, and as no
-  non-finite state is ever saved the checkpoint keeps the last good one.
-* **checkpoints**: ``last.pt`` (model, optimiser, schedule, position, history and the task's entries)
-  at the end of every epoch or at most every ``save_interval_s`` seconds, and with
-  ``save_every_steps`` inside epochs; written atomically in a background thread while training goes
-  on (:class:`CheckpointWriter`); :meth:`TrainingLoop.resume` continues from it.
+* **seeds**: each epoch seeds torch's global generator, a CPU generator (orders, samplers) and a device
+  generator (augmentation) from ``(seed, epoch)``; with ``within_epochs`` the device generator is
+  seeded again before each step from ``(seed, epoch, step, rank)``.  A resumed run so repeats an
+  uninterrupted one exactly on the CPU (where the loop also asks for deterministic algorithms).
+* **schedule**: linear warm-up, then cosine decay, stepped every optimisation step (:func:`lr_factor`);
+  autocast on CUDA (``amp``); channels-last where the task asks (:func:`place`, :func:`device_batch`);
+  optional clipping of the gradient norm.
+* **failures**: the summed loss is read back (a wait for the GPU) only every :data:`SYNC_STEPS` steps,
+  before every save and at the end of an epoch; a non-finite loss stops the run, and as no such state
+  is ever saved the checkpoint keeps the last good one.
+* **checkpoints**: ``last.pt`` (model, optimiser, schedule, position, history, the task's entries) after
+  every epoch or at most every ``save_interval_s`` seconds, and every ``save_every_steps`` steps;
+  written atomically in a background thread while training goes on (:class:`CheckpointWriter`);
+  :meth:`TrainingLoop.resume` continues from it.
 * **records**: a progress bar (one line per epoch in logs), the log CSV rewritten every epoch, and
-  callbacks ``(epoch, row)`` after each epoch's files are on disk (tracking, TensorBoard).
+  callbacks ``(epoch, row)`` once the epoch's files are on disk (tracking, TensorBoard).
 
 Only the main process (rank 0) writes files.
 """
