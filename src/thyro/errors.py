@@ -7,6 +7,7 @@ Every message names the file, row or key at fault and says what to do.  The comm
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 
 class ThyroError(Exception):
@@ -56,3 +57,21 @@ class Problems(DataError):
 
 class MissingDependency(ThyroError):
     """An optional package a feature needs is not installed; the message gives the install command."""
+
+
+class ImageFailure(NamedTuple):
+    """One image that could not be read or preprocessed: its id, why, and its row (0-based) in the
+    manifest it was listed in."""
+
+    image: str
+    reason: str
+    row: int
+
+
+class UnreadableImages(Problems):
+    """Images that could not be read or preprocessed; ``failures`` holds them as typed records (one
+    :class:`ImageFailure` each), ``problems`` as lines that name the manifest row."""
+
+    def __init__(self, title: str, failures: Iterable[ImageFailure]):
+        self.failures = list(failures)
+        super().__init__(title, [f"row {f.row + 2} ({f.image}): {f.reason}" for f in self.failures])

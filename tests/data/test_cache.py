@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import thyro.data.cache as cache_mod
+import thyro.data.cache_build as cache_mod
 from thyro.cli import main
 from thyro.data.cache import ImageCache, cache_key, default_cache_dir
 from thyro.data.manifest import read_manifest, write_manifest
@@ -121,6 +121,37 @@ def test_unreadable_files_are_listed_together_and_nothing_is_published(manifest,
     assert not (tmp_path / "cache" / key).exists()
     done = np.load(tmp_path / "cache" / f"{key}.partial" / "done.npy")
     assert done.sum() == len(man) - 2 and not done[2] and not done[9]
+
+
+def test_failures_are_typed_records_and_build_readable_leaves_them_out(manifest, tmp_path, monkeypatch):
+    from thyro.errors import ImageFailure, UnreadableImages
+
+    man = read_manifest(manifest)
+    man.paths()[2].write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    man.paths()[9].unlink()
+    with pytest.raises(UnreadableImages) as info:
+        ImageCache.build(man, CFG, cache_dir=tmp_path / "cache")
+    assert [(f.image, f.row) for f in info.value.failures] == [(man.ids[2], 2), (man.ids[9], 9)]
+    assert all(isinstance(f, ImageFailure) and f.reason for f in info.value.failures)
+
+    calls = {"n": 0}
+    real = cache_mod._work
+
+    def counted(task):
+        calls["n"] += 1
+        return real(task)
+
+    monkeypatch.setattr(cache_mod, "_work", counted)
+    cache, used, failures = ImageCache.build_readable(man, CFG, tmp_path / "cache")
+    assert calls["n"] == 2  # only the two bad files were tried again; the good rows were carried over
+    assert [(f.image, f.row) for f in failures] == [(man.ids[2], 2), (man.ids[9], 9)]
+    assert used.ids == [i for k, i in enumerate(man.ids) if k not in (2, 9)] and cache.ids == used.ids
+    assert not list((tmp_path / "cache").glob("*.partial"))
+    # a rerun finds the finished cache and the remembered failures without decoding anything
+    again = ImageCache.build_readable(man, CFG, tmp_path / "cache")
+    assert calls["n"] == 2 and again.cache.path == cache.path and again.failures == failures
+    fresh = ImageCache.build(used, CFG, cache_dir=tmp_path / "fresh")
+    assert np.array_equal(np.asarray(cache.images), np.asarray(fresh.images))
 
 
 def test_interrupted_build_resumes(manifest, tmp_path, monkeypatch):

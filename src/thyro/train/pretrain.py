@@ -9,10 +9,10 @@ Two modes:
     global batch, an MLP projection head) for unlabelled archives.
 
 The corpus is a folder tree (RadImageNet's ``modality/region/class/*.png`` or plain ``class/*.png``:
-an image's class is its folder path below the root) or a CSV with an image column and a class column.
-Images go through the data layer's readers and :class:`~thyro.data.preprocess.Preprocessor` once,
-into the data layer's :class:`~thyro.data.cache.ImageCache` (uint8, memory-mapped, keyed by the image
-list and the preprocessing settings); training then only slices that cache.  Unreadable files are listed, counted and skipped; the run goes on.
+an image's class is its folder path below the root) or a CSV with an image column and a class column
+(:mod:`thyro.train.corpus`).  Images are preprocessed once into the data layer's image cache; training
+then only slices that cache.  Unreadable files are listed, counted and skipped; the run goes on.  The
+epoch loop is :mod:`thyro.train.engine`'s, shared with supervised fitting.
 
 The result is a backbone checkpoint (safetensors, the head left out) carrying its
 :class:`~thyro.models.adapter.InputSpec` and preprocessing settings as metadata, which a study names
@@ -39,329 +39,40 @@ Files in the work folder (default ``OUT`` without suffix + ``.pretrain/``)
 
 from __future__ import annotations
 
-import json
+import math
 import os
-import re
-import shutil
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from thyro.config import PretrainConfig
-from thyro.console import info, make_progress, set_quiet
-from thyro.data.manifest import Manifest
-from thyro.data.preprocess import PreprocessConfig
-from thyro.errors import ConfigError, DataError, Problems, ThyroError, TrainingError
-from thyro.fileio import atomic_path, read_csv, write_csv, write_csv_rows, write_json, write_text
-from thyro.train import distributed as ddp
-from thyro.device import autocast, autocast_dtype, resolve_device
+from thyro.console import info, set_quiet
+from thyro.device import resolve_device
+from thyro.errors import ConfigError, DataError, ImageFailure, ThyroError, TrainingError
+from thyro.fileio import write_csv, write_text
 from thyro.machine import check_threads
+from thyro.models import build_model
+from thyro.models.adapter import InputAdapter, InputSpec
 from thyro.models.backbones import create_backbone
+from thyro.models.checkpoint import save_backbone
 from thyro.models.weights.sources import parse_weight_source
+from thyro.train import distributed as ddp
 from thyro.train.augment import BatchAugment
-from thyro.train.fit import _resume_error, load_resume_state, lr_factor
+from thyro.train.corpus import BatchSource, EpochBatches, TrainingSet, load_corpus, prepare, scan_folder
+from thyro.train.engine import EpochEnd, LoopSettings, Task, TrainingLoop, device_batch, place
 from thyro.train.recipe import make_optimizer
 from thyro.train.ssl import ProjectionHead, nt_xent
+
+__all__ = ["LOG_FIELDS", "PretrainConfig", "PretrainNet", "PretrainResult", "default_work_dir", "load_corpus",
+           "prepare", "pretrain", "scan_folder"]
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "lr", "seconds", "images_per_second")
 #: Files of the pretraining work folder (this module owns that folder's format).
 WORK_LAST, WORK_LOG, WORK_SKIPPED, WORK_CONFIG = "last.pt", "log.csv", "skipped.csv", "config.yaml"
-
-# --------------------------------------------------------------------------------------------------
-# the corpus
-
-
-@dataclass
-class Corpus:
-    """Images of a pretraining corpus: a manifest (``image``, ``class`` columns) and what was dropped."""
-
-    manifest: Manifest
-    notes: list[str] = field(default_factory=list)
-
-
-def _image_suffixes() -> tuple[str, ...]:
-    from thyro.data.readers import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
-
-
-def scan_folder(root: Path) -> pd.DataFrame:
-    """Every image file below ``root`` (hidden entries skipped), with its class = folder path below ``root``.
-
-    RadImageNet's ``CT/lung/nodule/x.png`` gets class ``CT/lung/nodule``; ``benign/x.png`` gets
-    ``benign``; a file directly in ``root`` gets an empty class.
-    """
-    suffixes = _image_suffixes()
-    rows: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        rel_dir = "" if rel_dir == "." else rel_dir
-        for name in sorted(filenames):
-            if name.startswith(".") or not name.lower().endswith(suffixes):
-                continue
-            rows.append((f"{rel_dir}/{name}" if rel_dir else name, rel_dir))
-    return pd.DataFrame(rows, columns=["image", "class"])
-
-
-def read_corpus_csv(path: Path, image_column: str = "image", class_column: str = "class",
-                    need_class: bool = True) -> pd.DataFrame:
-    """A CSV with an image column (paths relative to the CSV's folder) and a class column."""
-    try:
-        df = read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc}).") from None
-    if image_column not in df.columns:
-        raise DataError(f"{path}: no '{image_column}' column (columns: {', '.join(df.columns)}); "
-                        "name the image column with --image-column.")
-    if class_column not in df.columns:
-        if need_class:
-            raise DataError(f"{path}: no '{class_column}' column (columns: {', '.join(df.columns)}); name the class "
-                            "column with --class-column, or use --mode simclr for unlabelled images.")
-        df[class_column] = ""
-    out = pd.DataFrame({"image": df[image_column].astype(str).str.strip(),
-                        "class": df[class_column].astype(str).str.strip()})
-    return out[out["image"] != ""].reset_index(drop=True)
-
-
-def load_corpus(source: str | os.PathLike, *, mode: str = "supervised", image_column: str = "image",
-                class_column: str = "class") -> Corpus:
-    """Find the images of ``source`` (folder tree or CSV) and their classes.
-
-    Raises
-    ------
-    DataError
-        No images, or (supervised) fewer than two classes.
-    """
-    source = Path(source)
-    supervised = mode == "supervised"
-    if source.is_dir():
-        df, root = scan_folder(source), source.resolve()
-    elif source.is_file():
-        df, root = read_corpus_csv(source, image_column, class_column, need_class=supervised), source.parent.resolve()
-    else:
-        raise DataError(f"{source}: no such folder or CSV file.")
-    notes: list[str] = []
-    if df.empty:
-        raise DataError(f"{source}: no image files found ({', '.join(_image_suffixes())}).")
-    if supervised:
-        unclassed = df["class"] == ""
-        if unclassed.any():
-            notes.append(f"{int(unclassed.sum())} image(s) without a class (directly in the root folder or with an "
-                         "empty class cell) are not used in supervised mode")
-            df = df[~unclassed].reset_index(drop=True)
-        if df["class"].nunique() < 2:
-            raise DataError(f"{source}: supervised pretraining needs at least two classes, found "
-                            f"{df['class'].nunique()} ({', '.join(sorted(df['class'].unique())) or 'none'}); put the "
-                            "images in one folder per class, or use --mode simclr for unlabelled images.")
-    dup = df["image"].duplicated()
-    if dup.any():
-        notes.append(f"{int(dup.sum())} duplicate image path(s) listed more than once; kept the first")
-        df = df[~dup].reset_index(drop=True)
-    mdf = pd.DataFrame({"image": df["image"], "label": pd.array([pd.NA] * len(df), dtype="Int64"),
-                        "patient_id": df["image"], "group": df["image"], "class": df["class"]})
-    return Corpus(Manifest(df=mdf, root=root, path=source.resolve() if source.is_file() else None), notes)
-
-
-# --------------------------------------------------------------------------------------------------
-# the preprocessed images: the data layer's ImageCache, with unreadable files skipped
-
-
-_ROW_RE = re.compile(r"^row (\d+) \((.*?)\): (.*)$", re.S)
-
-
-def _failed_rows(exc: Problems, manifest: Manifest) -> list[tuple[int, str]]:
-    """``(row index, reason)`` of each image an :class:`ImageCache` build could not read."""
-    out = []
-    for line in exc.problems:
-        m = _ROW_RE.match(line)
-        if m is None:
-            raise exc
-        i = int(m.group(1)) - 2
-        if not 0 <= i < len(manifest):
-            raise exc
-        out.append((i, m.group(3)))
-    return out
-
-
-def _subset(manifest: Manifest, keep: np.ndarray) -> Manifest:
-    return Manifest(df=manifest.df[keep].reset_index(drop=True), root=manifest.root, path=manifest.path)
-
-
-def _transplant(cache_dir: Path, old_key: str, keep: np.ndarray, new_key: str, size: int) -> bool:
-    """Seed the partial cache of the readable rows from the failed build's partial cache.
-
-    :class:`~thyro.data.cache.ImageCache` refuses to publish a cache with unreadable rows but keeps
-    what it decoded in ``KEY.partial/`` (``images.u8`` and ``done.npy``, its documented layout).
-    Copying the readable rows into the partial folder of the filtered manifest's key lets the next
-    build finish without decoding anything again.  Returns False when there is nothing to copy.
-    """
-    old = cache_dir / f"{old_key}.partial"
-    n_old = len(keep)
-    data = old / "images.u8"
-    if not data.is_file() or data.stat().st_size != n_old * size * size:
-        return False
-    src = np.memmap(data, dtype=np.uint8, mode="r", shape=(n_old, size, size))
-    rows = np.flatnonzero(keep)
-    new = cache_dir / f"{new_key}.partial"
-    new.mkdir(parents=True, exist_ok=True)
-    dst = np.memmap(new / "images.u8", dtype=np.uint8, mode="w+", shape=(len(rows), size, size))
-    for start in range(0, len(rows), 4096):
-        dst[start:start + 4096] = src[rows[start:start + 4096]]
-    dst.flush()
-    del dst, src
-    with atomic_path(new / "done.npy", suffix=".npy") as tmp:
-        np.save(tmp, np.ones(len(rows), dtype=bool))
-    shutil.rmtree(old, ignore_errors=True)
-    return True
-
-
-def build_images(manifest: Manifest, pre: PreprocessConfig, cache_dir: str | os.PathLike, *,
-                 workers: int | None = None):
-    """The :class:`~thyro.data.cache.ImageCache` of the readable images of ``manifest``.
-
-    Every file is decoded once.  Unreadable files are left out, and the list is remembered beside the
-    cache (``KEY.skipped.json`` for the full manifest's key), so a rerun finds the finished cache at
-    once.
-
-    Returns
-    -------
-    (cache, used, failures) : the cache, the manifest of the images it holds (row i = cache row i),
-        and ``[(image, reason), ...]`` for the files left out.
-    """
-    from thyro.data.cache import ImageCache, cache_key
-
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    full_key = cache_key(manifest, pre)
-    record = cache_dir / f"{full_key}.skipped.json"
-    failures: list[tuple[str, str]] = []
-    if record.is_file():
-        failures = [tuple(f) for f in json.loads(record.read_text(encoding="utf-8"))]
-    bad = {f[0] for f in failures}
-    used = _subset(manifest, ~manifest.df["image"].isin(bad).to_numpy()) if bad else manifest
-    for _ in range(3):
-        try:
-            return ImageCache.build(used, pre, cache_dir, workers), used, failures
-        except Problems as exc:
-            rows = _failed_rows(exc, used)
-            failures += [(used.ids[i], reason) for i, reason in rows]
-            write_json(record, failures)
-            keep = np.ones(len(used), dtype=bool)
-            keep[[i for i, _ in rows]] = False
-            if not keep.any():
-                raise DataError(f"none of the {len(manifest)} images could be read; e.g. {failures[0][0]}: "
-                                f"{failures[0][1]}") from None
-            old_key = cache_key(used, pre)
-            used = _subset(used, keep)
-            _transplant(cache_dir, old_key, keep, cache_key(used, pre), pre.size)
-    raise DataError(f"{cache_dir}: the image cache kept failing to build; delete the folder and run again.")
-
-
-@dataclass
-class TrainingSet:
-    """What the loop trains on (small and picklable: it travels from rank 0 to the other ranks)."""
-
-    cache_path: Path
-    cache_key: str
-    n_cached: int
-    size: int
-    rows: np.ndarray          # int64 cache rows used
-    targets: np.ndarray       # int64 class index per row (-1 when unlabelled)
-    classes: list[str]
-    failures: list[tuple[str, str]]
-    notes: list[str]
-    pixel_mean: float         # 0-1 units, over a sample of the used images
-    pixel_std: float
-
-    @property
-    def images_file(self) -> Path:
-        return self.cache_path / "images.u8"
-
-    def images(self) -> np.ndarray:
-        return np.memmap(self.images_file, dtype=np.uint8, mode="r", shape=(self.n_cached, self.size, self.size))
-
-
-def _pixel_stats(images: np.ndarray, rows: np.ndarray, sample: int = 4096, seed: int = 0) -> tuple[float, float]:
-    pick = np.sort(np.random.default_rng(seed).choice(rows, size=min(sample, len(rows)), replace=False))
-    x = images[pick].astype(np.float64) / 255.0
-    return float(x.mean()), float(max(x.std(), 1e-3))
-
-
-def make_training_set(corpus: Corpus, cache, used: Manifest, failures: list[tuple[str, str]], mode: str,
-                      min_per_class: int = 1) -> TrainingSet:
-    """Number the classes and drop (supervised) those below ``min_per_class`` readable images."""
-    notes = list(corpus.notes)
-    if failures:
-        notes.append(f"{len(failures)} unreadable image(s) skipped (listed in skipped.csv)")
-    classes_col = used.df["class"].to_numpy()
-    rows = np.arange(len(used), dtype=np.int64)
-    targets = np.full(len(rows), -1, np.int64)
-    classes: list[str] = []
-    if mode == "supervised":
-        counts = Counter(classes_col.tolist())
-        small = sorted(c for c, k in counts.items() if k < min_per_class)
-        if small:
-            notes.append(f"{len(small)} class(es) with fewer than {min_per_class} readable images dropped: "
-                         + ", ".join(f"{c} ({counts[c]})" for c in small[:10]) + (" ..." if len(small) > 10 else ""))
-            rows = rows[~np.isin(classes_col, small)]
-        singles = sorted(c for c, k in counts.items() if k == 1 and c not in small)
-        if singles:
-            notes.append(f"warning: {len(singles)} class(es) have a single image (kept; --min-per-class 2 drops "
-                         "them): " + ", ".join(singles[:10]) + (" ..." if len(singles) > 10 else ""))
-        classes = sorted(set(classes_col[rows].tolist()))
-        if len(classes) < 2:
-            raise DataError(f"after skipping unreadable images and small classes {len(classes)} class(es) remain; "
-                            "supervised pretraining needs at least two.")
-        index = {c: i for i, c in enumerate(classes)}
-        targets = np.array([index[c] for c in classes_col[rows]], dtype=np.int64)
-    mean, std = _pixel_stats(cache.images, rows)
-    return TrainingSet(cache_path=Path(cache.path), cache_key=cache.key, n_cached=len(cache), size=cache.size,
-                       rows=rows, targets=targets, classes=classes, failures=failures, notes=notes,
-                       pixel_mean=mean, pixel_std=std)
-
-
-class _BatchSource(torch.utils.data.Dataset):
-    """``dataset[list_of_positions]`` -> (uint8 images (b, S, S), targets (b,)); opens the cache lazily
-    (memory maps do not travel to loader workers, paths do)."""
-
-    def __init__(self, tset: TrainingSet):
-        self.tset = tset
-        self._images: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.tset.rows)
-
-    def __getitem__(self, positions):
-        if self._images is None:
-            self._images = self.tset.images()
-        pos = np.sort(np.asarray(positions, dtype=np.int64))  # ascending rows: sequential reads
-        rows = self.tset.rows[pos]
-        return torch.from_numpy(np.ascontiguousarray(self._images[rows])), torch.from_numpy(self.tset.targets[pos])
-
-
-class _EpochBatches(torch.utils.data.Sampler):
-    """This rank's batches (lists of positions) of the current epoch; :meth:`set` before each epoch."""
-
-    def __init__(self):
-        self.batches: list[list[int]] = []
-
-    def set(self, batches: list[list[int]]) -> None:
-        self.batches = batches
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
 
 # --------------------------------------------------------------------------------------------------
 # the network
@@ -373,9 +84,6 @@ class PretrainNet(nn.Module):
     def __init__(self, arch: str, spec, mode: str, n_classes: int, proj_dim: int = 128, seed: int = 0,
                  weights="none", image_size: int | None = None):
         super().__init__()
-        from thyro.models import build_model
-        from thyro.models.adapter import InputAdapter
-
         if parse_weight_source(weights).kind == "none":
             start, self.layout = create_backbone(arch, in_chans=spec.channels, seed=seed, image_size=image_size), "timm"
         else:  # continue from pretrained weights: their preprocessing and layout go on
@@ -397,8 +105,87 @@ class PretrainNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(self.adapter(x)))
 
+
 # --------------------------------------------------------------------------------------------------
-# the loop
+# the steps
+
+
+class _Pretraining(Task):
+    """Steps on this process's share of each global batch of the cached corpus: cross-entropy over the
+    corpus's classes (``supervised``), or NT-Xent over two augmented views of every image (``simclr``)."""
+
+    def __init__(self, tset: TrainingSet, cfg: PretrainConfig, device: torch.device, dist_info: ddp.DistInfo,
+                 fingerprint: str, last_path: Path):
+        self.tset, self.cfg, self.device, self.dist_info = tset, cfg, device, dist_info
+        self.fingerprint, self.last_path = fingerprint, last_path
+        self.local_batch = cfg.batch_size // dist_info.world_size
+        self.steps_per_epoch = len(tset.rows) // cfg.batch_size
+        self.supervised = cfg.mode == "supervised"
+        self.channels_last = cfg.channels_last and device.type == "cuda"
+        self.augment = BatchAugment(cfg.resolved_augment())
+        self.batches = EpochBatches()
+        # One loader for the whole run: its worker processes stay up from epoch to epoch.
+        self.loader = torch.utils.data.DataLoader(
+            BatchSource(tset), sampler=self.batches, batch_size=None, num_workers=cfg.workers,
+            pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.workers else None,
+            persistent_workers=cfg.workers > 0)
+        self.correct = torch.zeros((), device=device)
+
+    def begin_epoch(self, epoch, first_step, cpu_gen):
+        sampler = torch.utils.data.DistributedSampler(
+            range(len(self.tset.rows)), num_replicas=self.dist_info.world_size, rank=self.dist_info.rank,
+            shuffle=True, seed=self.cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        b = self.local_batch
+        local = list(sampler)[:self.steps_per_epoch * b]
+        self.batches.set([local[i:i + b] for i in range(first_step * b, len(local) - b + 1, b)])
+        self.correct = torch.zeros((), device=self.device)
+        return self.loader
+
+    def inputs(self, batch, gen):
+        images, targets = batch
+        x = device_batch(images, self.device, self.channels_last)
+        n = len(images) * self.dist_info.world_size
+        if self.supervised:
+            return self.augment(x, gen), targets.to(self.device, non_blocking=True), n
+        return torch.cat([self.augment(x, gen), self.augment(x, gen)]), len(x), n
+
+    def loss(self, output, target):
+        if not self.supervised:  # target: the number of images; the views follow each other
+            return nt_xent(output[:target], output[target:], self.cfg.temperature)
+        loss = F.cross_entropy(output, target, label_smoothing=self.cfg.label_smoothing)
+        self.correct += (output.detach().argmax(1) == target).sum()
+        return loss
+
+    def end_epoch(self, end: EpochEnd):
+        seconds = time.perf_counter() - end.started
+        stats = torch.stack([end.loss_sum / max(end.steps, 1), self.correct / max(end.steps * self.local_batch, 1)])
+        loss, accuracy = ddp.all_reduce_mean(stats, self.dist_info).tolist()
+        return {"epoch": end.epoch + 1, "train_loss": round(loss, 6),
+                "train_acc": round(accuracy, 6) if self.supervised else "", "lr": f"{end.lrs[0]:.3e}",
+                "seconds": round(seconds, 3),
+                "images_per_second": round(end.images / seconds, 2) if seconds > 0 else ""}, False
+
+    def status(self, row):
+        return f"epoch {row['epoch']}: loss {row['train_loss']:.4f}" + (
+            f" acc {row['train_acc']:.3f}" if self.supervised else "")
+
+    def line(self, row):
+        return (f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['train_loss']:.4f}"
+                + (f", accuracy {row['train_acc']:.3f}" if self.supervised else "")
+                + f", {row['images_per_second']} images/s")
+
+    def check_resume(self, state):
+        if state.get("fingerprint") != self.fingerprint:
+            raise ConfigError(f"{self.last_path} belongs to a run with other settings or data; run with --restart to "
+                              f"start afresh (the old state is overwritten), or use another --work-dir.")
+
+    def state(self):
+        return {"fingerprint": self.fingerprint, "classes": self.tset.classes}
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
 
 
 @dataclass
@@ -418,21 +205,84 @@ def default_work_dir(out: Path) -> Path:
     return out.with_name(out.name.split(".")[0] + ".pretrain")
 
 
-def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 7_919 + step * 104_729 + rank * 15_485_863 + 17) % (2**63 - 1)
+def _write_skipped(path: Path, failures: list[ImageFailure]) -> None:
+    write_csv(path, [{"image": f.image, "reason": f.reason} for f in failures], ["image", "reason"])
 
 
-def _write_skipped(path: Path, failures: list[tuple[str, str]]) -> None:
-    write_csv(path, [{"image": image, "reason": reason} for image, reason in failures], ["image", "reason"])
+def _join(cfg: PretrainConfig, dist_info: ddp.DistInfo, device: torch.device) -> torch.device:
+    """This process's device and threads, and the checks on the batch it takes."""
+    if dist_info.distributed and not dist_info.is_main:
+        set_quiet(True)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank if dist_info.distributed else torch.cuda.current_device())
+    if check_threads(cfg.threads, "--threads"):
+        torch.set_num_threads(cfg.threads)
+    if cfg.batch_size % dist_info.world_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the number of "
+                          f"processes ({dist_info.world_size}).")
+    local_batch = cfg.batch_size // dist_info.world_size
+    if local_batch < 2 and not (cfg.sync_bn and dist_info.distributed):
+        raise ConfigError(f"{local_batch} image(s) per process is too few for BatchNorm; raise --batch-size.")
+    return device
 
 
-def prepare(source: str | os.PathLike, cfg: PretrainConfig, *, cache_dir: str | os.PathLike,
-            image_column: str = "image", class_column: str = "class") -> TrainingSet:
-    """Load the corpus, build (or reuse) its image cache and make the training set (one process)."""
-    corpus = load_corpus(source, mode=cfg.mode, image_column=image_column, class_column=class_column)
-    cache, used, failures = build_images(corpus.manifest, cfg.preprocess, cache_dir,
-                                         workers=cfg.workers if cfg.workers else None)
-    return make_training_set(corpus, cache, used, failures, cfg.mode, cfg.min_per_class)
+def _training_set(source, cfg: PretrainConfig, work_dir: Path, cache_dir: Path, dist_info: ddp.DistInfo,
+                  image_column: str, class_column: str) -> TrainingSet:
+    """Rank 0 builds the cache (the other ranks wait, then open it), lists what it skipped and
+    saves the settings; every rank gets the same training set, or the same error."""
+    tset: TrainingSet | None = None
+    error: str | None = None
+    if dist_info.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            tset = prepare(source, cfg, cache_dir=cache_dir, image_column=image_column, class_column=class_column)
+        except ThyroError as exc:
+            error = f"{type(exc).__name__}\x00{exc}"
+    error = ddp.broadcast_object(error, dist_info)
+    if error is not None:
+        kind, message = error.split("\x00", 1)
+        raise {"ConfigError": ConfigError, "TrainingError": TrainingError}.get(kind, DataError)(message)
+    tset = ddp.broadcast_object(tset, dist_info)
+    assert tset is not None
+    if dist_info.is_main:
+        _write_skipped(work_dir / WORK_SKIPPED, tset.failures)
+        write_text(work_dir / WORK_CONFIG, cfg.to_yaml())
+        for note in tset.notes:
+            info(f"[yellow]{note}[/]" if note.startswith("warning") else note)
+        for failure in tset.failures[:20]:
+            info(f"  skipped {failure.image}: {failure.reason}")
+    if len(tset.rows) < cfg.batch_size:
+        raise DataError(f"{len(tset.rows)} usable images is fewer than one batch ({cfg.batch_size}); lower "
+                        "--batch-size.")
+    return tset
+
+
+def _network(cfg: PretrainConfig, tset: TrainingSet, device: torch.device,
+             dist_info: ddp.DistInfo) -> tuple[PretrainNet, nn.Module]:
+    """The network on its device, and what runs a batch (a DistributedDataParallel replica when distributed)."""
+    spec = InputSpec(channels=3, mean=(tset.pixel_mean,) * 3, std=(tset.pixel_std,) * 3,
+                     input_size=cfg.preprocess.size)
+    net = PretrainNet(cfg.arch, spec, cfg.mode, max(len(tset.classes), 1), cfg.proj_dim, cfg.seed,
+                      weights=cfg.weights, image_size=cfg.preprocess.size)
+    if dist_info.distributed and cfg.sync_bn:
+        net = ddp.convert_sync_batchnorm(net, device.type)  # type: ignore[assignment]  (the same network)
+    place(net, device, cfg.channels_last and device.type == "cuda")
+    if dist_info.distributed:
+        return net, nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    return net, net
+
+
+def _write_backbone(out: Path, net: PretrainNet, cfg: PretrainConfig, tset: TrainingSet, dist_info: ddp.DistInfo,
+                    history: list[dict]) -> None:
+    meta = {"preprocess": cfg.preprocess.model_dump(mode="json"),
+            "pretraining": {"mode": cfg.mode, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                            "images": len(tset.rows), "skipped": len(tset.failures), "classes": tset.classes,
+                            "world_size": dist_info.world_size,
+                            "final_loss": history[-1]["train_loss"] if history else None,
+                            "started_from": str(cfg.weights)}}
+    save_backbone(out, net.backbone, arch=cfg.arch, input_spec=net.spec, metadata=meta, layout=net.layout)
+    info(f"backbone written to {out} (use it in a study as weights: {{file: {out}}})")
 
 
 def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfig | None = None, *,
@@ -445,7 +295,7 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
 
     Parameters
     ----------
-    source : folder tree or CSV (see :func:`load_corpus`).
+    source : folder tree or CSV (see :func:`~thyro.train.corpus.load_corpus`).
     out : the backbone checkpoint to write (``.safetensors``).
     cfg : :class:`PretrainConfig` (defaults when None).
     work_dir : ``last.pt``, ``log.csv``, ``skipped.csv`` (default: beside ``out``).
@@ -459,220 +309,41 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
     -------
     PretrainResult on every rank (None only when ``max_steps`` cut the run short).
     """
-    cfg = cfg or PretrainConfig()
-    from thyro.models.adapter import InputSpec
-    out = Path(out)
+    cfg, out = cfg or PretrainConfig(), Path(out)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out)
     cache_dir = Path(cache_dir) if cache_dir is not None else work_dir / "cache"
     device = resolve_device(cfg.device)
     dist_info = ddp.setup(device.type)
     try:
-        if dist_info.distributed and not dist_info.is_main:
-            set_quiet(True)
-        if device.type == "cuda":
-            device = torch.device("cuda", dist_info.local_rank if dist_info.distributed else torch.cuda.current_device())
-        if check_threads(cfg.threads, "--threads"):
-            torch.set_num_threads(cfg.threads)
-        if cfg.batch_size % dist_info.world_size:
-            raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the number of "
-                              f"processes ({dist_info.world_size}).")
-        local_batch = cfg.batch_size // dist_info.world_size
-        if local_batch < 2 and not (cfg.sync_bn and dist_info.distributed):
-            raise ConfigError(f"{local_batch} image(s) per process is too few for BatchNorm; raise --batch-size.")
-
-        # --- data: rank 0 builds the cache, the others open it ---
-        tset: TrainingSet | None = None
-        error: str | None = None
-        if dist_info.is_main:
-            work_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                tset = prepare(source, cfg, cache_dir=cache_dir, image_column=image_column, class_column=class_column)
-            except ThyroError as exc:
-                error = f"{type(exc).__name__}\x00{exc}"
-        error = ddp.broadcast_object(error, dist_info)
-        if error is not None:
-            kind, message = error.split("\x00", 1)
-            raise {"ConfigError": ConfigError, "TrainingError": TrainingError}.get(kind, DataError)(message)
-        tset = ddp.broadcast_object(tset, dist_info)
-        assert tset is not None
-        n = len(tset.rows)
-        if dist_info.is_main:
-            _write_skipped(work_dir / WORK_SKIPPED, tset.failures)
-            write_text(work_dir / WORK_CONFIG, cfg.to_yaml())
-            for note in tset.notes:
-                info(f"[yellow]{note}[/]" if note.startswith("warning") else note)
-            for image, reason in tset.failures[:20]:
-                info(f"  skipped {image}: {reason}")
-        if n < cfg.batch_size:
-            raise DataError(f"{n} usable images is fewer than one batch ({cfg.batch_size}); lower --batch-size.")
-
-        spec = InputSpec(channels=3, mean=(tset.pixel_mean,) * 3, std=(tset.pixel_std,) * 3,
-                         input_size=cfg.preprocess.size)
-        net = PretrainNet(cfg.arch, spec, cfg.mode, max(len(tset.classes), 1), cfg.proj_dim, cfg.seed,
-                          weights=cfg.weights, image_size=cfg.preprocess.size)
-        spec = net.spec
-        if dist_info.distributed and cfg.sync_bn:
-            net = ddp.convert_sync_batchnorm(net, device.type)
-        net.to(device)
-        if cfg.channels_last and device.type == "cuda":
-            net.to(memory_format=torch.channels_last)
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        model: nn.Module = net
-        if dist_info.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None)
-
-        steps_per_epoch = n // cfg.batch_size
-        total_steps = steps_per_epoch * cfg.epochs
-        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        device = _join(cfg, dist_info, device)
+        tset = _training_set(source, cfg, work_dir, cache_dir, dist_info, image_column, class_column)
+        net, model = _network(cfg, tset, device, dist_info)
+        task = _Pretraining(tset, cfg, device, dist_info, cfg.fingerprint(tset.cache_key), work_dir / WORK_LAST)
+        settings = LoopSettings(
+            epochs=cfg.epochs, steps_per_epoch=task.steps_per_epoch, seed=cfg.seed, device=device, amp=cfg.amp,
+            warmup_epochs=cfg.warmup_epochs, min_lr_ratio=cfg.min_lr_ratio, description="pretrain",
+            save_every_steps=cfg.checkpoint_every, max_steps=max_steps, within_epochs=True, rank=dist_info.rank,
+            main=dist_info.is_main, print_epochs=True,
+            diverged_advice="Lower the learning rate (--lr) or check the images, then run again with --restart.")
         optimizer = make_optimizer(net, cfg)  # type: ignore[arg-type]  (reads lr, weight_decay, optimizer, momentum)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.min_lr_ratio))
-        fingerprint = cfg.fingerprint(tset.cache_key)
-
-        # --- resume ---
-        last_path = work_dir / WORK_LAST
-        start_epoch, start_step, history, resumed = 0, 0, [], None
-        if resume and last_path.exists():
-            state = load_resume_state(last_path, ("model", "optimizer", "scheduler", "epoch", "step", "history"))
-            if state.get("fingerprint") != fingerprint:
-                raise ConfigError(f"{last_path} belongs to a run with other settings or data; run with --restart to "
-                                  f"start afresh (the old state is overwritten), or use another --work-dir.")
-            try:
-                net.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                start_epoch, start_step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
-            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
-                raise _resume_error(last_path, exc) from None
-            if start_step >= steps_per_epoch:
-                start_epoch, start_step = start_epoch + 1, 0
-            resumed = (start_epoch, start_step)
-            if dist_info.is_main:
-                info(f"resuming from {last_path}: epoch {start_epoch + 1}, step {start_step}")
-
-        def save_state(epoch: int, step: int) -> None:
-            if not dist_info.is_main:
-                return
-            state = {"model": {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()},
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                     "step": step, "history": history, "fingerprint": fingerprint, "classes": tset.classes}
-            with atomic_path(last_path, suffix=".tmp") as tmp:
-                torch.save(state, tmp)
-
-        amp_dtype = autocast_dtype(device, cfg.amp)
-        augment = BatchAugment(cfg.resolved_augment())
-        source_ds = _BatchSource(tset)
-        epoch_batches = _EpochBatches()
-        # One loader for the whole run: its worker processes stay up from epoch to epoch.
-        loader = torch.utils.data.DataLoader(
-            source_ds, sampler=epoch_batches, batch_size=None, num_workers=cfg.workers,
-            pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.workers else None,
-            persistent_workers=cfg.workers > 0)
-        gen = torch.Generator(device=device)
-        done_steps = start_epoch * steps_per_epoch + start_step
-        seen, t_run = 0, time.perf_counter()
+        loop = TrainingLoop(net, optimizer, task, settings, work_dir / WORK_LAST, work_dir / WORK_LOG, LOG_FIELDS,
+                            forward=model)
+        resumed = loop.resume() if resume else None
+        if resumed is not None:
+            info(f"resuming from {loop.last_path}: epoch {resumed[0] + 1}, step {resumed[1]}")
+        info(f"pretraining {cfg.arch} ({cfg.mode}) on {len(tset.rows)} images"
+             + (f", {len(tset.classes)} classes" if tset.classes else "")
+             + f"; {dist_info.world_size} process(es) x {task.local_batch} = batch {cfg.batch_size}, "
+               f"{task.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, device {device.type}")
+        outcome = loop.run()
+        if not outcome.finished:
+            return None
         if dist_info.is_main:
-            info(f"pretraining {cfg.arch} ({cfg.mode}) on {n} images"
-                 + (f", {len(tset.classes)} classes" if tset.classes else "")
-                 + f"; {dist_info.world_size} process(es) x {local_batch} = batch {cfg.batch_size}, "
-                   f"{steps_per_epoch} steps/epoch, {cfg.epochs} epochs, device {device.type}")
-        progress = make_progress(transient=True)
-        with progress:
-            task = progress.add_task("pretrain", total=total_steps, completed=done_steps, status="")
-            for epoch in range(start_epoch, cfg.epochs):
-                sampler = torch.utils.data.DistributedSampler(
-                    range(n), num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True,
-                    seed=cfg.seed, drop_last=True)
-                sampler.set_epoch(epoch)
-                local = list(sampler)[:steps_per_epoch * local_batch]
-                first = start_step if epoch == start_epoch else 0
-                epoch_batches.set([local[i:i + local_batch]
-                                   for i in range(first * local_batch, len(local) - local_batch + 1, local_batch)])
-                model.train()
-                t0, epoch_seen = time.perf_counter(), 0
-                loss_sum = torch.zeros((), device=device)
-                correct = torch.zeros((), device=device)
-                steps_here = 0
-                for step, (xb_u8, yb) in enumerate(loader, start=first):
-                    gen.manual_seed(_step_seed(cfg.seed, epoch, step, dist_info.rank))
-                    xb = xb_u8.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
-                    if cfg.channels_last and device.type == "cuda":
-                        xb = xb.contiguous(memory_format=torch.channels_last)
-                    yb = yb.to(device, non_blocking=True)
-                    if cfg.mode == "supervised":
-                        xb = augment(xb, gen)
-                        with autocast(device, amp_dtype):
-                            logits = model(xb).float()
-                        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-                        correct += (logits.detach().argmax(1) == yb).sum()
-                    else:
-                        views = torch.cat([augment(xb, gen), augment(xb, gen)])
-                        with autocast(device, amp_dtype):
-                            z = model(views).float()
-                        loss = nt_xent(z[:len(xb)], z[len(xb):], cfg.temperature)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    loss_sum += loss.detach()
-                    steps_here += 1
-                    epoch_seen += len(xb_u8) * dist_info.world_size
-                    done_steps += 1
-                    save_due = bool(cfg.checkpoint_every and done_steps % cfg.checkpoint_every == 0
-                                    and step + 1 < steps_per_epoch)
-                    stop_due = max_steps is not None and done_steps >= max_steps
-                    # Reading the loss waits for the GPU: only every 20 steps and before anything is saved.
-                    if save_due or stop_due or (step + 1) % 20 == 0 or step + 1 == steps_per_epoch:
-                        if not torch.isfinite(loss_sum):
-                            raise TrainingError(
-                                f"the loss became {loss.item()} in epoch {epoch + 1} (by step {step + 1}); the last "
-                                f"good state is kept in {last_path}. Lower the learning rate (--lr) or check the "
-                                "images, then run again with --restart.")
-                        if dist_info.is_main:
-                            progress.update(task, status=f"loss {loss.item():.3f}")
-                    progress.update(task, advance=1)
-                    if save_due:
-                        save_state(epoch, step + 1)
-                    if stop_due:
-                        save_state(epoch, step + 1)
-                        return None
-                seconds = time.perf_counter() - t0
-                seen += epoch_seen
-                stats = torch.stack([loss_sum / max(steps_here, 1), correct / max(steps_here * local_batch, 1)])
-                stats = ddp.all_reduce_mean(stats, dist_info).tolist()
-                row = {"epoch": epoch + 1, "train_loss": round(stats[0], 6),
-                       "train_acc": round(stats[1], 6) if cfg.mode == "supervised" else "",
-                       "lr": f"{scheduler.get_last_lr()[0]:.3e}", "seconds": round(seconds, 3),
-                       "images_per_second": round(epoch_seen / seconds, 2) if seconds > 0 else ""}
-                history.append(row)
-                save_state(epoch, steps_per_epoch)
-                if dist_info.is_main:
-                    write_csv_rows(work_dir / WORK_LOG, history, LOG_FIELDS)
-                    progress.update(task, status=f"epoch {epoch + 1}: loss {row['train_loss']:.4f}"
-                                    + (f" acc {row['train_acc']:.3f}" if cfg.mode == "supervised" else ""))
-                    info(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}"
-                         + (f", accuracy {row['train_acc']:.3f}" if cfg.mode == "supervised" else "")
-                         + f", {row['images_per_second']} images/s")
-
-        elapsed = time.perf_counter() - t_run
-        if dist_info.is_main:
-            from thyro.models.checkpoint import save_backbone
-
-            meta = {"preprocess": cfg.preprocess.model_dump(mode="json"),
-                    "pretraining": {"mode": cfg.mode, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                                    "images": n, "skipped": len(tset.failures), "classes": tset.classes,
-                                    "world_size": dist_info.world_size,
-                                    "final_loss": history[-1]["train_loss"] if history else None}}
-            meta["pretraining"]["started_from"] = str(cfg.weights)
-            save_backbone(out, net.backbone, arch=cfg.arch, input_spec=spec, metadata=meta, layout=net.layout)
-            info(f"backbone written to {out} (use it in a study as weights: {{file: {out}}})")
+            _write_backbone(out, net, cfg, tset, dist_info, outcome.history)
         ddp.barrier(dist_info)
-        return PretrainResult(checkpoint=out, work_dir=work_dir, classes=tset.classes, n_images=n,
-                              skipped=len(tset.failures), epochs_run=len(history), history=history,
-                              images_per_second=seen / elapsed if elapsed > 0 and seen else float("nan"),
-                              resumed_from=resumed)
+        rate = outcome.images / outcome.seconds if outcome.seconds > 0 and outcome.images else math.nan
+        return PretrainResult(checkpoint=out, work_dir=work_dir, classes=tset.classes, n_images=len(tset.rows),
+                              skipped=len(tset.failures), epochs_run=len(outcome.history), history=outcome.history,
+                              images_per_second=rate, resumed_from=resumed)
     finally:
         ddp.teardown(dist_info)
-
