@@ -95,6 +95,10 @@ def test_two_processes_on_one_run_directory_train_each_job_once(tmp_path, cohort
 def test_study_jobs_2_trains_every_job_once_and_merges(tmp_path, cohort):
     """`thyro study --jobs 2`: two worker processes share the jobs; one predictions.csv and the report."""
     config = write_config(tmp_path, cohort, [{"name": "a", "weights": "none"}, {"name": "b", "weights": "none"}])
+    # jobs long enough (a few seconds each) that the second worker starts before the first has taken them all
+    cfg = yaml.safe_load(config.read_text())
+    cfg["train"]["epochs"], cfg["preprocess"]["size"] = 6, 64
+    config.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     env = {**os.environ, "THYRO_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     out = subprocess.run([sys.executable, "-m", "thyro", "study", str(config), "--run-dir", str(run), "--jobs", "2",
@@ -104,6 +108,6 @@ def test_study_jobs_2_trains_every_job_once_and_merges(tmp_path, cohort):
     assert sorted(trained) == sorted(f"{arm}:{k}" for arm in "ab" for k in range(2)), out.stdout
     rd = RunDir(run)
     hosts = {rd.read_job(JobKey(arm, k)).host for arm in "ab" for k in range(2)}
-    assert len(hosts) == 2  # two worker processes trained them
+    assert len(hosts) == 2, out.stdout  # two worker processes trained them
     assert rd.report_path.is_file() and {a["status"] for a in rd.read_results()["arms"].values()} == {"done"}
     assert len(rd.read_predictions().rows(split="test", ensemble=True)) == 2 * len(rd.read_splits().test)
