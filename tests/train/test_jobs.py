@@ -43,7 +43,7 @@ def test_only_and_train_check_only_their_arms_weights(tmp_path, cohort, monkeypa
     run = tmp_path / "run"
     # another arm's missing weights do not stop a selected job
     results = run_study(config, run_dir=run, only=["scratch:0"], report=False)
-    assert results["arms"]["scratch"]["folds_done"] == [0] and results["arms"]["pre"]["status"] == "incomplete"
+    assert results.arms["scratch"].folds_done == [0] and results.arms["pre"].status == "incomplete"
     assert main(["-q", "train", str(config), "--arm", "scratch", "--fold", "1", "--run-dir", str(run)]) == 0
     assert RunDir(run).is_done(JobKey("scratch", 1))
     # the arm whose weights are missing: a clear stop naming the file and the option train has
@@ -53,8 +53,8 @@ def test_only_and_train_check_only_their_arms_weights(tmp_path, cohort, monkeypa
     assert "absent.pt" in err and "--skip-missing" in err
     assert main(["-q", "train", str(config), "--arm", "pre", "--fold", "0", "--run-dir", str(run), "--skip-missing"]) == 0
     res = RunDir(run).read_results()
-    assert res["arms"]["pre"]["status"] == "skipped" and "absent.pt" in res["arms"]["pre"]["reason"]
-    assert res["arms"]["scratch"]["status"] == "done"
+    assert res.arms["pre"].status == "skipped" and "absent.pt" in res.arms["pre"].reason
+    assert res.arms["scratch"].status == "done"
 
 
 def test_dry_run_trains_and_writes_nothing(tmp_path, cohort, capsys):
@@ -87,7 +87,7 @@ def test_two_processes_on_one_run_directory_train_each_job_once(tmp_path, cohort
     assert sorted(trained) == expected, outs  # every job trained exactly once over both processes
     assert all(re.search(r"job \d+/\d+ \S+:\d+\s*$", out, flags=re.M) for out in outs), "one process did all"
     rd = RunDir(run)
-    assert {a["status"] for a in rd.read_results()["arms"].values()} == {"done"}
+    assert {a.status for a in rd.read_results().arms.values()} == {"done"}
     preds = rd.read_predictions()
     assert len(preds.rows(arm="a", split="val")) == len(rd.read_splits().dev_ids())
 
@@ -105,5 +105,5 @@ def test_study_jobs_2_trains_every_job_once_and_merges(tmp_path, cohort):
     rd = RunDir(run)
     hosts = {rd.read_job(JobKey(arm, k)).host for arm in "ab" for k in range(2)}
     assert len(hosts) == 2  # two worker processes trained them
-    assert rd.report_path.is_file() and {a["status"] for a in rd.read_results()["arms"].values()} == {"done"}
+    assert rd.report_path.is_file() and {a.status for a in rd.read_results().arms.values()} == {"done"}
     assert len(rd.read_predictions().rows(split="test", ensemble=True)) == 2 * len(rd.read_splits().test)
