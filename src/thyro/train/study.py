@@ -395,6 +395,11 @@ class Study:
             html, md = build_report(self.run_dir)
             results.report = ReportFiles(html=str(html), markdown=str(md))
             tracker.study_finished(self.rundir)
+        elif report and not elsewhere:
+            left = [name for name, a in results.arms.items() if not a.finished]
+            why = "--only ran part of the study; " if selected is not None else ""
+            info(f"no report yet: arm(s) {', '.join(left)} still have jobs to run ({why}the process that finishes the "
+                 f"study's last job writes it; `thyro report {self.run_dir}` reports the jobs done so far).")
         if failed:
             raise TrainingError(f"{len(failed)} job(s) failed: {', '.join(failed)}; finished jobs are kept in "
                                 f"{self.run_dir}. Fix the cause and run the same command again to retry them.")
