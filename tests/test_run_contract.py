@@ -102,6 +102,10 @@ def test_report_bundle_compare_and_serve_agree_bitwise(run_dir, tmp_path, capsys
                          "--json"]) == 0
             cmp = json.loads(capsys.readouterr().out)
             assert _ci(cmp["a"]) == expected, (arm, split, "thyro compare")
+            # given the run directory, compare reads the same run
+            assert main(["compare", str(run_dir), str(run_dir), "--arm-a", arm, "--arm-b", other, "--split", split,
+                         "--json"]) == 0
+            assert json.loads(capsys.readouterr().out)["comparison"] == cmp["comparison"]
             # the paired difference is the report's too
             c = next(c for c in report["sets"][split]["comparisons"] if {c["a"], c["b"]} == {arm, other})
             sign = 1 if c["a"] == arm else -1
