@@ -175,7 +175,7 @@ def write_job(job: JobKey, files: JobFiles, record: JobRecord, rows: pd.DataFram
               metadata: ModelMetadata | None = None) -> None:
     """Write a finished job: its predictions, its model (with ``metadata`` completed by the job's own fields),
     then ``done.json`` (the marker) last; the checkpoints it no longer needs are removed."""
-    from thyro.models import save_model
+    from thyro.models import save_model  # lazy: torch, which reading a run never needs
 
     with atomic_path(files.predictions, suffix=".tmp") as tmp:
         rows.to_csv(tmp, index=False)
@@ -190,7 +190,7 @@ def write_job(job: JobKey, files: JobFiles, record: JobRecord, rows: pd.DataFram
 
 def read_model_metadata(files: JobFiles) -> ModelMetadata:
     """The metadata of the job's model file (:func:`thyro.models.load_metadata`)."""
-    from thyro.models import load_metadata
+    from thyro.models import load_metadata  # lazy: torch
 
     return ModelMetadata.from_dict(load_metadata(files.model), str(files.model))
 

@@ -106,7 +106,7 @@ class Run:
 
     def report_settings(self):
         """The study's ``report:`` block (:class:`thyro.config.ReportConfig`; the defaults without a record)."""
-        from thyro.config import ReportConfig
+        from thyro.config import ReportConfig  # lazy: thyro.config imports torch and timm
 
         return self.record.config.report if self.record is not None else ReportConfig()
 

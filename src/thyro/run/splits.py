@@ -25,7 +25,7 @@ class Fractions(RunFile):
 
 def read_splits(path: Path, manifest=None):
     """The run's :class:`thyro.data.splits.Splits` (checked against ``manifest`` when given)."""
-    from thyro.data.splits import Splits
+    from thyro.data.splits import Splits  # lazy: scipy, needed only when splits are read
 
     return Splits.load(path, manifest)
 
