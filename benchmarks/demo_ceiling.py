@@ -15,13 +15,13 @@ Three ceilings, each on the external set of new patients:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegressionCV
 
+from thyro.run import RunDir
 from thyro.stats import auroc
 
 FEATURES = ["composition", "echogenicity", "shape", "margin", "foci"]
@@ -33,7 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     dev = pd.read_csv(args.demo / "phantom" / "manifest.csv")
     ext = pd.read_csv(args.demo / "external" / "manifest.csv")
-    test = set(json.loads((args.demo / "run" / "splits.json").read_text())["test"])
+    run = RunDir(args.demo / "run")
+    test = set(run.read_splits().test)
     x = pd.get_dummies(pd.concat([dev[FEATURES], ext[FEATURES]]).astype(str)).to_numpy(float)
     xd, xe = x[:len(dev)], x[len(dev):]
     rows = [("known malignancy probabilities (best achievable)", auroc(ext["label"], ext["p_malignant"]), "-")]
@@ -42,9 +43,8 @@ def main() -> None:
         clf = LogisticRegressionCV(Cs=10, cv=5, scoring="roc_auc", max_iter=5000).fit(xd[keep], dev["label"][keep])
         rows.append((f"true features, weights fitted on {what}", auroc(ext["label"], clf.decision_function(xe)),
                      f"{dev['patient_id'][keep].nunique()} patients"))
-    results = json.loads((args.demo / "run" / "results.json").read_text())
-    for arm, r in results["arms"].items():
-        rows.append((f"arm {arm} (fold-mean ensemble)", r["external_auroc"]["new-patients"], "the study"))
+    for arm, r in run.read_results().arms.items():
+        rows.append((f"arm {arm} (fold-mean ensemble)", r.external_auroc["new-patients"], "the study"))
     print(f"| external set ({len(ext)} images, {ext['patient_id'].nunique()} patients) | AUROC | trained on |")
     print("| --- | ---: | --- |")
     for what, a, n in rows:

@@ -114,9 +114,9 @@ def main() -> None:
     t1 = time.perf_counter()
     results = run_study(config, run_dir=run_dir, report=False, workers=args.jobs)
     study_s = time.perf_counter() - t1
-    jobs = list(results["jobs"].values())
-    trained = sum(j["train_images_per_second"] * j["seconds"] for j in jobs)  # images each job's loop trained on
-    rates = [j["train_images_per_second"] for j in jobs]
+    jobs = list(results.jobs.values())
+    trained = sum(j.train_images_per_second * j.seconds for j in jobs)  # images each job's loop trained on
+    rates = [j.train_images_per_second for j in jobs]
     bare = bare_step_rate(args.size, 256, args.device)
     print()
     print(f"| {dev}, {args.images} images at {args.size} px, {len(jobs)} jobs x {args.epochs} epochs, "
@@ -127,8 +127,8 @@ def main() -> None:
     print(f"| training images/s summed over jobs (end to end) | {trained / study_s:,.0f} |")
     print(f"| per-job training rate (median) | {statistics.median(rates):,.0f} img/s |")
     print(f"| bare ResNet-18 step, batch 256, same device | {bare:,.0f} img/s |")
-    for arm, a in results["arms"].items():
-        print(f"| {arm}: out-of-fold / test AUROC | {a['oof_auroc']:.3f} / {a['test_auroc']:.3f} |")
+    for arm, a in results.arms.items():
+        print(f"| {arm}: out-of-fold / test AUROC | {a.oof_auroc:.3f} / {a.test_auroc:.3f} |")
     if args.report:
         from thyro.report import build_report
 

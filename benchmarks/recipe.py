@@ -216,7 +216,7 @@ def main() -> None:
     summary = {"data": args.data, "size": args.size, "label": args.label, "sets": args.sets,
                "thyro": {"oof": auroc(oof_t.label, oof_t.probability), "folds": [r[1] for r in rows],
                          "test": auroc(y_test, pt), "seconds": seconds,
-                         "img_s": float(np.median([j["train_images_per_second"] for j in results["jobs"].values()]))}}
+                         "img_s": float(np.median([j.train_images_per_second for j in results.jobs.values()]))}}
     if len(plain) == len(folds):
         oof_p = {i: v for k in plain for i, v in plain[k]["val"].items()}
         ids = list(oof_p)

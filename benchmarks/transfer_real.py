@@ -113,9 +113,10 @@ def summarise(runs: list[Path], pairs: list[tuple[str, str]]) -> dict:
     for run in runs:
         rd = RunDir(run)
         frames.append(rd.read_predictions().df)
-        results = rd.read_results() or {}
-        jobs.update(results.get("jobs", {}))
-        arm_names += list(results.get("arms", {}))
+        results = rd.read_results()
+        if results is not None:
+            jobs.update(results.jobs)
+            arm_names += list(results.arms)
     preds = pd.concat(frames, ignore_index=True)
     out: dict = {"arms": {}, "pairs": {}}
 
@@ -125,7 +126,7 @@ def summarise(runs: list[Path], pairs: list[tuple[str, str]]) -> dict:
         return df.sort_values("image")
 
     for arm in arm_names:
-        entry = {"seconds": sum(j["seconds"] for j in jobs.values() if j["arm"] == arm)}
+        entry = {"seconds": sum(j.seconds for j in jobs.values() if j.arm == arm)}
         for split in ("val", "test", "udtn"):
             for fraction in sorted(set(preds["train_fraction"])):
                 df = rows(arm, split, fraction)

@@ -194,8 +194,9 @@ def load(model_dir: str | os.PathLike, *, engine: str = "torch", point: str | No
 
 def study(config: str | os.PathLike | dict | Any, *, run_dir: str | os.PathLike | None = None,
           overrides: dict | None = None, only: Sequence[str] | None = None, skip_missing: bool = False,
-          device: str | None = None, jobs: int = 1, report: bool = True) -> dict:
-    """Run (or continue) a study, as ``thyro study``; returns its results (results.json's content).
+          device: str | None = None, jobs: int = 1, report: bool = True):
+    """Run (or continue) a study, as ``thyro study``; returns its results, typed (:class:`thyro.run.Results`:
+    ``results.arms["scratch"].test_auroc``).
 
     ``config`` is a YAML path (relative paths in it start from its folder), or a dict or
     :class:`thyro.config.StudyConfig` (relative paths start from the current directory).  ``overrides`` are

@@ -30,7 +30,7 @@ def make_run(root: Path, *, n_test: int = 101, n_cv: int = 300, folds: int = 5, 
     ``external`` maps an external set's name to its number of images (scored by every arm's ensemble).
     """
     from thyro.config import StudyConfig
-    from thyro.run import JobKey, RunDir, predictions_frame
+    from thyro.run import DataSummary, JobKey, Results, RunDir, predictions_frame
 
     rng = np.random.default_rng(seed)
     arms = arms or ARMS
@@ -84,16 +84,17 @@ def make_run(root: Path, *, n_test: int = 101, n_cv: int = 300, folds: int = 5, 
         "arms": [{"name": a, "weights": weights.get(w, {"radimagenet": "radimagenet.h5"})} for a, (w, _) in arms.items()],
     })
     run.write_record(cfg, root)
-    run.write_data({
+    # keys this version does not write (patients, groups, ...) are kept, as from another thyro version
+    run.write_data(DataSummary.from_dict({
         "images_total": int(n_test + n_cv), "patients": len(lab), "groups": len(lab),
         "class_balance": {"images": {"benign": int(sum(1 - v for v in lab.values())), "malignant": int(sum(lab.values()))}},
         "duplicates_merged": 3, "preprocessing": {"size": 224, "crop": "roi"},
-    })
-    run.write_results({
+    }))
+    run.write_results(Results.from_dict({
         "study": "synthetic-example",
         "versions": {"thyro": "0.1.0", "torch": "2.x", "python": "3.x"},
         "git_commit": "0123456789abcdef0123456789abcdef01234567",
         "arms": {a: {"status": "done", "reason": None} for a in arms},
         "labels": {"source": "pathology", "definition": ""},
-    })
+    }))
     return root

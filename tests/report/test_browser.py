@@ -93,15 +93,15 @@ def test_page_fits_1280_px_with_a_very_long_skip_message(browser, tmp_path):
     from fakerun import make_run
 
     from thyro.report import build_report
-    from thyro.run import RunDir
+    from thyro.run import ArmResult, RunDir
 
     run = make_run(tmp_path / "run", n_cv=60, n_test=40, logs=False)
     rd = RunDir(run)
     res = rd.read_results()
     looked = "\n".join(f"  - /home/user/.cache/torch/hub/checkpoints/{'x' * 150}/resnet18-{k}.pth" for k in range(40))
-    res["arms"]["radimagenet-with-a-rather-long-arm-name"] = {
-        "status": "skipped", "weights": "radimagenet:" + "/very/long/path" * 40,
-        "reason": "RadImageNet weights not found: " + "y" * 400 + ". Looked in:\n" + looked}
+    res.arms["radimagenet-with-a-rather-long-arm-name"] = ArmResult(
+        status="skipped", weights="radimagenet:" + "/very/long/path" * 40,
+        reason="RadImageNet weights not found: " + "y" * 400 + ". Looked in:\n" + looked)
     rd.write_results(res)
     html, _ = build_report(run, n_boot=100)
     assert _scroll_width(browser, html) <= WIDTH

@@ -13,7 +13,7 @@ from fakerun import make_run
 from thyro.cli import main
 from thyro.errors import StatsError
 from thyro.report import build_report
-from thyro.run import RunDir
+from thyro.run import ArmResult, RunDir
 from thyro.stats import auroc, bootstrap_auroc
 
 FAST = {"n_boot": 200}
@@ -95,7 +95,7 @@ def test_missing_folds_and_failed_arm_are_marked(tmp_path):
                                | ((df.arm == "radimagenet") & (df.split == "test") & df.ensemble))])
     r = RunDir(run)
     res = r.read_results()
-    res["arms"]["swav"] = {"status": "failed", "reason": "NaN loss in fold 1", "backbone": "resnet18", "weights": "swav"}
+    res.arms["swav"] = ArmResult(status="failed", reason="NaN loss in fold 1", backbone="resnet18", weights="swav")
     r.write_results(res)
     html, md = build_report(run, **FAST)
     data = json.loads(html.with_suffix(".json").read_text())
@@ -197,7 +197,7 @@ def test_cli_report_and_compare(tmp_path, capsys):
 
 def test_roles_come_from_the_typed_weight_source_not_names(tmp_path):
     """An arm's role is its weight source's kind: file weights whose path says 'imagenet' are not ImageNet."""
-    from thyro.report.load import read_run
+    from thyro.run import load_run
 
     arms = {"base": ("none", 0.5), "in1k": ("imagenet", 0.8), "rad": ("file", 1.0)}
     run_dir = make_run(tmp_path / "run", n_cv=60, n_test=30, folds=3, logs=False, arms=arms)
@@ -207,7 +207,7 @@ def test_roles_come_from_the_typed_weight_source_not_names(tmp_path):
                                                  rec.config.arms[2].model_copy(update={"weights": {
                                                      "file": "/w/imagenet-copies/radimagenet.safetensors"}})]})
     r.write_record(cfg, rec.base_dir)
-    run = read_run(run_dir)
+    run = load_run(run_dir)
     order, info = run.arm_table()
     assert order == ["base", "in1k", "rad"]
     assert [info[a]["role"] for a in order] == ["scratch", "imagenet", "pretrained"]

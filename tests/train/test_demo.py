@@ -15,9 +15,9 @@ def test_demo_runs_three_arms_with_an_external_set_and_resumes(tmp_path):
     results = run_demo(out, patients=40, external_patients=15, epochs=1, pretrain_epochs=1, corpus_scale=0.1,
                        device="cpu")
     arms = [a["name"] for a in DEMO_STUDY["arms"]]
-    assert list(results["arms"]) == arms
-    assert all(results["arms"][a].get("external_auroc", {}).get("new-patients") is not None for a in arms)
-    assert 0.5 < results["best_auroc"]["new-patients"] <= 1.0
+    assert list(results.arms) == arms
+    assert all(results.arms[a].external_auroc.get("new-patients") is not None for a in arms)
+    assert 0.5 < results.best_auroc["new-patients"] <= 1.0
     for name in ("generic", "radiology"):
         assert (out / "backbone" / f"resnet18-{name}.safetensors").is_file()
     report = json.loads((out / "run" / "report.json").read_text())
@@ -28,5 +28,5 @@ def test_demo_runs_three_arms_with_an_external_set_and_resumes(tmp_path):
     before = (out / "run" / "predictions.csv").read_bytes()
     again = run_demo(out, patients=40, external_patients=15, epochs=1, pretrain_epochs=1, corpus_scale=0.1,
                      device="cpu")
-    assert again["arms"]["domain"]["external_auroc"] == results["arms"]["domain"]["external_auroc"]
+    assert again.arms["domain"].external_auroc == results.arms["domain"].external_auroc
     assert (out / "run" / "predictions.csv").read_bytes() == before

@@ -77,7 +77,7 @@ def test_external_set_is_scored_by_every_fold_model_and_ensemble(finished, cohor
             mean = folds.groupby("image")["probability"].mean()
             assert np.allclose(ens.set_index("image")["probability"].sort_index(), mean.sort_index())
     assert set(preds.df.loc[preds.df.split == "siteb", "label_source"]) == {"synthetic"}
-    assert results["arms"]["scratch"]["external_auroc"]["siteb"] is not None
+    assert results.arms["scratch"].external_auroc["siteb"] is not None
 
 
 def test_report_has_an_external_section_with_intervals_calibration_and_thresholds(finished):

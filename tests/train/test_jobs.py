@@ -24,10 +24,10 @@ def cohort(tmp_path_factory):
     return generate_cohort(tmp_path_factory.mktemp("cohort") / "phantom", n_patients=30, size=64, seed=4)
 
 
-def write_config(tmp_path: Path, cohort: Path, arms: list[dict]) -> Path:
+def write_config(tmp_path: Path, cohort: Path, arms: list[dict], *, epochs: int = 1, size: int = 32) -> Path:
     cfg = {"name": "jobs", "data": {"manifest": str(cohort), "test_size": 0.2, "folds": 2, "seed": 1},
-           "preprocess": {"size": 32}, "arms": arms,
-           "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "tensorboard": False, "threads": 1,
+           "preprocess": {"size": size}, "arms": arms,
+           "train": {"epochs": epochs, "batch_size": 16, "device": "cpu", "tensorboard": False, "threads": 1,
                      "selection": "last"}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -43,7 +43,7 @@ def test_only_and_train_check_only_their_arms_weights(tmp_path, cohort, monkeypa
     run = tmp_path / "run"
     # another arm's missing weights do not stop a selected job
     results = run_study(config, run_dir=run, only=["scratch:0"], report=False)
-    assert results["arms"]["scratch"]["folds_done"] == [0] and results["arms"]["pre"]["status"] == "incomplete"
+    assert results.arms["scratch"].folds_done == [0] and results.arms["pre"].status == "incomplete"
     assert main(["-q", "train", str(config), "--arm", "scratch", "--fold", "1", "--run-dir", str(run)]) == 0
     assert RunDir(run).is_done(JobKey("scratch", 1))
     # the arm whose weights are missing: a clear stop naming the file and the option train has
@@ -53,8 +53,8 @@ def test_only_and_train_check_only_their_arms_weights(tmp_path, cohort, monkeypa
     assert "absent.pt" in err and "--skip-missing" in err
     assert main(["-q", "train", str(config), "--arm", "pre", "--fold", "0", "--run-dir", str(run), "--skip-missing"]) == 0
     res = RunDir(run).read_results()
-    assert res["arms"]["pre"]["status"] == "skipped" and "absent.pt" in res["arms"]["pre"]["reason"]
-    assert res["arms"]["scratch"]["status"] == "done"
+    assert res.arms["pre"].status == "skipped" and "absent.pt" in res.arms["pre"].reason
+    assert res.arms["scratch"].status == "done"
 
 
 def test_dry_run_trains_and_writes_nothing(tmp_path, cohort, capsys):
@@ -74,7 +74,8 @@ def test_dry_run_trains_and_writes_nothing(tmp_path, cohort, capsys):
 
 def test_two_processes_on_one_run_directory_train_each_job_once(tmp_path, cohort):
     """Two `thyro study` processes started together split the jobs between them (claims), then merge."""
-    config = write_config(tmp_path, cohort, [{"name": "a", "weights": "none"}, {"name": "b", "weights": "none"}])
+    config = write_config(tmp_path, cohort, [{"name": "a", "weights": "none"}, {"name": "b", "weights": "none"}],
+                          epochs=6, size=64)  # jobs of a few seconds: both processes are up before they are gone
     run = tmp_path / "run"
     env = {**os.environ, "THYRO_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "thyro", "study", str(config), "--run-dir", str(run), "--no-report"]
@@ -87,18 +88,16 @@ def test_two_processes_on_one_run_directory_train_each_job_once(tmp_path, cohort
     assert sorted(trained) == expected, outs  # every job trained exactly once over both processes
     assert all(re.search(r"job \d+/\d+ \S+:\d+\s*$", out, flags=re.M) for out in outs), "one process did all"
     rd = RunDir(run)
-    assert {a["status"] for a in rd.read_results()["arms"].values()} == {"done"}
+    assert {a.status for a in rd.read_results().arms.values()} == {"done"}
     preds = rd.read_predictions()
     assert len(preds.rows(arm="a", split="val")) == len(rd.read_splits().dev_ids())
 
 
 def test_study_jobs_2_trains_every_job_once_and_merges(tmp_path, cohort):
     """`thyro study --jobs 2`: two worker processes share the jobs; one predictions.csv and the report."""
-    config = write_config(tmp_path, cohort, [{"name": "a", "weights": "none"}, {"name": "b", "weights": "none"}])
     # jobs long enough (a few seconds each) that the second worker starts before the first has taken them all
-    cfg = yaml.safe_load(config.read_text())
-    cfg["train"]["epochs"], cfg["preprocess"]["size"] = 6, 64
-    config.write_text(yaml.safe_dump(cfg))
+    config = write_config(tmp_path, cohort, [{"name": "a", "weights": "none"}, {"name": "b", "weights": "none"}],
+                          epochs=6, size=64)
     run = tmp_path / "run"
     env = {**os.environ, "THYRO_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     out = subprocess.run([sys.executable, "-m", "thyro", "study", str(config), "--run-dir", str(run), "--jobs", "2",
@@ -109,5 +108,5 @@ def test_study_jobs_2_trains_every_job_once_and_merges(tmp_path, cohort):
     rd = RunDir(run)
     hosts = {rd.read_job(JobKey(arm, k)).host for arm in "ab" for k in range(2)}
     assert len(hosts) == 2, out.stdout  # two worker processes trained them
-    assert rd.report_path.is_file() and {a["status"] for a in rd.read_results()["arms"].values()} == {"done"}
+    assert rd.report_path.is_file() and {a.status for a in rd.read_results().arms.values()} == {"done"}
     assert len(rd.read_predictions().rows(split="test", ensemble=True)) == 2 * len(rd.read_splits().test)

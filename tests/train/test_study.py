@@ -58,14 +58,14 @@ def test_study_end_to_end_and_resume(tmp_path, cohort, standin, monkeypatch):
     rd = RunDir(run)
     # one job alone, as a scheduler would run it
     first = run_study(config, run_dir=run, only=["scratch:0"], report=False)
-    assert first["arms"]["scratch"]["status"] == "incomplete" and first["arms"]["scratch"]["folds_done"] == [0]
+    assert first.arms["scratch"].status == "incomplete" and first.arms["scratch"].folds_done == [0]
     done0 = rd.job_files(JobKey("scratch", 0)).done.stat().st_mtime_ns
 
     results = run_study(config, run_dir=run, report=False)
     assert rd.job_files(JobKey("scratch", 0)).done.stat().st_mtime_ns == done0, "a finished job was retrained"
-    assert {a["status"] for a in results["arms"].values()} == {"done"}
-    assert results["versions"]["torch"] and "config" in results
-    assert results["labels"]["source"] == "synthetic"
+    assert {a.status for a in results.arms.values()} == {"done"}
+    assert results.versions["torch"] and results.config
+    assert results.labels.source == "synthetic"
     assert tuple(pd.read_csv(rd.predictions_path, nrows=1).columns) == PRED_COLUMNS
     preds = rd.read_predictions()
     splits = rd.read_splits()
@@ -86,7 +86,7 @@ def test_study_end_to_end_and_resume(tmp_path, cohort, standin, monkeypatch):
         assert sorted(mean.index) == sorted(splits.test)
     assert preds.df["probability"].between(0, 1).all()
     data = rd.read_data()
-    assert data["images_labelled"] == len(splits.dev_ids()) + len(splits.test)
+    assert data.images_labelled == len(splits.dev_ids()) + len(splits.test)
     log = pd.read_csv(rd.job_files(JobKey("pre", 1)).log)
     assert len(log) == EPOCHS and {"val_auroc", "train_loss"} <= set(log.columns)
     # the log's validation AUROC at the chosen epoch is the job's out-of-fold AUROC (one definition)
@@ -106,8 +106,8 @@ def test_missing_weights_stop_before_training(tmp_path, cohort, standin, monkeyp
     assert not (tmp_path / "run" / "jobs").exists()
     results = run_study(config, run_dir=tmp_path / "run", report=False, skip_missing=True,
                         overrides={"train.epochs": 1})
-    assert results["arms"]["pre"]["status"] == "skipped" and "absent.safetensors" in results["arms"]["pre"]["reason"]
-    assert results["arms"]["scratch"]["status"] == "done"
+    assert results.arms["pre"].status == "skipped" and "absent.safetensors" in results.arms["pre"].reason
+    assert results.arms["scratch"].status == "done"
 
 
 def test_config_errors_name_the_key(tmp_path, cohort, standin):
@@ -182,6 +182,6 @@ def test_mlflow_tracking_writes_runs_to_a_local_store(tmp_path, cohort, standin,
     assert [m.step for m in history] == [1, 2]
     assert job.data.metrics["oof_auroc"] == pytest.approx(RunDir(run).read_job(JobKey("scratch", 1)).val_auroc)
     study = runs["study"]
-    assert study.data.metrics["scratch.test_auroc"] == pytest.approx(results["arms"]["scratch"]["test_auroc"])
+    assert study.data.metrics["scratch.test_auroc"] == pytest.approx(results.arms["scratch"].test_auroc)
     artifacts = {a.path for a in client.list_artifacts(study.info.run_id)}
     assert {"report.html", "predictions.csv"} <= artifacts

@@ -56,12 +56,12 @@ def test_ddti_study_runs_and_resumes_after_kill(ddti_dir, tmp_path):
         assert p.stat().st_mtime_ns == mtime, f"{p.parent.name} was retrained"
     rd = RunDir(run)
     results = rd.read_results()
-    assert results["arms"]["scratch"]["status"] == "done"
+    assert results.arms["scratch"].status == "done"
     # no ImageNet/RadImageNet files on a CI machine: those arms are recorded as skipped, with the whole reason
     for arm in ("imagenet", "radimagenet"):
-        assert results["arms"][arm]["status"] == "skipped" and results["arms"][arm]["reason"]
+        assert results.arms[arm].status == "skipped" and results.arms[arm].reason
     # DDTI labels are TI-RADS categories: the run says so
-    assert results["labels"]["source"] == "tirads" and results["labels"]["positive"] == "TI-RADS ≥ 4c"
+    assert results.labels.source == "tirads" and results.labels.positive == "TI-RADS ≥ 4c"
     preds = rd.read_predictions()
     splits = rd.read_splits()
     val = preds.rows(arm="scratch", split="val")

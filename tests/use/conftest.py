@@ -38,7 +38,7 @@ def write_run_dir(root: Path, *, n_folds: int = N_FOLDS, size: int = SIZE, seed:
     from thyro.config import StudyConfig
     from thyro.data.manifest import LabelMeaning
     from thyro.models import build_model
-    from thyro.run import JobKey, JobRecord, RunDir, predictions_frame
+    from thyro.run import ArmResult, DataSummary, JobKey, JobRecord, Results, RunDir, predictions_frame
 
     run = RunDir(root / "run")
     cfg = StudyConfig.parse({
@@ -77,11 +77,11 @@ def write_run_dir(root: Path, *, n_folds: int = N_FOLDS, size: int = SIZE, seed:
                         seconds=1.0, train_images_per_second=10.0)
         run.finish_job(job, rec, pd.DataFrame(mine), model.eval())
     run.write_predictions(predictions_frame(rows, pd.DataFrame(meta).set_index("image"), meaning.source))
-    run.write_data({"images_total": 60, "patients": 30, "class_balance": {"images": {"benign": 36, "malignant": 24}},
-                    "labels": meaning.to_dict()})
-    run.write_results({"arms": {ARM: {"status": "done", "backbone": "resnet18", "weights": "none"},
-                                "imagenet": {"status": "skipped", "reason": "weights not found"}},
-                       "git_commit": "0123abc", "versions": {"thyro": "0.1.0"}, "labels": meaning.to_dict()})
+    run.write_data(DataSummary(images_total=60, class_balance={"images": {"benign": 36, "malignant": 24}},
+                               labels=meaning, patients=30))  # patients: a key another version might write
+    run.write_results(Results(arms={ARM: ArmResult(status="done", backbone="resnet18", weights="none"),
+                                    "imagenet": ArmResult(status="skipped", reason="weights not found")},
+                              git_commit="0123abc", versions={"thyro": "0.1.0"}, labels=meaning))
     return run.root
 
 

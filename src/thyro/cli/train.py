@@ -27,30 +27,29 @@ def _overrides(items: list[str] | None) -> dict:
     return out
 
 
-def _print_results(results: dict) -> None:
+def _print_results(results) -> None:
+    """Print a study's :class:`thyro.run.Results`: the arms' AUROCs, label warnings, skipped arms, the report."""
+    from thyro.data.manifest import LabelMeaning
     from thyro.train.study import results_table
 
-    labels = results.get("labels") or {}
-    table = Table(title=f"study {results['study']}"
-                  + (f" (label 1 = {labels['positive']})" if labels.get("positive") else ""))
+    trained = results.labels or LabelMeaning()
+    table = Table(title=f"study {results.study}"
+                  + (f" (label 1 = {trained.positive})" if results.labels is not None else ""))
     cols, rows = results_table(results)
     for col in cols:
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    from thyro.data.manifest import LabelMeaning
-
-    trained = LabelMeaning.from_dict(labels)
-    for name, ext in (results.get("external_labels") or {}).items():  # an external set labelled otherwise
-        warning = trained.mismatch(LabelMeaning.from_dict(ext), f"the external set {name}")
+    for name, ext in results.external_labels.items():  # an external set labelled otherwise
+        warning = trained.mismatch(ext, f"the external set {name}")
         if warning:
             console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
-    for arm, info in results.get("arms", {}).items():
-        if info.get("status") == "skipped" and info.get("reason"):
-            console.print(f"[yellow]{arm} skipped[/]:\n  " + info["reason"].replace("\n", "\n  "), soft_wrap=True)
-    if "report" in results:
-        console.print(f"report: {results['report']['html']}")
+    for arm, info in results.arms.items():
+        if info.status == "skipped" and info.reason:
+            console.print(f"[yellow]{arm} skipped[/]:\n  " + info.reason.replace("\n", "\n  "), soft_wrap=True)
+    if results.report is not None:
+        console.print(f"report: {results.report.html}")
 
 
 def _print_plan(plan: dict) -> None:

@@ -1,4 +1,4 @@
-"""All numbers of a study report, computed once from a :class:`~thyro.report.load.Run`.
+"""All numbers of a study report, computed once from a :class:`~thyro.run.Run`.
 
 Every AUROC, interval and comparison comes from :mod:`thyro.metrics`, the functions the model package,
 ``thyro compare`` and the web app use too.  Anything that cannot be computed honestly (an arm without
@@ -26,8 +26,7 @@ import pandas as pd
 
 from thyro import metrics
 from thyro.errors import StatsError
-from thyro.report.load import Run
-from thyro.run import OOF, TEST
+from thyro.run import OOF, TEST, Run
 from thyro.stats import decision_curve, holm
 from thyro.stats.format import format_p
 from thyro.stats.power import METHOD as POWER_METHOD
@@ -414,7 +413,8 @@ SELECTION_TEXT = {
 def _selection(run: Run) -> dict:
     """How the epoch of each fold model was chosen (from the study record), and whether that biases the
     out-of-fold figures."""
-    mode = run.record.config.train.selection if run.record is not None else (run.results or {}).get("selection")
+    mode = run.record.config.train.selection if run.record is not None else (
+        run.results.selection if run.results is not None else None)
     if mode is None:
         return {"mode": None, "text": "not recorded", "biased": False}
     return {"mode": mode, "text": SELECTION_TEXT[mode], "biased": mode == "oof"}
@@ -424,11 +424,7 @@ def _tuning(run: Run) -> dict | None:
     """What ``train.tune`` searched and what each job chose (None when nothing was tuned)."""
     if run.record is None or not run.record.config.train.tune.grid:
         return None
-    chosen = []
-    for name, job in ((run.results or {}).get("jobs") or {}).items():
-        tuned = (job.get("extra") or {}).get("tuned") or {}
-        if tuned.get("chosen") is not None:
-            chosen.append({"job": name, "chosen": tuned["chosen"]})
+    chosen = run.tuned()
     grid = run.record.config.train.tune.model_dump()
     return {"grid": {k: v for k, v in grid.items() if v}, "chosen": chosen,
             "on": "an inner, group-respecting split of each training fold (never the held-out fold or the test set)"}
@@ -440,7 +436,7 @@ def _efficiency(run: Run, order: list[str], info: dict, settings: metrics.Settin
     fractions = preds.fractions
     if len(fractions) < 2:
         return None
-    sizes = (run.data or {}).get("train_fractions") or {}
+    sizes = run.train_sizes()
     curves: dict[str, dict[str, list[dict]]] = {}
     for arm in order:
         for f in fractions:

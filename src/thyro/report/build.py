@@ -18,8 +18,7 @@ from thyro import metrics
 from thyro.report import figures
 from thyro.report.analysis import analyse, fmt_p, one_line
 from thyro.report.glossary import GLOSSARY, term
-from thyro.report.load import Run, read_run
-from thyro.run import OOF, REPORT, RunDir
+from thyro.run import OOF, REPORT, Results, Run, RunDir, load_run
 from thyro.stats.format import format_p
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -136,7 +135,7 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
     from thyro import __version__
 
     run_dir = Path(run_dir)
-    run = read_run(run_dir)
+    run = load_run(run_dir)
     settings = metrics.Settings(method=method, n_boot=n_boot, seed=seed, level=level)
     a = analyse(run, settings, comparisons=comparisons, reference=reference)
     band_boot = min(BAND_BOOT, n_boot)
@@ -165,9 +164,9 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
         "val": "out of fold", "test": "test set (ensemble)", **{n: f"{n} (ensemble)" for n in a["sets"] if n != "test"}}
     ) if eff else None
     figs["training"] = figures.training_figure({arm: run.logs[arm] for arm in a["arms"] + sorted(run.logs) if arm in run.logs})
-    res = run.results or {}
-    config_text = run.config_text or (json.dumps(res["config"], indent=2) if res.get("config") else None)
-    versions = dict(res.get("versions") or {})
+    res = run.results or Results()
+    config_text = run.config_text or (json.dumps(res.config, indent=2) if res.config else None)
+    versions = dict(res.versions or {})
     versions.setdefault("thyro (report)", __version__)
     versions.setdefault("numpy (report)", np.__version__)
     versions.setdefault("python (report)", platform.python_version())
@@ -185,9 +184,10 @@ def build_report(run_dir, out=None, *, method: str = "auto", n_boot: int = 2000,
         "level_pct": f"{level * 100:g}",
         "fold_arms": fold_arms,
         "band_boot": band_boot,
-        "data_rows": [(k, _relative_paths(run, v)) for k, v in _flatten(run.data)] if run.data else [],
+        "data_rows": ([(k, _relative_paths(run, v)) for k, v in _flatten(run.data.to_dict())]
+                      if run.data is not None else []),
         "versions": sorted(versions.items()),
-        "git_commit": res.get("git_commit"),
+        "git_commit": res.git_commit,
         "config_text": _relative_paths(run, config_text) if config_text else None,
         "set_title": _set_title,
         "fmt_p": fmt_p,

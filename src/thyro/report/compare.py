@@ -13,7 +13,7 @@ import pandas as pd
 
 from thyro import metrics
 from thyro.errors import StatsError
-from thyro.run import OOF, TEST, Predictions, read_predictions
+from thyro.run import OOF, TEST, Predictions, load_run
 
 
 #: How ``--split`` may be given: the out-of-fold predictions, the held-out test set, the one external set.
@@ -71,6 +71,8 @@ def compare_files(path_a, path_b, *, arm_a: str | None = None, arm_b: str | None
                   level: float = 0.95) -> dict:
     """Compare model A and model B on the images both files score (matched by ``image``).
 
+    Each of ``path_a`` and ``path_b`` is a predictions CSV or a run directory (its predictions are read).
+
     ``split`` is ``test``, ``val`` (or ``oof``: the out-of-fold predictions, pooled over the folds unless
     ``fold`` names one), ``external`` (the files' one external set) or an external set's name.
 
@@ -79,7 +81,7 @@ def compare_files(path_a, path_b, *, arm_a: str | None = None, arm_b: str | None
     taken from file A when it names them, else from file B.
     """
     path_a, path_b = Path(path_a), Path(path_b)
-    pa, pb = read_predictions(path_a), read_predictions(path_b)
+    pa, pb = load_run(path_a).predictions, load_run(path_b).predictions
     split_a, split_b = resolve_split(split, pa, path_a), resolve_split(split, pb, path_b)
     if split_a != split_b:
         raise StatsError(f"--split {split}: {path_a.name} names {split_a!r} and {path_b.name} {split_b!r}; "

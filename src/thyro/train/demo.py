@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 
 import yaml
+from pydantic import Field
 
 from thyro.console import console, info
+from thyro.run import Results
 
 #: The demo study; ``configs/demo.yaml`` in the repository is this configuration written out.
 DEMO_STUDY = {
@@ -45,6 +47,15 @@ DEMO_STUDY = {
                             "0.79, RadImageNet 0.83. Here generic stands in for ImageNet and domain for RadImageNet; "
                             "the phantom shows the mechanism, not evidence about patients."},
 }
+
+
+class DemoResults(Results):
+    """The demo study's :class:`~thyro.run.Results`, with the best AUROC the phantoms allow (their known
+    malignancy probabilities as scores): ``{"development": ..., "new-patients": ...}``."""
+
+    best_auroc: dict[str, float] = Field(default_factory=dict, exclude=True)
+
+
 #: Pretraining corpora: images per class.  The radiology corpus puts most of its images into thyroid
 #: nodule appearances (the study's task), fewer into other organs and modalities.
 GENERIC_PER_CLASS = 70
@@ -55,7 +66,7 @@ QUICK = {"patients": 40, "external_patients": 40, "epochs": 2, "pretrain_epochs"
 
 def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_patients: int = 500, size: int = 64,
              phantom_size: int = 128, epochs: int | None = None, pretrain_epochs: int = PRETRAIN_EPOCHS,
-             device: str | None = None, seed: int = 0, jobs: int = 1, corpus_scale: float = 1.0) -> dict:
+             device: str | None = None, seed: int = 0, jobs: int = 1, corpus_scale: float = 1.0) -> DemoResults:
     """Run the demonstration into ``out``; returns the study's results (and the phantoms' best AUROCs).
 
     Every step is kept on disk and skipped when rerun, so an interrupted demo continues.
@@ -129,10 +140,10 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_pa
     config_path = out / "demo.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     info("[bold]5/5[/] study: scratch vs generic vs domain-pretrained, 5-fold CV, held-out test set, external set")
-    results = run_study(config_path, run_dir=out / "run", device=device, report=True, workers=jobs)
-    results["best_auroc"] = best
+    results = DemoResults(**dict(run_study(config_path, run_dir=out / "run", device=device, report=True,
+                                           workers=jobs)), best_auroc=best)
     info(f"done in {time.perf_counter() - t0:.0f} s")
-    ext = {a: r.get("external_auroc", {}).get("new-patients") for a, r in results["arms"].items()}
+    ext = {a: r.external_auroc.get("new-patients") for a, r in results.arms.items()}
     console.print("external set (" + ", ".join(f"{a} {v:.3f}" for a, v in ext.items() if v is not None)
                   + f"); best achievable {best['new-patients']:.3f}. The phantom shows the mechanism, not evidence "
                     "about patients.")

@@ -26,7 +26,7 @@ spread them; only the selected arms' weights are checked.  A job is *claimed* be
 two processes, or two array tasks, never train the same job: the second moves on to the next free job.
 A claim left by a dead process is taken over.  Every process plans the study itself and checks its plan's
 digest against the run directory's, so no process mixes other data or weights into a run.  Every finished
-job merges into ``predictions.csv`` and ``results.json``; whichever process finishes the last job writes
+job merges into the run's predictions and results; whichever process finishes the last job writes
 the report.
 """
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,22 @@ from thyro.console import console, info
 from thyro.data.cache import ImageCache
 from thyro.errors import TrainingError
 from thyro.models import build_model
-from thyro.run import OOF, TEST, JobKey, JobRecord, RunDir, describe_holder, fraction_text, predictions_frame
+from thyro.run import (
+    OOF,
+    TEST,
+    ArmResult,
+    DataSummary,
+    ExternalSummary,
+    JobKey,
+    JobRecord,
+    ModelMetadata,
+    ReportFiles,
+    Results,
+    RunDir,
+    describe_holder,
+    fraction_text,
+    predictions_frame,
+)
 from thyro.train.fit import ArraySet, fit
 from thyro.train.plan import ArmPlan, Plan, all_study_jobs, make_plan, parse_only, study_identity
 from thyro.train.probe import fit_probe
@@ -171,8 +186,8 @@ class Study:
         self.rundir.write_data(self.data_summary(plan, prep))
         return prep
 
-    def data_summary(self, plan: Plan, prep: Prepared) -> dict:
-        """``data.json``: counts by class for images, patients and groups (the same function as
+    def data_summary(self, plan: Plan, prep: Prepared) -> DataSummary:
+        """The run's data summary: counts by class for images, patients and groups (the same function as
         ``thyro data import`` and ``inspect``), splits, label provenance, external sets and preprocessing."""
         from thyro.data.inspection import class_balance
 
@@ -181,26 +196,26 @@ class Study:
             return {unit: {k: int(v) for k, v in b[unit].items()} for unit in b.columns}
 
         manifest, df = plan.manifest, prep.labelled.df
-        summary = {
-            "manifest": str(plan.manifest_path),
-            "labels": plan.labels.to_dict(),
-            "images_total": int(len(manifest)),
-            "images_labelled": int(len(df)),
-            "images_unlabelled": int(len(manifest) - len(df)),
-            "class_balance": balance(manifest.df),
-            "groups_merging_patients": int((df.groupby("group")["patient_id"].nunique() > 1).sum()),
-            "test_images": len(prep.splits.test),
-            "fold_sizes": [len(f) for f in prep.splits.folds],
-            "preprocess": self.cfg.preprocess.model_dump(mode="json"),
-        }
+        summary = DataSummary(
+            manifest=str(plan.manifest_path),
+            labels=plan.labels,
+            images_total=int(len(manifest)),
+            images_labelled=int(len(df)),
+            images_unlabelled=int(len(manifest) - len(df)),
+            class_balance=balance(manifest.df),
+            groups_merging_patients=int((df.groupby("group")["patient_id"].nunique() > 1).sum()),
+            test_images=len(prep.splits.test),
+            fold_sizes=[len(f) for f in prep.splits.folds],
+            preprocess=self.cfg.preprocess.model_dump(mode="json"),
+        )
         if len(self.cfg.data.train_fractions) > 1:
-            summary["train_fractions"] = {fraction_text(f): [len(prep.train_ids(JobKey("", k, f)))
-                                                             for k in range(len(prep.splits.folds))]
-                                          for f in self.cfg.data.train_fractions}
-        for e in plan.external:
-            summary.setdefault("external", {})[e.name] = {
-                "manifest": str(e.path), "labels": e.labels.to_dict(), "images": len(e.manifest),
-                "class_balance": balance(e.manifest.df)}
+            summary.train_fractions = {fraction_text(f): [len(prep.train_ids(JobKey("", k, f)))
+                                                          for k in range(len(prep.splits.folds))]
+                                       for f in self.cfg.data.train_fractions}
+        if plan.external:
+            summary.external = {e.name: ExternalSummary(
+                manifest=str(e.path), labels=e.labels, images=len(e.manifest), class_balance=balance(e.manifest.df))
+                for e in plan.external}
         return summary
 
     # -- jobs -----------------------------------------------------------------------------------
@@ -278,11 +293,11 @@ class Study:
             train_images_per_second=round(result.images_per_second, 1), selection=how,
             selection_auroc=result.best_auroc if select_best else None, train_images=len(train.ids),
             weights_report=str(report), host=describe_holder(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            extra={"tuned": tuned, "model_metadata": {
-                "backbone": arm.backbone, "weights": arm_plan.source.describe(),
-                "preprocess": self.cfg.preprocess.model_dump(mode="json"), "study": self.cfg.name,
-                "tta_flip": train_cfg.tta_flip}})
-        self.rundir.finish_job(job, record, frame, model)
+            extra={"tuned": tuned})
+        metadata = ModelMetadata(backbone=arm.backbone, weights=arm_plan.source.describe(),
+                                 preprocess=self.cfg.preprocess.model_dump(mode="json"), study=self.cfg.name,
+                                 tta_flip=train_cfg.tta_flip)
+        self.rundir.finish_job(job, record, frame, model, metadata)
         tracker.job_finished(job, {"oof_auroc": record.val_auroc, "best_epoch": record.best_epoch,
                                    "selection_auroc": record.selection_auroc, "seconds": record.seconds})
         return record
@@ -311,13 +326,15 @@ class Study:
                                                              "on": f"inner split of the training part of {job}"}
 
     def run(self, *, only=None, skip_missing: bool = False, device: str | None = None, report: bool = True,
-            dry_run: bool = False, restart: bool = False, workers: int = 1, devices: list[str] | None = None) -> dict:
+            dry_run: bool = False, restart: bool = False, workers: int = 1,
+            devices: list[str] | None = None) -> Results | dict:
         """Run the selected (default: all) unfinished jobs, merge, and write the report when complete.
 
-        With ``dry_run`` nothing is trained or written: the returned plan holds the resolved
-        configuration, the split sizes, the jobs and each arm's weight check.  ``restart`` forgets the
-        selected jobs' progress (checkpoint and record) and trains them from the start.  ``workers``
-        processes train jobs at once (each claims its jobs; on one GPU, or spread over ``devices``).
+        Returns the run's :class:`~thyro.run.Results`.  With ``dry_run`` nothing is trained or written: the
+        returned plan (a dict) holds the resolved configuration, the split sizes, the jobs and each arm's
+        weight check.  ``restart`` forgets the selected jobs' progress (checkpoint and record) and trains
+        them from the start.  ``workers`` processes train jobs at once (each claims its jobs; on one GPU, or
+        spread over ``devices``).
         """
         plan = self.plan(only=only, skip_missing=skip_missing, estimate=dry_run)
         if dry_run:
@@ -369,18 +386,17 @@ class Study:
             self.merge(plan, prep, skipped, failed)
         results = self.merge(plan, prep, skipped, failed)
         if elsewhere:
-            results["elsewhere"] = elsewhere
+            results.elsewhere = elsewhere
             info(f"{len(elsewhere)} job(s) are being trained by other processes; the last one to finish merges "
                  "the results and writes the report.")
-        complete = all(a["status"] in ("done", "skipped") for a in results["arms"].values())
-        if report and complete:
+        if report and results.complete:
             from thyro.report import build_report
 
             html, md = build_report(self.run_dir)
-            results["report"] = {"html": str(html), "markdown": str(md)}
-            tracker.study_finished(self.cfg.model_dump(mode="json"), results, self.rundir)
+            results.report = ReportFiles(html=str(html), markdown=str(md))
+            tracker.study_finished(self.rundir)
         elif report and not elsewhere:
-            left = [name for name, a in results["arms"].items() if a["status"] not in ("done", "skipped")]
+            left = [name for name, a in results.arms.items() if not a.finished]
             why = "--only ran part of the study; " if selected is not None else ""
             info(f"no report yet: arm(s) {', '.join(left)} still have jobs to run ({why}the process that finishes the "
                  f"study's last job writes it; `thyro report {self.run_dir}` reports the jobs done so far).")
@@ -419,20 +435,20 @@ class Study:
 
     # -- collection -----------------------------------------------------------------------------
     def merge(self, plan: Plan, prep: Prepared, skipped: dict[str, str] | None = None,
-              failed: dict[str, str] | None = None) -> dict:
-        """Collect every finished job into predictions.csv (with ensemble rows) and results.json.
+              failed: dict[str, str] | None = None) -> Results:
+        """Collect every finished job into the run's predictions (with ensemble rows) and results.
 
         Holds the run directory's lock, so jobs finishing in parallel processes merge one at a time.
         """
         with self.rundir.locked():
             return self._merge(plan, prep, skipped or {}, failed or {})
 
-    def _merge(self, plan: Plan, prep: Prepared, skipped: dict[str, str], failed: dict[str, str]) -> dict:
+    def _merge(self, plan: Plan, prep: Prepared, skipped: dict[str, str], failed: dict[str, str]) -> Results:
         from thyro import metrics
 
-        previous = self.rundir.read_results() or {}
-        skipped = {**previous.get("skipped", {}), **skipped}
-        failed = {**previous.get("failed", {}), **failed}
+        previous = self.rundir.read_results() or Results()
+        skipped = {**previous.skipped, **skipped}
+        failed = {**previous.failed, **failed}
         frames, arms, jobs = [], {}, {}
         all_jobs = all_study_jobs(self.cfg)
         for arm_plan in plan.arms:
@@ -442,16 +458,16 @@ class Study:
             for job in done:
                 failed.pop(job.name, None)
                 frames.append(self.rundir.job_rows(job))
-                jobs[job.name] = asdict(self.rundir.read_job(job))
+                jobs[job.name] = self.rundir.read_job(job)
             if arm.name in skipped and done:
                 skipped.pop(arm.name)  # its weights were found since
             status = ("skipped" if arm.name in skipped else "done" if len(done) == len(mine)
                       else "failed" if any(k in failed for k in (j.name for j in mine)) else "incomplete")
             source = arm_plan.source
-            arms[arm.name] = {"status": status, "backbone": arm.backbone, "weights": source.describe(),
-                              "weights_kind": source.kind, "role": source.role, "train_backbone": arm.train_backbone,
-                              "folds_done": [j.fold for j in done if j.fraction == 1.0],
-                              "jobs_done": len(done), "jobs": len(mine), "reason": skipped.get(arm.name)}
+            arms[arm.name] = ArmResult(status=status, backbone=arm.backbone, weights=source.describe(),
+                                       weights_kind=source.kind, role=source.role, train_backbone=arm.train_backbone,
+                                       folds_done=[j.fold for j in done if j.fraction == 1.0],
+                                       jobs_done=len(done), jobs=len(mine), reason=skipped.get(arm.name))
         pred = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["image", "arm", "train_fraction", "split", "fold", "ensemble", "probability"])
         ensembles = []
@@ -471,15 +487,15 @@ class Study:
         self.rundir.write_predictions(predictions_frame(pred.to_dict("records"), meta, prep.label_sources()))
         preds = self.rundir.read_predictions()
         for name, entry in arms.items():
-            entry["oof_auroc"] = metrics.auroc(preds.rows(arm=name, split=OOF))
-            entry["test_auroc"] = metrics.auroc(preds.rows(arm=name, split=TEST, ensemble=True))
-            entry["external_auroc"] = {e.name: metrics.auroc(preds.rows(arm=name, split=e.name, ensemble=True))
-                                       for e in self.cfg.data.external}
-        results = {"study": self.cfg.name, "config": self.cfg.model_dump(mode="json"), "versions": _versions(),
-                   "git_commit": _git_commit(), "labels": prep.label_meaning.to_dict(),
-                   "external_labels": {name: ext.label_meaning.to_dict() for name, ext in prep.external.items()},
-                   "selection": self.cfg.train.selection, "arms": arms,
-                   "skipped": skipped, "failed": failed, "jobs": jobs, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            entry.oof_auroc = metrics.auroc(preds.rows(arm=name, split=OOF))
+            entry.test_auroc = metrics.auroc(preds.rows(arm=name, split=TEST, ensemble=True))
+            entry.external_auroc = {e.name: metrics.auroc(preds.rows(arm=name, split=e.name, ensemble=True))
+                                    for e in self.cfg.data.external}
+        results = Results(study=self.cfg.name, config=self.cfg.model_dump(mode="json"), versions=_versions(),
+                          git_commit=_git_commit(), labels=prep.label_meaning,
+                          external_labels={name: ext.label_meaning for name, ext in prep.external.items()},
+                          selection=self.cfg.train.selection, arms=arms, skipped=skipped, failed=failed, jobs=jobs,
+                          updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.rundir.write_results(results)
         return results
 
@@ -508,19 +524,20 @@ def _fmt(v: float | None) -> str:
 def run_study(config_path: str | Path, *, run_dir: str | Path | None = None, only: list[str] | None = None,
               skip_missing: bool = False, device: str | None = None, overrides: dict | None = None,
               report: bool = True, dry_run: bool = False, restart: bool = False, workers: int = 1,
-              devices: list[str] | None = None) -> dict:
-    """Run (or continue) a study from its configuration file; returns results.json's content (or the plan)."""
+              devices: list[str] | None = None) -> Results | dict:
+    """Run (or continue) a study from its configuration file; returns its :class:`~thyro.run.Results` (or, with
+    ``dry_run``, the plan as a dict)."""
     study = Study.from_file(config_path, run_dir, overrides)
     return study.run(only=only, skip_missing=skip_missing, device=device, report=report, dry_run=dry_run,
                      restart=restart, workers=workers, devices=devices)
 
 
-def results_table(results: dict) -> tuple[list[str], list[tuple[str, ...]]]:
+def results_table(results: Results) -> tuple[list[str], list[tuple[str, ...]]]:
     """Column names and rows (arm, status, OOF AUROC, test AUROC, one column per external set) for printing."""
-    sets = sorted({s for a in results["arms"].values() for s in (a.get("external_auroc") or {})})
+    sets = sorted({s for a in results.arms.values() for s in a.external_auroc})
     cols = ["arm", "status", "out-of-fold AUROC", "test AUROC (fold mean)"] + [f"{s} AUROC (fold mean)" for s in sets]
-    rows = [(name, a["status"], _fmt(a.get("oof_auroc")), _fmt(a.get("test_auroc")),
-             *(_fmt((a.get("external_auroc") or {}).get(s)) for s in sets)) for name, a in results["arms"].items()]
+    rows = [(name, a.status, _fmt(a.oof_auroc), _fmt(a.test_auroc), *(_fmt(a.external_auroc.get(s)) for s in sets))
+            for name, a in results.arms.items()]
     return cols, rows
 
 

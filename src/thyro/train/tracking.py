@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from thyro.errors import ConfigError
-from thyro.run import JobKey, RunDir
+from thyro.run import JobKey, Results, RunDir
 
 #: The environment variable MLflow 3 wants before it opens a file store (thyro sets it for its own store).
 FILE_STORE_SWITCH = "MLFLOW_ALLOW_FILE_STORE"
@@ -55,7 +55,7 @@ class NoTracker:
     def job_finished(self, job: JobKey, metrics: dict[str, float | None]) -> None:
         pass
 
-    def study_finished(self, config: dict, results: dict, rundir: RunDir) -> None:
+    def study_finished(self, rundir: RunDir) -> None:
         pass
 
 
@@ -123,19 +123,19 @@ class MlflowTracker(NoTracker):
             self._log(run_id, metrics=metrics)
             self.client.set_terminated(run_id)
 
-    def study_finished(self, config: dict, results: dict, rundir: RunDir) -> None:
+    def study_finished(self, rundir: RunDir) -> None:
+        """Log the finished study: its configuration, every arm's AUROCs and the files that show it."""
+        results = rundir.load().results or Results()
         run = self.client.create_run(self.experiment_id, run_name="study", tags={"thyro.kind": "study"})
         metrics: dict[str, float | None] = {}
-        for arm, entry in results.get("arms", {}).items():
-            metrics[f"{arm}.oof_auroc"] = entry.get("oof_auroc")
-            metrics[f"{arm}.test_auroc"] = entry.get("test_auroc")
-            for name, v in (entry.get("external_auroc") or {}).items():
+        for arm, entry in results.arms.items():
+            metrics[f"{arm}.oof_auroc"] = entry.oof_auroc
+            metrics[f"{arm}.test_auroc"] = entry.test_auroc
+            for name, v in entry.external_auroc.items():
                 metrics[f"{arm}.{name}_auroc"] = v
-        self._log(run.info.run_id, params=config, metrics=metrics)
-        for path in (rundir.report_path, rundir.report_path.with_suffix(".md"), rundir.results_path,
-                     rundir.predictions_path):
-            if path.is_file():
-                self.client.log_artifact(run.info.run_id, str(path))
+        self._log(run.info.run_id, params=results.config, metrics=metrics)
+        for path in rundir.artefacts():
+            self.client.log_artifact(run.info.run_id, str(path))
         self.client.set_terminated(run.info.run_id)
         from rich.markup import escape
 

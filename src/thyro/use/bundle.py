@@ -5,7 +5,8 @@ Layout of a model directory (format version 2)::
     MODEL_DIR/model.json          format, architecture, preprocessing, input adapter, what the labels mean,
                                   operating points, metrics per set (out-of-fold, test, external sets, as
                                   thyro.metrics computes them for the report), the model files with their SHA-256
-    MODEL_DIR/data.json           summary of the training data (copied from the run directory)
+    MODEL_DIR/<data summary>      the run directory's summary of the training data, copied under its name
+                                  (:data:`thyro.run.DATA`; read and written by :mod:`thyro.run`)
     MODEL_DIR/MODEL_CARD.md       the model card, generated from the two files above
     MODEL_DIR/models/foldK.safetensors   one file per fold model (written by ``thyro.models.save_model``;
                                   its metadata holds the architecture and the input adapter)
@@ -33,13 +34,12 @@ from typing import Any
 
 
 from thyro import __version__
-from thyro.errors import ModelPackageError
+from thyro.errors import ModelPackageError, ThyroError
 from thyro.fileio import atomic_dir, sha256_file, write_json, write_text
 
 FORMAT = "thyro-model-package"
 FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
-DATA_JSON = "data.json"
 CARD = "MODEL_CARD.md"
 ONNX_FILE = "model.onnx"
 
@@ -62,7 +62,7 @@ class ModelPackage:
     meta : dict
         The content of ``model.json``.
     data : dict
-        The content of ``data.json`` (training data summary).
+        The training data summary (:class:`thyro.run.DataSummary`'s content, as the study wrote it).
     """
 
     root: Path
@@ -169,9 +169,11 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
     missing_keys = [k for k in ("image_size", "preprocess", "models", "operating_points") if k not in meta]
     if missing_keys:
         raise ModelPackageError(f"{mj}: missing key(s) {', '.join(missing_keys)}; re-bundle the run.")
+    from thyro.run import DATA, read_data_summary
+
     problems = []
-    if not (root / DATA_JSON).is_file():
-        problems.append(f"{DATA_JSON} (training data summary)")
+    if not (root / DATA).is_file():
+        problems.append(f"{DATA} (training data summary)")
     if not meta["models"]:
         problems.append("model files (model.json lists none)")
     for m in meta["models"]:
@@ -184,10 +186,10 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
         raise ModelPackageError(f"{root}: incomplete model package; missing or bad: " + "; ".join(problems)
                                 + ". Re-bundle the run with `thyro bundle`.")
     try:
-        data = json.loads((root / DATA_JSON).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelPackageError(f"{root / DATA_JSON}: not valid JSON ({exc}).") from None
-    return ModelPackage(root=root, meta=meta, data=data if isinstance(data, dict) else {"summary": data})
+        data = read_data_summary(root / DATA)
+    except ThyroError as exc:
+        raise ModelPackageError(str(exc)) from None
+    return ModelPackage(root=root, meta=meta, data=data.to_dict() if data is not None else {})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,6 +261,7 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
         raise ModelPackageError("the fold models have different architectures: "
                                 + ", ".join(f"{f}: {s.get('arch')}" for f, s in zip(model_files, specs)))
     from thyro.data.manifest import LabelMeaning
+    from thyro.run import DATA, DataSummary, write_data_summary
 
     lab = labels or LabelMeaning().to_dict()
     preprocess, preprocess_version = _resolve_preprocess(preprocess)
@@ -293,7 +296,7 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
             "source": source or {},
         }
         write_json(tmp / MODEL_JSON, meta)
-        write_json(tmp / DATA_JSON, data or {})
+        write_data_summary(tmp / DATA, DataSummary.from_dict(data or {}, "training data summary"))
         from thyro.use.card import render_card
 
         write_text(tmp / CARD, render_card(meta, data or {}))
@@ -305,11 +308,11 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
            overwrite: bool = False) -> ModelPackage:
     """Turn one arm of a finished study into a model package.
 
-    Everything is read through the run directory's owner (:mod:`thyro.run`): the study record
+    The run is read once, through its owner (:meth:`thyro.run.RunDir.load`): the study record
     (preprocessing, the arm, flip test-time augmentation), the predictions (out-of-fold rows choose
     the operating points; ensemble rows give the metrics of the test set and of every external set,
-    computed by :mod:`thyro.metrics` exactly as the report computes them), the data summary and the
-    fold models.  ``label_source``/``label_definition`` override the labels' provenance the study
+    computed by :mod:`thyro.metrics` exactly as the report computes them), the results, the data summary
+    and the fold models.  ``label_source``/``label_definition`` override the labels' provenance the study
     recorded.
 
     Raises
@@ -320,45 +323,44 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
     from thyro import metrics
     from thyro.data.manifest import LabelMeaning
     from thyro.errors import StatsError, ThyroError
-    from thyro.run import OOF, JobKey, RunDir
+    from thyro.run import OOF, TEST, JobKey, RunDir
 
-    run = RunDir(run_dir)
-    if not run.root.is_dir():
-        raise ModelPackageError(f"{run.root}: run directory not found.")
+    rundir = RunDir(run_dir)
+    if not rundir.root.is_dir():
+        raise ModelPackageError(f"{rundir.root}: run directory not found.")
     try:
-        record = run.read_record()
+        run = rundir.load(strict=True)
     except ThyroError as exc:
         raise ModelPackageError(str(exc)) from None
+    record = run.record
     if record is None:
-        raise ModelPackageError(f"{run.root}: no study record ({run.config_path.name}); is this a study run directory?")
+        raise ModelPackageError(f"{rundir.root}: no study record ({rundir.config_path.name}); is this a study run "
+                                "directory?")
     cfg = record.config
     arms = [a.name for a in cfg.arms]
     if arm not in arms:
-        raise ModelPackageError(f"{run.config_path}: no arm {arm!r}; the study's arms are: {', '.join(arms)}.")
+        raise ModelPackageError(f"{rundir.config_path}: no arm {arm!r}; the study's arms are: {', '.join(arms)}.")
     arm_cfg = cfg.arm(arm)
-    results = run.read_results() or {}
-    entry = (results.get("arms") or {}).get(arm) or {}
-    if entry.get("status") and entry["status"] != "done":
-        reason = f" ({entry['reason'].splitlines()[0]})" if entry.get("reason") else ""
-        raise ModelPackageError(f"{run.results_path}: arm {arm!r} has status {entry['status']!r}{reason}, "
+    entry = run.arm_result(arm)
+    if entry is not None and entry.status and entry.status != "done":
+        reason = f" ({entry.reason.splitlines()[0]})" if entry.reason else ""
+        raise ModelPackageError(f"{rundir.results_path}: arm {arm!r} has status {entry.status!r}{reason}, "
                                 "not 'done'; finish it first or bundle another arm.")
     jobs = [JobKey(arm, k) for k in range(cfg.data.folds)]
-    files = [run.model_file(j) for j in jobs]
-    missing = [str(f.relative_to(run.root)) for f in files if not f.is_file()]
+    files = [rundir.model_file(j) for j in jobs]
+    missing = [str(f.relative_to(rundir.root)) for f in files if not f.is_file()]
     if missing:
-        raise ModelPackageError(f"{run.root}: cannot bundle arm {arm!r}; missing fold model(s): {', '.join(missing)}.")
-    try:
-        preds = run.read_predictions()
-    except StatsError as exc:
-        raise ModelPackageError(str(exc)) from None
+        raise ModelPackageError(f"{rundir.root}: cannot bundle arm {arm!r}; missing fold model(s): "
+                                f"{', '.join(missing)}.")
+    preds = run.predictions
     oof = preds.rows(arm=arm, split=OOF)
     if oof.empty:
-        raise ModelPackageError(f"{run.predictions_path}: no out-of-fold (split = 'val') rows for arm {arm!r}; "
+        raise ModelPackageError(f"{rundir.predictions_path}: no out-of-fold (split = 'val') rows for arm {arm!r}; "
                                 "they are needed to choose the operating points.")
     try:
         operating = metrics.choose_thresholds(oof)
     except StatsError as exc:
-        raise ModelPackageError(f"{run.predictions_path}: arm {arm!r}: {exc}") from None
+        raise ModelPackageError(f"{rundir.predictions_path}: arm {arm!r}: {exc}") from None
     package_metrics: dict[str, Any] = {OOF: metrics.auroc_summary(oof)}
     for split in [s for s in preds.splits if s != OOF]:
         rows = preds.rows(arm=arm, split=split, ensemble=True)
@@ -368,22 +370,22 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
         if not m.get("missing"):
             m["operating_points"] = metrics.at_thresholds(rows, operating)
         package_metrics[split] = m
-    data = run.read_data() or {}
-    meaning = LabelMeaning.from_dict(results.get("labels") or data.get("labels"))
+    meaning = run.recorded_labels() or LabelMeaning()
     if label_source or label_definition:
         meaning = LabelMeaning(label_source or meaning.source, label_definition or meaning.definition)
     for split, m in package_metrics.items():  # an external set's labels, and whether they mean the training labels'
-        recorded = ((data.get("external") or {}).get(split) or {}).get("labels")
-        if split not in (OOF, "test") and isinstance(recorded, dict):
-            ext = LabelMeaning.from_dict(recorded)
+        ext = run.recorded_labels(split) if split not in (OOF, TEST) else None
+        if ext is not None:
             m["labels"] = ext.to_dict()
             m["label_warning"] = meaning.mismatch(ext, f"the external set {split}")
-    source = {"run_dir": str(run.root.resolve()), "arm": arm, "backbone": arm_cfg.backbone,
-              "weights": arm_cfg.weight_source(record.base_dir).describe(),
-              "role": arm_cfg.weight_source(record.base_dir).role, "git_commit": results.get("git_commit"),
-              "versions": results.get("versions"), "n_folds": len(files)}
+    weights = arm_cfg.weight_source(record.base_dir)
+    results = run.results
+    source = {"run_dir": str(rundir.root.resolve()), "arm": arm, "backbone": arm_cfg.backbone,
+              "weights": weights.describe(), "role": weights.role,
+              "git_commit": results.git_commit if results is not None else None,
+              "versions": results.versions if results is not None else None, "n_folds": len(files)}
     preprocess = cfg.preprocess.model_dump(mode="json")
     return write_package(out, model_files=files, preprocess=preprocess, operating=operating,
-                         metrics=package_metrics, data=data, source=source, labels=meaning.to_dict(),
-                         image_size=cfg.preprocess.size, default_point=default_point, overwrite=overwrite,
-                         tta_flip=cfg.train.tta_flip)
+                         metrics=package_metrics, data=run.data.to_dict() if run.data is not None else {},
+                         source=source, labels=meaning.to_dict(), image_size=cfg.preprocess.size,
+                         default_point=default_point, overwrite=overwrite, tta_flip=cfg.train.tta_flip)

@@ -1,4 +1,4 @@
-"""The model card (Markdown), generated from a package's ``model.json`` and ``data.json``."""
+"""The model card (Markdown), generated from a package's ``model.json`` and its training data summary."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import jinja2
+
+from thyro.run import DATA
 
 CARD_TEMPLATE = """\
 # Model card: thyroid nodule, {{ meta.labels.probability_name }} ({{ meta.arch or "model" }}{% if meta.weights %}, {{ meta.weights }} start{% endif %})
@@ -126,7 +128,7 @@ def _data_lines(data: dict) -> list[str]:
         elif isinstance(value, list) and len(value) <= 12 and all(not isinstance(v, (dict, list)) for v in value):
             lines.append(f"{name}: " + ", ".join(map(str, value)))
         else:
-            lines.append(f"{name}: see data.json")
+            lines.append(f"{name}: see {DATA}")
     return lines
 
 

@@ -1,26 +1,50 @@
-"""What a report is built from: a run directory (read through :mod:`thyro.run`) or a predictions CSV alone."""
+"""A run as one typed value: its predictions and everything recorded beside them, read once
+(:meth:`thyro.run.RunDir.load`, :func:`thyro.run.load_run`) for the report, the model package, ``thyro
+compare`` and tracking alike."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from thyro.data.manifest import LabelMeaning
-from thyro.errors import StatsError, ThyroError
-from thyro.run import RESERVED_SPLITS, Predictions, RunDir, StudyRecord, read_predictions
+from thyro.run.predictions import RESERVED_SPLITS, Predictions
+from thyro.run.record import StudyRecord
+from thyro.run.results import ArmResult, Results
+from thyro.run.summary import DataSummary
 
 
 @dataclass
 class Run:
-    """A study's predictions and, for a run directory, everything recorded beside them."""
+    """A study's predictions and, for a run directory, everything recorded beside them.
+
+    Attributes
+    ----------
+    root : Path
+        The run directory (or, for a predictions CSV alone, its folder).
+    predictions : Predictions
+    record : StudyRecord or None
+        The study's configuration (None for a CSV alone, or when the record could not be read).
+    results : Results or None
+    data : DataSummary or None
+    config_text : str or None
+        The study record as written.
+    logs : dict
+        ``{arm: {"foldK": training log}}`` of the whole-fold jobs.
+    notes : list of str
+        What could not be read (and was left out) or was assumed.
+    from_dir : bool
+        Whether this is a run directory (not a predictions CSV alone).
+    """
 
     root: Path
     predictions: Predictions
     record: StudyRecord | None = None
-    results: dict | None = None
-    data: dict | None = None
+    results: Results | None = None
+    data: DataSummary | None = None
     config_text: str | None = None
     logs: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -34,22 +58,32 @@ class Run:
     def title(self) -> str:
         if self.record is not None:
             return self.record.config.name
-        if self.results and self.results.get("study"):
-            return str(self.results["study"])
+        if self.results is not None and self.results.study:
+            return self.results.study
         return self.root.name if self.from_dir else self.predictions_path.stem
+
+    def arm_result(self, arm: str) -> ArmResult | None:
+        """What the results say of ``arm`` (None when they do not name it)."""
+        return self.results.arms.get(arm) if self.results is not None else None
+
+    def recorded_labels(self, split: str | None = None) -> LabelMeaning | None:
+        """What the labels of ``split`` mean as the study recorded it (the development data's for None,
+        ``val`` and ``test``; an external set's own), or None when not recorded."""
+        if split is not None and split not in RESERVED_SPLITS:
+            return self.data.external_labels(split) if self.data is not None else None
+        for source in (self.results, self.data):
+            if source is not None and source.labels is not None:
+                return source.labels
+        return None
 
     def label_meaning(self, split: str | None = None) -> LabelMeaning:
         """What the labels of ``split`` mean (the development data's for None, ``val`` and ``test``): as the
         study recorded it, else from the predictions' ``label_source``/``label_definition`` columns."""
-        external = split is not None and split not in RESERVED_SPLITS
-        if external:
-            recorded = ((self.data or {}).get("external") or {}).get(split) or {}
-            if isinstance(recorded.get("labels"), dict):
-                return LabelMeaning.from_dict(recorded["labels"])
+        recorded = self.recorded_labels(split)
+        if recorded is not None:
+            return recorded
+        if split is not None and split not in RESERVED_SPLITS:
             return self.predictions.label_meaning(split)
-        for source in (self.results, self.data):
-            if source and isinstance(source.get("labels"), dict):
-                return LabelMeaning.from_dict(source["labels"])
         dev = [s for s in self.predictions.splits if s in RESERVED_SPLITS]
         return self.predictions.label_meaning(dev[0] if len(dev) == 1 else None)
 
@@ -62,8 +96,6 @@ class Run:
 
     def relative(self, path: str | Path) -> str:
         """A path as the report shows it: relative to the run directory (or the predictions file's folder)."""
-        import os
-
         path = Path(path)
         if not path.is_absolute():
             return path.as_posix()
@@ -74,7 +106,7 @@ class Run:
 
     def report_settings(self):
         """The study's ``report:`` block (:class:`thyro.config.ReportConfig`; the defaults without a record)."""
-        from thyro.config import ReportConfig
+        from thyro.config import ReportConfig  # lazy: thyro.config imports torch and timm
 
         return self.record.config.report if self.record is not None else ReportConfig()
 
@@ -91,47 +123,35 @@ class Run:
         The role comes from each arm's typed weight source (``none`` is the scratch reference,
         ``imagenet`` the ImageNet one), never from the arm's name.
         """
-        arms_json = (self.results or {}).get("arms") or {}
+        recorded = self.results.arms if self.results is not None else {}
         cfg_arms = list(self.record.config.arms) if self.record is not None else []
-        order = [a.name for a in cfg_arms] + [a for a in arms_json if a not in {c.name for c in cfg_arms}]
+        order = [a.name for a in cfg_arms] + [a for a in recorded if a not in {c.name for c in cfg_arms}]
         order += [a for a in self.predictions.arms if a not in order]
         present = set(self.predictions.arms)
         info: dict[str, dict] = {}
         for name in order:
-            meta = arms_json.get(name) or {}
+            meta = recorded.get(name) or ArmResult()
             cfg = next((a for a in cfg_arms if a.name == name), None)
             source = cfg.weight_source(self.record.base_dir) if cfg is not None else None
             if source is not None:
                 weights = source.kind if source.path is None else f"{source.kind}:{self.relative(source.path)}"
             else:
-                weights = meta.get("weights")
+                weights = meta.weights
             info[name] = {
-                "status": meta.get("status") or ("done" if name in present else "not run"),
-                "reason": meta.get("reason"),
+                "status": meta.status or ("done" if name in present else "not run"),
+                "reason": meta.reason,
                 "weights": weights,
-                "backbone": cfg.backbone if cfg is not None else meta.get("backbone"),
+                "backbone": cfg.backbone if cfg is not None else meta.backbone,
                 "role": source.role if source is not None else None,
             }
         return order, info
 
+    def tuned(self) -> list[dict]:
+        """What ``train.tune`` chose per job: ``[{"job": name, "chosen": settings}]`` (empty when not tuned)."""
+        jobs = self.results.jobs if self.results is not None else {}
+        chosen = [(name, (job.extra.get("tuned") or {}).get("chosen")) for name, job in jobs.items()]
+        return [{"job": name, "chosen": c} for name, c in chosen if c is not None]
 
-def read_run(path: str | Path) -> Run:
-    """Read a run directory, or a predictions CSV on its own."""
-    path = Path(path)
-    if path.is_file():
-        preds = read_predictions(path)
-        return Run(root=path.parent, predictions=preds, notes=list(preds.notes))
-    if not path.is_dir():
-        raise StatsError(f"{path}: no such run directory or predictions file")
-    run_dir = RunDir(path)
-    preds = run_dir.read_predictions()
-    run = Run(root=path, predictions=preds, notes=list(preds.notes), from_dir=True)
-    try:
-        run.record = run_dir.read_record()
-    except ThyroError as exc:  # a damaged record must not stop the report; say what is missing
-        run.notes.append(f"the study record could not be read ({exc})")
-    run.results = run_dir.read_results(run.notes)
-    run.data = run_dir.read_data(run.notes)
-    run.config_text = run_dir.config_text()
-    run.logs = run_dir.logs()
-    return run
+    def train_sizes(self) -> dict[str, list[int]]:
+        """``{fraction: [training images of each fold]}`` as recorded (empty when not recorded)."""
+        return dict((self.data.train_fractions if self.data is not None else None) or {})
