@@ -90,8 +90,9 @@ def study_config(out: Path, name: str, ddti: Path, udtn: Path, size: int, arms: 
     return path
 
 
-def arms(simclr: Path | None) -> list[dict]:
-    out = [{"name": "scratch", "backbone": "resnet18", "weights": "none"},
+def arms(simclr: Path | None, scratch_epochs: int | None = None) -> list[dict]:
+    out = [{"name": "scratch", "backbone": "resnet18", "weights": "none",
+            **({"train": {"epochs": scratch_epochs}} if scratch_epochs else {})},
            {"name": "imagenet-probe", "backbone": LITE0, "weights": "imagenet", "train_backbone": "cached"},
            {"name": "imagenet-ft", "backbone": LITE0, "weights": "imagenet", "train": FT},
            {"name": "imagenet-partial", "backbone": LITE0, "weights": "imagenet",
@@ -182,23 +183,29 @@ def main() -> None:
     ap.add_argument("--simclr-epochs", type=int, default=20)
     ap.add_argument("--fractions", action="store_true", help="add the data-efficiency study (25/50/100 %%)")
     ap.add_argument("--only", nargs="*", help="arms to run (default all)")
+    ap.add_argument("--scratch-epochs", type=int, help="the scratch arm's epochs (default: thyro's, 40)")
+    ap.add_argument("--dry-run", action="store_true", help="print the studies' plans and time estimates only")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("THYRO_CACHE_DIR", str(args.out / "cache"))
     t0 = time.perf_counter()
     ddti, udtn = prepare(args.out)
     simclr = simclr_backbone(args.out, ddti, args.size, args.simclr_epochs) if args.simclr else None
-    chosen = [a for a in arms(simclr) if not args.only or a["name"] in args.only]
+    chosen = [a for a in arms(simclr, args.scratch_epochs) if not args.only or a["name"] in args.only]
     first = [a for a in chosen if a["name"] in ("scratch", "imagenet-probe", "imagenet-ft")]
     rest = [a for a in chosen if a not in first]
     runs = [args.out / "run"]
     config = study_config(args.out, "transfer", ddti, udtn, args.size, first,
                           fractions=[0.25, 0.5, 1.0] if args.fractions else None)
-    thyro("study", str(config), "--run-dir", str(runs[0]))
+    dry = ["--dry-run"] if args.dry_run else []
+    thyro("study", str(config), "--run-dir", str(runs[0]), *dry)
     if rest:
         runs.append(args.out / "run-more")
-        more = study_config(args.out, "transfer-more", ddti, udtn, args.size, rest, splits=runs[0] / "splits.json")
-        thyro("study", str(more), "--run-dir", str(runs[1]))
+        more = study_config(args.out, "transfer-more", ddti, udtn, args.size, rest,
+                            splits=None if args.dry_run else runs[0] / "splits.json")
+        thyro("study", str(more), "--run-dir", str(runs[1]), *dry)
+    if args.dry_run:
+        return
     names = [a["name"] for a in chosen]
     pairs = [(n, "scratch") for n in names if n != "scratch" and "scratch" in names]
     pairs += [(a, b) for a, b in (("imagenet-ft", "imagenet-probe"), ("imagenet-partial", "imagenet-ft"),
