@@ -66,7 +66,7 @@ def bench_engines(pkg_dir: Path, batch_sizes: list[int], repeats: int, threads: 
 
     from thyro.use.bundle import load_package
     from thyro.use.export import export_onnx
-    from thyro.use.predict import OnnxEngine, TorchEngine
+    from thyro.use.engines import OnnxEngine, TorchEngine
 
     torch.set_num_threads(threads)
     package = load_package(pkg_dir)

@@ -73,7 +73,7 @@ class Model:
     def __init__(self, model_dir: str | os.PathLike, *, engine: str = "torch", point: str | None = None,
                  onnx_file: str | os.PathLike | None = None):
         from thyro.use.bundle import load_package
-        from thyro.use.predict import make_engine
+        from thyro.use.engines import make_engine
 
         self.package = load_package(model_dir)
         self.engine = engine
@@ -119,7 +119,8 @@ class Model:
         import pandas as pd
 
         from thyro.data.manifest import roi_to_json
-        from thyro.use.predict import PredictionRow, collect_inputs, iter_predictions
+        from thyro.use.inputs import collect_inputs
+        from thyro.use.predict import PredictionRow, iter_predictions
 
         many = isinstance(images, (list, tuple)) or (isinstance(images, Iterable) and not _is_path(images)
                                                     and not isinstance(images, np.ndarray)

@@ -110,7 +110,7 @@ def test_onnx_prediction_does_not_import_torch(exported, images, tmp_path):
 
 def test_flip_tta_is_applied_by_every_engine_when_the_study_used_it(run_dir, images, tmp_path):
     from thyro.use.bundle import write_package
-    from thyro.use.predict import TorchEngine
+    from thyro.use.engines import TorchEngine
 
     files = [run_dir / "jobs" / "scratch" / "fold0" / "model.safetensors"]
     pkg = write_package(tmp_path / "tta", model_files=files, preprocess={"size": SIZE},

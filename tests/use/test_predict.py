@@ -12,7 +12,9 @@ import torch
 from thyro.cli import main
 from thyro.data.preprocess import Preprocessor
 from thyro.errors import DataError
-from thyro.use.predict import CSV_COLUMNS, InputItem, TorchEngine, collect_inputs, iter_predictions, predict
+from thyro.use.engines import TorchEngine
+from thyro.use.inputs import InputItem, collect_inputs
+from thyro.use.predict import CSV_COLUMNS, iter_predictions, predict
 
 from .conftest import SIZE
 

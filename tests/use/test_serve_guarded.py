@@ -226,7 +226,7 @@ def _quiet_post(port: int, data: bytes) -> None:
 
 def test_heatmaps_are_drawn_per_batch_with_one_at_a_time_results(model_dir, images):
     from thyro.use.explain import heatmaps
-    from thyro.use.predict import InputItem, prepare_item
+    from thyro.use.inputs import InputItem, prepare_item
 
     app = create_app(model_dir, max_batch=8, batch_wait_ms=300)
     service = app.state.service

@@ -61,7 +61,8 @@ def predict_cmd(
     import sys
 
     from thyro.console import console, err_console, is_quiet
-    from thyro.use.predict import parse_roi_arg, predict, summary_table
+    from thyro.use.inputs import parse_roi_arg
+    from thyro.use.predict import predict, summary_table
 
     summary = predict(model_dir, inputs, out=out if out else sys.stdout, roi=parse_roi_arg(roi), engine=engine,
                       onnx_path=onnx_file, batch_size=batch_size, point=point,
@@ -91,7 +92,7 @@ def explain_cmd(
     """
     from thyro.console import info, is_quiet
     from thyro.use.explain import explain
-    from thyro.use.predict import parse_roi_arg
+    from thyro.use.inputs import parse_roi_arg
 
     results = explain(model_dir, inputs, out, method=method, roi=parse_roi_arg(roi), progress=not is_quiet(),
                       frames=frames)

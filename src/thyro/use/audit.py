@@ -58,7 +58,7 @@ def model_audit(package, manifest, images: pd.DataFrame, *, ids: list[str] | Non
     chosen = usable["image"].tolist()
     y = usable["label"].astype(int).to_numpy()
     groups = usable["group"].astype(str).to_numpy()
-    from thyro.use.predict import TorchEngine
+    from thyro.use.engines import TorchEngine
 
     engine = TorchEngine.from_package(package)
     p_marks = _scores(package, engine, manifest, chosen, False, batch_size, progress)

@@ -369,7 +369,8 @@ def explain(model_dir: str | os.PathLike | ModelPackage, inputs, out_dir: str | 
     file (the ``warning`` says how many it has), ``"all"`` one heatmap per frame (``NAME#frame=K``).
     """
     from thyro.console import track
-    from thyro.use.predict import TorchEngine, _error_text, collect_inputs, frame_items, prepare_item
+    from thyro.use.engines import TorchEngine
+    from thyro.use.inputs import _error_text, collect_inputs, frame_items, prepare_item
 
     _cam_class(method)  # validate before any work
     if frames not in ("first", "all"):
@@ -459,7 +460,7 @@ def montage(model_dir_or_models, images, labels, probs, out_png: str | os.PathLi
         if package is None:
             raise ThyroError("montage: image paths need a model directory (for its preprocessing); "
                              "with bare models pass preprocessed uint8 arrays.")
-        from thyro.use.predict import InputItem, prepare_item
+        from thyro.use.inputs import InputItem, prepare_item
 
         pre = package.preprocessor()
         arrays = []

@@ -139,7 +139,7 @@ class Service:
                  model_threads: int | None = None):
         from thyro.data.readers import max_pixels
         from thyro.use.explain import METHODS
-        from thyro.use.predict import make_engine
+        from thyro.use.engines import make_engine
 
         if engine not in ENGINES:
             raise ThyroError(f"--engine {engine!r}: choose torch or onnx.")
@@ -190,7 +190,7 @@ class Service:
 
     def _decode(self, path: Path, fn):
         """``fn()`` holding the pixels of the image at ``path`` (from its header) from the budget."""
-        from thyro.use.predict import image_info
+        from thyro.use.inputs import image_info
 
         info = image_info(path)
         with self.budget.hold(info.size[0] * info.size[1] if info is not None else None):
@@ -224,7 +224,7 @@ class Service:
         and a warning saying so.
         """
         from thyro.data.manifest import roi_to_json
-        from thyro.use.predict import InputItem, prepare_item
+        from thyro.use.inputs import InputItem, prepare_item
 
         roi_crop = bool(self.pre.cfg.roi_crop)
         want_cam = heatmap and self.heatmaps
@@ -483,7 +483,7 @@ def _threads_that_sleep() -> None:
     A server's model shares the cores with the request threads that decode and preprocess images; OpenMP
     threads that spin while they wait for the next batch take those cores: on two busy cores a 64 px
     Grad-CAM pass took 740 ms of CPU spinning and 60 ms sleeping (BENCHMARKS.md).  The same as ONNX
-    Runtime's ``allow_spinning=0`` (:class:`thyro.use.predict.OnnxEngine`).  A no-op when the variable is set
+    Runtime's ``allow_spinning=0`` (:class:`thyro.use.engines.OnnxEngine`).  A no-op when the variable is set
     or torch is already loaded.
     """
     import sys
