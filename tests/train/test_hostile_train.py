@@ -214,7 +214,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_state(tmp_path, monke
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
 
     monkeypatch.setattr(fit_mod.torch, "save", full_disk_save)
-    monkeypatch.setattr("thyro.fileio._low_space", lambda path: True)  # what a full disk reports
+    monkeypatch.setattr("thyro.fileio.atomic._low_space", lambda path: True)  # what a full disk reports
     with pytest.raises(WriteError) as info:
         fit(_tiny_net(), _square_task(), _square_task(seed=1), _cfg(epochs=3), job)
     assert str(info.value).startswith(f"no space left on device writing {job / 'last.pt'}; nothing was lost")
@@ -229,7 +229,7 @@ def test_full_disk_errors_from_every_writer_become_one_message(tmp_path, monkeyp
 
     target = tmp_path / "out.csv"
     write_text(target, "previous\n")
-    monkeypatch.setattr("thyro.fileio._low_space", lambda path: False)
+    monkeypatch.setattr("thyro.fileio.atomic._low_space", lambda path: False)
     for exc in (OSError(errno.ENOSPC, "No space left on device"),
                 RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
                 RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
