@@ -49,7 +49,7 @@ from thyro.data.cache_build import (
 from thyro.data.manifest import Manifest, read_manifest, roi_to_json
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import DataError, ImageFailure, UnreadableImages
-from thyro.fileio import file_lock, sha256_file, sha256_json, write_json
+from thyro.fileio import file_lock, read_csv, sha256_file, sha256_json, write_json
 
 __all__ = ["CACHE_FORMAT", "MIN_POOL_TASKS", "REPORT_FILE", "ImageCache", "ReadableImages", "cache_key",
            "default_cache_dir", "default_workers"]
@@ -174,8 +174,6 @@ class ImageCache:
         """The per-image preprocessing report (``preprocess.csv``) as a DataFrame, or None for a cache
         built before reports existed."""
         path = self.path / REPORT_FILE
-        from thyro.fileio import read_csv
-
         return read_csv(path, keep_default_na=False) if path.is_file() else None
 
     def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
