@@ -1,6 +1,10 @@
 """The ``thyro`` command line.  Thin: parse, call the API, print.  No logic lives here.
 
 Each area registers its commands from its own module (``cli/data.py``, ``cli/weights.py``, ...).
+
+Commands import what they run inside their own function, on purpose: ``thyro --help``, ``thyro
+weights list`` or a typo answers without loading torch, timm, pandas or scipy (seconds on a small
+machine), and a command whose optional package is missing fails alone.
 """
 
 from __future__ import annotations
