@@ -134,7 +134,7 @@ def summarise(runs: list[Path], pairs: list[tuple[str, str]]) -> dict:
                 if df.empty or df["label"].nunique() < 2:
                     continue
                 r = interval(df["label"].to_numpy(), df["probability"].to_numpy(), df["group"].to_numpy())
-                entry.setdefault(split, {})[f"{fraction:g}"] = {"auroc": r.auroc, "lo": r.lo, "hi": r.hi,
+                entry.setdefault(split, {})[f"{fraction:g}"] = {"auroc": r.auroc, "lo": r.lower, "hi": r.upper,
                                                                 "n": len(df), "method": r.method}
         out["arms"][arm] = entry
     for a, b in pairs:
@@ -145,7 +145,7 @@ def summarise(runs: list[Path], pairs: list[tuple[str, str]]) -> dict:
             m = da.merge(db, on=["image", "label", "group"], suffixes=("_a", "_b"))
             c = compare_paired(m["label"].to_numpy(), m["probability_a"].to_numpy(), m["probability_b"].to_numpy(),
                                m["group"].to_numpy())
-            out["pairs"].setdefault(f"{a} vs {b}", {})[split] = {"diff": c.diff, "lo": c.lo, "hi": c.hi, "p": c.p,
+            out["pairs"].setdefault(f"{a} vs {b}", {})[split] = {"diff": c.diff, "lo": c.lower, "hi": c.upper, "p": c.p_value,
                                                                  "method": c.method}
     return out
 
