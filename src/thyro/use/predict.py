@@ -24,6 +24,7 @@ with onnxruntime; torch is not imported on that path).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -220,7 +221,7 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
     def consume(rows: Iterator[PredictionRow], writer) -> None:
         from thyro.console import progress_task
 
-        with progress_task("predicting", len(items)) if progress else _null_progress() as (bar, task):
+        with progress_task("predicting", len(items)) if progress else contextlib.nullcontext((None, None)) as (bar, task):
             for row in rows:
                 summary.n += 1
                 summary.n_failed += bool(row.error)
@@ -234,8 +235,6 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
 
     rows = iter_predictions(package, items, eng, batch_size=batch_size, threshold=threshold, frames=frames)
     if out:
-        import contextlib
-
         opened = contextlib.nullcontext(stream) if stream is not None else atomic_open(out, "w", newline="",
                                                                                         encoding="utf-8")
         with opened as fh:
@@ -247,14 +246,6 @@ def predict(model_dir: str | os.PathLike | ModelPackage, inputs: Iterable[str | 
     else:
         consume(rows, None)
     return summary
-
-
-class _null_progress:
-    def __enter__(self):
-        return None, None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def summary_table(summary: PredictionSummary, max_rows: int = 40):
