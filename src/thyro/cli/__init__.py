@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from thyro import __version__
 from thyro.cli._help import PATHS, arguments_read_as_names, epilog, tidy
+from thyro.cli._output import setup as setup_output
 from thyro.console import err_console, set_quiet
 from thyro.errors import ThyroError
 
@@ -82,6 +83,7 @@ def _root(
 ) -> None:
     set_quiet(quiet)
     _debug["on"] = debug or bool(os.environ.get("THYRO_DEBUG"))
+    setup_output(quiet=quiet, debug=_debug["on"])
     if max_pixels is not None:
         from thyro.data.readers import set_max_pixels
 
