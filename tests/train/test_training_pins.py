@@ -33,14 +33,24 @@ from thyro.train.pretrain import pretrain
 
 #: Where the digests were computed: (torch version, CPU capability).
 PINNED_ON = ("2.14.1", "AVX512")
+#: Each name's digest on every CPU it was pinned on: AVX512 kernels differ in their last bits between CPU
+#: makers (the first digest: the machine the pins were made on; the second: an AMD EPYC with AVX512, the
+#: same code, torch 2.14.1).  A change to training changes the digest on every CPU, so it matches neither.
 PINNED = {
-    "fit_augment": "760c4440eb5ab89582b5aa6ff3ad19d9cce1dfe3a01410e66bd8b9eb1d53978b",
-    "fit_ema_select": "3041a4d774d61538b47b2f18fd7e674ffd090d7290ec7e2b35a12e3e4603e624",
-    "fit_recipe": "606cde8083c7a431b8bb10e31fc4aaa839b01010950c788dcd537c38d5894b5a",
-    "pretrain_supervised": "c2f9a42546cfcf3b7c2b51af88ed2f63b829a6c58ad1fb23442ac8618475270c",
-    "pretrain_simclr": "3e3da89c189417444e5e71a715cecdd71058bf93de9469ded2cca07885720d64",
-    "pretrain_supervised_resumed": "b4119b89b71be1c61ece5556a983fa1edbf36d8df46d2fad3e25b0235d6390f2",
-    "pretrain_simclr_resumed": "9f1853802c80b2f29c388169c3ececd68278cbbd55bf2787e2851525ab922182",
+    "fit_augment": ("760c4440eb5ab89582b5aa6ff3ad19d9cce1dfe3a01410e66bd8b9eb1d53978b",
+                    "4293e8ef44ad3bca621f6e75a815f7ffdc4385b9fb54820241093452c00b0cad"),
+    "fit_ema_select": ("3041a4d774d61538b47b2f18fd7e674ffd090d7290ec7e2b35a12e3e4603e624",
+                       "4031557647ecd87b800f5c41616b8291bee99f58cc843c20e7bd842df2f14562"),
+    "fit_recipe": ("606cde8083c7a431b8bb10e31fc4aaa839b01010950c788dcd537c38d5894b5a",
+                   "84a295b45768e856cd5080ebae60aa76f6cb65699c44e4eab9d5cd2f923b4135"),
+    "pretrain_supervised": ("c2f9a42546cfcf3b7c2b51af88ed2f63b829a6c58ad1fb23442ac8618475270c",
+                            "9761bb3ba68ba44a075ebd330f7f62c43bc85668a12304c444ffc91b6e74696d"),
+    "pretrain_simclr": ("3e3da89c189417444e5e71a715cecdd71058bf93de9469ded2cca07885720d64",
+                        "a4ced1c9d56ca90d079e8e90b8fa9b7a3741422123c02d69e6ec40c198c78219"),
+    "pretrain_supervised_resumed": ("b4119b89b71be1c61ece5556a983fa1edbf36d8df46d2fad3e25b0235d6390f2",
+                                    "30a4605abd9a98ba681fbe01695626790ace9331ee1f951d971b54c0499641eb"),
+    "pretrain_simclr_resumed": ("9f1853802c80b2f29c388169c3ececd68278cbbd55bf2787e2851525ab922182",
+                                "a238646613dc1072dde0abad09f9a948f5c9d5c0a70154a76f99cdc9cf51952f"),
 }
 
 
@@ -51,7 +61,7 @@ def _platform() -> tuple[str, str]:
 def _check(name: str, digest: str) -> None:
     if _platform() != PINNED_ON:
         pytest.skip(f"digests pinned on torch {PINNED_ON[0]} with {PINNED_ON[1]} kernels, this is {_platform()}")
-    assert digest == PINNED[name], f"{name}: computed {digest}"
+    assert digest in PINNED[name], f"{name}: computed {digest}"
 
 
 def _hash_state(h, state: dict[str, torch.Tensor]) -> None:
