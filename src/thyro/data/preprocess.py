@@ -39,6 +39,7 @@ from pydantic import Field
 
 from thyro.base import StrictModel
 from thyro.data.marks import MarkSettings, colour_mask, detect_marks, inpaint
+from thyro.data.readers import load_image
 from thyro.data.scan_area import ScanArea, find_scan_area
 from thyro.errors import DataError
 
@@ -469,8 +470,6 @@ def _pool_work(task: tuple[int, str, dict | None, int]) -> tuple[int, np.ndarray
 def read_image(path: str | os.PathLike, *, frame: int = 0, color: bool = False):
     """Decode an image file as preprocessing reads it: a :class:`thyro.data.readers.LoadedImage`,
     cropped to the DICOM ultrasound region when the file has one."""
-    from thyro.data.readers import load_image
-
     return load_image(Path(path), frame=frame, color=color, us_region=True)
 
 
