@@ -25,7 +25,8 @@ import pandas as pd
 
 from thyro.console import info, progress_task
 from thyro.data.manifest import Manifest, parse_roi
-from thyro.data.preprocess import PreprocessConfig, _pool_init, _pool_work
+from thyro.data.preprocess import PreprocessConfig
+from thyro.data.preprocess.pool import pool_init, pool_work
 from thyro.data.preview import REPORT_COLUMNS
 from thyro.errors import DataError, ImageFailure, UnreadableImages
 from thyro.fileio import atomic_path, write_csv_rows, write_failure, write_json, write_text
@@ -94,8 +95,8 @@ def carry_over(cache_dir: Path, old_key: str, keep: np.ndarray, new_key: str, si
 
 
 # module-level names for the in-process path (the pool pickles the preprocess functions by reference)
-_init_worker = _pool_init
-_work = _pool_work
+_init_worker = pool_init
+_work = pool_work
 
 
 def _save_done(done: np.ndarray, path: Path) -> None:
@@ -250,8 +251,8 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
         else:
             # spawn: safe when torch (OpenMP threads) is loaded in the parent
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_pool_init, initargs=(cfg_json,))
-            results = pool.map(_pool_work, tasks, chunksize=max(1, min(32, len(tasks) // (workers * 8))))
+                                       initializer=pool_init, initargs=(cfg_json,))
+            results = pool.map(pool_work, tasks, chunksize=max(1, min(32, len(tasks) // (workers * 8))))
         try:
             for i, arr, geometry, err in results:
                 if err is not None:
