@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -23,13 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thyro.console import info, progress_task
+import thyro.progress
 from thyro.data.manifest import Manifest, parse_roi
 from thyro.data.preprocess import PreprocessConfig
 from thyro.data.preprocess.pool import pool_init, pool_work
 from thyro.data.preview import REPORT_COLUMNS
 from thyro.errors import DataError, ImageFailure, UnreadableImages
 from thyro.fileio import atomic_path, write_csv_rows, write_failure, write_json, write_text
+
+log = logging.getLogger(__name__)
 
 #: Version of the cache folder's layout (part of every key).
 CACHE_FORMAT = 1
@@ -145,7 +148,7 @@ def build_folder(manifest: Manifest, cfg: PreprocessConfig, key: str, cache_dir:
     t0 = time.perf_counter()
     todo = np.flatnonzero(~done)
     if done.any():
-        info(f"resuming image cache {key}: {int(done.sum())} of {n} images already done")
+        log.info(f"resuming image cache {key}: {int(done.sum())} of {n} images already done")
     tasks = []
     paths = manifest.paths()
     rois, frames = manifest_rois(manifest), manifest_frames(manifest)
@@ -243,7 +246,7 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
         workers = 1
     cfg_json = cfg.model_dump(mode="json")
     last_save = time.monotonic()
-    with progress_task("Preprocessing images into the cache", len(tasks)) as (progress, task_id):
+    with thyro.progress.task("Preprocessing images into the cache", len(tasks), unit="image") as progress:
         if workers == 1:
             _init_worker(cfg_json)
             results = map(_work, tasks)
@@ -261,7 +264,7 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
                     images[i] = arr
                     geometries[i] = geometry
                     done[i] = True
-                progress.advance(task_id)
+                progress.advance()
                 if time.monotonic() - last_save > 5.0:
                     images.flush()
                     _save_geometries(geometries, geometry_path)
