@@ -210,3 +210,31 @@ def test_folder_walks_use_the_readers_suffix_list():
     assert folders.IMAGE_SUFFIXES is readers.IMAGE_SUFFIXES
     assert inputs.IMAGE_SUFFIXES | inputs.DICOM_SUFFIXES == set(readers.IMAGE_SUFFIXES)
     assert inputs._wanted(Path("scan.WEBP")) and not inputs._wanted(Path("notes.txt"))
+
+
+def test_importing_the_readers_changes_no_other_library(tmp_path):
+    """Warning filters and pydicom's log handler are installed on the first read, once, not at import."""
+    import os
+    import subprocess
+    import sys
+
+    Image.fromarray(GRAY).save(tmp_path / "a.png")
+    script = (
+        "import logging, sys, warnings\n"
+        "import thyro.data.readers as readers\n"
+        "import thyro.data.preprocess, thyro.data.validate, thyro.data.importers\n"
+        "from PIL import Image\n"
+        "def thyros():  # the filters thyro installs (other libraries add their own at import)\n"
+        "    return [f for f in warnings.filters if f[2] is Image.DecompressionBombWarning\n"
+        "            or 'pydicom' in str(getattr(f[3], 'pattern', f[3]))]\n"
+        "handlers = lambda: [type(h).__name__ for h in logging.getLogger('pydicom').handlers]\n"
+        "assert thyros() == [], thyros()\n"
+        "assert '_NoteHandler' not in handlers(), handlers()\n"
+        "readers.load_image(sys.argv[1])\n"
+        "readers.probe_image(open(sys.argv[1], 'rb').read())\n"
+        "assert len(thyros()) == 2, thyros()\n"
+        "assert handlers().count('_NoteHandler') == 1, handlers()\n")
+    src = Path(__file__).resolve().parents[2] / "src"
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.png")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(src)})
+    assert proc.returncode == 0, proc.stderr
