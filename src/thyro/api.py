@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from thyro.errors import DataError, ThyroError
+from thyro.settings import get_settings
 from thyro.use.predict import CSV_COLUMNS
 
 #: Columns of :meth:`Model.predict`'s table: those of ``thyro predict``'s CSV (then a manifest input's own).
@@ -175,12 +176,11 @@ class Model:
         return self.predict(images, **kwargs)["probability"].to_numpy(dtype=float)
 
     def _check_size(self, pixels: np.ndarray, name: str) -> None:
-        from thyro.data.readers import max_pixels
-
         h, w = pixels.shape[:2]
-        if h * w > max_pixels():
-            raise DataError(f"{name}: {w} x {h} pixels is over the limit of {max_pixels():,} "
-                            "(thyro.data.readers.set_max_pixels raises it).")
+        limit = get_settings().max_pixels
+        if h * w > limit:
+            raise DataError(f"{name}: {w} x {h} pixels is over the limit of {limit:,} "
+                            "(thyro.settings.set_settings(max_pixels=N) raises it).")
 
 
 def load(model_dir: str | os.PathLike, *, engine: str = "torch", point: str | None = None,

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from thyro.data.readers import DICOM_SUFFIXES as _DICOM
-from thyro.data.readers import IMAGE_SUFFIXES as _IMAGES
+from thyro.data.readers import IMAGE_SUFFIXES as _SUFFIXES
 from thyro.data.readers import is_dicom
 from thyro.errors import DataError, ThyroError
 
-#: File name endings picked up in folders (the readers' list); extensionless files are taken when they are DICOM.
-IMAGE_SUFFIXES = set(_IMAGES) - set(_DICOM)
+#: File name endings picked up in folders: the readers' one list (``thyro.data.readers.IMAGE_SUFFIXES``), here
+#: split into DICOM's and the others'; extensionless files are taken when they are DICOM.
+IMAGE_SUFFIXES = set(_SUFFIXES) - set(_DICOM)
 DICOM_SUFFIXES = set(_DICOM)
 MIN_SIDE = 16
 #: How multi-frame files are scored (see :mod:`thyro.use.predict`).
@@ -46,7 +47,7 @@ class InputItem:
 
 def _wanted(path: Path) -> bool:
     suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES:
+    if suffix in _SUFFIXES:
         return True
     return suffix == "" and is_dicom(path)
 
