@@ -133,7 +133,7 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT, comparisons:
     per_set = {name: analyse_set(run, name, order, info, pairs, family, oof, settings) for name in names}
     for s in per_set.values():
         if s["not_estimable"]:
-            log.warning("%s is too small: %s", s["title"], s["not_estimable"])
+            log.warning("%s", s["missing"][0])
         if s["kind"] != "oof":  # out-of-fold gaps are listed per fold above
             missing += [f"{s['name']}: {m}" if s["kind"] == "external" else m for m in s["missing"]]
         elif s["not_estimable"]:

@@ -123,7 +123,7 @@ def analyse_set(run: Run, name: str, order: list[str], info: dict, pairs: list[t
     }
     out["heading"] = set_heading(out)
     if short:
-        missing.insert(0, f"{out['title']} is too small: {out['not_estimable']}")
+        missing.insert(0, f"{out['title'][0].upper()}{out['title'][1:]} is too small: {out['not_estimable']}")
     model = run.model_meaning()
     if kind == "external" or (not run.from_dir and run.predictions.model_labels is not None):
         out["label_warning"] = model.mismatch(run.label_meaning(name), set_title(name, run))

@@ -210,7 +210,7 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     split_given = "split" in df.columns
     if not split_given:
         df["split"] = TEST
-        notes.append("no split column: every row is treated as a test prediction")
+        notes.append("no split column: every row is read as one set of images (split = test)")
     df["split"] = df["split"].fillna(TEST).astype(str).str.strip()
     lower = df["split"].str.lower()
     df.loc[lower.isin(RESERVED_SPLITS), "split"] = lower[lower.isin(RESERVED_SPLITS)]

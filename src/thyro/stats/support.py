@@ -61,13 +61,13 @@ MIN_EVENTS = 10
 #: Default names of class 1 and class 0 in the text.
 CLASSES = ("malignant", "benign")
 
-#: Figure -> (its name in a sentence, the minimum per class).
+#: Figure -> (its name and verb in a sentence, the minimum per class).
 FIGURES: dict[str, tuple[str, int]] = {
-    "auroc": ("an AUROC", MIN_CASES),
-    "difference": ("a paired difference", MIN_CASES),
-    "operating": ("sensitivity and specificity", MIN_CASES),
-    "decision": ("a decision curve", MIN_CASES),
-    "calibration": ("calibration", MIN_EVENTS),
+    "auroc": ("an AUROC needs", MIN_CASES),
+    "difference": ("a paired difference needs", MIN_CASES),
+    "operating": ("sensitivity and specificity need", MIN_CASES),
+    "decision": ("a decision curve needs", MIN_CASES),
+    "calibration": ("calibration needs", MIN_EVENTS),
 }
 
 
@@ -104,9 +104,9 @@ class NotEstimable:
         what = FIGURES.get(self.figure, (self.figure, self.minimum))[0]
         text = f"not estimable: {self.n_pos} {positive}, {self.n_neg} {negative}"
         if self.unit == "patients":
-            return (text + f" images of {self.units_pos} and {self.units_neg} patients ({what} needs at least "
+            return (text + f" images from {self.units_pos} and {self.units_neg} patients ({what} at least "
                     f"{self.minimum} patients of each class)")
-        return text + f" ({what} needs at least {self.minimum} of each)"
+        return text + f" ({what} at least {self.minimum} of each)"
 
     @property
     def text(self) -> str:
