@@ -40,7 +40,17 @@ from thyro.stats.calibration import calibration_line
 from thyro.stats.operating import choose_threshold, evaluate_threshold
 from thyro.stats.power import binormal_correlations
 from thyro.stats.roc import auroc_or_none
-from thyro.stats.support import CLASSES, MIN_CASES, MIN_EVENTS, NotEstimable, check, slope_problem
+from thyro.stats.support import (
+    CLASSES,
+    MIN_CASES,
+    MIN_EVENTS,
+    NotEstimable,
+    SizeReview,
+    check,
+    class_counts,
+    review_sizes,
+    slope_problem,
+)
 
 #: Operating points chosen on out-of-fold predictions: name -> rule of :mod:`thyro.stats.operating`.
 OPERATING_RULES: dict[str, str] = {"youden": "youden", "sens90": "sens@0.90", "sens95": "sens@0.95",
@@ -296,3 +306,54 @@ def decision(rows: pd.DataFrame, classes: tuple[str, str] = CLASSES) -> dict:
         return decision_curve(y, p).as_dict()
     except StatsError as exc:
         return {"missing": str(exc)}
+
+
+# ----------------------------------------------------------------------------------------------
+# before a study: what its sets will support
+# ----------------------------------------------------------------------------------------------
+
+def _cases(rows: pd.DataFrame) -> tuple[int, int]:
+    """Independent cases of each class among manifest rows (patients/groups where some have several images)."""
+    rows = rows[rows["label"].notna()]
+    ids = next((rows[c].astype(str).to_numpy() for c in ("group", "patient_id", "patient") if c in rows.columns
+                and rows[c].notna().all()), None)
+    return class_counts(rows["label"].to_numpy(dtype=int), ids)[2:4]
+
+
+def review_study(manifest: pd.DataFrame, test: list[str], folds: list[list[str]],
+                 external: dict[str, pd.DataFrame] | None = None, *, comparisons: int = 1,
+                 classes: tuple[str, str] = CLASSES) -> SizeReview:
+    """What a study's sets will support, before it trains (:func:`thyro.stats.support.review_sizes`).
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        The development data's manifest (``image``, ``label``, and ``group`` / ``patient_id`` when known).
+    test, folds : list
+        The held-out test set's image ids, and each fold's held-out image ids (a :class:`thyro.data.splits.Splits`'
+        ``test`` and ``folds``).
+    external : dict, optional
+        ``{name: manifest}`` of each external set.
+    comparisons : int
+        The comparisons of interest the report will test (``report.comparisons``, or its default: with a
+        scratch arm among ``k`` arms, ``(k - 1) + (k - 1)(k - 2) / 2``; without, ``k (k - 1) / 2``).
+    classes : (str, str)
+        What the labels call class 1 and class 0 (the warnings' words).
+
+    Returns
+    -------
+    SizeReview
+        ``warnings`` (plain sentences, empty when every set is large enough) and, per set and fold, the
+        figures supported and the smallest AUROC difference detectable.
+    """
+    dev = manifest.drop_duplicates("image").set_index("image", drop=False)
+    sets: dict[str, tuple[int, int]] = {}
+    for name, df in (external or {}).items():
+        sets[name] = _cases(df)
+    if test:
+        sets["test"] = _cases(dev.loc[list(test)])
+    pooled = [i for fold in folds for i in fold]
+    if pooled:
+        sets["val"] = _cases(dev.loc[pooled])
+    return review_sizes(sets, folds=[_cases(dev.loc[list(f)]) for f in folds], comparisons=comparisons,
+                        positive=classes[0], negative=classes[1])

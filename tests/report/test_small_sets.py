@@ -107,3 +107,15 @@ def test_report_of_a_plain_predictions_file_names_its_images_not_a_held_out_test
     pd.read_csv(csv).assign(split="test").to_csv(csv2, index=False)
     html2, _ = build_report(csv2, tmp_path / "r2", **FAST)
     assert "On the held-out test set (40 images" in html2.read_text()
+
+
+def test_a_shortcut_audit_on_too_few_images_shows_the_reason():
+    from thyro.report.build import _audit_supported
+
+    audit = {"marks_only": {"auroc": 0.9, "lower": 0.8, "upper": 1.0, "n_pos": 3, "n_neg": 20, "note": None},
+             "model": {"auroc_marks": {"auroc": 0.9, "n_pos": 3, "n_neg": 20}, "comparison": {"diff": 0.1}}}
+    shown = _audit_supported(audit)
+    assert shown["marks_only"]["auroc"] is None and shown["marks_only"]["note"].startswith("not estimable: 3 malignant")
+    assert shown["model"]["comparison"] is None and shown["model_note"].startswith("not estimable: 3 malignant")
+    ok = {"marks_only": {"auroc": 0.7, "lower": 0.6, "upper": 0.8, "n_pos": 30, "n_neg": 20}}
+    assert _audit_supported(ok) == ok and _audit_supported(None) is None

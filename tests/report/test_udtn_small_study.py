@@ -110,6 +110,21 @@ def test_compare_and_the_report_of_a_predict_file(study):
         assert "the images in mine-pred.csv (26 images" in text
 
 
+def test_the_plan_review_warns_before_training(study):
+    """What the plan can say before any training, from the manifest and the splits alone."""
+    from thyro import metrics
+    from thyro.data.manifest import read_manifest
+
+    root, _ = study
+    splits = RunDir(root / "run").read_splits()
+    review = metrics.review_study(read_manifest(root / "data" / "manifest.csv").df, splits.test, splits.folds,
+                                  comparisons=1)
+    text = "\n".join(review.warnings)
+    assert "3 of 3 folds hold fewer than 5 malignant or benign cases" in text
+    assert "The held-out test set (1 malignant, 1 benign) is too small for an AUROC" in text
+    assert "The pooled out-of-fold predictions (" in text  # 23 images: no difference detectable
+
+
 @pytest.mark.xfail(strict=True, reason="thyro.train computes per-fold AUROCs for its console lines, training logs and "
                                        "job records with auroc_or_none; they go through "
                                        "thyro.stats.support.estimable_auroc once train/ calls it")

@@ -137,3 +137,20 @@ def test_review_sizes_warns_of_small_sets_and_folds_with_the_detectable_differen
     assert "The external set udtn (13 malignant, 13 benign)" in text
     assert "big" not in text  # 0.05 / 3, 80% power: it detects about 0.06
     assert review_sizes({"test": (300, 600)}).warnings == []
+
+
+def test_review_study_counts_patients_of_the_manifest_and_splits():
+    rng = np.random.default_rng(0)
+    patients = [f"p{k // 2}" for k in range(120)]  # two images each
+    labels = np.repeat((rng.uniform(size=60) < 0.4).astype(int), 2)  # one label per patient
+    manifest = pd.DataFrame({"image": [f"i{k}" for k in range(120)], "label": labels, "patient_id": patients,
+                             "group": patients})
+    test = [f"i{k}" for k in range(6)]  # 3 patients
+    folds = [[f"i{k}" for k in range(6 + 38 * f, 6 + 38 * (f + 1))] for f in range(3)]
+    r = metrics.review_study(manifest, test, folds, {"site-b": manifest}, comparisons=2)
+    by = {s.name: s for s in r.sets}
+    assert list(by) == ["site-b", "test", "val"]
+    assert (by["test"].n_pos + by["test"].n_neg) == 3 and not by["test"].supports["auroc"]
+    assert by["site-b"].n_pos + by["site-b"].n_neg == 60 and by["val"].n_pos + by["val"].n_neg == 57
+    assert [f.n_pos + f.n_neg for f in r.folds] == [19, 19, 19]
+    assert any(w.startswith("The held-out test set (") for w in r.warnings) and r.alpha_each == 0.025

@@ -22,6 +22,7 @@ from thyro.report.glossary import GLOSSARY, term
 from thyro.report.text import fmt_p, one_line, set_heading, why
 from thyro.run import OOF, REPORT, Results, Run, RunDir, load_run
 from thyro.stats.format import format_p
+from thyro.stats.support import check
 
 TEMPLATES = Path(__file__).parent / "templates"
 BAND_BOOT = 500
@@ -149,6 +150,30 @@ def _hidden_val(a: dict) -> dict[str, set[str]]:
     return hidden
 
 
+def _audit_supported(audit: dict | None) -> dict | None:
+    """The shortcut audit with its AUROCs replaced by the reason where its images are too few to support one
+    (:mod:`thyro.stats.support`; the audit records images per class, so images are the cases here)."""
+    if not audit:
+        return audit
+    audit = dict(audit)
+
+    def short(r: dict | None):
+        if not r or r.get("auroc") is None or r.get("n_pos") is None:
+            return None
+        return check("auroc", [1] * int(r["n_pos"]) + [0] * int(r["n_neg"]))
+
+    mo = audit.get("marks_only") or {}
+    why = short(mo)
+    if why:
+        audit["marks_only"] = {**mo, "auroc": None, "note": why.text}
+    model = audit.get("model") or {}
+    why = short(model.get("auroc_marks"))
+    if why:
+        audit["model"] = {**model, "comparison": None}
+        audit["model_note"] = why.text
+    return audit
+
+
 def _provenance(run: Run, run_dir: Path, level: float) -> dict:
     """The report's provenance: predictions file and hash, versions, configuration, data, audit."""
     res = run.results or Results()
@@ -157,7 +182,7 @@ def _provenance(run: Run, run_dir: Path, level: float) -> dict:
     versions.setdefault("thyro (report)", __version__)
     versions.setdefault("numpy (report)", np.__version__)
     versions.setdefault("python (report)", platform.python_version())
-    audit = read_audit(run_dir) if run_dir.is_dir() else None
+    audit = _audit_supported(read_audit(run_dir)) if run_dir.is_dir() else None
     return {
         "title": run.title,
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
