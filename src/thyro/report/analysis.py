@@ -100,7 +100,8 @@ def _folds(run: Run, order: list[str], settings: metrics.Settings, missing: list
                 present.append(f)
         val = oof_rows(run, arm, present)
         if present and not metrics.problem(val):
-            oof[arm] = {**metrics.auroc_summary(val, settings, classes), "folds": present, "complete": len(present) == k}
+            oof[arm] = {**metrics.auroc_summary(val, settings, classes), "folds": present,
+                        "complete": len(present) == k}
         else:
             oof[arm] = {"missing": "no usable out-of-fold predictions"}
     if small:

@@ -72,7 +72,7 @@ def folds_figure(fold_rows: list[dict], arms: list[str], oof: dict, test: dict) 
         ax.plot([], [], color=c, lw=6, label=arm)
     ax.plot([], [], "o", color="k", label="out-of-fold (val)")
     ax.plot([], [], "s", mfc="none", color="k", label="fold model on test")
-    ax.plot([], [], "x", color="red", label="missing")
+    ax.plot([], [], "x", color="red", label="missing or not estimable")
     ax.set(xlabel="Fold", ylabel="AUROC", title="Per-fold AUROC (dashed: pooled OOF; solid: ensemble test)")
     k = max((r["fold"] for r in fold_rows), default=0) + 1
     ax.set_xticks(range(k))

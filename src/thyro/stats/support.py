@@ -280,7 +280,8 @@ def review_sizes(sets: dict[str, tuple[int, int]], *, folds: list[tuple[int, int
         warnings.append(
             f"{len(small)} of {len(per_fold)} folds hold fewer than {MIN_CASES} {positive} or {negative} cases "
             f"(as few as {worst.n_pos} {positive} and {worst.n_neg} {negative} in {worst.name}): their per-fold "
-            "AUROCs will be reported as not estimable, and the pooled out-of-fold predictions carry the cross-validation.")
+            "AUROCs will be reported as not estimable, and the pooled out-of-fold predictions carry the "
+            "cross-validation.")
     for s in reviewed:
         title = SET_TITLES.get(s.name, f"the external set {s.name}")
         title = title[0].upper() + title[1:]
@@ -294,6 +295,6 @@ def review_sizes(sets: dict[str, tuple[int, int]], *, folds: list[tuple[int, int
                             f"{MIN_EVENTS} of each needed).")
         if comparisons > 0 and (s.detectable is None or s.detectable > WORTH_DETECTING):
             can = ("cannot detect any AUROC difference" if s.detectable is None
-                   else f"detects only AUROC differences of {s.detectable:.2f} or more")
+                   else f"can detect only AUROC differences of {s.detectable:.2f} or more")
             warnings.append(f"{title} ({counts}) {can} ({how}); gains from pretraining are typically 0.04-0.14.")
     return SizeReview(reviewed, per_fold, warnings, alpha / k, how)
