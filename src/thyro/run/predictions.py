@@ -57,6 +57,9 @@ class Predictions:
         What the probabilities are of, when the table says (``thyro predict``'s ``probability_of``,
         ``model_label_source`` and ``model_label_definition`` columns): the labels the model was
         trained on, which may differ from the labels in the table.
+    split_given : bool
+        Whether the table names each row's split (a ``split`` column); without one every row counts as
+        ``test``, though nothing says the rows were held out.
     """
 
     df: pd.DataFrame
@@ -65,6 +68,7 @@ class Predictions:
     notes: list[str] = field(default_factory=list)
     definitions: dict[str, str] = field(default_factory=dict)
     model_labels: LabelMeaning | None = None
+    split_given: bool = True
 
     @property
     def arms(self) -> list[str]:
@@ -203,9 +207,10 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
                          "label_source, train_fraction)")
     df["image"] = df["image"].astype(str).str.strip()
     df["arm"] = df["arm"].fillna("").astype(str).str.strip() if "arm" in df.columns else default_arm
-    if "split" not in df.columns:
+    split_given = "split" in df.columns
+    if not split_given:
         df["split"] = TEST
-        notes.append("no split column: every row is treated as a test prediction")
+        notes.append("no split column: every row is read as one set of images (split = test)")
     df["split"] = df["split"].fillna(TEST).astype(str).str.strip()
     lower = df["split"].str.lower()
     df.loc[lower.isin(RESERVED_SPLITS), "split"] = lower[lower.isin(RESERVED_SPLITS)]
@@ -306,7 +311,7 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
         clustered_by = None
     df = df[list(PRED_COLUMNS) + ["cluster"]].reset_index(drop=True)
     return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes, definitions=definitions,
-                       model_labels=model_labels)
+                       model_labels=model_labels, split_given=split_given)
 
 
 def _one_value(df: pd.DataFrame, col: str, where: str) -> str | None:
