@@ -84,15 +84,15 @@ def make_or_load_splits(cfg: StudyConfig, base_dir: Path, rundir: RunDir, labell
     return splits, subsets, origin
 
 
-def check_inner_splits(cfg: StudyConfig, labelled: Manifest, splits: Splits, subsets: dict) -> None:
-    """Every job's training part must hold an inner selection split (``train.selection: inner`` or tuning)."""
+def check_inner_splits(arms: list, fractions: list[float], labelled: Manifest, splits: Splits,
+                       subsets: dict) -> None:
+    """Every job's training part must hold an inner split, for the arms (:class:`~thyro.train.plan.ArmPlan`)
+    whose selection or tuning needs one."""
     lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
     grp = dict(zip(labelled.df["image"], labelled.df["group"]))
-    for arm in cfg.arms:
-        train = arm.train_config(cfg.train)
-        if arm.train_backbone == "cached" or (train.selection != "inner" and not train.tune.grid):
-            continue
-        for f in cfg.data.train_fractions:
+    for arm in arms:
+        train = arm.train
+        for f in fractions:
             for k in range(len(splits.folds)):
                 ids = subsets.get((k, f)) or splits.train_ids(k)
                 inner_split(ids, [lab[i] for i in ids], [grp[i] for i in ids], train.inner_fraction,
