@@ -157,8 +157,8 @@ def _bool_cell(value) -> bool | None:
 
 def _components(a: pd.Series, b: pd.Series) -> np.ndarray:
     """Cluster ids joining rows that share a value of ``a`` or of ``b`` (connected components)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse import coo_matrix  # lazy: SciPy, kept off `thyro --help` (the CLI imports thyro.run)
+    from scipy.sparse.csgraph import connected_components  # lazy: as above
 
     ia, ua = pd.factorize(a)
     ib, ub = pd.factorize(b)
@@ -183,13 +183,27 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     default_arm : str
         Arm name when the table has no ``arm`` column.
     """
+    notes: list[str] = []
+    df = _columns(df, where, default_arm, notes)
+    df = _folds(df, where)
+    df = _fractions_and_labels(df, where, notes)
+    definitions = _definitions(df, where)
+    model_labels = _model_labels(df, where)
+    _check_unique(df, where)
+    df, clustered_by = _clusters(df, notes)
+    return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes, definitions=definitions,
+                       model_labels=model_labels)
+
+
+def _columns(df: pd.DataFrame, where: str, default_arm: str, notes: list[str]) -> pd.DataFrame:
+    """The table with its columns named as thyro names them, rows of failed images left out, and the image,
+    arm and split columns filled in."""
     df = df.copy()
     df.columns = [str(c).strip().lower() for c in df.columns]
     if "probability" not in df.columns and "score" in df.columns:
         df = df.rename(columns={"score": "probability"})
     if "patient" not in df.columns and "patient_id" in df.columns:  # a manifest's name for it (thyro predict)
         df = df.rename(columns={"patient_id": "patient"})
-    notes: list[str] = []
     if "error" in df.columns:  # thyro predict's rows for files that could not be scored
         failed = df["error"].notna() & (df["error"].astype(str).str.strip() != "")
         if failed.any():
@@ -213,7 +227,11 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     if bad.any():
         raise StatsError(f"{where}: empty split at line(s) {(np.flatnonzero(bad.to_numpy())[:5] + 2).tolist()}; "
                          "use 'val' (out-of-fold), 'test' or an external set's name")
-    # folds and the ensemble flag
+    return df
+
+
+def _folds(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The ``fold`` (nullable integer) and ``ensemble`` (bool) columns, checked against each other."""
     folds: list[int | None] = []
     ens: list[bool | None] = []
     for i, v in enumerate(df["fold"] if "fold" in df.columns else [None] * len(df)):
@@ -243,7 +261,11 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
         lines = (np.flatnonzero(both.to_numpy() | bad_oof)[:5] + 2).tolist()
         raise StatsError(f"{where}: line(s) {lines}: an ensemble row has an empty fold and is never out-of-fold "
                          "('val')")
-    # training fraction
+    return df
+
+
+def _fractions_and_labels(df: pd.DataFrame, where: str, notes: list[str]) -> pd.DataFrame:
+    """The training fraction, label (0/1; unlabelled rows left out with a note), probability and label source."""
     if "train_fraction" in df.columns:
         frac = pd.to_numeric(df["train_fraction"], errors="coerce").fillna(1.0)
         if ((frac <= 0) | (frac > 1)).any():
@@ -272,8 +294,11 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
         df["label_source"] = src
     else:
         df["label_source"] = "unknown"
-    definitions = _definitions(df, where)
-    model_labels = _model_labels(df, where)
+    return df
+
+
+def _check_unique(df: pd.DataFrame, where: str) -> None:
+    """Each prediction once; each image with one label within its set."""
     key = ["image", "arm", "train_fraction", "split", "fold", "ensemble"]
     dup = df.duplicated(key, keep=False)
     if dup.any():
@@ -286,6 +311,10 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     if (conflict > 1).any():
         ex = [i for _, i in conflict.index[conflict > 1][:3]]
         raise StatsError(f"{where}: images with different labels in different rows: {ex}; fix the labels")
+
+
+def _clusters(df: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, str | None]:
+    """The table in :data:`PRED_COLUMNS` order with its ``cluster`` column, and what the clusters join."""
     usable = [c for c in ("patient", "group") if _filled(df, c)]
     for c in ("patient", "group"):
         if c in df.columns and c not in usable and df[c].notna().any():
@@ -304,9 +333,7 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     else:
         df["cluster"] = pd.array([pd.NA] * len(df), dtype="Int64")
         clustered_by = None
-    df = df[list(PRED_COLUMNS) + ["cluster"]].reset_index(drop=True)
-    return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes, definitions=definitions,
-                       model_labels=model_labels)
+    return df[list(PRED_COLUMNS) + ["cluster"]].reset_index(drop=True), clustered_by
 
 
 def _one_value(df: pd.DataFrame, col: str, where: str) -> str | None:
