@@ -20,6 +20,7 @@ from thyro.cli._help import PATHS, arguments_read_as_names, epilog, tidy
 from thyro.cli._output import setup as setup_output
 from thyro.console import err_console, set_quiet
 from thyro.errors import ThyroError
+from thyro.settings import set_settings
 
 app = typer.Typer(
     name="thyro",
@@ -88,6 +89,7 @@ def _root(
         from thyro.data.readers import set_max_pixels
 
         set_max_pixels(max_pixels)
+        set_settings(max_pixels=max_pixels)  # handed on to worker processes (thyro study --jobs N)
 
 
 def _register_all() -> None:

@@ -34,7 +34,7 @@ def _study(config: Path, run_dir: Path | None, set_: list[str] | None, only: lis
     """The study of ``config`` (with ``--set``), its job selection checked in the words of the command line."""
     from thyro.train.study import Study, parse_only  # lazy: torch, kept off `thyro --help`
 
-    study = Study.from_file(config, run_dir, _overrides(set_))
+    study = Study.from_file(config, run_dir, _overrides(set_), source="--set")
     parse_only(only, study.cfg, option=option)
     return study
 

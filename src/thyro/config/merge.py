@@ -9,7 +9,7 @@ from typing import Any
 from thyro.errors import ConfigError
 
 
-def merge(base: dict, overrides: dict[str, Any], source: str = "--set") -> dict:
+def merge(base: dict, overrides: dict[str, Any], source: str = "override") -> dict:
     """``base`` with dotted-key ``overrides`` applied (``train.epochs``, ``arms.0.lr``); returns a new dict.
 
     Raises :class:`ConfigError` naming the key when a path does not lead through mappings or list items.

@@ -220,7 +220,8 @@ def path_key_matches(parts: list[str], pattern: list[str]) -> bool:
     return len(parts) == len(pattern) and all(p == "*" and k.isdigit() or p == k for k, p in zip(parts, pattern))
 
 
-def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, Path]:
+def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None, *,
+                      source: str = "override") -> tuple[StudyConfig, Path]:
     """Read a study YAML; returns the configuration and the folder its relative paths start from.
 
     ``overrides`` maps dotted keys (``train.epochs``, ``arms.1.lr``) to values, applied before validation.
@@ -230,7 +231,7 @@ def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None)
     path = Path(path)
     here = Path.cwd()
     typed = {k: _typed_paths(k, v, here) for k, v in (overrides or {}).items()}
-    data = merge(read_yaml(path), typed)
+    data = merge(read_yaml(path), typed, source=source)
     cfg = StudyConfig.parse(data, source=str(path))
     check_threads(cfg.train.threads)  # where the study runs: threads beyond the machine abort OpenMP
     return cfg, path.parent.resolve()

@@ -28,6 +28,7 @@ import pandas as pd
 from thyro.data.manifest import LABEL_SOURCES, LabelMeaning
 from thyro.errors import StatsError
 from thyro.fileio import read_csv, write_csv
+from thyro.run.label_columns import label_definitions, model_label_meaning
 
 PREDICTIONS = "predictions.csv"
 PRED_COLUMNS = ("image", "patient", "group", "label", "label_source", "arm", "train_fraction", "split", "fold",
@@ -187,8 +188,8 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     df = _columns(df, where, default_arm, notes)
     df = _folds(df, where)
     df = _fractions_and_labels(df, where, notes)
-    definitions = _definitions(df, where)
-    model_labels = _model_labels(df, where)
+    definitions = label_definitions(df, where)
+    model_labels = model_label_meaning(df, where)
     _check_unique(df, where)
     df, clustered_by = _clusters(df, notes)
     return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes, definitions=definitions,
@@ -334,45 +335,6 @@ def _clusters(df: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, str | N
         df["cluster"] = pd.array([pd.NA] * len(df), dtype="Int64")
         clustered_by = None
     return df[list(PRED_COLUMNS) + ["cluster"]].reset_index(drop=True), clustered_by
-
-
-def _one_value(df: pd.DataFrame, col: str, where: str) -> str | None:
-    """The one non-empty value of ``col`` (None when the column is absent or empty); several are an error."""
-    if col not in df.columns:
-        return None
-    cells = {str(v).strip() for v in df[col].dropna() if str(v).strip()}
-    if len(cells) > 1:
-        raise StatsError(f"{where}: column {col} holds several values ({', '.join(sorted(cells)[:4])}); "
-                         "one file holds the predictions of models trained on one kind of label")
-    return cells.pop() if cells else None
-
-
-def _definitions(df: pd.DataFrame, where: str) -> dict[str, str]:
-    """Split -> label definition, from a ``label_definition`` column (a manifest's, kept by ``thyro predict``)."""
-    if "label_definition" not in df.columns:
-        return {}
-    out = {}
-    for split, sub in df.groupby("split", sort=False):
-        value = _one_value(sub, "label_definition", f"{where} (split {split})")
-        if value:
-            out[str(split)] = value
-    return out
-
-
-def _model_labels(df: pd.DataFrame, where: str) -> LabelMeaning | None:
-    """What the probabilities are of: ``thyro predict``'s ``model_label_source``/``model_label_definition``,
-    else its ``probability_of`` alone (``malignant``, or a TI-RADS definition such as ``TI-RADS ≥ 4c``)."""
-    source = _one_value(df, "model_label_source", where)
-    definition = _one_value(df, "model_label_definition", where) or ""
-    positive = _one_value(df, "probability_of", where)
-    if source is None and positive is None:
-        return None
-    if source is None:
-        source = "unknown" if positive.lower() == "malignant" else "tirads"
-        definition = definition or ("" if source == "unknown" else positive)
-    if source.lower() not in LABEL_SOURCES:
-        raise StatsError(f"{where}: model_label_source {source!r} is not one of {', '.join(LABEL_SOURCES)}")
-    return LabelMeaning(source.lower(), definition)
 
 
 def read_predictions(path: str | os.PathLike) -> Predictions:

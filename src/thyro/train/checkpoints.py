@@ -16,6 +16,8 @@ from torch import nn
 from thyro.errors import TrainingError
 from thyro.fileio import atomic_path
 
+#: How a Python caller starts a job afresh (the command line's ``--restart``).
+RESTART = "restart=True for a study, resume=False for a fit or pretraining"
 #: Entries of every ``last.pt`` (with ``within_epochs`` also ``step``).
 STATE_KEYS = ("model", "optimizer", "scheduler", "epoch", "history")
 
@@ -45,8 +47,8 @@ def load_resume_state(path: Path, keys: Sequence[str] = STATE_KEYS) -> dict:
     i.e. running the file's code).
     """
     def unreadable(why: str) -> TrainingError:
-        return TrainingError(f"{path} is unreadable ({why}): delete it or run with --restart "
-                             f"(the job then starts from epoch 1).")
+        return TrainingError(f"{path} is unreadable ({why}): delete it or run with --restart (from Python: "
+                             f"{RESTART}); the job then starts from epoch 1.")
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -68,7 +70,7 @@ def resume_error(path: Path, exc: BaseException) -> TrainingError:
     """A saved state that does not fit the job (other shapes or keys), as a message with the way out."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return TrainingError(f"{path} is unreadable (its state does not fit this job: {first}): delete it or run with "
-                         f"--restart (the job then starts from epoch 1).")
+                         f"--restart (from Python: {RESTART}); the job then starts from epoch 1.")
 
 
 #: A file to write: ``("torch" | "safetensors", object, path)``.

@@ -42,7 +42,8 @@ def check_run_dir(cfg: StudyConfig, rundir: RunDir) -> None:
     if existing is not None and study_identity(existing.config) != study_identity(cfg):
         raise ConfigError(
             f"{rundir.root} holds a different study (its {rundir.config_path.name} differs from this configuration "
-            "in more than hardware settings); use another --run-dir, or delete that folder to start over.")
+            "in more than hardware settings); use another run directory (run_dir, --run-dir), or delete that folder to "
+            "start over.")
 
 
 def read_development(path: Path) -> Manifest:
@@ -137,7 +138,8 @@ def check_tracking(cfg: StudyConfig, rundir: RunDir) -> None:
         parent = next((p for p in [rundir.root, *rundir.root.parents] if p.exists()), None)
         if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
             raise ConfigError(f"train.tracking: mlflow writes its store to {rundir.mlflow_dir}, and {parent} is not "
-                              "a writable folder; choose another --run-dir or set MLFLOW_TRACKING_URI.")
+                              "a writable folder; choose another run directory (run_dir, --run-dir) or set "
+                              "MLFLOW_TRACKING_URI.")
 
 
 def check_disk(cfg: StudyConfig, labelled: Manifest, external: list[Manifest]) -> None:

@@ -43,7 +43,7 @@ from thyro.models.inference import predict_proba
 from thyro.run import JobFiles
 from thyro.stats.roc import auroc_or_none
 from thyro.train.augment import BatchAugment
-from thyro.train.checkpoints import Write, copy_state, to_cpu
+from thyro.train.checkpoints import RESTART, Write, copy_state, to_cpu
 from thyro.train.engine import LoopSettings, Task, TrainingLoop, device_batch, lr_factor, place
 from thyro.train.recipe import freeze_norm_statistics, make_optimizer, set_trainable, stages, trainable_stages
 
@@ -211,7 +211,7 @@ class _Supervised(Task):
             self.best_state = load_file(path)
         except Exception as exc:  # safetensors raises its own error types on a damaged file
             raise TrainingError(f"{path} is unreadable ({' '.join(str(exc).split())[:160]}): delete it and "
-                                f"{self.files.last}, or run with --restart.") from None
+                                f"{self.files.last}, or run with --restart (from Python: {RESTART}).") from None
 
     def extra_writes(self) -> list[Write]:
         if not self.best_unsaved:

@@ -23,12 +23,18 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from thyro.config import ArmConfig, StudyConfig, TrainConfig
 from thyro.data.manifest import LabelMeaning, Manifest
 from thyro.data.splits import Splits
+from thyro.device import resolve_device, use_channels_last
 from thyro.errors import ConfigError, ThyroError, WeightsError
 from thyro.fileio import sha256_file, sha256_json
+from thyro.models import build_model
 from thyro.models.adapter import InputSpec
+from thyro.models.archs import arch
 from thyro.models.weights.sources import WeightSource
 from thyro.run import JobKey, RunDir
 from thyro.train.arms import Fitter, Selection
@@ -286,10 +292,6 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
     A missing weight file stops the study (naming every place looked), or with ``skip_missing`` sets the arm
     aside; a file that is there but unusable always stops it.
     """
-    import torch
-
-    from thyro.models import build_model
-
     plan = ArmPlan.of(arm, cfg.train, base_dir)
     train, source = plan.train, plan.source
     try:
@@ -297,7 +299,7 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
     except WeightsError as exc:
         if skip_missing:
             return replace(plan, skipped=str(exc))
-        raise WeightsError(f"arm '{arm.name}': {exc}\n(no training has started; --skip-missing runs the other arms "
+        raise WeightsError(f"arm '{arm.name}': {exc}\n(no training has started; skip_missing=True, --skip-missing, runs the other arms "
                            "and records this one as skipped)") from None
     size = cfg.preprocess.size
     try:
@@ -320,18 +322,11 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
 
 
 def _native(name: str) -> int:
-    from thyro.models.archs import arch
-
     return arch(name).native_size
 
 
 def _train_speed(model, train: TrainConfig, size: int) -> float:
     """Training images per second of ``model`` on this machine (a few steps on random images)."""
-    import torch
-    import torch.nn.functional as F
-
-    from thyro.device import resolve_device, use_channels_last
-
     device = resolve_device(train.device)
     model.to(device).train()
     batch = min(train.batch_size, 16)
@@ -375,11 +370,12 @@ def _check_digest(rundir: RunDir, digest: str, weights: dict[str, str]) -> None:
         return
     if stored[0] != digest:
         raise ConfigError(f"{rundir.root} was started with other data (the manifest or an external set changed "
-                          "since); use another --run-dir, or restore them.")
+                          "since); use another run directory (run_dir, --run-dir), or restore them.")
     changed = [arm for arm, d in weights.items() if stored[1].get(arm, d) != d]
     if changed:
         raise ConfigError(f"{rundir.root} was started with other weights for arm(s) {', '.join(changed)} (their "
-                          "file's content changed since); use another --run-dir, or restore the file.")
+                          "file's content changed since); use another run directory (run_dir, --run-dir), or restore "
+                          "the file.")
 
 
 def _with_estimate(plan: Plan) -> Plan:

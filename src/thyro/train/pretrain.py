@@ -180,8 +180,9 @@ class _Pretraining(Task):
 
     def check_resume(self, state):
         if state.get("fingerprint") != self.fingerprint:
-            raise ConfigError(f"{self.last_path} belongs to a run with other settings or data; run with --restart to "
-                              f"start afresh (the old state is overwritten), or use another --work-dir.")
+            raise ConfigError(f"{self.last_path} belongs to a run with other settings or data; run with --restart "
+                              f"(resume=False) to start afresh (the old state is overwritten), or use another work "
+                              f"folder (work_dir, --work-dir).")
 
     def state(self):
         return {"fingerprint": self.fingerprint, "classes": self.tset.classes}
@@ -223,7 +224,7 @@ def _join(cfg: PretrainConfig, dist_info: ddp.DistInfo, device: torch.device) ->
                           f"processes ({dist_info.world_size}).")
     local_batch = cfg.batch_size // dist_info.world_size
     if local_batch < 2 and not (cfg.sync_bn and dist_info.distributed):
-        raise ConfigError(f"{local_batch} image(s) per process is too few for BatchNorm; raise --batch-size.")
+        raise ConfigError(f"{local_batch} image(s) per process is too few for BatchNorm; raise batch_size (--batch-size).")
     return device
 
 
@@ -254,7 +255,7 @@ def _training_set(source, cfg: PretrainConfig, work_dir: Path, cache_dir: Path, 
             log.info(f"  skipped {failure.image}: {failure.reason}")
     if len(tset.rows) < cfg.batch_size:
         raise DataError(f"{len(tset.rows)} usable images is fewer than one batch ({cfg.batch_size}); lower "
-                        "--batch-size.")
+                        "batch_size (--batch-size).")
     return tset
 
 
@@ -327,7 +328,8 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
             warmup_epochs=cfg.warmup_epochs, min_lr_ratio=cfg.min_lr_ratio, description="pretrain",
             save_every_steps=cfg.checkpoint_every, max_steps=max_steps, within_epochs=True, rank=dist_info.rank,
             main=dist_info.is_main, images_per_step=cfg.batch_size,
-            diverged_advice="Lower the learning rate (--lr) or check the images, then run again with --restart.")
+            diverged_advice="Lower the learning rate (lr, --lr) or check the images, then run again with --restart "
+                            "(resume=False).")
         optimizer = make_optimizer(net, cfg)  # type: ignore[arg-type]  (reads lr, weight_decay, optimizer, momentum)
         loop = TrainingLoop(net, optimizer, task, settings, work_dir / WORK_LAST, work_dir / WORK_LOG, LOG_FIELDS,
                             forward=model)

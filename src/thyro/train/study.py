@@ -93,9 +93,11 @@ class Study:
 
     # -- set-up ---------------------------------------------------------------------------------
     @classmethod
-    def from_file(cls, config_path: str | Path, run_dir: str | Path | None = None,
-                  overrides: dict | None = None) -> Study:
-        cfg, base = load_study_config(config_path, overrides)
+    def from_file(cls, config_path: str | Path, run_dir: str | Path | None = None, overrides: dict | None = None,
+                  *, source: str = "override") -> Study:
+        """The study of a configuration file, with ``overrides`` (dotted keys; ``source`` names them in
+        messages) applied; its run directory defaults to ``runs/NAME``."""
+        cfg, base = load_study_config(config_path, overrides, source=source)
         return cls(cfg, base, run_dir or Path("runs") / cfg.name)
 
     def plan(self, *, only: list[str] | None = None, skip_missing: bool = False, estimate: bool = False) -> Plan:
