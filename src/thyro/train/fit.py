@@ -322,8 +322,8 @@ def _tensorboard(files: JobFiles, cfg: TrainConfig) -> Callable[[int, dict], Non
         _tb_writers[key] = SummaryWriter(log_dir=str(files.tensorboard))
     writer = _tb_writers[key]
 
-    def log(epoch: int, row: dict) -> None:
+    def mirror(epoch: int, row: dict) -> None:
         for name in ("train_loss", "val_loss", "val_auroc"):
             writer.add_scalar(name, float(row[name]), int(row["epoch"]))  # type: ignore[attr-defined]
         writer.flush()  # type: ignore[attr-defined]
-    return log
+    return mirror
