@@ -103,7 +103,7 @@ def escaped_note(path: str | os.PathLike, cells: list[tuple[int | None, str]]) -
 
 
 def announce_escaped(path: str | os.PathLike, cells: list[tuple[int | None, str]]) -> None:
-    """Print :func:`escaped_note` once per file and process (a file rewritten often says it once)."""
+    """Log :func:`escaped_note` as a warning once per file and process (a file rewritten often says it once)."""
     if not cells:
         return
     key = os.path.abspath(path)

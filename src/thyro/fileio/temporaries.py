@@ -220,7 +220,7 @@ def sweep_orphans(folder: str | os.PathLike, *, announce: bool = True) -> Sweep:
     ----------
     folder : path
     announce : bool
-        Print one line (:func:`thyro.console.note`) when anything was cleaned up.
+        Log one warning line when anything was cleaned up.
 
     Returns
     -------

@@ -8,7 +8,7 @@ Nothing is sent anywhere by default: runs go to a local MLflow file store in the
 (``RUN/mlruns``), with no environment set-up: MLflow 3 opens a file store only when
 ``MLFLOW_ALLOW_FILE_STORE=true``, which thyro sets for the stores it writes.  To browse one, MLflow's UI
 (the full ``mlflow`` package) needs the same switch:
-``MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri RUN/mlruns`` (the study prints this line).
+``MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri RUN/mlruns`` (the study logs this line).
 Set ``MLFLOW_TRACKING_URI`` to log to your own tracking server or database instead.
 """
 
