@@ -88,7 +88,7 @@ class Selection:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.name:
+        if cls.__dict__.get("name"):  # a class that names its own value (a subclass without one registers nothing)
             Selection._by_name[cls.name] = cls
 
     def __init__(self, sentence: str | None = None):
@@ -189,7 +189,7 @@ class Fitter:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for mode in cls.modes:
+        for mode in cls.__dict__.get("modes", ()):  # its own values only (a subclass without any takes none)
             Fitter._by_mode[mode] = cls
 
     def __init__(self, mode: str):
