@@ -15,7 +15,7 @@ from thyro.cli._output import for_workers
 from thyro.console import console, info
 from thyro.data.manifest import LabelMeaning
 from thyro.errors import ConfigError
-from thyro.train.demo import QUICK, run_demo
+from thyro.train import demo
 
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
 
@@ -188,7 +188,7 @@ def _register_demo(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the cohort, backbones, run and report "
                                                                      "(default thyro-demo, or thyro-demo-quick)."),
         quick: bool = typer.Option(False, "--quick", help="The same steps at a fraction of the size ("
-                                   + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in QUICK.items())
+                                   + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in demo.QUICK.items())
                                    + "): about a minute on a 2-core CPU, to see every step work; its numbers are "
                                      "too noisy to read."),
         patients: Optional[int] = typer.Option(None, help="Synthetic patients in the thyroid phantom cohort (default 120)."),
@@ -206,12 +206,12 @@ def _register_demo(app: typer.Typer) -> None:
         external set of new patients, the report (thyro-demo/run/report.html). Re-running continues where
         it stopped. The phantom shows the mechanism, not evidence about patients.
         """
-        settings = dict(QUICK) if quick else {}
+        settings = dict(demo.QUICK) if quick else {}
         for key, value in (("patients", patients), ("external_patients", external_patients), ("epochs", epochs)):
             if value is not None:
                 settings[key] = value
         folder = out or Path("thyro-demo-quick" if quick else "thyro-demo")
-        results = run_demo(folder, size=size, device=device, jobs=jobs, worker_init=for_workers(), **settings)
+        results = demo.run_demo(folder, size=size, device=device, jobs=jobs, worker_init=for_workers(), **settings)
         info(f"done in {results.seconds:.0f} s")
         console.print(results.summary())
         _print_results(results)
