@@ -92,11 +92,17 @@ def bomb_png():
 
 @pytest.fixture
 def pixel_limit():
-    """Restore the readers' pixel limit (a ``thyro --max-pixels`` run sets it for the process)."""
+    """Restore the readers' pixel limit and thyro's settings (a ``thyro --max-pixels`` run sets them for the
+    process)."""
+    import dataclasses
+
     from thyro.data import readers
+    from thyro.settings import get_settings, set_settings
 
     saved = os.environ.get("THYRO_MAX_PIXELS")
+    settings = get_settings()
     yield readers
+    set_settings(**dataclasses.asdict(settings))
     getattr(readers, "_limits", {})["max_pixels"] = None
     if saved is None:
         os.environ.pop("THYRO_MAX_PIXELS", None)
