@@ -42,7 +42,8 @@ def check_run_dir(cfg: StudyConfig, rundir: RunDir) -> None:
     if existing is not None and study_identity(existing.config) != study_identity(cfg):
         raise ConfigError(
             f"{rundir.root} holds a different study (its {rundir.config_path.name} differs from this configuration "
-            "in more than hardware settings); use another --run-dir, or delete that folder to start over.")
+            "in more than hardware settings); use another run directory (run_dir, --run-dir), or delete that folder to "
+            "start over.")
 
 
 def read_development(path: Path) -> Manifest:
@@ -84,15 +85,15 @@ def make_or_load_splits(cfg: StudyConfig, base_dir: Path, rundir: RunDir, labell
     return splits, subsets, origin
 
 
-def check_inner_splits(cfg: StudyConfig, labelled: Manifest, splits: Splits, subsets: dict) -> None:
-    """Every job's training part must hold an inner selection split (``train.selection: inner`` or tuning)."""
+def check_inner_splits(arms: list, fractions: list[float], labelled: Manifest, splits: Splits,
+                       subsets: dict) -> None:
+    """Every job's training part must hold an inner split, for the arms (:class:`~thyro.train.plan.ArmPlan`)
+    whose selection or tuning needs one."""
     lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
     grp = dict(zip(labelled.df["image"], labelled.df["group"]))
-    for arm in cfg.arms:
-        train = arm.train_config(cfg.train)
-        if arm.train_backbone == "cached" or (train.selection != "inner" and not train.tune.grid):
-            continue
-        for f in cfg.data.train_fractions:
+    for arm in arms:
+        train = arm.train
+        for f in fractions:
             for k in range(len(splits.folds)):
                 ids = subsets.get((k, f)) or splits.train_ids(k)
                 inner_split(ids, [lab[i] for i in ids], [grp[i] for i in ids], train.inner_fraction,
@@ -137,7 +138,8 @@ def check_tracking(cfg: StudyConfig, rundir: RunDir) -> None:
         parent = next((p for p in [rundir.root, *rundir.root.parents] if p.exists()), None)
         if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
             raise ConfigError(f"train.tracking: mlflow writes its store to {rundir.mlflow_dir}, and {parent} is not "
-                              "a writable folder; choose another --run-dir or set MLFLOW_TRACKING_URI.")
+                              "a writable folder; choose another run directory (run_dir, --run-dir) or set "
+                              "MLFLOW_TRACKING_URI.")
 
 
 def check_disk(cfg: StudyConfig, labelled: Manifest, external: list[Manifest]) -> None:

@@ -29,6 +29,7 @@ from thyro.models.archs import arch as arch_info
 from thyro.models.inference import predict_proba, to_input
 from thyro.run import JobFiles
 from thyro.stats.roc import auroc_or_none
+from thyro.train.fit import LOG_FIELDS, FitResult
 
 #: Inverse L2 strengths tried (on standardised features).
 CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
@@ -69,8 +70,6 @@ def fit_probe(model, train, groups: list[str], val, cfg, out_dir: str | Path, *,
 
     Returns a :class:`~thyro.train.fit.FitResult` with one "epoch".
     """
-    from thyro.train.fit import LOG_FIELDS, FitResult
-
     info = arch_info(model.arch)
     head = model.head
     if len(info.head) != 1 or not isinstance(head, torch.nn.Linear):
