@@ -125,9 +125,6 @@ def test_the_plan_review_warns_before_training(study):
     assert "The pooled out-of-fold predictions (" in text  # 23 images: no difference detectable
 
 
-@pytest.mark.xfail(strict=True, reason="thyro.train computes per-fold AUROCs for its console lines, training logs and "
-                                       "job records with auroc_or_none; they go through "
-                                       "thyro.stats.support.estimable_auroc once train/ calls it")
 def test_training_shows_no_per_fold_auroc_on_folds_too_small(study):
     root, out = study
     results = RunDir(root / "run").read_results()

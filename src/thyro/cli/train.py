@@ -107,6 +107,8 @@ def _print_plan(plan: dict) -> None:
         console.print(f"estimated training time on this machine: about {minutes:,.0f} min "
                       f"({minutes / 60:.1f} h; measured training speed x epochs x images, evaluation not counted)",
                       markup=False, soft_wrap=True)
+    for note in plan.get("notes") or []:
+        console.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
 
 
 SET_HELP = ("Override a configuration key: --set train.epochs=5, --set data.manifest=data/mine/manifest.csv "

@@ -19,6 +19,7 @@ from thyro.data.splits import Splits, inner_split, make_splits, nested_subsets
 from thyro.data.validate import validate_manifest
 from thyro.errors import ConfigError, DataError
 from thyro.fileio import sha256_json
+from thyro.metrics import review_study
 from thyro.run import JobKey, RunDir
 
 
@@ -155,3 +156,23 @@ def check_disk(cfg: StudyConfig, labelled: Manifest, external: list[Manifest]) -
                         "are free; free space there or set THYRO_CACHE_DIR to a larger disk.")
 
 
+
+
+def size_notes(cfg: StudyConfig, labelled: Manifest, splits: Splits, external: dict[str, Manifest]) -> list[str]:
+    """Warnings for sets too small for the figures and comparisons the report will show, each with the smallest
+    AUROC difference its size could detect (:func:`thyro.metrics.review_study`)."""
+    meaning = labelled.label_meaning()
+    review = review_study(labelled.df, list(splits.test), [list(f) for f in splits.folds],
+                          {name: m.df for name, m in external.items()}, comparisons=_comparisons(cfg),
+                          classes=(meaning.positive, meaning.negative))
+    return list(review.warnings)
+
+
+def _comparisons(cfg: StudyConfig) -> int:
+    """How many comparisons the report will test: ``report.comparisons``, else its default (every pretrained
+    arm against each scratch arm, and every pair of pretrained arms)."""
+    if cfg.report.comparisons:
+        return len(cfg.report.comparisons)
+    scratch = sum(arm.weights == "none" for arm in cfg.arms)
+    pretrained = len(cfg.arms) - scratch
+    return max(1, pretrained * scratch + pretrained * (pretrained - 1) // 2)

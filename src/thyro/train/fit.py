@@ -42,6 +42,7 @@ from thyro.optional import missing_message
 from thyro.models.inference import predict_proba
 from thyro.run import JobFiles
 from thyro.stats.roc import auroc_or_none
+from thyro.stats.support import estimable_auroc
 from thyro.train.augment import BatchAugment
 from thyro.train.checkpoints import RESTART, Write, copy_state, to_cpu
 from thyro.train.engine import LoopSettings, Task, TrainingLoop, device_batch, lr_factor, place
@@ -57,11 +58,13 @@ LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds")
 
 @dataclass
 class ArraySet:
-    """Images (N, S, S) uint8 and labels (N,) in {0, 1} for one split of one job."""
+    """Images (N, S, S) uint8 and labels (N,) in {0, 1} for one split of one job; ``groups`` (patients and
+    duplicate groups, when known) count the cases a validation AUROC rests on."""
 
     images: np.ndarray
     labels: np.ndarray
     ids: list[str] = field(default_factory=list)
+    groups: list[str] | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.float32)
@@ -167,7 +170,8 @@ class _Supervised(Task):
         train_loss = float(end.loss_sum) / end.steps
         probs = predict_proba(self.evaluated, val.images, tta_flip=cfg.tta_flip, device=self.device,
                               batch_size=cfg.eval_batch_size, amp=cfg.amp, channels_last=self.channels_last)
-        val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked by fit
+        val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked by fit; chooses the epoch
+        shown = estimable_auroc(val.labels, probs, val.groups)  # what the log shows: None on a set too small for an AUROC
         p = np.clip(probs, 1e-7, 1 - 1e-7)
         val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
         if not self.select_best:
@@ -178,7 +182,7 @@ class _Supervised(Task):
         elif epoch + 1 > cfg.warmup_epochs:  # patience counts epochs after the warm-up
             self.bad_epochs += 1
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
-               "val_auroc": round(val_auroc, 6), "lr": f"{end.lrs[-1]:.3e}",
+               "val_auroc": round(shown, 6) if shown is not None else "", "lr": f"{end.lrs[-1]:.3e}",
                "seconds": round(time.perf_counter() - end.started, 3)}
         return row, self.stop_requested()
 
@@ -186,8 +190,9 @@ class _Supervised(Task):
         return self.select_best and self.bad_epochs >= self.cfg.patience
 
     def status(self, row):
-        return f"loss {row['train_loss']:.3f}  val AUROC {row['val_auroc']:.3f}" + (
-            f" (best {self.best_auroc:.3f})" if self.select_best else "")
+        auroc = row["val_auroc"]
+        shown = f"val AUROC {auroc:.3f}" if auroc != "" else "val AUROC not estimable (too few cases of a class)"
+        return f"loss {row['train_loss']:.3f}  {shown}" + (f" (best {self.best_auroc:.3f})" if self.select_best else "")
 
     def line(self, row):
         return f"{self.description} epoch {row['epoch']}/{self.cfg.epochs}: {self.status(row)}, {row['seconds']:.1f} s"
@@ -324,6 +329,7 @@ def _tensorboard(files: JobFiles, cfg: TrainConfig) -> Callable[[int, dict], Non
 
     def mirror(epoch: int, row: dict) -> None:
         for name in ("train_loss", "val_loss", "val_auroc"):
-            writer.add_scalar(name, float(row[name]), int(row["epoch"]))  # type: ignore[attr-defined]
+            if row[name] != "":  # an AUROC a fold too small cannot support is left out
+                writer.add_scalar(name, float(row[name]), int(row["epoch"]))  # type: ignore[attr-defined]
         writer.flush()  # type: ignore[attr-defined]
     return mirror

@@ -18,7 +18,7 @@ from thyro.config import StudyConfig, TrainConfig
 from thyro.models import build_model
 from thyro.models.inference import predict_proba
 from thyro.run import OOF, TEST, JobKey, JobRecord, ModelMetadata, RunDir, describe_holder, fraction_text
-from thyro.stats.roc import auroc_or_none
+from thyro.stats.support import estimable_auroc
 from thyro.train.arms import FitRequest, Parts
 from thyro.train.fit import ArraySet
 from thyro.train.plan import ArmPlan
@@ -105,7 +105,7 @@ def run_job(ctx: JobContext, job: JobKey, prep: Prepared, arm_plan: ArmPlan, *, 
     model.to("cpu")
     record = JobRecord(
         arm=job.arm, fold=job.fold, fraction=job.fraction, best_epoch=result.best_epoch,
-        val_auroc=auroc_or_none(parts.val.labels, oof["probability"].to_numpy()),
+        val_auroc=estimable_auroc(parts.val.labels, oof["probability"].to_numpy(), prep.dev.groups(parts.val.ids)),
         epochs_run=result.epochs_run, stopped_early=result.stopped_early, seconds=round(result.seconds, 2),
         train_images_per_second=round(result.images_per_second, 1), selection=how,
         selection_auroc=result.best_auroc if selection.select_best else None, train_images=len(parts.train.ids),

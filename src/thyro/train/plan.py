@@ -47,6 +47,7 @@ from thyro.train.checks import (
     read_development,
     read_external,
     resolve_path,
+    size_notes,
     study_identity,
 )
 
@@ -273,7 +274,8 @@ def make_plan(cfg: StudyConfig, base_dir: Path, run_dir: str | os.PathLike, *, o
     _check_digest(rundir, digest, weight_digests)
     plan = Plan(cfg, base_dir, rundir.root, manifest_path, manifest, manifest.label_meaning(), splits, origin,
                 subsets, tuple(arms), jobs, done, external, tuple(selected) if selected is not None else None,
-                digest=digest, weight_digests=weight_digests)
+                digest=digest, weight_digests=weight_digests,
+                notes=tuple(size_notes(cfg, labelled, splits, {e.name: e.manifest for e in external})))
     if estimate:
         plan = _with_estimate(plan)
     return plan

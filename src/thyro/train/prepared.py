@@ -33,7 +33,8 @@ class ImageSet:
         labels = dict(zip(df["image"], df["label"].astype(int)))
         idx = self.cache.index_of(ids)
         images = np.asarray(self.cache.images[np.sort(idx)])[np.argsort(np.argsort(idx))]
-        return ArraySet(images, np.array([labels[i] for i in ids]), ids)
+        groups = dict(zip(df["image"], df["group"]))
+        return ArraySet(images, np.array([labels[i] for i in ids]), ids, [groups[i] for i in ids])
 
     def labels(self, ids: list[str]) -> np.ndarray:
         """The labels of ``ids`` (0 benign, 1 malignant), in that order, without reading their images."""

@@ -135,6 +135,8 @@ class Study:
         plan = self.plan(only=only, skip_missing=skip_missing)
         for arm, reason in plan.skipped.items():
             log.warning(f"skipping arm {arm}:\n  " + reason.replace("\n", "\n  "))
+        for note in plan.notes:  # sets too small for what the report will show
+            log.warning(note)
         prep = self.prepare(plan)
         tracker = make_tracker(self.cfg.train.tracking, self.rundir, self.cfg.name)
         if restart:
@@ -192,7 +194,8 @@ class Study:
                     failed[job.name] = str(exc)
                     log.error(f"job {job} failed: {exc}")
                     continue
-                log.info(f"  out-of-fold AUROC{tta} {_fmt(rec.val_auroc)} (model of epoch {rec.best_epoch}; "
+                auroc = _fmt(rec.val_auroc) if rec.val_auroc is not None else "not estimable (too few cases of a class)"
+                log.info(f"  out-of-fold AUROC{tta} {auroc} (model of epoch {rec.best_epoch}; "
                          f"{rec.seconds:.0f} s, {rec.train_images_per_second:.0f} img/s)")
             self.merge(plan, prep, plan.skipped, failed)
 

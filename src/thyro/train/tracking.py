@@ -102,7 +102,7 @@ class MlflowTracker(NoTracker):
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v not in (None, "")],
             params=[Param(k, v) for k, v in _flat(params or {}).items()])
 
     def job_started(self, job: JobKey, params: dict) -> None:
