@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -142,7 +143,7 @@ def audit(
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for audit.json and audit_images.csv "
                                     "(a study's run directory puts the audit in its report)."),
     splits: Path | None = typer.Option(None, "--splits", help="Splits JSON: score the model on its --on images."),
-    on: str = typer.Option("test", "--on", help="With --splits: test, dev or all."),
+    on: Literal["test", "dev", "all"] = typer.Option("test", "--on", help="With --splits: test, dev or all."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Preprocessing (without --model): YAML with a "
                                        "'preprocess:' block."),
     folds: int = typer.Option(5, "--folds", min=2, help="Group folds of the marks-only classifier."),

@@ -32,10 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 
-from thyro import __version__
-from thyro.errors import ModelPackageError, ThyroError
+from thyro import __version__, metrics
+from thyro.data.manifest import LabelMeaning
+from thyro.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, Preprocessor
+from thyro.errors import ModelPackageError, StatsError, ThyroError
 from thyro.fileio import atomic_dir, sha256_file, write_json, write_text
+from thyro.run import DATA, OOF, TEST, DataSummary, JobKey, RunDir, read_data_summary, write_data_summary
 
 FORMAT = "thyro-model-package"
 FORMAT_VERSION = 2
@@ -94,8 +98,6 @@ class ModelPackage:
     @property
     def label_meaning(self):
         """What label 1 means and where the labels came from (:class:`thyro.data.manifest.LabelMeaning`)."""
-        from thyro.data.manifest import LabelMeaning
-
         return LabelMeaning.from_dict(self.meta.get("labels"))
 
     def operating_point(self, name: str | None = None) -> tuple[str, float]:
@@ -115,8 +117,6 @@ class ModelPackage:
         Warns when this thyro's preprocessing algorithm has another version than the one the
         model was trained with (the pixels may then differ slightly).
         """
-        from thyro.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, Preprocessor
-
         trained = self.meta.get("preprocess_version")
         if trained is not None and trained != PREPROCESS_VERSION:
             warnings.warn(f"{self.root}: the model was trained with preprocessing version {trained}; this thyro "
@@ -126,7 +126,7 @@ class ModelPackage:
 
     def load_torch_models(self) -> list:
         """The fold models (``ThyroNet``), in evaluation mode, on the CPU."""
-        from thyro.models import load_model
+        from thyro.models import load_model  # lazy: torch, which reading a package and the onnx engine never need
 
         models = []
         for path in self.model_files:
@@ -169,8 +169,6 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
     missing_keys = [k for k in ("image_size", "preprocess", "models", "operating_points") if k not in meta]
     if missing_keys:
         raise ModelPackageError(f"{mj}: missing key(s) {', '.join(missing_keys)}; re-bundle the run.")
-    from thyro.run import DATA, read_data_summary
-
     problems = []
     if not (root / DATA).is_file():
         problems.append(f"{DATA} (training data summary)")
@@ -198,8 +196,6 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
 
 def _safetensors_metadata(path: Path) -> dict:
     """The JSON-decoded metadata header of a safetensors file (no tensors are read)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="numpy") as fh:
             raw = fh.metadata() or {}
@@ -231,8 +227,6 @@ def _image_size(preprocess: dict, config: dict, spec: dict) -> int:
 def _resolve_preprocess(preprocess: dict) -> tuple[dict, int | None]:
     """Every preprocessing setting, defaults included (so later changes of defaults cannot alter
     the package), and the version of the preprocessing algorithm."""
-    from thyro.data.preprocess import PREPROCESS_VERSION, PreprocessConfig
-
     cfg = PreprocessConfig.parse(preprocess, source="preprocess block of the study configuration")
     return cfg.model_dump(mode="json"), PREPROCESS_VERSION
 
@@ -249,7 +243,7 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ModelPackageError(f"{out}: exists and is not empty; choose another --out or pass --overwrite.")
+        raise ModelPackageError(f"{out}: exists and is not empty; choose another folder or pass overwrite=True.")
     if not model_files:
         raise ModelPackageError("no model files to bundle.")
     if default_point not in operating:
@@ -260,9 +254,6 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
     if any(s.get("arch") != arch for s in specs):
         raise ModelPackageError("the fold models have different architectures: "
                                 + ", ".join(f"{f}: {s.get('arch')}" for f, s in zip(model_files, specs)))
-    from thyro.data.manifest import LabelMeaning
-    from thyro.run import DATA, DataSummary, write_data_summary
-
     lab = labels or LabelMeaning().to_dict()
     preprocess, preprocess_version = _resolve_preprocess(preprocess)
     size = image_size or _image_size(preprocess, {}, spec0)
@@ -297,7 +288,7 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
         }
         write_json(tmp / MODEL_JSON, meta)
         write_data_summary(tmp / DATA, DataSummary.from_dict(data or {}, "training data summary"))
-        from thyro.use.card import render_card
+        from thyro.use.card import render_card  # lazy: jinja2, needed only to write a package
 
         write_text(tmp / CARD, render_card(meta, data or {}))
     return load_package(out)
@@ -320,11 +311,34 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
     ModelPackageError
         Naming what is missing: the run, the arm, its fold models or its out-of-fold predictions.
     """
-    from thyro import metrics
-    from thyro.data.manifest import LabelMeaning
-    from thyro.errors import StatsError, ThyroError
-    from thyro.run import OOF, TEST, JobKey, RunDir
+    rundir, run, files = _finished_arm(run_dir, arm)
+    cfg = run.record.config
+    operating, package_metrics = _metrics(rundir, run, arm)
+    meaning = run.recorded_labels() or LabelMeaning()
+    if label_source or label_definition:
+        meaning = LabelMeaning(label_source or meaning.source, label_definition or meaning.definition)
+    for split, m in package_metrics.items():  # an external set's labels, and whether they mean the training labels'
+        ext = run.recorded_labels(split) if split not in (OOF, TEST) else None
+        if ext is not None:
+            m["labels"] = ext.to_dict()
+            m["label_warning"] = meaning.mismatch(ext, f"the external set {split}")
+    arm_cfg = cfg.arm(arm)
+    weights = arm_cfg.weight_source(run.record.base_dir)
+    results = run.results
+    source = {"run_dir": str(rundir.root.resolve()), "arm": arm, "backbone": arm_cfg.backbone,
+              "weights": weights.describe(), "role": weights.role,
+              "git_commit": results.git_commit if results is not None else None,
+              "versions": results.versions if results is not None else None, "n_folds": len(files)}
+    preprocess = cfg.preprocess.model_dump(mode="json")
+    return write_package(out, model_files=files, preprocess=preprocess, operating=operating,
+                         metrics=package_metrics, data=run.data.to_dict() if run.data is not None else {},
+                         source=source, labels=meaning.to_dict(), image_size=cfg.preprocess.size,
+                         default_point=default_point, overwrite=overwrite, tta_flip=cfg.train.tta_flip)
 
+
+def _finished_arm(run_dir: str | os.PathLike, arm: str) -> tuple[RunDir, Any, list[Path]]:
+    """The run directory, the run read once (:meth:`thyro.run.RunDir.load`) and ``arm``'s fold model files,
+    refusing a run without a record, an unknown or unfinished arm, or missing fold models."""
     rundir = RunDir(run_dir)
     if not rundir.root.is_dir():
         raise ModelPackageError(f"{rundir.root}: run directory not found.")
@@ -332,26 +346,29 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
         run = rundir.load(strict=True)
     except ThyroError as exc:
         raise ModelPackageError(str(exc)) from None
-    record = run.record
-    if record is None:
+    if run.record is None:
         raise ModelPackageError(f"{rundir.root}: no study record ({rundir.config_path.name}); is this a study run "
                                 "directory?")
-    cfg = record.config
+    cfg = run.record.config
     arms = [a.name for a in cfg.arms]
     if arm not in arms:
         raise ModelPackageError(f"{rundir.config_path}: no arm {arm!r}; the study's arms are: {', '.join(arms)}.")
-    arm_cfg = cfg.arm(arm)
     entry = run.arm_result(arm)
     if entry is not None and entry.status and entry.status != "done":
         reason = f" ({entry.reason.splitlines()[0]})" if entry.reason else ""
         raise ModelPackageError(f"{rundir.results_path}: arm {arm!r} has status {entry.status!r}{reason}, "
                                 "not 'done'; finish it first or bundle another arm.")
-    jobs = [JobKey(arm, k) for k in range(cfg.data.folds)]
-    files = [rundir.model_file(j) for j in jobs]
+    files = [rundir.model_file(JobKey(arm, k)) for k in range(cfg.data.folds)]
     missing = [str(f.relative_to(rundir.root)) for f in files if not f.is_file()]
     if missing:
         raise ModelPackageError(f"{rundir.root}: cannot bundle arm {arm!r}; missing fold model(s): "
                                 f"{', '.join(missing)}.")
+    return rundir, run, files
+
+
+def _metrics(rundir: RunDir, run, arm: str) -> tuple[dict, dict[str, Any]]:
+    """The operating points (chosen on the out-of-fold rows) and the metrics of every set, as the report
+    computes them."""
     preds = run.predictions
     oof = preds.rows(arm=arm, split=OOF)
     if oof.empty:
@@ -370,22 +387,4 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
         if not m.get("missing"):
             m["operating_points"] = metrics.at_thresholds(rows, operating)
         package_metrics[split] = m
-    meaning = run.recorded_labels() or LabelMeaning()
-    if label_source or label_definition:
-        meaning = LabelMeaning(label_source or meaning.source, label_definition or meaning.definition)
-    for split, m in package_metrics.items():  # an external set's labels, and whether they mean the training labels'
-        ext = run.recorded_labels(split) if split not in (OOF, TEST) else None
-        if ext is not None:
-            m["labels"] = ext.to_dict()
-            m["label_warning"] = meaning.mismatch(ext, f"the external set {split}")
-    weights = arm_cfg.weight_source(record.base_dir)
-    results = run.results
-    source = {"run_dir": str(rundir.root.resolve()), "arm": arm, "backbone": arm_cfg.backbone,
-              "weights": weights.describe(), "role": weights.role,
-              "git_commit": results.git_commit if results is not None else None,
-              "versions": results.versions if results is not None else None, "n_folds": len(files)}
-    preprocess = cfg.preprocess.model_dump(mode="json")
-    return write_package(out, model_files=files, preprocess=preprocess, operating=operating,
-                         metrics=package_metrics, data=run.data.to_dict() if run.data is not None else {},
-                         source=source, labels=meaning.to_dict(), image_size=cfg.preprocess.size,
-                         default_point=default_point, overwrite=overwrite, tta_flip=cfg.train.tta_flip)
+    return operating, package_metrics

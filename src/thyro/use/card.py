@@ -7,6 +7,7 @@ from typing import Any
 
 import jinja2
 
+from thyro.fileio import markdown_text
 from thyro.run import DATA
 
 CARD_TEMPLATE = """\
@@ -134,8 +135,6 @@ def _data_lines(data: dict) -> list[str]:
 
 def render_card(meta: dict, data: dict) -> str:
     """Render ``MODEL_CARD.md`` from ``model.json`` content and the training data summary."""
-    from thyro.fileio import markdown_text
-
     # every value through markdown_text: a label definition or a name from the data is never rendered as HTML
     env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True, autoescape=False,
                              finalize=markdown_text)
