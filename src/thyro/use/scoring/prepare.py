@@ -18,6 +18,7 @@ import numpy as np
 
 from thyro.data.preprocess import Geometry, Preprocessor, read_image
 from thyro.data.readers import LoadedImage, load_image
+from thyro.data.roi import parse_roi
 from thyro.errors import DataError, ThyroError
 from thyro.use.scoring.items import MIN_SIDE, InputItem, image_info
 from thyro.use.scoring.pixels import as_pixels, check_pixel_limit, is_pixels
@@ -86,6 +87,8 @@ def prepare_item(preprocessor: Preprocessor, item: InputItem, size: int, *, fram
     """
     if item.error:
         raise DataError(f"{item.where}: {item.error}")
+    if item.roi is not None:
+        parse_roi(item.roi, where=item.where)  # a bad ROI given in Python is refused as a manifest cell is
     if is_pixels(item.source):
         pixels = as_pixels(item.source, where=item.name)
         check_pixel_limit(pixels, item.name)
