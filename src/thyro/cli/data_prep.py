@@ -185,7 +185,8 @@ def audit(
                       f"{mo['upper']:.3f}] ({mo['method']}, {mo['folds']} group folds): {mo['interpretation']}")
     if "model" in res and "comparison" in res["model"]:
         m, c = res["model"], res["model"]["comparison"]
-        console.print(f"  model on {m['n']} image(s): AUROC {m['auroc_marks']['auroc']:.3f} with marks, "
+        failed = f" ({m['n_failed']} could not be scored; model_error in audit_images.csv)" if m.get("n_failed") else ""
+        console.print(f"  model on {m['n']} image(s){failed}: AUROC {m['auroc_marks']['auroc']:.3f} with marks, "
                       f"{m['auroc_clean']['auroc']:.3f} with marks removed; difference {c['diff']:+.3f} "
                       f"[{c['lower']:+.3f}, {c['upper']:+.3f}], {format_p(c['p_value'])}: {m['interpretation']}")
     if res.get("written"):
