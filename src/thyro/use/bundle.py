@@ -27,7 +27,7 @@ import datetime as _dt
 import json
 import os
 import shutil
-import warnings
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from thyro.errors import ModelPackageError, StatsError, ThyroError
 from thyro.fileio import atomic_dir, sha256_file, write_json, write_text
 from thyro.run import DATA, OOF, TEST, DataSummary, JobKey, RunDir, read_data_summary, write_data_summary
 from thyro.use.card import render_card
+
+log = logging.getLogger(__name__)
 
 FORMAT = "thyro-model-package"
 FORMAT_VERSION = 2
@@ -120,8 +122,8 @@ class ModelPackage:
         """
         trained = self.meta.get("preprocess_version")
         if trained is not None and trained != PREPROCESS_VERSION:
-            warnings.warn(f"{self.root}: the model was trained with preprocessing version {trained}; this thyro "
-                          f"has version {PREPROCESS_VERSION}: results may differ slightly.", stacklevel=2)
+            log.warning(f"{self.root}: the model was trained with preprocessing version {trained}; this thyro "
+                        f"has version {PREPROCESS_VERSION}: results may differ slightly.")
         cfg = PreprocessConfig.parse(self.preprocess, source=f"{self.root / MODEL_JSON} (preprocess)")
         return Preprocessor(cfg)
 
