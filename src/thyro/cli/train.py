@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,7 @@ from thyro.cli._output import for_workers
 from thyro.console import console, info
 from thyro.data.manifest import LabelMeaning
 from thyro.errors import ConfigError
+from thyro.progress import duration
 from thyro.train import demo
 
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
@@ -37,15 +39,6 @@ def _study(config: Path, run_dir: Path | None, set_: list[str] | None, only: lis
     study = Study.from_file(config, run_dir, _overrides(set_), source="--set")
     parse_only(only, study.cfg, option=option)
     return study
-
-
-def duration(seconds: float) -> str:
-    """``seconds`` as a person says it: "40 s", "12 min", "2.5 h"."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _fmt(v: float | None) -> str:
@@ -78,7 +71,19 @@ def _print_results(results) -> None:
         if warning:
             console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if results.report is not None:
+        for sentence in _answer(Path(results.report.html).with_name("report.json")):
+            console.print(sentence, markup=False, soft_wrap=True)
         console.print(f"report: {results.report.html}")
+
+
+def _answer(report_json: Path) -> list[str]:
+    """The sentences the report leads with (the best arm, its differences with CIs and Holm-adjusted p), or
+    none when the report holds no answer."""
+    try:
+        headline = json.loads(report_json.read_text(encoding="utf-8")).get("headline") or {}
+    except (OSError, ValueError):
+        return []
+    return list(headline.get("text") or [])
 
 
 def _print_plan(plan: dict, verbose: bool = False) -> None:
@@ -232,6 +237,7 @@ def _register_demo(app: typer.Typer) -> None:
                 settings[key] = value
         folder = out or Path("thyro-demo-quick" if quick else "thyro-demo")
         results = demo.run_demo(folder, size=size, device=device, jobs=jobs, worker_init=for_workers(), **settings)
-        info(f"done in {results.seconds:.0f} s")
-        console.print(results.summary())
+        info(f"done in {duration(results.seconds)}"
+             + (f" (expected {duration(results.expected_seconds)})" if results.expected_seconds else ""))
         _print_results(results)
+        console.print(results.summary(), soft_wrap=True)
