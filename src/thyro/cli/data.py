@@ -131,7 +131,8 @@ def _refuse_overwrite(target: Path, force: bool) -> None:
 
 def _show_import(result) -> None:
     """Print an import's counts, duplicates, notes and warnings (nothing when quiet)."""
-    from thyro.data.inspection import balance_notes, balance_table, class_balance, label_line, labels_of
+    from thyro.cli._data_view import balance_table  # lazy: pandas, --help stays light
+    from thyro.data.inspection import balance_notes, class_balance, label_line, labels_of  # lazy: pandas, --help
 
     if is_quiet():
         return
@@ -183,7 +184,8 @@ def inspect_cmd(
     manifest: Path = typer.Argument(..., help="Manifest CSV to summarise."),
 ) -> None:
     """Print class balance by image, patient and group, duplicate groups, image sizes and modes."""
-    from thyro.data.inspection import inspect_manifest, render
+    from thyro.cli._data_view import render  # lazy: pandas, --help stays light
+    from thyro.data.inspection import inspect_manifest  # lazy: pandas and the readers
     from thyro.data.manifest import read_manifest
 
     m = read_manifest(manifest)
