@@ -58,6 +58,12 @@ def test_model_card_states_use_provenance_metrics_limitations(model_dir, package
         assert heading in card
     # the run recorded TI-RADS-derived labels: the card says what the model learnt
     assert "TI-RADS ≥ 4c probability" in card and "not pathology" in card
+    # a title and a training-data section that read as prose, not as a dump of keys
+    title = card.splitlines()[0]
+    assert title.endswith("of a thyroid nodule on ultrasound (resnet18, trained from random initialisation)"), title
+    data = card.split("## Training data")[1].split("##")[0]
+    assert "- 66 images: 24 TI-RADS ≥ 4c and 36 not TI-RADS ≥ 4c images." in data, data
+    assert "labels:" not in data and "class balance" not in data and "_" not in data.replace("data.json", "")
     assert package.meta["labels"]["positive"] == "TI-RADS ≥ 4c"
     auc = package.meta["metrics"]["test"]["auroc"]
     assert f"AUROC {auc:.3f}" in card and "95% CI" in card
