@@ -58,7 +58,7 @@ from thyro.run.merge import ArmJobs, RunImages, merge_jobs
 from thyro.train.job import JobContext, run_job
 from thyro.train.plan import ArmPlan, Plan, all_study_jobs, make_plan, parse_only, study_identity
 from thyro.train.prepared import Prepared, prepare
-from thyro.train.tracking import NoTracker, make_tracker
+from thyro.train.tracking import make_tracker
 from thyro.train.workers import run_processes
 
 log = logging.getLogger(__name__)
