@@ -281,9 +281,24 @@ def test_cli_serve_options(model_dir, monkeypatch):
     from thyro.use import serve as serve_mod
 
     seen = {}
-    monkeypatch.setattr(serve_mod, "serve", lambda *a, **k: seen.update(k, model_dir=a[0]))
+    monkeypatch.setattr(serve_mod, "serve", lambda model, settings: seen.update(settings=settings, model_dir=model))
     assert main(["serve", str(model_dir), "--engine", "onnx", "--max-batch", "4", "--queue", "3",
-                 "--max-concurrency", "2", "--batch-wait-ms", "2", "--openapi"]) == 0
-    assert (seen["engine"], seen["max_batch"], seen["queue"], seen["max_concurrency"], seen["openapi"]) == \
-        ("onnx", 4, 3, 2, True)
-    assert json.dumps(seen["batch_wait_ms"]) == "2.0"
+                 "--max-concurrency", "2", "--batch-wait-ms", "2", "--openapi", "--max-upload-mb", "1.5",
+                 "--max-reading", "5", "--body-deadline", "20", "--point", "sens90"]) == 0
+    s = seen["settings"]
+    assert (s.engine, s.max_batch, s.queue, s.max_concurrency, s.openapi, s.max_reading, s.point) == \
+        ("onnx", 4, 3, 2, True, 5, "sens90")
+    assert s.max_upload_bytes == int(1.5 * 1024 * 1024) and s.body_deadline_s == 20.0
+    assert json.dumps(s.batch_wait_ms) == "2.0"
+
+
+def test_cli_refuses_what_typer_cannot_check_naming_its_flags(model_dir, monkeypatch, capsys):
+    from thyro.cli import main
+    from thyro.use import serve as serve_mod
+
+    monkeypatch.setattr(serve_mod, "serve", lambda *a, **k: pytest.fail("started"))
+    assert main(["serve", str(model_dir), "--engine", "tensorrt"]) == 2  # typer's choice
+    assert "--engine" in capsys.readouterr().err
+    assert main(["serve", str(model_dir), "--token", "short"]) == 2  # the settings' own check
+    err = capsys.readouterr().err
+    assert "--token is 5 characters long; use at least 16" in err and "short" not in err
