@@ -178,19 +178,21 @@ def test_a_request_body_that_stops_coming_gets_408(model_dir):
 
 
 def _trickle(port: int, n: int, every: float, stop: threading.Event, declared: int = 100_000) -> list[socket.socket]:
-    """``n`` connections that send a complete request head and then one body byte every ``every`` seconds."""
+    """``n`` connections that send a complete request head and the start of a form (the file part's headers),
+    then one byte of the file every ``every`` seconds."""
     socks = []
     for _ in range(n):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(declared).encode()
-                     + b"\r\nContent-Type: multipart/form-data; boundary=b\r\n\r\n")
+                     + b"\r\nContent-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\nContent-Disposition: "
+                     b"form-data; name=\"file\"; filename=\"slow.png\"\r\n\r\n")
         socks.append(sock)
 
     def drip():
         while not stop.wait(every):
             for sock in socks:
                 try:
-                    sock.sendall(b"-")
+                    sock.sendall(b"x")
                 except OSError:
                     pass
 

@@ -47,6 +47,6 @@ def carries_token(header: str | None, token: bytes) -> bool:
 
 
 def unauthorized(conn: HTTPConnection, exc: AuthenticationError) -> JSONResponse:
-    """401, asking a browser for the token as a password."""
+    """401, asking a browser for the token as a password; the connection is closed (a body is left unread)."""
     return JSONResponse({"detail": str(exc)}, status_code=401,
-                        headers={"WWW-Authenticate": 'Basic realm="thyro", charset="UTF-8"'})
+                        headers={"WWW-Authenticate": 'Basic realm="thyro", charset="UTF-8"', "Connection": "close"})

@@ -61,6 +61,7 @@ class MicroBatcher:
     engine : callable
         ``uint8 (B, S, S) -> probabilities (B,)``.
     max_batch : int
+        The most images per call, at least 1 (checked by the settings that give it).
     wait_s : float
         How long a batch waits for company once it has one image (0: only what is already queued).
     lock : threading.Lock, optional
@@ -71,8 +72,6 @@ class MicroBatcher:
 
     def __init__(self, engine: Callable[[np.ndarray], np.ndarray], max_batch: int = 8, wait_s: float = 0.005,
                  lock: threading.Lock | None = None, heatmap_engine: Callable[[np.ndarray], np.ndarray] | None = None):
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
         self.engine = engine
         self.heatmap_engine = heatmap_engine
         self.max_batch = int(max_batch)
