@@ -50,7 +50,7 @@ DESCRIPTION = ("Research use only; not for diagnosis. One model package: POST an
                "operating point.")
 
 router = APIRouter()
-Form = TypeVar("Form", bound=BaseModel)
+FormModel = TypeVar("FormModel", bound=BaseModel)
 
 
 def create_app(model_dir: str | os.PathLike | ModelPackage, settings: ServeSettings | None = None,
@@ -110,7 +110,7 @@ async def model_slot(request: Request) -> AsyncIterator[None]:
         raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
-async def read_form(request: Request, model: type[Form]) -> Form:
+async def read_form(request: Request, model: type[FormModel]) -> FormModel:
     """The request's form, parsed in memory from its body (already read whole) and validated by ``model``:
     400 for a malformed body, 422 (FastAPI's validation answer) for a missing or mistyped field."""
     try:

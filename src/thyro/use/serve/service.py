@@ -20,6 +20,7 @@ from thyro.data.readers import max_pixels
 from thyro.errors import ThyroError
 from thyro.use.bundle import ModelPackage
 from thyro.use.explain import on_original, overlay_input, with_colour_bar
+from thyro.use.inputs import Prepared
 from thyro.use.serve.batching import MicroBatcher, PixelBudget
 from thyro.use.serve.model import Model, Upload
 from thyro.use.serve.settings import ServeSettings
@@ -121,7 +122,8 @@ class Service:
         with self.budget.hold(self.model.pixels(upload)):
             return work()
 
-    def _prediction(self, filename, prob: float, roi, prepared, cam, warning: str, preprocessed: bool) -> dict:
+    def _prediction(self, filename: str | None, prob: float, roi: dict | None, prepared: Prepared,
+                    cam: np.ndarray | None, warning: str, preprocessed: bool) -> dict:
         cls = int(prob >= self.threshold)
         roi_crop = bool(self.model.pre.cfg.roi_crop)
         img, geometry = prepared.image, prepared.geometry

@@ -209,22 +209,25 @@ def _choice(value: str, choices: tuple[str, ...]) -> str:
 
 
 def _problem(error: dict) -> Problem:
-    """A pydantic error as a :class:`Problem` (our validators' texts as they are, pydantic's in short)."""
+    """A pydantic error as a :class:`Problem`: our validators' texts as they are (with their ``{field}``
+    mentions), pydantic's own in short."""
     field = str(error["loc"][0]) if error["loc"] else "settings"
     ctx = error.get("ctx") or {}
     kind = error["type"]
     if kind == "value_error":
-        text = str(ctx["error"])
-    elif kind in ("greater_than_equal", "greater_than", "less_than_equal"):
-        word = {"greater_than_equal": "at least", "greater_than": "more than", "less_than_equal": "at most"}[kind]
+        return Problem(field, error.get("input"), str(ctx["error"]))
+    if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
-        text = f": must be {word} {bound:g}." if isinstance(bound, (int, float)) else f": must be {word} {bound}."
+        text = f": must be {_BOUNDS[kind]} {bound:g}." if isinstance(bound, (int, float)) else \
+            f": must be {_BOUNDS[kind]} {bound}."
     elif kind == "extra_forbidden":
         text = ": not a setting of thyro serve."
     else:
         text = f": {error['msg'][:1].lower()}{error['msg'][1:]}."
-    return Problem(field, error.get("input"), text.replace("{", "{{").replace("}", "}}") if kind != "value_error"
-                   else text)
+    return Problem(field, error.get("input"), text.replace("{", "{{").replace("}", "}}"))
+
+
+_BOUNDS = {"greater_than_equal": "at least", "greater_than": "more than", "less_than_equal": "at most"}
 
 
 def is_loopback(host: str) -> bool:
