@@ -73,3 +73,15 @@ def test_without_openapi_there_is_no_schema(model_dir):
     with TestClient(create_app(model_dir)) as client:
         assert client.get("/openapi.json").status_code == 404
         assert client.get("/docs").status_code == 404
+
+
+def test_a_form_without_its_file_gets_fastapis_validation_answer(documented, images):
+    client, _ = documented
+    png = images["png0"].read_bytes()
+    for files, data in (({}, {}), ({"image": ("us0.png", png)}, {"heatmap": "false"}),
+                        ({"file": ("us0.png", png)}, {"heatmap": "perhaps"})):
+        r = client.post("/predict", files=files, data=data)
+        assert r.status_code == 422, r.text
+        (problem,) = r.json()["detail"]
+        assert problem["loc"][0] == "body" and problem["loc"][1] in ("file", "heatmap")
+    assert "a file (us0.png)" in client.post("/predict", files={"image": ("us0.png", png)}).text

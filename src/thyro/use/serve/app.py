@@ -125,9 +125,16 @@ async def read_form(request: Request, model: type[FormModel]) -> FormModel:
 
 
 def _body_error(error: dict) -> dict:
-    if isinstance(error.get("input"), UploadedFile):  # not JSON: say what it was
-        error = {**error, "input": f"a file ({error['input'].filename})"}
-    return {**error, "loc": ("body", *error["loc"])}
+    """A validation error of a form field as FastAPI reports one (``loc`` from ``body``); a file is not JSON:
+    it is named instead."""
+    given = error.get("input")
+    if isinstance(given, dict):
+        given = {k: _named(v) for k, v in given.items()}
+    return {**error, "input": _named(given), "loc": ("body", *error["loc"])}
+
+
+def _named(value: Any) -> Any:
+    return f"a file ({value.filename})" if isinstance(value, UploadedFile) else value
 
 
 async def preview_form(request: Request) -> PreviewForm:

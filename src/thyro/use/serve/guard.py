@@ -16,8 +16,9 @@
   :class:`Busy` (the app answers 503 with ``Retry-After``).
 
 Starlette's ``RequestBodyLimitMiddleware`` limits a body's size but not the time it takes, and answers
-in plain text; uvicorn's ``limit_concurrency`` counts connections, not the model's work.  Both are
-used where they fit (:func:`thyro.use.serve.uvicorn_config`); nothing here subclasses or patches them.
+in plain text, so the body reader counts the bytes as it reads them; uvicorn's ``limit_concurrency``
+bounds the connections and requests held at once, not the model's work, and is used as it is
+(:func:`thyro.use.serve.uvicorn_config`).  Nothing here subclasses or patches a framework's class.
 """
 
 from __future__ import annotations
