@@ -147,7 +147,7 @@ def test_nested_roi_in_a_manifest_is_a_row_problem(tmp_path, capsys):
 
 def test_roi_limits_in_every_parser_entry(tmp_path):
     from thyro.data.manifest import MAX_ROI_CHARS, parse_roi
-    from thyro.use.inputs import parse_roi_arg
+    from thyro.cli.use import parse_roi_arg
 
     with pytest.raises(DataError, match="--roi: roi is nested"):
         parse_roi_arg("{" + NESTED)

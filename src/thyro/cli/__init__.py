@@ -87,7 +87,7 @@ def _root(
     _debug["on"] = debug or bool(os.environ.get("THYRO_DEBUG"))
     setup_output(quiet=quiet, debug=_debug["on"])
     if max_pixels is not None:
-        set_settings(max_pixels=max_pixels)
+        set_settings(max_pixels=max_pixels)  # handed on to worker processes (thyro study --jobs N)
 
 
 def _register_all() -> None:
