@@ -20,8 +20,8 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
+from thyro.data.preprocess import Preprocessor
 from thyro.errors import ThyroError
 from thyro.use.serve import create_app
 
@@ -403,7 +403,7 @@ class _Records(logging.Handler):
 
 
 @pytest.mark.parametrize("where", ["scoring", "preprocessing"])
-def test_an_unexpected_failure_is_a_500_with_an_id_in_the_log(model_dir, images, where):
+def test_an_unexpected_failure_is_a_500_with_an_id_in_the_log(model_dir, images, where, monkeypatch):
     """A bug is not the upload's fault: 500 (never 400 "not a readable image"), with an id that the log
     line with the traceback carries too; the app stays up."""
     import re
@@ -419,9 +419,9 @@ def test_an_unexpected_failure_is_a_500_with_an_id_in_the_log(model_dir, images,
     try:
         with TestClient(app) as c:
             if where == "scoring":
-                service.batcher.engine = boom
-            else:
-                service.model.prepare = boom
+                monkeypatch.setattr(service.scorer, "engine", boom)
+            else:  # inside the Scorer's preparation, which raises what is not an input problem
+                monkeypatch.setattr(Preprocessor, "process", boom)
             r = c.post("/predict", files={"file": ("us0.png", images["png0"].read_bytes())},
                        data={"heatmap": "false"})
             assert c.get("/health").status_code == 200
@@ -439,19 +439,17 @@ def test_an_unexpected_failure_is_a_500_with_an_id_in_the_log(model_dir, images,
 
 def test_heatmaps_are_drawn_per_batch_with_one_at_a_time_results(model_dir, images):
     from thyro.use.explain import heatmaps
-    from thyro.use.inputs import InputItem, prepare_item
 
     app = create_app(model_dir, max_batch=8, batch_wait_ms=300)
     service = app.state.service
     files = [images[f"png{k}"] for k in range(5)]
-    inputs = [prepare_item(service.model.pre, InputItem(f, f.name, None), service.package.image_size).image
-              for f in files]
+    inputs = [service.scorer.prepare(f).image for f in files]
     with ThreadPoolExecutor(len(inputs)) as pool:
         got = list(pool.map(lambda img: service.batcher(img, heatmap=True), inputs))
     assert service.batcher.heatmap_images == 5 and service.batcher.heatmap_calls < 5  # drawn together
     for img, (prob, cam) in zip(inputs, got):
         assert prob == service.batcher(img)  # the same probability as without a heatmap
-        np.testing.assert_allclose(cam, heatmaps(service.model.models, img[None], service.model.method)[0],
+        np.testing.assert_allclose(cam, heatmaps(service.scorer.models, img[None], service.settings.method)[0],
                                    atol=1e-5)
     with LiveServer(app) as live, ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda f: httpx.post(live.url + "/predict", files={"file": (f.name, f.read_bytes())},

@@ -280,6 +280,7 @@ def serve_cmd(
             max_connections=max_connections, model_threads=model_threads, openapi=openapi, log_level=log_level)
     except ServeSettingsError as exc:
         raise ConfigError(exc.render(SERVE_FLAGS, _flag_subject)) from None
+    check_onnx(model_dir, engine, onnx_file)
     serve(model_dir, settings)
 
 

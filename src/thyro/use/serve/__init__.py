@@ -16,9 +16,9 @@
 The package, one module per concern:
 
 - :mod:`~thyro.use.serve.settings`: :class:`ServeSettings`, every option, validated once;
-- :mod:`~thyro.use.serve.service`: :class:`Service`, the work without HTTP (reading an upload from
-  memory, the pixel budget, micro-batched scoring, the answers), its model calls in
-  :mod:`~thyro.use.serve.model` and its shared resources in :mod:`~thyro.use.serve.batching`;
+- :mod:`~thyro.use.serve.service`: :class:`Service`, the work without HTTP (the server's one
+  :class:`~thyro.use.scoring.Scorer`, reading an upload from memory, the pixel budget, micro-batched
+  scoring, the answers), its shared resources in :mod:`~thyro.use.serve.batching`;
 - :mod:`~thyro.use.serve.app`: the FastAPI routes and their dependencies; :mod:`~thyro.use.serve.schema`
   their documentation, :mod:`~thyro.use.serve.forms` the in-memory form parser,
   :mod:`~thyro.use.serve.access` the token check;
@@ -47,10 +47,11 @@ Hostile or heavy use
 - No ``/docs``, ``/redoc`` (their pages load from a CDN) and, unless ``openapi=True``, no
   ``/openapi.json``.
 
-A file that cannot be read gets 400 with a message; a failure of the server itself a 500 whose detail
-carries an id, logged with the traceback; the app stays up.  Engines: ``torch`` (the fold models;
-heatmaps) or ``onnx`` (the exported graph, ``thyro export``; lighter and faster on a CPU, no heatmaps: a
-heatmap request gets the probability and a warning saying so).
+A file that cannot be read gets 400 with the message ``thyro predict`` gives the same file (the Scorer's
+failure, naming it); a failure of the server itself a 500 whose detail carries an id, logged with the
+traceback; the app stays up.  Engines: ``torch`` (the fold models; heatmaps) or ``onnx`` (the exported
+graph, ``thyro export``; lighter and faster on a CPU, no heatmaps: a heatmap request gets the probability
+and a warning saying so).
 
 Uploads are held in memory only, for their request: the body is read into memory, the form parsed from
 it and the file read by the image readers from its bytes; nothing of an upload is written to disk,

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+
 class PixelBudget:
     """A counting semaphore measured in pixels: at most ``capacity`` pixels being decoded at once.
 
@@ -54,7 +55,8 @@ class MicroBatcher:
     and the heatmap engine draws the heatmaps of those that asked for one as one batch too (one
     forward and one backward pass per batch and model, not per image).  With ``max_batch=1``
     requests are scored one at a time, in arrival order.  The engines are called from the worker
-    thread only.
+    thread only (the server's are a :class:`~thyro.use.scoring.Scorer`'s ``score`` and ``explain``,
+    which hold its lock, so a heatmap never overlaps a batch).
 
     Parameters
     ----------
@@ -64,19 +66,16 @@ class MicroBatcher:
         The most images per call, at least 1 (checked by the settings that give it).
     wait_s : float
         How long a batch waits for company once it has one image (0: only what is already queued).
-    lock : threading.Lock, optional
-        Held during each engine call (shared with whatever else uses the same models).
     heatmap_engine : callable, optional
         ``uint8 (B, S, S) -> heatmaps (B, S, S)``, for images submitted with ``heatmap=True``.
     """
 
     def __init__(self, engine: Callable[[np.ndarray], np.ndarray], max_batch: int = 8, wait_s: float = 0.005,
-                 lock: threading.Lock | None = None, heatmap_engine: Callable[[np.ndarray], np.ndarray] | None = None):
+                 heatmap_engine: Callable[[np.ndarray], np.ndarray] | None = None):
         self.engine = engine
         self.heatmap_engine = heatmap_engine
         self.max_batch = int(max_batch)
         self.wait_s = max(0.0, float(wait_s))
-        self.lock = lock or threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="thyro-batcher", daemon=True)
         self._thread.start()
@@ -133,9 +132,8 @@ class MicroBatcher:
                 try:
                     stack = np.stack([img for img, _, _ in live])
                     want = [k for k, (_, _, cam) in enumerate(live) if cam]
-                    with self.lock:
-                        probs = np.asarray(self.engine(stack), dtype=float).reshape(-1)
-                        cams = self.heatmap_engine(stack[want]) if want else []
+                    probs = np.asarray(self.engine(stack), dtype=float).reshape(-1)
+                    cams = self.heatmap_engine(stack[want]) if want else []
                     self.calls += 1
                     self.images += len(live)
                     self.heatmap_calls += bool(want)

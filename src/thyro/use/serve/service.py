@@ -1,34 +1,40 @@
 """What the web app does for a request, without HTTP: read an upload, score it, build the answer.
 
-:class:`Service` holds the model (:class:`~thyro.use.serve.model.Model`), the pixel budget and the
+:class:`Service` holds the server's one :class:`~thyro.use.scoring.Scorer` (the package, its
+preprocessing and the engine: the path every driver of thyro scores through), the pixel budget and the
 micro-batcher, shared by every request; its methods take an upload's bytes and return plain
-dictionaries.  A problem with the upload itself (unreadable, too small, over the pixel limit, empty)
-raises :class:`UploadError`; anything else that goes wrong is the server's and propagates as it is.
+dictionaries.  An upload the Scorer cannot prepare (unreadable, empty, too small, over the pixel limit:
+its :class:`~thyro.use.scoring.Failure`, in the words ``thyro predict`` gives the same file) raises
+:class:`UploadError`; anything else that goes wrong is the server's and propagates as it is.
 """
 
 from __future__ import annotations
 
 import base64
-import threading
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
 from thyro import __version__
 from thyro.data.manifest import roi_to_json
-from thyro.data.readers import max_pixels
+from thyro.data.readers import load_image, max_pixels
 from thyro.errors import ThyroError
 from thyro.use.bundle import ModelPackage
-from thyro.use.explain import on_original, overlay_input, with_colour_bar
-from thyro.use.inputs import Prepared
+from thyro.use.scoring import INPUT_ERRORS, Failure, Prepared, Scorer, error_text
 from thyro.use.serve.batching import MicroBatcher, PixelBudget
-from thyro.use.serve.model import Model, Upload
 from thyro.use.serve.settings import ServeSettings
 
 HEATMAP_NEEDS_TORCH = ("no heatmap: heatmaps need the PyTorch engine (this server runs ONNX; a server started "
                        "with the torch engine draws them)")
 BOX_NOT_USED = ("The box was not used: this model was trained on whole images (no ROI crop), so it always reads "
                 "the whole scan area.")
+#: What a client's file is called when it came without a name.
+UNNAMED = "upload"
+
+T = TypeVar("T")
 
 
 class UploadError(ThyroError):
@@ -39,10 +45,11 @@ class UploadError(ThyroError):
 class Service:
     """The model and its preprocessing, shared by the requests.
 
-    The engine runs in one thread through a :class:`~thyro.use.serve.batching.MicroBatcher`, which
-    draws the heatmaps of a batch in one pass too (Grad-CAM, PyTorch engine only).  Decoding holds
-    pixels from a :class:`~thyro.use.serve.batching.PixelBudget` the size of the pixel limit.  Uploads
-    are read from the bytes received: nothing is written to disk.
+    One :class:`~thyro.use.scoring.Scorer` prepares the uploads (on the requests' threads) and scores and
+    explains them through a :class:`~thyro.use.serve.batching.MicroBatcher` (one thread: requests that
+    arrive together are one model call, their heatmaps one Grad-CAM pass, PyTorch engine only).  Decoding
+    holds pixels from a :class:`~thyro.use.serve.batching.PixelBudget` the size of the pixel limit.
+    Uploads are read from the bytes received: nothing is written to disk.
 
     Parameters
     ----------
@@ -54,18 +61,17 @@ class Service:
     def __init__(self, package: ModelPackage, settings: ServeSettings):
         self.package = package
         self.settings = settings
-        self.model = Model(package, settings)
-        self.point, self.threshold = package.operating_point(settings.point)
-        self.labels = package.label_meaning
-        self.lock = threading.Lock()  # Grad-CAM hooks the models: a heatmap never overlaps a batch
-        self.batcher = MicroBatcher(self.model.score, max_batch=settings.max_batch,
-                                    wait_s=settings.batch_wait_ms / 1000.0, lock=self.lock,
-                                    heatmap_engine=self.model.heatmaps if self.model.has_heatmaps else None)
+        self.scorer = Scorer(package, engine=settings.engine, onnx_path=settings.onnx_path, point=settings.point,
+                             threads=settings.model_threads, spin=False)
+        self.batcher = MicroBatcher(self.scorer.score, max_batch=settings.max_batch,
+                                    wait_s=settings.batch_wait_ms / 1000.0,
+                                    heatmap_engine=(partial(self.scorer.explain, method=settings.method)
+                                                    if self.scorer.can_explain else None))
         self.budget = PixelBudget(max_pixels())
 
     @property
     def heatmaps(self) -> bool:
-        return self.model.has_heatmaps
+        return self.scorer.can_explain
 
     def close(self) -> None:
         self.batcher.close()
@@ -75,20 +81,21 @@ class Service:
         meta, s = self.package.meta, self.settings
         return {"status": "ok", "thyro_version": __version__, "format_version": meta.get("format_version"),
                 "arch": meta.get("arch"), "n_models": len(self.package.model_files),
-                "image_size": self.package.image_size, "operating_point": self.point, "threshold": self.threshold,
-                "max_upload_bytes": s.max_upload_bytes, "heatmap_method": s.method if self.heatmaps else None,
-                "engine": s.engine, "heatmaps": self.heatmaps,
+                "image_size": self.package.image_size, "operating_point": self.scorer.point,
+                "threshold": self.scorer.threshold, "max_upload_bytes": s.max_upload_bytes,
+                "heatmap_method": s.method if self.heatmaps else None, "engine": s.engine, "heatmaps": self.heatmaps,
                 "heatmap_note": None if self.heatmaps else HEATMAP_NEEDS_TORCH, "max_pixels": max_pixels(),
                 "max_concurrency": s.max_concurrency, "queue": s.queue, "max_batch": s.max_batch,
-                "labels": self.labels.to_dict(), "metrics": meta.get("metrics", {})}
+                "labels": self.scorer.labels.to_dict(), "metrics": meta.get("metrics", {})}
 
     def preview(self, data: bytes, filename: str | None) -> dict:
         """The upload as read (gray, whole frame) as a PNG data URL, with its size."""
-        upload = _upload(data, filename)
+        name = filename or UNNAMED
         try:
-            pixels = self._decoding(upload, lambda: self.model.read(upload))
-        except ThyroError as exc:
-            raise UploadError(f"{upload.name}: not a readable image ({_message(exc, upload.name)}).") from None
+            pixels = self._decoding(data, name, lambda: np.asarray(load_image(data, name=name,
+                                                                              us_region=False).pixels))
+        except INPUT_ERRORS as exc:
+            raise UploadError(f"{name}: not a readable image ({_message(exc, name)}).") from None
         return {"width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "image_png": png_data_url(pixels)}
 
     def predict(self, data: bytes, filename: str | None, roi: dict | None, heatmap: bool = True,
@@ -102,12 +109,12 @@ class Service:
         ``preprocessed``, the model's input itself (``preprocessed_png``).  The ONNX engine has no
         heatmaps: the answer has the probability and a warning saying so.
         """
-        upload = _upload(data, filename)
+        name = filename or UNNAMED
         want_cam = heatmap and self.heatmaps
-        try:
-            prepared = self._decoding(upload, lambda: self.model.prepare(upload, roi, frame=want_cam))
-        except ThyroError as exc:
-            raise UploadError(_message(exc, upload.name)) from None
+        prepared = self._decoding(data, name, lambda: self.scorer.prepare(data, name=name, roi=roi,
+                                                                         full_frame=want_cam))
+        if isinstance(prepared, Failure):
+            raise UploadError(prepared.error)
         warning = prepared.warning
         if want_cam:
             prob, cam = self.batcher(prepared.image, heatmap=True)
@@ -117,42 +124,44 @@ class Service:
                 warning = "; ".join(w for w in (warning, HEATMAP_NEEDS_TORCH) if w)
         return self._prediction(filename, prob, roi, prepared, cam, warning, preprocessed)
 
-    def _decoding(self, upload: Upload, work):
+    def _decoding(self, data: bytes, name: str, work: Callable[[], T]) -> T:
         """``work()`` holding the upload's pixels (from its header) from the budget."""
-        with self.budget.hold(self.model.pixels(upload)):
+        info = self.scorer.info(data, name=name)
+        with self.budget.hold(info.size[0] * info.size[1] if info is not None else None):
             return work()
 
     def _prediction(self, filename: str | None, prob: float, roi: dict | None, prepared: Prepared,
                     cam: np.ndarray | None, warning: str, preprocessed: bool) -> dict:
-        cls = int(prob >= self.threshold)
-        roi_crop = bool(self.model.pre.cfg.roi_crop)
+        cls, prediction = self.scorer.classify(prob)
+        roi_crop = bool(self.scorer.preprocessor.cfg.roi_crop)
         img, geometry = prepared.image, prepared.geometry
         return {
-            "filename": filename, "probability": prob, "class": cls,
-            "prediction": self.labels.positive if cls else self.labels.negative, "positive": bool(cls),
-            "operating_point": self.point, "threshold": self.threshold,
+            "filename": filename, "probability": prob, "class": cls, "prediction": prediction,
+            "positive": bool(cls), "operating_point": self.scorer.point, "threshold": self.scorer.threshold,
             "roi": roi_to_json(roi) or None, "warning": warning or None,
             "preprocessed_png": png_data_url(img) if preprocessed else None,
-            "heatmap_png": png_data_url(overlay_input(img, cam, geometry)) if cam is not None else None,
-            "heatmap_method": self.settings.method if cam is not None else None,
+            **heatmap_pictures(prepared, cam, self.settings.method),
             "roi_used": roi is not None and roi_crop,
             "note": BOX_NOT_USED if roi is not None and not roi_crop else None,
             "crop_box": list(geometry.to_frame(geometry.crop_box)), "image_size": list(geometry.frame_size),
-            "heatmap_original_png": (png_data_url(with_colour_bar(on_original(prepared.frame, geometry, cam)))
-                                     if cam is not None else None),
         }
 
 
-def _upload(data: bytes, filename: str | None) -> Upload:
-    upload = Upload.of_bytes(data, filename)
-    if not len(data):
-        raise UploadError(f"{upload.name}: empty file")
-    return upload
+def heatmap_pictures(prepared: Prepared, cam: np.ndarray | None, method: str) -> dict:
+    """The answer's heatmap fields: the heatmap on the model's input, and on the original image inside the
+    crop box with a colour bar (None each without a heatmap)."""
+    if cam is None:
+        return {"heatmap_png": None, "heatmap_method": None, "heatmap_original_png": None}
+    from thyro.use.explain.figures import on_original, overlay_input, with_colour_bar  # lazy: loads torch (ONNX: never)
+    return {"heatmap_png": png_data_url(overlay_input(prepared.image, cam, prepared.geometry)),
+            "heatmap_method": method,
+            "heatmap_original_png": png_data_url(with_colour_bar(on_original(prepared.frame, prepared.geometry,
+                                                                             cam)))}
 
 
 def _message(exc: BaseException, name: str) -> str:
     """The error's text on one line, starting with the upload's name."""
-    text = " ".join((str(exc).strip() or type(exc).__name__).split())
+    text = error_text(exc)
     return text if text.startswith(name) else f"{name}: {text}"
 
 

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from thyro.errors import ConfigError
-from thyro.use.explain import METHODS
+from thyro.use.scoring import METHODS
 
 #: The engines a server can run (``thyro.use.engines``).
 ENGINES = ("torch", "onnx")
