@@ -25,7 +25,11 @@ request barely changes).
 
 Then the guards, against each ``onnx`` server: ``--idle`` connections that send a partial request head
 and stall (how many the server still holds after 15 s, and whether a normal request is answered while
-they are open), and whether a server bound to ``0.0.0.0`` without a token starts.  ``--hostile`` adds
+they are open); ``--slow-bodies`` connections that send a complete request head and then one body byte
+every ``--slow-every`` seconds, while ``--slow-requests`` normal requests are sent one after another
+(their statuses and latency, median and max, over ``--slow-rounds`` rounds with the servers interleaved;
+a request not answered within ``--slow-timeout`` seconds ends the round); and whether a server bound to
+``0.0.0.0`` without a token starts.  ``--hostile`` adds
 hostile uploads to this tree's servers, the peak memory reset before each (``/proc/PID/clear_refs``): a
 13000 x 13000 grey PNG "decompression bomb", a 3 GB chunked upload stream (no ``Content-Length``) with
 the bytes the client got to send and the most bytes the server had on disk in its temporary folder
@@ -35,6 +39,7 @@ Usage::
 
     python benchmarks/serve_load.py                      # this tree against main
     python benchmarks/serve_load.py --rounds 5 --requests 240 --baseline HEAD~3 --hostile
+    python benchmarks/serve_load.py --scenarios onnx --rounds 0 --idle 0 --slow-rounds 5   # slow bodies only
 """
 
 from __future__ import annotations
@@ -276,6 +281,81 @@ def idle_connections(server: Server, png: bytes, n: int, wait: float = 15.0) -> 
     return {"held_at_start": held_at_start, "held_after": held, "answered": answered}
 
 
+def slow_bodies(server: Server, png: bytes, n: int, every: float, requests: int, timeout: float) -> dict:
+    """``n`` connections send a complete ``POST /predict`` head and the start of a multipart body (the file
+    part's headers), then one byte of the file every ``every`` seconds;
+    meanwhile ``requests`` normal requests, one after another: their statuses and latencies (a request
+    not answered within ``timeout`` seconds is recorded as such and ends the run)."""
+    import httpx
+
+    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+            b"Content-Type: multipart/form-data; boundary=slow\r\n\r\n"
+            b"--slow\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.png\"\r\n\r\n")
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(head)
+        socks.append(sock)
+    stop = threading.Event()
+
+    def drip():
+        while not stop.wait(every):
+            for sock in socks:
+                try:
+                    sock.sendall(b"x")  # the file's next byte
+                except OSError:
+                    pass
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    time.sleep(every + 0.5)  # every slow body has started and dripped once
+    statuses, latencies = [], []
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            for _ in range(requests):
+                t = time.perf_counter()
+                try:
+                    r = client.post(server.url + "/predict", files={"file": ("us.png", png, "image/png")},
+                                    data={"heatmap": "false"})
+                    statuses.append(r.status_code)
+                except httpx.TimeoutException:
+                    statuses.append("timeout")
+                latencies.append(time.perf_counter() - t)
+                if statuses[-1] == "timeout":
+                    break
+    finally:
+        stop.set()
+        dripper.join()
+        for sock in socks:
+            sock.close()
+    return {"statuses": statuses, "latencies": latencies}
+
+
+def slow_bodies_report(servers: list[Server], png: bytes, args) -> None:
+    """:func:`slow_bodies` for each server, ``--slow-rounds`` rounds, the servers interleaved."""
+    print(f"\nslow bodies: {args.slow_bodies} connections send a request head, then one body byte every "
+          f"{args.slow_every:g} s; meanwhile {args.slow_requests} normal requests one after another "
+          f"(client timeout {args.slow_timeout:g} s); {args.slow_rounds} rounds")
+    runs: dict[str, list[dict]] = {s.name: [] for s in servers}
+    for r in range(args.slow_rounds):
+        for s in (servers if r % 2 == 0 else servers[::-1]):
+            runs[s.name].append(slow_bodies(s, png, args.slow_bodies, args.slow_every, args.slow_requests,
+                                            args.slow_timeout))
+            time.sleep(1.0)  # the closed slow connections are gone before the next server's round
+        print(f"round {r + 1} (load average {os.getloadavg()[0]:.1f}): " + ", ".join(
+            f"{name} median {1000 * statistics.median(v[-1]['latencies']):.0f} ms" for name, v in runs.items()),
+            flush=True)
+    print("\n| server | normal requests answered | statuses | latency median (per-round medians, ms) | max |")
+    print("| --- | ---: | --- | --- | ---: |")
+    for name, rounds in runs.items():
+        lat = [x for run in rounds for x in run["latencies"]]
+        statuses = [st for run in rounds for st in run["statuses"]]
+        counts = ", ".join(f"{k}: {statuses.count(k)}" for k in sorted(set(statuses), key=str))
+        per_round = ", ".join(f"{1000 * statistics.median(run['latencies']):.0f}" for run in rounds)
+        print(f"| {name} | {statuses.count(200)} of {len(statuses)} sent | {counts} | "
+              f"{1000 * statistics.median(lat):.0f} ms ({per_round}) | {1000 * max(lat):.0f} ms |")
+
+
 def open_bind(src: Path, pkg: Path, root: Path) -> str:
     """Whether ``thyro serve --host 0.0.0.0`` (no token) from ``src`` starts: its first words, or "started"."""
     with socket.socket() as s:
@@ -366,6 +446,11 @@ def main() -> None:
     ap.add_argument("--image", choices=("phantom", "noise"), default="phantom")
     ap.add_argument("--idle", type=int, default=200, help="stalled connections in the guard check (0: skip)")
     ap.add_argument("--hostile", action="store_true", help="also the hostile uploads (this tree's servers)")
+    ap.add_argument("--slow-bodies", type=int, default=20, help="connections trickling a body (0: skip)")
+    ap.add_argument("--slow-every", type=float, default=2.0, help="seconds between a slow body's bytes")
+    ap.add_argument("--slow-requests", type=int, default=10, help="normal requests per slow-body round")
+    ap.add_argument("--slow-rounds", type=int, default=3)
+    ap.add_argument("--slow-timeout", type=float, default=30.0, help="client timeout of a normal request (s)")
     args = ap.parse_args()
 
     import onnxruntime
@@ -400,36 +485,11 @@ def main() -> None:
                 s.wait_ready()
                 asyncio.run(load(s.url, png, 2 * args.clients, args.clients, s.heatmap))  # warm-up
                 s.reset_peak()
-            rates: dict[str, list[float]] = {s.name: [] for s in servers}
-            lats: dict[str, list[float]] = {s.name: [] for s in servers}
-            fails: dict[str, int] = {s.name: 0 for s in servers}
-            cpu: dict[str, list[float]] = {s.name: [0.0, 0.0] for s in servers}  # server, client CPU seconds
-            for r in range(args.rounds):
-                order = servers if r % 2 == 0 else servers[::-1]
-                for s in order:
-                    c0, p0 = s.cpu_seconds(), time.process_time()
-                    wall, lat, failed = asyncio.run(load(s.url, png, args.requests, args.clients, s.heatmap))
-                    cpu[s.name][0] += s.cpu_seconds() - c0
-                    cpu[s.name][1] += time.process_time() - p0
-                    rates[s.name].append(args.requests / wall)
-                    lats[s.name].extend(lat)
-                    fails[s.name] += failed
-                print(f"round {r + 1} (load average {os.getloadavg()[0]:.1f}): "
-                      + ", ".join(f"{s.name} {rates[s.name][-1]:.1f}/s" for s in servers), flush=True)
-            print(f"\n| server ({args.clients} clients) | requests/s | p50 | p99 | peak RSS | CPU ms per request: server "
-                  f"+ client | {ncpu} idle cores would serve | failed |")
-            print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-            total = args.rounds * args.requests
-            for s in servers:
-                q = np.percentile(lats[s.name], [50, 99]) * 1000
-                srv, cli = (1000 * v / total for v in cpu[s.name])
-                print(f"| {s.name} | {statistics.median(rates[s.name]):.1f} | {q[0]:.0f} ms | {q[1]:.0f} ms | "
-                      f"{s.status('VmHWM'):.0f} MiB | {srv:.1f} + {cli:.1f} | {1000 * ncpu / (srv + cli):.0f}/s | "
-                      f"{fails[s.name]} |")
-            for scenario in scenarios:
-                new, old = (statistics.median(rates[f"{scenario}: {t}"]) for t in trees)
-                print(f"{scenario}: this tree / {args.baseline} = {new / old:.2f}x requests/s")
+            if args.rounds:
+                load_rounds(servers, scenarios, trees, png, args, ncpu)
             guarded = [s for s in servers if s.name.startswith("onnx:")] or servers[:2]
+            if args.slow_bodies:
+                slow_bodies_report(guarded, png, args)
             if args.idle:
                 print(f"\nslow clients: {args.idle} connections send half a request head and stall; a normal "
                       "request meanwhile; connections still held after 15 s")
@@ -446,6 +506,39 @@ def main() -> None:
             for s in servers:
                 s.stop()
             shutil.rmtree(root, ignore_errors=True)
+
+
+def load_rounds(servers: list[Server], scenarios: list[str], trees: dict, png: bytes, args, ncpu: int) -> None:
+    """``--rounds`` rounds of ``--requests`` requests per server, interleaved; the table and the ratios."""
+    rates: dict[str, list[float]] = {s.name: [] for s in servers}
+    lats: dict[str, list[float]] = {s.name: [] for s in servers}
+    fails: dict[str, int] = {s.name: 0 for s in servers}
+    cpu: dict[str, list[float]] = {s.name: [0.0, 0.0] for s in servers}  # server, client CPU seconds
+    for r in range(args.rounds):
+        order = servers if r % 2 == 0 else servers[::-1]
+        for s in order:
+            c0, p0 = s.cpu_seconds(), time.process_time()
+            wall, lat, failed = asyncio.run(load(s.url, png, args.requests, args.clients, s.heatmap))
+            cpu[s.name][0] += s.cpu_seconds() - c0
+            cpu[s.name][1] += time.process_time() - p0
+            rates[s.name].append(args.requests / wall)
+            lats[s.name].extend(lat)
+            fails[s.name] += failed
+        print(f"round {r + 1} (load average {os.getloadavg()[0]:.1f}): "
+              + ", ".join(f"{s.name} {rates[s.name][-1]:.1f}/s" for s in servers), flush=True)
+    print(f"\n| server ({args.clients} clients) | requests/s | p50 | p99 | peak RSS | CPU ms per request: server "
+          f"+ client | {ncpu} idle cores would serve | failed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    total = args.rounds * args.requests
+    for s in servers:
+        q = np.percentile(lats[s.name], [50, 99]) * 1000
+        srv, cli = (1000 * v / total for v in cpu[s.name])
+        print(f"| {s.name} | {statistics.median(rates[s.name]):.1f} | {q[0]:.0f} ms | {q[1]:.0f} ms | "
+              f"{s.status('VmHWM'):.0f} MiB | {srv:.1f} + {cli:.1f} | {1000 * ncpu / (srv + cli):.0f}/s | "
+              f"{fails[s.name]} |")
+    for scenario in scenarios:
+        new, old = (statistics.median(rates[f"{scenario}: {t}"]) for t in trees)
+        print(f"{scenario}: this tree / {args.baseline} = {new / old:.2f}x requests/s")
 
 
 def hostile_uploads(servers: list[Server]) -> None:

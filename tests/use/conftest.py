@@ -121,9 +121,9 @@ def free_port() -> int:
 
 class LiveServer:
     """The app served by uvicorn in a thread, configured as ``thyro serve`` configures it
-    (:func:`thyro.use.serve.uvicorn_config`; ``config`` overrides its settings, e.g. ``header_timeout_s``)."""
+    (:func:`thyro.use.serve.uvicorn_config` with the app's settings, on a free port)."""
 
-    def __init__(self, app, **config):
+    def __init__(self, app):
         import threading
 
         import uvicorn
@@ -133,7 +133,8 @@ class LiveServer:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, log_level="warning", **config))
+        settings = app.state.settings.replace(port=self.port, log_level="warning")
+        self.server = uvicorn.Server(uvicorn_config(app, settings))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -153,7 +154,7 @@ class LiveServer:
 
 @contextmanager
 def tempdir_at(folder: Path):
-    """Redirect tempfile's default folder (Starlette's spooled uploads, thyro's temporary folders) to
+    """Redirect tempfile's default folder (where Starlette would spool uploads, and any temporary file) to
     ``folder`` for the duration, so a test can see what the app writes to disk."""
     old = tempfile.tempdir
     tempfile.tempdir = str(folder)

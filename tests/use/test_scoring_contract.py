@@ -1,7 +1,9 @@
 """One scoring path, one failure policy: the same bad inputs, driven through every driver (``thyro predict`` as
-a library and on the command line, ``thyro.load(...).predict``, ``thyro explain`` and the shortcut audit), get
-one outcome each, a row whose error names the input and says the same words everywhere; and an exception that
-is not an input problem (a bug) is raised by every driver, never reported as an unreadable image."""
+a library and on the command line, ``thyro.load(...).predict``, ``thyro explain``, the shortcut audit and the
+web app), get one outcome each, a row whose error names the input and says the same words everywhere (the web
+app: a 400 whose detail says them); and an exception that is not an input problem (a bug) is raised by every
+driver (the web app: a 500 with an id), never reported as an unreadable image.  The good images get the same
+probabilities from the web app as from predict and the Python API."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 import thyro
@@ -20,6 +23,7 @@ from thyro.settings import settings_context
 from thyro.use.audit import audit
 from thyro.use.explain import explain
 from thyro.use.predict import predict
+from thyro.use.serve import create_app
 
 from .conftest import _speckle
 
@@ -125,3 +129,52 @@ def test_an_unexpected_exception_is_raised_by_every_driver(name, model_dir, mani
     (tmp_path / "run").mkdir()
     with settings_context(max_pixels=MAX_PIXELS), pytest.raises(ZeroDivisionError, match="a bug in the preprocessing"):
         DRIVERS[name](model_dir, manifest, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------------------------
+# the web app: uploads instead of a manifest
+
+def _upload(client: TestClient, root: Path, image: str, roi: str, heatmap: bool = False):
+    return client.post("/predict", files={"file": (image, (root / image).read_bytes())},
+                       data={"heatmap": str(heatmap).lower(), **({"roi": roi} if roi else {})})
+
+
+def test_the_web_app_scores_and_fails_as_the_other_drivers_do(model_dir, manifest):
+    """Each good image's probability through the web app (with and without a heatmap) is predict's and the
+    Python API's; each bad one (but the file not found, which a client cannot upload) gets a 400 whose
+    detail is predict's error, the file named by the name it was uploaded under."""
+    root = manifest.parent
+    rois = dict(pd.read_csv(manifest, keep_default_na=False)[["image", "roi"]].values)
+    with settings_context(max_pixels=MAX_PIXELS):
+        rows = {r.input: r for r in predict(model_dir, [manifest], progress=False).rows}
+        table = thyro.load(model_dir).predict(manifest).set_index("image")
+        with TestClient(create_app(model_dir)) as client:
+            answers = {image: [_upload(client, root, image, rois[image], heatmap) for heatmap in (False, True)]
+                       for image in GOOD}
+            refused = {image: _upload(client, root, image, rois[image]) for image in BAD if image != "missing.png"}
+    for image in GOOD:
+        for r in answers[image]:
+            assert r.status_code == 200, r.text
+            assert r.json()["probability"] == pytest.approx(rows[image].probability, abs=1e-6)
+            assert r.json()["probability"] == pytest.approx(table.loc[image, "probability"], abs=1e-6)
+            assert r.json()["class"] == int(rows[image].probability >= r.json()["threshold"])
+        assert answers[image][1].json()["heatmap_png"]
+    for image, r in refused.items():
+        assert r.status_code == 400, (image, r.status_code, r.text)
+        detail = r.json()["detail"]
+        assert BAD[image] in detail and "\n" not in detail, (image, detail)
+        if image != "badroi.png":  # the ROI: a cell of the manifest there, the form's roi field here
+            assert detail == rows[image].error.replace(str(root / image), image), (image, detail)
+
+
+def test_a_bug_is_a_500_with_an_id_in_the_web_app(model_dir, manifest, monkeypatch):
+    def bug(self, *args, **kwargs):
+        raise ZeroDivisionError("a bug in the preprocessing")
+
+    with TestClient(create_app(model_dir)) as client:
+        monkeypatch.setattr(Preprocessor, "process", bug)
+        r = _upload(client, manifest.parent, GOOD[0], "")
+        monkeypatch.undo()
+        assert _upload(client, manifest.parent, GOOD[0], "").status_code == 200  # the app stays up
+    assert r.status_code == 500 and r.json()["detail"].startswith("internal error ")
+    assert "a bug" not in r.text and "ZeroDivisionError" not in r.text

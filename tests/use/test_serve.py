@@ -7,9 +7,6 @@ import io
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from PIL import Image
 
 from thyro.use.serve import create_app
 
-from .conftest import SIZE
+from .conftest import SIZE, LiveServer
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,6 +45,7 @@ def test_page_and_static_files_are_served_without_external_resources(client):
     js = client.get("/static/app.js")
     assert 'id="labels"' in page.text and '$("labels").textContent' in js.text  # the page says what label 1 means
     assert js.status_code == 200 and "/predict" in js.text
+    assert 'form.append("preprocessed", "true")' in js.text  # the page shows the model's input: it asks for it
     for text in (page.text, js.text, client.get("/static/style.css").text):
         assert "http://" not in text and "https://" not in text  # no CDN: works offline
 
@@ -55,7 +53,8 @@ def test_page_and_static_files_are_served_without_external_resources(client):
 def test_predict_png_matches_the_cli_prediction(client, model_dir, images):
     from thyro.use.predict import predict
 
-    r = client.post("/predict", files={"file": ("us0.png", _png_bytes(images["png0"]), "image/png")})
+    r = client.post("/predict", files={"file": ("us0.png", _png_bytes(images["png0"]), "image/png")},
+                    data={"preprocessed": "true"})
     assert r.status_code == 200, r.text
     j = r.json()
     ref = predict(model_dir, [images["png0"]], progress=False).rows[0]
@@ -76,6 +75,7 @@ def test_predict_with_roi_and_dicom(client, model_dir, images):
     assert r.status_code == 200, r.text
     j = r.json()
     assert json.loads(j["roi"]) == roi and j["heatmap_png"] is None
+    assert j["preprocessed_png"] is None  # a large image, sent only when asked for
     ref = predict(model_dir, [images["png1"]], roi=roi, progress=False).rows[0]
     assert j["probability"] == pytest.approx(ref.probability, abs=1e-6)
     r = client.post("/predict", files={"file": ("scan", images["dcm"].read_bytes(), "application/dicom")})
@@ -150,9 +150,7 @@ def test_uploads_leave_no_files_behind(client, app_tmp, model_dir, images):
     for _ in range(3):
         client.post("/predict", files={"file": ("us0.png", images["png0"].read_bytes(), "image/png")})
         client.post("/predict", files={"file": ("bad.png", b"garbage", "image/png")})
-    # each request's file is removed; only the server's own (empty) upload folder stays while it runs
-    assert [p for p in app_tmp.rglob("*") if not p.is_dir()] == []
-    assert [p.name.startswith("thyro-serve-") for p in app_tmp.iterdir()] in ([], [True])
+    assert list(app_tmp.rglob("*")) == []  # uploads are read from memory: no file, no folder
     assert sorted(p.relative_to(model_dir) for p in model_dir.rglob("*")) == before
 
 
@@ -160,27 +158,10 @@ def test_uploads_leave_no_files_behind(client, app_tmp, model_dir, images):
 # End to end in headless Chromium
 # ------------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(model_dir):
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model_dir), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with LiveServer(create_app(model_dir)) as live:
+        yield live.url
 
 
 def _demo_image(tmp_path: Path, images) -> Path:
@@ -223,6 +204,7 @@ def test_browser_upload_box_and_result(live_server, images, tmp_path):
             assert page.locator("#probability-name").text_content() == "TI-RADS ≥ 4c probability"
             assert page.evaluate("document.getElementById('heatmap').naturalWidth") == SIZE
             assert page.evaluate("document.getElementById('heatmap_original').naturalWidth") > SIZE
+            assert page.evaluate("document.getElementById('preprocessed').naturalWidth") == SIZE  # asked for
             assert "with box" in page.locator("#status").text_content()
             assert page.locator("#note").is_hidden()
             shot = tmp_path / "serve.png"
@@ -260,18 +242,8 @@ def test_browser_whole_image_model_says_the_box_is_not_used(whole_image_model, i
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(whole_image_model), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
     errors: list[str] = []
-    try:
+    with LiveServer(create_app(whole_image_model)) as live:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -279,7 +251,7 @@ def test_browser_whole_image_model_says_the_box_is_not_used(whole_image_model, i
             try:
                 page = browser.new_page(viewport={"width": 1200, "height": 760})
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"http://127.0.0.1:{port}/")
+                page.goto(live.url + "/")
                 page.set_input_files("#file", str(images["png1"]))
                 page.wait_for_function("!document.getElementById('predict').disabled", timeout=20000)
                 box = page.locator("#canvas").bounding_box()
@@ -295,7 +267,4 @@ def test_browser_whole_image_model_says_the_box_is_not_used(whole_image_model, i
                 assert "(box not used)" in status and "with box" not in status
             finally:
                 browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     assert not errors, errors

@@ -4,7 +4,10 @@ memory, disk and concurrency."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -269,6 +272,22 @@ def test_onnx_engine_serves_without_heatmaps(onnx_model_dir, images):
         assert j["probability"] == pytest.approx(ref, abs=1e-5)
 
 
+def test_an_onnx_server_never_imports_torch(onnx_model_dir, images):
+    code = ("import sys\n"
+            "from fastapi.testclient import TestClient\n"
+            "from thyro.use.serve import create_app\n"
+            f"app = create_app({str(onnx_model_dir)!r}, engine='onnx')\n"
+            "with TestClient(app) as c:\n"
+            f"    r = c.post('/predict', files={{'file': ('us0.png', open({str(images['png0'])!r}, 'rb').read())}},\n"
+            "               data={'heatmap': 'true', 'preprocessed': 'true'})\n"
+            "    assert r.status_code == 200 and r.json()['preprocessed_png'], r.text\n"
+            "print('torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "False"
+
+
 def test_onnx_engine_without_an_exported_graph_is_a_clear_error(model_dir):
     from thyro.errors import ModelPackageError
 
@@ -276,14 +295,36 @@ def test_onnx_engine_without_an_exported_graph_is_a_clear_error(model_dir):
         create_app(model_dir, engine="onnx")
 
 
-def test_cli_serve_options(model_dir, monkeypatch):
+def test_cli_serve_options(model_dir, monkeypatch, tmp_path, capsys):
     from thyro.cli import main
     from thyro.use import serve as serve_mod
 
+    pytest.importorskip("onnxruntime")
     seen = {}
-    monkeypatch.setattr(serve_mod, "serve", lambda *a, **k: seen.update(k, model_dir=a[0]))
-    assert main(["serve", str(model_dir), "--engine", "onnx", "--max-batch", "4", "--queue", "3",
-                 "--max-concurrency", "2", "--batch-wait-ms", "2", "--openapi"]) == 0
-    assert (seen["engine"], seen["max_batch"], seen["queue"], seen["max_concurrency"], seen["openapi"]) == \
-        ("onnx", 4, 3, 2, True)
-    assert json.dumps(seen["batch_wait_ms"]) == "2.0"
+    monkeypatch.setattr(serve_mod, "serve", lambda model, settings: seen.update(settings=settings, model_dir=model))
+    graph = tmp_path / "exported.onnx"
+    options = ["--engine", "onnx", "--max-batch", "4", "--queue", "3", "--max-concurrency", "2", "--batch-wait-ms",
+               "2", "--openapi", "--max-upload-mb", "1.5", "--max-reading", "5", "--body-deadline", "20", "--point",
+               "sens90", "--onnx-file", str(graph)]
+    assert main(["serve", str(model_dir), *options]) == 2 and not seen  # no graph there: said in the flags' words
+    err = capsys.readouterr().err
+    assert "ONNX model not found" in err and "--onnx-file" in err and "onnx_path" not in err
+    graph.write_bytes(b"")  # there (the stand-in for serve never loads it)
+    assert main(["serve", str(model_dir), *options]) == 0
+    s = seen["settings"]
+    assert (s.engine, s.max_batch, s.queue, s.max_concurrency, s.openapi, s.max_reading, s.point, s.onnx_path) == \
+        ("onnx", 4, 3, 2, True, 5, "sens90", graph)
+    assert s.max_upload_bytes == int(1.5 * 1024 * 1024) and s.body_deadline_s == 20.0
+    assert json.dumps(s.batch_wait_ms) == "2.0"
+
+
+def test_cli_refuses_what_typer_cannot_check_naming_its_flags(model_dir, monkeypatch, capsys):
+    from thyro.cli import main
+    from thyro.use import serve as serve_mod
+
+    monkeypatch.setattr(serve_mod, "serve", lambda *a, **k: pytest.fail("started"))
+    assert main(["serve", str(model_dir), "--engine", "tensorrt"]) == 2  # typer's choice
+    assert "--engine" in capsys.readouterr().err
+    assert main(["serve", str(model_dir), "--token", "short"]) == 2  # the settings' own check
+    err = capsys.readouterr().err
+    assert "--token is 5 characters long; use at least 16" in err and "short" not in err

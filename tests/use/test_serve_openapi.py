@@ -8,8 +8,8 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from thyro.use import serve_api  # noqa: E402
 from thyro.use.serve import create_app  # noqa: E402
+from thyro.use.serve import schema as serve_api  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,14 @@ def test_every_endpoint_has_a_summary_a_description_and_documented_answers(docum
                 assert prop.get("description"), f"{name}.{field}"
             if method == "post":
                 assert {"400", "413", "503"} <= set(op["responses"])
-    body = schemas["Body_predict_predict_post"]["properties"]
-    assert all(p.get("description") for p in body.values())
+    for path, fields in (("/preview", {"file"}), ("/predict", {"file", "roi", "heatmap", "preprocessed"})):
+        form = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        body = form["properties"]
+        assert set(body) == fields and form["required"] == ["file"], path
+        assert all(p.get("description") for p in body.values()), path
+        assert body["file"]["format"] == "binary"
     assert body["roi"]["examples"] == ['{"box": [120, 80, 360, 300]}']
+    assert body["preprocessed"]["default"] is False and "preprocessed_png" in body["preprocessed"]["description"]
 
 
 def test_the_documented_fields_are_the_fields_the_app_answers(documented, images):
@@ -55,6 +60,7 @@ def test_the_documented_fields_are_the_fields_the_app_answers(documented, images
         got = client.post("/predict", files={"file": ("us0.png", fh, "image/png")},
                           data={"roi": '{"box": [10, 10, 80, 70]}'}).json()
     assert set(got) == _fields(serve_api.Prediction)
+    assert got["preprocessed_png"] is None  # only when asked for
     with open(images["png0"], "rb") as fh:
         assert set(client.post("/preview", files={"file": ("us0.png", fh, "image/png")}).json()) == _fields(
             serve_api.Preview)
@@ -67,3 +73,15 @@ def test_without_openapi_there_is_no_schema(model_dir):
     with TestClient(create_app(model_dir)) as client:
         assert client.get("/openapi.json").status_code == 404
         assert client.get("/docs").status_code == 404
+
+
+def test_a_form_without_its_file_gets_fastapis_validation_answer(documented, images):
+    client, _ = documented
+    png = images["png0"].read_bytes()
+    for files, data in (({}, {}), ({"image": ("us0.png", png)}, {"heatmap": "false"}),
+                        ({"file": ("us0.png", png)}, {"heatmap": "perhaps"})):
+        r = client.post("/predict", files=files, data=data)
+        assert r.status_code == 422, r.text
+        (problem,) = r.json()["detail"]
+        assert problem["loc"][0] == "body" and problem["loc"][1] in ("file", "heatmap")
+    assert "a file (us0.png)" in client.post("/predict", files={"image": ("us0.png", png)}).text

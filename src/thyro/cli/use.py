@@ -14,7 +14,7 @@ from rich.table import Table
 from thyro.cli._help import command
 from thyro.console import console, err_console, info, is_quiet
 from thyro.data.manifest import MAX_ROI_CHARS, parse_roi
-from thyro.errors import DataError, ThyroError
+from thyro.errors import ConfigError, DataError, ThyroError
 from thyro.optional import require
 
 Engine = Literal["torch", "onnx"]
@@ -198,38 +198,71 @@ def export_cmd(
                   f"max |ONNX - PyTorch| on sample inputs = {res['max_abs_diff']:.2e} (allowed {tolerance:g})")
 
 
+#: ``thyro serve``'s flags, by the setting each fills (:class:`thyro.use.serve.ServeSettings`), so that a
+#: refused setting is named as the user typed it.
+SERVE_FLAGS = {"host": "--host", "port": "--port", "token": "--token or THYRO_SERVE_TOKEN", "insecure": "--insecure",
+               "engine": "--engine", "onnx_path": "--onnx-file", "method": "--method", "point": "--point",
+               "max_upload_bytes": "--max-upload-mb", "max_reading": "--max-reading",
+               "max_concurrency": "--max-concurrency", "queue": "--queue", "max_batch": "--max-batch",
+               "batch_wait_ms": "--batch-wait-ms", "header_timeout_s": "--header-timeout",
+               "body_timeout_s": "--body-timeout", "body_deadline_s": "--body-deadline",
+               "max_connections": "--max-connections", "model_threads": "--model-threads", "openapi": "--openapi",
+               "log_level": "--log-level"}
+
+
+def _flag_subject(field: str, value) -> str:
+    flag = SERVE_FLAGS.get(field, field).split(" ")[0]
+    if field == "token":
+        return flag  # never echoed
+    if field == "max_upload_bytes":
+        return f"{flag} {value / 1024 / 1024:g}" if isinstance(value, (int, float)) else flag
+    return f"{flag} {value}"
+
+
 def serve_cmd(
     model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond 127.0.0.1 a --token is required "
                                                          "(or --insecure)."),
-    port: int = typer.Option(8000, "--port", help="Port."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001,
                                         help="Upload size limit, enforced while the upload streams in (413 beyond)."),
     method: Method = typer.Option("gradcam", "--method", help="Heatmap method: gradcam or gradcam++."),
     engine: Engine = typer.Option("torch", "--engine",
-                               help="torch (heatmaps available) or onnx (MODEL_DIR/model.onnx from `thyro export`; "
-                                    "lighter and faster on a CPU, no heatmaps)."),
+                                  help="torch (heatmaps available) or onnx (MODEL_DIR/model.onnx from `thyro export`; "
+                                       "lighter and faster on a CPU, no heatmaps)."),
     onnx_file: Path = typer.Option(None, "--onnx-file",
                                    help="ONNX file for --engine onnx (default MODEL_DIR/model.onnx)."),
+    point: str = typer.Option(None, "--point", help="Operating point for the class (default: the package's)."),
     max_concurrency: int = typer.Option(8, "--max-concurrency", min=1,
                                         help="Requests worked on at once (decoding, preprocessing, scoring)."),
     queue: int = typer.Option(16, "--queue", min=0,
                               help="Requests allowed to wait beyond those; more get 503 with Retry-After."),
+    max_reading: int = typer.Option(32, "--max-reading", min=1,
+                                    help="Request bodies read at once (held in memory); more get 503 with "
+                                         "Retry-After."),
     max_batch: int = typer.Option(8, "--max-batch", min=1,
                                   help="Most concurrent requests scored in one model call (1: no micro-batching)."),
     batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0.0,
                                         help="How long a batch waits for more requests once it has one."),
+    model_threads: int = typer.Option(None, "--model-threads", min=1,
+                                      help="The model's threads (default: half the usable cores)."),
     openapi: bool = typer.Option(False, "--openapi", help="Serve the API schema at /openapi.json (no /docs page: "
                                                           "it would load from a CDN)."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning: no line per request)."),
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = typer.Option(
+        "info", "--log-level", help="uvicorn's log level (warning: no line per request)."),
     token: str = typer.Option(None, "--token", envvar="THYRO_SERVE_TOKEN", show_envvar=True,
                               help="Access token every request must carry ('Authorization: Bearer TOKEN'; a browser "
-                                   "asks for it as the password). Required with a --host beyond 127.0.0.1."),
+                                   "asks for it as the password): printable ASCII, at least 16 characters. Required "
+                                   "with a --host beyond 127.0.0.1."),
     insecure: bool = typer.Option(False, "--insecure", help="Serve beyond 127.0.0.1 without a token, on purpose."),
     header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.001,
                                          help="Seconds a connection has to send its request head (then 408)."),
     body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.001,
                                        help="Seconds the server waits for the next part of a request body (then 408)."),
+    body_deadline: float = typer.Option(60.0, "--body-deadline", min=0.001,
+                                        help="Seconds a request body has to arrive whole (then 408)."),
+    max_connections: int = typer.Option(512, "--max-connections", min=1,
+                                        help="Connections held at once (uvicorn's limit; 503 beyond)."),
 ) -> None:
     """A local web page and JSON API (POST /predict, GET /health) for the model.
 
@@ -237,12 +270,20 @@ def serve_cmd(
     API's schema, with a description and an example of every field, is at /openapi.json. Needs the serve
     extra (fastapi, uvicorn, python-multipart).
     """
-    from thyro.use.serve import serve  # lazy: fastapi and uvicorn (the serve extra); --help stays light
+    require("fastapi", "uvicorn", "python_multipart|multipart", purpose="thyro serve")
+    from thyro.use.serve import ServeSettings, ServeSettingsError, serve  # lazy: the serve extra, for this command only
 
-    serve(model_dir, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), method=method,
-          engine=engine, onnx_path=onnx_file, max_concurrency=max_concurrency, queue=queue, max_batch=max_batch,
-          batch_wait_ms=batch_wait_ms, openapi=openapi, log_level=log_level, token=token, insecure=insecure,
-          header_timeout_s=header_timeout, body_timeout_s=body_timeout)
+    try:
+        settings = ServeSettings(
+            host=host, port=port, token=token, insecure=insecure, engine=engine, onnx_path=onnx_file, method=method,
+            point=point, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_reading=max_reading,
+            max_concurrency=max_concurrency, queue=queue, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+            header_timeout_s=header_timeout, body_timeout_s=body_timeout, body_deadline_s=body_deadline,
+            max_connections=max_connections, model_threads=model_threads, openapi=openapi, log_level=log_level)
+    except ServeSettingsError as exc:
+        raise ConfigError(exc.render(SERVE_FLAGS, _flag_subject)) from None
+    check_onnx(model_dir, engine, onnx_file)
+    serve(model_dir, settings)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,9 +1,8 @@
 """What ``thyro predict``, ``thyro explain`` and ``thyro.load(...).predict`` score: files, folders (recursive),
 DICOM files and manifests expanded into :class:`~thyro.use.scoring.InputItem` values (:func:`collect_inputs`).
 
-They are then prepared and scored by a :class:`thyro.use.scoring.Scorer`; the names it uses for one input
-(``InputItem``, ``prepare_item``, ``Prepared``, ``image_info``, ``frame_items``, ``MIN_SIDE``) are
-importable from here too.
+They are then prepared and scored by a :class:`thyro.use.scoring.Scorer`, where what concerns one input
+(preparing it, its header, the frame policies) lives.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from thyro.data.readers import DICOM_SUFFIXES as _DICOM
 from thyro.data.readers import IMAGE_SUFFIXES as _SUFFIXES
 from thyro.data.readers import is_dicom
 from thyro.errors import DataError
-from thyro.use.scoring import (FRAME_POLICIES, MIN_SIDE, InputItem, Prepared, check_frames, frame_items, image_info,
-                               prepare_item)
+from thyro.use.scoring import InputItem
 
 #: File name endings picked up in folders: the readers' one list (``thyro.data.readers.IMAGE_SUFFIXES``), here
 #: split into DICOM's and the others'; extensionless files are taken when they are DICOM.
@@ -75,5 +73,4 @@ def manifest_items(manifest: Manifest, roi: dict | None = None, where: str | os.
     return items
 
 
-__all__ = ["DICOM_SUFFIXES", "FRAME_POLICIES", "IMAGE_SUFFIXES", "MIN_SIDE", "InputItem", "Prepared", "check_frames",
-           "collect_inputs", "frame_items", "image_info", "manifest_items", "prepare_item"]
+__all__ = ["DICOM_SUFFIXES", "IMAGE_SUFFIXES", "InputItem", "collect_inputs", "manifest_items"]

@@ -87,6 +87,7 @@
     $("predict").disabled = true; show("error", false); status("Predicting…");
     const form = new FormData(); form.append("file", file);
     if (box) form.append("roi", JSON.stringify({ box: box }));
+    form.append("preprocessed", "true"); // the page shows the model's input beside the heatmaps
     try {
       const r = await fetch("/predict", { method: "POST", body: form });
       const j = await r.json();

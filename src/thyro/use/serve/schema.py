@@ -1,16 +1,21 @@
-"""The web app's API as documentation: every endpoint's fields, described, with one example each.
+"""The web app's API: every endpoint's form fields and answers, described, with one example each.
 
-These pydantic models describe what ``thyro serve``'s endpoints answer; the app puts them into its
-OpenAPI schema (``thyro serve MODEL --openapi`` serves it at ``/openapi.json``) through FastAPI's
-``responses=``, so the endpoints keep answering the dictionaries :class:`thyro.use.serve.Service`
-builds (nothing is validated or filtered on the way out).  docs/serve-api.md shows the same examples.
+The answer models describe what ``thyro serve``'s endpoints answer; the app puts them into its OpenAPI
+schema (``thyro serve MODEL --openapi`` serves it at ``/openapi.json``) through FastAPI's ``responses=``,
+so the endpoints keep answering the dictionaries :class:`thyro.use.serve.service.Service` builds
+(nothing is validated or filtered on the way out).  The form models (:class:`PreviewForm`,
+:class:`PredictForm`) validate the fields of an upload parsed in memory
+(:func:`thyro.use.serve.forms.parse_form`) and document the request body.  docs/serve-api.md shows the
+same examples.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from thyro.use.serve.forms import UploadedFile
 
 _PNG = "data:image/png;base64,iVBORw0KGgo..."
 
@@ -91,7 +96,8 @@ class Prediction(BaseModel):
     roi: str | None = Field(description="the ROI received, as JSON (image pixels); null when none")
     warning: str | None = Field(description="what to know about this image (upscaled, several frames, no "
                                             "heatmap with the ONNX engine, ...); null when nothing")
-    preprocessed_png: str = Field(description="the model's input, as a PNG data URL")
+    preprocessed_png: str | None = Field(description="the model's input, as a PNG data URL; null unless the "
+                                                     "request asked for it (preprocessed=true)")
     heatmap_png: str | None = Field(description="the heatmap on the model's input (inside the image, not on "
                                                 "padding), as a PNG data URL; null without heatmap")
     heatmap_method: str | None = Field(description="gradcam or gradcam++; null without heatmap")
@@ -112,20 +118,42 @@ class Problem(BaseModel):
     detail: str = Field(description="what is wrong and, where it helps, what to do")
 
 
-#: Form fields of the upload endpoints: description and example for FastAPI's File/Form.
-FILE_FIELD = {"description": "the image: PNG, JPEG, BMP, TIFF or DICOM (multi-frame: frame 0)"}
-ROI_FIELD = {"description": 'optional ROI in image pixels, JSON: {"box": [x0, y0, x1, y1]} or {"polygons": '
-                            '[[[x, y], ...]]}; used by models trained on ROI crops',
-             "examples": ['{"box": [120, 80, 360, 300]}']}
-HEATMAP_FIELD = {"description": "also draw Grad-CAM heatmaps (torch engine; slower)", "examples": [True]}
+_FILE = Annotated[UploadedFile, WithJsonSchema({"type": "string", "format": "binary"})]
+
+
+class PreviewForm(BaseModel):
+    """POST /preview's form (multipart/form-data)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore")
+
+    file: _FILE = Field(description="the image: PNG, JPEG, BMP, TIFF or DICOM (multi-frame: frame 0)")
+
+
+class PredictForm(PreviewForm):
+    """POST /predict's form (multipart/form-data)."""
+
+    roi: str | None = Field(None, description='optional ROI in image pixels, JSON: {"box": [x0, y0, x1, y1]} or '
+                                              '{"polygons": [[[x, y], ...]]}; used by models trained on ROI crops',
+                            examples=['{"box": [120, 80, 360, 300]}'])
+    heatmap: bool = Field(True, description="also draw Grad-CAM heatmaps (torch engine; slower)", examples=[True])
+    preprocessed: bool = Field(False, description="also return the model's input as a PNG (preprocessed_png, a "
+                                                  "large base64 image); off by default", examples=[False])
+
+
+FORMS = {"preview": PreviewForm, "predict": PredictForm}
 
 #: ``responses=`` of each endpoint: its answer and its errors, each with a description and an example.
 _ERRORS = {
     400: {"model": Problem, "description": "the file is not a readable image, or too large in pixels, or the ROI "
                                            "is not valid JSON"},
-    413: {"model": Problem, "description": "the upload is larger than --max-upload-mb"},
-    503: {"model": Problem, "description": "busy: --max-concurrency requests at work and --queue waiting; retry "
-                                           "after the Retry-After header's seconds"},
+    408: {"model": Problem, "description": "the request body stopped arriving, or did not arrive in time; the "
+                                           "connection is closed"},
+    413: {"model": Problem, "description": "the upload is larger than the server's upload limit (max_upload_bytes "
+                                           "in /health)"},
+    500: {"model": Problem, "description": "the server failed; the detail carries an id under which its log has "
+                                           "the details"},
+    503: {"model": Problem, "description": "busy: too many requests at work and waiting, or too many uploads "
+                                           "arriving; retry after the Retry-After header's seconds"},
 }
 RESPONSES = {
     "health": {200: {"model": Health, "description": "the server is up"}},
@@ -138,14 +166,21 @@ SUMMARIES = {
     "preview": ("Read an image", "Decodes the upload (any supported format, DICOM too) and returns it as a PNG, "
                                  "so a page can show it before predicting."),
     "predict": ("Predict malignancy for one image", "Scores the upload with the package's preprocessing and fold "
-                                                    "ensemble; with heatmap=true also Grad-CAM heatmaps. Concurrent "
-                                                    "requests are scored together (the same probabilities as one at "
-                                                    "a time)."),
+                                                    "ensemble; with heatmap=true also Grad-CAM heatmaps, with "
+                                                    "preprocessed=true the model's input. Concurrent requests are "
+                                                    "scored together (the same probabilities as one at a time)."),
 }
 
 
 def endpoint(name: str) -> dict:
-    """Keyword arguments for FastAPI's route decorator of endpoint ``name``: summary, description, responses."""
+    """Keyword arguments for FastAPI's route decorator of endpoint ``name``: summary, description, responses,
+    and the form it reads (its request body, parsed by the app rather than by FastAPI)."""
     summary, description = SUMMARIES[name]
+    extra = {}
+    if name in FORMS:
+        schema = FORMS[name].model_json_schema()
+        extra = {"openapi_extra": {"requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": schema}}}}}
     # response_model=None: the schema comes from RESPONSES alone, and answers are sent as they are built
-    return {"summary": summary, "description": description, "responses": RESPONSES[name], "response_model": None}
+    return {"summary": summary, "description": description, "responses": RESPONSES[name], "response_model": None,
+            **extra}
