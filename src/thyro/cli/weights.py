@@ -43,8 +43,10 @@ def inspect_cmd(
     file: Path = typer.Argument(..., help="Weight file: .pth/.pt/.bin, .safetensors or Keras .h5."),
     arch: str = typer.Option(None, "--arch", help="Check coverage for this timm architecture (default: the guess)."),
 ) -> None:
-    """Show a weight file's layout, the architecture it fits, coverage, unmatched tensors, and how its mapping is
-    verified (nothing is refused here: the verification says what an add or a study would decide)."""
+    """Show a weight file's layout, architecture, coverage, unmatched tensors and the verification of its mapping.
+
+    Nothing is refused here: the verification says what `thyro weights add` or a study would decide, and why.
+    """
     from rich.markup import escape
     from rich.table import Table
 
@@ -138,8 +140,11 @@ def add_cmd(
 
 @command(weights_app, "list", examples=["thyro weights list"])
 def list_cmd() -> None:
-    """List thyro's weights folder ($THYRO_HOME/weights) with each file's provenance: its source, SHA-256, layout,
-    coverage and how it was verified (or that it is unverified or untrained)."""
+    """List thyro's weights folder ($THYRO_HOME/weights) with each file's provenance.
+
+    The provenance is the source file, its SHA-256, the layout, the coverage and how the mapping was verified, or
+    that the weights are unverified or untrained. Leftovers of interrupted adds are removed, never listed.
+    """
     from rich.markup import escape
     from rich.table import Table
 
@@ -189,8 +194,10 @@ def convert_cmd(
     unverified: bool = typer.Option(False, "--unverified", help=UNVERIFIED_HELP),
     untrained_ok: bool = typer.Option(False, "--untrained-ok", help=UNTRAINED_HELP),
 ) -> None:
-    """Convert a weight file to a safetensors backbone that carries its preprocessing, layout and provenance
-    (verified as `thyro weights add` verifies)."""
+    """Convert a weight file to a safetensors backbone that carries its preprocessing, layout and provenance.
+
+    The file is verified as `thyro weights add` verifies it.
+    """
     from rich.markup import escape
 
     from thyro.console import console

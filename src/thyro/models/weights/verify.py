@@ -91,7 +91,7 @@ class Verification:
     def evidence(self) -> str:
         """What was checked and what it found."""
         if self.stored is not None:
-            return f"as recorded when it was added: {self.stored}"
+            return f"{self.stored} (as recorded when the file was added)"
         how = METHODS.get(self.method, self.method) + (f" ({self.layout})" if self.layout else "")
         if self.method != "positions":
             return how
@@ -99,23 +99,31 @@ class Verification:
             return f"{how}; nothing to check the mapping against (no BatchNorm statistics, no ImageNet classifier)"
         return how + "; " + "; ".join(f"{c.name} {'passed' if c.passed else 'FAILED'}: {c.detail}" for c in self.checks)
 
+    def _accepted(self) -> str:
+        return "accepted with " + " and ".join(f"{a}=True" for a in self.accepted)
+
     def line(self) -> str:
-        """One line: the status, the override that let it through, and the evidence."""
-        parts = []
-        if self.untrained:
-            parts.append(f"untrained ({self.untrained})")
-        parts.append(("verified " if self.verified else "unverified: ") + self.evidence())
+        """One line: the status, the evidence, and the override that let it through."""
+        parts = [f"untrained ({self.untrained})"] if self.untrained and "untrained" not in (self.stored or "") else []
+        if self.stored is not None:
+            parts.append(self.evidence())
+        else:
+            parts.append(("verified " if self.verified else "unverified: ") + self.evidence())
         if self.accepted:
-            parts.append("accepted with " + " and ".join(f"{a}=True" for a in self.accepted))
+            parts.append(self._accepted())
         return "; ".join(parts)
 
     def short(self) -> str:
-        """A few words for a one-line summary (``verified by position``, ``unverified, accepted ...``)."""
-        words = "verified " + METHODS.get(self.method, self.method) if self.verified else "unverified"
+        """A few words for a one-line summary (``verified by position``, ``unverified (accepted ...)``)."""
+        if not self.verified:
+            words = "unverified"
+        elif self.stored is not None:
+            words = "verified when it was added"
+        else:
+            words = "verified " + METHODS.get(self.method, self.method)
         if self.untrained:
             words = "untrained, " + words
-        return words + (" (accepted with " + " and ".join(f"{a}=True" for a in self.accepted) + ")"
-                        if self.accepted else "")
+        return words + (f" ({self._accepted()})" if self.accepted else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "method": self.method, "layout": self.layout, "verified": self.verified,
@@ -130,8 +138,8 @@ class Verification:
             return cls("thyro", stored=record.get("line") or record.get("status"),
                        stored_verified=bool(record.get("verified")), untrained=record.get("untrained"))
         if provenance and "by position" in str(provenance.get("mapping")):  # added before mappings were verified
-            return cls("thyro", stored=f"{provenance.get('mapping')}; only a share of BatchNorm layers was checked "
-                                       f"({provenance.get('bn_check')}); add the file again to verify it",
+            return cls("thyro", stored=f"unverified: {provenance.get('mapping')}; only a share of its BatchNorm layers "
+                                       f"was checked ({provenance.get('bn_check')}); add the file again to verify it",
                        stored_verified=False)
         return cls("thyro")
 
