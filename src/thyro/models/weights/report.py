@@ -354,5 +354,5 @@ def _refusal(report: LoadReport, bad_missing: list[str], bad_mm: list[tuple]) ->
     done, total = report.coverage
     parts.append(f"  ({done}/{total} backbone tensors did fit.)  Check that the file is for {report.arch}; "
                  f"`thyro weights inspect FILE` guesses its architecture. To start from the tensors that fit and "
-                 f"leave the rest at random, say so in the arm: partial_weights: true.")
+                 f"leave the rest at random, pass allow_partial=True (a study arm: partial_weights: true).")
     return "\n".join(parts)
