@@ -169,7 +169,7 @@ def check_classifier(backbone: nn.Module, head: tuple[torch.Tensor, torch.Tensor
                f"answered alike mirrored, with probability >= {MIN_CONFIDENCE})")
     passed = agree and 2 * plausible > len(pairs)
     where = "" if 2 * plausible > len(pairs) else f"; a class of the photograph in the top {TOP_K} for {plausible}/{len(pairs)}"
-    return ClassifierCheck(passed, f"ImageNet classifier on photographs: {shown}; {how}{where}", answers)
+    return ClassifierCheck(passed, f"{shown}; {how}{where}", answers)
 
 
 __all__ = ["ClassifierCheck", "IMAGENET_CLASSES", "MAX_PROBABILITY_DIFFERENCE", "MIN_CONFIDENCE", "REFERENCES",
