@@ -92,13 +92,12 @@ def bomb_png():
 
 @pytest.fixture
 def pixel_limit():
-    """Restore the readers' pixel limit (a ``thyro --max-pixels`` run sets it for the process)."""
-    from thyro.data import readers
+    """``thyro.settings``, restored after the test (a ``thyro --max-pixels`` run sets the pixel limit for the
+    process)."""
+    import dataclasses
 
-    saved = os.environ.get("THYRO_MAX_PIXELS")
-    yield readers
-    getattr(readers, "_limits", {})["max_pixels"] = None
-    if saved is None:
-        os.environ.pop("THYRO_MAX_PIXELS", None)
-    else:
-        os.environ["THYRO_MAX_PIXELS"] = saved
+    import thyro.settings as settings
+
+    saved = settings.get_settings()
+    yield settings
+    settings.set_settings(**dataclasses.asdict(saved))

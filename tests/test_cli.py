@@ -167,9 +167,8 @@ def test_demo_quick_runs_every_step_smaller_in_its_own_folder(monkeypatch, tmp_p
     import thyro.train.demo as demo
 
     calls = []
-    from thyro.run import Results
-
-    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append((out, kw)) or Results(study="demo"))
+    done = demo.DemoResults(study="demo", best_auroc={"new-patients": 0.9}, seconds=0.0)
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append((out, kw)) or done)
     monkeypatch.chdir(tmp_path)
     assert main(["-q", "demo", "--quick"]) == 0
     assert main(["-q", "demo", "--quick", "--epochs", "3", "--out", "x"]) == 0

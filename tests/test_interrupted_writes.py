@@ -5,6 +5,7 @@ study, bundle and export leaves no orphan after the next run."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -61,10 +62,20 @@ def test_temporaries_carry_host_and_pid(tmp_path):
     assert parse_temporary(tmp_path / "model.onnx") is None and parse_temporary(tmp_path / ".a.tmp") is None
 
 
-def test_a_killed_writers_temporary_is_removed_by_the_next_write_a_live_ones_kept(tmp_path, capfd, monkeypatch):
-    from thyro import console
+class _Records(logging.Handler):
+    """The library's log records, as a command's terminal would receive them."""
 
-    monkeypatch.setitem(console._state, "quiet", False)  # an earlier command in this process may have set it
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write_a_live_ones_kept(tmp_path):
+    logger, seen = logging.getLogger("thyro"), _Records()
+    logger.addHandler(seen)  # on thyro's logger itself: the command line's set-up stops it propagating
     dead, dead_tmp = _writer(tmp_path / "last.pt")
     live, live_tmp = _writer(tmp_path / "best.safetensors")
     try:
@@ -73,9 +84,11 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write_a_live_ones_kep
         assert dead_tmp.exists()  # kill -9: nothing could clean up
         write_text(tmp_path / "log.csv", "epoch\n1\n")  # the next run's first write into the folder
         assert not dead_tmp.exists() and live_tmp.exists()
-        err = capfd.readouterr().err
-        assert err.count("\n") == 1 and f"pid {dead.pid}: no longer running" in err and dead_tmp.name in err
+        said = [r.getMessage() for r in seen.records]
+        assert len(said) == 1 and seen.records[0].levelno == logging.WARNING, said
+        assert "\n" not in said[0] and f"pid {dead.pid}: no longer running" in said[0] and dead_tmp.name in said[0]
     finally:
+        logger.removeHandler(seen)
         live.send_signal(signal.SIGKILL)
         live.wait()
 

@@ -20,7 +20,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from thyro.config import PATH_KEYS, PretrainConfig, StudyConfig, _matches
+from thyro.config import PATH_KEYS, PretrainConfig, StudyConfig, path_key_matches
+from thyro.fileio import write_text
 
 #: The documented configurations: file name stem, model, title, how it is used.
 DOCUMENTS = (
@@ -119,7 +120,7 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, 
         sub = _nested_model(field.annotation)
         is_list = typing.get_origin(field.annotation) is list
         kind = f"list of mappings ({sub.__name__})" if sub and is_list else _type_text(field.annotation)
-        if any(_matches(key.replace("[]", ".0").split("."), p.split(".")) for p in PATH_KEYS):
+        if any(path_key_matches(key.replace("[]", ".0").split("."), p.split(".")) for p in PATH_KEYS):
             kind = kind.replace("string", "path", 1)  # relative to the configuration file's folder
         out.append((f"`{key}`", kind, _default_text(field), _allowed(field), field.description or ""))
         if sub is not None:
@@ -157,8 +158,6 @@ def documents() -> dict[str, str]:
 
 def write(folder: str | Path) -> list[Path]:
     """Write every generated document into ``folder``; returns the paths."""
-    from thyro.fileio import write_text
-
     folder = Path(folder)
     written = []
     for name, text in documents().items():

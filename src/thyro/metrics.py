@@ -8,9 +8,13 @@ it do?".  Each question is answered here, once:
 * rows are taken in one order (by image), with the clusters :mod:`thyro.run` computed once;
 * the interval method follows one rule (:func:`thyro.stats.auto.choose_method`): DeLong when every
   patient/group has one image in the rows, else the stratified cluster bootstrap;
-* the bootstrap's resamples, seed and level have one set of defaults (:data:`DEFAULT`).
+* the bootstrap's resamples, seed and level have one set of defaults (:data:`DEFAULT`);
+* every figure first asks :func:`thyro.stats.support.check` whether the rows can support it: below
+  the minimum per class it is ``{"missing": "not estimable: 1 malignant, 2 benign (...)",
+  "not_estimable": {...}}``, never a number with a degenerate interval.
 
-So the same predictions give the same numbers, to the last bit, wherever they are shown.
+So the same predictions give the same numbers, to the last bit, wherever they are shown, and no
+output shows a number the rows cannot support.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from thyro.stats import (
     brier,
     choose_method,
     compare_paired,
+    decision_curve,
+    delong_cov,
     fit_temperature,
     has_repeated_groups,
     interval,
@@ -32,7 +38,19 @@ from thyro.stats import (
 )
 from thyro.stats.calibration import calibration_line
 from thyro.stats.operating import choose_threshold, evaluate_threshold
+from thyro.stats.power import binormal_correlations
 from thyro.stats.roc import auroc_or_none
+from thyro.stats.support import (
+    CLASSES,
+    MIN_CASES,
+    MIN_EVENTS,
+    NotEstimable,
+    SizeReview,
+    check,
+    class_counts,
+    review_sizes,
+    slope_problem,
+)
 
 #: Operating points chosen on out-of-fold predictions: name -> rule of :mod:`thyro.stats.operating`.
 OPERATING_RULES: dict[str, str] = {"youden": "youden", "sens90": "sens@0.90", "sens95": "sens@0.95",
@@ -81,28 +99,44 @@ def problem(rows: pd.DataFrame) -> str | None:
     return None
 
 
+def support(rows: pd.DataFrame, figure: str = "auroc") -> NotEstimable | None:
+    """Whether ``rows`` can support ``figure`` (:func:`thyro.stats.support.check`; None when they can)."""
+    y, _, groups = arrays(rows)
+    return check(figure, y, groups)
+
+
+def not_estimable(why: NotEstimable, classes: tuple[str, str] = CLASSES) -> dict:
+    """A figure the rows cannot support, as every output carries it: ``{"missing": text, "not_estimable":
+    counts}`` (``classes``: what the set's labels call class 1 and class 0)."""
+    return {"missing": why.describe(*classes), "not_estimable": why.as_dict()}
+
+
 def method_for(rows: pd.DataFrame, settings: Settings = DEFAULT) -> str:
     """``"delong"`` or ``"bootstrap"`` for these rows (see the module docstring)."""
     return choose_method(arrays(rows)[2], settings.method)
 
 
 def auroc(rows: pd.DataFrame) -> float | None:
-    """The AUROC point estimate of prediction rows (None without both classes)."""
-    if problem(rows):
+    """The AUROC point estimate of prediction rows (None without both classes, or when the rows cannot
+    support one: :func:`support`)."""
+    if problem(rows) or support(rows, "auroc"):
         return None
     y, p, _ = arrays(rows)
     return auroc_or_none(y, p)
 
 
-def auroc_summary(rows: pd.DataFrame, settings: Settings = DEFAULT) -> dict:
+def auroc_summary(rows: pd.DataFrame, settings: Settings = DEFAULT, classes: tuple[str, str] = CLASSES) -> dict:
     """AUROC with its interval, as every output shows it.
 
     Returns a dict with ``auroc, lower, upper, level, se, method, n, n_pos, n_clusters`` (or
-    ``{"missing": reason}`` when the rows cannot give one).
+    ``{"missing": reason}`` when the rows cannot give one, with ``not_estimable`` when they are too few).
     """
     why = problem(rows)
     if why:
         return {"missing": why}
+    short = support(rows, "auroc")
+    if short:
+        return not_estimable(short, classes)
     y, p, groups = arrays(rows)
     r = interval(y, p, groups, method=settings.method, level=settings.level, n_boot=settings.n_boot,
                  seed=settings.seed)
@@ -112,17 +146,15 @@ def auroc_summary(rows: pd.DataFrame, settings: Settings = DEFAULT) -> dict:
     return out
 
 
-def compare(rows_a: pd.DataFrame, rows_b: pd.DataFrame, settings: Settings = DEFAULT) -> dict:
+def compare(rows_a: pd.DataFrame, rows_b: pd.DataFrame, settings: Settings = DEFAULT,
+            classes: tuple[str, str] = CLASSES) -> dict:
     """Paired comparison ``A - B`` on the images both score (the same cases in both).
 
     Returns the comparison (``diff, lower, upper, p_value, method, ...``), the DeLong correlation of
     the two AUROCs, the correlations of the two scores among controls and among cases
     (``r_controls``, ``r_cases``: what a design calculation needs, :mod:`thyro.stats.power`), or
-    ``{"missing": reason}``.
+    ``{"missing": reason}`` (with ``not_estimable`` when the common cases are too few).
     """
-    from thyro.stats import delong_cov
-    from thyro.stats.power import binormal_correlations
-
     for name, rows in (("A", rows_a), ("B", rows_b)):
         why = problem(rows)
         if why:
@@ -134,6 +166,9 @@ def compare(rows_a: pd.DataFrame, rows_b: pd.DataFrame, settings: Settings = DEF
         return {"missing": f"different cases ({len(a)} vs {len(b)}, {common} in common); not compared"}
     if (a["label"].to_numpy() != b["label"].to_numpy()).any():
         return {"missing": "the two sets of rows disagree on labels"}
+    short = support(a, "difference")
+    if short:
+        return not_estimable(short, classes)
     y, pa, groups = arrays(a)
     pb = b["probability"].to_numpy(dtype=float)
     c = compare_paired(y, pa, pb, groups, method=settings.method, level=settings.level, n_boot=settings.n_boot,
@@ -180,27 +215,38 @@ def _prop(p) -> dict:
     return {"value": f(p.value), "lower": f(p.lower), "upper": f(p.upper), "k": int(p.k), "n": int(p.n)}
 
 
-def choose_thresholds(oof_rows: pd.DataFrame, rules: dict[str, str] | None = None) -> dict[str, dict]:
+def choose_thresholds(oof_rows: pd.DataFrame, rules: dict[str, str] | None = None,
+                      classes: tuple[str, str] = CLASSES) -> dict[str, dict]:
     """Thresholds chosen on out-of-fold rows: ``{name: {threshold, rule, sensitivity, specificity}}``.
 
     A case is called positive when ``probability >= threshold``.  Raises :class:`StatsError` when the
-    rows cannot support a rule (one class, non-finite probabilities).
+    rows cannot support a rule (one class, non-finite probabilities).  When they are too few to support
+    sensitivity and specificity (:func:`support`), the threshold is still chosen (a model package needs
+    one) but each point's out-of-fold sensitivity and specificity are ``not_estimable``.
     """
     why = problem(oof_rows)
     if why:
         raise StatsError(f"cannot choose operating points on the out-of-fold predictions: {why}")
     y, p, _ = arrays(oof_rows)
+    short = support(oof_rows, "operating")
     out = {}
     for name, rule in (rules or OPERATING_RULES).items():
         t = choose_threshold(y, p, rule)
         ev = evaluate_threshold(y, p, t, rule)
         out[name] = {"threshold": float(t), "rule": rule, "rule_text": RULE_TEXT.get(rule, rule),
                      "sensitivity": _prop(ev.sensitivity), "specificity": _prop(ev.specificity)}
+        if short:
+            out[name].update(not_estimable(short, classes), sensitivity=None, specificity=None)
     return out
 
 
-def at_thresholds(rows: pd.DataFrame, points: dict[str, dict], level: float = 0.95) -> dict[str, dict]:
-    """Sensitivity, specificity, PPV, NPV, accuracy (Wilson intervals) and counts at each point's threshold."""
+def at_thresholds(rows: pd.DataFrame, points: dict[str, dict], level: float = 0.95,
+                  classes: tuple[str, str] = CLASSES) -> dict[str, dict]:
+    """Sensitivity, specificity, PPV, NPV, accuracy (Wilson intervals) and counts at each point's threshold:
+    ``{name: {...}}``, or ``{"missing": reason, "not_estimable": ...}`` when the rows are too few."""
+    short = support(rows, "operating")
+    if short:
+        return not_estimable(short, classes)
     y, p, _ = arrays(rows)
     out = {}
     for name, op in points.items():
@@ -211,25 +257,103 @@ def at_thresholds(rows: pd.DataFrame, points: dict[str, dict], level: float = 0.
     return out
 
 
-def calibration(rows: pd.DataFrame, oof_rows: pd.DataFrame | None = None) -> dict:
+def calibration(rows: pd.DataFrame, oof_rows: pd.DataFrame | None = None, classes: tuple[str, str] = CLASSES) -> dict:
     """Brier score, ECE and reliability, calibration intercept and slope, and (with out-of-fold rows)
     the temperature fitted there and the scores after it; ``{"missing": reason}`` when the scores are
-    not probabilities."""
+    not probabilities or too few (``not_estimable``).  Where the probabilities separate the classes
+    completely the slope has no finite estimate: ``slope`` and its interval are None, ``slope_missing``
+    says why."""
     why = problem(rows)
     if why:
         return {"missing": why}
+    short = support(rows, "calibration")
+    if short:
+        return not_estimable(short, classes)
     y, p, _ = arrays(rows)
     try:
         rel = reliability(y, p, ECE_BINS)
-        line = calibration_line(y, p)
-        out = {"brier": brier(y, p), "ece": rel.ece, "reliability": rel.as_dict(), "intercept": line.intercept,
-               "slope": line.slope, "line": line.as_dict(), "missing": None}
+        line = calibration_line(y, p).as_dict()
+        out = {"brier": brier(y, p), "ece": rel.ece, "reliability": rel.as_dict(), "intercept": line["intercept"],
+               "slope": line["slope"], "line": line, "missing": None, "slope_missing": slope_problem(y, p)}
+        if out["slope_missing"]:
+            out["slope"] = line["slope"] = line["slope_lower"] = line["slope_upper"] = None
         if oof_rows is not None and not problem(oof_rows):
-            yo, po, _ = arrays(oof_rows)
-            temp = fit_temperature(yo, po)
-            pc = temp(p)
-            out.update(temperature=temp.temperature, brier_scaled=brier(y, pc),
-                       ece_scaled=reliability(y, pc, ECE_BINS).ece)
+            short = support(oof_rows, "calibration")
+            if short:
+                out["temperature_missing"] = "out of fold " + short.describe(*classes)
+            else:
+                yo, po, _ = arrays(oof_rows)
+                temp = fit_temperature(yo, po)
+                pc = temp(p)
+                out.update(temperature=temp.temperature, brier_scaled=brier(y, pc),
+                           ece_scaled=reliability(y, pc, ECE_BINS).ece)
     except StatsError as exc:  # e.g. scores that are not probabilities
         return {"missing": str(exc)}
     return out
+
+
+def decision(rows: pd.DataFrame, classes: tuple[str, str] = CLASSES) -> dict:
+    """Decision curves (net benefit of the model, of treating all and none) of prediction rows, or
+    ``{"missing": reason}`` (``not_estimable`` when the rows are too few)."""
+    why = problem(rows)
+    if why:
+        return {"missing": why}
+    short = support(rows, "decision")
+    if short:
+        return not_estimable(short, classes)
+    y, p, _ = arrays(rows)
+    try:
+        return decision_curve(y, p).as_dict()
+    except StatsError as exc:
+        return {"missing": str(exc)}
+
+
+# ----------------------------------------------------------------------------------------------
+# before a study: what its sets will support
+# ----------------------------------------------------------------------------------------------
+
+def _cases(rows: pd.DataFrame) -> tuple[int, int]:
+    """Independent cases of each class among manifest rows (patients/groups where some have several images)."""
+    rows = rows[rows["label"].notna()]
+    ids = next((rows[c].astype(str).to_numpy() for c in ("group", "patient_id", "patient") if c in rows.columns
+                and rows[c].notna().all()), None)
+    return class_counts(rows["label"].to_numpy(dtype=int), ids)[2:4]
+
+
+def review_study(manifest: pd.DataFrame, test: list[str], folds: list[list[str]],
+                 external: dict[str, pd.DataFrame] | None = None, *, comparisons: int = 1,
+                 classes: tuple[str, str] = CLASSES) -> SizeReview:
+    """What a study's sets will support, before it trains (:func:`thyro.stats.support.review_sizes`).
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        The development data's manifest (``image``, ``label``, and ``group`` / ``patient_id`` when known).
+    test, folds : list
+        The held-out test set's image ids, and each fold's held-out image ids (a :class:`thyro.data.splits.Splits`'
+        ``test`` and ``folds``).
+    external : dict, optional
+        ``{name: manifest}`` of each external set.
+    comparisons : int
+        The comparisons of interest the report will test (``report.comparisons``, or its default: with a
+        scratch arm among ``k`` arms, ``(k - 1) + (k - 1)(k - 2) / 2``; without, ``k (k - 1) / 2``).
+    classes : (str, str)
+        What the labels call class 1 and class 0 (the warnings' words).
+
+    Returns
+    -------
+    SizeReview
+        ``warnings`` (plain sentences, empty when every set is large enough) and, per set and fold, the
+        figures supported and the smallest AUROC difference detectable.
+    """
+    dev = manifest.drop_duplicates("image").set_index("image", drop=False)
+    sets: dict[str, tuple[int, int]] = {}
+    for name, df in (external or {}).items():
+        sets[name] = _cases(df)
+    if test:
+        sets["test"] = _cases(dev.loc[list(test)])
+    pooled = [i for fold in folds for i in fold]
+    if pooled:
+        sets["val"] = _cases(dev.loc[pooled])
+    return review_sizes(sets, folds=[_cases(dev.loc[list(f)]) for f in folds], comparisons=comparisons,
+                        positive=classes[0], negative=classes[1])

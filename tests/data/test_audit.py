@@ -94,7 +94,7 @@ def test_model_scored_with_and_without_marks(cohorts, model_dir, tmp_path):
     scored = images[images["probability_marks"].notna()]
     assert set(scored["image"]) == set(splits.test)
     assert (scored["probability_marks"] != scored["probability_clean"]).any()  # the marks change the input
-    with pytest.raises(DataError, match="--on"):
+    with pytest.raises(DataError, match="on='train': choose one of 'test', 'dev', 'all'"):
         audit(cohorts["biased"], model_dir, splits=sp, on="train", progress=False)
 
 

@@ -54,7 +54,7 @@ def test_png_bomb_is_refused_from_its_header(tmp_path, bomb_png, pixel_limit):
 def test_bomb_beyond_pillows_own_guard_is_a_clear_error(tmp_path, bomb_png, pixel_limit):
     # 20000 x 20000 is over twice Image.MAX_IMAGE_PIXELS: Pillow raises DecompressionBombError at open
     bomb = bomb_png(tmp_path / "huge.png", 20000, 20000)
-    pixel_limit.set_max_pixels(500_000_000)  # even above thyro's limit, Pillow's guard stays a clear error
+    pixel_limit.set_settings(max_pixels=500_000_000)  # even above thyro's limit, Pillow's guard stays a clear error
     with pytest.raises(ImageReadError, match="huge.png: image is over the pixel limit"):
         probe_image(bomb)
     with pytest.raises(ImageReadError, match="huge.png"):
@@ -91,15 +91,23 @@ def test_pixel_limit_is_configurable_and_named_in_the_message(tmp_path, capsys, 
     m = _manifest(tmp_path / "manifest.csv", [{"image": "ok.png", "label": 0, "patient_id": "a", "group": "a"}])
     code, out = _cli(["--max-pixels", "1000", "data", "validate", str(m)], capsys)
     assert code == 1 and "40 x 30 = 1,200 pixels, over the limit of 1,000 pixels" in out
-    pixel_limit.set_max_pixels(None)
+    assert "thyro.settings.set_settings(max_pixels=N)" in out  # the Python way is named beside the flag
+    # the command line reads THYRO_MAX_PIXELS (typer); the library reads only thyro.settings
     monkeypatch.setenv("THYRO_MAX_PIXELS", "1199")
-    with pytest.raises(ImageReadError, match="limit of 1,199 pixels"):
-        load_image(img)
+    code, out = _cli(["data", "validate", str(m)], capsys)
+    assert code == 1 and "limit of 1,199 pixels" in out
     monkeypatch.setenv("THYRO_MAX_PIXELS", "1200")
-    assert load_image(img).pixels.shape == (30, 40)
+    assert _cli(["data", "validate", str(m)], capsys)[0] == 0
     monkeypatch.setenv("THYRO_MAX_PIXELS", "lots")
-    with pytest.raises(DataError, match="THYRO_MAX_PIXELS='lots'"):
+    code, out = _cli(["data", "validate", str(m)], capsys)
+    assert code == 2 and "--max-pixels" in out  # the command line refuses it, naming the option
+    pixel_limit.set_settings(max_pixels=pixel_limit.DEFAULT_MAX_PIXELS)
+    monkeypatch.setenv("THYRO_MAX_PIXELS", "10")
+    assert load_image(img).pixels.shape == (30, 40)  # no environment variable reaches the library
+    with pixel_limit.settings_context(max_pixels=1199), pytest.raises(ImageReadError, match="limit of 1,199 pixels"):
         load_image(img)
+    with pixel_limit.settings_context(max_pixels=1200):
+        assert load_image(img).pixels.shape == (30, 40)
 
 
 def test_dicom_pixel_limit_from_its_header(tmp_path, pixel_limit):
@@ -139,7 +147,7 @@ def test_nested_roi_in_a_manifest_is_a_row_problem(tmp_path, capsys):
 
 def test_roi_limits_in_every_parser_entry(tmp_path):
     from thyro.data.manifest import MAX_ROI_CHARS, parse_roi
-    from thyro.use.inputs import parse_roi_arg
+    from thyro.cli.use import parse_roi_arg
 
     with pytest.raises(DataError, match="--roi: roi is nested"):
         parse_roi_arg("{" + NESTED)

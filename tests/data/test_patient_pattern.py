@@ -52,10 +52,15 @@ def test_files_the_pattern_misses_are_all_named_and_nothing_is_written(tmp_path)
     assert not (tmp_path / "out" / "manifest.csv").exists()
 
 
-def test_a_bad_regex_is_a_clear_error(tmp_path):
+def test_a_bad_regex_is_a_clear_error(tmp_path, capsys):
     src = _tree(tmp_path / "src", {"benign": ["a.png"]})
-    with pytest.raises(ConfigError, match=r"--patient-pattern '\(P': not a regular expression"):
+    with pytest.raises(ConfigError, match=r"patient_pattern '\(P': not a regular expression"):
         import_folders(src, tmp_path / "out", patient_pattern="(P")
+    # the command line refuses it itself, naming the option its user typed
+    assert main(["-q", "data", "import", "folders", str(src), "--out", str(tmp_path / "out"),
+                 "--patient-pattern", "(P"]) == 2
+    err = capsys.readouterr().err
+    assert "--patient-pattern" in err and "not a regular expression" in err and "patient_pattern" not in err
 
 
 def test_the_command_line_option(tmp_path, capsys):

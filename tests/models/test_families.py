@@ -146,3 +146,36 @@ def test_whole_path(name, size, how, tmp_path):
 
     cam = heatmaps([model], images[:2])
     assert cam.shape == (2, size, size) and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1 + 1e-6
+
+
+@pytest.mark.slow
+def test_a_multi_branch_network_runs_study_bundle_predict_explain_and_export(tmp_path):
+    """HRNet's last stage returns one map per branch: Grad-CAM weighs the last layer that returns one map
+    (``final_layer``), so the whole path runs, from the study to the ONNX file."""
+    import pandas as pd
+    import yaml
+
+    from thyro.cli import main
+    from thyro.data.phantom import generate_cohort
+    from thyro.use.export import export_onnx
+
+    assert arch("hrnet_w18_small").cam_layer == "final_layer"
+    manifest = generate_cohort(tmp_path / "phantom", n_patients=24, images_per_patient=(1, 1), size=64, seed=5)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "hrnet", "data": {"manifest": str(manifest), "folds": 2, "test_size": 0.25, "seed": 0},
+        "preprocess": {"size": 64},
+        "arms": [{"name": "scratch", "backbone": "hrnet_w18_small", "weights": "none"}],
+        "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "tensorboard": False, "threads": 1}}))
+    run, model = tmp_path / "run", tmp_path / "model"
+    assert main(["-q", "study", str(config), "--run-dir", str(run)]) == 0
+    assert main(["-q", "bundle", str(run), "--arm", "scratch", "--out", str(model)]) == 0
+    images = sorted(manifest.parent.rglob("*.png"))[:3]
+    assert main(["-q", "predict", str(model), *map(str, images), "--out", str(tmp_path / "p.csv")]) == 0
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert len(pred) == 3 and pred["probability"].between(0, 1).all()
+    assert main(["-q", "explain", str(model), *map(str, images), "--out", str(tmp_path / "heat")]) == 0
+    index = pd.read_csv(tmp_path / "heat" / "index.csv", keep_default_na=False)
+    assert (index["error"] == "").all() and len(list((tmp_path / "heat").glob("*.gradcam.png"))) == 3
+    assert (index["probability"] - pred["probability"]).abs().max() < 1e-5  # explain scores as predict does
+    assert export_onnx(model)["max_abs_diff"] <= 1e-4

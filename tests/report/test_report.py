@@ -164,7 +164,7 @@ def test_no_predictions_is_clear(tmp_path):
 
 
 def test_cli_report_and_compare(tmp_path, capsys):
-    run = make_run(tmp_path / "run", n_cv=60, n_test=40, logs=False)
+    run = make_run(tmp_path / "run", n_cv=60, n_test=100, logs=False)
     out = tmp_path / "r" / "study.html"
     assert main(["--quiet", "report", str(run), "--out", str(out), "--n-boot", "100"]) == 0
     assert out.exists() and out.with_suffix(".md").exists()
@@ -176,7 +176,7 @@ def test_cli_report_and_compare(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(a), str(b), "--json", "--n-boot", "100"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["n_common"] == 40 and r["comparison"]["paired"] and r["clustered"]
+    assert r["n_common"] == 100 and r["comparison"]["paired"] and r["clustered"]
     assert r["comparison"]["diff"] == pytest.approx(auroc(sa.label, sa.probability) - auroc(sb.label, sb.probability))
     # several arms in one file: must pick
     predictions = RunDir(run).predictions_path

@@ -72,13 +72,54 @@ def test_dry_run_trains_and_writes_nothing(tmp_path, cohort, capsys):
     assert not (tmp_path / "run").exists()
 
 
+#: `thyro study` in a process that waits, before its first claim, until every process of the test is there (a
+#: barrier of files), and whose jobs last at least a few seconds: however slowly one of them starts on a busy
+#: machine, the other cannot take every job before it is up.
+TOGETHER = """
+import os, sys, time
+from pathlib import Path
+
+from thyro.cli import main
+from thyro.run import RunDir
+from thyro.train.study import Study
+
+barrier, count = Path(sys.argv[1]), int(sys.argv[2])
+claim, run_job, waited = RunDir.claim, Study.run_job, []
+
+
+def claim_together(self, job, **kwargs):
+    if not waited:
+        waited.append(True)
+        (barrier / str(os.getpid())).touch()
+        deadline = time.monotonic() + 300
+        while len(list(barrier.iterdir())) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return claim(self, job, **kwargs)
+
+
+def run_job_for_a_while(self, *args, **kwargs):
+    start = time.monotonic()
+    try:
+        return run_job(self, *args, **kwargs)
+    finally:
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - start)))
+
+
+RunDir.claim, Study.run_job = claim_together, run_job_for_a_while
+sys.exit(main(sys.argv[3:]))
+"""
+
+
 def test_two_processes_on_one_run_directory_train_each_job_once(tmp_path, cohort):
     """Two `thyro study` processes started together split the jobs between them (claims), then merge."""
     config = write_config(tmp_path, cohort, [{"name": "a", "weights": "none"}, {"name": "b", "weights": "none"}],
-                          epochs=6, size=64)  # jobs of a few seconds: both processes are up before they are gone
+                          epochs=2, size=64)
     run = tmp_path / "run"
     env = {**os.environ, "THYRO_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "thyro", "study", str(config), "--run-dir", str(run), "--no-report"]
+    script, barrier = tmp_path / "together.py", tmp_path / "barrier"
+    script.write_text(TOGETHER)
+    barrier.mkdir()
+    cmd = [sys.executable, str(script), str(barrier), "2", "study", str(config), "--run-dir", str(run), "--no-report"]
     procs = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]

@@ -129,14 +129,14 @@ def _state(run: Path) -> dict:
 
 @pytest.mark.parametrize("name", CASES)
 def test_dry_run_and_real_run_refuse_alike(name, cohort, r18_file, tmp_path, monkeypatch):
-    from thyro.train.study import run_study
+    from thyro.train.study import plan_study, run_study
 
     monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
     dev, ext = cohort
     config, run = _case(name, tmp_path, dev, ext, r18_file)
     before = _state(run)
     with pytest.raises(ThyroError) as dry:
-        run_study(config, run_dir=run, dry_run=True)
+        plan_study(config, run_dir=run)
     with pytest.raises(ThyroError) as real:
         run_study(config, run_dir=run, report=False)
     assert type(dry.value) is type(real.value) and str(dry.value) == str(real.value)
@@ -145,7 +145,7 @@ def test_dry_run_and_real_run_refuse_alike(name, cohort, r18_file, tmp_path, mon
 
 
 def test_every_problem_at_once(cohort, r18_file, tmp_path, monkeypatch):
-    from thyro.train.study import run_study
+    from thyro.train.study import plan_study
 
     monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
     dev, ext = cohort
@@ -154,14 +154,14 @@ def test_every_problem_at_once(cohort, r18_file, tmp_path, monkeypatch):
                                      {"name": "b", "backbone": "resnet50", "weights": {"file": str(r18_file)}}],
                      data__external=[{"name": "siteb", "manifest": str(bad_ext)}])
     with pytest.raises(ThyroError) as exc:
-        run_study(config, run_dir=tmp_path / "run", dry_run=True)
+        plan_study(config, run_dir=tmp_path / "run")
     text = str(exc.value)
     assert text.startswith("3 problems") and "absent.pth" in text and "resnet50" in text and "siteb" in text
 
 
 def test_plan_holds_resolved_arms_and_guards_the_run_directory(cohort, r18_file, tmp_path, monkeypatch):
     from thyro.train.plan import make_plan
-    from thyro.train.study import Study, run_study
+    from thyro.train.study import Study, plan_study, run_study
 
     monkeypatch.setenv("THYRO_CACHE_DIR", str(tmp_path / "cache"))
     dev, _ = cohort
@@ -182,9 +182,10 @@ def test_plan_holds_resolved_arms_and_guards_the_run_directory(cohort, r18_file,
     sd = torch.load(weights, weights_only=True)
     sd["conv1.weight"] += 1
     torch.save(sd, weights)
-    for dry in (True, False):
-        with pytest.raises(ThyroError, match="other weights for arm.*pre"):
-            run_study(config, run_dir=tmp_path / "run", dry_run=dry, report=False)
+    with pytest.raises(ThyroError, match="other weights for arm.*pre"):
+        plan_study(config, run_dir=tmp_path / "run")
+    with pytest.raises(ThyroError, match="other weights for arm.*pre"):
+        run_study(config, run_dir=tmp_path / "run", report=False)
 
 
 def test_only_accepts_a_training_fraction(cohort, tmp_path):
@@ -198,3 +199,8 @@ def test_only_accepts_a_training_fraction(cohort, tmp_path):
     assert [j.name for j in parse_only(["scratch@50%"], cfg)] == [f"scratch@0.5:{k}" for k in range(5)]
     with pytest.raises(ConfigError, match="not one of the study's"):
         parse_only(["scratch@0.3:1"], cfg)
+    # a Python caller reads the parameter it typed; the command line names its own option
+    with pytest.raises(ConfigError, match=r"^only='scratch:9': the fold must be 0\.\.4$"):
+        parse_only(["scratch:9"], cfg)
+    with pytest.raises(ConfigError, match=r"^--only 'scratch:9': the fold must be 0\.\.4$"):
+        parse_only(["scratch:9"], cfg, option="--only")

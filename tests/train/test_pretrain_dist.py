@@ -40,8 +40,10 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 WORKER = """
 import json, sys
 import torch.distributed as dist
+from thyro.cli._output import setup
 from thyro.train.pretrain import PretrainConfig, pretrain
 
+setup()  # the library logs; show its records as the command line does
 source, out_dir, configs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 dist.init_process_group("gloo")
 for name, cfg in configs.items():

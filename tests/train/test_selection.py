@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-import thyro.train.study as study_mod
+import thyro.train.arms as arms_mod
 from thyro.run import JobKey, RunDir
 from thyro.train.study import run_study
 
@@ -44,14 +44,14 @@ def _config(tmp_path, cohort, **train):
 def watched_fit(monkeypatch):
     """Record the image ids every call of ``fit`` trains on and selects on."""
     calls = []
-    real = study_mod.fit
+    real = arms_mod.fit
 
     def spy(model, train, val, cfg, out_dir, **kw):
         calls.append({"train": list(train.ids), "select": list(val.ids), "select_best": kw.get("select_best"),
                       "lr": cfg.lr, "folder": str(out_dir)})
         return real(model, train, val, cfg, out_dir, **kw)
 
-    monkeypatch.setattr(study_mod, "fit", spy)
+    monkeypatch.setattr(arms_mod, "fit", spy)
     return calls
 
 

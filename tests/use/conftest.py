@@ -59,8 +59,8 @@ def write_run_dir(root: Path, *, n_folds: int = N_FOLDS, size: int = SIZE, seed:
         p = float(np.clip(0.35 + 0.3 * label + rng.normal(0, 0.18), 0.01, 0.99))
         rows.append({"image": f"img{i:03d}.png", "arm": ARM, "train_fraction": 1.0, "split": "val", "fold": (i // 2) % n_folds,
                      "ensemble": False, "probability": p})
-    # test: 12 images, per fold and mean
-    for i in range(48, 60):
+    # test: 18 images (6 labelled 1: enough for an AUROC, thyro.stats.support), per fold and mean
+    for i in range(48, 66):
         label = int(i % 3 == 0)
         meta.append({"image": f"img{i:03d}.png", "patient_id": f"p{i:03d}", "group": f"p{i:03d}", "label": label})
         per_fold = [float(np.clip(0.4 + 0.25 * label + rng.normal(0, 0.15), 0.01, 0.99)) for _ in range(n_folds)]
@@ -77,7 +77,7 @@ def write_run_dir(root: Path, *, n_folds: int = N_FOLDS, size: int = SIZE, seed:
                         seconds=1.0, train_images_per_second=10.0)
         run.finish_job(job, rec, pd.DataFrame(mine), model.eval())
     run.write_predictions(predictions_frame(rows, pd.DataFrame(meta).set_index("image"), meaning.source))
-    run.write_data(DataSummary(images_total=60, class_balance={"images": {"benign": 36, "malignant": 24}},
+    run.write_data(DataSummary(images_total=66, class_balance={"images": {"benign": 36, "malignant": 24}},
                                labels=meaning, patients=30))  # patients: a key another version might write
     run.write_results(Results(arms={ARM: ArmResult(status="done", backbone="resnet18", weights="none"),
                                     "imagenet": ArmResult(status="skipped", reason="weights not found")},

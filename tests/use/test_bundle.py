@@ -26,7 +26,7 @@ def test_bundle_writes_a_complete_package(model_dir, run_dir):
     assert pkg.preprocess["size"] == SIZE and pkg.preprocess["roi_crop"] is True
     assert "remove_frame" in pkg.preprocess
     assert (model_dir / "data.json").is_file() and (model_dir / "MODEL_CARD.md").is_file()
-    assert json.loads((model_dir / "data.json").read_text())["images_total"] == 60
+    assert json.loads((model_dir / "data.json").read_text())["images_total"] == 66
 
 
 def test_operating_points_and_test_metrics_come_from_the_run(package, run_dir):
@@ -43,7 +43,7 @@ def test_operating_points_and_test_metrics_come_from_the_run(package, run_dir):
     test = preds.rows(arm=ARM, split="test", ensemble=True)
     m = package.meta["metrics"]["test"]
     assert m["auroc"] == pytest.approx(roc_auc_score(test.label, test.probability))
-    assert m["n"] == len(test) == 12 and m["lower"] <= m["auroc"] <= m["upper"]
+    assert m["n"] == len(test) == 18 and m["lower"] <= m["auroc"] <= m["upper"]
     # the very numbers thyro.metrics gives for these rows (the report's function)
     assert m == {**metrics.auroc_summary(test), "operating_points": m["operating_points"]}
     # out-of-fold AUROC: 2 images per patient, so the cluster bootstrap is used

@@ -187,7 +187,12 @@ def test_predict_keeps_the_manifests_columns_and_report_and_compare_read_it(mode
     capsys.readouterr()
     assert main(["compare", str(out_a), str(out_b), "--json", "--n-boot", "100"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["n_common"] == len(names) and r["comparison"]["diff"] == 0.0
+    assert r["n_common"] == len(names)
+    c = r["comparison"]  # a handful of images: too few for a difference, which compare says (thyro.stats.support)
+    if c.get("not_estimable"):
+        assert c["not_estimable"]["n_pos"] + c["not_estimable"]["n_neg"] == len(names) and "diff" not in c
+    else:
+        assert c["diff"] == 0.0
 
 
 def test_unsure_scan_area_is_a_warning_row(model_dir, tmp_path):

@@ -20,6 +20,7 @@ from thyro.cli._help import PATHS, arguments_read_as_names, epilog, tidy
 from thyro.cli._output import setup as setup_output
 from thyro.console import err_console, set_quiet
 from thyro.errors import ThyroError
+from thyro.settings import DEFAULT_MAX_PIXELS, set_settings
 
 app = typer.Typer(
     name="thyro",
@@ -77,17 +78,16 @@ def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-    max_pixels: int = typer.Option(None, "--max-pixels", min=1,
-                                   help="Largest image frame read, in pixels (width x height; default 25,000,000 or "
-                                        "$THYRO_MAX_PIXELS). Larger files are refused from their header, undecoded."),
+    max_pixels: int = typer.Option(None, "--max-pixels", min=1, envvar="THYRO_MAX_PIXELS", show_envvar=True,
+                                   help=f"Largest image frame read, in pixels (width x height; default "
+                                        f"{DEFAULT_MAX_PIXELS:,}). Larger files are refused from their header, "
+                                        "undecoded."),
 ) -> None:
     set_quiet(quiet)
     _debug["on"] = debug or bool(os.environ.get("THYRO_DEBUG"))
     setup_output(quiet=quiet, debug=_debug["on"])
     if max_pixels is not None:
-        from thyro.data.readers import set_max_pixels
-
-        set_max_pixels(max_pixels)
+        set_settings(max_pixels=max_pixels)  # handed on to worker processes (thyro study --jobs N)
 
 
 def _register_all() -> None:

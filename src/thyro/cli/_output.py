@@ -12,7 +12,9 @@ The library logs with :mod:`logging` (loggers under ``thyro``) and reports progr
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 from rich.markup import escape
 from rich.progress import (
@@ -27,7 +29,7 @@ from rich.progress import (
 from rich.text import Text
 
 from thyro import progress
-from thyro.console import console, err_console
+from thyro.console import console, err_console, set_quiet
 
 LOGGER = "thyro"
 
@@ -105,8 +107,12 @@ class ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+_chosen = {"quiet": False, "debug": False}
+
+
 def setup(*, quiet: bool = False, debug: bool = False) -> None:
     """Connect the library's logs and progress to the terminal for this command (idempotent)."""
+    _chosen.update(quiet=quiet, debug=debug)
     logger = logging.getLogger(LOGGER)
     for handler in [h for h in logger.handlers if isinstance(h, ConsoleHandler)]:
         logger.removeHandler(handler)
@@ -116,4 +122,23 @@ def setup(*, quiet: bool = False, debug: bool = False) -> None:
     progress.set_reporter(None if quiet else RichReporter())
 
 
-__all__ = ["ConsoleHandler", "RichReporter", "setup"]
+def worker_setup(quiet: bool = False, debug: bool = False) -> None:
+    """A worker process's output, as its command's (a study's ``--jobs N``): its logs and progress on the
+    terminal, the console quiet when the command is."""
+    set_quiet(quiet)
+    setup(quiet=quiet, debug=debug)
+
+
+def quiet_here() -> None:
+    """This process shows warnings and errors only (a rank of a ``torchrun`` job other than the first, which
+    speaks for the job)."""
+    worker_setup(True, _chosen["debug"])
+
+
+def for_workers() -> Callable[[], None]:
+    """What a worker process of this command calls first (picklable): :func:`worker_setup` with this
+    command's ``--quiet`` and ``--debug``."""
+    return functools.partial(worker_setup, _chosen["quiet"], _chosen["debug"])
+
+
+__all__ = ["ConsoleHandler", "RichReporter", "for_workers", "quiet_here", "setup", "worker_setup"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
 
 from thyro.cli._help import command, group
+from thyro.console import console, err_console, is_quiet
+from thyro.errors import DataError
 
 data_app = group(
     "Import, validate, inspect and split image data; preview preprocessing, audit marks, make synthetic data.",
@@ -45,8 +48,19 @@ def import_ddti_cmd(
     """
     from thyro.data.importers import import_ddti
 
-    import_ddti(path, out, xml_dir=xml_dir, positive_from=positive_from, strict=strict, near_threshold=near_threshold,
-                force=force)
+    _refuse_overwrite(out / "manifest.csv", force)
+    _show_import(import_ddti(path, out, xml_dir=xml_dir, positive_from=positive_from, strict=strict,
+                             near_threshold=near_threshold, force=force))
+
+
+def _regex(value: str | None) -> str | None:
+    """``--patient-pattern``: refused here, naming the option, when it is not a regular expression."""
+    if value:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise typer.BadParameter(f"{value!r} is not a regular expression ({exc}).") from None
+    return value
 
 
 @command(import_app, "folders", examples=["thyro data import folders images/ --out data/mine", "thyro data import folders images/ --out data/mine --patient-pattern '^(?P<patient>[A-Z]+[0-9]+)_'", "thyro data import folders scans/ --out data/site-b --classes 'tumour=1,normal=0' --label-source pathology"])
@@ -65,7 +79,7 @@ def import_folders_cmd(
                                                  "or unknown (recorded in the manifest; reports and models state it)."),
     label_definition: str | None = typer.Option(None, "--label-definition",
                                                 help="What label 1 means when it is not malignancy, e.g. 'TI-RADS >= 4'."),
-    patient_pattern: str | None = typer.Option(None, "--patient-pattern",
+    patient_pattern: str | None = typer.Option(None, "--patient-pattern", callback=_regex,
                                                help="Regular expression that reads the patient from each file name "
                                                     "(from the path below PATH when it has a '/'): its group named "
                                                     "'patient', else its first group, is the patient id, e.g. "
@@ -79,8 +93,10 @@ def import_folders_cmd(
     """
     from thyro.data.importers import import_folders
 
-    import_folders(path, out, classes=classes, near_threshold=near_threshold, force=force, label_source=label_source,
-                   label_definition=label_definition, patient_pattern=patient_pattern)
+    _refuse_overwrite(out / "manifest.csv", force)
+    _show_import(import_folders(path, out, classes=classes, near_threshold=near_threshold, force=force,
+                                label_source=label_source, label_definition=label_definition,
+                                patient_pattern=patient_pattern))
 
 
 @command(import_app, "csv", examples=["thyro data import csv my_table.csv --out data/mine", "thyro data import csv site-b.csv --out data/site-b --label-source cytology --force"])
@@ -99,9 +115,46 @@ def import_csv_cmd(
 ) -> None:
     """Validate a manifest-schema CSV, find duplicates, merge groups and write it to --out."""
     from thyro.data.importers import import_csv
+    from thyro.data.importers.csv import import_target
 
-    import_csv(path, out, near_threshold=near_threshold, force=force, label_source=label_source,
-               label_definition=label_definition)
+    _refuse_overwrite(import_target(path, out), force)
+    _show_import(import_csv(path, out, near_threshold=near_threshold, force=force, label_source=label_source,
+                            label_definition=label_definition))
+
+
+def _refuse_overwrite(target: Path, force: bool) -> None:
+    """Stop before any work when an import would write over an existing manifest (often edited by hand)."""
+    if target.exists() and not force:
+        raise DataError(f"{target} already exists (an earlier import, perhaps edited by hand); nothing was written. "
+                        f"Use another --out folder, or add --force to replace it.")
+
+
+def _show_import(result) -> None:
+    """Print an import's counts, duplicates, notes and warnings (nothing when quiet)."""
+    from thyro.data.inspection import balance_notes, balance_table, class_balance, label_line, labels_of
+
+    if is_quiet():
+        return
+    meaning, problem = labels_of(result.manifest)
+    console.print(balance_table(class_balance(result.manifest.df), result.title, meaning))
+    console.print(label_line(meaning), markup=False, highlight=False, soft_wrap=True)
+    if problem:
+        console.print(f"note: {problem}", style="yellow", markup=False, soft_wrap=True)
+    for line in balance_notes(result.manifest.df):
+        console.print(f"note: {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"duplicates: {result.duplicates.summary()}")
+    for names in result.duplicates.merged[:20]:
+        console.print(f"  merged into group {names[0]!r}: {', '.join(names)}")
+    for images in result.duplicates.label_conflicts:
+        console.print(f"  label conflict (duplicates labelled differently): {', '.join(images)}",
+                      style="yellow", markup=False, soft_wrap=True)
+    for line in result.notes:
+        console.print(f"note: {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
+    if result.warnings:
+        console.print(f"[yellow]{len(result.warnings)} warning(s):[/]")
+        for line in result.warnings:
+            console.print(f"  - {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"manifest written to {result.manifest_path}", markup=False, soft_wrap=True)
 
 
 @command(data_app, "validate", examples=["thyro data validate data/mine/manifest.csv", "thyro data validate data/mine/manifest.csv --no-decode"])
@@ -114,7 +167,6 @@ def validate_cmd(
 
     Checks missing or unreadable files, bad labels, repeated rows, bad ROI JSON and patients split across groups.
     """
-    from thyro.console import console, err_console, is_quiet
     from thyro.data.validate import validate_manifest
 
     problems = validate_manifest(manifest, decode=not no_decode, progress=not is_quiet())
@@ -131,7 +183,6 @@ def inspect_cmd(
     manifest: Path = typer.Argument(..., help="Manifest CSV to summarise."),
 ) -> None:
     """Print class balance by image, patient and group, duplicate groups, image sizes and modes."""
-    from thyro.console import console
     from thyro.data.inspection import inspect_manifest, render
     from thyro.data.manifest import read_manifest
 
@@ -151,7 +202,6 @@ def split_cmd(
     """Make a held-out test set and k folds, stratified by label and grouped by `group` (no leakage)."""
     from rich.table import Table
 
-    from thyro.console import console, is_quiet
     from thyro.data.manifest import read_manifest
     from thyro.data.splits import make_splits
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -142,7 +143,7 @@ def audit(
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for audit.json and audit_images.csv "
                                     "(a study's run directory puts the audit in its report)."),
     splits: Path | None = typer.Option(None, "--splits", help="Splits JSON: score the model on its --on images."),
-    on: str = typer.Option("test", "--on", help="With --splits: test, dev or all."),
+    on: Literal["test", "dev", "all"] = typer.Option("test", "--on", help="With --splits: test, dev or all."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Preprocessing (without --model): YAML with a "
                                        "'preprocess:' block."),
     folds: int = typer.Option(5, "--folds", min=2, help="Group folds of the marks-only classifier."),
@@ -184,7 +185,8 @@ def audit(
                       f"{mo['upper']:.3f}] ({mo['method']}, {mo['folds']} group folds): {mo['interpretation']}")
     if "model" in res and "comparison" in res["model"]:
         m, c = res["model"], res["model"]["comparison"]
-        console.print(f"  model on {m['n']} image(s): AUROC {m['auroc_marks']['auroc']:.3f} with marks, "
+        failed = f" ({m['n_failed']} could not be scored; model_error in audit_images.csv)" if m.get("n_failed") else ""
+        console.print(f"  model on {m['n']} image(s){failed}: AUROC {m['auroc_marks']['auroc']:.3f} with marks, "
                       f"{m['auroc_clean']['auroc']:.3f} with marks removed; difference {c['diff']:+.3f} "
                       f"[{c['lower']:+.3f}, {c['upper']:+.3f}], {format_p(c['p_value'])}: {m['interpretation']}")
     if res.get("written"):

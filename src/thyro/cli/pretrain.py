@@ -7,7 +7,12 @@ from typing import Optional
 
 import typer
 
+from thyro.base import read_yaml
 from thyro.cli._help import command
+from thyro.cli._options import typed_options
+from thyro.cli._output import quiet_here
+from thyro.console import info
+from thyro.machine import check_threads
 
 
 def register(app: typer.Typer) -> None:
@@ -63,36 +68,45 @@ def register(app: typer.Typer) -> None:
         Run it as it is for one process, or under torchrun for several (DistributedDataParallel). After a
         crash or kill, run the same command again: it resumes from the last checkpoint.
         """
-        from thyro.base import read_yaml
-        from thyro.cli._options import typed_options
-        from thyro.config import PretrainConfig, merge
-        from thyro.console import info
-        from thyro.train.pretrain import WORK_LAST, default_work_dir, prepare, pretrain
+        _pretrain(ctx, source, out, config=config, work_dir=work_dir, cache_dir=cache_dir, resume=resume,
+                  image_column=image_column, class_column=class_column, no_augment=no_augment,
+                  max_steps=max_steps, prepare_only=prepare_only, threads=threads)
 
-        # defaults < the YAML file < the options typed on the command line
-        data: dict = read_yaml(config) if config is not None else {}
-        if isinstance(data.get("pretrain"), dict):
-            data = data["pretrain"]
-        typed = typed_options(ctx, {"arch": "arch", "weights": "weights", "mode": "mode", "epochs": "epochs", "batch_size": "batch_size",
-                                    "size": "preprocess.size", "lr": "lr", "optimizer": "optimizer",
-                                    "device": "device", "workers": "workers",
-                                    "checkpoint_every": "checkpoint_every", "min_per_class": "min_per_class",
-                                    "seed": "seed", "threads": "threads"})
-        if no_augment:
-            typed["augment.enabled"] = False
-        data = merge(data, typed, source="option")
-        cfg = PretrainConfig.parse(data, source=str(config) if config else "pretrain options")
-        if prepare_only:
-            wd = work_dir or default_work_dir(out)
-            tset = prepare(source, cfg, cache_dir=cache_dir or wd / "cache", image_column=image_column,
-                           class_column=class_column)
-            for note in tset.notes:
-                info(note)
-            info(f"image store ready: {len(tset.rows)} images in {tset.cache_path}"
-                 + (f", {len(tset.classes)} classes" if tset.classes else ""))
-            return
-        result = pretrain(source, out, cfg, work_dir=work_dir, cache_dir=cache_dir, resume=resume,
-                          image_column=image_column, class_column=class_column, max_steps=max_steps)
-        if result is None:
-            info(f"stopped after {max_steps} steps; the state is in {(work_dir or default_work_dir(out)) / WORK_LAST}: "
-                 "run the same command again to continue.")
+
+def _pretrain(ctx: typer.Context, source: Path, out: Path, *, config: Optional[Path], work_dir: Optional[Path],
+              cache_dir: Optional[Path], resume: bool, image_column: str, class_column: str, no_augment: bool,
+              max_steps: Optional[int], prepare_only: bool, threads: Optional[int]) -> None:
+    """Settings merged (defaults < the YAML file < the options typed), then the corpus prepared or pretrained on."""
+    from thyro.config import PretrainConfig, merge  # lazy: torch, kept off `thyro --help`
+    from thyro.train.distributed import env_world  # lazy: torch
+    from thyro.train.pretrain import WORK_LAST, default_work_dir, prepare, pretrain  # lazy: torch
+
+    check_threads(threads, "--threads")
+    if env_world()[0] != 0:  # under torchrun, the first rank speaks for the job
+        quiet_here()
+    data: dict = read_yaml(config) if config is not None else {}
+    if isinstance(data.get("pretrain"), dict):
+        data = data["pretrain"]
+    typed = typed_options(ctx, {"arch": "arch", "weights": "weights", "mode": "mode", "epochs": "epochs",
+                                "batch_size": "batch_size", "size": "preprocess.size", "lr": "lr",
+                                "optimizer": "optimizer", "device": "device", "workers": "workers",
+                                "checkpoint_every": "checkpoint_every", "min_per_class": "min_per_class",
+                                "seed": "seed", "threads": "threads"})
+    if no_augment:
+        typed["augment.enabled"] = False
+    data = merge(data, typed, source="option")
+    cfg = PretrainConfig.parse(data, source=str(config) if config else "pretrain options")
+    if prepare_only:
+        wd = work_dir or default_work_dir(out)
+        tset = prepare(source, cfg, cache_dir=cache_dir or wd / "cache", image_column=image_column,
+                       class_column=class_column)
+        for note in tset.notes:
+            info(note)
+        info(f"image store ready: {len(tset.rows)} images in {tset.cache_path}"
+             + (f", {len(tset.classes)} classes" if tset.classes else ""))
+        return
+    result = pretrain(source, out, cfg, work_dir=work_dir, cache_dir=cache_dir, resume=resume,
+                      image_column=image_column, class_column=class_column, max_steps=max_steps)
+    if result is None:
+        info(f"stopped after {max_steps} steps; the state is in {(work_dir or default_work_dir(out)) / WORK_LAST}: "
+             "run the same command again to continue.")

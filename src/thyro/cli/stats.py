@@ -70,6 +70,7 @@ def compare(
 
     Example: thyro compare runs/s/predictions.csv runs/s/predictions.csv --arm-a domain --arm-b scratch --split oof
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from thyro.report.compare import compare_files
@@ -87,9 +88,13 @@ def compare(
     t.add_column("AUROC [95% CI]", justify="right")
     for key in ("a", "b"):
         d = r[key]
-        t.add_row(f"{key.upper()}: {Path(d['file']).name} ({d['arm']})", f"{d['auroc']:.3f} [{d['lower']:.3f}, {d['upper']:.3f}]")
-    t.add_row("A − B", f"{c['diff']:+.3f} [{c['lower']:+.3f}, {c['upper']:+.3f}]   {format_p(c['p_value'])}")
+        t.add_row(escape(f"{key.upper()}: {Path(d['file']).name} ({d['arm']})"),
+                  "not estimable" if d.get("missing") else f"{d['auroc']:.3f} [{d['lower']:.3f}, {d['upper']:.3f}]")
+    t.add_row("A − B", "not estimable" if c.get("missing")
+              else f"{c['diff']:+.3f} [{c['lower']:+.3f}, {c['upper']:+.3f}]   {format_p(c['p_value'])}")
     console.print(t)
+    if r.get("not_estimable"):
+        console.print(r["not_estimable"], markup=False, soft_wrap=True)
     console.print(f"method: {r['method_text']}", soft_wrap=True)
     if r["only_a"] or r["only_b"]:
         console.print(f"[yellow]left out[/]: {r['only_a']} image(s) only in A, {r['only_b']} only in B")

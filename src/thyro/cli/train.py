@@ -11,8 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from thyro.cli._help import command
-from thyro.console import console
+from thyro.cli._output import for_workers
+from thyro.console import console, info
+from thyro.data.manifest import LabelMeaning
 from thyro.errors import ConfigError
+from thyro.train import demo
 
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
 
@@ -27,11 +30,31 @@ def _overrides(items: list[str] | None) -> dict:
     return out
 
 
+def _study(config: Path, run_dir: Path | None, set_: list[str] | None, only: list[str] | None, option: str):
+    """The study of ``config`` (with ``--set``), its job selection checked in the words of the command line."""
+    from thyro.train.study import Study, parse_only  # lazy: torch, kept off `thyro --help`
+
+    study = Study.from_file(config, run_dir, _overrides(set_), source="--set")
+    parse_only(only, study.cfg, option=option)
+    return study
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def results_table(results) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Column names and rows (arm, status, OOF AUROC, test AUROC, one column per external set) of a study's
+    :class:`thyro.run.Results`."""
+    sets = sorted({s for a in results.arms.values() for s in a.external_auroc})
+    cols = ["arm", "status", "out-of-fold AUROC", "test AUROC (fold mean)"] + [f"{s} AUROC (fold mean)" for s in sets]
+    rows = [(name, a.status, _fmt(a.oof_auroc), _fmt(a.test_auroc), *(_fmt(a.external_auroc.get(s)) for s in sets))
+            for name, a in results.arms.items()]
+    return cols, rows
+
+
 def _print_results(results) -> None:
     """Print a study's :class:`thyro.run.Results`: the arms' AUROCs, label warnings, skipped arms, the report."""
-    from thyro.data.manifest import LabelMeaning
-    from thyro.train.study import results_table
-
     trained = results.labels or LabelMeaning()
     table = Table(title=f"study {results.study}"
                   + (f" (label 1 = {trained.positive})" if results.labels is not None else ""))
@@ -84,6 +107,8 @@ def _print_plan(plan: dict) -> None:
         console.print(f"estimated training time on this machine: about {minutes:,.0f} min "
                       f"({minutes / 60:.1f} h; measured training speed x epochs x images, evaluation not counted)",
                       markup=False, soft_wrap=True)
+    for note in plan.get("notes") or []:
+        console.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
 
 
 SET_HELP = ("Override a configuration key: --set train.epochs=5, --set data.manifest=data/mine/manifest.csv "
@@ -124,12 +149,14 @@ def register(app: typer.Typer) -> None:
         processes (or cluster array tasks) may run it on one run directory at once: each job is claimed
         and trained once.
         """
-        from thyro.train.study import run_study
-
-        results = run_study(config, run_dir=run_dir, only=only, skip_missing=skip_missing, device=device,
-                            overrides=_overrides(set_), report=not no_report, dry_run=dry_run, workers=jobs,
-                            devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None)
-        (_print_plan if dry_run else _print_results)(results)
+        study = _study(config, run_dir, set_, only, "--only")
+        if dry_run:
+            _print_plan(study.plan(only=only, skip_missing=skip_missing, estimate=True).to_dict())
+            return
+        results = study.run(only=only, skip_missing=skip_missing, device=device, report=not no_report, workers=jobs,
+                            devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None,
+                            worker_init=for_workers())
+        _print_results(results)
 
     @command(app, "train", examples=[
         "thyro train configs/ddti.yaml --arm imagenet --fold 2",
@@ -152,22 +179,18 @@ def register(app: typer.Typer) -> None:
         Only this arm's weights are checked. The job is claimed first, so two processes never train it twice.
         Without @FRACTION, the fold's jobs at every training fraction of the study run.
         """
-        from thyro.train.study import run_study
-
-        results = run_study(config, run_dir=run_dir, only=[f"{arm}:{fold}"], skip_missing=skip_missing,
-                            device=device, overrides=_overrides(set_), restart=not resume)
-        _print_results(results)
+        only = [f"{arm}:{fold}"]
+        study = _study(config, run_dir, set_, only, "--arm/--fold")
+        _print_results(study.run(only=only, skip_missing=skip_missing, device=device, restart=not resume))
 
 
 def _register_demo(app: typer.Typer) -> None:
-    from thyro.train.demo import QUICK
-
     @command(app, "demo", examples=["thyro demo", "thyro demo --quick", "thyro demo --jobs 2 --out /tmp/demo"])
     def demo_cmd(
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the cohort, backbones, run and report "
                                                                      "(default thyro-demo, or thyro-demo-quick)."),
         quick: bool = typer.Option(False, "--quick", help="The same steps at a fraction of the size ("
-                                   + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in QUICK.items())
+                                   + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in demo.QUICK.items())
                                    + "): about a minute on a 2-core CPU, to see every step work; its numbers are "
                                      "too noisy to read."),
         patients: Optional[int] = typer.Option(None, help="Synthetic patients in the thyroid phantom cohort (default 120)."),
@@ -185,12 +208,12 @@ def _register_demo(app: typer.Typer) -> None:
         external set of new patients, the report (thyro-demo/run/report.html). Re-running continues where
         it stopped. The phantom shows the mechanism, not evidence about patients.
         """
-        from thyro.train.demo import run_demo
-
-        settings = dict(QUICK) if quick else {}
+        settings = dict(demo.QUICK) if quick else {}
         for key, value in (("patients", patients), ("external_patients", external_patients), ("epochs", epochs)):
             if value is not None:
                 settings[key] = value
         folder = out or Path("thyro-demo-quick" if quick else "thyro-demo")
-        results = run_demo(folder, size=size, device=device, jobs=jobs, **settings)
+        results = demo.run_demo(folder, size=size, device=device, jobs=jobs, worker_init=for_workers(), **settings)
+        info(f"done in {results.seconds:.0f} s")
+        console.print(results.summary())
         _print_results(results)

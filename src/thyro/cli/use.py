@@ -2,12 +2,86 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+from typing import Literal
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from thyro.cli._help import command
+from thyro.console import console, err_console, info, is_quiet
+from thyro.data.manifest import MAX_ROI_CHARS, parse_roi
+from thyro.errors import DataError, ThyroError
+from thyro.optional import require
+
+Engine = Literal["torch", "onnx"]
+Method = Literal["gradcam", "gradcam++"]
+#: The package's ONNX file, where --engine onnx looks by default (thyro.use.bundle.ONNX_FILE).
+ONNX_FILE = "model.onnx"
+
+
+def parse_roi_arg(value: str | None) -> dict | None:
+    """``--roi``: a JSON object (``{"box": [x0, y0, x1, y1]}`` or ``{"polygons": ...}``) or a path to a JSON file."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value)
+    where = "--roi"
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise DataError(f"--roi {text[:200]!r}: neither a JSON object nor an existing JSON file.")
+        where = f"--roi {path}"
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read(MAX_ROI_CHARS + 1)  # parse_roi refuses anything longer
+        except OSError as exc:
+            raise DataError(f"{where}: cannot read the file ({exc.strerror or exc}).") from None
+    return parse_roi(text, where=where)
+
+
+def check_onnx(model_dir: Path, engine: str, onnx_file: Path | None) -> None:
+    """``--engine onnx``: onnxruntime installed and the ONNX file there, said in the command line's words."""
+    if engine != "onnx":
+        return
+    require("onnxruntime", purpose="--engine onnx")
+    path = onnx_file or model_dir / ONNX_FILE
+    if not path.is_file():
+        raise ThyroError(f"{path}: ONNX model not found; export it with `thyro export {model_dir}` (which writes "
+                         f"MODEL_DIR/{ONNX_FILE}, where --engine onnx looks), or name an exported file with "
+                         "--onnx-file.")
+
+
+def summary_table(summary, max_rows: int = 40) -> Table:
+    """A table of a prediction's first rows (:class:`thyro.use.predict.PredictionSummary`) and a caption with
+    the counts."""
+    table = Table(title=f"Predictions ({summary.engine}; class at operating point {summary.operating_point}, "
+                        f"probability >= {summary.threshold:.4f})")
+    for col in ("input", "probability", "class", "roi", "note"):
+        table.add_column(col, overflow="fold")
+    shown = summary.rows[:max_rows]
+    base = ""
+    try:
+        if len(shown) > 1:
+            base = os.path.commonpath([os.path.dirname(r.input) for r in shown])
+    except ValueError:  # mixed absolute and relative paths
+        base = ""
+    if base in (os.sep, "."):
+        base = ""
+    for row in shown:
+        name = os.path.relpath(row.input, base) if base else row.input
+        table.add_row(escape(name), "" if row.probability is None else f"{row.probability:.4f}",
+                      escape(row.prediction), "yes" if row.roi else "", escape(row.error or row.warning),
+                      style="red" if row.error else None)
+    more = summary.n - len(shown)
+    table.caption = escape((f"paths relative to {base}; " if base else "")
+                           + f"{summary.n} image(s): {summary.n_positive} {summary.positive}, "
+                           f"{summary.n - summary.n_positive - summary.n_failed} {summary.negative}, "
+                           f"{summary.n_failed} failed" + (f"; {more} more row(s) in the CSV" if more > 0 else ""))
+    return table
 
 
 def bundle_cmd(
@@ -23,16 +97,18 @@ def bundle_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model directory."),
 ) -> None:
     """Turn one arm of a finished study into a model package with a model card."""
-    from thyro.console import info
-    from thyro.use.bundle import bundle
+    from thyro.use.bundle import bundle  # lazy: the use area loads torch's neighbours; --help stays light
 
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ThyroError(f"{out}: exists and is not empty; choose another --out or pass --overwrite.")
     pkg = bundle(run_dir, arm, out, default_point=point, label_source=label_source, label_definition=label_definition,
                  overwrite=overwrite)
     test = pkg.meta.get("metrics", {}).get("test", {})
     auc = test.get("auroc")
     info(f"model package written to [bold]{escape(str(out))}[/]: {len(pkg.model_files)} fold model(s), "
          f"{pkg.meta.get('arch')} at {pkg.image_size} px, label 1 = {pkg.label_meaning.positive}"
-         + (f"; test AUROC {auc:.3f} [{test['lower']:.3f}, {test['upper']:.3f}]" if auc is not None else "")
+         + (f"; test AUROC {auc:.3f} [{test['lower']:.3f}, {test['upper']:.3f}]" if auc is not None else
+            f"; test AUROC {escape(test['missing'])}" if test.get("not_estimable") else "")
          + f"; operating point {point} = {pkg.operating_point(point)[1]:.4f}. See {out / 'MODEL_CARD.md'}.")
 
 
@@ -43,27 +119,25 @@ def predict_cmd(
                                                        "output, with the summary on standard error)."),
     roi: str = typer.Option(None, "--roi",
                             help='ROI for every input without one: JSON ({"box": \\[x0,y0,x1,y1]}) or a JSON file.'),
-    engine: str = typer.Option("torch", "--engine",
+    engine: Engine = typer.Option("torch", "--engine",
                                help="torch (eager) or onnx (MODEL_DIR/model.onnx, from `thyro export`)."),
     onnx_file: Path = typer.Option(None, "--onnx-file",
                                    help="ONNX file for --engine onnx (default MODEL_DIR/model.onnx)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch (memory stays bounded)."),
     point: str = typer.Option(None, "--point", help="Operating point for the class (default: the package's)."),
-    frames: str = typer.Option("first", "--frames",
+    frames: Literal["first", "all", "mean"] = typer.Option("first", "--frames",
                                help="Multi-frame files (cine DICOM, multi-page TIFF): first (frame 0, with a warning), "
                                     "all (one row per frame, FILE#frame=K) or mean (the frames' mean probability)."),
 ) -> None:
-    """Predict malignancy for images, DICOM files, folders or a manifest, one CSV row per input.
+    """Predict the probability that label 1 applies for images, DICOM files, folders or a manifest, one CSV row each.
 
-    Without --out the CSV goes to standard output (so `thyro -q predict ... > predictions.csv` and pipes work)
+    Label 1 is what the model was trained to find: malignant, or e.g. TI-RADS >= 4c for a model trained on
+    TI-RADS labels; every row names it (probability_of). Without --out the CSV goes to standard output (so `thyro -q predict ... > predictions.csv` and pipes work)
     and the summary to standard error. Exit code 1 if any file failed (its row holds the error).
     """
-    import sys
+    from thyro.use.predict import predict  # lazy: the use area loads torch's neighbours; --help stays light
 
-    from thyro.console import console, err_console, is_quiet
-    from thyro.use.inputs import parse_roi_arg
-    from thyro.use.predict import predict, summary_table
-
+    check_onnx(model_dir, engine, onnx_file)
     summary = predict(model_dir, inputs, out=out if out else sys.stdout, roi=parse_roi_arg(roi), engine=engine,
                       onnx_path=onnx_file, batch_size=batch_size, point=point,
                       progress=bool(out) and not is_quiet(), frames=frames)
@@ -79,23 +153,24 @@ def explain_cmd(
     model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders, DICOM files or manifest CSVs."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmap PNGs (and index.csv)."),
-    method: str = typer.Option("gradcam", "--method", help="gradcam or gradcam++."),
+    method: Method = typer.Option("gradcam", "--method", help="gradcam or gradcam++."),
     roi: str = typer.Option(None, "--roi", help="ROI for every input without one (JSON or a JSON file)."),
-    frames: str = typer.Option("first", "--frames",
+    batch_size: int = typer.Option(8, "--batch-size", min=1,
+                                   help="Images scored and explained at a time (one pass per fold model)."),
+    frames: Literal["first", "all"] = typer.Option("first", "--frames",
                                help="Multi-frame files: first (frame 0, with a warning) or all (one heatmap "
                                     "per frame)."),
 ) -> None:
-    """Write Grad-CAM / Grad-CAM++ heatmaps of the malignancy logit over each image.
+    """Write Grad-CAM / Grad-CAM++ heatmaps of the evidence for label 1 over each image.
 
-    Each PNG shows the heatmap on the original image (inside the crop box, not on padding) beside the model's
+    Label 1 is what the model was trained to find: malignant, or e.g. TI-RADS >= 4c for a model trained on
+    TI-RADS labels; each caption gives the probability that it applies. Each PNG shows the heatmap on the original image (inside the crop box, not on padding) beside the model's
     input, with a colour bar and the caption below. Exit code 1 if any file failed.
     """
-    from thyro.console import info, is_quiet
-    from thyro.use.explain import explain
-    from thyro.use.inputs import parse_roi_arg
+    from thyro.use.explain import explain  # lazy: torch and pytorch-grad-cam; --help stays light
 
-    results = explain(model_dir, inputs, out, method=method, roi=parse_roi_arg(roi), progress=not is_quiet(),
-                      frames=frames)
+    results = explain(model_dir, inputs, out, method=method, roi=parse_roi_arg(roi), batch_size=batch_size,
+                      progress=not is_quiet(), frames=frames)
     failed = [r for r in results if r["error"]]
     info(f"{len(results) - len(failed)} heatmap(s) written to [bold]{escape(str(out))}[/] ({method}); {len(failed)} failed"
          + ("".join(escape(f"\n  {r['input']}: {r['error']}") for r in failed[:20])))
@@ -114,8 +189,7 @@ def export_cmd(
     The graph takes float32 (batch, 1, S, S) in [0, 1] (the preprocessed image / 255) and returns the fold
     models' mean probability and their logits. Needs the export extra (onnx, onnxruntime).
     """
-    from thyro.console import console
-    from thyro.use.export import export_onnx
+    from thyro.use.export import export_onnx  # lazy: torch and onnx; --help stays light
 
     res = export_onnx(model_dir, onnx, opset=opset, tolerance=tolerance)
     console.print(f"ONNX written to [bold]{escape(str(res['path']))}[/] (opset {res['opset']}, {res['n_models']} fold model(s) "
@@ -130,8 +204,8 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port", help="Port."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001,
                                         help="Upload size limit, enforced while the upload streams in (413 beyond)."),
-    method: str = typer.Option("gradcam", "--method", help="Heatmap method: gradcam or gradcam++."),
-    engine: str = typer.Option("torch", "--engine",
+    method: Method = typer.Option("gradcam", "--method", help="Heatmap method: gradcam or gradcam++."),
+    engine: Engine = typer.Option("torch", "--engine",
                                help="torch (heatmaps available) or onnx (MODEL_DIR/model.onnx from `thyro export`; "
                                     "lighter and faster on a CPU, no heatmaps)."),
     onnx_file: Path = typer.Option(None, "--onnx-file",
@@ -162,7 +236,7 @@ def serve_cmd(
     API's schema, with a description and an example of every field, is at /openapi.json. Needs the serve
     extra (fastapi, uvicorn, python-multipart).
     """
-    from thyro.use.serve import serve
+    from thyro.use.serve import serve  # lazy: fastapi and uvicorn (the serve extra); --help stays light
 
     serve(model_dir, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), method=method,
           engine=engine, onnx_path=onnx_file, max_concurrency=max_concurrency, queue=queue, max_batch=max_batch,

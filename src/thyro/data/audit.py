@@ -32,9 +32,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
+import thyro.progress
+from thyro.data.manifest import Manifest, read_manifest
 from thyro.data.marks import KINDS, mark_kinds
 from thyro.data.preprocess import PreprocessConfig, Preprocessor, read_image
 from thyro.errors import DataError
+from thyro.fileio import write_csv, write_json
+from thyro.stats.auto import interval
 
 AUDIT_FILE = "audit.json"
 IMAGES_FILE = "audit_images.csv"
@@ -79,10 +83,7 @@ def image_mark_features(image: np.ndarray, pre: Preprocessor, *, roi: dict | Non
 
 def mark_features(manifest, cfg: PreprocessConfig | dict | None = None, *, progress: bool = True) -> pd.DataFrame:
     """One row per manifest image: ``image, label, group`` and :data:`MARK_FEATURES` (``error`` when
-    an image could not be read; the others go on)."""
-    from thyro.console import track
-    from thyro.data.manifest import Manifest, read_manifest
-
+    an image could not be read; the others go on); ``progress`` reports through :mod:`thyro.progress`."""
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest, check_labels=False)
     pre = Preprocessor(cfg)
@@ -92,7 +93,7 @@ def mark_features(manifest, cfg: PreprocessConfig | dict | None = None, *, progr
     labels = df["label"].tolist() if "label" in df.columns else [None] * len(manifest)
     rows = []
     indices = range(len(manifest))
-    for i in (track(indices, "measuring marks") if progress else indices):
+    for i in (thyro.progress.track(indices, "measuring marks", unit="image") if progress else indices):
         row = {"image": manifest.ids[i], "label": labels[i], "group": groups[i], "error": ""}
         try:
             loaded = read_image(manifest.abspath(manifest.ids[i]), color=True)
@@ -143,12 +144,10 @@ def marks_only_auroc(features: pd.DataFrame, *, folds: int = 5, seed: int = 0, l
     ``note`` when it cannot be computed); ``scores`` are the out-of-fold scores in the order of the
     labelled, readable rows (None when not computed).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from thyro.stats.auto import interval
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is heavy; read_audit needs none of it
+    from sklearn.model_selection import GroupKFold  # lazy: as above
+    from sklearn.pipeline import make_pipeline  # lazy: as above
+    from sklearn.preprocessing import StandardScaler  # lazy: as above
 
     data = features[(features["error"] == "") & features["label"].notna()]
     y = data["label"].astype(int).to_numpy()
@@ -184,8 +183,6 @@ def marks_only_auroc(features: pd.DataFrame, *, folds: int = 5, seed: int = 0, l
 
 def write_audit(out_dir: str | os.PathLike, result: dict, images: pd.DataFrame) -> Path:
     """Write ``audit.json`` and ``audit_images.csv`` into ``out_dir`` (atomically); returns the JSON path."""
-    from thyro.fileio import write_csv, write_json
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **result}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -23,12 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thyro.console import info, progress_task
+import thyro.progress
 from thyro.data.manifest import Manifest, parse_roi
-from thyro.data.preprocess import PreprocessConfig, _pool_init, _pool_work
+from thyro.data.preprocess import PreprocessConfig
+from thyro.data.preprocess.pool import pool_init, pool_work
 from thyro.data.preview import REPORT_COLUMNS
 from thyro.errors import DataError, ImageFailure, UnreadableImages
 from thyro.fileio import atomic_path, write_csv_rows, write_failure, write_json, write_text
+
+log = logging.getLogger(__name__)
 
 #: Version of the cache folder's layout (part of every key).
 CACHE_FORMAT = 1
@@ -94,8 +98,8 @@ def carry_over(cache_dir: Path, old_key: str, keep: np.ndarray, new_key: str, si
 
 
 # module-level names for the in-process path (the pool pickles the preprocess functions by reference)
-_init_worker = _pool_init
-_work = _pool_work
+_init_worker = pool_init
+_work = pool_work
 
 
 def _save_done(done: np.ndarray, path: Path) -> None:
@@ -144,7 +148,7 @@ def build_folder(manifest: Manifest, cfg: PreprocessConfig, key: str, cache_dir:
     t0 = time.perf_counter()
     todo = np.flatnonzero(~done)
     if done.any():
-        info(f"resuming image cache {key}: {int(done.sum())} of {n} images already done")
+        log.info(f"resuming image cache {key}: {int(done.sum())} of {n} images already done")
     tasks = []
     paths = manifest.paths()
     rois, frames = manifest_rois(manifest), manifest_frames(manifest)
@@ -242,7 +246,7 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
         workers = 1
     cfg_json = cfg.model_dump(mode="json")
     last_save = time.monotonic()
-    with progress_task("Preprocessing images into the cache", len(tasks)) as (progress, task_id):
+    with thyro.progress.task("Preprocessing images into the cache", len(tasks), unit="image") as progress:
         if workers == 1:
             _init_worker(cfg_json)
             results = map(_work, tasks)
@@ -250,8 +254,8 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
         else:
             # spawn: safe when torch (OpenMP threads) is loaded in the parent
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_pool_init, initargs=(cfg_json,))
-            results = pool.map(_pool_work, tasks, chunksize=max(1, min(32, len(tasks) // (workers * 8))))
+                                       initializer=pool_init, initargs=(cfg_json,))
+            results = pool.map(pool_work, tasks, chunksize=max(1, min(32, len(tasks) // (workers * 8))))
         try:
             for i, arr, geometry, err in results:
                 if err is not None:
@@ -260,7 +264,7 @@ def _run_tasks(tasks: list, cfg: PreprocessConfig, images: np.memmap, done: np.n
                     images[i] = arr
                     geometries[i] = geometry
                     done[i] = True
-                progress.advance(task_id)
+                progress.advance()
                 if time.monotonic() - last_save > 5.0:
                     images.flush()
                     _save_geometries(geometries, geometry_path)

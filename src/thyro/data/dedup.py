@@ -11,10 +11,7 @@ Every row's ``group`` is then the union (union-find) of rows that share a patien
 group, or a duplicate.  A merged group takes the name of its first member group in natural sort
 order, so groups stay readable and a second pass changes nothing.
 
-The pHash is written out here (a DCT of a 32x32 gray thumbnail, the 8x8 lowest frequencies against
-their median, as in Zauner 2010 and the ``imagehash`` package) instead of adding ``imagehash`` as a
-dependency: it is ten lines on scipy, and keeps the thumbnail step under our control (Pillow's
-Lanczos resize, the same as imagehash).
+The hashes themselves are computed by :mod:`thyro.data.hashing` (their names import from here too).
 
 Choice of the threshold
 -----------------------
@@ -33,24 +30,28 @@ pHash bits are set above the median, so distances between two hashes are even.  
 two different DDTI pictures; on DDTI it adds no cross-case merge beyond the byte-identical copies.
 """
 
+
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.fft import dctn
 
+from thyro.data.hashing import (
+    compute_hashes,
+    content_hash,
+    default_workers,
+    hamming_matrix,
+    hamming_matrix_block,
+    image_hashes,
+    near_pairs,
+    phash,
+)
 from thyro.data.manifest import Manifest
-from thyro.data.readers import ImageReadError, load_image, to_gray
-from thyro.errors import Problems
+from thyro.data.readers import load_image
 
 #: Largest Hamming distance (bits of 64) at which two pHashes count as the same picture.
 NEAR_THRESHOLD = 4
@@ -62,137 +63,6 @@ NEAR_THRESHOLD = 4
 #: shared layout dominates a small thumbnail, speckle does not.
 NEAR_CONFIRM_CORRELATION = 0.93
 CONFIRM_SIZE = 128
-
-
-# ---------------------------------------------------------------------------------------------
-# hashes
-
-def content_hash(pixels: np.ndarray) -> str:
-    """SHA-256 (first 32 hex digits) of decoded pixels and their shape."""
-    h = hashlib.sha256(repr(pixels.shape).encode())
-    h.update(np.ascontiguousarray(pixels).tobytes())
-    return h.hexdigest()[:32]
-
-
-def phash(gray: np.ndarray, hash_size: int = 8, highfreq_factor: int = 4) -> int:
-    """64-bit perceptual hash (DCT of a 32x32 thumbnail; low 8x8 frequencies > their median)."""
-    side = hash_size * highfreq_factor
-    thumb = Image.fromarray(np.asarray(gray, dtype=np.uint8)).resize((side, side), Image.Resampling.LANCZOS,
-                                                                 reducing_gap=3.0)
-    freq = dctn(np.asarray(thumb, dtype=np.float64), type=2, norm="ortho")[:hash_size, :hash_size]
-    bits = (freq > np.median(freq)).ravel()
-    return int(np.packbits(bits).view(">u8")[0])
-
-
-def image_hashes(path: str | Path) -> tuple[str, str]:
-    """``(content_hash, phash as 16 hex digits)`` of one image file (decoded once)."""
-    rgb = load_image(path, color=True, us_region=False).pixels
-    return content_hash(rgb), f"{phash(to_gray(rgb)):016x}"
-
-
-def default_workers() -> int:
-    """Threads for decoding: the CPUs this process may use, at most 8 (``THYRO_WORKERS`` overrides)."""
-    env = os.environ.get("THYRO_WORKERS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
-
-
-def compute_hashes(manifest: Manifest, *, progress: bool = True, workers: int | None = None) -> pd.DataFrame:
-    """Hash every image of a manifest.
-
-    Images are decoded in a thread pool (Pillow, hashlib and numpy release the GIL while they work).
-
-    Parameters
-    ----------
-    workers : int, optional
-        Threads; default :func:`default_workers`.  1 decodes in this thread.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``content_hash`` and ``phash`` (index as the manifest).
-
-    Raises
-    ------
-    Problems
-        Listing every image (row and file) that is missing or cannot be decoded.
-    """
-    from thyro.console import progress_task
-
-    images = manifest.df["image"].tolist()
-    n = len(images)
-    content, perceptual = [""] * n, [""] * n
-    problems: dict[int, str] = {}
-    workers = default_workers() if workers is None else max(1, int(workers))
-
-    def one(i: int) -> None:
-        try:
-            content[i], perceptual[i] = image_hashes(manifest.abspath(images[i]))
-        except ImageReadError as exc:
-            problems[i] = f"row {i + 2}: {exc}"
-
-    with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(progress_task("hashing images", n)) if progress else None
-        if workers == 1 or n < 2:
-            for i in range(n):
-                one(i)
-                if bar:
-                    bar[0].advance(bar[1])
-        else:
-            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
-            for future in as_completed([pool.submit(one, i) for i in range(n)]):
-                future.result()  # re-raise anything unexpected
-                if bar:
-                    bar[0].advance(bar[1])
-    if problems:
-        raise Problems("images that cannot be read", [problems[i] for i in sorted(problems)])
-    return pd.DataFrame({"content_hash": content, "phash": perceptual}, index=manifest.df.index)
-
-
-def hamming_matrix(hashes: np.ndarray) -> np.ndarray:
-    """Pairwise Hamming distances of 64-bit hashes (``uint64`` array) as ``uint8`` (n x n), vectorised."""
-    h = np.asarray(hashes, dtype=np.uint64)
-    return hamming_matrix_block(h, h)
-
-
-def near_pairs(hashes: np.ndarray, threshold: int, *, max_elements: int = 1 << 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index pairs ``(a, b)`` with ``a < b`` whose Hamming distance is at most ``threshold``, and the distances.
-
-    Compares blocks of rows against all hashes with numpy, holding at most about ``max_elements``
-    distances at once, so large collections do not need an n x n matrix in memory.
-    """
-    h = np.asarray(hashes, dtype=np.uint64)
-    n = len(h)
-    rows = max(1, max_elements // max(n, 1))
-    out_a, out_b, out_d = [], [], []
-    for start in range(0, n, rows):
-        block = hamming_matrix_block(h[start:start + rows], h)
-        a, b = np.nonzero(block <= threshold)
-        a = a + start
-        keep = b > a
-        out_a.append(a[keep])
-        out_b.append(b[keep])
-        out_d.append(block[a[keep] - start, b[keep]])
-    if not out_a:
-        empty = np.array([], dtype=np.intp)
-        return empty, empty, np.array([], dtype=np.uint8)
-    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
-
-
-def hamming_matrix_block(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Hamming distances between every hash of ``left`` and every hash of ``right`` (``uint8``)."""
-    x = np.asarray(left, dtype=np.uint64)[:, None] ^ np.asarray(right, dtype=np.uint64)[None, :]
-    return np.bitwise_count(x).astype(np.uint8) if hasattr(np, "bitwise_count") else _popcount(x)
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    bytes_ = x.view(np.uint8).reshape(*x.shape, 8)
-    return np.unpackbits(bytes_, axis=-1).sum(axis=-1).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +82,15 @@ class _UnionFind:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
+
+    def union_equal(self, values) -> None:
+        """Join the rows whose ``values`` are equal (each to the first row holding its value)."""
+        first: dict = {}
+        for i, v in enumerate(values):
+            if v in first:
+                self.union(first[v], i)
+            else:
+                first[v] = i
 
 
 def natural_key(text: str) -> list:
@@ -299,66 +178,76 @@ def assign_groups(manifest: Manifest, *, near_threshold: int = NEAR_THRESHOLD, h
     n = len(df)
     images = df["image"].tolist()
     uf = _UnionFind(n)
-
-    def union_by(values) -> None:
-        first: dict = {}
-        for i, v in enumerate(values):
-            if v in first:
-                uf.union(first[v], i)
-            else:
-                first[v] = i
-
-    union_by(df["patient_id"].tolist())
-    union_by(df["group"].tolist())
+    uf.union_equal(df["patient_id"].tolist())
+    uf.union_equal(df["group"].tolist())
     # which rows were already together before duplicates are considered
     base_root = [uf.find(i) for i in range(n)]
-
     report = DuplicateReport(threshold=near_threshold)
+    exact_sets, duplicate_of = _join_exact(df, uf, report)
+    if near_threshold >= 0 and n > 1:
+        _join_near(df, uf, near_threshold, report)
+    df["group"] = _group_names(df["group"].tolist(), uf, base_root, report)
+    df["duplicate_of"] = duplicate_of
+    dup_sets = [[images[r] for r in rows] for rows in exact_sets] + [[a, b] for a, b, _ in report.near]
+    report.label_conflicts.extend(_label_conflicts(df, dup_sets))
+    report.merged.sort(key=lambda g: natural_key(g[0]))
+    return Manifest(df, manifest.root, manifest.path), report
+
+
+def _join_exact(df: pd.DataFrame, uf: _UnionFind, report: DuplicateReport) -> tuple[list[list[int]], list[str]]:
+    """Join rows with identical pixels; ``(sets of rows, duplicate_of per row)``, the sets added to ``report``."""
+    images = df["image"].tolist()
     by_hash: dict[str, list[int]] = {}
     for i, h in enumerate(df["content_hash"]):
         by_hash.setdefault(h, []).append(i)
-    duplicate_of = [""] * n
+    duplicate_of = [""] * len(df)
     exact_sets = [rows for rows in by_hash.values() if len(rows) > 1]
     for rows in exact_sets:
         for r in rows[1:]:
             uf.union(rows[0], r)
             duplicate_of[r] = images[rows[0]]
         report.exact.append([images[r] for r in rows])
+    return exact_sets, duplicate_of
 
-    if near_threshold >= 0 and n > 1:
-        ph = np.array([int(str(p), 16) for p in df["phash"]], dtype=np.uint64)
-        ia, ib, dist = near_pairs(ph, near_threshold)
-        chash = df["content_hash"].to_numpy()
-        for a, b, d in zip(ia.tolist(), ib.tolist(), dist.tolist()):
-            uf.union(a, b)
-            if chash[a] != chash[b]:
-                report.near.append((images[a], images[b], int(d)))
 
-    # name every merged group after its first former group (natural order)
-    old_groups = df["group"].tolist()
+def _join_near(df: pd.DataFrame, uf: _UnionFind, near_threshold: int, report: DuplicateReport) -> None:
+    """Join rows whose pHashes lie within ``near_threshold`` bits; pairs that are not identical go to ``report``."""
+    images = df["image"].tolist()
+    ph = np.array([int(str(p), 16) for p in df["phash"]], dtype=np.uint64)
+    ia, ib, dist = near_pairs(ph, near_threshold)
+    chash = df["content_hash"].to_numpy()
+    for a, b, d in zip(ia.tolist(), ib.tolist(), dist.tolist()):
+        uf.union(a, b)
+        if chash[a] != chash[b]:
+            report.near.append((images[a], images[b], int(d)))
+
+
+def _group_names(old_groups: list[str], uf: _UnionFind, base_root: list[int], report: DuplicateReport) -> list[str]:
+    """Every row's new group: the first (natural order) of the former groups joined with it; groups that
+    duplicates joined across patients go to ``report.merged``."""
     members: dict[int, list[int]] = {}
-    for i in range(n):
+    for i in range(len(old_groups)):
         members.setdefault(uf.find(i), []).append(i)
-    new_group = [""] * n
+    new_group = [""] * len(old_groups)
     for rows in members.values():
         names = sorted({old_groups[r] for r in rows}, key=natural_key)
         for r in rows:
             new_group[r] = names[0]
         if len({base_root[r] for r in rows}) > 1:
             report.merged.append(names)
-    df["group"] = new_group
-    df["duplicate_of"] = duplicate_of
+    return new_group
 
+
+def _label_conflicts(df: pd.DataFrame, dup_sets: list[list[str]]) -> list[list[str]]:
+    """The duplicate sets whose images carry different labels."""
     labels = df["label"]
-    dup_sets = [[images[r] for r in rows] for rows in exact_sets]
-    dup_sets += [[a, b] for a, b, _ in report.near]
-    index = {img: i for i, img in enumerate(images)}
+    index = {img: i for i, img in enumerate(df["image"].tolist())}
+    out = []
     for s in dup_sets:
         values = {int(v) for v in labels.iloc[[index[x] for x in s]].dropna()}
         if len(values) > 1:
-            report.label_conflicts.append(s)
-    report.merged.sort(key=lambda g: natural_key(g[0]))
-    return Manifest(df, manifest.root, manifest.path), report
+            out.append(s)
+    return out
 
 
 def _hashes_of(manifest: Manifest, progress: bool) -> pd.DataFrame:
@@ -419,3 +308,8 @@ def cross_duplicates(a: Manifest, b: Manifest, *, near_threshold: int = NEAR_THR
             seen.add((x[0], x[1]))
             out.append(x)
     return out
+
+
+__all__ = ["CONFIRM_SIZE", "NEAR_CONFIRM_CORRELATION", "NEAR_THRESHOLD", "DuplicateReport", "assign_groups",
+           "compute_hashes", "content_hash", "cross_duplicates", "default_workers", "hamming_matrix",
+           "hamming_matrix_block", "image_hashes", "natural_key", "near_pairs", "phash"]

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from thyro.data.dedup import NEAR_THRESHOLD, natural_key, near_pairs
 from thyro.data.manifest import LabelMeaning, Manifest
+from thyro.data.readers import ImageReadError, probe_image
 from thyro.errors import DataError
 
 
@@ -96,8 +97,6 @@ def balance_notes(df: pd.DataFrame) -> list[str]:
 
 def inspect_manifest(manifest: Manifest, *, read_headers: bool = True) -> Inspection:
     """Summarise a manifest (image headers are read for sizes and modes, pixels are not decoded)."""
-    from thyro.data.readers import ImageReadError, probe_image
-
     df = manifest.df
     result = Inspection(balance=class_balance(df), notes=balance_notes(df))
     result.labels, problem = labels_of(manifest)

@@ -10,14 +10,19 @@ and any warning.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
 
+from thyro.data.manifest import Manifest, read_manifest
 from thyro.data.preprocess import Geometry, PreprocessConfig, Preprocessor, read_image
 from thyro.errors import DataError
+from thyro.fileio import atomic_path, write_csv_rows
 
 #: Columns of the per-image report (:func:`preprocess_report`).
 REPORT_COLUMNS = ["image", "label", "width", "height", "scan_method", "scan_box", "crop_box", "frame_kept",
@@ -41,8 +46,6 @@ class PreviewItem:
 
 def _label_text(value, meaning=None) -> str:
     """``malignant``/``benign``, or the classes the manifest's labels name (``TI-RADS ≥ 4c``)."""
-    import pandas as pd
-
     if pd.isna(value):
         return "unlabelled"
     positive, negative = (meaning.positive, meaning.negative) if meaning is not None else ("malignant", "benign")
@@ -83,8 +86,6 @@ def _frames(manifest) -> list[int]:
 def iter_preview(manifest, cfg: PreprocessConfig | dict | None = None, rows=None, *,
                  marks: bool = True) -> Iterator[PreviewItem]:
     """Read and preprocess manifest rows (all, or ``rows``), one :class:`PreviewItem` each."""
-    from thyro.data.manifest import Manifest, read_manifest
-
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest, check_labels=False)
     pre = Preprocessor(cfg)
@@ -118,8 +119,6 @@ def _roi_polygons(roi: dict | None) -> list[list[list[float]]]:
 
 def overlay_picture(item: PreviewItem, height: int):
     """The raw image at ``height`` pixels tall with the scan area, crop, ROI and marks drawn on it."""
-    from PIL import Image, ImageDraw
-
     pixels = item.pixels
     rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
     rgb = rgb.copy()
@@ -164,11 +163,6 @@ def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict
     least 192), so ``--size 512`` gives a sheet where marks and their removal can be judged.
     Unreadable images get a cell saying why instead of stopping the sheet.
     """
-    from PIL import Image, ImageDraw
-
-    from thyro.data.manifest import Manifest, read_manifest
-    from thyro.fileio import atomic_path
-
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
     cfg = cfg if isinstance(cfg, PreprocessConfig) else PreprocessConfig.parse(cfg or {}, source="preprocess")
@@ -205,8 +199,6 @@ def preview_sheet(manifest, out: str | os.PathLike, cfg: PreprocessConfig | dict
 
 
 def _safe_name(image: str) -> str:
-    import re
-
     stem = os.path.splitext(image)[0].replace("\\", "/").strip("./")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem.replace("/", "__"))[-150:] or "image"
 
@@ -220,11 +212,6 @@ def preview_images(manifest, out_dir: str | os.PathLike, cfg: PreprocessConfig |
     ``n`` images drawn at random (``seed``), or all of them.  Unreadable images get a line in the
     report and no picture.
     """
-    from PIL import Image, ImageDraw
-
-    from thyro.data.manifest import Manifest, read_manifest
-    from thyro.fileio import atomic_path
-
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
     cfg = cfg if isinstance(cfg, PreprocessConfig) else PreprocessConfig.parse(cfg or {}, source="preprocess")
@@ -272,8 +259,6 @@ def report_row(item: PreviewItem) -> dict:
 
 
 def _write_report(records: list[dict], path: Path) -> Path:
-    from thyro.fileio import write_csv_rows
-
     write_csv_rows(path, records, REPORT_COLUMNS)
     return path
 

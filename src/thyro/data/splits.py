@@ -104,7 +104,8 @@ class Splits:
         """
         path = Path(path)
         if not path.is_file():
-            raise DataError(f"{path}: splits file not found; make one with `thyro data split MANIFEST --out {path}`.")
+            raise DataError(f"{path}: splits file not found; make one with make_splits(manifest).save(path) (on the "
+                            f"command line: thyro data split MANIFEST --out {path}).")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             splits = cls(test=[str(i) for i in data["test"]], folds=[[str(i) for i in f] for f in data["folds"]],

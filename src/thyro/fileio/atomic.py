@@ -64,7 +64,7 @@ def _size_limited() -> bool:
     """True when this process has a file-size limit (``ulimit -f``), which fails writes without an errno
     in some writers."""
     try:
-        import resource
+        import resource  # lazy: a POSIX-only module (absent on Windows)
 
         soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     except (ImportError, OSError, ValueError):

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 
@@ -49,7 +50,7 @@ class _Heartbeat:
 
 def _break_if_dead(lock) -> None:
     """Remove a lock whose holder ran on this machine and has exited (no need to wait for its lifetime)."""
-    from flufl.lock import LockState
+    from flufl.lock import LockState  # lazy: flufl.lock, kept off `thyro --help` (the CLI imports fileio)
 
     with contextlib.suppress(Exception):
         if lock.state is LockState.stale:
@@ -61,9 +62,7 @@ def _break_if_dead(lock) -> None:
 
 
 def _new_lock(path: str | os.PathLike, lifetime: float):
-    from datetime import timedelta
-
-    from flufl.lock import Lock
+    from flufl.lock import Lock  # lazy: flufl.lock, kept off `thyro --help`
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return Lock(str(path), lifetime=timedelta(seconds=lifetime))
@@ -93,9 +92,7 @@ def claim_file(path: str | os.PathLike, *, lifetime: float | None = None) -> Ite
     when a live process elsewhere does.  A claim left by a dead process is taken over (at once on this
     machine, after ``lifetime`` seconds from another).  The claim is kept fresh while the block runs
     and released when it ends."""
-    from datetime import timedelta
-
-    from flufl.lock import TimeOutError
+    from flufl.lock import TimeOutError  # lazy: flufl.lock, kept off `thyro --help`
 
     life = _lifetime(lifetime)
     lock = _new_lock(path, life)
@@ -115,7 +112,7 @@ def claim_file(path: str | os.PathLike, *, lifetime: float | None = None) -> Ite
 
 def claim_holder(path: str | os.PathLike) -> str | None:
     """``host pid N`` of the process holding the claim ``path``, or None when nobody holds it."""
-    from flufl.lock import NotLockedError
+    from flufl.lock import NotLockedError  # lazy: flufl.lock, kept off `thyro --help`
 
     lock = _new_lock(path, _lifetime(None))
     try:
@@ -137,7 +134,8 @@ def release_stale_claims(folder: str | os.PathLike) -> Sweep:
     holder stopped refreshing it; see :data:`DEFAULT_LOCK_LIFETIME`).  A live holder's is never
     touched.  Claim files left without their lock (a process killed while taking one) go too.
     """
-    import psutil  # noqa: F401 - pid_alive needs it; fail here rather than halfway
+    # pid_alive needs psutil: fail here rather than halfway
+    import psutil  # noqa: F401  # lazy: psutil, kept off `thyro --help` (the CLI imports fileio)
 
     folder = Path(folder)
     done = Sweep([], [], [], set())

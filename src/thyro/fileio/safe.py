@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 from collections.abc import Iterable
 from typing import IO, Any
 
+import pandas as pd
 
 from thyro.fileio.atomic import atomic_path, write_text
 from thyro.fileio.temporaries import _swept_lock
+
+log = logging.getLogger(__name__)
 
 #: First characters that make a spreadsheet (Excel, LibreOffice, Google Sheets) read a cell as a formula:
 #: OWASP's list for CSV injection, with NUL from ASVS 5 (V1.2.10).
@@ -86,8 +90,6 @@ def unescape_frame(df):
 def read_csv(path: str | os.PathLike, **kwargs: Any):
     """``pandas.read_csv`` for a CSV thyro wrote (or one in its format): the text of cells that
     :func:`escape_cell` marked is given back as it was.  Keyword arguments go to pandas."""
-    import pandas as pd
-
     return unescape_frame(pd.read_csv(path, **kwargs))
 
 
@@ -101,7 +103,7 @@ def escaped_note(path: str | os.PathLike, cells: list[tuple[int | None, str]]) -
 
 
 def announce_escaped(path: str | os.PathLike, cells: list[tuple[int | None, str]]) -> None:
-    """Print :func:`escaped_note` once per file and process (a file rewritten often says it once)."""
+    """Log :func:`escaped_note` as a warning once per file and process (a file rewritten often says it once)."""
     if not cells:
         return
     key = os.path.abspath(path)
@@ -109,9 +111,7 @@ def announce_escaped(path: str | os.PathLike, cells: list[tuple[int | None, str]
         if key in _announced:
             return
         _announced.add(key)
-    from thyro.console import note
-
-    note(escaped_note(path, cells))
+    log.warning(escaped_note(path, cells))
 
 
 class CsvWriter:
@@ -167,8 +167,6 @@ def write_csv(path: str | os.PathLike, rows, fields: tuple[str, ...] | list[str]
     list of (row, column)
         The cells written with a leading ``'`` (rows count from 0; None is the header).
     """
-    import pandas as pd
-
     if isinstance(rows, pd.DataFrame):
         df = rows if fields is None else rows[list(fields)]
         safe, cells = escape_frame(df)

@@ -4,6 +4,7 @@ processes that are gone (see :mod:`thyro.fileio`)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -13,8 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
-
+log = logging.getLogger(__name__)
 
 #: Marks a temporary in its name: ``.NAME.thyro-tmp-HOST-PID-XXXXXXXX[SUFFIX]``.
 TEMP_TAG = "thyro-tmp"
@@ -98,7 +98,7 @@ def pid_alive(pid: int, *, started_before: float | None = None) -> bool:
     from the process that wrote the file: a process that started after the file was last written is
     not its writer.  When the answer is unknown, True (a live process's work is never taken away).
     """
-    import psutil
+    import psutil  # lazy: psutil, kept off `thyro --help` (the CLI imports fileio)
 
     if pid == os.getpid():
         return True
@@ -220,7 +220,7 @@ def sweep_orphans(folder: str | os.PathLike, *, announce: bool = True) -> Sweep:
     ----------
     folder : path
     announce : bool
-        Print one line (:func:`thyro.console.note`) when anything was cleaned up.
+        Log one warning line when anything was cleaned up.
 
     Returns
     -------
@@ -244,9 +244,7 @@ def sweep_orphans(folder: str | os.PathLike, *, announce: bool = True) -> Sweep:
             done.removed.append((tmp.path, size))
             done.pids.add(f"{tmp.host} pid {tmp.pid}")
     if done and announce:
-        from thyro.console import note
-
-        note(done.summary(folder))
+        log.warning(done.summary(folder))
     return done
 
 

@@ -70,7 +70,8 @@ class ArchInfo:
     num_features : int
         Width of the pooled features the head reads.
     cam_layer : str
-        Module Grad-CAM weighs (the last feature stage, or the last block's first norm for token models).
+        Module Grad-CAM weighs: the last feature stage, the last block's first norm for token models, or for a
+        multi-branch network whose last stage returns several maps (HRNet) the last layer that returns one.
     cam_format : {"nchw", "nhwc", "tokens"}
         Shape of ``cam_layer``'s output.
     prefix_tokens : int
@@ -267,10 +268,11 @@ def _cam_stage(model: nn.Module) -> str:
 
 
 def _trace(model: nn.Module, first_conv: str, stage: str, size: int) -> dict:
-    """One forward pass on the meta device: which BatchNorm reads the first convolution's output, and the
-    shape of the last feature stage's output."""
+    """One forward pass on the meta device: which BatchNorm reads the first convolution's output, the shape
+    of the last feature stage's output, and (for a stage that returns several maps, as HRNet's branches do)
+    the last layer before the head that returns one map."""
     conv = model.get_submodule(first_conv)
-    out: dict = {"first_norm": None, "conv_out": None, "stage_shape": None}
+    out: dict = {"first_norm": None, "conv_out": None, "stage_shape": None, "last_map": None}
     names = {m: n for n, m in model.named_modules()}
 
     def after_conv(module, args, output):
@@ -284,16 +286,28 @@ def _trace(model: nn.Module, first_conv: str, stage: str, size: int) -> dict:
     def after_stage(module, args, output):
         out["stage_shape"] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
 
+    def after_child(module, args, output):
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+            out["last_map"] = (names[module], tuple(output.shape))
+
     hooks = [conv.register_forward_hook(after_conv), model.get_submodule(stage).register_forward_hook(after_stage)]
     hooks += [m.register_forward_pre_hook(before_norm) for m in model.modules()
               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    hooks += [m.register_forward_hook(after_child) for _, m in model.named_children()]
     try:
         with torch.no_grad():
             model.eval()(torch.empty(1, 3, size, size, device="meta"))
     finally:
         for h in hooks:
             h.remove()
-    shape = out["stage_shape"] or ()
+    return {"first_norm": out["first_norm"], **_cam_choice(model, stage, out["stage_shape"], out["last_map"], size)}
+
+
+def _cam_choice(model: nn.Module, stage: str, shape: tuple | None, last_map: tuple | None, size: int) -> dict:
+    """The Grad-CAM layer, its output's format and the total stride, from the traced shapes."""
+    if shape is None and last_map is not None:  # several maps (multi-branch): the last layer with one map
+        stage, shape = last_map
+    shape = shape or ()
     cam_layer, fmt = stage, "nchw"
     chs = _stage_channels(model)
     if len(shape) == 3:  # tokens (B, N, C): Grad-CAM on the last block's first norm, tokens reshaped to a grid
@@ -306,7 +320,7 @@ def _trace(model: nn.Module, first_conv: str, stage: str, size: int) -> dict:
             fmt = "nhwc"
         side = shape[1] if fmt == "nhwc" else (shape[-1] if shape else 1)
         reduction = size // max(1, int(side))
-    return {"first_norm": out["first_norm"], "cam_layer": cam_layer, "cam_format": fmt, "reduction": reduction}
+    return {"cam_layer": cam_layer, "cam_format": fmt, "reduction": reduction}
 
 
 def _stage_channels(model: nn.Module) -> int | None:

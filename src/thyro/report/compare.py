@@ -77,7 +77,9 @@ def compare_files(path_a, path_b, *, arm_a: str | None = None, arm_b: str | None
     ``fold`` names one), ``external`` (the files' one external set) or an external set's name.
 
     Returns a dict with both AUROCs (with CIs), the paired difference, its CI and p-value, the method
-    used, and how many images were common / only in one file.  Patients and groups (the clusters) are
+    used, and how many images were common / only in one file.  When the common images are too few for
+    an AUROC or a difference (:mod:`thyro.stats.support`), those entries hold ``missing`` and
+    ``not_estimable`` instead of numbers, and ``not_estimable`` says why.  Patients and groups (the clusters) are
     taken from file A when it names them, else from file B.
     """
     path_a, path_b = Path(path_a), Path(path_b)
@@ -104,12 +106,14 @@ def compare_files(path_a, path_b, *, arm_a: str | None = None, arm_b: str | None
     clusters = (a if pa.has_clusters else b)["cluster"]
     a, b = a.assign(cluster=clusters.to_numpy()), b.assign(cluster=clusters.to_numpy())
     settings = metrics.Settings(method=method, n_boot=n_boot, seed=seed, level=level)
-    ra, rb = metrics.auroc_summary(a, settings), metrics.auroc_summary(b, settings)
+    meaning = pa.label_meaning(split)
+    classes = (meaning.positive, meaning.negative)
+    ra, rb = metrics.auroc_summary(a, settings, classes), metrics.auroc_summary(b, settings, classes)
     for name, r in (("A", ra), ("B", rb)):
-        if r.get("missing"):
+        if r.get("missing") and not r.get("not_estimable"):
             raise StatsError(f"model {name} on the common images: {r['missing']}")
-    c = metrics.compare(a, b, settings)
-    if c.get("missing"):
+    c = metrics.compare(a, b, settings, classes)
+    if c.get("missing") and not c.get("not_estimable"):
         raise StatsError(f"{path_a.name} vs {path_b.name}: {c['missing']}")
     return {
         "a": {"file": str(path_a), "arm": arm_a, **ra},
@@ -125,5 +129,6 @@ def compare_files(path_a, path_b, *, arm_a: str | None = None, arm_b: str | None
         "clustered": metrics.clustered(a),
         "method_text": metrics.method_text(a, source.clustered_by, settings),
         "labels": sorted(set(pa.label_sources(split)) | set(pb.label_sources(split))),
-        "positive": pa.label_meaning(split).positive,
+        "positive": meaning.positive,
+        "not_estimable": c["missing"] if c.get("not_estimable") else None,
     }

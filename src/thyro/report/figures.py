@@ -13,6 +13,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from thyro.metrics import arrays  # noqa: E402
 from thyro.stats import bootstrap_roc_band, roc_curve  # noqa: E402
 
 DPI = 90
@@ -29,8 +30,6 @@ def _png(fig) -> str:
 def roc_figure(rows: dict[str, pd.DataFrame], results: dict, n_boot: int = 500, seed: int = 0, level: float = 0.95,
                title: str = "Test set ROC") -> str:
     """ROC curves of all arms on one plot, each with a pointwise bootstrap band (clustered when needed)."""
-    from thyro.metrics import arrays
-
     fig, ax = plt.subplots(figsize=(5.2, 5.0))
     grid = np.linspace(0, 1, 101)
     for i, (arm, sub) in enumerate(rows.items()):
@@ -73,7 +72,7 @@ def folds_figure(fold_rows: list[dict], arms: list[str], oof: dict, test: dict) 
         ax.plot([], [], color=c, lw=6, label=arm)
     ax.plot([], [], "o", color="k", label="out-of-fold (val)")
     ax.plot([], [], "s", mfc="none", color="k", label="fold model on test")
-    ax.plot([], [], "x", color="red", label="missing")
+    ax.plot([], [], "x", color="red", label="missing or not estimable")
     ax.set(xlabel="Fold", ylabel="AUROC", title="Per-fold AUROC (dashed: pooled OOF; solid: ensemble test)")
     k = max((r["fold"] for r in fold_rows), default=0) + 1
     ax.set_xticks(range(k))
@@ -113,8 +112,8 @@ def calibration_figure(calibration: dict, title: str = "Reliability (test set)",
         cnt = np.asarray(rel["count"])
         mp = np.asarray(rel["mean_predicted"], dtype=float)[cnt > 0]
         fp = np.asarray(rel["fraction_positive"], dtype=float)[cnt > 0]
-        ax.plot(mp, fp, "o-", color=COLORS[i % len(COLORS)], ms=4,
-                label=f"{arm} (ECE {cal['ece']:.3f}, slope {cal['slope']:.2f})")
+        slope = "slope not estimable" if cal.get("slope") is None else f"slope {cal['slope']:.2f}"
+        ax.plot(mp, fp, "o-", color=COLORS[i % len(COLORS)], ms=4, label=f"{arm} (ECE {cal['ece']:.3f}, {slope})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="Mean predicted probability", ylabel=observed, xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(fontsize=7, loc="upper left")
@@ -139,8 +138,12 @@ def decision_figure(decision: dict, title: str = "Decision curves (test set)") -
     return _png(fig)
 
 
-def training_figure(logs: dict[str, dict[str, pd.DataFrame]]) -> str | None:
-    """Training curves: validation AUROC and losses per epoch, one panel per arm, one line per fold."""
+def training_figure(logs: dict[str, dict[str, pd.DataFrame]], hidden: dict[str, set[str]] | None = None) -> str | None:
+    """Training curves: validation AUROC and losses per epoch, one panel per arm, one line per fold.
+
+    ``hidden`` names, per arm, the folds (``"fold2"``) whose validation AUROC is not drawn: their held-out
+    part is too small to estimate one (:mod:`thyro.stats.support`)."""
+    hidden = hidden or {}
     arms = [a for a in logs if logs[a]]
     if not arms:
         return None
@@ -149,18 +152,22 @@ def training_figure(logs: dict[str, dict[str, pd.DataFrame]]) -> str | None:
         for k, (fold, log) in enumerate(sorted(logs[arm].items())):
             c = COLORS[k % len(COLORS)]
             x = log["epoch"] if "epoch" in log else np.arange(1, len(log) + 1)
-            if "val_auroc" in log:
+            if "val_auroc" in log and fold not in hidden.get(arm, ()):
                 axes[0, j].plot(x, log["val_auroc"], color=c, lw=1.2, label=fold)
             if "train_loss" in log:
                 axes[1, j].plot(x, log["train_loss"], color=c, lw=1.2)
             if "val_loss" in log:
                 axes[1, j].plot(x, log["val_loss"], color=c, lw=1.2, ls="--")
         axes[0, j].set_title(arm, fontsize=9)
+        if hidden.get(arm):
+            axes[0, j].text(0.5, 0.5, "val AUROC not estimable:\n" + ", ".join(sorted(hidden[arm])),
+                            transform=axes[0, j].transAxes, ha="center", va="center", fontsize=7, color="#a33")
         axes[1, j].set_xlabel("epoch")
         axes[1, j].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0, 0].set_ylabel("val AUROC")
     axes[1, 0].set_ylabel("loss (— train, -- val)")
-    axes[0, 0].legend(fontsize=6)
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
     return _png(fig)
 

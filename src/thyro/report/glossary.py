@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from markupsafe import Markup, escape
+
+from thyro.stats.support import MIN_CASES, MIN_EVENTS
+
 #: term -> (how it is written, one-line explanation), in the order the glossary lists them.
 GLOSSARY: dict[str, tuple[str, str]] = {
     "auroc": ("AUROC", "Area under the ROC curve: the chance that a randomly chosen positive case gets a higher "
@@ -44,12 +48,14 @@ GLOSSARY: dict[str, tuple[str, str]] = {
                                          "clinician might choose, against treating everyone or no one."),
     "net_benefit": ("net benefit", "True positives per case minus false positives per case weighted by the odds "
                                    "of the threshold probability (Vickers & Elkin)."),
+    "not_estimable": ("not estimable", "A figure the set is too small to support, shown with the counts instead of "
+                                       "a number: an AUROC, a difference, an operating point or a decision curve "
+                                       f"needs at least {MIN_CASES} cases of each class, calibration {MIN_EVENTS} "
+                                       "(patients, where patients have several images)."),
 }
 
 
 def term(key: str, text: str | None = None) -> str:
     """HTML for a term with its explanation on hover: ``<abbr title="...">AUROC</abbr>``."""
-    from markupsafe import Markup, escape
-
     shown, explanation = GLOSSARY[key]
     return Markup(f'<abbr title="{escape(explanation)}">{escape(text or shown)}</abbr>')

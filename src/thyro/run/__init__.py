@@ -1,7 +1,8 @@
 """The run directory of a study: the one package that knows its files.
 
 Every stage reads and writes a study's run directory through this package: the study runner writes
-through :class:`RunDir`; the report, the model package, ``thyro train``, ``thyro compare``, tracking and the
+through :class:`RunDir` and merges its finished jobs into the predictions and results with
+:mod:`thyro.run.merge`; the report, the model package, ``thyro train``, ``thyro compare``, tracking and the
 command line read the whole run as one typed :class:`Run` (:meth:`RunDir.load`).  No other module names
 these files, so there is one interpretation of each (the same AUROC cannot get two confidence intervals
 from two readers).  Each file has one module here, holding its name, its type, its reader and its writer::

@@ -3,6 +3,7 @@ reading the whole run at once (:meth:`RunDir.load`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -25,6 +26,8 @@ from thyro.run.record import CONFIG, StudyRecord
 from thyro.run.results import RESULTS, Results
 from thyro.run.splits import FRACTIONS, SPLITS
 from thyro.run.summary import DATA, DataSummary
+
+log = logging.getLogger(__name__)
 
 REPORT = "report.html"
 MLRUNS = "mlruns"
@@ -117,9 +120,7 @@ class RunDir:
             done += sweep_orphans(folder, announce=False)
             done += release_stale_claims(folder)
         if done and announce:
-            from thyro.console import note
-
-            note(done.summary(self.root))
+            log.warning(done.summary(self.root))
         return done
 
     def claim(self, job: JobKey, *, lifetime: float | None = None):

@@ -28,6 +28,7 @@ import pandas as pd
 from thyro.data.manifest import LABEL_SOURCES, LabelMeaning
 from thyro.errors import StatsError
 from thyro.fileio import read_csv, write_csv
+from thyro.run.label_columns import label_definitions, model_label_meaning
 
 PREDICTIONS = "predictions.csv"
 PRED_COLUMNS = ("image", "patient", "group", "label", "label_source", "arm", "train_fraction", "split", "fold",
@@ -57,6 +58,9 @@ class Predictions:
         What the probabilities are of, when the table says (``thyro predict``'s ``probability_of``,
         ``model_label_source`` and ``model_label_definition`` columns): the labels the model was
         trained on, which may differ from the labels in the table.
+    split_given : bool
+        Whether the table names each row's split (a ``split`` column); without one every row counts as
+        ``test``, though nothing says the rows were held out.
     """
 
     df: pd.DataFrame
@@ -65,6 +69,7 @@ class Predictions:
     notes: list[str] = field(default_factory=list)
     definitions: dict[str, str] = field(default_factory=dict)
     model_labels: LabelMeaning | None = None
+    split_given: bool = True
 
     @property
     def arms(self) -> list[str]:
@@ -157,8 +162,8 @@ def _bool_cell(value) -> bool | None:
 
 def _components(a: pd.Series, b: pd.Series) -> np.ndarray:
     """Cluster ids joining rows that share a value of ``a`` or of ``b`` (connected components)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse import coo_matrix  # lazy: SciPy, kept off `thyro --help` (the CLI imports thyro.run)
+    from scipy.sparse.csgraph import connected_components  # lazy: as above
 
     ia, ua = pd.factorize(a)
     ib, ub = pd.factorize(b)
@@ -183,13 +188,28 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     default_arm : str
         Arm name when the table has no ``arm`` column.
     """
+    notes: list[str] = []
+    split_given = "split" in [str(c).strip().lower() for c in df.columns]
+    df = _columns(df, where, default_arm, notes)
+    df = _folds(df, where)
+    df = _fractions_and_labels(df, where, notes)
+    definitions = label_definitions(df, where)
+    model_labels = model_label_meaning(df, where)
+    _check_unique(df, where)
+    df, clustered_by = _clusters(df, notes)
+    return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes, definitions=definitions,
+                       model_labels=model_labels, split_given=split_given)
+
+
+def _columns(df: pd.DataFrame, where: str, default_arm: str, notes: list[str]) -> pd.DataFrame:
+    """The table with its columns named as thyro names them, rows of failed images left out, and the image,
+    arm and split columns filled in."""
     df = df.copy()
     df.columns = [str(c).strip().lower() for c in df.columns]
     if "probability" not in df.columns and "score" in df.columns:
         df = df.rename(columns={"score": "probability"})
     if "patient" not in df.columns and "patient_id" in df.columns:  # a manifest's name for it (thyro predict)
         df = df.rename(columns={"patient_id": "patient"})
-    notes: list[str] = []
     if "error" in df.columns:  # thyro predict's rows for files that could not be scored
         failed = df["error"].notna() & (df["error"].astype(str).str.strip() != "")
         if failed.any():
@@ -205,7 +225,7 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     df["arm"] = df["arm"].fillna("").astype(str).str.strip() if "arm" in df.columns else default_arm
     if "split" not in df.columns:
         df["split"] = TEST
-        notes.append("no split column: every row is treated as a test prediction")
+        notes.append("no split column: every row is read as one set of images (split = test)")
     df["split"] = df["split"].fillna(TEST).astype(str).str.strip()
     lower = df["split"].str.lower()
     df.loc[lower.isin(RESERVED_SPLITS), "split"] = lower[lower.isin(RESERVED_SPLITS)]
@@ -213,7 +233,11 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     if bad.any():
         raise StatsError(f"{where}: empty split at line(s) {(np.flatnonzero(bad.to_numpy())[:5] + 2).tolist()}; "
                          "use 'val' (out-of-fold), 'test' or an external set's name")
-    # folds and the ensemble flag
+    return df
+
+
+def _folds(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The ``fold`` (nullable integer) and ``ensemble`` (bool) columns, checked against each other."""
     folds: list[int | None] = []
     ens: list[bool | None] = []
     for i, v in enumerate(df["fold"] if "fold" in df.columns else [None] * len(df)):
@@ -243,7 +267,11 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
         lines = (np.flatnonzero(both.to_numpy() | bad_oof)[:5] + 2).tolist()
         raise StatsError(f"{where}: line(s) {lines}: an ensemble row has an empty fold and is never out-of-fold "
                          "('val')")
-    # training fraction
+    return df
+
+
+def _fractions_and_labels(df: pd.DataFrame, where: str, notes: list[str]) -> pd.DataFrame:
+    """The training fraction, label (0/1; unlabelled rows left out with a note), probability and label source."""
     if "train_fraction" in df.columns:
         frac = pd.to_numeric(df["train_fraction"], errors="coerce").fillna(1.0)
         if ((frac <= 0) | (frac > 1)).any():
@@ -272,8 +300,11 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
         df["label_source"] = src
     else:
         df["label_source"] = "unknown"
-    definitions = _definitions(df, where)
-    model_labels = _model_labels(df, where)
+    return df
+
+
+def _check_unique(df: pd.DataFrame, where: str) -> None:
+    """Each prediction once; each image with one label within its set."""
     key = ["image", "arm", "train_fraction", "split", "fold", "ensemble"]
     dup = df.duplicated(key, keep=False)
     if dup.any():
@@ -286,6 +317,10 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     if (conflict > 1).any():
         ex = [i for _, i in conflict.index[conflict > 1][:3]]
         raise StatsError(f"{where}: images with different labels in different rows: {ex}; fix the labels")
+
+
+def _clusters(df: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, str | None]:
+    """The table in :data:`PRED_COLUMNS` order with its ``cluster`` column, and what the clusters join."""
     usable = [c for c in ("patient", "group") if _filled(df, c)]
     for c in ("patient", "group"):
         if c in df.columns and c not in usable and df[c].notna().any():
@@ -304,48 +339,7 @@ def check_predictions(df: pd.DataFrame, where: str, *, default_arm: str = "model
     else:
         df["cluster"] = pd.array([pd.NA] * len(df), dtype="Int64")
         clustered_by = None
-    df = df[list(PRED_COLUMNS) + ["cluster"]].reset_index(drop=True)
-    return Predictions(df=df, path=None, clustered_by=clustered_by, notes=notes, definitions=definitions,
-                       model_labels=model_labels)
-
-
-def _one_value(df: pd.DataFrame, col: str, where: str) -> str | None:
-    """The one non-empty value of ``col`` (None when the column is absent or empty); several are an error."""
-    if col not in df.columns:
-        return None
-    cells = {str(v).strip() for v in df[col].dropna() if str(v).strip()}
-    if len(cells) > 1:
-        raise StatsError(f"{where}: column {col} holds several values ({', '.join(sorted(cells)[:4])}); "
-                         "one file holds the predictions of models trained on one kind of label")
-    return cells.pop() if cells else None
-
-
-def _definitions(df: pd.DataFrame, where: str) -> dict[str, str]:
-    """Split -> label definition, from a ``label_definition`` column (a manifest's, kept by ``thyro predict``)."""
-    if "label_definition" not in df.columns:
-        return {}
-    out = {}
-    for split, sub in df.groupby("split", sort=False):
-        value = _one_value(sub, "label_definition", f"{where} (split {split})")
-        if value:
-            out[str(split)] = value
-    return out
-
-
-def _model_labels(df: pd.DataFrame, where: str) -> LabelMeaning | None:
-    """What the probabilities are of: ``thyro predict``'s ``model_label_source``/``model_label_definition``,
-    else its ``probability_of`` alone (``malignant``, or a TI-RADS definition such as ``TI-RADS ≥ 4c``)."""
-    source = _one_value(df, "model_label_source", where)
-    definition = _one_value(df, "model_label_definition", where) or ""
-    positive = _one_value(df, "probability_of", where)
-    if source is None and positive is None:
-        return None
-    if source is None:
-        source = "unknown" if positive.lower() == "malignant" else "tirads"
-        definition = definition or ("" if source == "unknown" else positive)
-    if source.lower() not in LABEL_SOURCES:
-        raise StatsError(f"{where}: model_label_source {source!r} is not one of {', '.join(LABEL_SOURCES)}")
-    return LabelMeaning(source.lower(), definition)
+    return df[list(PRED_COLUMNS) + ["cluster"]].reset_index(drop=True), clustered_by
 
 
 def read_predictions(path: str | os.PathLike) -> Predictions:

@@ -27,7 +27,7 @@ class StudyRecord:
 
 def read_record(path: Path, root: Path) -> StudyRecord | None:
     """The study recorded at ``path`` (None before a study has started in the run directory ``root``)."""
-    from thyro.config import StudyConfig  # lazy, as above
+    from thyro.config import StudyConfig  # lazy: torch and timm, kept off `thyro --help` (the CLI imports thyro.run)
 
     if not path.is_file():
         return None

@@ -1,7 +1,7 @@
 """The results of a run (``results.json``): per arm its status, weights and AUROC point estimates; the study's
 configuration, versions and labels; every finished job's record.
 
-Merged by the study runner each time a job finishes (under the run directory's lock).  The AUROCs here
+Merged (:func:`thyro.run.merge.merge_jobs`) each time a job finishes, under the run directory's lock.  The AUROCs here
 are point estimates for the console and for tracking; every interval is computed from the predictions
 table by :mod:`thyro.metrics`.
 """

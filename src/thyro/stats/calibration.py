@@ -23,7 +23,7 @@ from scipy import optimize, special
 from scipy import stats as _st
 
 from thyro.errors import StatsError
-from thyro.stats._validate import check_labels, check_scores
+from thyro.stats._validate import check_labels, check_level, check_scores, require_both_classes
 
 __all__ = ["CalibrationLine", "Calibrator", "Reliability", "brier", "calibration_line", "ece", "fit_platt",
            "fit_temperature", "reliability"]
@@ -178,8 +178,6 @@ def _logistic_irls(x: np.ndarray, y: np.ndarray, offset: np.ndarray) -> tuple[np
 
 def calibration_line(y, p, level: float = 0.95) -> CalibrationLine:
     """Calibration intercept and slope of probabilities ``p`` against labels ``y`` (logistic recalibration)."""
-    from thyro.stats._validate import check_level, require_both_classes
-
     level = check_level(level)
     y, p = _check_probs(y, p)
     require_both_classes(y)

@@ -26,6 +26,7 @@ Obuchowski-McClish's two-curve design).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -236,8 +237,6 @@ def plan_comparisons(aurocs: dict[str, float], *, prevalence: float, correlation
     controls alike.  With several pairs and ``adjust``, each is planned at ``alpha / pairs``
     (Bonferroni: Holm's correction, which the report applies, never needs more).
     """
-    import itertools
-
     names = list(aurocs)
     if len(names) < 2:
         raise StatsError("a comparison needs the expected AUROCs of at least two arms")

@@ -19,6 +19,7 @@ from thyro.data.splits import Splits, inner_split, make_splits, nested_subsets
 from thyro.data.validate import validate_manifest
 from thyro.errors import ConfigError, DataError
 from thyro.fileio import sha256_json
+from thyro.metrics import review_study
 from thyro.run import JobKey, RunDir
 
 
@@ -42,7 +43,8 @@ def check_run_dir(cfg: StudyConfig, rundir: RunDir) -> None:
     if existing is not None and study_identity(existing.config) != study_identity(cfg):
         raise ConfigError(
             f"{rundir.root} holds a different study (its {rundir.config_path.name} differs from this configuration "
-            "in more than hardware settings); use another --run-dir, or delete that folder to start over.")
+            "in more than hardware settings); use another run directory (run_dir, --run-dir), or delete that folder to "
+            "start over.")
 
 
 def read_development(path: Path) -> Manifest:
@@ -84,15 +86,15 @@ def make_or_load_splits(cfg: StudyConfig, base_dir: Path, rundir: RunDir, labell
     return splits, subsets, origin
 
 
-def check_inner_splits(cfg: StudyConfig, labelled: Manifest, splits: Splits, subsets: dict) -> None:
-    """Every job's training part must hold an inner selection split (``train.selection: inner`` or tuning)."""
+def check_inner_splits(arms: list, fractions: list[float], labelled: Manifest, splits: Splits,
+                       subsets: dict) -> None:
+    """Every job's training part must hold an inner split, for the arms (:class:`~thyro.train.plan.ArmPlan`)
+    whose selection or tuning needs one."""
     lab = dict(zip(labelled.df["image"], labelled.df["label"].astype(int)))
     grp = dict(zip(labelled.df["image"], labelled.df["group"]))
-    for arm in cfg.arms:
-        train = arm.train_config(cfg.train)
-        if arm.train_backbone == "cached" or (train.selection != "inner" and not train.tune.grid):
-            continue
-        for f in cfg.data.train_fractions:
+    for arm in arms:
+        train = arm.train
+        for f in fractions:
             for k in range(len(splits.folds)):
                 ids = subsets.get((k, f)) or splits.train_ids(k)
                 inner_split(ids, [lab[i] for i in ids], [grp[i] for i in ids], train.inner_fraction,
@@ -137,7 +139,8 @@ def check_tracking(cfg: StudyConfig, rundir: RunDir) -> None:
         parent = next((p for p in [rundir.root, *rundir.root.parents] if p.exists()), None)
         if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
             raise ConfigError(f"train.tracking: mlflow writes its store to {rundir.mlflow_dir}, and {parent} is not "
-                              "a writable folder; choose another --run-dir or set MLFLOW_TRACKING_URI.")
+                              "a writable folder; choose another run directory (run_dir, --run-dir) or set "
+                              "MLFLOW_TRACKING_URI.")
 
 
 def check_disk(cfg: StudyConfig, labelled: Manifest, external: list[Manifest]) -> None:
@@ -153,3 +156,23 @@ def check_disk(cfg: StudyConfig, labelled: Manifest, external: list[Manifest]) -
                         "are free; free space there or set THYRO_CACHE_DIR to a larger disk.")
 
 
+
+
+def size_notes(cfg: StudyConfig, labelled: Manifest, splits: Splits, external: dict[str, Manifest]) -> list[str]:
+    """Warnings for sets too small for the figures and comparisons the report will show, each with the smallest
+    AUROC difference its size could detect (:func:`thyro.metrics.review_study`)."""
+    meaning = labelled.label_meaning()
+    review = review_study(labelled.df, list(splits.test), [list(f) for f in splits.folds],
+                          {name: m.df for name, m in external.items()}, comparisons=_comparisons(cfg),
+                          classes=(meaning.positive, meaning.negative))
+    return list(review.warnings)
+
+
+def _comparisons(cfg: StudyConfig) -> int:
+    """How many comparisons the report will test: ``report.comparisons``, else its default (every pretrained
+    arm against each scratch arm, and every pair of pretrained arms)."""
+    if cfg.report.comparisons:
+        return len(cfg.report.comparisons)
+    scratch = sum(arm.weights == "none" for arm in cfg.arms)
+    pretrained = len(cfg.arms) - scratch
+    return max(1, pretrained * scratch + pretrained * (pretrained - 1) // 2)

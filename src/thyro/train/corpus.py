@@ -65,11 +65,12 @@ def read_corpus_csv(path: Path, image_column: str = "image", class_column: str =
         raise DataError(f"{path}: not a readable CSV ({exc}).") from None
     if image_column not in df.columns:
         raise DataError(f"{path}: no '{image_column}' column (columns: {', '.join(df.columns)}); "
-                        "name the image column with --image-column.")
+                        "name the image column (image_column, --image-column).")
     if class_column not in df.columns:
         if need_class:
             raise DataError(f"{path}: no '{class_column}' column (columns: {', '.join(df.columns)}); name the class "
-                            "column with --class-column, or use --mode simclr for unlabelled images.")
+                            "column (class_column, --class-column), or use mode simclr (--mode simclr) for unlabelled "
+                            "images.")
         df[class_column] = ""
     out = pd.DataFrame({"image": df[image_column].astype(str).str.strip(),
                         "class": df[class_column].astype(str).str.strip()})
@@ -105,7 +106,7 @@ def load_corpus(source: str | os.PathLike, *, mode: str = "supervised", image_co
         if df["class"].nunique() < 2:
             raise DataError(f"{source}: supervised pretraining needs at least two classes, found "
                             f"{df['class'].nunique()} ({', '.join(sorted(df['class'].unique())) or 'none'}); put the "
-                            "images in one folder per class, or use --mode simclr for unlabelled images.")
+                            "images in one folder per class, or use mode simclr (--mode simclr) for unlabelled images.")
     dup = df["image"].duplicated()
     if dup.any():
         notes.append(f"{int(dup.sum())} duplicate image path(s) listed more than once; kept the first")
@@ -168,8 +169,8 @@ def make_training_set(corpus: Corpus, cache: ImageCache, used: Manifest, failure
             rows = rows[~np.isin(classes_col, small)]
         singles = sorted(c for c, k in counts.items() if k == 1 and c not in small)
         if singles:
-            notes.append(f"warning: {len(singles)} class(es) have a single image (kept; --min-per-class 2 drops "
-                         "them): " + ", ".join(singles[:10]) + (" ..." if len(singles) > 10 else ""))
+            notes.append(f"warning: {len(singles)} class(es) have a single image (kept; min_per_class 2, "
+                         "--min-per-class 2, drops them): " + ", ".join(singles[:10]) + (" ..." if len(singles) > 10 else ""))
         classes = sorted(set(classes_col[rows].tolist()))
         if len(classes) < 2:
             raise DataError(f"after skipping unreadable images and small classes {len(classes)} class(es) remain; "

@@ -17,14 +17,18 @@ what it takes to measure it), not evidence about patients.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 from pydantic import Field
 
-from thyro.console import console, info
+from thyro.data.manifest import read_manifest
 from thyro.run import Results
+
+log = logging.getLogger(__name__)
 
 #: The demo study; ``configs/demo.yaml`` in the repository is this configuration written out.
 DEMO_STUDY = {
@@ -54,6 +58,14 @@ class DemoResults(Results):
     malignancy probabilities as scores): ``{"development": ..., "new-patients": ...}``."""
 
     best_auroc: dict[str, float] = Field(default_factory=dict, exclude=True)
+    seconds: float | None = Field(default=None, exclude=True)
+
+    def summary(self) -> str:
+        """One line: every arm's AUROC on the external set beside the best achievable there."""
+        ext = {a: r.external_auroc.get("new-patients") for a, r in self.arms.items()}
+        return ("external set (" + ", ".join(f"{a} {v:.3f}" for a, v in ext.items() if v is not None)
+                + f"); best achievable {self.best_auroc['new-patients']:.3f}. The phantom shows the mechanism, not "
+                  "evidence about patients.")
 
 
 #: Pretraining corpora: images per class.  The radiology corpus puts most of its images into thyroid
@@ -64,43 +76,62 @@ PRETRAIN_EPOCHS = 6
 #: ``thyro demo --quick``: every step at a fraction of the size (about a minute on a 2-core CPU).
 QUICK = {"patients": 40, "external_patients": 40, "epochs": 2, "pretrain_epochs": 1, "corpus_scale": 0.15}
 
+
 def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_patients: int = 500, size: int = 64,
              phantom_size: int = 128, epochs: int | None = None, pretrain_epochs: int = PRETRAIN_EPOCHS,
-             device: str | None = None, seed: int = 0, jobs: int = 1, corpus_scale: float = 1.0) -> DemoResults:
+             device: str | None = None, seed: int = 0, jobs: int = 1, corpus_scale: float = 1.0,
+             worker_init: Callable[[], None] | None = None) -> DemoResults:
     """Run the demonstration into ``out``; returns the study's results (and the phantoms' best AUROCs).
 
     Every step is kept on disk and skipped when rerun, so an interrupted demo continues.
-    ``corpus_scale`` scales the pretraining corpora's images per class (a quick look, or a test).
+    ``corpus_scale`` scales the pretraining corpora's images per class (a quick look, or a test);
+    ``worker_init`` is handed to the study's worker processes (:meth:`thyro.train.study.Study.run`).
     """
-    from thyro.config import AugmentConfig, PretrainConfig
-    from thyro.data.manifest import read_manifest
-    from thyro.data.phantom import (
-        APPEARANCE_CLASSES,
-        CORPUS_CLASSES,
-        GENERIC_CLASSES,
-        best_auroc,
-        generate_cohort,
-        generate_corpus,
-    )
-    from thyro.data.preprocess import PreprocessConfig
-    from thyro.train.pretrain import pretrain
-    from thyro.train.study import run_study
+    from thyro.train.study import run_study  # lazy: torch; the command line imports this module for --help
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    best = _cohorts(out, patients, external_patients, phantom_size, seed)
+    _backbones(out, size, pretrain_epochs, device, seed, corpus_scale)
+    cfg = yaml.safe_load(yaml.safe_dump(DEMO_STUDY))
+    cfg["preprocess"]["size"] = size
+    if epochs is not None:
+        cfg["train"]["epochs"] = epochs
+    config_path = out / "demo.yaml"
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    log.info("5/5 study: scratch vs generic vs domain-pretrained, 5-fold CV, held-out test set, external set")
+    results = run_study(config_path, run_dir=out / "run", device=device, report=True, workers=jobs,
+                        worker_init=worker_init)
+    return DemoResults(**dict(results), best_auroc=best, seconds=time.perf_counter() - t0)
+
+
+def _cohorts(out: Path, patients: int, external_patients: int, phantom_size: int, seed: int) -> dict[str, float]:
+    """Steps 1 and 2: the phantom cohort and the external set (made once); the best AUROC each allows."""
+    from thyro.data.phantom import best_auroc, generate_cohort  # lazy: OpenCV and SciPy, kept off --help
+
     cohort = out / "phantom" / "manifest.csv"
     if not cohort.exists():
-        info(f"[bold]1/5[/] phantom cohort: {patients} synthetic patients, {phantom_size} px images")
+        log.info(f"1/5 phantom cohort: {patients} synthetic patients, {phantom_size} px images")
         generate_cohort(out / "phantom", n_patients=patients, size=phantom_size, seed=seed)
     external = out / "external" / "manifest.csv"
     if not external.exists():
-        info(f"[bold]2/5[/] external set: {external_patients} new synthetic patients, 2 views each")
+        log.info(f"2/5 external set: {external_patients} new synthetic patients, 2 views each")
         generate_cohort(out / "external", n_patients=external_patients, images_per_patient=(2, 2),
                         size=phantom_size, seed=seed + 1000)
     best = {"development": best_auroc(read_manifest(cohort)), "new-patients": best_auroc(read_manifest(external))}
-    info(f"    best achievable AUROC (known malignancy probabilities): cohort {best['development']:.3f}, "
-         f"external set {best['new-patients']:.3f}")
+    log.info(f"    best achievable AUROC (known malignancy probabilities): cohort {best['development']:.3f}, "
+             f"external set {best['new-patients']:.3f}")
+    return best
+
+
+def _backbones(out: Path, size: int, pretrain_epochs: int, device: str | None, seed: int,
+               corpus_scale: float) -> None:
+    """Steps 3 and 4: the generic and the domain backbone, each pretrained once on its synthetic corpus."""
+    from thyro.config import AugmentConfig, PretrainConfig  # lazy: torch (the configuration checks architectures)
+    from thyro.data.phantom import APPEARANCE_CLASSES, CORPUS_CLASSES, GENERIC_CLASSES, generate_corpus  # lazy
+    from thyro.data.preprocess import PreprocessConfig  # lazy: OpenCV
+    from thyro.train.pretrain import pretrain  # lazy: torch
 
     def count(n: int) -> int:
         return max(2, round(n * corpus_scale))
@@ -122,29 +153,13 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_pa
     for step, (name, (counts, what)) in enumerate(corpora.items(), start=3):
         backbone = out / "backbone" / f"resnet18-{name}.safetensors"
         if backbone.exists():
-            info(f"[bold]{step}/5[/] {name} backbone already pretrained: {backbone}")
+            log.info(f"{step}/5 {name} backbone already pretrained: {backbone}")
             continue
-        info(f"[bold]{step}/5[/] pretraining ResNet-18 on a synthetic {name} corpus: {len(counts)} classes, "
-             f"{sum(counts.values())} images: {what}")
+        log.info(f"{step}/5 pretraining ResNet-18 on a synthetic {name} corpus: {len(counts)} classes, "
+                 f"{sum(counts.values())} images: {what}")
         corpus = generate_corpus(out / f"corpus-{name}", n_per_class=counts, size=max(size, 64),
                                  seed=seed + step, classes=list(counts))
         pretrain(corpus, backbone, PretrainConfig(
             arch="resnet18", epochs=pretrain_epochs, batch_size=64, optimizer="adamw", lr=1e-3,
             augment=AugmentConfig(scale=(0.95, 1.15), translate=0.05, rotate_deg=10),
             preprocess=preprocess, device=device or "auto", seed=seed))
-
-    cfg = yaml.safe_load(yaml.safe_dump(DEMO_STUDY))
-    cfg["preprocess"]["size"] = size
-    if epochs is not None:
-        cfg["train"]["epochs"] = epochs
-    config_path = out / "demo.yaml"
-    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    info("[bold]5/5[/] study: scratch vs generic vs domain-pretrained, 5-fold CV, held-out test set, external set")
-    results = DemoResults(**dict(run_study(config_path, run_dir=out / "run", device=device, report=True,
-                                           workers=jobs)), best_auroc=best)
-    info(f"done in {time.perf_counter() - t0:.0f} s")
-    ext = {a: r.external_auroc.get("new-patients") for a, r in results.arms.items()}
-    console.print("external set (" + ", ".join(f"{a} {v:.3f}" for a, v in ext.items() if v is not None)
-                  + f"); best achievable {best['new-patients']:.3f}. The phantom shows the mechanism, not evidence "
-                    "about patients.")
-    return results

@@ -16,41 +16,48 @@ the checkpoint.  :class:`TrainingLoop` does the rest, the same way for every tas
   is ever saved the checkpoint keeps the last good one.
 * **checkpoints**: ``last.pt`` (model, optimiser, schedule, position, history, the task's entries) after
   every epoch or at most every ``save_interval_s`` seconds, and every ``save_every_steps`` steps;
-  written atomically in a background thread while training goes on (:class:`CheckpointWriter`);
+  written atomically in a background thread while training goes on
+  (:class:`~thyro.train.checkpoints.CheckpointWriter`);
   :meth:`TrainingLoop.resume` continues from it.
-* **records**: a progress bar (one line per epoch in logs), the log CSV rewritten every epoch, and
-  callbacks ``(epoch, row)`` once the epoch's files are on disk (tracking, TensorBoard).
+* **records**: a :mod:`thyro.progress` task per epoch (images, so a reporter shows images/s), a logged line
+  per epoch, the log CSV rewritten every epoch, and callbacks ``(epoch, row)`` once the epoch's files are on
+  disk (tracking, TensorBoard).
 
-Only the main process (rank 0) writes files.
+Only the main process (rank 0) writes files, logs and reports progress.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-import pickle
-import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from thyro.console import console, info, is_quiet, make_progress
+from thyro import progress
 from thyro.device import autocast, autocast_dtype
 from thyro.errors import TrainingError
-from thyro.fileio import atomic_path, write_csv_rows
+from thyro.fileio import write_csv_rows
 from thyro.models.inference import to_input
+from thyro.train.checkpoints import (
+    STATE_KEYS,
+    CheckpointWriter,
+    Write,
+    copy_state,
+    load_resume_state,
+    resume_error,
+    to_cpu,
+)
 
 #: The summed loss is read back (a wait for the GPU) every this many steps.
 SYNC_STEPS = 20
-#: Entries of every ``last.pt`` (with ``within_epochs`` also ``step``).
-STATE_KEYS = ("model", "optimizer", "scheduler", "epoch", "history")
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -86,103 +93,6 @@ def device_batch(images: torch.Tensor, device: torch.device, channels_last: bool
     """uint8 images ``(B, S, S)`` moved to ``device`` as float ``(B, 1, S, S)`` in [0, 1]."""
     x = to_input(images.to(device, non_blocking=True))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-# ------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of the weights (not a live reference to the model's tensors)."""
-    return {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
-            for k, v in model.state_dict().items()}
-
-
-def to_cpu(obj):
-    """Deep copy of a nested state (optimizer state included) with every tensor copied to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(v) for v in obj)
-    return obj
-
-
-def load_resume_state(path: Path, keys: Sequence[str] = STATE_KEYS) -> dict:
-    """The training state saved in ``path`` (``last.pt``), read as tensors only.
-
-    A truncated, corrupt or hostile file (a pickle that would run code) is a :class:`TrainingError`
-    naming it and the way out, without torch's own advice (which suggests ``weights_only=False``,
-    i.e. running the file's code).
-    """
-    def unreadable(why: str) -> TrainingError:
-        return TrainingError(f"{path} is unreadable ({why}): delete it or run with --restart "
-                             f"(the job then starts from epoch 1).")
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "truncated" in str(exc).lower():
-            raise unreadable("truncated") from None
-        raise unreadable("it holds more than tensors; it was refused unread, as loading it would run its "
-                         "code") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, KeyError,
-            IndexError, TypeError, UnicodeDecodeError, MemoryError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise unreadable(f"truncated or corrupt: {first}") from None
-    if not isinstance(state, dict) or any(k not in state for k in keys):
-        raise unreadable("not a training state written by thyro")
-    return state
-
-
-def resume_error(path: Path, exc: BaseException) -> TrainingError:
-    """A saved state that does not fit the job (other shapes or keys), as a message with the way out."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return TrainingError(f"{path} is unreadable (its state does not fit this job: {first}): delete it or run with "
-                         f"--restart (the job then starts from epoch 1).")
-
-
-#: A file to write: ``("torch" | "safetensors", object, path)``.
-Write = tuple[str, object, Path]
-
-
-class CheckpointWriter:
-    """Writes checkpoints in a background thread while the next steps train.
-
-    The caller hands over CPU copies, so training cannot change them mid-write; at most one write is
-    in flight (the next save, and the end of training, wait for it), and each file is written
-    atomically, so a crash or a full disk leaves the previous checkpoint intact.  A write error is
-    raised at the next save or at :meth:`wait`.
-    """
-
-    def __init__(self):
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def _write(self, items: list[Write]) -> None:
-        try:
-            for kind, obj, path in items:
-                with atomic_path(path, suffix=".tmp") as tmp:
-                    if kind == "safetensors":
-                        save_file(obj, str(tmp))
-                    else:
-                        torch.save(obj, tmp)
-        except BaseException as exc:  # surfaced in the training thread by wait()
-            self._error = exc
-
-    def submit(self, items: list[Write]) -> None:
-        self.wait()
-        self._thread = threading.Thread(target=self._write, args=(items,), daemon=False)
-        self._thread.start()
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
 
 
 @contextlib.contextmanager
@@ -285,7 +195,7 @@ class LoopSettings:
     within_epochs: bool = False          # last.pt holds (epoch, step); per-step seeds; resume inside an epoch
     rank: int = 0
     main: bool = True                    # this process writes files
-    print_epochs: bool = False           # a line per epoch also when a progress bar shows
+    images_per_step: int = 0             # images one step trains on, over all processes (0: unknown)
     diverged_advice: str = "Lower the learning rate or check the images."
 
 
@@ -352,52 +262,69 @@ class TrainingLoop:
         s, task = self.settings, self.task
         start_epoch, start_step = self.position
         done = start_epoch * s.steps_per_epoch + start_step
-        lines = not console.is_terminal and not is_quiet()  # one line per epoch in logs (no live progress bar)
-        progress = make_progress(transient=True, disable=lines)
         writer = CheckpointWriter()
         gen = torch.Generator(device=s.device)
         images, t_run, last_save = 0, time.perf_counter(), time.monotonic()
-        with progress, contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
             stack.callback(writer.wait)
             stack.enter_context(deterministic_on_cpu(s.device))
-            bar = progress.add_task(s.description, total=s.epochs * s.steps_per_epoch, completed=done, status="")
             for epoch in range(start_epoch, s.epochs):
                 if task.stop_requested():
                     break
-                started = time.perf_counter()
-                torch.manual_seed(epoch_seed(s.seed, epoch, 0))  # dropout and anything else global
-                cpu_gen = torch.Generator().manual_seed(epoch_seed(s.seed, epoch, 1))
-                gen.manual_seed(epoch_seed(s.seed, epoch, 2))
                 first = start_step if epoch == start_epoch else 0
-                self.forward.train()  # type: ignore[union-attr]
-                loss_sum, steps, epoch_images = torch.zeros((), device=s.device), 0, 0
-                for step, batch in enumerate(task.begin_epoch(epoch, first, cpu_gen), start=first):
-                    if s.within_epochs:
-                        gen.manual_seed(step_seed(s.seed, epoch, step, s.rank))
-                    loss, n = self._step(batch, gen)
-                    loss_sum += loss.detach()
-                    steps, epoch_images, done = steps + 1, epoch_images + n, done + 1
-                    save_due = bool(s.save_every_steps and done % s.save_every_steps == 0
-                                    and step + 1 < s.steps_per_epoch)
-                    stop_due = s.max_steps is not None and done >= s.max_steps
-                    if save_due or stop_due or (step + 1) % SYNC_STEPS == 0 or step + 1 == s.steps_per_epoch:
-                        self._check_finite(loss_sum, steps, epoch, step)
-                        progress.update(bar, status=f"loss {loss.item():.3f}")
-                    progress.update(bar, advance=1)
-                    if save_due or stop_due:
-                        self._save(writer, epoch, step + 1)
-                    if stop_due:
-                        return LoopOutcome(self.history, time.perf_counter() - t_run, images + epoch_images, False)
-                images += epoch_images
-                row, stop = task.end_epoch(EpochEnd(epoch, loss_sum, steps, epoch_images, started,
-                                                    self.scheduler.get_last_lr()))
-                self.history.append(row)
-                if (s.save_interval_s <= 0 or time.monotonic() - last_save >= s.save_interval_s or stop
-                        or epoch + 1 == s.epochs):
-                    self._save(writer, epoch, s.steps_per_epoch, task.extra_writes())
-                    last_save = time.monotonic()
-                self._record(epoch, row, progress, bar, writer, lines)
+                with self._progress(epoch, first) as bar:
+                    end, done, stopped = self._train_epoch(epoch, first, done, gen, writer, bar)
+                    if stopped:
+                        return LoopOutcome(self.history, time.perf_counter() - t_run, images + end.images, False)
+                    images += end.images
+                    row, stop = task.end_epoch(end)
+                    self.history.append(row)
+                    if (s.save_interval_s <= 0 or time.monotonic() - last_save >= s.save_interval_s or stop
+                            or epoch + 1 == s.epochs):
+                        self._save(writer, epoch, s.steps_per_epoch, task.extra_writes())
+                        last_save = time.monotonic()
+                    self._record(epoch, row, bar, writer)
         return LoopOutcome(self.history, time.perf_counter() - t_run, images, finished=True)
+
+    def _progress(self, epoch: int, first: int) -> progress.Task:
+        """The epoch's progress task (images; reported by the main process only)."""
+        s = self.settings
+        total = (s.steps_per_epoch - first) * s.images_per_step if s.images_per_step else None
+        with progress.reporting(progress.current() if s.main else None):
+            return progress.task(f"{s.description} epoch {epoch + 1}/{s.epochs}", total, unit="image")
+
+    def _train_epoch(self, epoch: int, first: int, done: int, gen: torch.Generator, writer: CheckpointWriter,
+                     bar: progress.Task) -> tuple[EpochEnd, int, bool]:
+        """The steps of ``epoch`` from step ``first``: what the epoch did, the steps done in the run, and
+        whether ``max_steps`` stopped the run inside it."""
+        s, task = self.settings, self.task
+        started = time.perf_counter()
+        torch.manual_seed(epoch_seed(s.seed, epoch, 0))  # dropout and anything else global
+        cpu_gen = torch.Generator().manual_seed(epoch_seed(s.seed, epoch, 1))
+        gen.manual_seed(epoch_seed(s.seed, epoch, 2))
+        self.forward.train()  # type: ignore[union-attr]
+        loss_sum, steps, epoch_images = torch.zeros((), device=s.device), 0, 0
+        for step, batch in enumerate(task.begin_epoch(epoch, first, cpu_gen), start=first):
+            if s.within_epochs:
+                gen.manual_seed(step_seed(s.seed, epoch, step, s.rank))
+            loss, n = self._step(batch, gen)
+            loss_sum += loss.detach()
+            steps, epoch_images, done = steps + 1, epoch_images + n, done + 1
+            save_due = bool(s.save_every_steps and done % s.save_every_steps == 0 and step + 1 < s.steps_per_epoch)
+            stop_due = s.max_steps is not None and done >= s.max_steps
+            status = None
+            if save_due or stop_due or (step + 1) % SYNC_STEPS == 0 or step + 1 == s.steps_per_epoch:
+                self._check_finite(loss_sum, steps, epoch, step)
+                status = f"loss {loss.item():.3f}"
+            bar.advance(n, status=status)
+            if save_due or stop_due:
+                self._save(writer, epoch, step + 1)
+            if stop_due:
+                break
+        else:
+            stop_due = False
+        end = EpochEnd(epoch, loss_sum, steps, epoch_images, started, self.scheduler.get_last_lr())
+        return end, done, stop_due
 
     def _step(self, batch, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         x, target, n = self.task.inputs(batch, gen)
@@ -429,13 +356,12 @@ class TrainingLoop:
                  **({"step": step} if self.settings.within_epochs else {}), **self.task.state()}
         writer.submit([*(files or []), ("torch", state, self.last_path)])
 
-    def _record(self, epoch: int, row: dict, progress, bar, writer: CheckpointWriter, lines: bool) -> None:
-        """The epoch's log file, progress text, printed line and callbacks."""
+    def _record(self, epoch: int, row: dict, bar: progress.Task, writer: CheckpointWriter) -> None:
+        """The epoch's log file, progress text, logged line and callbacks."""
         if self.settings.main:
             write_csv_rows(self.log_path, self.history, self.log_fields)
-        progress.update(bar, status=self.task.status(row))
-        if lines or self.settings.print_epochs:
-            info(self.task.line(row))
+            log.info(self.task.line(row))
+        bar.update(status=self.task.status(row))
         if self.callbacks:
             writer.wait()  # callbacks see the files of this epoch
             for callback in self.callbacks:

@@ -21,6 +21,7 @@ and the fine-tuning recipe (:mod:`thyro.train.recipe`).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -34,40 +35,36 @@ from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from thyro.config import TrainConfig
-from thyro.console import info
 from thyro.device import resolve_device, use_channels_last
 from thyro.errors import TrainingError
 from thyro.machine import check_threads
+from thyro.optional import missing_message
 from thyro.models.inference import predict_proba
 from thyro.run import JobFiles
 from thyro.stats.roc import auroc_or_none
+from thyro.stats.support import estimable_auroc
 from thyro.train.augment import BatchAugment
-from thyro.train.engine import (
-    LoopSettings,
-    Task,
-    TrainingLoop,
-    Write,
-    copy_state,
-    device_batch,
-    lr_factor,
-    place,
-    to_cpu,
-)
+from thyro.train.checkpoints import RESTART, Write, copy_state, to_cpu
+from thyro.train.engine import LoopSettings, Task, TrainingLoop, device_batch, lr_factor, place
 from thyro.train.recipe import freeze_norm_statistics, make_optimizer, set_trainable, stages, trainable_stages
 
 # lr_factor and predict_proba are part of this module's interface too (the schedule and the validation's inference)
 __all__ = ["ArraySet", "FitResult", "LOG_FIELDS", "fit", "lr_factor", "predict_proba"]
+
+log = logging.getLogger(__name__)
 
 LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds")
 
 
 @dataclass
 class ArraySet:
-    """Images (N, S, S) uint8 and labels (N,) in {0, 1} for one split of one job."""
+    """Images (N, S, S) uint8 and labels (N,) in {0, 1} for one split of one job; ``groups`` (patients and
+    duplicate groups, when known) count the cases a validation AUROC rests on."""
 
     images: np.ndarray
     labels: np.ndarray
     ids: list[str] = field(default_factory=list)
+    groups: list[str] | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.float32)
@@ -173,7 +170,8 @@ class _Supervised(Task):
         train_loss = float(end.loss_sum) / end.steps
         probs = predict_proba(self.evaluated, val.images, tta_flip=cfg.tta_flip, device=self.device,
                               batch_size=cfg.eval_batch_size, amp=cfg.amp, channels_last=self.channels_last)
-        val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked by fit
+        val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked by fit; chooses the epoch
+        shown = estimable_auroc(val.labels, probs, val.groups)  # what the log shows: None on a set too small for an AUROC
         p = np.clip(probs, 1e-7, 1 - 1e-7)
         val_loss = float(-np.mean(val.labels * np.log(p) + (1 - val.labels) * np.log(1 - p)))
         if not self.select_best:
@@ -184,7 +182,7 @@ class _Supervised(Task):
         elif epoch + 1 > cfg.warmup_epochs:  # patience counts epochs after the warm-up
             self.bad_epochs += 1
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
-               "val_auroc": round(val_auroc, 6), "lr": f"{end.lrs[-1]:.3e}",
+               "val_auroc": round(shown, 6) if shown is not None else "", "lr": f"{end.lrs[-1]:.3e}",
                "seconds": round(time.perf_counter() - end.started, 3)}
         return row, self.stop_requested()
 
@@ -192,8 +190,9 @@ class _Supervised(Task):
         return self.select_best and self.bad_epochs >= self.cfg.patience
 
     def status(self, row):
-        return f"loss {row['train_loss']:.3f}  val AUROC {row['val_auroc']:.3f}" + (
-            f" (best {self.best_auroc:.3f})" if self.select_best else "")
+        auroc = row["val_auroc"]
+        shown = f"val AUROC {auroc:.3f}" if auroc != "" else "val AUROC not estimable (too few cases of a class)"
+        return f"loss {row['train_loss']:.3f}  {shown}" + (f" (best {self.best_auroc:.3f})" if self.select_best else "")
 
     def line(self, row):
         return f"{self.description} epoch {row['epoch']}/{self.cfg.epochs}: {self.status(row)}, {row['seconds']:.1f} s"
@@ -217,7 +216,7 @@ class _Supervised(Task):
             self.best_state = load_file(path)
         except Exception as exc:  # safetensors raises its own error types on a damaged file
             raise TrainingError(f"{path} is unreadable ({' '.join(str(exc).split())[:160]}): delete it and "
-                                f"{self.files.last}, or run with --restart.") from None
+                                f"{self.files.last}, or run with --restart (from Python: {RESTART}).") from None
 
     def extra_writes(self) -> list[Write]:
         if not self.best_unsaved:
@@ -291,7 +290,7 @@ def fit(
     optimizer = make_optimizer(model, cfg, backbone_lr_mult=cfg.backbone_lr_mult if pretrained else 1.0,
                                layer_decay=cfg.layer_decay if pretrained else 1.0)
     settings = LoopSettings(epochs=cfg.epochs, steps_per_epoch=task.steps_per_epoch, seed=cfg.seed, device=device,
-                            amp=cfg.amp, warmup_epochs=cfg.warmup_epochs, min_lr_ratio=cfg.min_lr_ratio,
+                            images_per_step=cfg.batch_size, amp=cfg.amp, warmup_epochs=cfg.warmup_epochs, min_lr_ratio=cfg.min_lr_ratio,
                             description=description, save_interval_s=cfg.checkpoint_interval_s,
                             diverged_advice="Lower the learning rate (train.lr) or check the images.")
     loop = TrainingLoop(model, optimizer, task, settings, files.last, files.log, LOG_FIELDS,
@@ -315,25 +314,22 @@ def _tensorboard(files: JobFiles, cfg: TrainConfig) -> Callable[[int, dict], Non
     """A callback mirroring each log row to TensorBoard when ``cfg.tensorboard`` and the package is installed."""
     if not cfg.tensorboard:
         return None
-    try:  # an optional dependency, imported only when asked for
-        from torch.utils.tensorboard import SummaryWriter
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # lazy: the optional tensorboard package
     except Exception:  # tensorboard not installed: the CSV log is the record; say so once per process
         if not _tb_writers.get("_missing_said"):
-            from rich.markup import escape
-
-            from thyro.optional import missing_message
-
             _tb_writers["_missing_said"] = True
-            info(escape(missing_message("TensorBoard logs (train.tensorboard; log.csv has every epoch)",
-                                        ["tensorboard"])))
+            log.warning(missing_message("TensorBoard logs (train.tensorboard; log.csv has every epoch)",
+                                        ["tensorboard"]))
         return None
     key = str(files.folder)
     if key not in _tb_writers:
         _tb_writers[key] = SummaryWriter(log_dir=str(files.tensorboard))
     writer = _tb_writers[key]
 
-    def log(epoch: int, row: dict) -> None:
+    def mirror(epoch: int, row: dict) -> None:
         for name in ("train_loss", "val_loss", "val_auroc"):
-            writer.add_scalar(name, float(row[name]), int(row["epoch"]))  # type: ignore[attr-defined]
+            if row[name] != "":  # an AUROC a fold too small cannot support is left out
+                writer.add_scalar(name, float(row[name]), int(row["epoch"]))  # type: ignore[attr-defined]
         writer.flush()  # type: ignore[attr-defined]
-    return log
+    return mirror

@@ -20,17 +20,24 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
+import torch.nn.functional as F
 
 from thyro.config import ArmConfig, StudyConfig, TrainConfig
 from thyro.data.manifest import LabelMeaning, Manifest
 from thyro.data.splits import Splits
+from thyro.device import resolve_device, use_channels_last
 from thyro.errors import ConfigError, ThyroError, WeightsError
 from thyro.fileio import sha256_file, sha256_json
+from thyro.models import build_model
 from thyro.models.adapter import InputSpec
+from thyro.models.archs import arch
 from thyro.models.weights.sources import WeightSource
 from thyro.run import JobKey, RunDir
+from thyro.train.arms import Fitter, Selection
 from thyro.train.checks import (
     check_disk,
     check_inner_splits,
@@ -40,6 +47,7 @@ from thyro.train.checks import (
     read_development,
     read_external,
     resolve_path,
+    size_notes,
     study_identity,
 )
 
@@ -49,14 +57,18 @@ ESTIMATE_STEPS = 2
 
 @dataclass(frozen=True)
 class ArmPlan:
-    """One arm, resolved: its settings, its weight source (parsed once, paths absolute) and what loading it gave.
+    """One arm, resolved: its settings, its weight source (parsed once, paths absolute), how it is fitted and
+    how its epoch is selected (:mod:`thyro.train.arms`, chosen once here), and what loading its weights gave.
 
-    ``skipped`` holds the reason when ``--skip-missing`` set the arm aside (its weight file is missing).
+    ``train`` holds the arm's training settings as its fitter uses them.  ``skipped`` holds the reason when
+    ``skip_missing`` set the arm aside (its weight file is missing).
     """
 
     config: ArmConfig
     train: TrainConfig
     source: WeightSource
+    fitter: Fitter
+    selection: Selection
     weights_file: Path | None = None
     input_spec: InputSpec | None = None
     layout: str = "timm"
@@ -72,6 +84,18 @@ class ArmPlan:
     @property
     def pretrained(self) -> bool:
         return self.source.kind != "none"
+
+    @property
+    def needs_inner_split(self) -> bool:
+        """Whether each job splits its training part (for selection, or for tuning)."""
+        return self.selection.needs_inner or bool(self.train.tune.grid)
+
+    @classmethod
+    def of(cls, arm: ArmConfig, study: TrainConfig, base_dir: Path, **resolved) -> ArmPlan:
+        """``arm`` with its fitter, selection and weight source chosen; ``resolved``: what loading gave."""
+        fitter = Fitter.for_mode(arm.train_backbone)
+        train = fitter.train_config(arm.train_config(study))
+        return cls(arm, train, arm.weight_source(base_dir), fitter, fitter.selection(train), **resolved)
 
 
 @dataclass(frozen=True)
@@ -149,12 +173,17 @@ class Plan:
         }
 
 
-def parse_only(only: list[str] | None, cfg: StudyConfig) -> list[JobKey] | None:
-    """Parse ``ARM:FOLD``, ``ARM@FRACTION:FOLD`` or ``ARM`` / ``ARM:*`` (all its folds) selectors into jobs."""
+def parse_only(only: list[str] | None, cfg: StudyConfig, *, option: str | None = None) -> list[JobKey] | None:
+    """Parse ``ARM:FOLD``, ``ARM@FRACTION:FOLD`` or ``ARM`` / ``ARM:*`` (all its folds) selectors into jobs.
+
+    A bad selector is a :class:`ConfigError` that names it as the parameter ``only``, or as ``option`` (the
+    command line's name for it) when given.
+    """
     if not only:
         return None
     out: list[JobKey] = []
     for item in only:
+        where = f"{option} {item!r}" if option else f"only={item!r}"
         arm, _, fold = str(item).partition(":")
         arm, _, frac = arm.partition("@")
         cfg.arm(arm)
@@ -165,14 +194,14 @@ def parse_only(only: list[str] | None, cfg: StudyConfig) -> list[JobKey] | None:
             except ValueError:
                 value = -1.0
             if value not in fractions:
-                raise ConfigError(f"--only {item!r}: {frac!r} is not one of the study's training fractions "
+                raise ConfigError(f"{where}: {frac!r} is not one of the study's training fractions "
                                   f"(data.train_fractions: {', '.join(f'{f:g}' for f in fractions)}).")
             fractions = [value]
         if fold in ("", "*"):
             out += [JobKey(arm, k, f) for f in fractions for k in range(cfg.data.folds)]
             continue
         if not fold.isdigit() or not 0 <= int(fold) < cfg.data.folds:
-            raise ConfigError(f"--only {item!r}: the fold must be 0..{cfg.data.folds - 1}")
+            raise ConfigError(f"{where}: the fold must be 0..{cfg.data.folds - 1}")
         out += [JobKey(arm, int(fold), f) for f in fractions]
     return out
 
@@ -228,11 +257,12 @@ def make_plan(cfg: StudyConfig, base_dir: Path, run_dir: str | os.PathLike, *, o
     for arm in cfg.arms:
         planned = problems.attempt(plan_arm, arm, cfg, base_dir, skip_missing=skip_missing,
                                    estimate=estimate and arm.name in names) if arm.name in names else None
-        arms.append(planned or ArmPlan(arm, arm.train_config(cfg.train), arm.weight_source(base_dir)))
+        arms.append(planned or ArmPlan.of(arm, cfg.train, base_dir))
     problems.attempt(check_tracking, cfg, rundir)
     problems.attempt(check_disk, cfg, labelled, [e.manifest for e in external])
     if split_result is not None:
-        problems.attempt(check_inner_splits, cfg, labelled, *split_result[:2])
+        problems.attempt(check_inner_splits, [a for a in arms if a.needs_inner_split], cfg.data.train_fractions,
+                         labelled, *split_result[:2])
     problems.raise_all()
     splits, subsets, origin = split_result
     skipped = {a.name for a in arms if a.skipped}
@@ -244,7 +274,8 @@ def make_plan(cfg: StudyConfig, base_dir: Path, run_dir: str | os.PathLike, *, o
     _check_digest(rundir, digest, weight_digests)
     plan = Plan(cfg, base_dir, rundir.root, manifest_path, manifest, manifest.label_meaning(), splits, origin,
                 subsets, tuple(arms), jobs, done, external, tuple(selected) if selected is not None else None,
-                digest=digest, weight_digests=weight_digests)
+                digest=digest, weight_digests=weight_digests,
+                notes=tuple(size_notes(cfg, labelled, splits, {e.name: e.manifest for e in external})))
     if estimate:
         plan = _with_estimate(plan)
     return plan
@@ -263,18 +294,14 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
     A missing weight file stops the study (naming every place looked), or with ``skip_missing`` sets the arm
     aside; a file that is there but unusable always stops it.
     """
-    import torch
-
-    from thyro.models import build_model
-
-    train = arm.train_config(cfg.train)
-    source = arm.weight_source(base_dir)
+    plan = ArmPlan.of(arm, cfg.train, base_dir)
+    train, source = plan.train, plan.source
     try:
         path = source.resolve(arm.backbone)
     except WeightsError as exc:
         if skip_missing:
-            return ArmPlan(arm, train, source, skipped=str(exc))
-        raise WeightsError(f"arm '{arm.name}': {exc}\n(no training has started; --skip-missing runs the other arms "
+            return replace(plan, skipped=str(exc))
+        raise WeightsError(f"arm '{arm.name}': {exc}\n(no training has started; skip_missing=True, --skip-missing, runs the other arms "
                            "and records this one as skipped)") from None
     size = cfg.preprocess.size
     try:
@@ -291,24 +318,17 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
                           f"{first}. Choose a larger preprocess.size (its native size is "
                           f"{_native(arm.backbone)}).") from None
     speed = _train_speed(model, train, size) if estimate else None
-    return ArmPlan(arm, train, source, weights_file=path, input_spec=model.input_spec, layout=model.layout,
+    return replace(plan, weights_file=path, input_spec=model.input_spec, layout=model.layout,
                    coverage=report.coverage if path is not None else None, load_summary=report.summary(),
                    images_per_second=speed)
 
 
 def _native(name: str) -> int:
-    from thyro.models.archs import arch
-
     return arch(name).native_size
 
 
 def _train_speed(model, train: TrainConfig, size: int) -> float:
     """Training images per second of ``model`` on this machine (a few steps on random images)."""
-    import torch
-    import torch.nn.functional as F
-
-    from thyro.device import resolve_device, use_channels_last
-
     device = resolve_device(train.device)
     model.to(device).train()
     batch = min(train.batch_size, 16)
@@ -352,23 +372,21 @@ def _check_digest(rundir: RunDir, digest: str, weights: dict[str, str]) -> None:
         return
     if stored[0] != digest:
         raise ConfigError(f"{rundir.root} was started with other data (the manifest or an external set changed "
-                          "since); use another --run-dir, or restore them.")
+                          "since); use another run directory (run_dir, --run-dir), or restore them.")
     changed = [arm for arm, d in weights.items() if stored[1].get(arm, d) != d]
     if changed:
         raise ConfigError(f"{rundir.root} was started with other weights for arm(s) {', '.join(changed)} (their "
-                          "file's content changed since); use another --run-dir, or restore the file.")
+                          "file's content changed since); use another run directory (run_dir, --run-dir), or restore "
+                          "the file.")
 
 
 def _with_estimate(plan: Plan) -> Plan:
     """The plan with the seconds its unfinished jobs take on this machine (training steps timed per arm)."""
-    from dataclasses import replace
-
     total = 0.0
     for job in plan.todo:
         arm = plan.arm(job.arm)
         if not arm.images_per_second:
             continue
         train_images = len(plan.train_ids(job))
-        epochs = 1 if arm.config.train_backbone == "cached" else arm.train.epochs
-        total += epochs * train_images / arm.images_per_second
+        total += arm.fitter.epochs(arm.train) * train_images / arm.images_per_second
     return replace(plan, seconds_estimate=total)

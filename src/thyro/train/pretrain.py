@@ -39,6 +39,7 @@ Files in the work folder (default ``OUT`` without suffix + ``.pretrain/``)
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -50,7 +51,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from thyro.config import PretrainConfig
-from thyro.console import info, set_quiet
 from thyro.device import resolve_device
 from thyro.errors import ConfigError, DataError, ImageFailure, ThyroError, TrainingError
 from thyro.fileio import write_csv, write_text
@@ -66,6 +66,8 @@ from thyro.train.corpus import BatchSource, EpochBatches, TrainingSet, load_corp
 from thyro.train.engine import EpochEnd, LoopSettings, Task, TrainingLoop, device_batch, place
 from thyro.train.recipe import make_optimizer
 from thyro.train.ssl import ProjectionHead, nt_xent
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LOG_FIELDS", "PretrainConfig", "PretrainNet", "PretrainResult", "default_work_dir", "load_corpus",
            "prepare", "pretrain", "scan_folder"]
@@ -84,11 +86,12 @@ class PretrainNet(nn.Module):
     def __init__(self, arch: str, spec, mode: str, n_classes: int, proj_dim: int = 128, seed: int = 0,
                  weights="none", image_size: int | None = None):
         super().__init__()
+        self.load_summary = ""  # what loading the starting weights gave
         if parse_weight_source(weights).kind == "none":
             start, self.layout = create_backbone(arch, in_chans=spec.channels, seed=seed, image_size=image_size), "timm"
         else:  # continue from pretrained weights: their preprocessing and layout go on
             model, report = build_model(arch, weights, seed=seed, image_size=image_size)
-            info(report.summary())
+            self.load_summary = report.summary()
             start, spec, self.layout = model.backbone, model.input_spec, model.layout
         self.spec = spec
         self.adapter = InputAdapter(spec)
@@ -177,8 +180,9 @@ class _Pretraining(Task):
 
     def check_resume(self, state):
         if state.get("fingerprint") != self.fingerprint:
-            raise ConfigError(f"{self.last_path} belongs to a run with other settings or data; run with --restart to "
-                              f"start afresh (the old state is overwritten), or use another --work-dir.")
+            raise ConfigError(f"{self.last_path} belongs to a run with other settings or data; run with --restart "
+                              f"(resume=False) to start afresh (the old state is overwritten), or use another work "
+                              f"folder (work_dir, --work-dir).")
 
     def state(self):
         return {"fingerprint": self.fingerprint, "classes": self.tset.classes}
@@ -211,18 +215,16 @@ def _write_skipped(path: Path, failures: list[ImageFailure]) -> None:
 
 def _join(cfg: PretrainConfig, dist_info: ddp.DistInfo, device: torch.device) -> torch.device:
     """This process's device and threads, and the checks on the batch it takes."""
-    if dist_info.distributed and not dist_info.is_main:
-        set_quiet(True)
     if device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank if dist_info.distributed else torch.cuda.current_device())
-    if check_threads(cfg.threads, "--threads"):
+    if check_threads(cfg.threads, "threads"):
         torch.set_num_threads(cfg.threads)
     if cfg.batch_size % dist_info.world_size:
         raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the number of "
                           f"processes ({dist_info.world_size}).")
     local_batch = cfg.batch_size // dist_info.world_size
     if local_batch < 2 and not (cfg.sync_bn and dist_info.distributed):
-        raise ConfigError(f"{local_batch} image(s) per process is too few for BatchNorm; raise --batch-size.")
+        raise ConfigError(f"{local_batch} image(s) per process is too few for BatchNorm; raise batch_size (--batch-size).")
     return device
 
 
@@ -248,12 +250,12 @@ def _training_set(source, cfg: PretrainConfig, work_dir: Path, cache_dir: Path, 
         _write_skipped(work_dir / WORK_SKIPPED, tset.failures)
         write_text(work_dir / WORK_CONFIG, cfg.to_yaml())
         for note in tset.notes:
-            info(f"[yellow]{note}[/]" if note.startswith("warning") else note)
+            (log.warning if note.startswith("warning") else log.info)(note)
         for failure in tset.failures[:20]:
-            info(f"  skipped {failure.image}: {failure.reason}")
+            log.info(f"  skipped {failure.image}: {failure.reason}")
     if len(tset.rows) < cfg.batch_size:
         raise DataError(f"{len(tset.rows)} usable images is fewer than one batch ({cfg.batch_size}); lower "
-                        "--batch-size.")
+                        "batch_size (--batch-size).")
     return tset
 
 
@@ -264,6 +266,8 @@ def _network(cfg: PretrainConfig, tset: TrainingSet, device: torch.device,
                      input_size=cfg.preprocess.size)
     net = PretrainNet(cfg.arch, spec, cfg.mode, max(len(tset.classes), 1), cfg.proj_dim, cfg.seed,
                       weights=cfg.weights, image_size=cfg.preprocess.size)
+    if net.load_summary and dist_info.is_main:
+        log.info(net.load_summary)
     if dist_info.distributed and cfg.sync_bn:
         net = ddp.convert_sync_batchnorm(net, device.type)  # type: ignore[assignment]  (the same network)
     place(net, device, cfg.channels_last and device.type == "cuda")
@@ -282,7 +286,7 @@ def _write_backbone(out: Path, net: PretrainNet, cfg: PretrainConfig, tset: Trai
                             "final_loss": history[-1]["train_loss"] if history else None,
                             "started_from": str(cfg.weights)}}
     save_backbone(out, net.backbone, arch=cfg.arch, input_spec=net.spec, metadata=meta, layout=net.layout)
-    info(f"backbone written to {out} (use it in a study as weights: {{file: {out}}})")
+    log.info(f"backbone written to {out} (use it in a study as weights: {{file: {out}}})")
 
 
 def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfig | None = None, *,
@@ -323,15 +327,17 @@ def pretrain(source: str | os.PathLike, out: str | os.PathLike, cfg: PretrainCon
             epochs=cfg.epochs, steps_per_epoch=task.steps_per_epoch, seed=cfg.seed, device=device, amp=cfg.amp,
             warmup_epochs=cfg.warmup_epochs, min_lr_ratio=cfg.min_lr_ratio, description="pretrain",
             save_every_steps=cfg.checkpoint_every, max_steps=max_steps, within_epochs=True, rank=dist_info.rank,
-            main=dist_info.is_main, print_epochs=True,
-            diverged_advice="Lower the learning rate (--lr) or check the images, then run again with --restart.")
+            main=dist_info.is_main, images_per_step=cfg.batch_size,
+            diverged_advice="Lower the learning rate (lr, --lr) or check the images, then run again with --restart "
+                            "(resume=False).")
         optimizer = make_optimizer(net, cfg)  # type: ignore[arg-type]  (reads lr, weight_decay, optimizer, momentum)
         loop = TrainingLoop(net, optimizer, task, settings, work_dir / WORK_LAST, work_dir / WORK_LOG, LOG_FIELDS,
                             forward=model)
         resumed = loop.resume() if resume else None
+        say = log.info if dist_info.is_main else log.debug  # rank 0 speaks for the job
         if resumed is not None:
-            info(f"resuming from {loop.last_path}: epoch {resumed[0] + 1}, step {resumed[1]}")
-        info(f"pretraining {cfg.arch} ({cfg.mode}) on {len(tset.rows)} images"
+            say(f"resuming from {loop.last_path}: epoch {resumed[0] + 1}, step {resumed[1]}")
+        say(f"pretraining {cfg.arch} ({cfg.mode}) on {len(tset.rows)} images"
              + (f", {len(tset.classes)} classes" if tset.classes else "")
              + f"; {dist_info.world_size} process(es) x {task.local_batch} = batch {cfg.batch_size}, "
                f"{task.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, device {device.type}")

@@ -28,7 +28,8 @@ from thyro.fileio import write_csv_rows
 from thyro.models.archs import arch as arch_info
 from thyro.models.inference import predict_proba, to_input
 from thyro.run import JobFiles
-from thyro.stats.roc import auroc_or_none
+from thyro.stats.support import estimable_auroc
+from thyro.train.fit import LOG_FIELDS, FitResult
 
 #: Inverse L2 strengths tried (on standardised features).
 CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
@@ -69,8 +70,6 @@ def fit_probe(model, train, groups: list[str], val, cfg, out_dir: str | Path, *,
 
     Returns a :class:`~thyro.train.fit.FitResult` with one "epoch".
     """
-    from thyro.train.fit import LOG_FIELDS, FitResult
-
     info = arch_info(model.arch)
     head = model.head
     if len(info.head) != 1 or not isinstance(head, torch.nn.Linear):
@@ -99,7 +98,7 @@ def fit_probe(model, train, groups: list[str], val, cfg, out_dir: str | Path, *,
         head.bias.copy_(torch.tensor([bias]).to(head.bias))
     probs = predict_proba(model, val.images, tta_flip=cfg.tta_flip, device=device, batch_size=cfg.eval_batch_size,
                           amp=cfg.amp)
-    val_auroc = auroc_or_none(val.labels, probs)
+    val_auroc = estimable_auroc(val.labels, probs, val.groups)  # None on a set too small for an AUROC
     p = np.clip(probs, 1e-7, 1 - 1e-7)
     train_p = 1.0 / (1.0 + np.exp(-(x @ coef + bias)))
     train_loss = float(-np.mean(y * np.log(np.clip(train_p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - train_p, 1e-7, 1))))

@@ -6,7 +6,7 @@ for every architecture:
 
 * ``train_backbone``: ``all`` trains everything; ``none`` is a linear probe (only the head trains, the
   backbone's BatchNorm statistics stay as the weights brought them); ``bn`` trains the head and the
-  BatchNorm layers; ``cached`` is the linear probe on cached features (:mod:`thyro.train.probe`).
+  BatchNorm layers.  (The probe on cached features, :mod:`thyro.train.probe`, fits the head alone: ``none``.)
 * ``freeze_stages: k`` keeps the first ``k`` stages frozen (weights and BatchNorm statistics) for the
   whole run: a partly frozen fine-tune.
 * ``unfreeze_epochs: n`` (gradual unfreezing): the head alone trains in the first epoch, and stage by stage
@@ -30,7 +30,7 @@ from thyro.errors import TrainingError
 
 #: ``batchnorm: auto`` freezes a pretrained backbone's statistics below this batch size.
 SMALL_BATCH = 32
-TRAIN_BACKBONE = ("all", "none", "bn", "cached")
+TRAIN_BACKBONE = ("all", "none", "bn")
 
 
 def _backbone(model: nn.Module) -> nn.Module:
@@ -78,14 +78,14 @@ def set_trainable(model: nn.Module, train_backbone: str, *, freeze_stages: int =
     norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     norm_params = {id(p) for m in norms.values() for p in m.parameters()}
     for name, p in model.named_parameters():
-        if train_backbone in ("none", "cached"):
+        if train_backbone == "none":
             on = id(p) in head
         elif train_backbone == "bn":
             on = id(p) in head or id(p) in norm_params
         else:
             on = name in open_names or id(p) in head
         p.requires_grad_(on)
-    if train_backbone in ("none", "cached") or freeze_norms:
+    if train_backbone == "none" or freeze_norms:
         return list(norms.values())
     # a BatchNorm with no trainable neighbour (a frozen stage) keeps its statistics too
     return [m for name, m in norms.items() if not any(name + "." + s in open_names for s in ("weight", "bias"))

@@ -8,17 +8,23 @@ Nothing is sent anywhere by default: runs go to a local MLflow file store in the
 (``RUN/mlruns``), with no environment set-up: MLflow 3 opens a file store only when
 ``MLFLOW_ALLOW_FILE_STORE=true``, which thyro sets for the stores it writes.  To browse one, MLflow's UI
 (the full ``mlflow`` package) needs the same switch:
-``MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri RUN/mlruns`` (the study prints this line).
+``MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri RUN/mlruns`` (the study logs this line).
 Set ``MLFLOW_TRACKING_URI`` to log to your own tracking server or database instead.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any
+from urllib.parse import urlparse
 
 from thyro.errors import ConfigError
+from thyro.optional import require
 from thyro.run import JobKey, Results, RunDir
+
+log = logging.getLogger(__name__)
 
 #: The environment variable MLflow 3 wants before it opens a file store (thyro sets it for its own store).
 FILE_STORE_SWITCH = "MLFLOW_ALLOW_FILE_STORE"
@@ -26,8 +32,6 @@ FILE_STORE_SWITCH = "MLFLOW_ALLOW_FILE_STORE"
 
 def is_file_store(uri: str) -> bool:
     """Whether an MLflow tracking URI names a file store (``file:`` or a plain path), not a server or database."""
-    from urllib.parse import urlparse
-
     scheme = urlparse(uri).scheme
     return scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/"))  # C:\... is a path
 
@@ -63,10 +67,8 @@ class MlflowTracker(NoTracker):
     """Logs to MLflow through its client API (no global run state, so worker processes do not mix)."""
 
     def __init__(self, rundir: RunDir, experiment: str):
-        from thyro.optional import require
-
         require("mlflow", purpose="train.tracking: mlflow (or set train.tracking: none)")
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # lazy: the optional mlflow package
 
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
@@ -95,14 +97,12 @@ class MlflowTracker(NoTracker):
         return f"{switch}mlflow ui --backend-store-uri {self.uri}"
 
     def _log(self, run_id: str, *, params: dict | None = None, metrics: dict | None = None, step: int = 0) -> None:
-        import time
-
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param  # lazy: the optional mlflow package
 
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v not in (None, "")],
             params=[Param(k, v) for k, v in _flat(params or {}).items()])
 
     def job_started(self, job: JobKey, params: dict) -> None:
@@ -137,11 +137,7 @@ class MlflowTracker(NoTracker):
         for path in rundir.artefacts():
             self.client.log_artifact(run.info.run_id, str(path))
         self.client.set_terminated(run.info.run_id)
-        from rich.markup import escape
-
-        from thyro.console import info
-
-        info(escape(f"MLflow runs in {self.uri}; browse them with: {self.browse_command}"))
+        log.info(f"MLflow runs in {self.uri}; browse them with: {self.browse_command}")
 
 
 def make_tracker(kind: str, rundir: RunDir, experiment: str) -> NoTracker:

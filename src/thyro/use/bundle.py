@@ -27,15 +27,22 @@ import datetime as _dt
 import json
 import os
 import shutil
-import warnings
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 
-from thyro import __version__
-from thyro.errors import ModelPackageError, ThyroError
+from thyro import __version__, metrics
+from thyro.data.manifest import LabelMeaning
+from thyro.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, Preprocessor
+from thyro.errors import ModelPackageError, StatsError, ThyroError
 from thyro.fileio import atomic_dir, sha256_file, write_json, write_text
+from thyro.run import DATA, OOF, TEST, DataSummary, JobKey, RunDir, read_data_summary, write_data_summary
+from thyro.use.card import render_card
+
+log = logging.getLogger(__name__)
 
 FORMAT = "thyro-model-package"
 FORMAT_VERSION = 2
@@ -94,8 +101,6 @@ class ModelPackage:
     @property
     def label_meaning(self):
         """What label 1 means and where the labels came from (:class:`thyro.data.manifest.LabelMeaning`)."""
-        from thyro.data.manifest import LabelMeaning
-
         return LabelMeaning.from_dict(self.meta.get("labels"))
 
     def operating_point(self, name: str | None = None) -> tuple[str, float]:
@@ -115,18 +120,16 @@ class ModelPackage:
         Warns when this thyro's preprocessing algorithm has another version than the one the
         model was trained with (the pixels may then differ slightly).
         """
-        from thyro.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, Preprocessor
-
         trained = self.meta.get("preprocess_version")
         if trained is not None and trained != PREPROCESS_VERSION:
-            warnings.warn(f"{self.root}: the model was trained with preprocessing version {trained}; this thyro "
-                          f"has version {PREPROCESS_VERSION}: results may differ slightly.", stacklevel=2)
+            log.warning(f"{self.root}: the model was trained with preprocessing version {trained}; this thyro "
+                        f"has version {PREPROCESS_VERSION}: results may differ slightly.")
         cfg = PreprocessConfig.parse(self.preprocess, source=f"{self.root / MODEL_JSON} (preprocess)")
         return Preprocessor(cfg)
 
     def load_torch_models(self) -> list:
         """The fold models (``ThyroNet``), in evaluation mode, on the CPU."""
-        from thyro.models import load_model
+        from thyro.models import load_model  # lazy: thyro.models imports torch; reading a package needs none
 
         models = []
         for path in self.model_files:
@@ -169,8 +172,6 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
     missing_keys = [k for k in ("image_size", "preprocess", "models", "operating_points") if k not in meta]
     if missing_keys:
         raise ModelPackageError(f"{mj}: missing key(s) {', '.join(missing_keys)}; re-bundle the run.")
-    from thyro.run import DATA, read_data_summary
-
     problems = []
     if not (root / DATA).is_file():
         problems.append(f"{DATA} (training data summary)")
@@ -198,8 +199,6 @@ def load_package(model_dir: str | os.PathLike, *, verify_hashes: bool = True) ->
 
 def _safetensors_metadata(path: Path) -> dict:
     """The JSON-decoded metadata header of a safetensors file (no tensors are read)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="numpy") as fh:
             raw = fh.metadata() or {}
@@ -231,8 +230,6 @@ def _image_size(preprocess: dict, config: dict, spec: dict) -> int:
 def _resolve_preprocess(preprocess: dict) -> tuple[dict, int | None]:
     """Every preprocessing setting, defaults included (so later changes of defaults cannot alter
     the package), and the version of the preprocessing algorithm."""
-    from thyro.data.preprocess import PREPROCESS_VERSION, PreprocessConfig
-
     cfg = PreprocessConfig.parse(preprocess, source="preprocess block of the study configuration")
     return cfg.model_dump(mode="json"), PREPROCESS_VERSION
 
@@ -260,9 +257,6 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
     if any(s.get("arch") != arch for s in specs):
         raise ModelPackageError("the fold models have different architectures: "
                                 + ", ".join(f"{f}: {s.get('arch')}" for f, s in zip(model_files, specs)))
-    from thyro.data.manifest import LabelMeaning
-    from thyro.run import DATA, DataSummary, write_data_summary
-
     lab = labels or LabelMeaning().to_dict()
     preprocess, preprocess_version = _resolve_preprocess(preprocess)
     size = image_size or _image_size(preprocess, {}, spec0)
@@ -297,10 +291,64 @@ def write_package(out: str | os.PathLike, *, model_files: list[str | os.PathLike
         }
         write_json(tmp / MODEL_JSON, meta)
         write_data_summary(tmp / DATA, DataSummary.from_dict(data or {}, "training data summary"))
-        from thyro.use.card import render_card
-
         write_text(tmp / CARD, render_card(meta, data or {}))
     return load_package(out)
+
+
+def _finished_run(run_dir) -> tuple[RunDir, Any]:
+    """The run directory and its :class:`thyro.run.Run`, read once, with its study record."""
+    rundir = RunDir(run_dir)
+    if not rundir.root.is_dir():
+        raise ModelPackageError(f"{rundir.root}: run directory not found.")
+    try:
+        run = rundir.load(strict=True)
+    except ThyroError as exc:
+        raise ModelPackageError(str(exc)) from None
+    if run.record is None:
+        raise ModelPackageError(f"{rundir.root}: no study record ({rundir.config_path.name}); is this a study run "
+                                "directory?")
+    return rundir, run
+
+
+def _fold_models(rundir: RunDir, run, arm: str) -> list[Path]:
+    """The fold model files of a finished arm (every fold's), or a :class:`ModelPackageError` naming what is not."""
+    cfg = run.record.config
+    arms = [a.name for a in cfg.arms]
+    if arm not in arms:
+        raise ModelPackageError(f"{rundir.config_path}: no arm {arm!r}; the study's arms are: {', '.join(arms)}.")
+    entry = run.arm_result(arm)
+    if entry is not None and entry.status and entry.status != "done":
+        reason = f" ({entry.reason.splitlines()[0]})" if entry.reason else ""
+        raise ModelPackageError(f"{rundir.results_path}: arm {arm!r} has status {entry.status!r}{reason}, "
+                                "not 'done'; finish it first or bundle another arm.")
+    files = [rundir.model_file(JobKey(arm, k)) for k in range(cfg.data.folds)]
+    missing = [str(f.relative_to(rundir.root)) for f in files if not f.is_file()]
+    if missing:
+        raise ModelPackageError(f"{rundir.root}: cannot bundle arm {arm!r}; missing fold model(s): "
+                                f"{', '.join(missing)}.")
+    return files
+
+
+def _package_metrics(run, arm: str, operating: dict, meaning: LabelMeaning) -> dict[str, Any]:
+    """Each set's metrics as the report computes them (:mod:`thyro.metrics`): AUROC with its interval and,
+    on the test and external sets, the operating points; ``not_estimable`` where a set is too small."""
+    preds = run.predictions
+    out: dict[str, Any] = {}
+    for split in [OOF] + [s for s in preds.splits if s != OOF]:
+        rows = preds.rows(arm=arm, split=OOF) if split == OOF else preds.rows(arm=arm, split=split, ensemble=True)
+        if rows.empty:
+            continue
+        ext = run.recorded_labels(split) if split not in (OOF, TEST) else None
+        labels = ext or meaning
+        m = metrics.auroc_summary(rows, classes=(labels.positive, labels.negative))
+        if split != OOF and not m.get("missing"):
+            at = metrics.at_thresholds(rows, operating, classes=(labels.positive, labels.negative))
+            m["operating_points" if not at.get("missing") else "operating_points_missing"] = at.get("missing") or at
+        if ext is not None:  # an external set's labels, and whether they mean the training labels'
+            m["labels"] = ext.to_dict()
+            m["label_warning"] = meaning.mismatch(ext, f"the external set {split}")
+        out[split] = m
+    return out
 
 
 def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
@@ -311,81 +359,38 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
     The run is read once, through its owner (:meth:`thyro.run.RunDir.load`): the study record
     (preprocessing, the arm, flip test-time augmentation), the predictions (out-of-fold rows choose
     the operating points; ensemble rows give the metrics of the test set and of every external set,
-    computed by :mod:`thyro.metrics` exactly as the report computes them), the results, the data summary
-    and the fold models.  ``label_source``/``label_definition`` override the labels' provenance the study
-    recorded.
+    computed by :mod:`thyro.metrics` exactly as the report computes them, "not estimable" where a set is
+    too small), the results, the data summary and the fold models.  ``label_source``/``label_definition``
+    override the labels' provenance the study recorded.
 
     Raises
     ------
     ModelPackageError
         Naming what is missing: the run, the arm, its fold models or its out-of-fold predictions.
     """
-    from thyro import metrics
-    from thyro.data.manifest import LabelMeaning
-    from thyro.errors import StatsError, ThyroError
-    from thyro.run import OOF, TEST, JobKey, RunDir
-
-    rundir = RunDir(run_dir)
-    if not rundir.root.is_dir():
-        raise ModelPackageError(f"{rundir.root}: run directory not found.")
-    try:
-        run = rundir.load(strict=True)
-    except ThyroError as exc:
-        raise ModelPackageError(str(exc)) from None
-    record = run.record
-    if record is None:
-        raise ModelPackageError(f"{rundir.root}: no study record ({rundir.config_path.name}); is this a study run "
-                                "directory?")
-    cfg = record.config
-    arms = [a.name for a in cfg.arms]
-    if arm not in arms:
-        raise ModelPackageError(f"{rundir.config_path}: no arm {arm!r}; the study's arms are: {', '.join(arms)}.")
-    arm_cfg = cfg.arm(arm)
-    entry = run.arm_result(arm)
-    if entry is not None and entry.status and entry.status != "done":
-        reason = f" ({entry.reason.splitlines()[0]})" if entry.reason else ""
-        raise ModelPackageError(f"{rundir.results_path}: arm {arm!r} has status {entry.status!r}{reason}, "
-                                "not 'done'; finish it first or bundle another arm.")
-    jobs = [JobKey(arm, k) for k in range(cfg.data.folds)]
-    files = [rundir.model_file(j) for j in jobs]
-    missing = [str(f.relative_to(rundir.root)) for f in files if not f.is_file()]
-    if missing:
-        raise ModelPackageError(f"{rundir.root}: cannot bundle arm {arm!r}; missing fold model(s): "
-                                f"{', '.join(missing)}.")
-    preds = run.predictions
-    oof = preds.rows(arm=arm, split=OOF)
+    rundir, run = _finished_run(run_dir)
+    files = _fold_models(rundir, run, arm)
+    cfg = run.record.config
+    meaning = run.recorded_labels() or LabelMeaning()
+    if label_source or label_definition:
+        meaning = LabelMeaning(label_source or meaning.source, label_definition or meaning.definition)
+    oof = run.predictions.rows(arm=arm, split=OOF)
     if oof.empty:
         raise ModelPackageError(f"{rundir.predictions_path}: no out-of-fold (split = 'val') rows for arm {arm!r}; "
                                 "they are needed to choose the operating points.")
     try:
-        operating = metrics.choose_thresholds(oof)
+        operating = metrics.choose_thresholds(oof, classes=(meaning.positive, meaning.negative))
     except StatsError as exc:
         raise ModelPackageError(f"{rundir.predictions_path}: arm {arm!r}: {exc}") from None
-    package_metrics: dict[str, Any] = {OOF: metrics.auroc_summary(oof)}
-    for split in [s for s in preds.splits if s != OOF]:
-        rows = preds.rows(arm=arm, split=split, ensemble=True)
-        if rows.empty:
-            continue
-        m = metrics.auroc_summary(rows)
-        if not m.get("missing"):
-            m["operating_points"] = metrics.at_thresholds(rows, operating)
-        package_metrics[split] = m
-    meaning = run.recorded_labels() or LabelMeaning()
-    if label_source or label_definition:
-        meaning = LabelMeaning(label_source or meaning.source, label_definition or meaning.definition)
-    for split, m in package_metrics.items():  # an external set's labels, and whether they mean the training labels'
-        ext = run.recorded_labels(split) if split not in (OOF, TEST) else None
-        if ext is not None:
-            m["labels"] = ext.to_dict()
-            m["label_warning"] = meaning.mismatch(ext, f"the external set {split}")
-    weights = arm_cfg.weight_source(record.base_dir)
+    arm_cfg = cfg.arm(arm)
+    weights = arm_cfg.weight_source(run.record.base_dir)
     results = run.results
     source = {"run_dir": str(rundir.root.resolve()), "arm": arm, "backbone": arm_cfg.backbone,
               "weights": weights.describe(), "role": weights.role,
               "git_commit": results.git_commit if results is not None else None,
               "versions": results.versions if results is not None else None, "n_folds": len(files)}
-    preprocess = cfg.preprocess.model_dump(mode="json")
-    return write_package(out, model_files=files, preprocess=preprocess, operating=operating,
-                         metrics=package_metrics, data=run.data.to_dict() if run.data is not None else {},
-                         source=source, labels=meaning.to_dict(), image_size=cfg.preprocess.size,
-                         default_point=default_point, overwrite=overwrite, tta_flip=cfg.train.tta_flip)
+    return write_package(out, model_files=files, preprocess=cfg.preprocess.model_dump(mode="json"),
+                         operating=operating, metrics=_package_metrics(run, arm, operating, meaning),
+                         data=run.data.to_dict() if run.data is not None else {}, source=source,
+                         labels=meaning.to_dict(), image_size=cfg.preprocess.size, default_point=default_point,
+                         overwrite=overwrite, tta_flip=cfg.train.tta_flip)

@@ -7,6 +7,7 @@ from typing import Any
 
 import jinja2
 
+from thyro.fileio import markdown_text
 from thyro.run import DATA
 
 CARD_TEMPLATE = """\
@@ -47,7 +48,7 @@ No data summary was recorded.
 
 ## Metrics
 {% for split, m in meta.metrics.items() -%}
-**{{ set_title(split) }}:** {% if not m.missing %}AUROC {{ "%.3f" | format(m.auroc) }} [{{ (m.level * 100) | round | int }}% CI {{ "%.3f" | format(m.lower) }} to {{ "%.3f" | format(m.upper) }}] on {{ m.n }} images ({{ m.n_pos }} labelled {{ m.labels.positive if m.labels else meta.labels.positive }}{% if m.n_clusters %}, {{ m.n_clusters }} patient/group clusters{% endif %}); CI: {{ m.method }}{% if m.n_boot %} ({{ m.n_boot }} resamples){% endif %}.{% else %}{{ m.missing }}.{% endif %}
+**{{ set_title(split) }}:** {% if not m.missing %}AUROC {{ "%.3f" | format(m.auroc) }} [{{ (m.level * 100) | round | int }}% CI {{ "%.3f" | format(m.lower) }} to {{ "%.3f" | format(m.upper) }}] on {{ m.n }} images ({{ m.n_pos }} labelled {{ m.labels.positive if m.labels else meta.labels.positive }}{% if m.n_clusters %}, {{ m.n_clusters }} patient/group clusters{% endif %}); CI: {{ m.method }}{% if m.n_boot %} ({{ m.n_boot }} resamples){% endif %}.{% else %}{% if m.not_estimable %}AUROC {% endif %}{{ m.missing }}.{% endif %}
 {%- if m.labels %} Labels of this set: {{ m.labels.summary }}.{% endif %}
 {%- if m.label_warning %}
 
@@ -62,7 +63,10 @@ The default is **{{ meta.default_operating_point }}**.
 | point | threshold | rule | out-of-fold sens. | out-of-fold spec. |
 |---|---|---|---|---|
 {% for name, op in meta.operating_points.items() -%}
-| {{ name }} | {{ "%.4f" | format(op.threshold) }} | {{ op.get("rule_text", "-") }} | {{ pct(op.sensitivity.value) }} | {{ pct(op.specificity.value) }} |
+| {{ name }} | {{ "%.4f" | format(op.threshold) }} | {{ op.get("rule_text", "-") }} | {% if op.not_estimable %}{{ op.missing }} | - |{% else %}{{ pct(op.sensitivity.value) }} | {{ pct(op.specificity.value) }} |{% endif %}
+{% endfor %}
+{% for split, m in meta.metrics.items() if m.operating_points_missing %}
+{{ set_title(split) }}, at these thresholds: sensitivity and specificity {{ m.operating_points_missing }}.
 {% endfor %}
 {% for split, m in meta.metrics.items() if m.operating_points %}
 {{ set_title(split) }}, at these thresholds:
@@ -134,8 +138,6 @@ def _data_lines(data: dict) -> list[str]:
 
 def render_card(meta: dict, data: dict) -> str:
     """Render ``MODEL_CARD.md`` from ``model.json`` content and the training data summary."""
-    from thyro.fileio import markdown_text
-
     # every value through markdown_text: a label definition or a name from the data is never rendered as HTML
     env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True, autoescape=False,
                              finalize=markdown_text)

@@ -4,14 +4,18 @@ imported on that path)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from thyro.errors import ModelPackageError, ThyroError
+from thyro.optional import require
 from thyro.use.bundle import ModelPackage
 
+#: The engines :func:`make_engine` builds.
+ENGINES = ("torch", "onnx")
 
 
 class TorchEngine:
@@ -22,23 +26,22 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, models: list, tta_flip: bool = False):
-        import torch
+        import torch  # lazy: the onnx engine's path never imports torch
 
-        from thyro.models.inference import Ensemble
+        from thyro.models.inference import Ensemble, to_input  # lazy: torch, as above
 
         self.models = models
         self.tta_flip = bool(tta_flip)
         self.ensemble = Ensemble(models, self.tta_flip).eval()
         self._torch = torch
+        self._to_input = to_input
 
     @classmethod
     def from_package(cls, package: ModelPackage) -> TorchEngine:
         return cls(package.load_torch_models(), tta_flip=package.tta_flip)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        from thyro.models.inference import to_input
-
-        x = to_input(self._torch.from_numpy(np.ascontiguousarray(batch)))
+        x = self._to_input(self._torch.from_numpy(np.ascontiguousarray(batch)))
         with self._torch.inference_mode():
             probs, _ = self.ensemble(x)
         return probs.numpy().astype(float)
@@ -50,15 +53,13 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spin: bool = True):
-        from thyro.optional import require
-
-        ort = require("onnxruntime", purpose="--engine onnx")
+        ort = require("onnxruntime", purpose="engine='onnx'")
 
         path = Path(path)
         if not path.is_file():
-            raise ModelPackageError(f"{path}: ONNX model not found; export it with `thyro export MODEL_DIR` (which "
-                                    "writes MODEL_DIR/model.onnx, where --engine onnx looks), or name an exported "
-                                    "file with --onnx-file.")
+            raise ModelPackageError(f"{path}: ONNX model not found; export the package with `thyro export MODEL_DIR` "
+                                    "(thyro.use.export.export_onnx), which writes MODEL_DIR/model.onnx, where "
+                                    "engine='onnx' looks by default, or pass the exported file as onnx_path.")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -73,8 +74,6 @@ class OnnxEngine:
 
     def check_matches(self, package: ModelPackage, path: Path) -> None:
         """Refuse an ONNX file exported from other model files or for another input size."""
-        import json
-
         meta = self.metadata
         expected = [m.get("sha256") for m in package.meta["models"]]
         if "models_sha256" in meta and json.loads(meta["models_sha256"]) != expected:
@@ -99,7 +98,7 @@ def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | o
     PyTorch process-wide: ``torch.set_num_threads``)."""
     if engine == "torch":
         if threads:
-            import torch
+            import torch  # lazy: the onnx engine's path never imports torch
 
             torch.set_num_threads(int(threads))
         return TorchEngine.from_package(package)
@@ -108,5 +107,5 @@ def make_engine(package: ModelPackage, engine: str = "torch", onnx_path: str | o
         eng = OnnxEngine(path, threads=threads, spin=spin)
         eng.check_matches(package, path)
         return eng
-    raise ThyroError(f"--engine {engine!r}: choose torch or onnx.")
+    raise ThyroError(f"engine={engine!r}: choose 'torch' or 'onnx'.")
 

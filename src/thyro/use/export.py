@@ -25,9 +25,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from thyro.errors import ModelPackageError
 from thyro.fileio import atomic_path
+from thyro.models.inference import Ensemble
+from thyro.optional import require
 from thyro.use.bundle import FORMAT_VERSION, ModelPackage, load_package
 
 DEFAULT_OPSET = 17
@@ -44,10 +47,6 @@ def sample_inputs(size: int, seed: int = 0) -> list[np.ndarray]:
 
 def verify(onnx_path: str | os.PathLike, module, inputs: list[np.ndarray]) -> float:
     """Largest absolute difference between onnxruntime and PyTorch over the inputs (both outputs)."""
-    import torch
-
-    from thyro.optional import require
-
     ort = require("onnxruntime", purpose="checking the ONNX export")
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -84,16 +83,10 @@ def export_onnx(model_dir: str | os.PathLike | ModelPackage, out: str | os.PathL
     ModelPackageError
         When the difference exceeds ``tolerance`` (the file is not written then).
     """
-    import torch
-
-    from thyro.optional import require
-
     onnx = require("onnx", "onnxruntime", purpose="thyro export")
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir)
     out = Path(out) if out else package.onnx_path
     size = package.image_size
-    from thyro.models.inference import Ensemble
-
     module = Ensemble(package.load_torch_models(), package.tta_flip).eval()  # the inference predict and serve run
     example = torch.rand(2, 1, size, size)
     with atomic_path(out, suffix=".onnx") as tmp:
@@ -125,5 +118,5 @@ def export_onnx(model_dir: str | os.PathLike | ModelPackage, out: str | os.PathL
         diff = verify(tmp, module, sample_inputs(size))
         if not diff <= tolerance:
             raise ModelPackageError(f"ONNX export differs from PyTorch by {diff:.3g} (allowed {tolerance:g}); "
-                                    f"not written. Try another --opset.")
+                                    f"not written. Try another opset.")
     return {"path": out, "opset": opset, "max_abs_diff": diff, "n_models": len(module.members), "image_size": size}

@@ -1,4 +1,4 @@
-"""What every importer shares: grouping duplicates, writing the manifest, printing the counts."""
+"""What every importer shares: grouping duplicates, writing the manifest and its report, the result."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.table import Table
-
-from thyro.console import console, is_quiet
 from thyro.data.dedup import NEAR_THRESHOLD, DuplicateReport, assign_groups
-from thyro.data.manifest import Manifest, manifest_from_records, write_manifest
+from thyro.data.manifest import LabelMeaning, Manifest, manifest_from_records, write_manifest
 from thyro.errors import DataError, Problems
 from thyro.fileio import escape_frame, escaped_note, write_json
 
@@ -38,6 +35,8 @@ class ImportResult:
         Cells of the manifest that start with ``=``, ``+``, ``-``, ``@``, tab or CR and were written with a
         leading ``'`` (rows count from 0, None is the header; :func:`thyro.fileio.escape_cell`).  Their values
         are unchanged: thyro reads them back without the ``'``.
+    title : str
+        What was imported, in a few words (``DDTI import (347 cases)``), for a summary's heading.
     """
 
     manifest_path: Path
@@ -46,6 +45,7 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     escaped: list[tuple[int | None, str]] = field(default_factory=list)
+    title: str = "import"
 
     @property
     def counts(self) -> dict:
@@ -62,12 +62,6 @@ class ImportResult:
             "benign": int((labels == 0).sum()),
         }
 
-    def table(self, title: str = "import") -> Table:
-        """The class balance as a rich table (the same count as ``thyro data inspect``)."""
-        from thyro.data.inspection import balance_table, class_balance, labels_of
-
-        return balance_table(class_balance(self.manifest.df), title, labels_of(self.manifest)[0])
-
     def to_dict(self) -> dict:
         return {"manifest": str(self.manifest_path), "counts": self.counts, "duplicates": self.duplicates.to_dict(),
                 "warnings": self.warnings, "notes": self.notes,
@@ -83,7 +77,7 @@ def refuse_overwrite(out_dir: str | os.PathLike, manifest_name: str = MANIFEST_N
     target = Path(out_dir) / manifest_name
     if target.exists() and not force:
         raise DataError(f"{target} already exists (an earlier import, perhaps edited by hand); nothing was written. "
-                        f"Use another --out folder, or add --force to replace it.")
+                        "Import into another out_dir, or pass force=True to replace it.")
 
 
 def relative_image_path(path: Path, out_dir: Path) -> str:
@@ -95,7 +89,8 @@ def finish_import(records: list[dict], out_dir: Path, *, title: str, warnings: l
                   near_threshold: int = NEAR_THRESHOLD, manifest_name: str = MANIFEST_NAME,
                   extra_columns: list[str] | None = None, label_source: str | None = None,
                   label_definition: str | None = None) -> ImportResult:
-    """Hash and group the rows, write the manifest and report atomically, print the counts.
+    """Hash and group the rows (progress reported through :mod:`thyro.progress`), write the manifest and report
+    atomically; returns what was imported (the command line prints its counts).
 
     ``label_source``/``label_definition`` (how the labels were obtained; see
     :class:`thyro.data.manifest.LabelMeaning`) are written into every row when given.
@@ -104,8 +99,6 @@ def finish_import(records: list[dict], out_dir: Path, *, title: str, warnings: l
     """
     out_dir = Path(out_dir)
     if label_source is not None or label_definition is not None:
-        from thyro.data.manifest import LabelMeaning
-
         meaning = LabelMeaning(label_source or "unknown", label_definition or "")  # checks the vocabulary
         for rec in records:
             rec["label_source"], rec["label_definition"] = meaning.source, meaning.definition
@@ -114,46 +107,17 @@ def finish_import(records: list[dict], out_dir: Path, *, title: str, warnings: l
     for col in extra_columns or []:
         if col not in manifest.df.columns:
             manifest.df[col] = ""
-    manifest, report = assign_groups(manifest, near_threshold=near_threshold, progress=not is_quiet())
+    manifest, report = assign_groups(manifest, near_threshold=near_threshold, progress=True)
     path = write_manifest(manifest.df, out_dir / manifest_name, root=manifest.root, announce=False)
     manifest.path = path.resolve()
     escaped = escape_frame(manifest.df)[1]
     if escaped:
         notes = [*notes, escaped_note(path, escaped)]
     result = ImportResult(manifest_path=path, manifest=manifest, duplicates=report, warnings=warnings, notes=notes,
-                          escaped=escaped)
+                          escaped=escaped, title=title)
     report_path = out_dir / (REPORT_NAME if manifest_name == MANIFEST_NAME else f"{Path(manifest_name).stem}.report.json")
     write_json(report_path, result.to_dict())
-    show_result(result, title)
     return result
-
-
-def show_result(result: ImportResult, title: str) -> None:
-    """Print the counts, duplicates and warnings (nothing when quiet)."""
-    if is_quiet():
-        return
-    from thyro.data.inspection import balance_notes, label_line, labels_of
-
-    console.print(result.table(title))
-    meaning, problem = labels_of(result.manifest)
-    console.print(label_line(meaning), markup=False, highlight=False, soft_wrap=True)
-    if problem:
-        console.print(f"note: {problem}", style="yellow", markup=False, soft_wrap=True)
-    for line in balance_notes(result.manifest.df):
-        console.print(f"note: {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
-    console.print(f"duplicates: {result.duplicates.summary()}")
-    for names in result.duplicates.merged[:20]:
-        console.print(f"  merged into group {names[0]!r}: {', '.join(names)}")
-    for images in result.duplicates.label_conflicts:
-        console.print(f"  label conflict (duplicates labelled differently): {', '.join(images)}",
-                      style="yellow", markup=False, soft_wrap=True)
-    for line in result.notes:
-        console.print(f"note: {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
-    if result.warnings:
-        console.print(f"[yellow]{len(result.warnings)} warning(s):[/]")
-        for line in result.warnings:
-            console.print(f"  - {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
-    console.print(f"manifest written to {result.manifest_path}", markup=False, soft_wrap=True)
 
 
 def raise_if(problems: list[str], title: str) -> None:

@@ -17,6 +17,17 @@ from thyro.data.validate import validate_manifest
 from thyro.errors import Problems
 
 
+def import_target(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """The manifest :func:`import_csv` writes: ``out_dir/manifest.csv``, or ``{stem}.grouped.csv`` beside the
+    CSV when there is no ``out_dir`` (or when ``out_dir/manifest.csv`` is the CSV itself)."""
+    path = Path(path)
+    out = Path(out_dir) if out_dir is not None else path.parent
+    name = "manifest.csv" if out_dir is not None else f"{path.stem}.grouped.csv"
+    if (out / name).resolve() == path.resolve():
+        name = f"{path.stem}.grouped.csv"
+    return out / name
+
+
 def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                near_threshold: int = NEAR_THRESHOLD, force: bool = False, label_source: str | None = None,
                label_definition: str | None = None) -> ImportResult:
@@ -43,10 +54,8 @@ def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None
         Every problem :func:`validate_manifest` finds (missing files, bad labels, repeated rows, ...).
     """
     path = Path(path)
-    out = Path(out_dir) if out_dir is not None else path.parent
-    name = "manifest.csv" if out_dir is not None else f"{path.stem}.grouped.csv"
-    if (out / name).resolve() == path.resolve():
-        name = f"{path.stem}.grouped.csv"
+    target = import_target(path, out_dir)
+    out, name = target.parent, target.name
     refuse_overwrite(out, name, force=force)
     problems = validate_manifest(path)
     if problems:

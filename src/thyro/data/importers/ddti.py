@@ -29,6 +29,7 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from thyro.data.dedup import NEAR_THRESHOLD, natural_key
@@ -210,6 +211,28 @@ def import_ddti(path: str | os.PathLike, out_dir: str | os.PathLike, *, xml_dir:
         if not folder.is_dir():
             raise DataError(f"{folder}: DDTI {what} folder not found.")
     refuse_overwrite(out_dir, force=force)
+    xml_files, images = _find_files(image_dir, xml_folder)
+    out_dir = Path(out_dir)
+    found = _Cases()
+    for case in sorted(set(xml_files) | set(images), key=natural_key):
+        found.add(case, xml_files.get(case), images.get(case, {}), out_dir, positive_from)
+    raise_if(found.fatal, f"DDTI import of {image_dir} stopped")
+    if strict:
+        raise_if(found.warnings, f"DDTI import of {image_dir} stopped (strict: warnings are errors)")
+    notes: list[str] = []
+    if found.arrows:
+        notes.append(f"{found.arrows} arrow annotation(s) (2-point pointers, not outlines) skipped")
+    notes.append(f"{found.n_roi} of {len(found.records)} images have an outline (roi); labels: TI-RADS >= "
+                 f"{positive_from} -> 1")
+    for rec in found.records:  # the labels' meaning travels with the manifest into studies, reports and models
+        rec["label_source"], rec["label_definition"] = "tirads", f"TI-RADS ≥ {positive_from}"
+    return finish_import(found.records, out_dir, title=f"DDTI import ({len(xml_files)} cases)",
+                         warnings=found.warnings, notes=notes, near_threshold=near_threshold,
+                         extra_columns=["roi", *SOURCE_FIELDS])
+
+
+def _find_files(image_dir: Path, xml_folder: Path) -> tuple[dict[str, Path], dict[str, dict[int, Path]]]:
+    """``({case: XML}, {case: {k: image}})``; refused when either is empty."""
     xml_files = {p.stem: p for p in xml_folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file()}
     images: dict[str, dict[int, Path]] = {}
     for p in image_dir.iterdir():
@@ -219,54 +242,51 @@ def import_ddti(path: str | os.PathLike, out_dir: str | os.PathLike, *, xml_dir:
     if not xml_files and not images:
         raise DataError(f"{image_dir}: no DDTI files ({{case}}.xml with {{case}}_{{k}}.jpg) found.")
     if not xml_files:
-        raise DataError(f"{xml_folder}: no {{case}}.xml files found; pass --xml-dir if the XMLs are in another folder.")
+        raise DataError(f"{xml_folder}: no {{case}}.xml files found; pass xml_dir (--xml-dir) if the XMLs are in "
+                        "another folder.")
     if not images:
         raise DataError(f"{image_dir}: no {{case}}_{{k}}.jpg images found beside the XMLs.")
+    return xml_files, images
 
-    out_dir = Path(out_dir)
-    fatal: list[str] = []
-    warnings: list[str] = []
-    notes: list[str] = []
-    records: list[dict] = []
-    arrows = 0
-    n_roi = 0
-    for case in sorted(set(xml_files) | set(images), key=natural_key):
-        case_images = images.get(case, {})
-        if case not in xml_files:
+
+@dataclass
+class _Cases:
+    """The rows of the cases read so far, and what was found on the way."""
+
+    records: list[dict] = field(default_factory=list)
+    fatal: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    arrows: int = 0
+    n_roi: int = 0
+
+    def add(self, case: str, xml: Path | None, case_images: dict[int, Path], out_dir: Path, positive_from: str
+            ) -> None:
+        """One case's rows: its images with the XML's fields, label and outlines (unlabelled without XML)."""
+        if xml is None:
             for k in sorted(case_images):
-                warnings.append(f"{case_images[k].name}: no {case}.xml; imported unlabelled without ROI")
-                records.append(_record(case_images[k], out_dir, case, {}, None, []))
-            continue
-        fields, marks, case_fatal, case_warn, case_arrows = _read_case(xml_files[case])
-        fatal += case_fatal
-        warnings += case_warn
-        arrows += case_arrows
+                self.warnings.append(f"{case_images[k].name}: no {case}.xml; imported unlabelled without ROI")
+                self.records.append(_record(case_images[k], out_dir, case, {}, None, []))
+            return
+        fields, marks, case_fatal, case_warn, case_arrows = _read_case(xml)
+        self.fatal += case_fatal
+        self.warnings += case_warn
+        self.arrows += case_arrows
         if case_fatal:
-            continue
+            return
         if not case_images:
-            warnings.append(f"{xml_files[case].name}: no images {case}_k.jpg for this case; case skipped")
-            continue
+            self.warnings.append(f"{xml.name}: no images {case}_k.jpg for this case; case skipped")
+            return
         for k in sorted(set(marks) - set(case_images)):
-            warnings.append(f"{xml_files[case].name}: outline for image {k} but {case}_{k}.jpg does not exist")
+            self.warnings.append(f"{xml.name}: outline for image {k} but {case}_{k}.jpg does not exist")
         label = tirads_label(fields.get("tirads") or None, positive_from)
         for k in sorted(case_images):
             polys = marks.get(k, [])
             if polys:
                 polys, note = _clip_to_image(polys, case_images[k])
                 if note:
-                    warnings.append(f"{xml_files[case].name}: image {k}: {note}")
-            n_roi += bool(polys)
-            records.append(_record(case_images[k], out_dir, case, fields, label, polys))
-    raise_if(fatal, f"DDTI import of {image_dir} stopped")
-    if strict:
-        raise_if(warnings, f"DDTI import of {image_dir} stopped (strict: warnings are errors)")
-    if arrows:
-        notes.append(f"{arrows} arrow annotation(s) (2-point pointers, not outlines) skipped")
-    notes.append(f"{n_roi} of {len(records)} images have an outline (roi); labels: TI-RADS >= {positive_from} -> 1")
-    for rec in records:  # the labels' meaning travels with the manifest into studies, reports and models
-        rec["label_source"], rec["label_definition"] = "tirads", f"TI-RADS ≥ {positive_from}"
-    return finish_import(records, out_dir, title=f"DDTI import ({len(xml_files)} cases)", warnings=warnings,
-                         notes=notes, near_threshold=near_threshold, extra_columns=["roi", *SOURCE_FIELDS])
+                    self.warnings.append(f"{xml.name}: image {k}: {note}")
+            self.n_roi += bool(polys)
+            self.records.append(_record(case_images[k], out_dir, case, fields, label, polys))
 
 
 def _clip_to_image(polys: list, image: Path) -> tuple[list, str]:

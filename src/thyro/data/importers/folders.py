@@ -65,7 +65,7 @@ def patient_reader(pattern: str | None):
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise ConfigError(f"--patient-pattern {pattern!r}: not a regular expression ({exc}).") from None
+        raise ConfigError(f"patient_pattern {pattern!r}: not a regular expression ({exc}).") from None
     on_path = "/" in pattern
     group = "patient" if "patient" in regex.groupindex else (1 if regex.groups else 0)
 
@@ -117,45 +117,55 @@ def import_folders(path: str | os.PathLike, out_dir: str | os.PathLike, *, class
     if not images:
         raise DataError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and DICOM files, "
                         f"recursively).")
-    records: list[dict] = []
-    ignored: dict[str, int] = {}
-    unmatched: list[str] = []
-    for image in images:
-        label_found = False
-        rel = image.relative_to(root).as_posix()
-        for parent in image.relative_to(root).parents:
-            name = parent.name.lower()
-            if name and name in mapping:
-                patient = patient_of(rel)
-                if patient is None:
-                    unmatched.append(str(image))
-                records.append({"image": relative_image_path(image, out_dir), "label": mapping[name],
-                                "patient_id": patient, "group": patient, "class_folder": parent.as_posix()})
-                label_found = True
-                break
-        if not label_found:
-            folder = image.parent.relative_to(root).as_posix()
-            ignored[folder] = ignored.get(folder, 0) + 1
+    records, ignored, unmatched = _records(images, root, Path(out_dir), mapping, patient_of)
     if not records:
         folders = sorted({p.parent.relative_to(root).as_posix() for p in images})
         raise DataError(f"{root}: no class folder found among {', '.join(folders[:20])}; class folders are named "
                         f"{', '.join(sorted(mapping))} (case-insensitive); map others with "
-                        f"--classes NAME=1,NAME=0.")
+                        f"classes='NAME=1,NAME=0' (--classes).")
     if unmatched:
         where = "path below the folder" if "/" in str(patient_pattern) else "file name"
-        raise Problems(f"--patient-pattern {patient_pattern!r} does not match the {where} of these images (or its "
-                       f"patient group is empty); fix the pattern (e.g. '(?P<patient>[^_]+)_') or the names",
+        raise Problems(f"patient_pattern {patient_pattern!r} (--patient-pattern) does not match the {where} of these "
+                       f"images (or its patient group is empty); fix the pattern (e.g. '(?P<patient>[^_]+)_') or the "
+                       f"names",
                        unmatched[:50] + ([f"... and {len(unmatched) - 50} more"] if len(unmatched) > 50 else []))
-    notes = [f"ignored {n} image(s) in {folder!r} (not under a class folder; map it with --classes)"
-             for folder, n in sorted(ignored.items())]
-    non_images = len(files) - len(images)
-    if non_images:
-        notes.append(f"{non_images} non-image file(s) ignored")
-    if patient_pattern:
-        notes.append(f"patient_id read from the file names with --patient-pattern {patient_pattern!r}")
-    else:
-        notes.append("patient_id is the file name without extension (--patient-pattern REGEX reads it from the "
-                     "names; or edit the manifest if you know the patients)")
+    notes = _notes(ignored, len(files) - len(images), patient_pattern)
     return finish_import(records, Path(out_dir), title=f"folder import ({root.name})", warnings=[], notes=notes,
                          near_threshold=near_threshold, label_source=label_source,
                          label_definition=label_definition)
+
+
+def _records(images: list[Path], root: Path, out_dir: Path, mapping: dict[str, int | None], patient_of
+             ) -> tuple[list[dict], dict[str, int], list[str]]:
+    """``(manifest rows, images ignored per folder, images whose patient the pattern missed)``: each image's
+    label from the nearest class folder above it."""
+    records: list[dict] = []
+    ignored: dict[str, int] = {}
+    unmatched: list[str] = []
+    for image in images:
+        rel = image.relative_to(root).as_posix()
+        parent = next((p for p in image.relative_to(root).parents if p.name and p.name.lower() in mapping), None)
+        if parent is None:
+            folder = image.parent.relative_to(root).as_posix()
+            ignored[folder] = ignored.get(folder, 0) + 1
+            continue
+        patient = patient_of(rel)
+        if patient is None:
+            unmatched.append(str(image))
+        records.append({"image": relative_image_path(image, out_dir), "label": mapping[parent.name.lower()],
+                        "patient_id": patient, "group": patient, "class_folder": parent.as_posix()})
+    return records, ignored, unmatched
+
+
+def _notes(ignored: dict[str, int], non_images: int, patient_pattern: str | None) -> list[str]:
+    notes = [f"ignored {n} image(s) in {folder!r} (not under a class folder; map it with classes, --classes)"
+             for folder, n in sorted(ignored.items())]
+    if non_images:
+        notes.append(f"{non_images} non-image file(s) ignored")
+    if patient_pattern:
+        notes.append(f"patient_id read from the file names with patient_pattern {patient_pattern!r} "
+                     f"(--patient-pattern)")
+    else:
+        notes.append("patient_id is the file name without extension (patient_pattern, --patient-pattern REGEX, reads "
+                     "it from the names; or edit the manifest if you know the patients)")
+    return notes

@@ -23,10 +23,10 @@ def _prepare_out_dir(out_dir: Path, marker: str) -> None:
     """Refuse to overwrite a folder that is not empty and not an earlier output of the same kind."""
     if out_dir.exists():
         if not out_dir.is_dir():
-            raise DataError(f"{out_dir}: exists and is not a folder; choose another --out.")
+            raise DataError(f"{out_dir}: exists and is not a folder; choose another out_dir (--out).")
         if any(out_dir.iterdir()) and not (out_dir / marker).is_file():
             raise DataError(f"{out_dir}: folder is not empty and was not written by thyro ({marker} missing); "
-                            "choose an empty or new --out folder.")
+                            "choose an empty or new out_dir (--out).")
 
 
 @contextmanager
