@@ -44,14 +44,28 @@ def _stored_line(prov: dict) -> str:
             f"added {prov.get('added')}; {line}")
 
 
+def _stored_provenance(path: Path) -> dict | None:
+    """The provenance a file of thyro's weights folder (or ``thyro weights convert``) recorded, else None."""
+    if detect_container(path) != "safetensors":
+        return None
+    info = thyro_metadata(read_safetensors_metadata(path))
+    return ((info or {}).get("metadata") or {}).get("provenance")
+
+
 def _report_line(report: LoadReport) -> str:
     if report.format == "none":
         return f"{report.arch}: random initialisation ({report.source}); no pretrained weights"
     done, total = report.coverage
-    sha = sha256_file(report.path)[:12] if report.path and Path(report.path).is_file() else "?"
+    path = Path(report.path) if report.path else None
+    sha = sha256_file(path)[:12] if path is not None and path.is_file() else "?"
     line = report.verification.line() if report.verification is not None else "not verified"
-    return (f"{report.arch} weights from {report.path} (sha256 {sha}..., {report.format}, coverage {done}/{total}): "
-            f"{line}")
+    prov = _stored_provenance(path) if path is not None and path.is_file() else None
+    added = ""
+    if prov:  # converted once: where from, as recorded then
+        added = (f", added {prov.get('added')} from {prov.get('source_file')} "
+                 f"(sha256 {str(prov.get('source_sha256') or '')[:12]}..., {prov.get('layout')})")
+    return (f"{report.arch} weights from {report.path} (sha256 {sha}..., {report.format}, coverage {done}/{total}"
+            f"{added}): {line}")
 
 
 def _file_line(path: Path, source: WeightSource, arch: str | None) -> str:
