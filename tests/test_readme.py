@@ -64,6 +64,7 @@ def readme_commands(text: str) -> list[list[str]]:
             continue  # a blank line inside an indented block
         if current:
             commands = [c for c in current if not c.lstrip().startswith("#")]
+            commands = [c.strip() for c in commands]  # a block inside a list item is indented further
             if commands and commands[0].split()[0] in PROGRAMS:
                 blocks.append(commands)
             current = []
@@ -73,7 +74,8 @@ def readme_commands(text: str) -> list[list[str]]:
 def test_readme_blocks_are_what_this_test_expects():
     """The set-up, the test command, the walkthrough and pretraining, in that order; CI runs the test command."""
     blocks = readme_commands((REPO / "README.md").read_text())
-    assert [b[0].split()[0] for b in blocks] == ["python3", "python3", "thyro", "torchrun"]
+    assert [b[0].split()[0] for b in blocks] == ["python3", "python3", "thyro", "torchrun", "thyro"]
+    assert blocks[4][0].strip().startswith("thyro weights inspect --arch efficientnet_lite0")
     setup, tests = blocks[0][0], blocks[1][0]
     assert "-e '.[all]'" in setup and setup.endswith("&& .venv/bin/thyro demo")
     assert tests in (REPO / ".ci" / "run").read_text()
@@ -180,6 +182,8 @@ class Runner:
             fh.write(f"$ {line}\n[exit {proc.returncode}, {self.seconds[line]:.0f} s]\n{out[-4000:]}\n")
         assert proc.returncode == 0, f"{line}\nexit {proc.returncode}:\n{out[-3000:]}"
         assert "Traceback" not in out, f"{line}\n{out[-3000:]}"
+        # no warning of a library that a user cannot act on (thyro's own notes say what to do)
+        assert not re.search(r"\b[A-Z]\w*Warning\b", out), f"{line}\n{out[-3000:]}"
         return out
 
     def serve(self, line: str) -> None:
@@ -226,7 +230,7 @@ def test_every_readme_command_works_from_a_fresh_clone(tmp_path):
     runner = Runner(clone, env, log)
     print(f"README walkthrough log: {log}")
     blocks = readme_commands((clone / "README.md").read_text())
-    setup, _tests, walkthrough, pretraining = blocks
+    setup, _tests, walkthrough, pretraining, lite0 = blocks
 
     # 1. the set-up: a fresh venv, the README's install, the demo (quick)
     line = setup[0]
@@ -256,6 +260,14 @@ def test_every_readme_command_works_from_a_fresh_clone(tmp_path):
     for line in pretraining:
         runner.run(shlex.join(shlex.split(line, comments=True) + PRETRAIN_SPEED))
     assert (clone / "weights" / "radimagenet-resnet18.safetensors").is_file()
+    # 4. real ImageNet weights from the lite0 extra (in `all`): the file as thyro reads it, the study that uses it
+    for line in lite0:
+        words = shlex.split(line, comments=True)
+        out = runner.run(shlex.join(words + STUDY_SPEED) if words[:2] == ["thyro", "study"] else line)
+        if words[:2] == ["thyro", "weights"]:
+            assert "efficientnet-lite0-57934424.pth" in out and "efficientnet_pytorch" in out, out[-2000:]
+    assert (clone / "runs" / "imagenet_lite0" / "report.html").is_file()
+
     with open(log, "a", encoding="utf-8") as fh:
         fh.write("seconds: " + json.dumps({k[:60]: round(v) for k, v in runner.seconds.items()}) + "\n")
     print(log.read_text()[-1500:], file=sys.stderr)

@@ -42,8 +42,8 @@ from thyro.stats.power import binormal_correlations
 from thyro.stats.roc import auroc_or_none
 from thyro.stats.support import (
     CLASSES,
-    MIN_CASES,
-    MIN_EVENTS,
+    MIN_CASES,  # noqa: F401 (the minimums the report states, read as metrics.MIN_CASES)
+    MIN_EVENTS,  # noqa: F401
     NotEstimable,
     SizeReview,
     check,

@@ -177,3 +177,12 @@ def track(items: Iterable[T], description: str, total: float | None = None, *, u
 
 
 __all__ = ["Reporter", "Task", "Update", "current", "reporting", "set_reporter", "task", "track"]
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person says it: ``"40 s"``, ``"12 min"``, ``"2.5 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -280,6 +280,31 @@ def test_udtn_sample_duplicate_in_two_folders(udtn_dir, tmp_path):
 
 # ---------------------------------------------------------------- CSV
 
+def test_a_linked_folder_is_named_as_it_is_reached(tmp_path, monkeypatch):
+    """Images reached through a symbolic link keep their path through it (no climb to the file system's
+    root and down to the link's target); a manifest that shares no folder with its images names them
+    absolutely; both manifests read every image."""
+    far = tmp_path / "storage" / "site" / "export" / "2024"
+    _folder_tree(far)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "images").symlink_to(far, target_is_directory=True)
+    monkeypatch.chdir(work)
+    res = import_folders(Path("images"), Path("data") / "mine")
+    paths = res.manifest.df["image"].tolist()
+    assert paths and all(p.startswith("../../images/") for p in paths), paths
+    m = read_manifest(work / "data" / "mine" / "manifest.csv")
+    assert all(m.abspath(i).is_file() for i in m.ids)
+    # a CSV in the linked folder: its rows keep the link too
+    (work / "images" / "mine.csv").write_text("image,label\nA/Benign/b1.png,0\nA/MALIGNANT/deep/m1.png,1\n")
+    res = import_csv(Path("images") / "mine.csv", Path("data") / "csv")
+    assert res.manifest.df["image"].tolist() == ["../../images/A/Benign/b1.png", "../../images/A/MALIGNANT/deep/m1.png"]
+    from thyro.data.importers._common import relative_image_path
+
+    assert relative_image_path(Path("/srv/a/x.png"), Path("/home/u/out")) == "/srv/a/x.png"
+    assert relative_image_path(Path("/home/u/img/x.png"), Path("/home/u/out")) == "../img/x.png"
+
+
 def test_csv_import_rewrites_paths_and_groups(tmp_path):
     (tmp_path / "imgs").mkdir()
     _picture(1).save(tmp_path / "imgs" / "a.png")

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from thyro.cli import main
-from thyro.data.inspection import class_balance, inspect_manifest, render
+from thyro.cli._data_view import render
+from thyro.data.inspection import class_balance, inspect_manifest
 from thyro.data.manifest import read_manifest
 from thyro.data.validate import validate_manifest
 
@@ -138,16 +139,22 @@ def test_inspect_on_import(tmp_path, capsys):
     _img(tmp_path / "src" / "malignant" / "a.png", 1)  # same pixels, other class: one group, a conflict
     _img(tmp_path / "src" / "benign" / "b.png", 2, (32, 32))
     Image.new("RGB", (40, 30), (10, 200, 10)).save(tmp_path / "src" / "malignant" / "c.jpg")
+    (tmp_path / "src" / "malignant" / "d.jpg").write_bytes((tmp_path / "src" / "malignant" / "c.jpg").read_bytes())
     assert main(["-q", "data", "import", "folders", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 0
     set_quiet(False)
     m = read_manifest(tmp_path / "out" / "manifest.csv")
     ins = inspect_manifest(m)
-    assert ins.sizes == {"40x30": 3, "32x32": 1}
-    assert ins.modes == {"L": 3, "RGB": 1}
-    assert len(ins.exact_duplicates) == 1 and len(ins.exact_duplicates[0]) == 2
+    assert ins.sizes == {"40x30": 4, "32x32": 1}
+    assert ins.modes == {"L": 3, "RGB": 2}
+    assert [len(s) for s in ins.exact_duplicates] == [2, 2]
     assert ins.near_duplicates == []
     assert ins.balance.loc["mixed", "groups"] == 1
     render(ins)
     assert main(["data", "inspect", str(tmp_path / "out" / "manifest.csv")]) == 0
     out = capsys.readouterr().out
     assert "class balance" in out and "40x30" in out and "identical images" in out
+    # one set per row, one image per line: no line names images of two sets, or two images
+    lines = out[out.index("identical images"):].splitlines()
+    for name in ("benign/a.png", "malignant/a.png", "malignant/c.jpg", "malignant/d.jpg"):
+        (line,) = [ln for ln in lines if name in ln]
+        assert sum(n in line for n in ("a.png", "c.jpg", "d.jpg")) == 1, line

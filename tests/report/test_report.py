@@ -437,3 +437,19 @@ def test_compare_splits_by_name(external_report, capsys):
     assert "split=val, fold=pooled" in out and "p = <" not in out and ("p < 0.001" in out or "p = 0." in out)
     assert main(["compare", path, path, "--arm-a", "radimagenet", "--arm-b", "scratch", "--split", "site-c"]) == 2
     assert "choose val (pooled out-of-fold), test, external or one of site-b" in capsys.readouterr().err
+
+
+def test_free_text_that_looks_like_a_path_is_shown_as_written(tmp_path):
+    """Only values that are whole absolute paths are made relative; a label's description with ``</script>``
+    or ``/`` in it is text, shown as typed (escaped in HTML), never rewritten as a path."""
+    from thyro.data.manifest import LabelMeaning
+
+    run = make_run(tmp_path / "runs" / "study", n_cv=60, n_test=40, logs=False)
+    r = RunDir(run)
+    definition = "TI-RADS </script> 4c and/or /5 (see /notes)"
+    summary = r.read_data()
+    r.write_data(summary.model_copy(update={"labels": LabelMeaning("tirads", definition)}))
+    html, md = build_report(run, **FAST)
+    page = html.read_text()
+    assert "TI-RADS &lt;/script&gt; 4c and/or /5 (see /notes)" in page
+    assert "../" not in page.split("TI-RADS &lt;/script&gt;")[1][:40]

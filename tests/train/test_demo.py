@@ -6,14 +6,19 @@ import json
 
 import pytest
 
-from thyro.train.demo import DEMO_STUDY, run_demo
+from thyro.train.demo import DEMO_STUDY, demo_work, expected_seconds, run_demo
 
 
 @pytest.mark.slow
-def test_demo_runs_three_arms_with_an_external_set_and_resumes(tmp_path):
+def test_demo_runs_three_arms_with_an_external_set_and_resumes(tmp_path, caplog):
     out = tmp_path / "demo"
-    results = run_demo(out, patients=40, external_patients=15, epochs=1, pretrain_epochs=1, corpus_scale=0.1,
-                       device="cpu")
+    with caplog.at_level("INFO", logger="thyro.train.demo"):
+        results = run_demo(out, patients=40, external_patients=15, epochs=1, pretrain_epochs=1, corpus_scale=0.1,
+                           device="cpu")
+    # the plan and its expected time come first, before any phase starts
+    first = [r.getMessage() for r in caplog.records if r.name == "thyro.train.demo"]
+    assert first[0].startswith("expected time on this machine: about ") and "1/5 phantom cohort" in first[1]
+    assert results.expected_seconds > 0 and results.seconds > 0
     arms = [a["name"] for a in DEMO_STUDY["arms"]]
     assert list(results.arms) == arms
     assert all(results.arms[a].external_auroc.get("new-patients") is not None for a in arms)
@@ -30,3 +35,20 @@ def test_demo_runs_three_arms_with_an_external_set_and_resumes(tmp_path):
                      device="cpu")
     assert again.arms["domain"].external_auroc == results.arms["domain"].external_auroc
     assert (out / "run" / "predictions.csv").read_bytes() == before
+
+
+def test_the_expected_time_follows_the_work_each_phase_does():
+    """Each phase's work grows with its own settings and only with them; the estimate is that work at speeds
+    timed on this machine (the same timed training steps a study's dry run uses)."""
+    base = dict(patients=20, external_patients=10, epochs=2, pretrain_epochs=1, corpus_scale=0.05)
+    small = demo_work(**base)
+    study = [demo_work(**{**base, "epochs": e})["study"] for e in (2, 4, 6)]
+    assert study[0] < study[1] < study[2] and study[2] - study[1] == pytest.approx(study[1] - study[0])
+    assert demo_work(**{**base, "epochs": 6})["pretraining"] == small["pretraining"]
+    assert demo_work(**{**base, "pretrain_epochs": 4})["pretraining"] == 4 * small["pretraining"]
+    assert demo_work(**{**base, "external_patients": 100})["study"] > small["study"]
+    assert demo_work(**{**base, "patients": 40})["phantoms"] == small["phantoms"] + 20
+    seconds = expected_seconds(**base, device="cpu")
+    assert set(seconds) == set(small) and all(v > 0 for v in seconds.values())
+    # training and pretraining at one measured speed: their ratio is the ratio of their work
+    assert seconds["study"] / seconds["pretraining"] == pytest.approx(small["study"] / small["pretraining"])

@@ -112,7 +112,7 @@ def test_the_model_package_and_its_card_carry_the_provenance(finished, tmp_path,
     out = " ".join(capsys.readouterr().out.split())
     assert "resnet18 at 32 px from file:" in out and "fresh.pth weights (untrained)" in out
     card = (tmp_path / "fresh" / "MODEL_CARD.md").read_text()
-    assert card.splitlines()[0].endswith("start, untrained weights)")
+    assert card.splitlines()[0].endswith("(untrained))")
     assert "- Starting weights (untrained): resnet18 weights from" in card
     assert "The starting weights are untrained" in card
     meta = json.loads((tmp_path / "fresh" / "model.json").read_text())

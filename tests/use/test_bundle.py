@@ -58,6 +58,12 @@ def test_model_card_states_use_provenance_metrics_limitations(model_dir, package
         assert heading in card
     # the run recorded TI-RADS-derived labels: the card says what the model learnt
     assert "TI-RADS ≥ 4c probability" in card and "not pathology" in card
+    # a title and a training-data section that read as prose, not as a dump of keys
+    title = card.splitlines()[0]
+    assert title.endswith("of a thyroid nodule on ultrasound (resnet18, trained from random initialisation)"), title
+    data = card.split("## Training data")[1].split("##")[0]
+    assert "- 66 images: 24 TI-RADS ≥ 4c and 36 not TI-RADS ≥ 4c images." in data, data
+    assert "labels:" not in data and "class balance" not in data and "_" not in data.replace("data.json", "")
     assert package.meta["labels"]["positive"] == "TI-RADS ≥ 4c"
     auc = package.meta["metrics"]["test"]["auroc"]
     assert f"AUROC {auc:.3f}" in card and "95% CI" in card
@@ -182,3 +188,27 @@ def test_bundle_takes_tta_from_the_study_record(run_dir, tmp_path):
     RunDir(run).write_record(cfg, record.base_dir)
     pkg = bundle(run, ARM, tmp_path / "m")
     assert pkg.tta_flip and pkg.image_size == SIZE and pkg.preprocess["roi_crop"] is True
+
+
+def test_without_an_arm_the_best_out_of_fold_arm_is_packaged(run_dir, tmp_path, caplog):
+    """The default arm is chosen by cross-validation: the finished arm with the highest out-of-fold AUROC; a
+    skipped arm (weights missing) is never chosen, and with no AUROC to choose by the caller is asked to name one."""
+    from thyro.cli import main
+    from thyro.run import ArmResult, Results, RunDir
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    rd = RunDir(run)
+    results = rd.read_results()
+    rd.write_results(results.model_copy(update={"arms": {
+        ARM: ArmResult(status="done", backbone="resnet18", weights="none", oof_auroc=0.71, test_auroc=0.60),
+        "imagenet": ArmResult(status="skipped", reason="weights not found", oof_auroc=None)}}))
+    with caplog.at_level("INFO", logger="thyro.use.bundle"):
+        pkg = bundle(run, None, tmp_path / "m")
+    assert pkg.meta["source"]["arm"] == ARM
+    assert f"packaging arm {ARM}" in caplog.text and "0.710" in caplog.text
+    assert main(["-q", "bundle", str(run), "--out", str(tmp_path / "m2")]) == 0
+    assert load_package(tmp_path / "m2").meta["source"]["arm"] == ARM
+    rd.write_results(Results(arms={ARM: ArmResult(status="done", backbone="resnet18", weights="none")}))
+    with pytest.raises(ModelPackageError, match=r"name the arm to package \(arm=\.\.\., --arm\)"):
+        bundle(run, None, tmp_path / "m3")

@@ -47,7 +47,7 @@ def _flags_read_as_flags() -> None:
     it took a value.  A flag takes none: its type is left out (a no-op with typers that do not do this).
     """
     try:
-        from typer.core import TyperOption
+        from typer.core import TyperOption  # lazy: a typer without this class is handled below
     except ImportError:  # pragma: no cover - a typer without this class
         return
     shown = getattr(TyperOption, "display_type_rich", None)
@@ -91,7 +91,7 @@ def _root(
 
 
 def _register_all() -> None:
-    from thyro.cli import data, pretrain, stats, train, use, weights
+    from thyro.cli import data, pretrain, stats, train, use, weights  # lazy: they import this package's helpers
 
     for module in (data, weights, train, stats, use, pretrain):
         module.register(app)

@@ -66,7 +66,7 @@ def arguments_read_as_names() -> None:
     A no-op with typers that do not have these methods.
     """
     try:
-        from typer.core import TyperArgument
+        from typer.core import TyperArgument  # lazy: a typer without this class is handled below
     except ImportError:  # pragma: no cover
         return
     if getattr(TyperArgument, "_thyro_names", False):

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from thyro.cli._help import command, group
 from thyro.console import console, err_console, is_quiet
@@ -46,7 +47,9 @@ def import_ddti_cmd(
 
     DDTI's labels are TI-RADS-derived (suspicious from --positive-from on), not pathology; the manifest says so.
     """
-    from thyro.data.importers import import_ddti
+    from thyro.data.importers import (
+        import_ddti,  # lazy: thyro.data.importers loads the heavy libraries; keeps --help light
+    )
 
     _refuse_overwrite(out / "manifest.csv", force)
     _show_import(import_ddti(path, out, xml_dir=xml_dir, positive_from=positive_from, strict=strict,
@@ -91,7 +94,9 @@ def import_folders_cmd(
 
     The patient is the file name without its extension unless --patient-pattern reads it from the name.
     """
-    from thyro.data.importers import import_folders
+    from thyro.data.importers import (
+        import_folders,  # lazy: thyro.data.importers loads the heavy libraries; keeps --help light
+    )
 
     _refuse_overwrite(out / "manifest.csv", force)
     _show_import(import_folders(path, out, classes=classes, near_threshold=near_threshold, force=force,
@@ -114,8 +119,12 @@ def import_csv_cmd(
                                                 help="What label 1 means when it is not malignancy, e.g. 'TI-RADS >= 4'."),
 ) -> None:
     """Validate a manifest-schema CSV, find duplicates, merge groups and write it to --out."""
-    from thyro.data.importers import import_csv
-    from thyro.data.importers.csv import import_target
+    from thyro.data.importers import (
+        import_csv,  # lazy: thyro.data.importers loads the heavy libraries; keeps --help light
+    )
+    from thyro.data.importers.csv import (
+        import_target,  # lazy: thyro.data.importers.csv loads the heavy libraries; keeps --help light
+    )
 
     _refuse_overwrite(import_target(path, out), force)
     _show_import(import_csv(path, out, near_threshold=near_threshold, force=force, label_source=label_source,
@@ -131,7 +140,8 @@ def _refuse_overwrite(target: Path, force: bool) -> None:
 
 def _show_import(result) -> None:
     """Print an import's counts, duplicates, notes and warnings (nothing when quiet)."""
-    from thyro.data.inspection import balance_notes, balance_table, class_balance, label_line, labels_of
+    from thyro.cli._data_view import balance_table  # lazy: pandas, --help stays light
+    from thyro.data.inspection import balance_notes, class_balance, label_line, labels_of  # lazy: pandas, --help
 
     if is_quiet():
         return
@@ -167,7 +177,9 @@ def validate_cmd(
 
     Checks missing or unreadable files, bad labels, repeated rows, bad ROI JSON and patients split across groups.
     """
-    from thyro.data.validate import validate_manifest
+    from thyro.data.validate import (
+        validate_manifest,  # lazy: thyro.data.validate loads the heavy libraries; keeps --help light
+    )
 
     problems = validate_manifest(manifest, decode=not no_decode, progress=not is_quiet())
     if problems:
@@ -183,8 +195,11 @@ def inspect_cmd(
     manifest: Path = typer.Argument(..., help="Manifest CSV to summarise."),
 ) -> None:
     """Print class balance by image, patient and group, duplicate groups, image sizes and modes."""
-    from thyro.data.inspection import inspect_manifest, render
-    from thyro.data.manifest import read_manifest
+    from thyro.cli._data_view import render  # lazy: pandas, --help stays light
+    from thyro.data.inspection import inspect_manifest  # lazy: pandas and the readers
+    from thyro.data.manifest import (
+        read_manifest,  # lazy: thyro.data.manifest loads the heavy libraries; keeps --help light
+    )
 
     m = read_manifest(manifest)
     console.print(f"manifest: {manifest.resolve()}", markup=False, soft_wrap=True)
@@ -200,10 +215,11 @@ def split_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and manifest give the same splits."),
 ) -> None:
     """Make a held-out test set and k folds, stratified by label and grouped by `group` (no leakage)."""
-    from rich.table import Table
 
-    from thyro.data.manifest import read_manifest
-    from thyro.data.splits import make_splits
+    from thyro.data.manifest import (
+        read_manifest,  # lazy: thyro.data.manifest loads the heavy libraries; keeps --help light
+    )
+    from thyro.data.splits import make_splits  # lazy: thyro.data.splits loads the heavy libraries; keeps --help light
 
     m = read_manifest(manifest)
     splits = make_splits(m, test_size=test_size, folds=folds, seed=seed)
@@ -222,7 +238,7 @@ def split_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
-    from thyro.cli import data_prep
+    from thyro.cli import data_prep  # lazy: data_prep registers its commands on this module's app
 
     data_prep.add_commands(data_app)
     app.add_typer(data_app, name="data")

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Literal
 
 import typer
 
 from thyro.cli._help import command
-
-from thyro.console import console, info
+from thyro.console import console, info, is_quiet
+from thyro.errors import ConfigError
 
 
 def _parse_range(text: str) -> tuple[int, int]:
-    from thyro.errors import ConfigError
 
     try:
         if "-" in text:
@@ -43,8 +43,14 @@ def preview(
 
     A contact sheet of a random sample, or with --per-image one full-resolution picture per image.
     """
-    from thyro.data.preprocess import load_preprocess_config
-    from thyro.data.preview import preprocess_report, preview_images, preview_sheet
+    from thyro.data.preprocess import (
+        load_preprocess_config,  # lazy: thyro.data.preprocess loads the heavy libraries; keeps --help light
+    )
+    from thyro.data.preview import (  # lazy: thyro.data.preview loads the heavy libraries; keeps --help light
+        preprocess_report,
+        preview_images,
+        preview_sheet,
+    )
 
     cfg = load_preprocess_config(config, size=size, roi_crop=roi_crop, inpaint_marks=inpaint_marks)
     if per_image:
@@ -66,8 +72,11 @@ def phantom(
     frame: bool = typer.Option(True, "--frame/--no-frame", help="Draw a scanner frame around the sector."),
 ) -> None:
     """Generate a synthetic thyroid-ultrasound cohort with TI-RADS features and known malignancy probabilities."""
-    from thyro.data.phantom import best_auroc, generate_cohort
-    from thyro.fileio import read_csv
+    from thyro.data.phantom import (  # lazy: thyro.data.phantom loads the heavy libraries; keeps --help light
+        best_auroc,
+        generate_cohort,
+    )
+    from thyro.fileio import read_csv  # lazy: thyro.fileio loads the heavy libraries; keeps --help light
 
     path = generate_cohort(out, n_patients=patients, images_per_patient=_parse_range(images_per_patient),
                            size=size, seed=seed, framed=frame)
@@ -90,8 +99,10 @@ def corpus(
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated subset of classes (modality/region/class)."),
 ) -> None:
     """Generate a synthetic multi-class radiology corpus (RadImageNet layout) for pretraining."""
-    from thyro.data.phantom import generate_corpus
-    from thyro.fileio import read_csv
+    from thyro.data.phantom import (
+        generate_corpus,  # lazy: thyro.data.phantom loads the heavy libraries; keeps --help light
+    )
+    from thyro.fileio import read_csv  # lazy: thyro.fileio loads the heavy libraries; keeps --help light
 
     chosen = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     path = generate_corpus(out, n_per_class=n_per_class, size=size, seed=seed, classes=chosen)
@@ -112,10 +123,15 @@ def cache(
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete this cache and build it again."),
 ) -> None:
     """Build (or find) the preprocessed image cache of a manifest and report it."""
-    import time
 
-    from thyro.data.cache import ImageCache, cache_key, default_cache_dir
-    from thyro.data.preprocess import load_preprocess_config
+    from thyro.data.cache import (  # lazy: thyro.data.cache loads the heavy libraries; keeps --help light
+        ImageCache,
+        cache_key,
+        default_cache_dir,
+    )
+    from thyro.data.preprocess import (
+        load_preprocess_config,  # lazy: thyro.data.preprocess loads the heavy libraries; keeps --help light
+    )
 
     cfg = load_preprocess_config(config, size=size)
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -154,16 +170,23 @@ def audit(
     Reports how much of each image is marks, whether marks alone predict the label (AUROC with CI, folds grouped
     by patient), and with --model the model's AUROC with marks left in vs removed (paired test).
     """
-    from thyro.console import is_quiet
-    from thyro.data.preprocess import load_preprocess_config
-    from thyro.use.audit import audit as run_audit
+    from thyro.data.preprocess import (
+        load_preprocess_config,  # lazy: thyro.data.preprocess loads the heavy libraries; keeps --help light
+    )
+    from thyro.use.audit import (
+        audit as run_audit,  # lazy: thyro.use.audit loads the heavy libraries; keeps --help light
+    )
 
     cfg = load_preprocess_config(config) if config is not None else None
     res = run_audit(manifest, model, out=out, splits=splits, on=on, cfg=cfg, folds=folds, seed=seed,
                     progress=not is_quiet())
-    from thyro.data.inspection import label_line
-    from thyro.data.manifest import LabelMeaning
-    from thyro.stats.format import format_p
+    from thyro.data.inspection import (
+        label_line,  # lazy: thyro.data.inspection loads the heavy libraries; keeps --help light
+    )
+    from thyro.data.manifest import (
+        LabelMeaning,  # lazy: thyro.data.manifest loads the heavy libraries; keeps --help light
+    )
+    from thyro.stats.format import format_p  # lazy: thyro.stats.format loads the heavy libraries; keeps --help light
 
     marks = res["marks"]["overall"]
     meaning = LabelMeaning.from_dict(res["labels"]) if res.get("labels") else None

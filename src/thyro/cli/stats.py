@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from thyro.cli._help import command
-
 from thyro.console import console, info
 from thyro.errors import ConfigError
 
@@ -44,7 +45,7 @@ def report(
 
     Example: thyro report runs/jacr2024 --compare radimagenet:imagenet --compare radimagenet:scratch
     """
-    from thyro.report import build_report
+    from thyro.report import build_report  # lazy: thyro.report loads the heavy libraries; keeps --help light
 
     html, md = build_report(run_dir, out, method=method, n_boot=n_boot, seed=seed, comparisons=_pairs(compare))
     info(f"report written: {html}")
@@ -70,11 +71,11 @@ def compare(
 
     Example: thyro compare runs/s/predictions.csv runs/s/predictions.csv --arm-a domain --arm-b scratch --split oof
     """
-    from rich.markup import escape
-    from rich.table import Table
 
-    from thyro.report.compare import compare_files
-    from thyro.stats.format import format_p
+    from thyro.report.compare import (
+        compare_files,  # lazy: thyro.report.compare loads the heavy libraries; keeps --help light
+    )
+    from thyro.stats.format import format_p  # lazy: thyro.stats.format loads the heavy libraries; keeps --help light
 
     r = compare_files(pred_a, pred_b, arm_a=arm_a, arm_b=arm_b, split=split, fold=fold, method=method,
                       n_boot=n_boot, seed=seed)
@@ -120,9 +121,10 @@ def power(
 
     Example: thyro power scratch=0.69 imagenet=0.79 radimagenet=0.83 --prevalence 0.35 --correlation 0.5
     """
-    from rich.table import Table
 
-    from thyro.stats.power import plan_comparisons
+    from thyro.stats.power import (
+        plan_comparisons,  # lazy: thyro.stats.power loads the heavy libraries; keeps --help light
+    )
 
     plan = plan_comparisons(_aurocs(aurocs), prevalence=prevalence, correlation=correlation, powers=powers,
                             alpha=alpha, adjust=adjust)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,7 @@ from thyro.cli._output import for_workers
 from thyro.console import console, info
 from thyro.data.manifest import LabelMeaning
 from thyro.errors import ConfigError
+from thyro.progress import duration
 from thyro.train import demo
 
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
@@ -75,17 +77,28 @@ def _print_results(results) -> None:
         warning = trained.mismatch(ext, f"the external set {name}")
         if warning:
             console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
-    for arm, info in results.arms.items():
-        if info.status == "skipped" and info.reason:
-            console.print(f"[yellow]{arm} skipped[/]:\n  " + info.reason.replace("\n", "\n  "), soft_wrap=True)
     if results.report is not None:
+        for sentence in _answer(Path(results.report.html).with_name("report.json")):
+            console.print(sentence, markup=False, soft_wrap=True)
         console.print(f"report: {results.report.html}")
 
 
-def _print_plan(plan: dict) -> None:
+def _answer(report_json: Path) -> list[str]:
+    """The sentences the report leads with (the best arm, its differences with CIs and Holm-adjusted p), or
+    none when the report holds no answer."""
+    try:
+        headline = json.loads(report_json.read_text(encoding="utf-8")).get("headline") or {}
+    except (OSError, ValueError):
+        return []
+    return list(headline.get("text") or [])
+
+
+def _print_plan(plan: dict, verbose: bool = False) -> None:
+    """The plan of a dry run: what runs, on which sets, how long; the resolved configuration after it with
+    ``verbose``."""
     console.print(f"[bold]study {plan['study']}[/] (dry run: every check of the real run passed; nothing trained or "
                   f"written) -> {plan['run_dir']}", soft_wrap=True)
-    console.print(yaml.safe_dump(plan["config"], sort_keys=False).rstrip(), markup=False, highlight=False)
+    console.print(f"data: {plan['config']['data']['manifest']}", markup=False, soft_wrap=True)
     labels = plan["labels"]
     console.print(f"labels: {labels['description']}", markup=False, soft_wrap=True)
     sp = plan["splits"]
@@ -100,22 +113,30 @@ def _print_plan(plan: dict) -> None:
         table.add_column(col)
     for arm, a in plan["arms"].items():
         if a["skipped"]:
-            weights = "[yellow]skipped[/]: " + escape(a["skipped"].splitlines()[0])
+            weights = "[yellow]skipped[/] (below)"
         else:
             weights = escape(a["loaded"] or a["weights"])
         speed = f"{a['train_images_per_second']:.1f} img/s" if a.get("train_images_per_second") else "-"
         table.add_row(arm, a["backbone"], weights, escape(a["input"] or "-"), speed)
     console.print(table)
+    for arm, a in plan["arms"].items():
+        if a["skipped"]:
+            console.print(f"[yellow]{arm} skipped[/]:\n  " + escape(a["skipped"]).replace("\n", "\n  "),
+                          soft_wrap=True)
     done = sum(j["done"] for j in plan["jobs"])
     console.print(f"jobs ({len(plan['jobs'])}, {done} done): " + ", ".join(
         j["job"] + (" (done)" if j["done"] else "") for j in plan["jobs"]), markup=False, soft_wrap=True)
     if plan.get("seconds_estimate"):
-        minutes = plan["seconds_estimate"] / 60
-        console.print(f"estimated training time on this machine: about {minutes:,.0f} min "
-                      f"({minutes / 60:.1f} h; measured training speed x epochs x images, evaluation not counted)",
+        console.print(f"estimated training time on this machine: about {duration(plan['seconds_estimate'])} "
+                      "(measured training speed x epochs x images, evaluation not counted)",
                       markup=False, soft_wrap=True)
     for note in plan.get("notes") or []:
         console.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
+    if verbose:
+        console.print("resolved configuration:", style="bold")
+        console.print(yaml.safe_dump(plan["config"], sort_keys=False).rstrip(), markup=False, highlight=False)
+    else:
+        console.print("(--verbose adds the resolved configuration)", style="dim")
 
 
 SET_HELP = ("Override a configuration key: --set train.epochs=5, --set data.manifest=data/mine/manifest.csv "
@@ -143,8 +164,10 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
         set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
         no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report at the end."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration, split sizes, jobs and "
-                                                              "weight checks; train nothing."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (labels, split sizes, arms and their "
+                                                              "weights, jobs, the expected time); train nothing."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="With --dry-run: the resolved configuration "
+                                                                    "too, every key."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Train this many jobs at once, one process each "
                                                                 "(on one GPU, or spread over --devices)."),
         devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated devices for --jobs, e.g. "
@@ -158,7 +181,7 @@ def register(app: typer.Typer) -> None:
         """
         study = _study(config, run_dir, set_, only, "--only")
         if dry_run:
-            _print_plan(study.plan(only=only, skip_missing=skip_missing, estimate=True).to_dict())
+            _print_plan(study.plan(only=only, skip_missing=skip_missing, estimate=True).to_dict(), verbose)
             return
         results = study.run(only=only, skip_missing=skip_missing, device=device, report=not no_report, workers=jobs,
                             devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None,
@@ -221,6 +244,7 @@ def _register_demo(app: typer.Typer) -> None:
                 settings[key] = value
         folder = out or Path("thyro-demo-quick" if quick else "thyro-demo")
         results = demo.run_demo(folder, size=size, device=device, jobs=jobs, worker_init=for_workers(), **settings)
-        info(f"done in {results.seconds:.0f} s")
-        console.print(results.summary())
+        info(f"done in {duration(results.seconds)}"
+             + (f" (expected {duration(results.expected_seconds)})" if results.expected_seconds else ""))
         _print_results(results)
+        console.print(results.summary(), soft_wrap=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
-from typing import Literal
+from typing import Literal, Optional
 
 import typer
 from rich.markup import escape
@@ -86,7 +85,9 @@ def summary_table(summary, max_rows: int = 40) -> Table:
 
 def bundle_cmd(
     run_dir: Path = typer.Argument(..., help="Study run directory (from `thyro study`)."),
-    arm: str = typer.Option(..., "--arm", help="The arm to package (its fold models form the ensemble)."),
+    arm: Optional[str] = typer.Option(None, "--arm", help="The arm to package (its fold models form the ensemble); "
+                                                          "default: the finished arm with the highest out-of-fold "
+                                                          "AUROC."),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
     point: str = typer.Option("youden", "--point", help="Default operating point: youden, sens90, sens95 or spec90."),
     label_source: str = typer.Option(None, "--label-source",
@@ -248,7 +249,8 @@ def serve_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
-    command(app, "bundle", examples=["thyro bundle runs/jacr2024 --arm radimagenet --out model/",
+    command(app, "bundle", examples=["thyro bundle runs/jacr2024 --out model/",
+                                     "thyro bundle runs/jacr2024 --arm radimagenet --out model-radimagenet/",
                                      "thyro bundle runs/ddti --arm imagenet --out model-ddti/ --point sens90"])(bundle_cmd)
     command(app, "predict", examples=["thyro predict model/ new_images/ scan.dcm --out predictions.csv",
                                       "thyro -q predict model/ data/site-b/manifest.csv > site-b.csv",

@@ -41,11 +41,13 @@ import pandas as pd
 from thyro.data.labels import LABEL_SOURCES, LabelMeaning
 from thyro.data.roi import MAX_ROI_CHARS, MAX_ROI_DEPTH, parse_roi, roi_bbox, roi_to_json
 from thyro.errors import DataError
-from thyro.fileio import read_csv, write_csv
+from thyro.fileio import read_csv, unescape_frame, write_csv
 
 REQUIRED_COLUMNS = ("image", "label", "patient_id", "group")
 OPTIONAL_COLUMNS = ("roi",)
 #: Columns always read as text (hashes such as "0123..." must not become numbers).
+#: The column every manifest ``thyro data import`` writes, and so the sign that thyro wrote the file.
+WRITTEN_BY_THYRO = "content_hash"
 TEXT_COLUMNS = ("image", "patient_id", "group", "roi", "content_hash", "phash", "duplicate_of", "tirads", "label_source",
                 "label_definition")
 
@@ -156,6 +158,10 @@ def _coerce(df: pd.DataFrame, where: str) -> pd.DataFrame:
 def read_manifest(path: str | os.PathLike, *, check_labels: bool = True) -> Manifest:
     """Read a manifest CSV.  Missing ``patient_id``/``group`` default to the image id / patient.
 
+    A manifest thyro wrote (``thyro data import`` gives every one a ``content_hash`` column) has the cells
+    that would run as spreadsheet formulas written with a leading ``'``, which is taken off again here; in
+    a manifest a person wrote, a leading ``'`` is part of the value and is kept.
+
     Raises :class:`DataError` naming the file and rows when labels are not 0, 1 or empty.
     (``thyro data validate`` checks everything else, files included.)
     """
@@ -163,7 +169,10 @@ def read_manifest(path: str | os.PathLike, *, check_labels: bool = True) -> Mani
     if not path.is_file():
         raise DataError(f"{path}: manifest not found.")
     try:
-        df = read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values={"label": [""]})
+        df = read_csv(path, unescape=False, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False,
+                      na_values={"label": [""]})
+        if WRITTEN_BY_THYRO in df.columns:  # thyro's escaping undone only in a manifest thyro wrote
+            unescape_frame(df)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV manifest ({exc}).") from None
     if df.empty:

@@ -12,6 +12,7 @@ import pandas as pd
 import thyro.progress
 from thyro.data.manifest import (
     REQUIRED_COLUMNS,
+    WRITTEN_BY_THYRO,
     image_path_problem,
     normalise_image_path,
     normalise_labels,
@@ -20,7 +21,7 @@ from thyro.data.manifest import (
 )
 from thyro.data.readers import ImageReadError, load_image, probe_image
 from thyro.errors import DataError
-from thyro.fileio import read_csv
+from thyro.fileio import read_csv, unescape_frame
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,9 @@ def _read(path: Path) -> tuple[pd.DataFrame | None, Problem | None]:
     if not path.is_file():
         return None, Problem(None, str(path), "manifest not found")
     try:
-        df = read_csv(path, dtype=str, keep_default_na=False)
+        df = read_csv(path, unescape=False, dtype=str, keep_default_na=False)
+        if WRITTEN_BY_THYRO in df.columns:  # as read_manifest reads it
+            unescape_frame(df)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         return None, Problem(None, str(path), f"not a readable CSV ({exc})")
     if "image" not in df.columns:

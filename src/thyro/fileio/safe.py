@@ -87,10 +87,12 @@ def unescape_frame(df):
     return df
 
 
-def read_csv(path: str | os.PathLike, **kwargs: Any):
-    """``pandas.read_csv`` for a CSV thyro wrote (or one in its format): the text of cells that
-    :func:`escape_cell` marked is given back as it was.  Keyword arguments go to pandas."""
-    return unescape_frame(pd.read_csv(path, **kwargs))
+def read_csv(path: str | os.PathLike, *, unescape: bool = True, **kwargs: Any):
+    """``pandas.read_csv`` for a CSV thyro wrote: the text of cells that :func:`escape_cell` marked is given
+    back as it was.  ``unescape=False`` reads every cell as it stands (a file a person wrote, where a leading
+    ``'`` is part of the value).  Other keyword arguments go to pandas."""
+    df = pd.read_csv(path, **kwargs)
+    return unescape_frame(df) if unescape else df
 
 
 def escaped_note(path: str | os.PathLike, cells: list[tuple[int | None, str]]) -> str:

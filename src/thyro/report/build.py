@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
-import re
+import os
 from pathlib import Path
 
 import jinja2
 import numpy as np
+import yaml
 
 from thyro import __version__, metrics
 from thyro.data.audit import read_audit
@@ -97,10 +98,30 @@ def _outputs(run_dir: Path, out) -> tuple[Path, Path, Path]:
     return html, html.with_suffix(".md"), html.with_suffix(".json")
 
 
-def _relative_paths(run: Run, text: str) -> str:
-    """``text`` with the absolute paths a study records (its base folder, manifests, weight files) written
-    relative to the run directory."""
-    return re.sub(r"(?<![\w.~/])/[^\s,;:'\"]+", lambda m: run.relative(m.group(0)), text)
+def _relative_path(run: Run, value: str) -> str:
+    """``value`` relative to the run directory when the whole value is an absolute path (a study's base
+    folder, a manifest, a weight file); any other text (a label's description, a free-text note) as it is."""
+    if value and "\n" not in value and os.path.isabs(value):
+        return run.relative(value)
+    return value
+
+
+def _relative_config(run: Run, text: str) -> str:
+    """The study record's text with the values that are absolute paths written relative to the run
+    directory; text that is not YAML is shown as it is."""
+    try:
+        record = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+    def walk(v):
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return _relative_path(run, v) if isinstance(v, str) else v
+
+    return yaml.safe_dump(walk(record), sort_keys=False, allow_unicode=True) if isinstance(record, dict) else text
 
 
 def _set_figures(a: dict, settings: metrics.Settings, band_boot: int) -> dict:
@@ -190,11 +211,11 @@ def _provenance(run: Run, run_dir: Path, level: float) -> dict:
         "predictions_name": run.relative(run.predictions_path) if run.from_dir else run.predictions_path.name,
         "predictions_sha": sha256_file(run.predictions_path),
         "level_pct": f"{level * 100:g}",
-        "data_rows": ([(k, _relative_paths(run, v)) for k, v in _flatten(run.data.to_dict())]
+        "data_rows": ([(k, _relative_path(run, v)) for k, v in _flatten(run.data.to_dict())]
                       if run.data is not None else []),
         "versions": sorted(versions.items()),
         "git_commit": res.git_commit,
-        "config_text": _relative_paths(run, config_text) if config_text else None,
+        "config_text": _relative_config(run, config_text) if config_text else None,
         # the shortcut audit, when `thyro data audit ... --out RUN_DIR` wrote one here
         "audit": audit,
         "audit_manifest": run.relative(audit["manifest"]) if audit and audit.get("manifest") else None,

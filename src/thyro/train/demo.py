@@ -18,6 +18,7 @@ what it takes to measure it), not evidence about patients.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ import yaml
 from pydantic import Field
 
 from thyro.data.manifest import read_manifest
+from thyro.progress import duration
 from thyro.run import Results
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class DemoResults(Results):
 
     best_auroc: dict[str, float] = Field(default_factory=dict, exclude=True)
     seconds: float | None = Field(default=None, exclude=True)
+    expected_seconds: float | None = Field(default=None, exclude=True)
 
     def summary(self) -> str:
         """One line: every arm's AUROC on the external set beside the best achievable there."""
@@ -77,6 +80,54 @@ PRETRAIN_EPOCHS = 6
 QUICK = {"patients": 40, "external_patients": 40, "epochs": 2, "pretrain_epochs": 1, "corpus_scale": 0.15}
 
 
+#: A fold model's forward pass (scoring) as a share of one training step (forward + backward + update).
+SCORING_SHARE = 0.35
+#: The estimate times the phantom drawn for this many patients.
+_DRAW_SAMPLE_PATIENTS = 3
+
+
+def demo_work(*, patients: int = 120, external_patients: int = 500, size: int = 64, phantom_size: int = 128,
+              epochs: int | None = None, pretrain_epochs: int = PRETRAIN_EPOCHS,
+              corpus_scale: float = 1.0) -> dict[str, float]:
+    """The work each phase of :func:`run_demo` does: ``phantoms`` in patients drawn (a corpus image counted
+    by its pixels against a patient's two 128 px views), ``pretraining`` and ``study`` in training steps of
+    one image (a fold model scoring an image counts ``SCORING_SHARE`` of one)."""
+    train_epochs = epochs if epochs is not None else DEMO_STUDY["train"]["epochs"]
+    corpus_images = sum(sum(counts.values()) for counts, _ in _corpora(corpus_scale).values())
+    images = 2 * patients  # 1-3 views each
+    test = DEMO_STUDY["data"]["test_size"] * images
+    folds = DEMO_STUDY["data"]["folds"]
+    held_out = (images - test) / folds
+    per_job = train_epochs * (images - test - held_out) + SCORING_SHARE * (
+        train_epochs * held_out + held_out + test + 2 * external_patients)
+    return {"phantoms": patients + external_patients + corpus_images / 2 * (max(size, 64) / phantom_size) ** 2,
+            "pretraining": corpus_images * pretrain_epochs,
+            "study": len(DEMO_STUDY["arms"]) * folds * per_job}
+
+
+def expected_seconds(*, patients: int = 120, external_patients: int = 500, size: int = 64, phantom_size: int = 128,
+                     epochs: int | None = None, pretrain_epochs: int = PRETRAIN_EPOCHS, corpus_scale: float = 1.0,
+                     device: str | None = None, seed: int = 0) -> dict[str, float]:
+    """Seconds each phase of :func:`run_demo` is expected to take on this machine: :func:`demo_work` at the
+    speeds measured here, the same timed steps a study's dry run uses (:func:`thyro.train.plan.train_speed`, a
+    few training steps of ResNet-18 at the demo's size) and the phantom drawn for a few patients."""
+    from thyro.config import TrainConfig  # lazy: torch (the configuration checks architectures)
+    from thyro.data.phantom import generate_cohort  # lazy: OpenCV and SciPy, kept off --help
+    from thyro.models import build_model  # lazy: torch
+    from thyro.train.plan import train_speed  # lazy: torch
+
+    model, _ = build_model("resnet18", "none", seed=seed)
+    speed = train_speed(model, TrainConfig(**{**DEMO_STUDY["train"], "device": device or "auto"}), size)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        generate_cohort(Path(tmp) / "c", n_patients=_DRAW_SAMPLE_PATIENTS, size=phantom_size, seed=seed)
+        per_patient = (time.perf_counter() - start) / _DRAW_SAMPLE_PATIENTS
+    work = demo_work(patients=patients, external_patients=external_patients, size=size, phantom_size=phantom_size,
+                     epochs=epochs, pretrain_epochs=pretrain_epochs, corpus_scale=corpus_scale)
+    return {"phantoms": work["phantoms"] * per_patient, "pretraining": work["pretraining"] / speed,
+            "study": work["study"] / speed}
+
+
 def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_patients: int = 500, size: int = 64,
              phantom_size: int = 128, epochs: int | None = None, pretrain_epochs: int = PRETRAIN_EPOCHS,
              device: str | None = None, seed: int = 0, jobs: int = 1, corpus_scale: float = 1.0,
@@ -92,6 +143,9 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    expected = _announce(out, expected_seconds(patients=patients, external_patients=external_patients, size=size,
+                                    phantom_size=phantom_size, epochs=epochs, pretrain_epochs=pretrain_epochs,
+                                    corpus_scale=corpus_scale, device=device, seed=seed))
     best = _cohorts(out, patients, external_patients, phantom_size, seed)
     _backbones(out, size, pretrain_epochs, device, seed, corpus_scale)
     cfg = yaml.safe_load(yaml.safe_dump(DEMO_STUDY))
@@ -103,7 +157,21 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_pa
     log.info("5/5 study: scratch vs generic vs domain-pretrained, 5-fold CV, held-out test set, external set")
     results = run_study(config_path, run_dir=out / "run", device=device, report=True, workers=jobs,
                         worker_init=worker_init)
-    return DemoResults(**dict(results), best_auroc=best, seconds=time.perf_counter() - t0)
+    return DemoResults(**dict(results), best_auroc=best, seconds=time.perf_counter() - t0, expected_seconds=expected)
+
+
+def _announce(out: Path, expected: dict[str, float]) -> float:
+    """Log the demo's plan and the time each phase not yet done on disk is expected to take."""
+    if (out / "phantom" / "manifest.csv").exists() and (out / "external" / "manifest.csv").exists():
+        expected["phantoms"] = 0.0
+    if all((out / "backbone" / f"resnet18-{name}.safetensors").exists() for name in ("generic", "radiology")):
+        expected["pretraining"] = 0.0
+    if (out / "run" / "results.json").exists():
+        log.info(f"continuing the demo in {out}: finished steps are kept")
+    log.info(f"expected time on this machine: about {duration(sum(expected.values()))} (drawing the phantoms "
+             f"{duration(expected['phantoms'])}, pretraining two backbones {duration(expected['pretraining'])}, "
+             f"the three-arm study {duration(expected['study'])}; from a few timed training steps)")
+    return sum(expected.values())
 
 
 def _cohorts(out: Path, patients: int, external_patients: int, phantom_size: int, seed: int) -> dict[str, float]:
@@ -125,25 +193,32 @@ def _cohorts(out: Path, patients: int, external_patients: int, phantom_size: int
     return best
 
 
-def _backbones(out: Path, size: int, pretrain_epochs: int, device: str | None, seed: int,
-               corpus_scale: float) -> None:
-    """Steps 3 and 4: the generic and the domain backbone, each pretrained once on its synthetic corpus."""
-    from thyro.config import AugmentConfig, PretrainConfig  # lazy: torch (the configuration checks architectures)
-    from thyro.data.phantom import APPEARANCE_CLASSES, CORPUS_CLASSES, GENERIC_CLASSES, generate_corpus  # lazy
-    from thyro.data.preprocess import PreprocessConfig  # lazy: OpenCV
-    from thyro.train.pretrain import pretrain  # lazy: torch
+def _corpora(corpus_scale: float) -> dict[str, tuple[dict[str, int], str]]:
+    """The two pretraining corpora: images per class and what they stand for."""
+    from thyro.data.phantom import APPEARANCE_CLASSES, CORPUS_CLASSES, GENERIC_CLASSES  # lazy: OpenCV, SciPy
 
     def count(n: int) -> int:
         return max(2, round(n * corpus_scale))
 
     radiology = {**{c: count(RADIOLOGY_PER_CLASS["other"]) for c in CORPUS_CLASSES},
                  **{c: count(RADIOLOGY_PER_CLASS["appearance"]) for c in APPEARANCE_CLASSES}}
-    corpora = {
+    return {
         "generic": ({c: count(GENERIC_PER_CLASS) for c in GENERIC_CLASSES},
                     "non-medical shapes and textures (the ImageNet stand-in)"),
         "radiology": (radiology, "ultrasound, CT and MR classes and thyroid nodules by appearance, cropped and "
                                  "letterboxed as the study crops (the RadImageNet stand-in)"),
     }
+
+
+def _backbones(out: Path, size: int, pretrain_epochs: int, device: str | None, seed: int,
+               corpus_scale: float) -> None:
+    """Steps 3 and 4: the generic and the domain backbone, each pretrained once on its synthetic corpus."""
+    from thyro.config import AugmentConfig, PretrainConfig  # lazy: torch (the configuration checks architectures)
+    from thyro.data.phantom import generate_corpus  # lazy: OpenCV and SciPy, kept off --help
+    from thyro.data.preprocess import PreprocessConfig  # lazy: OpenCV
+    from thyro.train.pretrain import pretrain  # lazy: torch
+
+    corpora = _corpora(corpus_scale)
     # Corpus images are made at the study's input size and used as they are: no scan-area search (an
     # appearance crop has no screen around it), letterboxed like the study's crops, mild augmentation.
     # Zooming in further, or a scan-area search that cut the letterbox away, taught the backbone nodules

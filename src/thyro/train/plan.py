@@ -322,7 +322,7 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
         raise ConfigError(f"arm '{arm.name}': {arm.backbone} cannot take {size}x{size} images (preprocess.size): "
                           f"{first}. Choose a larger preprocess.size (its native size is "
                           f"{_native(arm.backbone)}).") from None
-    speed = _train_speed(model, train, size) if estimate else None
+    speed = train_speed(model, train, size) if estimate else None
     pretrained = path is not None and report.verification is not None
     return replace(plan, weights_file=path, input_spec=model.input_spec, layout=model.layout,
                    coverage=report.coverage if path is not None else None, load_summary=report.summary(),
@@ -334,7 +334,7 @@ def _native(name: str) -> int:
     return arch(name).native_size
 
 
-def _train_speed(model, train: TrainConfig, size: int) -> float:
+def train_speed(model, train: TrainConfig, size: int) -> float:
     """Training images per second of ``model`` on this machine (a few steps on random images)."""
     device = resolve_device(train.device)
     model.to(device).train()

@@ -58,7 +58,7 @@ from thyro.run.merge import ArmJobs, RunImages, merge_jobs
 from thyro.train.job import JobContext, run_job
 from thyro.train.plan import ArmPlan, Plan, all_study_jobs, make_plan, parse_only, study_identity
 from thyro.train.prepared import Prepared, prepare
-from thyro.train.tracking import NoTracker, make_tracker
+from thyro.train.tracking import make_tracker
 from thyro.train.workers import run_processes
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,9 @@ class Study:
         for job in plan.jobs:
             if job not in todo and plan.selected is not None:
                 log.info(f"{job} is already done ({self.rundir.job_files(job).done}); restarting trains it again.")
-        log.info(f"{self.cfg.name}: {len(prep.labelled)} labelled images, {len(self.cfg.arms)} arm(s) x "
+        arms = len(self.cfg.arms) - len(plan.skipped)
+        skipped = f" ({len(plan.skipped)} skipped: {', '.join(plan.skipped)})" if plan.skipped else ""
+        log.info(f"{self.cfg.name}: {len(prep.labelled)} labelled images, {arms} arm(s){skipped} x "
                  f"{self.cfg.data.folds} folds; {len(plan.jobs) - len(todo)} job(s) already done, {len(todo)} to "
                  f"run -> {self.run_dir}" + (f" with {workers} worker processes" if workers > 1 and todo else ""))
         failed: dict[str, str] = {}

@@ -310,6 +310,20 @@ def _finished_run(run_dir) -> tuple[RunDir, Any]:
     return rundir, run
 
 
+def best_arm(rundir: RunDir, run) -> str:
+    """The finished arm with the highest pooled out-of-fold AUROC (ties: the first in the study's order)."""
+    results = run.results
+    scored = {name: a.oof_auroc for name, a in (results.arms.items() if results is not None else [])
+              if a.status == "done" and a.oof_auroc is not None}
+    if not scored:
+        raise ModelPackageError(f"{rundir.root}: no finished arm with an out-of-fold AUROC to choose from; name "
+                                "the arm to package (arm=..., --arm).")
+    best = max(scored, key=lambda name: scored[name])
+    log.info(f"packaging arm {best}: the highest out-of-fold AUROC ({scored[best]:.3f}) of the finished arms "
+             f"({', '.join(f'{n} {v:.3f}' for n, v in scored.items())})")
+    return best
+
+
 def _fold_models(rundir: RunDir, run, arm: str) -> list[Path]:
     """The fold model files of a finished arm (every fold's), or a :class:`ModelPackageError` naming what is not."""
     cfg = run.record.config
@@ -351,7 +365,7 @@ def _package_metrics(run, arm: str, operating: dict, meaning: LabelMeaning) -> d
     return out
 
 
-def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
+def bundle(run_dir: str | os.PathLike, arm: str | None, out: str | os.PathLike, *,
            default_point: str = DEFAULT_POINT, label_source: str | None = None, label_definition: str | None = None,
            overwrite: bool = False) -> ModelPackage:
     """Turn one arm of a finished study into a model package.
@@ -361,7 +375,8 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
     the operating points; ensemble rows give the metrics of the test set and of every external set,
     computed by :mod:`thyro.metrics` exactly as the report computes them, "not estimable" where a set is
     too small), the results, the data summary and the fold models.  ``label_source``/``label_definition``
-    override the labels' provenance the study recorded.
+    override the labels' provenance the study recorded.  ``arm=None`` packages the finished arm with the
+    highest pooled out-of-fold AUROC (chosen by cross-validation, never on the test or external sets).
 
     Raises
     ------
@@ -369,6 +384,7 @@ def bundle(run_dir: str | os.PathLike, arm: str, out: str | os.PathLike, *,
         Naming what is missing: the run, the arm, its fold models or its out-of-fold predictions.
     """
     rundir, run = _finished_run(run_dir)
+    arm = arm if arm is not None else best_arm(rundir, run)
     files = _fold_models(rundir, run, arm)
     cfg = run.record.config
     meaning = run.recorded_labels() or LabelMeaning()

@@ -81,8 +81,18 @@ def refuse_overwrite(out_dir: str | os.PathLike, manifest_name: str = MANIFEST_N
 
 
 def relative_image_path(path: Path, out_dir: Path) -> str:
-    """Path of an image relative to the manifest's folder, with forward slashes."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+    """Path of an image as a manifest in ``out_dir`` names it, with forward slashes: relative to that folder
+    as both are spelled (symbolic links are not followed, so images reached through a linked folder stay
+    reached through it, and the manifest keeps working where the link does), or absolute when the two share
+    no folder but the file system's root (a relative path would only climb to the root and down again)."""
+    image, folder = os.path.abspath(path), os.path.abspath(out_dir)
+    try:
+        common = os.path.commonpath([image, folder])
+    except ValueError:  # another drive
+        return Path(image).as_posix()
+    if os.path.dirname(common) == common:
+        return Path(image).as_posix()
+    return Path(os.path.relpath(image, folder)).as_posix()
 
 
 def finish_import(records: list[dict], out_dir: Path, *, title: str, warnings: list[str], notes: list[str],

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from thyro.data.dedup import NEAR_THRESHOLD
-from thyro.data.importers._common import ImportResult, finish_import, refuse_overwrite
+from thyro.data.importers._common import ImportResult, finish_import, refuse_overwrite, relative_image_path
 from thyro.data.manifest import normalise_image_path, read_manifest
 from thyro.data.validate import validate_manifest
 from thyro.errors import Problems
@@ -62,9 +62,9 @@ def import_csv(path: str | os.PathLike, out_dir: str | os.PathLike | None = None
         raise Problems(f"{path}: manifest has problems", [str(p) for p in problems])
     manifest = read_manifest(path)
     records = manifest.df.to_dict("records")
+    source = Path(os.path.abspath(path)).parent  # as the user spells it: a linked folder stays linked
     for rec in records:  # image paths relative to the output folder, in their one spelling
-        rec["image"] = Path(os.path.relpath(manifest.root / normalise_image_path(rec["image"]),
-                                            out.resolve())).as_posix()
+        rec["image"] = relative_image_path(source / normalise_image_path(rec["image"]), out)
     return finish_import(records, out, title=f"CSV import ({path.name})", warnings=[], notes=[],
                          near_threshold=near_threshold, label_source=label_source,
                          label_definition=label_definition, manifest_name=name)

@@ -32,6 +32,7 @@ from thyro.data.phantom.tirads import (
     tirads_level,
     tirads_points,
 )
+import thyro.progress
 from thyro.errors import DataError
 from thyro.fileio import write_json
 from thyro.stats.roc import auroc_or_none
@@ -106,7 +107,8 @@ def generate_cohort(out_dir: str | os.PathLike, *, n_patients: int = 120, images
     with staged_output(out_dir, "phantom.json") as tmp:
         (tmp / "images").mkdir()
         records = []
-        for i, ss in enumerate(np.random.SeedSequence(seed).spawn(int(n_patients))):
+        seeds = np.random.SeedSequence(seed).spawn(int(n_patients))
+        for i, ss in enumerate(thyro.progress.track(seeds, "drawing phantom patients", unit="patient")):
             records += _patient(tmp, i, np.random.default_rng(ss), plan)
         manifest = manifest_from_records(records, tmp)
         write_manifest(manifest.df, tmp / "manifest.csv", root=tmp)

@@ -26,6 +26,7 @@ from thyro.data.phantom.imaging import smooth_noise
 from thyro.data.phantom.lesion import thyroid_nodule
 from thyro.data.phantom.radiology import CORPUS_CLASSES, render_radiology
 from thyro.data.preprocess import resize_square
+import thyro.progress
 from thyro.errors import DataError
 from thyro.fileio import write_csv
 
@@ -184,14 +185,17 @@ def generate_corpus(out_dir: str | os.PathLike, *, n_per_class: int | dict[str, 
         raise DataError(f"n_per_class must be at least 1, got {low}.")
     with staged_output(out_dir, "corpus.csv") as tmp:
         records = []
-        for ci, cls in enumerate(chosen):
-            (tmp / cls).mkdir(parents=True)
-            class_seed = int.from_bytes(cls.encode(), "little") % (2 ** 32)
-            for k, ss in enumerate(np.random.SeedSequence([seed, class_seed]).spawn(counts[cls])):
-                img = render_corpus_image(np.random.default_rng(ss), cls, size)
-                name = f"{cls}/{k:05d}.png"
-                cv2.imwrite(str(tmp / name), img)
-                modality, region = (cls.split("/") + [""])[:2]
-                records.append({"image": name, "class": cls, "class_index": ci, "modality": modality, "region": region})
+        with thyro.progress.task("drawing corpus images", sum(counts.values()), unit="image") as task:
+            for ci, cls in enumerate(chosen):
+                (tmp / cls).mkdir(parents=True)
+                class_seed = int.from_bytes(cls.encode(), "little") % (2 ** 32)
+                for k, ss in enumerate(np.random.SeedSequence([seed, class_seed]).spawn(counts[cls])):
+                    img = render_corpus_image(np.random.default_rng(ss), cls, size)
+                    name = f"{cls}/{k:05d}.png"
+                    cv2.imwrite(str(tmp / name), img)
+                    modality, region = (cls.split("/") + [""])[:2]
+                    records.append({"image": name, "class": cls, "class_index": ci, "modality": modality,
+                                    "region": region})
+                    task.advance()
         write_csv(tmp / "corpus.csv", pd.DataFrame.from_records(records))
     return out_dir / "corpus.csv"
