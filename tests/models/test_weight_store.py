@@ -143,3 +143,25 @@ def test_download_from_a_hub_that_never_answers_gives_up_within_seconds(tmp_path
         seconds, rc, lines = _download(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{server.getsockname()[1]}")
     assert rc == 2 and seconds < 5.0, (seconds, lines)
     assert len(lines) == 1 and "no answer from 127.0.0.1" in lines[0] and "within 2 s" in lines[0], lines
+
+
+@pytest.mark.parametrize("wrapper", ["DataParallel", "Lightning", "MoCo query encoder"])
+def test_wrapped_checkpoints_store_the_same_tensors(trained_looking, tmp_path, wrapper):
+    """Prefixes are stripped by name: the stored entry holds exactly the tensors of the plain file's entry."""
+    from safetensors.torch import load_file
+
+    state = torch.load(trained_looking, weights_only=True)
+    path = tmp_path / "wrapped.pth"
+    if wrapper == "DataParallel":
+        torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    elif wrapper == "Lightning":
+        torch.save({"epoch": 3, "pytorch-lightning_version": "2.4.0",
+                    "state_dict": {f"model.{k}": v for k, v in state.items()}}, path)
+    else:  # the key encoder (the momentum copy) differs and must be left out
+        torch.save({"epoch": 200, "state_dict": {f"module.encoder_q.{k}": v for k, v in state.items()}
+                    | {f"module.encoder_k.{k}": v + 1 for k, v in state.items()}}, path)
+    plain, _, _ = add_weights(trained_looking, "resnet18", name="plain")
+    wrapped, report, prov = add_weights(path, "resnet18", name="wrapped")
+    assert wrapper in (report.mapping or "") and prov["verification"]["method"] == "names"
+    a, b = load_file(plain), load_file(wrapped)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

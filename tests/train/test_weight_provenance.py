@@ -119,7 +119,7 @@ def test_the_model_package_and_its_card_carry_the_provenance(finished, tmp_path,
     assert meta["source"]["weights_status"] == "untrained"
     assert meta["source"]["provenance"] == results.arms["fresh"].provenance
     assert main(["bundle", str(root / "run"), "--arm", "named", "--out", str(tmp_path / "named")]) == 0
-    assert "weights (verified)" in capsys.readouterr().out
+    assert "weights (verified)" in " ".join(capsys.readouterr().out.split())
     card = (tmp_path / "named" / "MODEL_CARD.md").read_text()
     assert "- Starting weights (verified): resnet18 weights from" in card and "verified by name" in card
     assert "untrained" not in card and "unverified" not in card
