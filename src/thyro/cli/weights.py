@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from thyro.cli._help import command, group
-from thyro.errors import WeightsError
+from thyro.console import console
+from thyro.errors import ConfigError, WeightsError
 
 weights_app = group("Inspect, add and convert weight files (offline; only `download` uses the network).",
                     ["thyro weights inspect weights/radimagenet-resnet18.safetensors",
@@ -47,13 +50,9 @@ def inspect_cmd(
 
     Nothing is refused here: the verification says what `thyro weights add` or a study would decide, and why.
     """
-    from rich.markup import escape
-    from rich.table import Table
-
-    from thyro.console import console
-    from thyro.models.adapter import InputSpec
-    from thyro.models.weights.inspect import inspect_weights
-    from thyro.models.weights.provenance import provenance_line
+    from thyro.models.adapter import InputSpec  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.inspect import inspect_weights  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.provenance import provenance_line  # lazy: torch and timm, kept off `thyro --help`
 
     info = inspect_weights(file, arch)
     table = Table(show_header=False, title=escape(str(file)))
@@ -124,10 +123,7 @@ def add_cmd(
     list` shows the evidence. Two adds of one name never both write; an existing entry is replaced only with
     --force. Afterwards `weights: imagenet` (or `{file: PATH}` with the printed path) uses it.
     """
-    from rich.markup import escape
-
-    from thyro.console import console
-    from thyro.models.add import add_weights
+    from thyro.models.add import add_weights  # lazy: torch and timm, kept off `thyro --help`
 
     with _flags_named():
         out, report, prov = add_weights(file, arch, name=name, force=force, unverified=unverified,
@@ -145,12 +141,8 @@ def list_cmd() -> None:
     The provenance is the source file, its SHA-256, the layout, the coverage and how the mapping was verified, or
     that the weights are unverified or untrained. Leftovers of interrupted adds are removed, never listed.
     """
-    from rich.markup import escape
-    from rich.table import Table
-
-    from thyro.console import console
-    from thyro.models.weights.provenance import provenance_line
-    from thyro.models.weights.store import list_stored, weights_dir
+    from thyro.models.weights.provenance import provenance_line  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.store import list_stored, weights_dir  # lazy: torch and timm, kept off `thyro --help`
 
     rows = list_stored()
     if not rows:
@@ -174,10 +166,7 @@ def download_cmd(
 
     Without a network it says so within a few seconds, with the folder to copy from a machine that has one.
     """
-    from rich.markup import escape
-
-    from thyro.console import console
-    from thyro.models.add import download_weights
+    from thyro.models.add import download_weights  # lazy: torch and timm, kept off `thyro --help`
 
     path = download_weights(arch, tag)
     console.print(escape(f"downloaded {path}; `weights: imagenet` with backbone {arch} finds it."))
@@ -198,12 +187,8 @@ def convert_cmd(
 
     The file is verified as `thyro weights add` verifies it.
     """
-    from rich.markup import escape
-
-    from thyro.console import console
-    from thyro.errors import ConfigError
-    from thyro.models import build_model, save_backbone
-    from thyro.models.weights.provenance import provenance_record
+    from thyro.models import build_model, save_backbone  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.provenance import provenance_record  # lazy: torch and timm, kept off `thyro --help`
 
     if source not in ("file", "radimagenet", "imagenet"):
         raise ConfigError(f"--source must be file, radimagenet or imagenet, got {source!r}.")
