@@ -142,12 +142,27 @@ def _weights(clone: Path, home: Path) -> None:
 
     snapshot = home / "hf" / "hub" / "models--timm--resnet18.a1_in1k" / "snapshots" / "0"
     snapshot.mkdir(parents=True)
-    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(snapshot / "model.safetensors"))
+    imagenet = _trained_look(timm.create_model("resnet18", pretrained=False))
+    save_file(imagenet.state_dict(), str(snapshot / "model.safetensors"))
     from thyro.models import build_model, save_backbone
 
     model, _ = build_model("resnet18", "none")
     (clone / "weights").mkdir()
-    save_backbone(clone / "weights" / "radimagenet-resnet18.safetensors", model)
+    save_backbone(clone / "weights" / "radimagenet-resnet18.safetensors", _trained_look(model))
+
+
+def _trained_look(model):
+    """Random weights whose BatchNorm statistics moved from 0 and 1, as training moves them: thyro refuses
+    tensors still at their initialisation as a pretrained start, and the README's arms say nothing about that."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
 
 
 class Runner:

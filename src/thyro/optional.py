@@ -37,7 +37,7 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboard", "tensorboard"),
 }
 
-#: What each extra is for (the README's set-up installs ``all``: export, serve and tracking).
+#: What each extra is for (the README's set-up installs ``all``: every one of them, and the ``lite0`` weights).
 EXTRAS = {"export": "ONNX export and --engine onnx", "serve": "the web app (thyro serve)",
           "tracking": "MLflow tracking (train.tracking: mlflow)", "tensorboard": "TensorBoard logs"}
 

@@ -88,8 +88,8 @@ def test_sum_mode_one_channel_equals_repeat_for_equal_channel_norm(tmp_path):
     spec = InputSpec.inception(64)
     rep, _ = build_model("resnet18", "none", seed=0, input_spec=spec)
     path = save_backbone(tmp_path / "bb.safetensors", rep)
-    rep, _ = build_model("resnet18", f"file:{path}", seed=1)
-    one, _ = build_model("resnet18", f"file:{path}", seed=1, in_chans_mode="sum")
+    rep, _ = build_model("resnet18", f"file:{path}", seed=1, allow_untrained=True)  # a random stand-in
+    one, _ = build_model("resnet18", f"file:{path}", seed=1, in_chans_mode="sum", allow_untrained=True)
     assert one.backbone.conv1.in_channels == 1 and one.input_spec.channels == 1
     assert one.input_spec.mean == spec.mean and one.input_spec.std == spec.std
     assert torch.allclose(one.backbone.conv1.weight, rep.backbone.conv1.weight.sum(1, keepdim=True))
@@ -133,7 +133,7 @@ def test_save_load_roundtrip(tmp_path, r18):
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(model(x), r18(x))
     # and through the weight-source path, head included
-    again, report = build_model("resnet18", {"file": str(path)})
+    again, report = build_model("resnet18", {"file": str(path)}, allow_untrained=True)  # a random stand-in
     assert not report.head_reinitialised and report.format == "thyro-model"
     assert torch.equal(again.eval()(x), r18(x))
 
@@ -153,7 +153,7 @@ def test_backbone_checkpoint_gets_new_head(tmp_path):
     bb.reset_classifier(7)
     spec = InputSpec.inception(64)
     path = save_backbone(tmp_path / "bb.safetensors", bb, arch="resnet18", input_spec=spec)
-    model, report = build_model("resnet18", f"file:{path}", seed=0)
+    model, report = build_model("resnet18", f"file:{path}", seed=0, allow_untrained=True)  # a random stand-in
     assert report.head_reinitialised and "head re-initialised" in str(report)
     assert model.input_spec.mean == spec.mean
     assert torch.equal(model.backbone.layer4[1].conv2.weight, bb.layer4[1].conv2.weight)
@@ -162,7 +162,7 @@ def test_backbone_checkpoint_gets_new_head(tmp_path):
         load_model(path)
     # a backbone checkpoint saved with a 7-way head still loads via file: (head dropped)
     torch.save(bb.state_dict(), tmp_path / "bb7.pth")
-    _, report = build_model("resnet18", f"file:{tmp_path / 'bb7.pth'}")
+    _, report = build_model("resnet18", f"file:{tmp_path / 'bb7.pth'}", allow_untrained=True)
     assert report.head_reinitialised and "[7, 512]" in " ".join(report.notes)
 
 

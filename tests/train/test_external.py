@@ -42,7 +42,8 @@ def write_config(path, dev, ext, standin, **data):
                                     "external": [{"name": "siteb", "manifest": str(ext)}], **data},
            "preprocess": {"size": 32},
            "arms": [{"name": "scratch", "weights": "none"},
-                    {"name": "probe", "weights": {"file": str(standin)}, "train_backbone": "none"}],
+                    {"name": "probe", "weights": {"file": str(standin)}, "train_backbone": "none",
+                     "allow_untrained_weights": True}],
            "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "tensorboard": False, "selection": "last",
                      "threads": 1}}
     path.write_text(yaml.safe_dump(cfg))

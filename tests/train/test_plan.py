@@ -168,7 +168,8 @@ def test_plan_holds_resolved_arms_and_guards_the_run_directory(cohort, r18_file,
     weights = tmp_path / "w.pth"
     weights.write_bytes(r18_file.read_bytes())
     config = _config(tmp_path, dev, [{"name": "scratch", "weights": "none"},
-                                     {"name": "pre", "weights": {"file": "w.pth"}}])  # relative to the config
+                                     {"name": "pre", "weights": {"file": "w.pth"},  # relative to the config
+                                      "allow_untrained_weights": True}])  # a random stand-in
     study = Study.from_file(config, tmp_path / "run")
     plan = make_plan(study.cfg, study.base_dir, study.run_dir, estimate=True)
     pre = plan.arm("pre")

@@ -113,7 +113,7 @@ def test_new_head_on_pretrained_weights_starts_at_zero(tmp_path):
 
     model, _ = build_model("efficientnet_lite0", "none", seed=4)
     save_backbone(tmp_path / "b.safetensors", model)
-    again, report = build_model("efficientnet_lite0", f"file:{tmp_path / 'b.safetensors'}")
+    again, report = build_model("efficientnet_lite0", f"file:{tmp_path / 'b.safetensors'}", allow_untrained=True)
     assert report.head_reinitialised and not again.head.weight.any() and not again.head.bias.any()
     scratch, _ = build_model("efficientnet_lite0", "none", seed=4)
     assert scratch.head.weight.any()  # a network trained from scratch keeps timm's initialisation

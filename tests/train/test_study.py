@@ -41,7 +41,7 @@ def write_config(tmp_path, cohort, standin, **train):
         "data": {"manifest": str(cohort), "test_size": 0.2, "folds": 3, "seed": 1},
         "preprocess": {"size": 32, "remove_frame": True},
         "arms": [{"name": "scratch", "weights": "none"},
-                 {"name": "pre", "weights": {"file": str(standin)}}],
+                 {"name": "pre", "weights": {"file": str(standin)}, "allow_untrained_weights": True}],
         "train": {"epochs": EPOCHS, "batch_size": 16, "device": "cpu", "tensorboard": False, "selection": "last",
                   "augment": {"enabled": True}, **train},
     }

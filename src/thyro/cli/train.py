@@ -46,13 +46,20 @@ def _fmt(v: float | None) -> str:
 
 
 def results_table(results) -> tuple[list[str], list[tuple[str, ...]]]:
-    """Column names and rows (arm, status, OOF AUROC, test AUROC, one column per external set) of a study's
-    :class:`thyro.run.Results`."""
+    """Column names and rows (arm, status, OOF AUROC, test AUROC, one column per external set, the weights and
+    their status) of a study's :class:`thyro.run.Results`."""
     sets = sorted({s for a in results.arms.values() for s in a.external_auroc})
-    cols = ["arm", "status", "out-of-fold AUROC", "test AUROC (fold mean)"] + [f"{s} AUROC (fold mean)" for s in sets]
-    rows = [(name, a.status, _fmt(a.oof_auroc), _fmt(a.test_auroc), *(_fmt(a.external_auroc.get(s)) for s in sets))
-            for name, a in results.arms.items()]
+    cols = (["arm", "status", "out-of-fold AUROC", "test AUROC (fold mean)"]
+            + [f"{s} AUROC (fold mean)" for s in sets] + ["weights"])
+    rows = [(name, a.status, _fmt(a.oof_auroc), _fmt(a.test_auroc), *(_fmt(a.external_auroc.get(s)) for s in sets),
+             _weights(a)) for name, a in results.arms.items()]
     return cols, rows
+
+
+def _weights(arm) -> str:
+    """An arm's weights in a few words: ``imagenet (verified)``, ``file (unverified)``, ``none``."""
+    kind = arm.weights_kind or "-"
+    return f"{kind} ({arm.weights_status})" if arm.weights_status else kind
 
 
 def _print_results(results) -> None:

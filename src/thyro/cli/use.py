@@ -106,8 +106,10 @@ def bundle_cmd(
                  overwrite=overwrite)
     test = pkg.meta.get("metrics", {}).get("test", {})
     auc = test.get("auroc")
+    status = (pkg.meta.get("source") or {}).get("weights_status")
+    start = f" from {escape(str(pkg.meta.get('weights')))} weights ({status})" if status else ""
     info(f"model package written to [bold]{escape(str(out))}[/]: {len(pkg.model_files)} fold model(s), "
-         f"{pkg.meta.get('arch')} at {pkg.image_size} px, label 1 = {pkg.label_meaning.positive}"
+         f"{pkg.meta.get('arch')} at {pkg.image_size} px{start}, label 1 = {pkg.label_meaning.positive}"
          + (f"; test AUROC {auc:.3f} [{test['lower']:.3f}, {test['upper']:.3f}]" if auc is not None else
             f"; test AUROC {escape(test['missing'])}" if test.get("not_estimable") else "")
          + f"; operating point {point} = {pkg.operating_point(point)[1]:.4f}. See {out / 'MODEL_CARD.md'}.")

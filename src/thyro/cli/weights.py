@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from thyro.cli._help import command, group
+from thyro.console import console
+from thyro.errors import ConfigError, WeightsError
 
 weights_app = group("Inspect, add and convert weight files (offline; only `download` uses the network).",
                     ["thyro weights inspect weights/radimagenet-resnet18.safetensors",
                      "thyro weights add efficientnet-lite0-57934424.pth --arch efficientnet_lite0",
                      "thyro weights list"])
+
+#: The library's overrides (parameters of ``build_model`` / ``add_weights``) and this command line's flags for them.
+FLAGS = {"force": "--force", "unverified": "--unverified", "allow_untrained": "--untrained-ok"}
+
+UNVERIFIED_HELP = ("Use the file even when its mapping by position cannot be verified (its BatchNorm statistics or "
+                   "its ImageNet classifier disagree, or there is nothing to check); it is then called unverified "
+                   "wherever it is described.")
+UNTRAINED_HELP = ("Use the file even when its tensors look untrained (BatchNorm statistics still at mean 0, variance "
+                  "1, or a fresh initialisation's kernels); it is then called untrained wherever it is described.")
+
+
+@contextlib.contextmanager
+def _flags_named() -> Iterator[None]:
+    """A refusal that an override would let through names this command's flag, not the library's parameter."""
+    try:
+        yield
+    except WeightsError as exc:
+        flag = FLAGS.get(getattr(exc, "parameter", None))
+        if flag is None:
+            raise
+        raise WeightsError(f"{exc.reason} To {exc.then}, add {flag}.") from None
 
 
 @command(weights_app, "inspect", examples=["thyro weights inspect efficientnet-lite0-57934424.pth"])
@@ -19,13 +46,13 @@ def inspect_cmd(
     file: Path = typer.Argument(..., help="Weight file: .pth/.pt/.bin, .safetensors or Keras .h5."),
     arch: str = typer.Option(None, "--arch", help="Check coverage for this timm architecture (default: the guess)."),
 ) -> None:
-    """Show a weight file's layout, the architecture it fits, coverage, unmatched tensors and the BatchNorm check."""
-    from rich.markup import escape
-    from rich.table import Table
+    """Show a weight file's layout, architecture, coverage, unmatched tensors and the verification of its mapping.
 
-    from thyro.console import console
-    from thyro.models.adapter import InputSpec
-    from thyro.models.weights.inspect import inspect_weights
+    Nothing is refused here: the verification says what `thyro weights add` or a study would decide, and why.
+    """
+    from thyro.models.adapter import InputSpec  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.inspect import inspect_weights  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.provenance import provenance_line  # lazy: torch and timm, kept off `thyro --help`
 
     info = inspect_weights(file, arch)
     table = Table(show_header=False, title=escape(str(file)))
@@ -53,9 +80,7 @@ def inspect_cmd(
         if spec:
             row("preprocessing", InputSpec.parse(spec).describe())
         if info.get("provenance"):
-            from thyro.models.weights.store import provenance_text
-
-            row("provenance", provenance_text(info["provenance"]))
+            row("provenance", provenance_line(info["provenance"]))
     elif info.get("input_spec") is not None:
         row("preprocessing", info["input_spec"].describe())
     if info.get("layout"):
@@ -65,6 +90,8 @@ def inspect_cmd(
         + ", ".join(f"{k} {v}" for k, v in stats["dtypes"].items()) + ")")
     if stats["verdict"]:
         row("BatchNorm statistics", stats["verdict"])
+    if info.get("verification") is not None:
+        row("verification", info["verification"].line())
     if info.get("bn_check") is not None:
         row("BatchNorm check", info["bn_check"].summary())
     if stats["non_finite"]:
@@ -76,37 +103,46 @@ def inspect_cmd(
         console.print(info["coverage"])
 
 
-@command(weights_app, "add", examples=["thyro weights add efficientnet-lite0-57934424.pth --arch efficientnet_lite0"])
+@command(weights_app, "add", examples=["thyro weights add efficientnet-lite0-57934424.pth --arch efficientnet_lite0",
+                                        "thyro weights add moco_v2.pth --arch resnet50 --name moco"])
 def add_cmd(
     file: Path = typer.Argument(..., help="A checkpoint in any layout thyro recognises (`thyro weights inspect`)."),
     arch: str = typer.Option(..., "--arch", help="The timm architecture it holds, e.g. efficientnet_lite0."),
     name: str = typer.Option("imagenet", "--name",
                              help="Stored as ARCH.NAME; 'imagenet' (the default) is what `weights: imagenet` finds."),
     force: bool = typer.Option(False, "--force", help="Replace an existing entry."),
+    unverified: bool = typer.Option(False, "--unverified", help=UNVERIFIED_HELP),
+    untrained_ok: bool = typer.Option(False, "--untrained-ok", help=UNTRAINED_HELP),
 ) -> None:
     """Convert a checkpoint once into thyro's weights folder (timm names, preprocessing and provenance kept).
 
-    Afterwards `weights: imagenet` (or `{file: PATH}` with the printed path) uses it.
+    The file must cover the whole backbone and look trained, and its mapping must be verified: tensors matched by
+    name are; tensors matched by position (efficientnet_pytorch's layout, unknown names) are verified by every
+    BatchNorm layer agreeing with its stored statistics on reference images and, where the file has its ImageNet
+    classifier, by its answers on photographs (matching efficientnet_pytorch where installed). `thyro weights
+    list` shows the evidence. Two adds of one name never both write; an existing entry is replaced only with
+    --force. Afterwards `weights: imagenet` (or `{file: PATH}` with the printed path) uses it.
     """
-    from rich.markup import escape
+    from thyro.models.add import add_weights  # lazy: torch and timm, kept off `thyro --help`
 
-    from thyro.console import console
-    from thyro.models.add import add_weights
-
-    out, report, prov = add_weights(file, arch, name=name, force=force)
+    with _flags_named():
+        out, report, prov = add_weights(file, arch, name=name, force=force, unverified=unverified,
+                                        allow_untrained=untrained_ok)
     console.print(report)
     console.print(escape(f"added {out}\n  {prov['layout']}; {prov['mapping'] or 'thyro checkpoint'}; "
-                         f"coverage {prov['coverage']}; network layout {prov['net_layout']}\n  {prov['bn_check']}"))
+                         f"coverage {prov['coverage']}; network layout {prov['net_layout']}\n  "
+                         f"{prov['verification']['line']}"))
 
 
 @command(weights_app, "list", examples=["thyro weights list"])
 def list_cmd() -> None:
-    """List thyro's weights folder ($THYRO_HOME/weights) with each file's provenance."""
-    from rich.markup import escape
-    from rich.table import Table
+    """List thyro's weights folder ($THYRO_HOME/weights) with each file's provenance.
 
-    from thyro.console import console
-    from thyro.models.weights.store import list_stored, provenance_text, weights_dir
+    The provenance is the source file, its SHA-256, the layout, the coverage and how the mapping was verified, or
+    that the weights are unverified or untrained. Leftovers of interrupted adds are removed, never listed.
+    """
+    from thyro.models.weights.provenance import provenance_line  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.store import list_stored, weights_dir  # lazy: torch and timm, kept off `thyro --help`
 
     rows = list_stored()
     if not rows:
@@ -116,7 +152,8 @@ def list_cmd() -> None:
     for col in ("architecture", "name", "layout", "provenance"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["arch"], r["name"], str(r.get("layout")), escape(r.get("error") or provenance_text(r["provenance"])))
+        prov = r.get("error") or (provenance_line(r["provenance"]) if r["provenance"] else "no provenance recorded")
+        table.add_row(r["arch"], r["name"], str(r.get("layout")), escape(prov))
     console.print(table)
 
 
@@ -125,11 +162,11 @@ def download_cmd(
     arch: str = typer.Argument(..., help="timm architecture, e.g. resnet18 or efficientnet_lite0."),
     tag: str = typer.Option(None, "--tag", help="A pretrained tag of the architecture (default: timm's default)."),
 ) -> None:
-    """Download timm's ImageNet weights into the Hugging Face cache (needs internet; nothing else downloads)."""
-    from rich.markup import escape
+    """Download timm's ImageNet weights into the Hugging Face cache (needs internet; nothing else downloads).
 
-    from thyro.console import console
-    from thyro.models.add import download_weights
+    Without a network it says so within a few seconds, with the folder to copy from a machine that has one.
+    """
+    from thyro.models.add import download_weights  # lazy: torch and timm, kept off `thyro --help`
 
     path = download_weights(arch, tag)
     console.print(escape(f"downloaded {path}; `weights: imagenet` with backbone {arch} finds it."))
@@ -143,20 +180,23 @@ def convert_cmd(
     arch: str = typer.Option(..., "--arch", help="Backbone the weights are for."),
     source: str = typer.Option("file", "--source",
                                help="How to read the file: file, radimagenet (Keras preprocessing) or imagenet."),
+    unverified: bool = typer.Option(False, "--unverified", help=UNVERIFIED_HELP),
+    untrained_ok: bool = typer.Option(False, "--untrained-ok", help=UNTRAINED_HELP),
 ) -> None:
-    """Convert a weight file to a safetensors backbone that carries its preprocessing and layout."""
-    from rich.markup import escape
+    """Convert a weight file to a safetensors backbone that carries its preprocessing, layout and provenance.
 
-    from thyro.console import console
-    from thyro.errors import ConfigError
-    from thyro.fileio import sha256_file
-    from thyro.models import build_model, save_backbone
+    The file is verified as `thyro weights add` verifies it.
+    """
+    from thyro.models import build_model, save_backbone  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.provenance import provenance_record  # lazy: torch and timm, kept off `thyro --help`
 
     if source not in ("file", "radimagenet", "imagenet"):
         raise ConfigError(f"--source must be file, radimagenet or imagenet, got {source!r}.")
-    model, report = build_model(arch, f"{source}:{src}")
-    save_backbone(out, model, metadata={"converted_from": src.name, "source_sha256": sha256_file(src),
-                                        "source_format": report.format})
+    with _flags_named():
+        model, report = build_model(arch, f"{source}:{src}", unverified=unverified, allow_untrained=untrained_ok)
+    prov = provenance_record(src, report, model, out.stem)
+    save_backbone(out, model, metadata={"provenance": prov, "converted_from": src.name,
+                                        "source_sha256": prov["source_sha256"], "source_format": report.format})
     console.print(report)
     console.print(escape(f"wrote {out} ({model.input_spec.describe()}; layout {model.layout})"))
 

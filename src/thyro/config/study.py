@@ -3,6 +3,7 @@ paths in it (or typed with ``--set``) resolved."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +76,12 @@ class ArmConfig(StrictModel):
     partial_weights: bool = Field(False, description="start from the backbone tensors the weight file has and leave "
                                                      "the rest at random (by default a file that does not cover the "
                                                      "whole backbone is refused)")
+    unverified_weights: bool = Field(False, description="start from a weight file whose mapping by position cannot be "
+                                                        "verified (by default refused); the arm's weights are then "
+                                                        "called unverified wherever they are described")
+    allow_untrained_weights: bool = Field(False, description="start from a weight file whose tensors look untrained "
+                                                             "(BatchNorm statistics still at 0/1; by default refused); "
+                                                             "its weights are then called untrained")
     in_chans_mode: str = Field("repeat", description="repeat: grey to 3 channels; sum: 1-channel conv1",
                                json_schema_extra={"enum": ["repeat", "sum"]})
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classifier")
@@ -111,8 +118,11 @@ class ArmConfig(StrictModel):
         return v
 
     def weight_source(self, base: Path) -> WeightSource:
-        """The arm's :class:`~thyro.models.WeightSource`, a relative path taken from ``base``."""
-        return parse_weight_source(self.weights, arch=self.backbone).with_base(base)
+        """The arm's :class:`~thyro.models.WeightSource`, a relative path taken from ``base``, with the arm's
+        ``unverified_weights`` and ``allow_untrained_weights``."""
+        source = parse_weight_source(self.weights, arch=self.backbone).with_base(base)
+        return dataclasses.replace(source, unverified=self.unverified_weights,
+                                   allow_untrained=self.allow_untrained_weights)
 
     def weight_spec(self, base: Path) -> str:
         """The weight source as a ``kind[:PATH]`` string with PATH resolved against ``base``."""

@@ -149,8 +149,10 @@ class TrainConfig(OptimisationConfig):
     checkpoint_interval_s: float = Field(
         0.0, ge=0, description="save last.pt every epoch (0), or at most every this many seconds when epochs are "
                                "shorter (fast GPUs); always at the end. A kill loses at most this much training")
-    tensorboard: bool = Field(True, description="also write TensorBoard logs (needs the tensorboard package; the "
-                                                "run says once when it is missing)")
+    tensorboard: bool | None = Field(
+        None, description="also write TensorBoard logs: null (the default) when the tensorboard package is installed "
+                          "(the all and tensorboard extras), silently not otherwise; true always (a study says once "
+                          "when the package is missing); false never")
 
 
 #: Settings that do not change what a study computes (a run directory may be continued with others).

@@ -22,7 +22,10 @@ Defaults, and why:
   ResNet50 with the stride on the first 1x1 convolution and BatchNorm eps 1.001e-5, DenseNet121
   with that eps, InceptionV3 with TensorFlow's "same" average pooling (padding not counted);
   InceptionResNetV2 needs no change (timm's is a TensorFlow port);
-* nothing is downloaded, ever: files come from the standard caches or from paths the user names.
+* nothing is downloaded, ever: files come from the standard caches or from paths the user names;
+* a file's mapping is verified and its tensors must look trained (``report.verification``;
+  :mod:`thyro.models.weights.verify`), unless ``unverified=True`` / ``allow_untrained=True`` say
+  otherwise; :func:`provenance_line` says in one line where weights came from and how they were verified.
 """
 
 from thyro.models.adapter import InputAdapter, InputSpec
@@ -36,8 +39,10 @@ from thyro.models.checkpoint import (
     save_model,
 )
 from thyro.models.model import ThyroNet, build_model
+from thyro.models.weights.provenance import provenance_line
 from thyro.models.weights.report import LoadReport
 from thyro.models.weights.sources import WeightSource, parse_weight_source
+from thyro.models.weights.verify import Verification
 
 __all__ = [
     "ArchInfo",
@@ -45,6 +50,7 @@ __all__ = [
     "InputSpec",
     "LoadReport",
     "ThyroNet",
+    "Verification",
     "WeightSource",
     "apply_keras_layout",
     "arch",
@@ -55,6 +61,7 @@ __all__ = [
     "load_metadata",
     "load_model",
     "parse_weight_source",
+    "provenance_line",
     "read_checkpoint_info",
     "save_backbone",
     "save_model",

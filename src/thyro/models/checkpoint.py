@@ -19,9 +19,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from thyro import __version__
 from thyro.errors import WeightsError
 from thyro.fileio import atomic_path
 from thyro.models.adapter import InputSpec
@@ -40,16 +43,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _versions() -> dict[str, str]:
-    import timm
-
-    from thyro import __version__
-
     return {"thyro_version": __version__, "torch_version": torch.__version__, "timm_version": timm.__version__}
 
 
 def _write(path: str | os.PathLike, state: dict[str, torch.Tensor], info: dict[str, Any]) -> Path:
-    from safetensors.torch import save_file
-
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     header = {"thyro": json.dumps(info, default=str)}

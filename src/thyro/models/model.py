@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from thyro.errors import ConfigError, WeightsError
+from thyro.errors import ConfigError
 from thyro.models.adapter import InputAdapter, InputSpec
 from thyro.models.archs import LAYOUTS, ArchInfo, arch as arch_info, check_arch
 from thyro.models.backbones import create_backbone
-from thyro.models.weights.bncheck import bn_agreement, choose_input_spec, reference_images
+from thyro.models.weights.bncheck import choose_input_spec, reference_images
 from thyro.models.weights.formats import Converted
 from thyro.models.weights.read import read_weights
 from thyro.models.weights.report import LoadReport, load_checked
 from thyro.models.weights.sources import WeightSource, imagenet_tag_of, package_preprocess, parse_weight_source
+from thyro.models.weights.untrained import untrained_reason
+from thyro.models.weights.verify import Check, Verification, refusal, verify_positions
 
 IN_CHANS_MODES = ("repeat", "sum")
+#: Checks of mappings by position already run in this process (the same file is loaded once per job).
+_CHECKED: dict[tuple, list[Check]] = {}
 
 
 class ThyroNet(nn.Module):
@@ -100,7 +106,8 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
                 dropout: float = 0.0, seed: int | None = 0,
                 input_spec: InputSpec | dict | None = None,
                 layout: str | None = None, allow_partial: bool = False,
-                image_size: int | None = None) -> tuple[ThyroNet, LoadReport]:
+                image_size: int | None = None, unverified: bool = False,
+                allow_untrained: bool = False) -> tuple[ThyroNet, LoadReport]:
     """Build a :class:`ThyroNet` and start it from a weight source.
 
     Parameters
@@ -130,68 +137,44 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
     image_size : int, optional
         The input size, for architectures built for one size (vision transformers: their position embedding
         is resampled from the file's grid to this one); ignored by the others.
+    unverified : bool
+        Start from a file whose mapping by position could not be verified (:mod:`thyro.models.weights.verify`);
+        the report then calls the weights unverified.  Also taken from ``weights`` when it is a
+        :class:`~thyro.models.weights.sources.WeightSource` that says so.
+    allow_untrained : bool
+        Start from a file whose tensors look like a fresh initialisation; the report then calls them untrained.
 
     Returns
     -------
     (ThyroNet, LoadReport)
+        The report's ``verification`` says how the file was verified.
 
     Raises
     ------
     WeightsError
-        Missing, unsafe, corrupt or ill-fitting weight files, and mappings by position that the file's
-        own BatchNorm statistics contradict.
+        Missing, unsafe, corrupt or ill-fitting weight files; mappings by position that cannot be verified and
+        untrained tensors, unless ``unverified`` / ``allow_untrained`` say otherwise.
     """
-    info = arch_info(arch)
-    if in_chans_mode not in IN_CHANS_MODES:
-        raise ConfigError(f"in_chans_mode must be one of {', '.join(IN_CHANS_MODES)}, got {in_chans_mode!r}.")
+    _check_options(in_chans_mode, layout)
     channels = 3 if in_chans_mode == "repeat" else 1
     source = parse_weight_source(weights, arch=arch)
     path = source.resolve(arch)
-    if layout is not None and layout not in LAYOUTS:
-        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
+    build = functools.partial(build_backbone_for, arch, channels=channels, dropout=dropout, seed=seed,
+                              image_size=image_size)
     if path is None:
         if layout == "keras":
             raise ConfigError("layout 'keras' only applies to weights from Keras; weights 'none' use timm's layout.")
         layout = layout or "timm"
-        backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed, layout=layout,
-                                      image_size=image_size)
+        backbone = build(layout=layout)
         spec = _override(input_spec) or source.default_input_spec(arch)
         report = LoadReport(source=f"none (seed {seed})", format="none", arch=arch, head_reinitialised=True,
                             notes=[f"random initialisation, seed {seed}"])
     else:
-        with torch.device("meta"):  # the file is matched against shapes: no memory, no initialisation
-            shapes = build_backbone_for(arch, channels=3, seed=None)
-        conv = read_weights(path, arch, shapes)
-        if layout is not None and layout != conv.layout:
-            conv.notes.append(f"layout {layout!r} requested (the file implies {conv.layout!r})")
-        layout = layout or conv.layout
-        backbone = build_backbone_for(arch, channels=channels, dropout=dropout, seed=seed, layout=layout,
-                                      image_size=image_size)
-        resample_position_embedding(conv, backbone)
-        declared, why = _declared_spec(conv, source, info, path, backbone)
-        spec = _override(input_spec) or declared
-        fold = None
-        if channels == 1:
-            (m1,), (s1,) = spec.folded().channel_mean_std()
-            fold = (*spec.channel_mean_std(), (m1, s1))
-        report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
-                              path=str(path), notes=conv.notes, fold=fold, allow_partial=allow_partial)
-        report.mapping = conv.match.describe() if conv.match is not None else None
-        if report.head_reinitialised:
-            zero_head(backbone, info)
-            report.notes.append("new classification head starts at zero (the pretrained features are not pulled "
-                                "about by a random head's gradients; timm's initialisation of a one-output head "
-                                "can be far from small)")
-        if why:
-            report.notes.append(f"preprocessing ({why}): {declared.describe()}")
-        if conv.match is not None and conv.match.how == "positions":
-            check = bn_agreement(backbone, spec.folded() if channels == 1 else spec, reference_images(info.native_size))
-            if not check.ok:
-                raise WeightsError(f"{path}: its tensors were mapped to {arch} by position ({conv.match.layout}), but "
-                                   f"the network then disagrees with the file's own BatchNorm statistics: "
-                                   f"{check.summary()}. The file is probably not a {arch}, or its tensors are not "
-                                   "saved in module order; `thyro weights inspect FILE` tells more.")
-            report.notes.append(f"mapping checked: {check.summary()}")
+        overrides = {"unverified": unverified or source.unverified,
+                     "allow_untrained": allow_untrained or source.allow_untrained}
+        backbone, spec, report, layout = _start_from_file(arch, source, path, build, layout=layout,
+                                                          input_spec=input_spec, allow_partial=allow_partial,
+                                                          image_size=image_size, overrides=overrides)
     if input_spec is not None:
         report.notes.append("preprocessing overridden by the caller")
     spec = spec.folded() if channels == 1 else spec.as_three_channels()
@@ -199,6 +182,100 @@ def build_model(arch: str = "resnet18", weights: Any = "none", *, in_chans_mode:
     report.input_spec = spec.model_dump(mode="json")
     model = ThyroNet(backbone, spec, arch, layout=layout, dropout=dropout, image_size=image_size)
     return model, report
+
+
+def _check_options(in_chans_mode: str, layout: str | None) -> None:
+    if in_chans_mode not in IN_CHANS_MODES:
+        raise ConfigError(f"in_chans_mode must be one of {', '.join(IN_CHANS_MODES)}, got {in_chans_mode!r}.")
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
+
+
+def _start_from_file(arch: str, source: WeightSource, path: Path, build, *, layout: str | None,
+                     input_spec: InputSpec | dict | None, allow_partial: bool, image_size: int | None,
+                     overrides: dict[str, bool]) -> tuple[nn.Module, InputSpec, LoadReport, str]:
+    """Read ``path``, refuse untrained tensors, load what fits and verify the mapping: ``(backbone, spec, report,
+    layout)``; ``build(layout=...)`` makes the backbone."""
+    info = arch_info(arch)
+    with torch.device("meta"):  # the file is matched against shapes: no memory, no initialisation
+        shapes = build_backbone_for(arch, channels=3, seed=None)
+    conv = read_weights(path, arch, shapes)
+    if layout is not None and layout != conv.layout:
+        conv.notes.append(f"layout {layout!r} requested (the file implies {conv.layout!r})")
+    layout = layout or conv.layout
+    backbone = build(layout=layout)
+    resample_position_embedding(conv, backbone)
+    declared, why = _declared_spec(conv, source, info, path, backbone)
+    spec = _override(input_spec) or declared
+    fold = None
+    if backbone.get_submodule(info.first_conv).in_channels == 1:
+        (m1,), (s1,) = spec.folded().channel_mean_std()
+        fold = (*spec.channel_mean_std(), (m1, s1))
+    report = load_checked(backbone, conv.state, arch=arch, source=source.describe(), fmt=conv.format,
+                          path=str(path), notes=conv.notes, fold=fold, allow_partial=allow_partial)
+    report.mapping = conv.match.describe() if conv.match is not None else None
+    untrained = untrained_reason(conv.state)
+    if untrained and not overrides["allow_untrained"]:
+        raise refusal(f"{path}: its tensors look untrained: {untrained}. It is not a pretrained start (for a random "
+                      "start say weights 'none').", "allow_untrained")
+    if report.head_reinitialised:
+        zero_head(backbone, info)
+        report.notes.append("new classification head starts at zero (the pretrained features are not pulled "
+                            "about by a random head's gradients; timm's initialisation of a one-output head "
+                            "can be far from small)")
+    if why:
+        report.notes.append(f"preprocessing ({why}): {declared.describe()}")
+    report.verification = _verify(conv, info, path, backbone, spec.as_three_channels(), layout, image_size,
+                                  untrained, overrides)
+    return backbone, spec, report, layout
+
+
+def _verify(conv: Converted, info: ArchInfo, path: Path, backbone: nn.Module, spec: InputSpec, layout: str,
+            image_size: int | None, untrained: str | None, overrides: dict[str, bool]) -> Verification:
+    """How the file's mapping is verified (:mod:`thyro.models.weights.verify`); refuses what cannot be, unless
+    ``overrides["unverified"]``."""
+    if conv.match is None:  # thyro's own checkpoints and Keras HDF5 files: named tensors
+        stored = (conv.metadata.get("metadata") or {}).get("provenance") if conv.metadata else None
+        found = Verification.from_stored(stored) if conv.metadata else Verification("keras", layout=conv.format)
+    elif conv.match.how != "positions":
+        found = Verification(conv.match.how, layout=conv.match.layout)
+    else:
+        found = Verification("positions", layout=conv.match.layout,
+                             checks=_position_checks(conv, info, path, backbone, spec, layout, image_size))
+    found.untrained = untrained
+    if untrained:
+        found.accepted.append("allow_untrained")
+    if not found.verified:
+        if not overrides["unverified"]:
+            raise refusal(_unverified_message(conv, info, path, found), "unverified")
+        found.accepted.append("unverified")
+    return found
+
+
+def _unverified_message(conv: Converted, info: ArchInfo, path: Path, found: Verification) -> str:
+    if conv.match is None:
+        return f"{path}: not verified ({found.evidence()})."
+    return (f"{path}: its tensors were mapped to {info.name} by position ({conv.match.layout}), and the mapping "
+            f"could not be verified: {found.evidence()}. The file is probably not a {info.name}, its tensors are "
+            "not where its layout puts them, or it needs another input normalisation (input_spec); "
+            "`thyro weights inspect FILE` tells more.")
+
+
+def _position_checks(conv: Converted, info: ArchInfo, path: Path, backbone: nn.Module, spec: InputSpec,
+                     layout: str, image_size: int | None) -> list[Check]:
+    """:func:`~thyro.models.weights.verify.verify_positions` on a three-channel network holding the file's
+    tensors, once per file, architecture, layout and normalisation in this process."""
+    size = int(image_size) if info.fixed_size and image_size else info.native_size
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, info.name, layout, spec.model_dump_json(), size)
+    if key not in _CHECKED:
+        if backbone.get_submodule(info.first_conv).in_channels != 3:
+            backbone = build_backbone_for(info.name, channels=3, seed=0, layout=layout, image_size=image_size)
+            target = backbone.state_dict()
+            backbone.load_state_dict({k: v for k, v in conv.state.items()
+                                      if k in target and target[k].shape == v.shape}, strict=False)
+        _CHECKED[key] = verify_positions(conv.match, conv.state, info, backbone, spec, size)
+    return _CHECKED[key]
 
 
 def zero_head(backbone: nn.Module, info: ArchInfo) -> None:
@@ -212,8 +289,6 @@ def zero_head(backbone: nn.Module, info: ArchInfo) -> None:
 def resample_position_embedding(conv: Converted, backbone: nn.Module) -> None:
     """A vision transformer's absolute position embedding from the file's patch grid to the model's (timm's
     ``resample_abs_pos_embed``, as timm does when it loads pretrained weights at another size)."""
-    from timm.layers import resample_abs_pos_embed
-
     key = "pos_embed"
     target = backbone.state_dict().get(key)
     have = conv.state.get(key)

@@ -38,6 +38,7 @@ from thyro.report.sets import (
 )
 from thyro.report.text import short_reason
 from thyro.run import OOF, TEST, Run
+from thyro.run.loaded import DOUBTFUL
 from thyro.stats.power import METHOD as POWER_METHOD
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,10 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT, comparisons:
                 "short": short_reason(info[a]["reason"]) or STATUS_TEXT.get(info[a]["status"], ""),
                 "reason": info[a]["reason"] or STATUS_TEXT.get(info[a]["status"], "")}
                for a in order if not_run(a, run)]
+    weights = [{"arm": a, "status": info[a]["weights_status"], "line": info[a]["provenance"]}
+               for a in order if info[a]["provenance"]]
+    missing += [f"{w['arm']}: started from {w['status']} weights ({w['line']})" for w in weights
+                if w["status"] in DOUBTFUL]
     lead = headline(per_set, order, model.to_dict())
     if lead is not None:
         lead["text"] = headline_sentences(lead, f"{settings.level * 100:g}")
@@ -157,7 +162,7 @@ def analyse(run: Run, settings: metrics.Settings = metrics.DEFAULT, comparisons:
         "selection": _selection(run), "tuning": _tuning(run), "efficiency": efficiency(run, order, info, settings),
         "power_method": POWER_METHOD, "mdd": {"power": MDD_POWER, "alpha": MDD_ALPHA}, "ece_bins": metrics.ECE_BINS,
         "minimums": {"cases": metrics.MIN_CASES, "events": metrics.MIN_EVENTS},
-        "missing": missing, "notes": list(run.notes),
+        "missing": missing, "notes": list(run.notes), "weights": weights,
     }
 
 

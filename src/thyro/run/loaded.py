@@ -17,6 +17,10 @@ from thyro.run.results import ArmResult, Results
 from thyro.run.summary import DataSummary
 
 
+#: Weight statuses every output names beside the arm's weights (:mod:`thyro.models.weights.verify`).
+DOUBTFUL = ("unverified", "untrained")
+
+
 @dataclass
 class Run:
     """A study's predictions and, for a run directory, everything recorded beside them.
@@ -118,7 +122,8 @@ class Run:
         return (int(folds.max()) + 1 if len(folds) else 0), "the predictions"
 
     def arm_table(self) -> tuple[list[str], dict[str, dict]]:
-        """Arms in order (the study's, then any others in the predictions) with status, weights and role.
+        """Arms in order (the study's, then any others in the predictions) with status, weights (``(unverified)``
+        or ``(untrained)`` after them when so), the weights' status and provenance line, and role.
 
         The role comes from each arm's typed weight source (``none`` is the scratch reference,
         ``imagenet`` the ImageNet one), never from the arm's name.
@@ -137,10 +142,14 @@ class Run:
                 weights = source.kind if source.path is None else f"{source.kind}:{self.relative(source.path)}"
             else:
                 weights = meta.weights
+            if weights is not None and meta.weights_status in DOUBTFUL:
+                weights = f"{weights} ({meta.weights_status})"
             info[name] = {
                 "status": meta.status or ("done" if name in present else "not run"),
                 "reason": meta.reason,
                 "weights": weights,
+                "weights_status": meta.weights_status,
+                "provenance": meta.provenance,
                 "backbone": cfg.backbone if cfg is not None else meta.backbone,
                 "role": source.role if source is not None else None,
             }

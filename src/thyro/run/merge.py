@@ -107,6 +107,10 @@ def _merge(rundir: RunDir, study: Results, arms: dict[str, ArmJobs], images: Run
     rundir.write_predictions(predictions_frame(pred.to_dict("records"), images.tables, images.label_sources))
     preds = rundir.read_predictions()
     for name, entry in entries.items():
+        before = previous.arms.get(name)
+        if entry.provenance is None and before is not None and before.weights == entry.weights:
+            # an arm this process did not load (another's selection) keeps what its loading recorded
+            entry.provenance, entry.weights_status = before.provenance, before.weights_status
         entry.oof_auroc = metrics.auroc(preds.rows(arm=name, split=OOF))
         entry.test_auroc = metrics.auroc(preds.rows(arm=name, split=TEST, ensemble=True))
         entry.external_auroc = {s: metrics.auroc(preds.rows(arm=name, split=s, ensemble=True))

@@ -22,13 +22,17 @@ class ArmResult(RunFile):
     """One arm: its status, what it was trained from, its jobs and its AUROCs (point estimates).
 
     ``status`` is ``done`` (every job finished), ``skipped`` (its weights were not found; ``reason`` says
-    why), ``failed`` (a job failed) or ``incomplete`` (jobs are still to run).
+    why), ``failed`` (a job failed) or ``incomplete`` (jobs are still to run).  ``weights_status`` is
+    ``verified``, ``unverified`` or ``untrained`` for a pretrained start (None for a random one, or not
+    recorded), and ``provenance`` the line that says where its weights came from and how they were verified.
     """
 
     status: str | None = None
     backbone: str | None = None
     weights: str | None = None
     weights_kind: str | None = None
+    weights_status: str | None = None
+    provenance: str | None = None
     role: str | None = None
     train_backbone: str | None = None
     folds_done: list[int] = []

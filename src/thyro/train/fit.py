@@ -311,13 +311,14 @@ _tb_writers: dict[str, object] = {}
 
 
 def _tensorboard(files: JobFiles, cfg: TrainConfig) -> Callable[[int, dict], None] | None:
-    """A callback mirroring each log row to TensorBoard when ``cfg.tensorboard`` and the package is installed."""
-    if not cfg.tensorboard:
+    """A callback mirroring each log row to TensorBoard when the package is installed and ``cfg.tensorboard`` is
+    not false (None: only then; true: a missing package is said once per process)."""
+    if cfg.tensorboard is False:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter  # lazy: the optional tensorboard package
-    except Exception:  # tensorboard not installed: the CSV log is the record; say so once per process
-        if not _tb_writers.get("_missing_said"):
+    except Exception:  # tensorboard not installed: the CSV log is the record; said once when asked for
+        if cfg.tensorboard and not _tb_writers.get("_missing_said"):
             _tb_writers["_missing_said"] = True
             log.warning(missing_message("TensorBoard logs (train.tensorboard; log.csv has every epoch)",
                                         ["tensorboard"]))

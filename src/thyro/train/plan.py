@@ -6,8 +6,8 @@ or written: the configuration against a run directory that holds another study; 
 images (existence and header: format, size, the pixel limit); the splits, training fractions and inner
 selection splits; each external set (labels of both classes, no image shared with the development data);
 each arm's weights, loaded as a job loads them (the file found, its container read by its bytes, NaN/Inf,
-coverage of the backbone, a mapping by position checked against the file's BatchNorm statistics) and run
-once at the study's image size; the tracking store; disk space for the image cache.  ``thyro study
+coverage of the backbone, a mapping by position verified, tensors that look trained) and run once at the
+study's image size; the tracking store; disk space for the image cache.  ``thyro study
 --dry-run`` prints the plan and stops; the real run executes it, and no job parses the configuration or a
 weight specification again: each job gets its arm's :class:`ArmPlan`.
 
@@ -32,7 +32,7 @@ from thyro.data.splits import Splits
 from thyro.device import resolve_device, use_channels_last
 from thyro.errors import ConfigError, ThyroError, WeightsError
 from thyro.fileio import sha256_file, sha256_json
-from thyro.models import build_model
+from thyro.models import build_model, provenance_line
 from thyro.models.adapter import InputSpec
 from thyro.models.archs import arch
 from thyro.models.weights.sources import WeightSource
@@ -61,7 +61,9 @@ class ArmPlan:
     how its epoch is selected (:mod:`thyro.train.arms`, chosen once here), and what loading its weights gave.
 
     ``train`` holds the arm's training settings as its fitter uses them.  ``skipped`` holds the reason when
-    ``skip_missing`` set the arm aside (its weight file is missing).
+    ``skip_missing`` set the arm aside (its weight file is missing).  ``provenance`` is the weights' provenance line
+    (:func:`~thyro.models.provenance_line`) and ``weights_status`` ``verified``, ``unverified`` or ``untrained``
+    (None for a random start).
     """
 
     config: ArmConfig
@@ -74,6 +76,8 @@ class ArmPlan:
     layout: str = "timm"
     coverage: tuple[int, int] | None = None
     load_summary: str = ""
+    provenance: str | None = None
+    weights_status: str | None = None
     skipped: str | None = None
     images_per_second: float | None = None
 
@@ -164,7 +168,8 @@ class Plan:
                               "file": str(a.weights_file) if a.weights_file else None,
                               "coverage": list(a.coverage) if a.coverage else None, "layout": a.layout,
                               "input": a.input_spec.describe() if a.input_spec else None,
-                              "loaded": a.load_summary, "skipped": a.skipped,
+                              "loaded": a.load_summary, "skipped": a.skipped, "provenance": a.provenance,
+                              "weights_status": a.weights_status,
                               "train_images_per_second": a.images_per_second} for a in self.arms},
             "external": {e.name: {"manifest": str(e.path), "images": len(e.manifest), "labels": e.labels.to_dict()}
                          for e in self.external},
@@ -318,9 +323,11 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
                           f"{first}. Choose a larger preprocess.size (its native size is "
                           f"{_native(arm.backbone)}).") from None
     speed = train_speed(model, train, size) if estimate else None
+    pretrained = path is not None and report.verification is not None
     return replace(plan, weights_file=path, input_spec=model.input_spec, layout=model.layout,
                    coverage=report.coverage if path is not None else None, load_summary=report.summary(),
-                   images_per_second=speed)
+                   provenance=provenance_line(report) if pretrained else None,
+                   weights_status=report.verification.status if pretrained else None, images_per_second=speed)
 
 
 def _native(name: str) -> int:

@@ -233,6 +233,7 @@ class Study:
         for arm_plan in plan.arms:
             arm, source = arm_plan.config, arm_plan.source
             entry = ArmResult(backbone=arm.backbone, weights=source.describe(), weights_kind=source.kind,
+                              weights_status=arm_plan.weights_status, provenance=arm_plan.provenance,
                               role=source.role, train_backbone=arm.train_backbone)
             arms[arm.name] = ArmJobs(entry, tuple(j for j in every if j.arm == arm.name))
         tables = {"*": prep.labelled.df.set_index("image")}

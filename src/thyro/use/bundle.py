@@ -400,9 +400,11 @@ def bundle(run_dir: str | os.PathLike, arm: str | None, out: str | os.PathLike, 
         raise ModelPackageError(f"{rundir.predictions_path}: arm {arm!r}: {exc}") from None
     arm_cfg = cfg.arm(arm)
     weights = arm_cfg.weight_source(run.record.base_dir)
-    results = run.results
+    results, recorded = run.results, run.arm_result(arm)
     source = {"run_dir": str(rundir.root.resolve()), "arm": arm, "backbone": arm_cfg.backbone,
               "weights": weights.describe(), "role": weights.role,
+              "weights_status": recorded.weights_status if recorded else None,
+              "provenance": recorded.provenance if recorded else None,
               "git_commit": results.git_commit if results is not None else None,
               "versions": results.versions if results is not None else None, "n_folds": len(files)}
     return write_package(out, model_files=files, preprocess=cfg.preprocess.model_dump(mode="json"),

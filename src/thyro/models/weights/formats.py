@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from thyro.errors import WeightsError
 from thyro.models.adapter import InputSpec
@@ -85,8 +86,6 @@ def detect_container(path: Path) -> str:
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and string metadata of a safetensors file."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
@@ -99,8 +98,6 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     """The string metadata of a safetensors file, without reading its tensors."""
-    from safetensors import safe_open
-
     if detect_container(path) != "safetensors":
         raise WeightsError(f"{path}: not a safetensors file (its first bytes say {detect_container(path)}).")
     try:

@@ -9,21 +9,22 @@ each family member is built on the meta device (no memory, no weights) and match
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
-import fnmatch
-import re
-
 import timm
+import torch
 
 from thyro.errors import ConfigError, WeightsError
 from thyro.models.archs import arch as arch_info, check_arch
 from thyro.models.backbones import create_backbone
 from thyro.models.known import recognise_sequential
+from thyro.models.model import build_model
+from thyro.models.weights.bncheck import bn_agreement
 from thyro.models.weights.formats import detect_container, read_tensor_file, thyro_metadata
+from thyro.models.weights.keras_h5 import guess_keras_arch, read_keras_h5
 from thyro.models.weights.layouts import (
     SEQUENTIAL_HEADS,
     Match,
@@ -80,8 +81,6 @@ MAX_CANDIDATES = 80
 
 
 def _meta_backbone(name: str):
-    import torch
-
     with torch.device("meta"):
         return create_backbone(name, in_chans=3, seed=None)
 
@@ -148,9 +147,9 @@ def _plausible(name: str, sizes: list[int]) -> bool:
 
 def inspect_weights(path: str | Path, arch: str | None = None) -> dict[str, Any]:
     """Describe a weight file: container, layout, the architecture it fits best (or ``arch``), coverage and the
-    tensors that did not match, statistics, and (for a chosen architecture) the load and the BatchNorm check."""
-    from thyro.models.model import build_model
-
+    tensors that did not match, statistics, and (for a chosen architecture) the load, its verification
+    (:mod:`thyro.models.weights.verify`: what was checked and what it found; nothing is refused here) and the
+    agreement of every BatchNorm layer with its statistics."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: file not found.")
@@ -159,8 +158,6 @@ def inspect_weights(path: str | Path, arch: str | None = None) -> dict[str, Any]
     container = detect_container(path)
     out: dict[str, Any] = {"path": str(path), "size_bytes": path.stat().st_size, "container": container}
     if container == "keras-h5":
-        from thyro.models.weights.keras_h5 import guess_keras_arch, read_keras_h5
-
         layers, layout = read_keras_h5(path)
         out["format"] = f"Keras HDF5 ({layout})"
         out["keras_layers"] = len(layers)
@@ -200,15 +197,14 @@ def inspect_weights(path: str | Path, arch: str | None = None) -> dict[str, Any]
     target = arch or out.get("arch_guess")
     if target is not None and _is_timm(target):
         try:
-            model, report = build_model(target, f"file:{path}", allow_partial=True)
+            model, report = build_model(target, f"file:{path}", allow_partial=True, unverified=True,
+                                        allow_untrained=True)
             out["coverage"] = report
             out["input_spec"] = model.input_spec
             out["layout"] = model.layout
+            out["verification"] = report.verification
             if report.coverage[0]:
-                from thyro.models.weights.bncheck import bn_agreement, reference_images
-
-                out["bn_check"] = bn_agreement(model.backbone, model.input_spec,
-                                               reference_images(arch_info(target).native_size))
+                out["bn_check"] = bn_agreement(model.backbone, model.input_spec, arch_info(target).native_size)
         except WeightsError as exc:
             out["coverage_error"] = str(exc)
     return out

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
+import timm
 import torch
 
 from thyro.errors import WeightsError
@@ -40,8 +42,6 @@ def _decode(names) -> list[str]:
 
 def read_keras_h5(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], str]:
     """Weights per Keras layer: ``{layer: {"kernel": array, "bias": ..., "gamma": ...}}`` and the layout."""
-    import h5py
-
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:
@@ -103,8 +103,6 @@ def _numbered(layers: dict, base: str) -> list[str]:
 
 def conv_bn_modules(arch: str) -> list[str]:
     """timm's conv+BatchNorm modules of ``arch`` in registration order (built on the meta device)."""
-    import timm
-
     with torch.device("meta"):
         model = timm.create_model(arch, pretrained=False, num_classes=1)
     return [name for name, m in model.named_modules()

@@ -18,8 +18,9 @@ finds, for one timm architecture, the reading of a file that covers most of the 
    the shapes of the backbone's tensors in module order (``num_batches_tracked`` counters left out, a
    trailing classifier of the file left over), tensor *i* of the file is tensor *i* of the backbone.
    ``efficientnet_pytorch``'s layout (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_fc``) is read
-   so; that code pads as TensorFlow does, so its files run in the ``tf`` layout.  A mapping by position
-   is checked by :mod:`thyro.models.weights.bncheck` before anyone trusts it.
+   so, its tensors first put in that code's module order by their names (so the order a file was saved in
+   does not matter); that code pads as TensorFlow does, so its files run in the ``tf`` layout.  A mapping
+   by position is verified (:mod:`thyro.models.weights.verify`) before anyone trusts it.
 
 The result (:class:`Match`) says which layout it found, how tensors were mapped, the coverage
 (backbone tensors matched / expected) and the file's tensors that found no place.
@@ -91,6 +92,8 @@ class Match:
     net_layout : str
         The network layout the file implies (``tf`` for ``efficientnet_pytorch``'s files).
     notes : list of str
+    source : dict
+        The file's tensors under their own names (the prefix removed): what a reference implementation loads.
     """
 
     state: dict[str, torch.Tensor]
@@ -104,6 +107,8 @@ class Match:
     left_out: list[str] = field(default_factory=list)
     net_layout: str = "timm"
     notes: list[str] = field(default_factory=list)
+    #: The file's tensors as they were read (under their own names, the prefix removed).
+    source: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def coverage(self) -> float:
@@ -241,6 +246,33 @@ def _is_efficientnet_pytorch(state: dict[str, torch.Tensor]) -> bool:
     return "_conv_stem.weight" in state and any(k.startswith("_blocks.") for k in state)
 
 
+#: ``efficientnet_pytorch``'s module order: the network's modules, a block's modules, a module's tensors.
+_EP_TOP = {"_conv_stem": 0, "_bn0": 1, "_blocks": 2, "_conv_head": 3, "_bn1": 4, "_fc": 5}
+_EP_BLOCK = ("_expand_conv", "_bn0", "_depthwise_conv", "_bn1", "_se_reduce", "_se_expand", "_project_conv", "_bn2")
+_EP_TENSORS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_EP_KEY = re.compile(r"^(?:_blocks\.(?P<block>\d+)\.(?P<sub>\w+)|(?P<top>_\w+))\.(?P<tensor>\w+)$")
+
+
+def efficientnet_pytorch_order(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """``state`` in ``efficientnet_pytorch``'s module order, found from its names (the order the file was saved in
+    does not matter), or None when a name is not one of that layout's."""
+    ranked = []
+    for key in state:
+        m = _EP_KEY.match(key)
+        if m is None or m["tensor"] not in _EP_TENSORS:
+            return None
+        if m["block"] is not None:
+            if m["sub"] not in _EP_BLOCK:
+                return None
+            rank = (_EP_TOP["_blocks"], int(m["block"]), _EP_BLOCK.index(m["sub"]))
+        elif m["top"] in _EP_TOP and m["top"] != "_blocks":
+            rank = (_EP_TOP[m["top"]], 0, 0)
+        else:
+            return None
+        ranked.append((rank + (_EP_TENSORS.index(m["tensor"]),), key))
+    return {key: state[key] for _, key in sorted(ranked)}
+
+
 def match_state(tensors: dict[str, torch.Tensor], info: ArchInfo, model: torch.nn.Module) -> Match:
     """The reading of ``tensors`` that covers most of ``info``'s backbone (``model`` is that backbone).
 
@@ -261,28 +293,31 @@ def match_state(tensors: dict[str, torch.Tensor], info: ArchInfo, model: torch.n
 
     for prefix, what, state in candidates(tensors):
         if _is_efficientnet_pytorch(state):
-            mapped = map_positions(state, info, model_state)
+            ordered = efficientnet_pytorch_order(state)
+            mapped = map_positions(ordered if ordered is not None else state, info, model_state)
             if mapped is not None:
-                consider(_finish(Match(mapped[0], "efficientnet_pytorch", "positions", prefix, what,
-                                       net_layout="tf", notes=["efficientnet_pytorch pads as TensorFlow does "
-                                                               "('same', BatchNorm eps 1e-3): tf layout"]),
-                                 info, model_state, mapped[1]))
+                notes = ["efficientnet_pytorch pads as TensorFlow does ('same', BatchNorm eps 1e-3): tf layout"]
+                if ordered is not None and list(ordered) != list(state):
+                    notes.append("tensors put in efficientnet_pytorch's module order by their names (the file saved "
+                                 "them in another order)")
+                consider(_finish(Match(mapped[0], "efficientnet_pytorch", "positions", prefix, what, net_layout="tf",
+                                       notes=notes, source=state), info, model_state, mapped[1]))
                 continue
         named = fix_densenet_legacy(state)
-        consider(_finish(Match(named, "timm/torchvision names", "names", prefix, what), info, model_state,
+        consider(_finish(Match(named, "timm/torchvision names", "names", prefix, what, source=state), info, model_state,
                          {k2: k1 for k1, k2 in zip(state, named)}))
         if sequential_prefix(state) is not None:
             renamed, how = map_sequential(state, model)
             layout = ("MONAI TorchVisionFCModel (features.N, nn.Sequential)"
                       if sequential_prefix(state) == "features." else "RadImageNet PyTorch export (nn.Sequential)")
-            consider(_finish(Match(renamed, layout, "sequential", prefix, what,
+            consider(_finish(Match(renamed, layout, "sequential", prefix, what, source=state,
                                    notes=[f"Sequential indices mapped to module names ({how}, ...)"]),
                              info, model_state, {}))
         if best is None or not best.complete:
             mapped = map_positions(state, info, model_state)
             if mapped is not None:
-                consider(_finish(Match(mapped[0], "other names", "positions", prefix, what), info, model_state,
-                                 mapped[1]))
+                consider(_finish(Match(mapped[0], "other names", "positions", prefix, what, source=state), info,
+                                 model_state, mapped[1]))
     assert best is not None
     if best.prefix:
         best.left_out = [k for k in tensors if not k.startswith(best.prefix)]
@@ -299,5 +334,5 @@ def recognise_known(state: dict[str, torch.Tensor]) -> str | None:
 
 
 __all__ = ["IGNORABLE_PREFIXES", "IGNORABLE_SUFFIXES", "Match", "PREFIXES", "SEQUENTIAL_HEADS", "backbone_keys",
-           "candidates", "fix_densenet_legacy", "ignorable", "map_positions", "map_sequential",
+           "candidates", "efficientnet_pytorch_order", "fix_densenet_legacy", "ignorable", "map_positions", "map_sequential",
            "match_state", "recognise_known", "sequential_prefix"]

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from rich.table import Table
 from torch import nn
 
 from thyro.errors import WeightsError
 from thyro.models.archs import arch as arch_info
 from thyro.models.backbones import first_conv_weight_key, is_head_key
 from thyro.models.weights.layouts import ignorable as _ignorable
+from thyro.models.weights.verify import Verification
 
 SHOW = 5
 
@@ -70,6 +72,8 @@ class LoadReport:
     #: How the file's tensors were matched (layout, prefix, mapping), e.g. "efficientnet_pytorch, mapped by position".
     mapping: str | None = None
     partial: bool = False
+    #: How the mapping was verified and whether the tensors look trained (:mod:`thyro.models.weights.verify`).
+    verification: Verification | None = None
 
     @property
     def n_total(self) -> int:
@@ -102,6 +106,7 @@ class LoadReport:
             "mapping": self.mapping,
             "coverage": list(self.coverage),
             "partial": self.partial,
+            "verification": self.verification.to_dict() if self.verification is not None else None,
         }
 
     def summary(self) -> str:
@@ -110,8 +115,9 @@ class LoadReport:
             return f"{self.arch}: random initialisation ({self.source})"
         head = "head re-initialised" if self.head_reinitialised else "head loaded"
         done, total = self.coverage
+        checked = f"; {self.verification.short()}" if self.verification is not None else ""
         return (f"{self.arch} from {self.format} file {self.path}: backbone coverage {done}/{total} tensors "
-                f"({100 * done / max(total, 1):.0f} %; {head})")
+                f"({100 * done / max(total, 1):.0f} %; {head}{checked})")
 
     def __str__(self) -> str:
         lines = [self.summary()]
@@ -123,11 +129,11 @@ class LoadReport:
         for name, n, first in rows:
             lines.append(f"  {name:<17}{n:>6}  {first}".rstrip())
         lines.extend(f"  note: {n}" for n in self.notes)
+        if self.verification is not None:
+            lines.append(f"  verification: {self.verification.line()}")
         return "\n".join(lines)
 
-    def __rich__(self):
-        from rich.table import Table
-
+    def __rich__(self) -> Table:
         table = Table(title=self.summary(), show_lines=False)
         table.add_column("tensors")
         table.add_column("count", justify="right")
@@ -138,6 +144,8 @@ class LoadReport:
         table.add_row("shape-mismatched", str(len(self.mismatched)), _first([_mm(m) for m in self.mismatched]))
         for note in self.notes:
             table.add_row("note", "", note)
+        if self.verification is not None:
+            table.add_row("verification", "", self.verification.line())
         return table
 
 
@@ -346,5 +354,5 @@ def _refusal(report: LoadReport, bad_missing: list[str], bad_mm: list[tuple]) ->
     done, total = report.coverage
     parts.append(f"  ({done}/{total} backbone tensors did fit.)  Check that the file is for {report.arch}; "
                  f"`thyro weights inspect FILE` guesses its architecture. To start from the tensors that fit and "
-                 f"leave the rest at random, say so in the arm: partial_weights: true.")
+                 f"leave the rest at random, pass allow_partial=True (a study arm: partial_weights: true).")
     return "\n".join(parts)

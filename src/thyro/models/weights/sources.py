@@ -18,17 +18,24 @@ Nothing here downloads: a missing file fails at once with every place looked at 
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import timm
+import timm.models
+import torch.hub
+
 from thyro.errors import ConfigError, WeightsError
 from thyro.fileio import sha256_file
 from thyro.models.adapter import InputSpec
 from thyro.models.archs import arch as arch_info, check_arch
 from thyro.models.known import KNOWN, known
+from thyro.models.weights.formats import detect_container
 from thyro.models.weights.store import stored_path
 
 KINDS = ("none", "imagenet", "radimagenet", "file")
@@ -45,8 +52,6 @@ _verified: dict[tuple[str, int, float], str] = {}
 
 def torch_checkpoint_dir() -> Path:
     """``$TORCH_HOME/hub/checkpoints`` as torch.hub computes it (no network)."""
-    import torch.hub
-
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -89,8 +94,6 @@ def check_torchvision_hash(path: Path) -> None:
 
 def check_file(path: Path, what: str) -> Path:
     """A readable, non-empty weight file of a known container, else :class:`WeightsError`."""
-    from thyro.models.weights.formats import detect_container
-
     if not path.exists():
         raise WeightsError(f"{what}: {path} does not exist.")
     if not path.is_file():
@@ -112,11 +115,17 @@ class WeightSource:
         File named by the user (None: random init, or ImageNet from the caches).
     arch : str or None
         Backbone the weights are for (needed to search the ImageNet caches).
+    unverified : bool
+        Start from the file even when its mapping cannot be verified (an arm's ``unverified_weights: true``).
+    allow_untrained : bool
+        Start from the file even when its tensors look untrained (an arm's ``allow_untrained_weights: true``).
     """
 
     kind: str
     path: Path | None = None
     arch: str | None = None
+    unverified: bool = False
+    allow_untrained: bool = False
 
     @property
     def role(self) -> str:
@@ -160,7 +169,7 @@ class WeightSource:
         """A copy whose relative path is taken relative to ``base`` (a configuration file's folder)."""
         if self.path is None or self.path.is_absolute():
             return self
-        return WeightSource(self.kind, Path(base) / self.path, self.arch)
+        return dataclasses.replace(self, path=Path(base) / self.path)
 
     def default_input_spec(self, arch: str, conv: Any = None, path: Path | None = None) -> InputSpec:
         """Preprocessing the source declares for ``arch`` when the file itself says nothing."""
@@ -179,8 +188,6 @@ class WeightSource:
 
 def timm_input_spec(tag: str) -> InputSpec:
     """Mean/std/size of a timm pretrained tag (from timm's offline table)."""
-    import timm.models
-
     cfg = timm.models.get_pretrained_cfg(tag)
     if cfg is None:
         return InputSpec.imagenet()
@@ -189,8 +196,6 @@ def timm_input_spec(tag: str) -> InputSpec:
 
 def timm_tags(arch: str) -> list[str]:
     """timm's ImageNet tags of ``arch``: the hand-kept preferred ones first, then every other timm lists."""
-    import timm
-
     tags = list(known(arch).timm_tags)
     return tags + [t for t in timm.list_pretrained(f"{arch}.*") if t not in tags]
 
@@ -199,8 +204,6 @@ def package_files(arch: str) -> list[tuple[Path, str, str]]:
     """ImageNet files of ``arch`` that pip packages install here: ``(path, pip name, preprocessing)``.
 
     Found without importing the package (``importlib.util.find_spec``)."""
-    import importlib.util
-
     out = []
     for pip_name, module, rel, preprocess in known(arch).packages:
         try:
@@ -281,7 +284,7 @@ def parse_weight_source(spec: Any, arch: str | None = None) -> WeightSource:
         For anything else, listing the allowed forms.
     """
     if isinstance(spec, WeightSource):
-        return spec if arch is None or spec.arch == arch else WeightSource(spec.kind, spec.path, arch)
+        return spec if arch is None or spec.arch == arch else dataclasses.replace(spec, arch=arch)
     kind: str
     value: Any
     if spec is None:
