@@ -28,7 +28,7 @@ from pydantic import Field
 
 from thyro.data.manifest import read_manifest
 from thyro.progress import duration
-from thyro.run import Results
+from thyro.run import Results, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _announce(out: Path, expected: dict[str, float]) -> float:
         expected["phantoms"] = 0.0
     if all((out / "backbone" / f"resnet18-{name}.safetensors").exists() for name in ("generic", "radiology")):
         expected["pretraining"] = 0.0
-    if (out / "run" / "results.json").exists():
+    if RunDir(out / "run").results_path.exists():
         log.info(f"continuing the demo in {out}: finished steps are kept")
     log.info(f"expected time on this machine: about {duration(sum(expected.values()))} (drawing the phantoms "
              f"{duration(expected['phantoms'])}, pretraining two backbones {duration(expected['pretraining'])}, "

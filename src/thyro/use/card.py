@@ -158,7 +158,8 @@ def _classes(balance: dict, positive: str, negative: str) -> str:
 
 def data_text(data: dict, positive: str = "malignant", negative: str = "benign") -> str:
     """The training data summary as sentences: how many images of how many patients, by class; how they
-    were split; the external sets.  Every count and the preprocessing are in the package's ``data.json``."""
+    were split; the external sets.  Every count and the preprocessing are in the package's data summary
+    (:data:`thyro.run.DATA`)."""
     if not data:
         return ""
     balance = data.get("class_balance") or {}
