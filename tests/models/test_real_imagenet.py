@@ -36,7 +36,7 @@ def lite0_state(lite0_file):
     return torch.load(lite0_file, map_location="cpu", weights_only=True)
 
 
-def test_inspect_names_layout_architecture_and_full_coverage(lite0_file, capsys):
+def test_inspect_names_layout_architecture_and_full_coverage(lite0_file, capsys, monkeypatch, tmp_path):
     info = inspect_weights(lite0_file)
     assert info["format"] == "efficientnet_pytorch" and info["arch_guess"] == "efficientnet_lite0"
     match = info["match"]
@@ -47,6 +47,14 @@ def test_inspect_names_layout_architecture_and_full_coverage(lite0_file, capsys)
     assert main(["weights", "inspect", str(lite0_file)]) == 0
     out = capsys.readouterr().out
     assert "efficientnet_pytorch" in out and "efficientnet_lite0" in out and "245/245" in out and "100 %" in out
+    # the help's example as written: no file, the architecture names the file `weights: imagenet` picks
+    monkeypatch.setenv("THYRO_HOME", str(tmp_path / "home"))
+    assert main(["weights", "inspect", "--arch", "efficientnet_lite0"]) == 0
+    out = capsys.readouterr().out
+    assert f"picks for efficientnet_lite0: {lite0_file}" in " ".join(out.split()) or str(lite0_file) in out
+    assert "245/245" in out
+    assert main(["weights", "inspect"]) == 2
+    assert "--arch" in capsys.readouterr().err
 
 
 def _reference_lite0(state):

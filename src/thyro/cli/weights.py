@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -41,9 +42,13 @@ def _flags_named() -> Iterator[None]:
         raise WeightsError(f"{exc.reason} To {exc.then}, add {flag}.") from None
 
 
-@command(weights_app, "inspect", examples=["thyro weights inspect efficientnet-lite0-57934424.pth"])
+@command(weights_app, "inspect", examples=["thyro weights inspect --arch efficientnet_lite0",
+                                            "thyro weights inspect weights/radimagenet-resnet18.safetensors",
+                                            "thyro weights inspect resnet50.pth --arch resnet50"])
 def inspect_cmd(
-    file: Path = typer.Argument(..., help="Weight file: .pth/.pt/.bin, .safetensors or Keras .h5."),
+    file: Optional[Path] = typer.Argument(None, help="Weight file: .pth/.pt/.bin, .safetensors or Keras .h5. Left "
+                                                     "out, with --arch: the ImageNet file `weights: imagenet` picks "
+                                                     "for that architecture."),
     arch: str = typer.Option(None, "--arch", help="Check coverage for this timm architecture (default: the guess)."),
 ) -> None:
     """Show a weight file's layout, architecture, coverage, unmatched tensors and the verification of its mapping.
@@ -53,6 +58,14 @@ def inspect_cmd(
     from thyro.models.adapter import InputSpec  # lazy: torch and timm, kept off `thyro --help`
     from thyro.models.weights.inspect import inspect_weights  # lazy: torch and timm, kept off `thyro --help`
     from thyro.models.weights.provenance import provenance_line  # lazy: torch and timm, kept off `thyro --help`
+    from thyro.models.weights.sources import find_imagenet  # lazy: torch and timm, kept off `thyro --help`
+
+    if file is None:
+        if not arch:
+            raise ConfigError("Name a weight file, or give --arch ARCH to inspect the ImageNet file `weights: "
+                              "imagenet` picks for it.")
+        file = find_imagenet(arch)
+        console.print(f"the ImageNet file weights: imagenet picks for {arch}: {file}", markup=False, soft_wrap=True)
 
     info = inspect_weights(file, arch)
     table = Table(show_header=False, title=escape(str(file)))
