@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from thyro.console import set_quiet
+from thyro.cli.console import set_quiet
 from thyro.data.cache import ImageCache, default_workers
 from thyro.data.manifest import manifest_from_records, write_manifest
 from thyro.data.phantom import generate_cohort

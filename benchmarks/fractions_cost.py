@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
 
-    from thyro.console import set_quiet
+    from thyro.cli.console import set_quiet
     from thyro.data.phantom import generate_cohort
     from thyro.run import JOBS
     from thyro.train.study import run_study

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from thyro.console import set_quiet
+from thyro.cli.console import set_quiet
 from thyro.data.dedup import assign_groups, compute_hashes, default_workers, hamming_matrix
 from thyro.data.importers import import_ddti
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from thyro.console import set_quiet
+from thyro.cli.console import set_quiet
 from thyro.data.marks import _tophat
 from thyro.data.preprocess import PreprocessConfig, Preprocessor
 from thyro.data.readers import load_image

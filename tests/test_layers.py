@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Lowest first.  A module may import from its own layer (inside its package) and from layers below.
 LAYERS = [
-    {"thyro", "thyro.errors", "thyro.base", "thyro.fileio", "thyro.console", "thyro.device", "thyro.machine",
+    {"thyro", "thyro.errors", "thyro.base", "thyro.fileio", "thyro.device", "thyro.machine",
      "thyro.optional", "thyro.progress", "thyro.settings"},
     {"thyro.stats"},
     {"thyro.data"},

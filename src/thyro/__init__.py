@@ -15,6 +15,8 @@ The main entry points, loaded on first use (``import thyro`` itself imports noth
 docs/python-api.md shows them in use.
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 # The entry points live in thyro.api (the top layer: it uses data, models, training and the report); they
@@ -26,8 +28,6 @@ __all__ = ["Model", "__version__", "compare", "load", "report", "study"]
 
 
 def __getattr__(name: str):
-    import importlib
-
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'thyro' has no attribute {name!r}")

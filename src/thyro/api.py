@@ -41,7 +41,7 @@ class Model:
 
     Attributes
     ----------
-    package : thyro.use.bundle.ModelPackage
+    package : thyro.use.package.ModelPackage
         The package: preprocessing, fold models, operating points, model card metadata.
     labels : thyro.data.manifest.LabelMeaning
         What label 1 means (``labels.positive`` is its name, e.g. "malignant"; ``labels.describe()``).

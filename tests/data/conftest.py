@@ -10,7 +10,7 @@ def ddti_import(ddti_dir, tmp_path_factory, request):
     """DDTI imported once per test session (shared by the data tests through the pytest config)."""
     cached = getattr(request.config, "_thyro_ddti_import", None)
     if cached is None:
-        from thyro.console import is_quiet, set_quiet
+        from thyro.cli.console import is_quiet, set_quiet
         from thyro.data.importers import import_ddti
 
         quiet = is_quiet()

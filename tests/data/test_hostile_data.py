@@ -182,7 +182,7 @@ def test_dot_slash_and_plain_name_are_one_image(tmp_path):
 
 
 def test_import_writes_one_spelling(tmp_path):
-    from thyro.console import set_quiet
+    from thyro.cli.console import set_quiet
     from thyro.data.importers import import_csv
     from thyro.data.validate import validate_manifest
 

@@ -19,7 +19,7 @@ from thyro.errors import ConfigError, DataError, Problems
 
 @pytest.fixture(autouse=True)
 def _quiet():
-    from thyro.console import is_quiet, set_quiet
+    from thyro.cli.console import is_quiet, set_quiet
 
     old = is_quiet()
     set_quiet(True)

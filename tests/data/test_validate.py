@@ -131,7 +131,7 @@ def test_class_balance_counts_patients_and_groups():
 
 
 def test_inspect_on_import(tmp_path, capsys):
-    from thyro.console import set_quiet
+    from thyro.cli.console import set_quiet
 
     (tmp_path / "src" / "benign").mkdir(parents=True)
     (tmp_path / "src" / "malignant").mkdir(parents=True)

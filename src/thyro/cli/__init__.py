@@ -18,7 +18,7 @@ from rich.markup import escape
 from thyro import __version__
 from thyro.cli._help import PATHS, arguments_read_as_names, epilog, tidy
 from thyro.cli._output import setup as setup_output
-from thyro.console import err_console, set_quiet
+from thyro.cli.console import err_console, set_quiet
 from thyro.errors import ThyroError
 from thyro.settings import DEFAULT_MAX_PIXELS, set_settings
 

@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.text import Text
 
 from thyro import progress
-from thyro.console import console, err_console, set_quiet
+from thyro.cli.console import console, err_console, set_quiet
 
 LOGGER = "thyro"
 

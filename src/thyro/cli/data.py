@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from thyro.cli._help import command, group
-from thyro.console import console, err_console, is_quiet
+from thyro.cli.console import console, err_console, is_quiet
 from thyro.errors import DataError
 
 data_app = group(

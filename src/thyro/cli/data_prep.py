@@ -9,7 +9,7 @@ from typing import Literal
 import typer
 
 from thyro.cli._help import command
-from thyro.console import console, info, is_quiet
+from thyro.cli.console import console, info, is_quiet
 from thyro.errors import ConfigError
 
 

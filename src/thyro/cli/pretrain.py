@@ -11,7 +11,7 @@ from thyro.base import read_yaml
 from thyro.cli._help import command
 from thyro.cli._options import typed_options
 from thyro.cli._output import quiet_here
-from thyro.console import info
+from thyro.cli.console import info
 from thyro.machine import check_threads
 
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from thyro.cli._help import command
-from thyro.console import console, info
+from thyro.cli.console import console, info
 from thyro.errors import ConfigError
 
 METHOD_HELP = "auto: DeLong, or the cluster bootstrap when a patient has several images; or force delong / bootstrap."

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from thyro.cli._help import command
 from thyro.cli._output import for_workers
-from thyro.console import console, info
+from thyro.cli.console import console, info
 from thyro.data.manifest import LabelMeaning
 from thyro.errors import ConfigError
 from thyro.progress import duration

@@ -12,14 +12,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from thyro.cli._help import command
-from thyro.console import console, err_console, info, is_quiet
+from thyro.cli.console import console, err_console, info, is_quiet
 from thyro.data.manifest import MAX_ROI_CHARS, parse_roi
 from thyro.errors import ConfigError, DataError, ThyroError
 from thyro.optional import require
 
 Engine = Literal["torch", "onnx"]
 Method = Literal["gradcam", "gradcam++"]
-#: The package's ONNX file, where --engine onnx looks by default (thyro.use.bundle.ONNX_FILE).
+#: The package's ONNX file, where --engine onnx looks by default (thyro.use.package.ONNX_FILE).
 ONNX_FILE = "model.onnx"
 
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from thyro.cli._help import command, group
-from thyro.console import console
+from thyro.cli.console import console
 from thyro.errors import ConfigError, WeightsError
 
 weights_app = group("Inspect, add and convert weight files (offline; only `download` uses the network).",
@@ -113,7 +113,7 @@ def inspect_cmd(
         row("coverage", info["coverage_error"])
     console.print(table)
     if "coverage" in info:
-        console.print(info["coverage"])
+        console.print(_load_table(info["coverage"]))
 
 
 @command(weights_app, "add", examples=["thyro weights add efficientnet-lite0-57934424.pth --arch efficientnet_lite0",
@@ -141,7 +141,7 @@ def add_cmd(
     with _flags_named():
         out, report, prov = add_weights(file, arch, name=name, force=force, unverified=unverified,
                                         allow_untrained=untrained_ok)
-    console.print(report)
+    console.print(_load_table(report))
     console.print(escape(f"added {out}\n  {prov['layout']}; {prov['mapping'] or 'thyro checkpoint'}; "
                          f"coverage {prov['coverage']}; network layout {prov['net_layout']}\n  "
                          f"{prov['verification']['line']}"))
@@ -210,10 +210,21 @@ def convert_cmd(
     prov = provenance_record(src, report, model, out.stem)
     save_backbone(out, model, metadata={"provenance": prov, "converted_from": src.name,
                                         "source_sha256": prov["source_sha256"], "source_format": report.format})
-    console.print(report)
+    console.print(_load_table(report))
     console.print(escape(f"wrote {out} ({model.input_spec.describe()}; layout {model.layout})"))
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
     app.add_typer(weights_app, name="weights")
+
+
+def _load_table(report) -> Table:
+    """A :class:`thyro.models.LoadReport` as a table: what loaded, what is missing or unexpected, the verification."""
+    table = Table(title=escape(report.summary()), show_lines=False)
+    table.add_column("tensors")
+    table.add_column("count", justify="right")
+    table.add_column("first")
+    for what, count, first in report.rows():
+        table.add_row(what, count, escape(first))
+    return table

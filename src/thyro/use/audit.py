@@ -26,8 +26,8 @@ from thyro.data.preprocess import PreprocessConfig
 from thyro.data.splits import Splits
 from thyro.errors import DataError
 from thyro.stats.auto import compare_paired, interval
-from thyro.use.bundle import ModelPackage, load_package
 from thyro.use.inputs import manifest_items
+from thyro.use.package import ModelPackage, load_package
 from thyro.use.scoring import InputItem, Scorer
 
 #: The places the model can be scored on with a splits file.

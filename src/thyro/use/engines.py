@@ -12,7 +12,7 @@ import numpy as np
 
 from thyro.errors import ModelPackageError, ThyroError
 from thyro.optional import require
-from thyro.use.bundle import ModelPackage
+from thyro.use.package import ModelPackage
 
 #: The engines :func:`make_engine` builds.
 ENGINES = ("torch", "onnx")

@@ -31,7 +31,7 @@ from thyro.errors import ModelPackageError
 from thyro.fileio import atomic_path
 from thyro.models.inference import Ensemble
 from thyro.optional import require
-from thyro.use.bundle import FORMAT_VERSION, ModelPackage, load_package
+from thyro.use.package import FORMAT_VERSION, ModelPackage, load_package
 
 DEFAULT_OPSET = 17
 TOLERANCE = 1e-4

@@ -34,8 +34,8 @@ from pathlib import Path
 from thyro import progress as progress_
 from thyro.errors import DataError
 from thyro.fileio import CsvWriter, announce_escaped, atomic_open
-from thyro.use.bundle import ModelPackage, load_package
 from thyro.use.inputs import DICOM_SUFFIXES, IMAGE_SUFFIXES, collect_inputs
+from thyro.use.package import ModelPackage, load_package
 from thyro.use.scoring import InputItem, PredictionRow, Scorer, check_batch_size, check_frames
 
 #: Columns of the predictions CSV, then the manifest's own (label, patient_id, group, ...) for manifest inputs,

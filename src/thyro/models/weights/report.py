@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from rich.table import Table
 from torch import nn
 
 from thyro.errors import WeightsError
@@ -133,20 +132,16 @@ class LoadReport:
             lines.append(f"  verification: {self.verification.line()}")
         return "\n".join(lines)
 
-    def __rich__(self) -> Table:
-        table = Table(title=self.summary(), show_lines=False)
-        table.add_column("tensors")
-        table.add_column("count", justify="right")
-        table.add_column("first")
-        table.add_row("loaded", str(len(self.loaded)), "")
-        table.add_row("missing", str(len(self.missing)), _first(self.missing))
-        table.add_row("unexpected", str(len(self.unexpected)), _first(self.unexpected))
-        table.add_row("shape-mismatched", str(len(self.mismatched)), _first([_mm(m) for m in self.mismatched]))
-        for note in self.notes:
-            table.add_row("note", "", note)
+    def rows(self) -> list[tuple[str, str, str]]:
+        """``(what, count, first names)`` of each kind of tensor, then the notes and the verification: the table a
+        command line draws."""
+        rows = [("loaded", str(len(self.loaded)), ""), ("missing", str(len(self.missing)), _first(self.missing)),
+                ("unexpected", str(len(self.unexpected)), _first(self.unexpected)),
+                ("shape-mismatched", str(len(self.mismatched)), _first([_mm(m) for m in self.mismatched]))]
+        rows += [("note", "", note) for note in self.notes]
         if self.verification is not None:
-            table.add_row("verification", "", self.verification.line())
-        return table
+            rows.append(("verification", "", self.verification.line()))
+        return rows
 
 
 def _mm(m: tuple[str, tuple, tuple]) -> str:

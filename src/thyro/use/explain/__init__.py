@@ -10,8 +10,19 @@
 """
 
 from thyro.use.explain.driver import EXPLAIN_FRAMES, INDEX_COLUMNS, caption, explain
-from thyro.use.explain.figures import (caption_band, colour_bar, colour_map, explanation_figure, image_region,
-                                       on_original, overlay, overlay_input, save_png, with_colour_bar, within_image)
+from thyro.use.explain.figures import (
+                                       caption_band,
+                                       colour_bar,
+                                       colour_map,
+                                       explanation_figure,
+                                       image_region,
+                                       on_original,
+                                       overlay,
+                                       overlay_input,
+                                       save_png,
+                                       with_colour_bar,
+                                       within_image,
+)
 from thyro.use.explain.gradcam import METHODS, LogitTarget, check_method, find_target_layer, heatmaps
 from thyro.use.explain.outcomes import montage
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from thyro import progress as progress_
 from thyro.data.manifest import LabelMeaning
 from thyro.fileio import write_csv
-from thyro.use.bundle import ModelPackage
 from thyro.use.explain.figures import explanation_figure, overlay_input, save_png
 from thyro.use.explain.gradcam import check_method
 from thyro.use.inputs import collect_inputs
+from thyro.use.package import ModelPackage
 from thyro.use.scoring import Failure, InputItem, Prepared, Scorer, check_batch_size, check_frames, frame_items
 
 #: The frame policies of ``explain``: one heatmap per image, frame 0 or every frame.

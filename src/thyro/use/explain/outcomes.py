@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 
 from thyro.errors import DataError, ThyroError
 from thyro.fileio import atomic_path
-from thyro.use.bundle import ModelPackage
 from thyro.use.explain.figures import on_original, overlay
 from thyro.use.explain.gradcam import check_method, heatmaps
+from thyro.use.package import ModelPackage
 from thyro.use.scoring import Failure, InputItem, Scorer
 
 OUTCOMES = {"TP": "true positive", "FP": "false positive", "TN": "true negative", "FN": "false negative"}

@@ -18,8 +18,16 @@ be drawn on it) or a :class:`Failure` naming the input and why.  Input problems 
 ``OSError`` reading the input) are failures; any other exception is a bug and is raised.
 """
 
-from thyro.use.scoring.items import (FRAME_POLICIES, METHODS, MIN_SIDE, InputItem, check_frames, check_method,
-                                     frame_items, image_info)
+from thyro.use.scoring.items import (
+                                     FRAME_POLICIES,
+                                     METHODS,
+                                     MIN_SIDE,
+                                     InputItem,
+                                     check_frames,
+                                     check_method,
+                                     frame_items,
+                                     image_info,
+)
 from thyro.use.scoring.pixels import as_pixels, check_pixel_limit, is_pixels
 from thyro.use.scoring.prepare import INPUT_ERRORS, Failure, Prepared, error_text, prepare, prepare_item
 from thyro.use.scoring.rows import PredictionRow

@@ -15,8 +15,8 @@ import numpy as np
 from thyro.data.preprocess import Preprocessor
 from thyro.data.readers import ImageInfo
 from thyro.errors import ThyroError
-from thyro.use.bundle import ModelPackage, load_package
 from thyro.use.engines import make_engine
+from thyro.use.package import ModelPackage, load_package
 from thyro.use.scoring.items import InputItem, check_frames, check_method, frame_items, image_info
 from thyro.use.scoring.prepare import Failure, Prepared, prepare
 from thyro.use.scoring.rows import KeyedRow, PredictionRow, make_row, mean_of_frames

@@ -33,7 +33,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from thyro import __version__
 from thyro.data.manifest import parse_roi
 from thyro.errors import ThyroError
-from thyro.use.bundle import ModelPackage, load_package
+from thyro.use.package import ModelPackage, load_package
 from thyro.use.serve.access import TokenCheck, unauthorized
 from thyro.use.serve.forms import FormError, UploadedFile, parse_form
 from thyro.use.serve.guard import Admission, BodyReader, Busy

@@ -22,7 +22,7 @@ from thyro import __version__
 from thyro.data.manifest import roi_to_json
 from thyro.data.readers import load_image, max_pixels
 from thyro.errors import ThyroError
-from thyro.use.bundle import ModelPackage
+from thyro.use.package import ModelPackage
 from thyro.use.scoring import INPUT_ERRORS, Failure, Prepared, Scorer, error_text
 from thyro.use.serve.batching import MicroBatcher, PixelBudget
 from thyro.use.serve.settings import ServeSettings
