@@ -79,11 +79,14 @@ class ArmConfig(StrictModel):
                                json_schema_extra={"enum": ["repeat", "sum"]})
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classifier")
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this arm")
-    train_backbone: Literal["all", "none", "bn", "cached"] = Field(
+    train_backbone: Literal["all", "none", "bn", "cached", "cached_trunk"] = Field(
         "all", description="all: fine-tune everything; none: a linear probe (backbone frozen, BatchNorm statistics "
                            "too); bn: train the head and the BatchNorm layers only; cached: a linear probe on "
                            "cached features (the backbone runs once per image and its mirror, then logistic "
-                           "regression, its L2 strength chosen on grouped inner folds of the training part)")
+                           "regression, its L2 strength chosen on grouped inner folds of the training part); "
+                           "cached_trunk: the first train.freeze_stages stages frozen and their activations "
+                           "cached once per image and its mirror, the rest fine-tuned on them (augmentation: "
+                           "the mirror alone)")
     train: dict[str, Any] = Field(default_factory=dict, description="train settings for this arm only (e.g. epochs); "
                                                                    "every arm shares the study's otherwise")
 

@@ -94,7 +94,10 @@ class ArmPlan:
     def of(cls, arm: ArmConfig, study: TrainConfig, base_dir: Path, **resolved) -> ArmPlan:
         """``arm`` with its fitter, selection and weight source chosen; ``resolved``: what loading gave."""
         fitter = Fitter.for_mode(arm.train_backbone)
-        train = fitter.train_config(arm.train_config(study))
+        try:
+            train = fitter.train_config(arm.train_config(study))
+        except ConfigError as exc:
+            raise ConfigError(f"arm '{arm.name}': {exc}") from None
         return cls(arm, train, arm.weight_source(base_dir), fitter, fitter.selection(train), **resolved)
 
 
@@ -317,7 +320,11 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
         raise ConfigError(f"arm '{arm.name}': {arm.backbone} cannot take {size}x{size} images (preprocess.size): "
                           f"{first}. Choose a larger preprocess.size (its native size is "
                           f"{_native(arm.backbone)}).") from None
-    speed = _train_speed(model, train, size) if estimate else None
+    try:
+        plan.fitter.check(model, train, size)
+    except ConfigError as exc:
+        raise ConfigError(f"arm '{arm.name}': {exc}") from None
+    speed = _train_speed(*plan.fitter.timed(model, train, size), train) if estimate else None
     return replace(plan, weights_file=path, input_spec=model.input_spec, layout=model.layout,
                    coverage=report.coverage if path is not None else None, load_summary=report.summary(),
                    images_per_second=speed)
@@ -327,15 +334,15 @@ def _native(name: str) -> int:
     return arch(name).native_size
 
 
-def _train_speed(model, train: TrainConfig, size: int) -> float:
-    """Training images per second of ``model`` on this machine (a few steps on random images)."""
+def _train_speed(model, x: torch.Tensor, train: TrainConfig) -> float:
+    """Training images per second of ``model`` on this machine (a few steps on the random inputs ``x``)."""
     device = resolve_device(train.device)
     model.to(device).train()
-    batch = min(train.batch_size, 16)
-    x = torch.rand(batch, 1, size, size, device=device)
-    if use_channels_last(device, size, train.channels_last):
+    x = x.to(device)
+    if x.dim() == 4 and use_channels_last(device, x.shape[-1], train.channels_last):
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    batch = len(x)
     y = torch.zeros(batch, device=device)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
     start = None
