@@ -39,7 +39,7 @@ def build(ctx: JobContext, arm: ArmPlan, train_cfg: TrainConfig, job: JobKey):
     cfg = arm.config
     return build_model(cfg.backbone, arm.source, in_chans_mode=cfg.in_chans_mode, dropout=cfg.dropout,
                        seed=train_cfg.seed * 1000 + job.fold, allow_partial=cfg.partial_weights,
-                       image_size=ctx.cfg.preprocess.size)
+                       image_size=arm.size)
 
 
 def tune(ctx: JobContext, job: JobKey, arm: ArmPlan, train_cfg: TrainConfig, parts: Parts,
@@ -76,6 +76,7 @@ def run_job(ctx: JobContext, job: JobKey, prep: Prepared, arm_plan: ArmPlan, *, 
             resume: bool = True, tracker=None) -> JobRecord:
     """Train, predict and record one job (resumes from its last checkpoint); see the module docstring."""
     arm, selection, fitter = arm_plan.config, arm_plan.selection, arm_plan.fitter
+    prep = prep.at(arm_plan.size)  # the images at the arm's size
     train_cfg = arm_plan.train if device is None else arm_plan.train.model_copy(update={"device": device})
     parts = selection.parts(prep.dev, prep.train_ids(job), prep.splits.val_ids(job.fold), train_cfg, job,
                             tuning=bool(train_cfg.tune.grid))
@@ -107,7 +108,7 @@ def run_job(ctx: JobContext, job: JobKey, prep: Prepared, arm_plan: ArmPlan, *, 
         weights_report=str(report), host=describe_holder(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
         extra={"tuned": tuned})
     metadata = ModelMetadata(backbone=arm.backbone, weights=arm_plan.source.describe(),
-                             preprocess=ctx.cfg.preprocess.model_dump(mode="json"), study=ctx.cfg.name,
+                             preprocess=ctx.cfg.arm_preprocess(arm).model_dump(mode="json"), study=ctx.cfg.name,
                              tta_flip=train_cfg.tta_flip)
     ctx.rundir.finish_job(job, record, frame, model, metadata)
     tracker.job_finished(job, {"oof_auroc": record.val_auroc, "best_epoch": record.best_epoch,
