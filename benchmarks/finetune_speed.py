@@ -4,8 +4,9 @@ The plain loop is what a user would write: timm's ``efficientnet_lite0`` (one lo
 a float tensor in memory (no loader, no augmentation: the loop's best case), contiguous memory.  thyro's
 ``fit`` trains the same network with its whole recipe: uint8 batches from memory, augmentation on the
 device, channels-last from 96 px, the schedule, checkpoints.  Also timed: a partly frozen fine-tune (the
-first stages frozen: no gradients below them) and the cached-feature linear probe (features once per image
-and its mirror, then logistic regression), which replace whole epochs.
+first stages frozen: no gradients below them), the cached trunk (the same stages frozen, their activations
+computed once, only the rest trained) and the cached-feature linear probe (features once per image and its mirror,
+then logistic regression), which replace whole epochs.
 
     python benchmarks/finetune_speed.py --size 224 --images 64 --repeats 3
 
@@ -79,6 +80,29 @@ def probe(images, labels, seed, folder: Path) -> float:
     return len(images) / res.seconds  # training images per second, each with its mirror
 
 
+def cached_trunk(images, labels, batch, epochs, seed, folder: Path, freeze: int = 5) -> float:
+    """The rest of the network after ``freeze`` frozen stages, trained on their cached activations (the trunk's
+    one pass over the images and mirrors is not counted: it is made once per study)."""
+    from thyro.config import TrainConfig
+    from thyro.models import build_model
+    from thyro.train.fit import ArraySet
+    from thyro.train.trunk import find_cut
+    from thyro.train.trunk_fit import fit_rest
+
+    model, _ = build_model(ARCH, "none", seed=seed, image_size=images.shape[-1])
+    cut = find_cut(model, freeze, images.shape[-1])
+    trunk = cut.trunk_module(model).eval()
+    with torch.no_grad():
+        x = torch.from_numpy(images).float().div(255).unsqueeze(1)
+        acts = torch.stack([trunk(x), trunk(torch.flip(x, dims=[3]))], dim=1).contiguous().numpy()
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, warmup_epochs=0, tensorboard=False, lr=1e-4,
+                      freeze_stages=freeze)
+    res = fit_rest(model, cut, ArraySet(images, labels), ArraySet(images[:16], labels[:16]), (acts, acts[:16]), cfg,
+                   folder, resume=False, select_best=False, pretrained=True, description="bench")
+    n = len(images) // batch * batch
+    return epochs * n / res.seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=224)
@@ -103,6 +127,8 @@ def main() -> None:
                                                          Path(tmp) / f"b{r}", augment={"enabled": False}),
                 "thyro fit, first 5 of 9 stages frozen": thyro_fit(images, labels, args.batch, args.epochs, r,
                                                                    Path(tmp) / f"c{r}", freeze_stages=5),
+                "thyro fit, cached trunk (5 of 9 stages cached, the rest trained)": cached_trunk(
+                    images, labels, args.batch, args.epochs, r, Path(tmp) / f"e{r}"),
                 "thyro cached-feature probe (per image, features + fit)": probe(images, labels, r, Path(tmp) / f"d{r}"),
             }
             rows.setdefault("plain timm loop (baseline)", []).append(base)

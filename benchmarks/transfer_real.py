@@ -9,6 +9,8 @@ Arms (every one on the same ``splits.json``):
 * ``imagenet-ft``: the same weights fine-tuned with the pretrained recipe (head at ``lr``, backbone at a tenth,
   BatchNorm statistics frozen at this batch size, new head at zero);
 * ``imagenet-partial``: the same, the first five of nine stages frozen;
+* ``imagenet-trunk``: the same five stages frozen and cached (``train_backbone: cached_trunk``): their activations
+  computed once per image and its mirror, the rest fine-tuned on them (augmentation: the mirror alone);
 * ``radiology-ft`` (``--simclr``): Lite0's ImageNet weights continued with ``thyro pretrain --mode simclr`` on
   DDTI's images (every image, the unlabelled ones included; labels unused), then fine-tuned like ``imagenet-ft``.
 
@@ -96,6 +98,8 @@ def arms(simclr: Path | None, scratch_epochs: int | None = None) -> list[dict]:
            {"name": "imagenet-probe", "backbone": LITE0, "weights": "imagenet", "train_backbone": "cached"},
            {"name": "imagenet-ft", "backbone": LITE0, "weights": "imagenet", "train": FT},
            {"name": "imagenet-partial", "backbone": LITE0, "weights": "imagenet",
+            "train": {**FT, "freeze_stages": 5}},
+           {"name": "imagenet-trunk", "backbone": LITE0, "weights": "imagenet", "train_backbone": "cached_trunk",
             "train": {**FT, "freeze_stages": 5}}]
     if simclr is not None:
         out.append({"name": "radiology-ft", "backbone": LITE0, "weights": {"file": str(simclr)}, "train": FT})
@@ -195,20 +199,25 @@ def main() -> None:
     first = [a for a in chosen if a["name"] in ("scratch", "imagenet-probe", "imagenet-ft")]
     rest = [a for a in chosen if a not in first]
     runs = [args.out / "run"]
-    config = study_config(args.out, "transfer", ddti, udtn, args.size, first,
-                          fractions=[0.25, 0.5, 1.0] if args.fractions else None)
     dry = ["--dry-run"] if args.dry_run else []
-    thyro("study", str(config), "--run-dir", str(runs[0]), *dry)
+    if first:
+        config = study_config(args.out, "transfer", ddti, udtn, args.size, first,
+                              fractions=[0.25, 0.5, 1.0] if args.fractions else None)
+        thyro("study", str(config), "--run-dir", str(runs[0]), *dry)
+    else:  # only later arms: their study makes the same splits (the same data seed)
+        runs = []
     if rest:
         runs.append(args.out / "run-more")
+        first_splits = args.out / "run" / "splits.json"
         more = study_config(args.out, "transfer-more", ddti, udtn, args.size, rest,
-                            splits=None if args.dry_run else runs[0] / "splits.json")
-        thyro("study", str(more), "--run-dir", str(runs[1]), *dry)
+                            splits=first_splits if first_splits.is_file() and not args.dry_run else None)
+        thyro("study", str(more), "--run-dir", str(runs[-1]), *dry)
     if args.dry_run:
         return
     names = [a["name"] for a in chosen]
     pairs = [(n, "scratch") for n in names if n != "scratch" and "scratch" in names]
     pairs += [(a, b) for a, b in (("imagenet-ft", "imagenet-probe"), ("imagenet-partial", "imagenet-ft"),
+                                  ("imagenet-trunk", "imagenet-partial"),
                                   ("radiology-ft", "imagenet-ft")) if a in names and b in names]
     summary = summarise(runs, pairs)
     fractions = args.fractions

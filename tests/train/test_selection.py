@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-import thyro.train.arms as arms_mod
+import thyro.train.arms.fitters as arms_mod
 from thyro.run import JobKey, RunDir
 from thyro.train.study import run_study
 

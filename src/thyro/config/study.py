@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from thyro.base import StrictModel, read_yaml
 from thyro.config.merge import merge
@@ -15,6 +15,7 @@ from thyro.config.training import NAME, ArchName, TrainConfig
 from thyro.data.preprocess import PreprocessConfig
 from thyro.errors import ConfigError
 from thyro.machine import check_threads
+from thyro.models.archs import arch as arch_info
 from thyro.models.weights.sources import WeightSource, parse_weight_source
 
 
@@ -86,13 +87,28 @@ class ArmConfig(StrictModel):
                                json_schema_extra={"enum": ["repeat", "sum"]})
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classifier")
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this arm")
-    train_backbone: Literal["all", "none", "bn", "cached"] = Field(
+    train_backbone: Literal["all", "none", "bn", "cached", "cached_trunk"] = Field(
         "all", description="all: fine-tune everything; none: a linear probe (backbone frozen, BatchNorm statistics "
                            "too); bn: train the head and the BatchNorm layers only; cached: a linear probe on "
                            "cached features (the backbone runs once per image and its mirror, then logistic "
-                           "regression, its L2 strength chosen on grouped inner folds of the training part)")
+                           "regression, its L2 strength chosen on grouped inner folds of the training part); "
+                           "cached_trunk: the first train.freeze_stages stages frozen and their activations "
+                           "cached once per image and its mirror, the rest fine-tuned on them (augmentation: "
+                           "the mirror alone)")
     train: dict[str, Any] = Field(default_factory=dict, description="train settings for this arm only (e.g. epochs); "
                                                                    "every arm shares the study's otherwise")
+    size: int | None = Field(None, ge=8, le=4096, description="this arm's image side in px (its own image cache, "
+                                                              "bundle and export); default: the study's "
+                                                              "preprocess.size when the study sets it, else the "
+                                                              "architecture's native size (timm) for pretrained "
+                                                              "weights and preprocess.size for weights none")
+
+    @model_serializer(mode="wrap")
+    def _without_default_size(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and data.get("size", 0) is None:  # a study without per-arm sizes dumps as before
+            data.pop("size")
+        return data
 
     @field_validator("name")
     @classmethod
@@ -169,7 +185,7 @@ class StudyConfig(StrictModel):
     name: str = Field("study", description="the study's name: its run folder is runs/NAME")
     data: DataConfig = Field(description="the images and how they are split")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="how images become the "
-                                         "model's input (the same for every arm)")
+                                         "model's input (the same for every arm but an arm's own size)")
     arms: list[ArmConfig] = Field(min_length=1, description="the arms compared, each trained on every fold")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training settings every arm shares")
     report: ReportConfig = Field(default_factory=ReportConfig, description="what the report compares and cites")
@@ -197,6 +213,26 @@ class StudyConfig(StrictModel):
         if unknown:
             raise ValueError(f"report.comparisons names no arm {', '.join(unknown)}; arms: {', '.join(names)}")
         return self
+
+    @model_validator(mode="after")
+    def _arm_sizes(self):
+        """A study that leaves ``preprocess.size`` unset runs each pretrained arm at its architecture's native
+        size (written into the arm, so the resolved configuration reads the same everywhere)."""
+        if "size" in self.preprocess.model_fields_set:
+            return self
+        for arm in self.arms:
+            if arm.size is None and arm.weights != "none":
+                native = arch_info(arm.backbone).native_size
+                if native != self.preprocess.size:
+                    arm.size = native
+        return self
+
+    def arm_preprocess(self, arm: str | ArmConfig) -> PreprocessConfig:
+        """The preprocessing of ``arm`` (an arm or its name): the study's, at the arm's own size when it has one."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        if arm.size is None or arm.size == self.preprocess.size:
+            return self.preprocess
+        return self.preprocess.model_copy(update={"size": arm.size})
 
     def arm(self, name: str) -> ArmConfig:
         for a in self.arms:

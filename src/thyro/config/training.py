@@ -103,7 +103,8 @@ class TrainConfig(OptimisationConfig):
     """Training of one arm x fold job: optimisation, imbalance, model selection and evaluation settings."""
 
     epochs: int = Field(40, ge=1, description="epochs (the most, when the epoch is selected)")
-    eval_batch_size: int = Field(256, ge=1, description="images per batch when scoring (memory only)")
+    eval_batch_size: int = Field(32, ge=1, description="images per batch when scoring and computing cached features "
+                                 "(memory only: a batch's activations are held at once)")
     # ``last`` won benchmarks/recipe.py on DDTI and the phantom (BENCHMARKS.md): with a few hundred
     # images, an inner split's AUROC is too noisy to choose an epoch by, and it costs a fifth of the data.
     selection: Literal["inner", "last", "oof"] = Field(

@@ -143,13 +143,13 @@ def check_tracking(cfg: StudyConfig, rundir: RunDir) -> None:
                               "MLFLOW_TRACKING_URI.")
 
 
-def check_disk(cfg: StudyConfig, labelled: Manifest, external: list[Manifest]) -> None:
-    """The image cache (uint8, size x size per image) must fit on the cache's disk."""
+def check_disk(sizes: set[int], labelled: Manifest, external: list[Manifest]) -> None:
+    """The image caches (uint8, size x size per image, one cache per arms' size) must fit on the cache's disk."""
     folder = default_cache_dir()
     probe = next((p for p in [folder, *folder.parents] if p.exists()), None)
     if probe is None:
         return
-    need = (len(labelled) + sum(len(e) for e in external)) * cfg.preprocess.size ** 2
+    need = (len(labelled) + sum(len(e) for e in external)) * sum(size ** 2 for size in sizes)
     free = shutil.disk_usage(probe).free
     if need > free:
         raise DataError(f"the image cache needs about {need / 2**20:,.0f} MiB in {folder} and {free / 2**20:,.0f} MiB "

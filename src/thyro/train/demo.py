@@ -109,15 +109,18 @@ def expected_seconds(*, patients: int = 120, external_patients: int = 500, size:
                      epochs: int | None = None, pretrain_epochs: int = PRETRAIN_EPOCHS, corpus_scale: float = 1.0,
                      device: str | None = None, seed: int = 0) -> dict[str, float]:
     """Seconds each phase of :func:`run_demo` is expected to take on this machine: :func:`demo_work` at the
-    speeds measured here, the same timed steps a study's dry run uses (:func:`thyro.train.plan.train_speed`, a
+    speeds measured here, the same timed steps a study's dry run uses (:func:`thyro.train.estimate.train_speed`, a
     few training steps of ResNet-18 at the demo's size) and the phantom drawn for a few patients."""
     from thyro.config import TrainConfig  # lazy: torch (the configuration checks architectures)
     from thyro.data.phantom import generate_cohort  # lazy: OpenCV and SciPy, kept off --help
+    import torch  # lazy: torch; the command line imports this module for --help
+
     from thyro.models import build_model  # lazy: torch
-    from thyro.train.plan import train_speed  # lazy: torch
+    from thyro.train.estimate import train_speed  # lazy: torch
 
     model, _ = build_model("resnet18", "none", seed=seed)
-    speed = train_speed(model, TrainConfig(**{**DEMO_STUDY["train"], "device": device or "auto"}), size)
+    train = TrainConfig(**{**DEMO_STUDY["train"], "device": device or "auto"})
+    speed = train_speed(model, torch.rand(min(train.batch_size, 16), 1, size, size), train)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         generate_cohort(Path(tmp) / "c", n_patients=_DRAW_SAMPLE_PATIENTS, size=phantom_size, seed=seed)

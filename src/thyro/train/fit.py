@@ -165,11 +165,16 @@ class _Supervised(Task):
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
+    def val_probabilities(self) -> np.ndarray:
+        """The validation images' probabilities under the weights validation sees."""
+        cfg = self.cfg
+        return predict_proba(self.evaluated, self.val.images, tta_flip=cfg.tta_flip, device=self.device,
+                             batch_size=cfg.eval_batch_size, amp=cfg.amp, channels_last=self.channels_last)
+
     def end_epoch(self, end):
         cfg, val, epoch = self.cfg, self.val, end.epoch
         train_loss = float(end.loss_sum) / end.steps
-        probs = predict_proba(self.evaluated, val.images, tta_flip=cfg.tta_flip, device=self.device,
-                              batch_size=cfg.eval_batch_size, amp=cfg.amp, channels_last=self.channels_last)
+        probs = self.val_probabilities()
         val_auroc = auroc_or_none(val.labels, probs)  # both classes are checked by fit; chooses the epoch
         shown = estimable_auroc(val.labels, probs, val.groups)  # what the log shows: None on a set too small for an AUROC
         p = np.clip(probs, 1e-7, 1 - 1e-7)
@@ -287,14 +292,25 @@ def fit(
     task = _Supervised(model, train, val, cfg, files, device=device, select_best=select_best, pretrained=pretrained,
                        channels_last=use_channels_last(device, train.images.shape[-1], cfg.channels_last),
                        train_backbone=train_backbone, description=description)
+    return run_task(model, task, cfg, files, pretrained=pretrained, resume=resume, description=description,
+                    on_epoch_end=on_epoch_end)
+
+
+def run_task(model: torch.nn.Module, task: _Supervised, cfg: TrainConfig, files: JobFiles, *, pretrained: bool,
+             resume: bool, description: str, on_epoch_end: Callable[[int, dict], None] | None = None,
+             forward: torch.nn.Module | None = None) -> FitResult:
+    """The training loop of a supervised ``task`` over ``model`` (``forward``: what runs a batch, default the
+    model); on return the model holds the chosen weights."""
+    device = task.device
     optimizer = make_optimizer(model, cfg, backbone_lr_mult=cfg.backbone_lr_mult if pretrained else 1.0,
                                layer_decay=cfg.layer_decay if pretrained else 1.0)
     settings = LoopSettings(epochs=cfg.epochs, steps_per_epoch=task.steps_per_epoch, seed=cfg.seed, device=device,
                             images_per_step=cfg.batch_size, amp=cfg.amp, warmup_epochs=cfg.warmup_epochs, min_lr_ratio=cfg.min_lr_ratio,
                             description=description, save_interval_s=cfg.checkpoint_interval_s,
                             diverged_advice="Lower the learning rate (train.lr) or check the images.")
+    forward = forward if forward is not None else model
     loop = TrainingLoop(model, optimizer, task, settings, files.last, files.log, LOG_FIELDS,
-                        forward=torch.compile(model) if cfg.compile else model,
+                        forward=torch.compile(forward) if cfg.compile else forward,
                         callbacks=[c for c in (_tensorboard(files, cfg), on_epoch_end) if c is not None])
     if resume:
         loop.resume()

@@ -16,11 +16,9 @@ import pandas as pd
 
 from thyro.config import StudyConfig, TrainConfig
 from thyro.models import build_model
-from thyro.models.inference import predict_proba
 from thyro.run import OOF, TEST, JobKey, JobRecord, ModelMetadata, RunDir, describe_holder, fraction_text
 from thyro.stats.support import estimable_auroc
-from thyro.train.arms import FitRequest, Parts
-from thyro.train.fit import ArraySet
+from thyro.train.arms import Fitter, FitRequest, Parts, Scored
 from thyro.train.plan import ArmPlan
 from thyro.train.prepared import Prepared
 from thyro.train.tracking import NoTracker
@@ -41,11 +39,11 @@ def build(ctx: JobContext, arm: ArmPlan, train_cfg: TrainConfig, job: JobKey):
     cfg = arm.config
     return build_model(cfg.backbone, arm.source, in_chans_mode=cfg.in_chans_mode, dropout=cfg.dropout,
                        seed=train_cfg.seed * 1000 + job.fold, allow_partial=cfg.partial_weights,
-                       image_size=ctx.cfg.preprocess.size)
+                       image_size=arm.size)
 
 
 def tune(ctx: JobContext, job: JobKey, arm: ArmPlan, train_cfg: TrainConfig, parts: Parts,
-         groups: list[str]) -> tuple[TrainConfig, dict]:
+         groups: list[str], prep_images=None) -> tuple[TrainConfig, dict]:
     """Try every setting of ``train.tune`` on the inner split (never the held-out fold or the test set);
     returns the configuration with the best inner AUROC and what was tried."""
     fit_part, select_part = parts.inner
@@ -55,7 +53,7 @@ def tune(ctx: JobContext, job: JobKey, arm: ArmPlan, train_cfg: TrainConfig, par
         cfg = train_cfg.model_copy(update=params)
         model, _ = build(ctx, arm, cfg, job)
         request = FitRequest(ctx.rundir.job_files(job).trial(i), f"{job} tuning {i + 1}/{len(train_cfg.tune.grid)}",
-                             arm.pretrained)
+                             arm.pretrained, images=prep_images)
         res = arm.fitter.fit(model, inner, groups, cfg, request, select_best=arm.selection.select_best)
         trials.append({"params": params, "inner_auroc": res.best_auroc})
     best = max(trials, key=lambda t: t["inner_auroc"])
@@ -64,17 +62,13 @@ def tune(ctx: JobContext, job: JobKey, arm: ArmPlan, train_cfg: TrainConfig, par
                                                          "on": f"inner split of the training part of {job}"}
 
 
-def score(model, parts: list[tuple[str, ArraySet]], job: JobKey, train_cfg: TrainConfig) -> pd.DataFrame:
-    """The model's probability for every image of ``parts`` (``(split, images)``), as prediction rows."""
-    dev = next(model.parameters()).device
+def score(model, fitter: Fitter, scored: list[Scored], job: JobKey, train_cfg: TrainConfig) -> pd.DataFrame:
+    """The model's probability for every image of ``scored`` (``(split, images, ids)``), as prediction rows
+    (the fitter scores them: the whole network, or cached features through the head)."""
     rows = []
-    for split, part in parts:
-        if not len(part.ids):
-            continue
-        probs = predict_proba(model, part.images, tta_flip=train_cfg.tta_flip, device=dev,
-                              batch_size=train_cfg.eval_batch_size, amp=train_cfg.amp)
+    for (split, _, ids), probs in zip(scored, fitter.predict(model, scored, train_cfg)):
         rows += [{"image": image, "arm": job.arm, "train_fraction": job.fraction, "split": split,
-                  "fold": job.fold, "ensemble": False, "probability": float(p)} for image, p in zip(part.ids, probs)]
+                  "fold": job.fold, "ensemble": False, "probability": float(p)} for image, p in zip(ids, probs)]
     return pd.DataFrame(rows)
 
 
@@ -82,12 +76,13 @@ def run_job(ctx: JobContext, job: JobKey, prep: Prepared, arm_plan: ArmPlan, *, 
             resume: bool = True, tracker=None) -> JobRecord:
     """Train, predict and record one job (resumes from its last checkpoint); see the module docstring."""
     arm, selection, fitter = arm_plan.config, arm_plan.selection, arm_plan.fitter
+    prep = prep.at(arm_plan.size)  # the images at the arm's size
     train_cfg = arm_plan.train if device is None else arm_plan.train.model_copy(update={"device": device})
     parts = selection.parts(prep.dev, prep.train_ids(job), prep.splits.val_ids(job.fold), train_cfg, job,
                             tuning=bool(train_cfg.tune.grid))
     tuned: dict = {}
     if train_cfg.tune.grid:
-        train_cfg, tuned = tune(ctx, job, arm_plan, train_cfg, parts, prep.dev.groups(parts.inner[0].ids))
+        train_cfg, tuned = tune(ctx, job, arm_plan, train_cfg, parts, prep.dev.groups(parts.inner[0].ids), prep.dev)
     how = selection.describe(parts)
     model, report = build(ctx, arm_plan, train_cfg, job)
     tracker = tracker or NoTracker()
@@ -95,12 +90,13 @@ def run_job(ctx: JobContext, job: JobKey, prep: Prepared, arm_plan: ArmPlan, *, 
                               "selection": how, "train_images": len(parts.train.ids), "tuned": tuned.get("chosen")})
     label = f"{job.arm}{'' if job.fraction == 1 else f' at {fraction_text(job.fraction)}'} fold {job.fold}"
     request = FitRequest(ctx.rundir.job_files(job).folder, label, arm_plan.pretrained, resume=resume,
-                         on_epoch_end=lambda epoch, row: tracker.epoch(job, epoch, row))
+                         on_epoch_end=lambda epoch, row: tracker.epoch(job, epoch, row), images=prep.dev)
     result = fitter.fit(model, parts, prep.dev.groups(parts.train.ids), train_cfg, request,
                         select_best=selection.select_best)
-    scored = [(OOF, parts.val), (TEST, prep.dev.arrays(list(prep.splits.test)))]
-    scored += [(name, ext.arrays()) for name, ext in prep.external.items()]
-    frame = score(model, scored, job, train_cfg)
+    scored: list[Scored] = [(OOF, prep.dev, list(parts.val.ids)), (TEST, prep.dev, list(prep.splits.test))]
+    scored += [(name, ext, list(ext.manifest.df["image"])) for name, ext in prep.external.items()]
+    frame = score(model, fitter, scored, job, train_cfg)
+    how = fitter.describe(how, result)
     oof = frame[frame["split"] == OOF]
     model.to("cpu")
     record = JobRecord(
@@ -112,7 +108,7 @@ def run_job(ctx: JobContext, job: JobKey, prep: Prepared, arm_plan: ArmPlan, *, 
         weights_report=str(report), host=describe_holder(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
         extra={"tuned": tuned})
     metadata = ModelMetadata(backbone=arm.backbone, weights=arm_plan.source.describe(),
-                             preprocess=ctx.cfg.preprocess.model_dump(mode="json"), study=ctx.cfg.name,
+                             preprocess=ctx.cfg.arm_preprocess(arm).model_dump(mode="json"), study=ctx.cfg.name,
                              tta_flip=train_cfg.tta_flip)
     ctx.rundir.finish_job(job, record, frame, model, metadata)
     tracker.job_finished(job, {"oof_auroc": record.val_auroc, "best_epoch": record.best_epoch,

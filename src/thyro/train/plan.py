@@ -6,8 +6,8 @@ or written: the configuration against a run directory that holds another study; 
 images (existence and header: format, size, the pixel limit); the splits, training fractions and inner
 selection splits; each external set (labels of both classes, no image shared with the development data);
 each arm's weights, loaded as a job loads them (the file found, its container read by its bytes, NaN/Inf,
-coverage of the backbone, a mapping by position verified, tensors that look trained) and run once at the
-study's image size; the tracking store; disk space for the image cache.  ``thyro study
+coverage of the backbone, a mapping by position verified, tensors that look trained) and run once
+at its image size (the study's, or the arm's own); the tracking store; disk space for the image cache.  ``thyro study
 --dry-run`` prints the plan and stops; the real run executes it, and no job parses the configuration or a
 weight specification again: each job gets its arm's :class:`ArmPlan`.
 
@@ -19,17 +19,15 @@ resumed or concurrent process whose plan differs stops instead of mixing results
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from thyro.config import ArmConfig, StudyConfig, TrainConfig
 from thyro.data.manifest import LabelMeaning, Manifest
+from thyro.data.preprocess import PreprocessConfig
 from thyro.data.splits import Splits
-from thyro.device import resolve_device, use_channels_last
 from thyro.errors import ConfigError, ThyroError, WeightsError
 from thyro.fileio import sha256_file, sha256_json
 from thyro.models import build_model, provenance_line
@@ -38,6 +36,7 @@ from thyro.models.archs import arch
 from thyro.models.weights.sources import WeightSource
 from thyro.run import JobKey, RunDir
 from thyro.train.arms import Fitter, Selection
+from thyro.train.estimate import estimate_seconds, train_speed
 from thyro.train.checks import (
     check_disk,
     check_inner_splits,
@@ -50,9 +49,6 @@ from thyro.train.checks import (
     size_notes,
     study_identity,
 )
-
-#: A dry run times this many training steps per arm to estimate the study's duration.
-ESTIMATE_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -80,6 +76,12 @@ class ArmPlan:
     weights_status: str | None = None
     skipped: str | None = None
     images_per_second: float | None = None
+    preprocess: PreprocessConfig | None = None  # the arm's preprocessing (the study's at the arm's own size)
+
+    @property
+    def size(self) -> int:
+        """The arm's image side in px."""
+        return self.preprocess.size if self.preprocess is not None else PreprocessConfig().size
 
     @property
     def name(self) -> str:
@@ -96,9 +98,13 @@ class ArmPlan:
 
     @classmethod
     def of(cls, arm: ArmConfig, study: TrainConfig, base_dir: Path, **resolved) -> ArmPlan:
-        """``arm`` with its fitter, selection and weight source chosen; ``resolved``: what loading gave."""
+        """``arm`` with its fitter, selection and weight source chosen; ``resolved``: what loading gave (and the
+        arm's ``preprocess``)."""
         fitter = Fitter.for_mode(arm.train_backbone)
-        train = fitter.train_config(arm.train_config(study))
+        try:
+            train = fitter.train_config(arm.train_config(study))
+        except ConfigError as exc:
+            raise ConfigError(f"arm '{arm.name}': {exc}") from None
         return cls(arm, train, arm.weight_source(base_dir), fitter, fitter.selection(train), **resolved)
 
 
@@ -164,7 +170,7 @@ class Plan:
             "splits": {"source": self.splits_origin, "test": len(self.splits.test),
                        "folds": [len(f) for f in self.splits.folds],
                        "train_per_fold": [len(self.splits.train_ids(k)) for k in range(len(self.splits.folds))]},
-            "arms": {a.name: {"backbone": a.config.backbone, "weights": a.source.describe(),
+            "arms": {a.name: {"backbone": a.config.backbone, "weights": a.source.describe(), "size": a.size,
                               "file": str(a.weights_file) if a.weights_file else None,
                               "coverage": list(a.coverage) if a.coverage else None, "layout": a.layout,
                               "input": a.input_spec.describe() if a.input_spec else None,
@@ -262,9 +268,9 @@ def make_plan(cfg: StudyConfig, base_dir: Path, run_dir: str | os.PathLike, *, o
     for arm in cfg.arms:
         planned = problems.attempt(plan_arm, arm, cfg, base_dir, skip_missing=skip_missing,
                                    estimate=estimate and arm.name in names) if arm.name in names else None
-        arms.append(planned or ArmPlan.of(arm, cfg.train, base_dir))
+        arms.append(planned or ArmPlan.of(arm, cfg.train, base_dir, preprocess=cfg.arm_preprocess(arm)))
     problems.attempt(check_tracking, cfg, rundir)
-    problems.attempt(check_disk, cfg, labelled, [e.manifest for e in external])
+    problems.attempt(check_disk, {a.size for a in arms}, labelled, [e.manifest for e in external])
     if split_result is not None:
         problems.attempt(check_inner_splits, [a for a in arms if a.needs_inner_split], cfg.data.train_fractions,
                          labelled, *split_result[:2])
@@ -282,7 +288,7 @@ def make_plan(cfg: StudyConfig, base_dir: Path, run_dir: str | os.PathLike, *, o
                 digest=digest, weight_digests=weight_digests,
                 notes=tuple(size_notes(cfg, labelled, splits, {e.name: e.manifest for e in external})))
     if estimate:
-        plan = _with_estimate(plan)
+        plan = replace(plan, seconds_estimate=estimate_seconds(plan))
     return plan
 
 
@@ -299,7 +305,7 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
     A missing weight file stops the study (naming every place looked), or with ``skip_missing`` sets the arm
     aside; a file that is there but unusable always stops it.
     """
-    plan = ArmPlan.of(arm, cfg.train, base_dir)
+    plan = ArmPlan.of(arm, cfg.train, base_dir, preprocess=cfg.arm_preprocess(arm))
     train, source = plan.train, plan.source
     try:
         path = source.resolve(arm.backbone)
@@ -308,7 +314,7 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
             return replace(plan, skipped=str(exc))
         raise WeightsError(f"arm '{arm.name}': {exc}\n(no training has started; skip_missing=True, --skip-missing, runs the other arms "
                            "and records this one as skipped)") from None
-    size = cfg.preprocess.size
+    size = plan.size
     try:
         model, report = build_model(arm.backbone, source, in_chans_mode=arm.in_chans_mode, dropout=arm.dropout,
                                     seed=train.seed * 1000, allow_partial=arm.partial_weights, image_size=size)
@@ -319,10 +325,14 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
             model.eval()(torch.zeros(2, 1, size, size))
     except (RuntimeError, ValueError, AssertionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"arm '{arm.name}': {arm.backbone} cannot take {size}x{size} images (preprocess.size): "
-                          f"{first}. Choose a larger preprocess.size (its native size is "
+        raise ConfigError(f"arm '{arm.name}': {arm.backbone} cannot take {size}x{size} images (preprocess.size, or "
+                          f"the arm's size): {first}. Choose a larger size (its native size is "
                           f"{_native(arm.backbone)}).") from None
-    speed = train_speed(model, train, size) if estimate else None
+    try:
+        plan.fitter.check(model, train, size)
+    except ConfigError as exc:
+        raise ConfigError(f"arm '{arm.name}': {exc}") from None
+    speed = train_speed(*plan.fitter.timed(model, train, size), train) if estimate else None
     pretrained = path is not None and report.verification is not None
     return replace(plan, weights_file=path, input_spec=model.input_spec, layout=model.layout,
                    coverage=report.coverage if path is not None else None, load_summary=report.summary(),
@@ -332,28 +342,6 @@ def plan_arm(arm: ArmConfig, cfg: StudyConfig, base_dir: Path, *, skip_missing: 
 
 def _native(name: str) -> int:
     return arch(name).native_size
-
-
-def train_speed(model, train: TrainConfig, size: int) -> float:
-    """Training images per second of ``model`` on this machine (a few steps on random images)."""
-    device = resolve_device(train.device)
-    model.to(device).train()
-    batch = min(train.batch_size, 16)
-    x = torch.rand(batch, 1, size, size, device=device)
-    if use_channels_last(device, size, train.channels_last):
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.zeros(batch, device=device)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
-    start = None
-    for step in range(ESTIMATE_STEPS + 1):
-        if step == 1:
-            start = time.perf_counter()  # the first step warms up
-        loss = F.binary_cross_entropy_with_logits(model(x).reshape(-1), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return ESTIMATE_STEPS * batch / max(time.perf_counter() - start, 1e-9)
 
 
 _file_digests: dict[tuple[str, int, int], str] = {}
@@ -385,15 +373,3 @@ def _check_digest(rundir: RunDir, digest: str, weights: dict[str, str]) -> None:
         raise ConfigError(f"{rundir.root} was started with other weights for arm(s) {', '.join(changed)} (their "
                           "file's content changed since); use another run directory (run_dir, --run-dir), or restore "
                           "the file.")
-
-
-def _with_estimate(plan: Plan) -> Plan:
-    """The plan with the seconds its unfinished jobs take on this machine (training steps timed per arm)."""
-    total = 0.0
-    for job in plan.todo:
-        arm = plan.arm(job.arm)
-        if not arm.images_per_second:
-            continue
-        train_images = len(plan.train_ids(job))
-        total += arm.fitter.epochs(arm.train) * train_images / arm.images_per_second
-    return replace(plan, seconds_estimate=total)

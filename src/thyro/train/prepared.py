@@ -3,7 +3,7 @@ and of the external sets, the splits and training subsets, and the run directory
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +50,21 @@ class ImageSet:
 @dataclass
 class Prepared:
     """What every job of a study reads: the development images and splits, the training subsets of each
-    fraction, and the external validation sets."""
+    fraction, and the external validation sets; ``sizes`` holds the images at every size the arms use
+    (:meth:`at`), ``dev`` and ``external`` those of the first."""
 
     dev: ImageSet
     splits: Splits
     subsets: dict  # (fold, fraction) -> training image ids
     external: dict[str, ImageSet]
+    sizes: dict[int, tuple[ImageSet, dict[str, ImageSet]]] = field(default_factory=dict)
+
+    def at(self, size: int) -> Prepared:
+        """The same study with its images at ``size`` px (an arm's own size)."""
+        if size not in self.sizes or self.sizes[size][0] is self.dev:
+            return self
+        dev, external = self.sizes[size]
+        return replace(self, dev=dev, external=external)
 
     @property
     def labelled(self) -> Manifest:
@@ -82,9 +91,13 @@ def prepare(cfg: StudyConfig, base_dir: Path, rundir: RunDir, plan: Plan) -> Pre
     written, so a failed start leaves nothing that would stop the next attempt.
     """
     labelled = plan.labelled
-    cache = ImageCache.build(labelled, cfg.preprocess)
-    external = {e.name: ImageSet(e.manifest, ImageCache.build(e.manifest, cfg.preprocess), e.labels)
-                for e in plan.external}
+    sizes: dict[int, tuple[ImageSet, dict[str, ImageSet]]] = {}
+    for arm in plan.arms:  # one image cache per size the arms use (the study's preprocessing otherwise)
+        if arm.size not in sizes:
+            pre = cfg.arm_preprocess(arm.config)
+            sizes[arm.size] = (ImageSet(labelled, ImageCache.build(labelled, pre), plan.labels),
+                               {e.name: ImageSet(e.manifest, ImageCache.build(e.manifest, pre), e.labels)
+                                for e in plan.external})
     partial = [f for f in cfg.data.train_fractions if f < 1.0]
     with rundir.locked():
         if not rundir.splits_path.exists():
@@ -95,7 +108,8 @@ def prepare(cfg: StudyConfig, base_dir: Path, rundir: RunDir, plan: Plan) -> Pre
         if record is None or record.config.report != cfg.report:  # the report's block may change
             rundir.write_record(cfg, base_dir)
         rundir.write_plan_digest(plan.digest, plan.weight_digests)
-    prep = Prepared(ImageSet(labelled, cache, plan.labels), plan.splits, plan.subsets, external)
+    dev, external = next(iter(sizes.values()))
+    prep = Prepared(dev, plan.splits, plan.subsets, external, sizes)
     rundir.write_data(data_summary(cfg, plan, prep))
     return prep
 

@@ -197,7 +197,8 @@ class Study:
                     log.error(f"job {job} failed: {exc}")
                     continue
                 auroc = _fmt(rec.val_auroc) if rec.val_auroc is not None else "not estimable (too few cases of a class)"
-                log.info(f"  out-of-fold AUROC{tta} {auroc} (model of epoch {rec.best_epoch}; "
+                chosen = plan.arm(job.arm).fitter.chosen(rec.selection, rec.best_epoch)
+                log.info(f"  out-of-fold AUROC{tta} {auroc} ({chosen}; "
                          f"{rec.seconds:.0f} s, {rec.train_images_per_second:.0f} img/s)")
             self.merge(plan, prep, plan.skipped, failed)
 

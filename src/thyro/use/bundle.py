@@ -248,8 +248,9 @@ def bundle(run_dir: str | os.PathLike, arm: str | None, out: str | os.PathLike, 
               "provenance": recorded.provenance if recorded else None,
               "git_commit": results.git_commit if results is not None else None,
               "versions": results.versions if results is not None else None, "n_folds": len(files)}
-    return write_package(out, model_files=files, preprocess=cfg.preprocess.model_dump(mode="json"),
+    preprocess = cfg.arm_preprocess(arm_cfg)  # the study's, at the arm's own size when it has one
+    return write_package(out, model_files=files, preprocess=preprocess.model_dump(mode="json"),
                          operating=operating, metrics=_package_metrics(run, arm, operating, meaning),
                          data=run.data.to_dict() if run.data is not None else {}, source=source,
-                         labels=meaning.to_dict(), image_size=cfg.preprocess.size, default_point=default_point,
+                         labels=meaning.to_dict(), image_size=preprocess.size, default_point=default_point,
                          overwrite=overwrite, tta_flip=cfg.train.tta_flip)
