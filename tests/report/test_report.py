@@ -453,3 +453,16 @@ def test_free_text_that_looks_like_a_path_is_shown_as_written(tmp_path):
     page = html.read_text()
     assert "TI-RADS &lt;/script&gt; 4c and/or /5 (see /notes)" in page
     assert "../" not in page.split("TI-RADS &lt;/script&gt;")[1][:40]
+
+
+def test_a_probe_is_spoken_of_as_a_probe(tmp_path):
+    """A linear probe trains no epochs: the report's note on model selection says what was chosen for it."""
+    run = make_run(tmp_path / "runs" / "study", n_cv=60, n_test=40, logs=False)
+    r = RunDir(run)
+    rec = r.read_record()
+    probe = rec.config.arms[-1].name
+    arms = [a.model_copy(update={"train_backbone": "cached"}) if a.name == probe else a for a in rec.config.arms]
+    r.write_record(rec.config.model_copy(update={"arms": arms}), run.resolve())
+    html, _ = build_report(run, **FAST)
+    text = json.loads(html.with_suffix(".json").read_text())["selection"]["text"]
+    assert f"linear probe ({probe}) trains no epochs" in text and "inner folds" in text

@@ -173,7 +173,13 @@ def _selection(run: Run) -> dict:
         run.results.selection if run.results is not None else None)
     if mode is None:
         return {"mode": None, "text": "not recorded", "biased": False}
-    return {"mode": mode, "text": SELECTION_TEXT[mode], "biased": mode == "oof"}
+    text = SELECTION_TEXT[mode]
+    probes = [a.name for a in run.record.config.arms if a.train_backbone == "cached"] if run.record is not None else []
+    if probes:  # a probe has no epochs to choose from: say what was chosen for it, and where
+        text += (f"; the linear probe{'s' if len(probes) > 1 else ''} ({', '.join(probes)}) "
+                 f"{'train' if len(probes) > 1 else 'trains'} no epochs: "
+                 "each fold's L2 strength is chosen on inner folds of its training part")
+    return {"mode": mode, "text": text, "biased": mode == "oof"}
 
 
 def _tuning(run: Run) -> dict | None:
