@@ -44,7 +44,8 @@ def test_arms_at_two_sizes_run_study_report_bundle_predict_export(tmp_path, monk
         "name": "sizes", "data": {"manifest": str(manifest), "test_size": 0.2, "folds": 2, "seed": 0},
         "preprocess": {"size": 32},
         "arms": [{"name": "small", "backbone": "resnet18", "weights": "none"},
-                 {"name": "lite", "backbone": "efficientnet_lite0", "weights": {"file": str(standin)}, "size": 48}],
+                 {"name": "lite", "backbone": "efficientnet_lite0", "weights": {"file": str(standin)}, "size": 48,
+                  "allow_untrained_weights": True}],
         "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "tensorboard": False}}))
     results = run_study(config, run_dir=tmp_path / "run")
     assert results.report is not None

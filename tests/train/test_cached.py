@@ -49,9 +49,10 @@ def test_cached_arms_compute_once_and_predict_as_the_network(tmp_path, cohort, s
                         or real(part, cache, *a, **k))
     weights = {"file": str(standin)}
     config = _config(tmp_path, cohort, standin, [
-        {"name": "probe", "backbone": "resnet18", "weights": weights, "train_backbone": "cached"},
+        {"name": "probe", "backbone": "resnet18", "weights": weights, "train_backbone": "cached",
+         "allow_untrained_weights": True},  # a random stand-in for pretrained weights
         {"name": "trunk", "backbone": "resnet18", "weights": weights, "train_backbone": "cached_trunk",
-         "train": {"freeze_stages": 3}}])
+         "allow_untrained_weights": True, "train": {"freeze_stages": 3}}])
     study = Study.from_file(config, tmp_path / "run")
     study.run(report=False)
     assert sorted(computed) == ["Trunk", "method"], "one feature pass and one trunk pass for 2 arms x 3 folds"
@@ -88,6 +89,6 @@ def test_a_cut_is_checked_and_refused_in_one_sentence(tmp_path, cohort, standin)
     with pytest.raises(ConfigError, match="1 to 5"):
         find_cut(build_model("resnet18", "none")[0], 6, 32)
     config = _config(tmp_path, cohort, standin, [{"name": "t", "weights": {"file": str(standin)},
-                                                  "train_backbone": "cached_trunk"}])
+                                                  "train_backbone": "cached_trunk", "allow_untrained_weights": True}])
     with pytest.raises(ConfigError, match="arm 't'.*freeze_stages"):
         Study.from_file(config, tmp_path / "run").plan()
