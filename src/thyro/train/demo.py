@@ -111,10 +111,10 @@ def expected_seconds(*, patients: int = 120, external_patients: int = 500, size:
     """Seconds each phase of :func:`run_demo` is expected to take on this machine: :func:`demo_work` at the
     speeds measured here, the same timed steps a study's dry run uses (:func:`thyro.train.estimate.train_speed`, a
     few training steps of ResNet-18 at the demo's size) and the phantom drawn for a few patients."""
-    from thyro.config import TrainConfig  # lazy: torch (the configuration checks architectures)
-    from thyro.data.phantom import generate_cohort  # lazy: OpenCV and SciPy, kept off --help
     import torch  # lazy: torch; the command line imports this module for --help
 
+    from thyro.config import TrainConfig  # lazy: torch (the configuration checks architectures)
+    from thyro.data.phantom import generate_cohort  # lazy: OpenCV and SciPy, kept off --help
     from thyro.models import build_model  # lazy: torch
     from thyro.train.estimate import train_speed  # lazy: torch
 
@@ -146,9 +146,9 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    expected = _announce(out, expected_seconds(patients=patients, external_patients=external_patients, size=size,
-                                    phantom_size=phantom_size, epochs=epochs, pretrain_epochs=pretrain_epochs,
-                                    corpus_scale=corpus_scale, device=device, seed=seed))
+    expected = _announce(out, expected_seconds(
+        patients=patients, external_patients=external_patients, size=size, phantom_size=phantom_size, epochs=epochs,
+        pretrain_epochs=pretrain_epochs, corpus_scale=corpus_scale, device=device, seed=seed))
     best = _cohorts(out, patients, external_patients, phantom_size, seed)
     _backbones(out, size, pretrain_epochs, device, seed, corpus_scale)
     cfg = yaml.safe_load(yaml.safe_dump(DEMO_STUDY))
@@ -169,7 +169,10 @@ def _announce(out: Path, expected: dict[str, float]) -> float:
         expected["phantoms"] = 0.0
     if all((out / "backbone" / f"resnet18-{name}.safetensors").exists() for name in ("generic", "radiology")):
         expected["pretraining"] = 0.0
-    if RunDir(out / "run").results_path.exists():
+    done = RunDir(out / "run").read_results() if RunDir(out / "run").results_path.exists() else None
+    if done is not None and done.complete:
+        expected["study"] = 0.0
+    if any(v == 0.0 for v in expected.values()):
         log.info(f"continuing the demo in {out}: finished steps are kept")
     log.info(f"expected time on this machine: about {duration(sum(expected.values()))} (drawing the phantoms "
              f"{duration(expected['phantoms'])}, pretraining two backbones {duration(expected['pretraining'])}, "
