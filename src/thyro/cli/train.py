@@ -78,7 +78,7 @@ def _print_results(results) -> None:
         if warning:
             console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if results.report is not None:
-        for sentence in _answer(Path(results.report.html).with_name("report.json")):
+        for sentence in _answer(Path(results.report.html).with_suffix(".json")):
             console.print(sentence, markup=False, soft_wrap=True)
         console.print(f"report: {results.report.html}")
 
