@@ -111,6 +111,17 @@ def not_estimable(why: NotEstimable, classes: tuple[str, str] = CLASSES) -> dict
     return {"missing": why.describe(*classes), "not_estimable": why.as_dict()}
 
 
+def unsupported(rows: pd.DataFrame, figure: str, classes: tuple[str, str] = CLASSES) -> dict | None:
+    """Why ``rows`` give no ``figure``, as every output carries it: ``{"missing": reason}`` when it is undefined
+    on them (:func:`problem`), :func:`not_estimable` when they are too few (:func:`support`); None when they
+    give one."""
+    why = problem(rows)
+    if why:
+        return {"missing": why}
+    short = support(rows, figure)
+    return not_estimable(short, classes) if short else None
+
+
 def method_for(rows: pd.DataFrame, settings: Settings = DEFAULT) -> str:
     """``"delong"`` or ``"bootstrap"`` for these rows (see the module docstring)."""
     return choose_method(arrays(rows)[2], settings.method)
@@ -131,12 +142,9 @@ def auroc_summary(rows: pd.DataFrame, settings: Settings = DEFAULT, classes: tup
     Returns a dict with ``auroc, lower, upper, level, se, method, n, n_pos, n_clusters`` (or
     ``{"missing": reason}`` when the rows cannot give one, with ``not_estimable`` when they are too few).
     """
-    why = problem(rows)
-    if why:
-        return {"missing": why}
-    short = support(rows, "auroc")
-    if short:
-        return not_estimable(short, classes)
+    refused = unsupported(rows, "auroc", classes)
+    if refused:
+        return refused
     y, p, groups = arrays(rows)
     r = interval(y, p, groups, method=settings.method, level=settings.level, n_boot=settings.n_boot,
                  seed=settings.seed)
@@ -263,12 +271,9 @@ def calibration(rows: pd.DataFrame, oof_rows: pd.DataFrame | None = None, classe
     not probabilities or too few (``not_estimable``).  Where the probabilities separate the classes
     completely the slope has no finite estimate: ``slope`` and its interval are None, ``slope_missing``
     says why."""
-    why = problem(rows)
-    if why:
-        return {"missing": why}
-    short = support(rows, "calibration")
-    if short:
-        return not_estimable(short, classes)
+    refused = unsupported(rows, "calibration", classes)
+    if refused:
+        return refused
     y, p, _ = arrays(rows)
     try:
         rel = reliability(y, p, ECE_BINS)
@@ -295,12 +300,9 @@ def calibration(rows: pd.DataFrame, oof_rows: pd.DataFrame | None = None, classe
 def decision(rows: pd.DataFrame, classes: tuple[str, str] = CLASSES) -> dict:
     """Decision curves (net benefit of the model, of treating all and none) of prediction rows, or
     ``{"missing": reason}`` (``not_estimable`` when the rows are too few)."""
-    why = problem(rows)
-    if why:
-        return {"missing": why}
-    short = support(rows, "decision")
-    if short:
-        return not_estimable(short, classes)
+    refused = unsupported(rows, "decision", classes)
+    if refused:
+        return refused
     y, p, _ = arrays(rows)
     try:
         return decision_curve(y, p).as_dict()
