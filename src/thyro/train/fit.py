@@ -237,13 +237,21 @@ class _Supervised(Task):
             self.model.load_state_dict(self.evaluated.state_dict())
 
 
-def _check_both_classes(train: ArraySet, val: ArraySet, description: str) -> None:
+def start_job(out_dir: str | Path, train: ArraySet, val: ArraySet, cfg: TrainConfig,
+              description: str) -> tuple[JobFiles, torch.device]:
+    """What every training job does first: its folder, both classes in its training and validation sets, the
+    threads it may use; returns its files and device."""
+    files = JobFiles(Path(out_dir))
+    files.folder.mkdir(parents=True, exist_ok=True)
     for name, part in (("training", train), ("validation", val)):
         classes = np.unique(part.labels)
         if len(classes) < 2:
             raise TrainingError(
                 f"{description}: the {name} set has only class {classes.tolist()} ({len(part.labels)} images); "
                 "each fold needs benign and malignant cases: use fewer folds or more data.")
+    if check_threads(cfg.threads):
+        torch.set_num_threads(cfg.threads)
+    return files, resolve_device(cfg.device)
 
 
 def fit(
@@ -283,12 +291,7 @@ def fit(
     FitResult; on return ``model`` holds the chosen weights (the exponential moving average of the
     weights when ``cfg.ema_decay`` is set).
     """
-    files = JobFiles(Path(out_dir))
-    files.folder.mkdir(parents=True, exist_ok=True)
-    _check_both_classes(train, val, description)
-    if check_threads(cfg.threads):
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    files, device = start_job(out_dir, train, val, cfg, description)
     task = _Supervised(model, train, val, cfg, files, device=device, select_best=select_best, pretrained=pretrained,
                        channels_last=use_channels_last(device, train.images.shape[-1], cfg.channels_last),
                        train_backbone=train_backbone, description=description)

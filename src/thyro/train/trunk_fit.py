@@ -22,10 +22,9 @@ import numpy as np
 import torch
 
 from thyro.config import TrainConfig
-from thyro.device import resolve_device, use_channels_last
-from thyro.machine import check_threads
+from thyro.device import use_channels_last
 from thyro.run import JobFiles
-from thyro.train.fit import ArraySet, FitResult, _check_both_classes, _Supervised, run_task
+from thyro.train.fit import ArraySet, FitResult, _Supervised, run_task, start_job
 from thyro.train.trunk import Cut, rest_probabilities
 
 
@@ -60,12 +59,7 @@ def fit_rest(model: torch.nn.Module, cut: Cut, train: ArraySet, val: ArraySet,
     """Train the stages of ``model`` after ``cut`` and its head on the trunk's cached ``activations`` of
     ``train`` and ``val`` (each ``(N, 2, ...)``: image and mirror); as :func:`thyro.train.fit.fit` otherwise
     (``cfg.freeze_stages`` is the cut).  On return ``model`` (the whole network) holds the chosen weights."""
-    files = JobFiles(Path(out_dir))
-    files.folder.mkdir(parents=True, exist_ok=True)
-    _check_both_classes(train, val, description)
-    if check_threads(cfg.threads):
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    files, device = start_job(out_dir, train, val, cfg, description)
     task = _TrunkTask(model, cut, train, val, activations, cfg, files, device=device, select_best=select_best,
                       pretrained=pretrained, description=description,
                       channels_last=use_channels_last(device, train.images.shape[-1], cfg.channels_last))
