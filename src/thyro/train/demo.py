@@ -146,9 +146,13 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    expected = _announce(out, expected_seconds(
-        patients=patients, external_patients=external_patients, size=size, phantom_size=phantom_size, epochs=epochs,
-        pretrain_epochs=pretrain_epochs, corpus_scale=corpus_scale, device=device, seed=seed))
+    left = _phases_left(out)
+    expected = dict.fromkeys(("phantoms", "pretraining", "study"), 0.0)
+    if left:  # timing steps only for work still to do
+        expected = expected_seconds(
+            patients=patients, external_patients=external_patients, size=size, phantom_size=phantom_size,
+            epochs=epochs, pretrain_epochs=pretrain_epochs, corpus_scale=corpus_scale, device=device, seed=seed)
+    expected = _announce(out, {k: (v if k in left else 0.0) for k, v in expected.items()})
     best = _cohorts(out, patients, external_patients, phantom_size, seed)
     _backbones(out, size, pretrain_epochs, device, seed, corpus_scale)
     cfg = yaml.safe_load(yaml.safe_dump(DEMO_STUDY))
@@ -163,15 +167,22 @@ def run_demo(out: str | Path = "thyro-demo", *, patients: int = 120, external_pa
     return DemoResults(**dict(results), best_auroc=best, seconds=time.perf_counter() - t0, expected_seconds=expected)
 
 
+def _phases_left(out: Path) -> set[str]:
+    """The phases of the demo in ``out`` not yet finished on disk."""
+    left = set()
+    if not ((out / "phantom" / "manifest.csv").exists() and (out / "external" / "manifest.csv").exists()):
+        left.add("phantoms")
+    if not all((out / "backbone" / f"resnet18-{name}.safetensors").exists() for name in ("generic", "radiology")):
+        left.add("pretraining")
+    rundir = RunDir(out / "run")
+    done = rundir.read_results() if rundir.results_path.exists() else None
+    if done is None or not done.complete:
+        left.add("study")
+    return left
+
+
 def _announce(out: Path, expected: dict[str, float]) -> float:
-    """Log the demo's plan and the time each phase not yet done on disk is expected to take."""
-    if (out / "phantom" / "manifest.csv").exists() and (out / "external" / "manifest.csv").exists():
-        expected["phantoms"] = 0.0
-    if all((out / "backbone" / f"resnet18-{name}.safetensors").exists() for name in ("generic", "radiology")):
-        expected["pretraining"] = 0.0
-    done = RunDir(out / "run").read_results() if RunDir(out / "run").results_path.exists() else None
-    if done is not None and done.complete:
-        expected["study"] = 0.0
+    """Log the time each phase not yet done on disk is expected to take (0 for those done)."""
     if any(v == 0.0 for v in expected.values()):
         log.info(f"continuing the demo in {out}: finished steps are kept")
     log.info(f"expected time on this machine: about {duration(sum(expected.values()))} (drawing the phantoms "
