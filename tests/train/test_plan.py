@@ -204,3 +204,26 @@ def test_only_accepts_a_training_fraction(cohort, tmp_path):
         parse_only(["scratch:9"], cfg)
     with pytest.raises(ConfigError, match=r"^--only 'scratch:9': the fold must be 0\.\.4$"):
         parse_only(["scratch:9"], cfg, option="--only")
+
+
+def test_time_estimate_counts_the_tuning_trials():
+    """Each setting of ``train.tune`` trains on the inner split's fit part before the job trains: the estimate
+    counts those passes (it once counted the job's own epochs only)."""
+    from types import SimpleNamespace
+
+    from thyro.config import TrainConfig
+    from thyro.train.arms import FineTune
+    from thyro.train.estimate import estimate_seconds, tuning_epochs
+
+    plain = TrainConfig(epochs=10)
+    tuned = TrainConfig(epochs=10, inner_fraction=0.2, tune={"epochs": [5, 20]})
+    assert tuning_epochs(10, plain) == 0
+    assert tuning_epochs(10, tuned) == pytest.approx((5 + 20) * 0.8)
+    assert tuning_epochs(10, TrainConfig(epochs=10, inner_fraction=0.25, tune={"lr": [1e-3, 1e-4]})) == 15
+
+    def plan(train):
+        arm = SimpleNamespace(images_per_second=10.0, fitter=FineTune("all"), train=train)
+        return SimpleNamespace(todo=[SimpleNamespace(arm="a")] * 2, arm=lambda name: arm, train_ids=lambda job: range(100))
+
+    assert estimate_seconds(plan(plain)) == pytest.approx(2 * 10 * 100 / 10)
+    assert estimate_seconds(plan(tuned)) == pytest.approx(2 * (10 + 20) * 100 / 10)

@@ -46,8 +46,15 @@ def estimate_seconds(plan) -> float:
         if not arm.images_per_second:
             continue
         train_images = len(plan.train_ids(job))
-        total += arm.fitter.epochs(arm.train) * train_images / arm.images_per_second
+        epochs = arm.fitter.epochs(arm.train) + tuning_epochs(arm.fitter.epochs(arm.train), arm.train)
+        total += epochs * train_images / arm.images_per_second
     return total
 
 
-__all__ = ["ESTIMATE_STEPS", "estimate_seconds", "train_speed"]
+def tuning_epochs(epochs: int, train: TrainConfig) -> float:
+    """The passes over a job's training part that ``train.tune`` adds before the job trains: each setting of its
+    grid trains (its own epochs, else ``epochs``) on the inner split's fit part, ``1 - inner_fraction`` of it."""
+    return sum(params.get("epochs", epochs) for params in train.tune.grid) * (1 - train.inner_fraction)
+
+
+__all__ = ["ESTIMATE_STEPS", "estimate_seconds", "train_speed", "tuning_epochs"]
