@@ -23,6 +23,7 @@ import torch
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from thyro.device import autocast, autocast_dtype, resolve_device, use_channels_last
 from thyro.errors import TrainingError
@@ -46,10 +47,9 @@ def pooled_features(model, images: np.ndarray, *, device: torch.device, batch_si
     """The pooled features the head reads, ``(N, F)``, or ``(N, 2, F)`` with the mirror image's beside them."""
     model.eval()
     dtype = autocast_dtype(device, amp)
-    tensor = torch.from_numpy(np.ascontiguousarray(images))
     out = []
-    for start in range(0, len(tensor), batch_size):
-        xb = to_input(tensor[start:start + batch_size].to(device))
+    for start in range(0, len(images), batch_size):  # a batch copied at a time: ``images`` may be a read-only memmap
+        xb = to_input(torch.from_numpy(np.array(images[start:start + batch_size])).to(device))
         if use_channels_last(device, xb.shape[-1]):
             xb = xb.contiguous(memory_format=torch.channels_last)
         views = [xb, torch.flip(xb, dims=[3])] if flip else [xb]
@@ -125,7 +125,12 @@ def fit_probe(model, train, groups: list[str], val, cfg, out_dir: str | Path, *,
     scaler = StandardScaler().fit(x)
     scaler.scale_ = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     clf = _logistic_regression(_inner_folds(y, list(g), cfg.seed), cfg.imbalance != "none")
-    clf.fit(scaler.transform(x), y)
+    # One BLAS thread for the fit: its products are small (hundreds of rows x the feature width), and BLAS
+    # threads woken for each one wait on torch's threads or on anything else the machine runs; on 2 cores the
+    # same fit (same iterations, same answer) took 25 s with the default threads and 0.5 s with one
+    # (benchmarks/cached_speed.py fit).
+    with threadpool_limits(limits=1, user_api="blas"):
+        clf.fit(scaler.transform(x), y)
     strength = float(np.ravel(clf.C_)[0])
     coef = clf.coef_[0] / scaler.scale_
     bias = float(clf.intercept_[0] - np.sum(clf.coef_[0] * scaler.mean_ / scaler.scale_))
