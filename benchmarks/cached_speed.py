@@ -3,11 +3,14 @@
 * ``probe``: a 5-fold probe study (``train_backbone: cached``) against one feature pass of its images (every
   development and external image and its mirror), and its out-of-fold predictions against the per-fold
   computation (features computed again in each fold, the held-out fold scored by the network);
+* ``fit``: the probe's logistic regression alone, per fold, on the study's cached features, with one BLAS thread
+  (what ``fit_probe`` does) against the library's default threads, alternating, and the heads both write;
 * ``trunk``: one training epoch of the full fine-tune against one of the cached-trunk fine-tune (the first five
   of nine stages frozen and cached, as ``imagenet-partial`` / ``imagenet-trunk`` in transfer_real.py), on the
   training part of fold 0, alternating, medians.
 
     python benchmarks/cached_speed.py probe --out .bench/cached
+    python benchmarks/cached_speed.py fit --out .bench/cached --repeats 3
     python benchmarks/cached_speed.py trunk --out .bench/cached --repeats 2
 
 Prints one JSON object per measurement (also written to OUT/NAME.json).
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from transfer_real import FT, LITE0, prepare, study_config  # noqa: E402
+from transfer_real import FT, LITE0, prepare, study_config
 
 
 def _study(out: Path, name: str, arms: list[dict], size: int):
@@ -49,7 +52,6 @@ def probe(out: Path, size: int) -> None:
     from thyro.models import build_model
     from thyro.models.inference import predict_proba
     from thyro.stats.roc import auroc
-    from thyro.train.fit import ArraySet
     from thyro.train.probe import fit_probe, pooled_features
 
     study = _study(out, "probe", [{"name": "imagenet-probe", "backbone": LITE0, "weights": "imagenet",
@@ -90,6 +92,46 @@ def probe(out: Path, size: int) -> None:
                          "max_abs_probability_difference": float(np.abs(a - b).max())})
 
 
+def fit(out: Path, size: int, repeats: int) -> None:
+    import contextlib
+
+    from thyro.models import build_model
+    from thyro.stats.roc import auroc
+    from thyro.train import probe as probe_module
+    from thyro.train.arms import CachedProbe
+
+    study = _study(out, "probe", [{"name": "imagenet-probe", "backbone": LITE0, "weights": "imagenet",
+                                   "train_backbone": "cached"}], size)
+    plan = study.plan()
+    prep = study.prepare(plan)
+    cfg = plan.arm("imagenet-probe").train
+    model, _ = build_model(LITE0, "imagenet")
+    stored = CachedProbe.features(model, prep.dev, cfg)  # from the feature cache when the probe study ran
+    limited = probe_module.threadpool_limits
+    seconds: dict[str, list[float]] = {"one BLAS thread": [], "default threads": []}
+    differences, aurocs = [], {}
+    for k in range(len(prep.splits.folds)):
+        train_ids, val_ids = prep.train_ids(study_job(k)), prep.splits.val_ids(k)
+        train, val = prep.dev.arrays(train_ids), prep.dev.arrays(val_ids)
+        feats = (stored.rows(train_ids), stored.rows(val_ids))
+        heads = {}
+        for r in range(repeats):
+            for name, limits in (("one BLAS thread", limited), ("default threads", None)):
+                probe_module.threadpool_limits = limits or (lambda **_: contextlib.nullcontext())
+                res = probe_module.fit_probe(model, train, prep.dev.groups(train_ids), val, cfg,
+                                             out / "fit" / name / str(k), features=feats)
+                seconds[name].append(res.seconds)
+                heads[name] = model.head.weight.detach().clone()
+                aurocs.setdefault(name, {})[k] = auroc(val.labels, probe_module.head_probabilities(
+                    model, feats[1], tta_flip=cfg.tta_flip))
+        differences.append(float((heads["one BLAS thread"] - heads["default threads"]).abs().max()))
+    probe_module.threadpool_limits = limited
+    one, default = statistics.median(seconds["one BLAS thread"]), statistics.median(seconds["default threads"])
+    _emit(out, "fit", {"folds": len(prep.splits.folds), "repeats": repeats, "fit_s": seconds,
+                       "median_one_thread_s": one, "median_default_threads_s": default, "speedup": default / one,
+                       "max_abs_head_weight_difference": max(differences), "val_auroc": aurocs})
+
+
 def study_job(fold: int):
     from thyro.run import JobKey
 
@@ -97,7 +139,7 @@ def study_job(fold: int):
 
 
 def trunk(out: Path, size: int, repeats: int, freeze: int) -> None:
-    from thyro.train.arms import CachedTrunk, FitRequest, FineTune, LastEpoch
+    from thyro.train.arms import CachedTrunk, FineTune, FitRequest, LastEpoch
     from thyro.train.job import JobContext, build
 
     arm = {"name": "imagenet-trunk", "backbone": LITE0, "weights": "imagenet", "train_backbone": "cached_trunk",
@@ -131,7 +173,7 @@ def trunk(out: Path, size: int, repeats: int, freeze: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["probe", "trunk"])
+    ap.add_argument("what", choices=["probe", "fit", "trunk"])
     ap.add_argument("--out", type=Path, default=Path(".bench/cached"))
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=2)
@@ -141,6 +183,8 @@ def main() -> None:
     os.environ.setdefault("THYRO_CACHE_DIR", str(args.out.resolve() / "cache"))
     if args.what == "probe":
         probe(args.out, args.size)
+    elif args.what == "fit":
+        fit(args.out, args.size, args.repeats)
     else:
         trunk(args.out, args.size, args.repeats, args.freeze_stages)
 

@@ -9,8 +9,15 @@ computed once, only the rest trained) and the cached-feature linear probe (featu
 then logistic regression), which replace whole epochs.
 
     python benchmarks/finetune_speed.py --size 224 --images 64 --repeats 3
+    python benchmarks/finetune_speed.py --size 224 --images 244 --val 61 --epochs 2 --recipe imagenet-ft \
+        --only fit --breakdown
 
 Prints images per second (medians over repeats) and the ratio to the plain loop of the same repeat.
+``--images 244 --val 61`` is the shape of a DDTI fold (its training part and its held-out fold, which the fit
+scores after every epoch); ``--recipe imagenet-ft`` trains with the ImageNet fine-tune recipe of the transfer
+benchmark (backbone at a tenth of the head's rate, BatchNorm statistics frozen, one warm-up epoch).
+``--breakdown`` adds where thyro's fit spends its time: the steps' forward, backward and optimiser work, making
+the batches (gathering, augmentation), the validation after each epoch, and the checkpoints.
 """
 
 from __future__ import annotations
@@ -52,17 +59,52 @@ def plain_loop(images: np.ndarray, labels: np.ndarray, batch: int, epochs: int, 
     return epochs * n / (time.perf_counter() - t0)
 
 
+#: The ImageNet fine-tune recipe of benchmarks/transfer_real.py (its epochs aside).
+RECIPES = {"plain": {"warmup_epochs": 0}, "imagenet-ft": {"backbone_lr_mult": 0.1, "batchnorm": "auto",
+                                                         "warmup_epochs": 1}}
+VAL: dict = {"recipe": "plain"}
+BREAKDOWN: dict[str, float] = {}
+WHOLE = "whole fits (their own timing)"
+
+
+def timed(owner, name: str, key: str) -> None:
+    """Add the seconds spent in ``owner.name`` to ``BREAKDOWN[key]``."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            BREAKDOWN[key] = BREAKDOWN.get(key, 0.0) + time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
+
+
+def breakdown() -> None:
+    """Time the parts of thyro's fit (class attributes wrapped; the wrapped code itself is unchanged)."""
+    from thyro.train import engine, fit
+
+    timed(engine.TrainingLoop, "_step", "step (batch, forward, backward, optimiser)")
+    timed(fit._Supervised, "inputs", "  of which: making the batch (gather, augmentation)")
+    timed(fit._Supervised, "end_epoch", "validation after each epoch")
+    timed(engine.TrainingLoop, "_save", "checkpoint (copy of the state; written in the background)")
+    timed(engine.CheckpointWriter, "wait", "waiting for checkpoint writes")
+
+
 def thyro_fit(images, labels, batch, epochs, seed, folder: Path, **train) -> float:
     from thyro.config import TrainConfig
     from thyro.models import build_model
     from thyro.train.fit import ArraySet, fit
 
     model, _ = build_model(ARCH, "none", seed=seed, image_size=images.shape[-1])
-    cfg = TrainConfig(epochs=epochs, batch_size=batch, warmup_epochs=0, tensorboard=False, lr=1e-4,
-                      **{k: v for k, v in train.items() if k != "train_backbone"})
-    res = fit(model, ArraySet(images, labels), ArraySet(images[:16], labels[:16]), cfg, folder, resume=False,
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, tensorboard=False, lr=1e-4,
+                      **{**RECIPES[VAL["recipe"]], **{k: v for k, v in train.items() if k != "train_backbone"}})
+    res = fit(model, ArraySet(images, labels), ArraySet(VAL["images"], VAL["labels"]), cfg, folder, resume=False,
               select_best=False, pretrained=True, train_backbone=train.get("train_backbone", "all"),
               description="bench")
+    if BREAKDOWN:
+        BREAKDOWN[WHOLE] = BREAKDOWN.get(WHOLE, 0.0) + res.seconds
     n = len(images) // batch * batch
     return epochs * n / res.seconds
 
@@ -103,6 +145,17 @@ def cached_trunk(images, labels, batch, epochs, seed, folder: Path, freeze: int 
     return epochs * n / res.seconds
 
 
+VARIANTS = {"fit": "thyro fit, whole network", "noaug": "thyro fit, augmentation off",
+            "frozen": "thyro fit, first 5 of 9 stages frozen",
+            "trunk": "thyro fit, cached trunk (5 of 9 stages cached, the rest trained)",
+            "probe": "thyro cached-feature probe (per image, features + fit)"}
+RUNS = {"fit": thyro_fit,
+        "noaug": lambda *a: thyro_fit(*a, augment={"enabled": False}),
+        "frozen": lambda *a: thyro_fit(*a, freeze_stages=5),
+        "trunk": lambda *a: cached_trunk(*a),
+        "probe": lambda images, labels, batch, epochs, seed, folder: probe(images, labels, seed, folder)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=224)
@@ -110,10 +163,18 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--val", type=int, default=16, help="validation images scored after each epoch (default 16)")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="plain")
+    ap.add_argument("--only", nargs="*", choices=sorted(VARIANTS), help="which of thyro's variants to time")
+    ap.add_argument("--breakdown", action="store_true", help="time the parts of thyro's fit")
     args = ap.parse_args()
+    if args.breakdown:
+        breakdown()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, args.size, args.size), dtype=np.uint8)
     labels = np.arange(args.images) % 2
+    VAL.update(recipe=args.recipe, images=rng.integers(0, 256, (args.val, args.size, args.size), dtype=np.uint8),
+               labels=np.arange(args.val) % 2)
     print(f"machine: {os.cpu_count()} CPU(s), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.1f}; {ARCH}, {args.size} px, batch {args.batch}, {args.images} images x "
           f"{args.epochs} epochs")
@@ -121,16 +182,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             base = plain_loop(images, labels, args.batch, args.epochs, r)
-            runs = {
-                "thyro fit, whole network": thyro_fit(images, labels, args.batch, args.epochs, r, Path(tmp) / f"a{r}"),
-                "thyro fit, augmentation off": thyro_fit(images, labels, args.batch, args.epochs, r,
-                                                         Path(tmp) / f"b{r}", augment={"enabled": False}),
-                "thyro fit, first 5 of 9 stages frozen": thyro_fit(images, labels, args.batch, args.epochs, r,
-                                                                   Path(tmp) / f"c{r}", freeze_stages=5),
-                "thyro fit, cached trunk (5 of 9 stages cached, the rest trained)": cached_trunk(
-                    images, labels, args.batch, args.epochs, r, Path(tmp) / f"e{r}"),
-                "thyro cached-feature probe (per image, features + fit)": probe(images, labels, r, Path(tmp) / f"d{r}"),
-            }
+            runs = {VARIANTS[k]: run(images, labels, args.batch, args.epochs, r,
+                                     Path(tmp) / f"{k}{r}")
+                    for k, run in RUNS.items() if not args.only or k in args.only}
             rows.setdefault("plain timm loop (baseline)", []).append(base)
             for k, v in runs.items():
                 rows.setdefault(k, []).append(v)
@@ -138,6 +192,16 @@ def main() -> None:
     for k, v in rows.items():
         unit = "x" if k.endswith("baseline") and "/" in k else " img/s"
         print(f"{k:60s} {statistics.median(v):8.2f}{unit}   ({', '.join(f'{x:.2f}' for x in v)})")
+    if BREAKDOWN:
+        whole = BREAKDOWN.pop(WHOLE, 0.0)
+        print(f"where thyro's fits spent their time (all fits and repeats together: {whole:.1f} s):")
+        for k, v in BREAKDOWN.items():
+            print(f"  {k:60s} {v:8.1f} s  {v / whole:6.1%}")
+        print(f"  {'the rest (schedule, progress, log, setup)':60s} "
+              f"{whole - sum(v for k, v in BREAKDOWN.items() if not k.startswith(' ')):8.1f} s")
+    import resource
+
+    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,8 @@ def main() -> None:
     ap.add_argument("--fractions", action="store_true", help="add the data-efficiency study (25/50/100 %%)")
     ap.add_argument("--only", nargs="*", help="arms to run (default all)")
     ap.add_argument("--scratch-epochs", type=int, help="the scratch arm's epochs (default: thyro's, 40)")
+    ap.add_argument("--more-run", default="run-more",
+                    help="the run folder (under OUT) of the arms after the first three (default run-more)")
     ap.add_argument("--dry-run", action="store_true", help="print the studies' plans and time estimates only")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -207,17 +209,22 @@ def main() -> None:
     else:  # only later arms: their study makes the same splits (the same data seed)
         runs = []
     if rest:
-        runs.append(args.out / "run-more")
+        runs.append(args.out / args.more_run)
         first_splits = args.out / "run" / "splits.json"
         more = study_config(args.out, "transfer-more", ddti, udtn, args.size, rest,
                             splits=first_splits if first_splits.is_file() and not args.dry_run else None)
         thyro("study", str(more), "--run-dir", str(runs[-1]), *dry)
     if args.dry_run:
         return
-    names = [a["name"] for a in chosen]
+    # the table covers every arm run in OUT (earlier commands' runs included), on the same splits
+    runs = [r for r in sorted({args.out / "run", *args.out.glob("run-*"), *runs}) if (r / "results.json").is_file()]
+    from thyro.run import RunDir
+
+    names = [arm for r in runs for arm in RunDir(r).read_results().arms]
     pairs = [(n, "scratch") for n in names if n != "scratch" and "scratch" in names]
     pairs += [(a, b) for a, b in (("imagenet-ft", "imagenet-probe"), ("imagenet-partial", "imagenet-ft"),
                                   ("imagenet-trunk", "imagenet-partial"),
+                                  ("imagenet-trunk", "imagenet-ft"),
                                   ("radiology-ft", "imagenet-ft")) if a in names and b in names]
     summary = summarise(runs, pairs)
     fractions = args.fractions
