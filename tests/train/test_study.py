@@ -58,12 +58,16 @@ def test_study_end_to_end_and_resume(tmp_path, cohort, standin, monkeypatch):
     config = write_config(tmp_path, cohort, standin)
     run = tmp_path / "run"
     rd = RunDir(run)
+    released = []  # the memory a finished job freed goes back to the system before the next job
+    monkeypatch.setattr("thyro.train.study.release_memory", lambda: released.append(1))
     # one job alone, as a scheduler would run it
     first = run_study(config, run_dir=run, only=["scratch:0"], report=False)
     assert first.arms["scratch"].status == "incomplete" and first.arms["scratch"].folds_done == [0]
     done0 = rd.job_files(JobKey("scratch", 0)).done.stat().st_mtime_ns
+    assert len(released) == 1
 
     results = run_study(config, run_dir=run, report=False)
+    assert len(released) == 6  # 2 arms x 3 folds, each trained once
     assert rd.job_files(JobKey("scratch", 0)).done.stat().st_mtime_ns == done0, "a finished job was retrained"
     assert {a.status for a in results.arms.values()} == {"done"}
     assert results.versions["torch"] and results.config

@@ -50,6 +50,7 @@ import torchvision
 
 from thyro import __version__
 from thyro.config import StudyConfig, load_study_config
+from thyro.device import release_memory
 from thyro.errors import TrainingError
 from thyro.machine import usable_cpus
 from thyro.report import build_report
@@ -196,6 +197,8 @@ class Study:
                     failed[job.name] = str(exc)
                     log.error(f"job {job} failed: {exc}")
                     continue
+                finally:
+                    release_memory()  # the next job starts from the memory the study began with
                 auroc = _fmt(rec.val_auroc) if rec.val_auroc is not None else "not estimable (too few cases of a class)"
                 chosen = plan.arm(job.arm).fitter.chosen(rec.selection, rec.best_epoch)
                 log.info(f"  out-of-fold AUROC{tta} {auroc} ({chosen}; "
