@@ -28,7 +28,7 @@ def test_freed_heap_returns_to_the_system():
 
 def test_release_memory_runs_anywhere(monkeypatch):
     """Without malloc_trim (macOS, musl) it still collects garbage and returns."""
-    import thyro.device as device
+    from thyro import device
 
     monkeypatch.setattr(device, "_malloc_trim", lambda: None)
     device.release_memory()
