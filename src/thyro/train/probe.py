@@ -126,9 +126,9 @@ def fit_probe(model, train, groups: list[str], val, cfg, out_dir: str | Path, *,
     scaler.scale_ = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     clf = _logistic_regression(_inner_folds(y, list(g), cfg.seed), cfg.imbalance != "none")
     # One BLAS thread for the fit: its products are small (hundreds of rows x the feature width), and BLAS
-    # threads woken for each one wait on torch's threads or on anything else the machine runs; on 2 cores the
-    # same fit (same iterations, same answer) took 25 s with the default threads and 0.5 s with one
-    # (benchmarks/cached_speed.py fit).
+    # threads woken for each one wait on torch's threads or on anything else the machine runs; on 2 idle cores
+    # the same fit (same iterations, bit-identical head) took 10 s a fold with the default threads and 0.41 s
+    # with one (benchmarks/cached_speed.py fit).
     with threadpool_limits(limits=1, user_api="blas"):
         clf.fit(scaler.transform(x), y)
     strength = float(np.ravel(clf.C_)[0])
