@@ -68,9 +68,9 @@ def release_memory() -> None:
 
     A training job frees its model, optimiser state and activations when it ends, but glibc keeps the freed
     heap for the next allocations, fragmented; the next job then allocates beside it, and a study's resident
-    memory climbs from job to job (a Lite0 fine-tune at 224 px: 1.7 GB after the first of four jobs, 2.3 GB
-    after the fourth, against 0.9 GB after each with this; its peak while training stays about 2.6 GB either
-    way).  Python's cycles are collected first, then ``malloc_trim(0)`` returns the free pages (nothing
+    memory stays high between jobs and climbs (four Lite0 fine-tune jobs at 224 px: 2.1-2.4 GB after each
+    job, against 0.94 GB after each with this; the peak while training stays about 2.6 GB either way;
+    benchmarks/job_memory.py).  Python's cycles are collected first, then ``malloc_trim(0)`` returns the free pages (nothing
     maintained does this; a no-op where the C library lacks it), and CUDA's cached blocks are emptied.
     """
     gc.collect()
