@@ -216,10 +216,10 @@ def main() -> None:
         thyro("study", str(more), "--run-dir", str(runs[-1]), *dry)
     if args.dry_run:
         return
-    # the table covers every arm run in OUT (earlier commands' runs included), on the same splits
-    runs = [r for r in sorted({args.out / "run", *args.out.glob("run-*"), *runs}) if (r / "results.json").is_file()]
     from thyro.run import RunDir
 
+    # the table covers every arm run in OUT (earlier commands' runs included), on the same splits
+    runs = [r for r in sorted({args.out / "run", *args.out.glob("run-*"), *runs}) if (r / "results.json").is_file()]
     names = [arm for r in runs for arm in RunDir(r).read_results().arms]
     pairs = [(n, "scratch") for n in names if n != "scratch" and "scratch" in names]
     pairs += [(a, b) for a, b in (("imagenet-ft", "imagenet-probe"), ("imagenet-partial", "imagenet-ft"),

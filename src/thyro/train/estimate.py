@@ -46,8 +46,8 @@ def estimate_seconds(plan) -> float:
         if not arm.images_per_second:
             continue
         train_images = len(plan.train_ids(job))
-        epochs = arm.fitter.epochs(arm.train) + tuning_epochs(arm.fitter.epochs(arm.train), arm.train)
-        total += epochs * train_images / arm.images_per_second
+        epochs = arm.fitter.epochs(arm.train)
+        total += (epochs + tuning_epochs(epochs, arm.train)) * train_images / arm.images_per_second
     return total
 
 
