@@ -176,21 +176,32 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
                           timeout=600, **kw)
 
 
-def _kill_during_a_write(args: list[str], watch: Path, rng: random.Random, *, random_after: float | None = None) -> bool:
-    """Start ``thyro ARGS`` and SIGKILL it: the moment a temporary appears under ``watch`` (or, with
-    ``random_after``, at a random time up to that many seconds).  True when a temporary was left."""
+def _kill_once(args: list[str], watch: Path, deadline_s: float, *, targeted: bool) -> bool:
+    """Start ``thyro ARGS`` and SIGKILL it the moment a temporary appears under ``watch`` (``targeted``) or
+    when ``deadline_s`` has passed.  True when something was left to clean up."""
     proc = subprocess.Popen([sys.executable, "-m", "thyro", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.time() + (rng.uniform(0.5, random_after) if random_after else 300)
+    deadline = time.time() + deadline_s
     try:
         while proc.poll() is None and time.time() < deadline:
-            if random_after is None and any(parse_temporary(p) for p in watch.rglob(".*")):
+            if targeted and any(parse_temporary(p) for p in watch.rglob(".*")):
                 break
             time.sleep(0.002)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     return bool(_leftovers(watch))
+
+
+def _kill_during_a_write(args: list[str], watch: Path, rng: random.Random, *, random_after: float | None = None,
+                         starts: int = 5) -> bool:
+    """SIGKILL ``thyro ARGS`` the moment a temporary appears under ``watch``; with ``random_after``, once at a
+    random time up to that many seconds.  A small file's write can finish between the poll that sees its
+    temporary and the kill: a targeted kill that left nothing is started again (the run resumes where the
+    last one died), up to ``starts`` times.  True when a kill left something to clean up."""
+    if random_after is not None:
+        return _kill_once(args, watch, rng.uniform(0.5, random_after), targeted=False)
+    return any(_kill_once(args, watch, 300, targeted=True) for _ in range(starts))
 
 
 @pytest.mark.slow
