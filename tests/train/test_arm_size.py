@@ -61,3 +61,15 @@ def test_arms_at_two_sizes_run_study_report_bundle_predict_export(tmp_path, monk
         assert len(summary.rows) == 3 and np.isfinite([r.probability for r in summary.rows]).all()
         exported = export_onnx(tmp_path / arm)
         assert exported["image_size"] == size and exported["max_abs_diff"] < 1e-4
+
+
+def test_the_plan_says_the_side_each_arm_runs_at():
+    """The plan's input line names the side the arm feeds its network; the weights' own side only when they
+    were trained at another one (a random start was trained at none)."""
+    from thyro.models.adapter import InputSpec
+
+    spec = InputSpec(input_size=224)
+    assert spec.describe().endswith("; trained at 224 px")
+    assert spec.describe(32, pretrained=False).endswith("; 32 px")
+    assert spec.describe(224).endswith("; 224 px")
+    assert spec.describe(64).endswith("; 64 px (the weights were trained at 224 px)")

@@ -130,8 +130,10 @@ class InputSpec(StrictModel):
             return [sum(mean) / 3.0], [sum(std) / 3.0]
         return mean, std
 
-    def describe(self) -> str:
-        """One line for reports."""
+    def describe(self, runs_at: int | None = None, *, pretrained: bool = True) -> str:
+        """One line for reports.  With ``runs_at`` (the side an arm feeds the network), the line says that side,
+        and the weights' own side beside it when they were trained at another; a random start (``pretrained``
+        false) was trained at no side."""
         mean, std = self.channel_mean_std()
         how = ("grey repeated to 3 channels" if self.channels == 3
                else "1 channel (conv1 summed over RGB, per-channel normalisation folded in)")
@@ -139,7 +141,13 @@ class InputSpec(StrictModel):
             norm = "Caffe style: BGR, 0-255, mean " + ", ".join(f"{m * 255:.3f}" for m in mean) + " subtracted"
         else:
             norm = "mean " + ", ".join(f"{m:.3f}" for m in mean) + ", std " + ", ".join(f"{s:.3f}" for s in std)
-        return f"{how}; {norm}; trained at {self.input_size} px"
+        if runs_at is None:
+            size = f"trained at {self.input_size} px"
+        elif not pretrained or runs_at == self.input_size:
+            size = f"{runs_at} px"
+        else:
+            size = f"{runs_at} px (the weights were trained at {self.input_size} px)"
+        return f"{how}; {norm}; {size}"
 
 
 class InputAdapter(nn.Module):

@@ -173,7 +173,8 @@ class Plan:
             "arms": {a.name: {"backbone": a.config.backbone, "weights": a.source.describe(), "size": a.size,
                               "file": str(a.weights_file) if a.weights_file else None,
                               "coverage": list(a.coverage) if a.coverage else None, "layout": a.layout,
-                              "input": a.input_spec.describe() if a.input_spec else None,
+                              "input": (a.input_spec.describe(a.size, pretrained=a.source.kind != "none")
+                                        if a.input_spec else None),
                               "loaded": a.load_summary, "skipped": a.skipped, "provenance": a.provenance,
                               "weights_status": a.weights_status,
                               "train_images_per_second": a.images_per_second} for a in self.arms},
