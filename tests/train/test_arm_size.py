@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from thyro.config import StudyConfig
+from thyro.errors import ConfigError
 
 
 def test_a_study_without_a_size_runs_pretrained_arms_at_their_native_size():
@@ -23,6 +24,18 @@ def test_a_study_without_a_size_runs_pretrained_arms_at_their_native_size():
         {"name": "b3", "backbone": "efficientnet_b3", "weights": "imagenet"}]})
     assert fixed.arm_preprocess("b3").size == 96  # a study that sets its size keeps it for every arm
     assert "size" not in fixed.model_dump()["arms"][0]  # and dumps as before
+
+
+def test_size_native_is_the_architectures_own_size_in_a_study_that_sets_its_size():
+    cfg = StudyConfig.parse({"data": {"manifest": "m.csv"}, "preprocess": {"size": 96}, "arms": [
+        {"name": "b3", "backbone": "efficientnet_b3", "weights": "imagenet", "size": "native"},
+        {"name": "r18", "backbone": "resnet18", "size": "Native"},
+        {"name": "typed", "backbone": "resnet18", "size": "64"}]})  # as --set arms.2.size=64 may give it
+    assert [cfg.arm_preprocess(a).size for a in ("b3", "r18", "typed")] == [288, 224, 64]
+    assert [a["size"] for a in cfg.model_dump(mode="json")["arms"]] == [288, 224, 64]  # resolved to a number
+    for bad in ("nativ", 7, 5000, 3.5, True, "large"):
+        with pytest.raises(ConfigError, match=r"arms\.0\.size.*8 to 4096, or native"):
+            StudyConfig.parse({"data": {"manifest": "m.csv"}, "arms": [{"name": "a", "size": bad}]})
 
 
 def test_arms_at_two_sizes_run_study_report_bundle_predict_export(tmp_path, monkeypatch):

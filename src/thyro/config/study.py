@@ -97,11 +97,12 @@ class ArmConfig(StrictModel):
                            "the mirror alone)")
     train: dict[str, Any] = Field(default_factory=dict, description="train settings for this arm only (e.g. epochs); "
                                                                    "every arm shares the study's otherwise")
-    size: int | None = Field(None, ge=8, le=4096, description="this arm's image side in px (its own image cache, "
-                                                              "bundle and export); default: the study's "
-                                                              "preprocess.size when the study sets it, else the "
-                                                              "architecture's native size (timm) for pretrained "
-                                                              "weights and preprocess.size for weights none")
+    size: int | Literal["native"] | None = Field(
+        None, json_schema_extra={"anyOf": [{"type": "integer", "minimum": 8, "maximum": 4096},
+                                           {"const": "native"}, {"type": "null"}]},
+        description="this arm's image side in px, 8 to 4096 (its own image cache, bundle and export), or native: "
+                    "the architecture's native size (timm); default: the study's preprocess.size when the study sets "
+                    "it, else native for pretrained weights and preprocess.size for weights none")
 
     @model_serializer(mode="wrap")
     def _without_default_size(self, handler):
@@ -109,6 +110,23 @@ class ArmConfig(StrictModel):
         if isinstance(data, dict) and data.get("size", 0) is None:  # a study without per-arm sizes dumps as before
             data.pop("size")
         return data
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, v):
+        if isinstance(v, str) and v.strip().lower() == "native":
+            return "native"
+        if isinstance(v, str) and v.strip().isdigit():  # a number typed on the command line (--set)
+            v = int(v)
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096):
+            return v
+        raise ValueError("size is a side in px from 8 to 4096, or native (the architecture's own size)")
+
+    @model_validator(mode="after")
+    def _native_size(self):
+        if self.size == "native":  # resolved here, so the arm's size is a number everywhere after parsing
+            self.size = arch_info(self.backbone).native_size
+        return self
 
     @field_validator("name")
     @classmethod
