@@ -86,3 +86,21 @@ def test_a_new_way_of_fitting_is_one_class_found_by_its_mode():
     assert type(Selection.named("inner")) is InnerSplit
     with pytest.raises(ConfigError, match="train.selection 'best'"):
         Selection.named("best")
+
+
+def test_the_plan_says_which_augmentations_a_cached_arm_leaves_out():
+    from thyro.config.training import TrainConfig
+
+    default = TrainConfig()
+    assert Fitter.for_mode("all").notes(default) == [] and Fitter.for_mode("none").notes(default) == []
+    for mode in ("cached", "cached_trunk"):
+        note = Fitter.for_mode(mode).notes(default)
+        assert len(note) == 1 and f"'{mode}' augments by the mirror alone" in note[0]
+        assert "rotation, zoom, shift, brightness, contrast, gamma, speckle do not apply" in note[0]
+    some = TrainConfig.model_validate({"augment": {"rotate_deg": 0, "scale": [1.0, 1.0], "translate": 0,
+                                                   "brightness": 0, "contrast": 0, "gamma": 0, "vflip": 0.5}})
+    assert "vertical flip, speckle do not apply" in Fitter.for_mode("cached_trunk").notes(some)[0]
+    mirror = some.model_copy(update={"augment": some.augment.model_copy(update={"vflip": 0.0, "speckle": 0.0})})
+    assert Fitter.for_mode("cached").notes(mirror) == []  # the mirror alone: nothing left out, nothing said
+    off = TrainConfig.model_validate({"augment": {"enabled": False}})
+    assert Fitter.for_mode("cached_trunk").notes(off) == []

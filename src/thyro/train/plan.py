@@ -287,7 +287,8 @@ def make_plan(cfg: StudyConfig, base_dir: Path, run_dir: str | os.PathLike, *, o
     plan = Plan(cfg, base_dir, rundir.root, manifest_path, manifest, manifest.label_meaning(), splits, origin,
                 subsets, tuple(arms), jobs, done, external, tuple(selected) if selected is not None else None,
                 digest=digest, weight_digests=weight_digests,
-                notes=tuple(size_notes(cfg, labelled, splits, {e.name: e.manifest for e in external})))
+                notes=tuple(size_notes(cfg, labelled, splits, {e.name: e.manifest for e in external})
+                            + [f"arm '{a.name}': {n}" for a in arms if not a.skipped for n in a.fitter.notes(a.train)]))
     if estimate:
         plan = replace(plan, seconds_estimate=estimate_seconds(plan))
     return plan

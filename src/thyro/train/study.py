@@ -136,7 +136,7 @@ class Study:
         plan = self.plan(only=only, skip_missing=skip_missing)
         for arm, reason in plan.skipped.items():
             log.warning(f"skipping arm {arm}:\n  " + reason.replace("\n", "\n  "))
-        for note in plan.notes:  # sets too small for what the report will show
+        for note in plan.notes:  # sets too small for what the report will show; settings an arm leaves out
             log.warning(note)
         prep = self.prepare(plan)
         tracker = make_tracker(self.cfg.train.tracking, self.rundir, self.cfg.name)

@@ -84,6 +84,10 @@ class Fitter:
     def check(self, model: torch.nn.Module, train: TrainConfig, size: int) -> None:
         """Refuse, when the plan is made, a network this fitter cannot fit (``model`` at its starting weights)."""
 
+    def notes(self, train: TrainConfig) -> list[str]:
+        """What the plan tells the user about settings of ``train`` this fitter does not use (a line each)."""
+        return []
+
     def timed(self, model: torch.nn.Module, train: TrainConfig, size: int) -> tuple[torch.nn.Module, torch.Tensor]:
         """What a training step runs and a batch of random inputs for it (the plan's estimate of the duration)."""
         return model, torch.rand(min(train.batch_size, 16), 1, size, size)
@@ -119,6 +123,19 @@ class FineTune(Fitter):
                    on_epoch_end=request.on_epoch_end, description=request.description)
 
 
+def _mirror_alone(mode: str, train: TrainConfig) -> list[str]:
+    """The plan's note for a cached mode: which of ``train.augment``'s transforms it leaves out."""
+    a = train.augment
+    left_out = [name for name, on in (
+        ("rotation", a.rotate_deg > 0), ("zoom", tuple(a.scale) != (1.0, 1.0)), ("shift", a.translate > 0),
+        ("vertical flip", a.vflip > 0), ("brightness", a.brightness > 0), ("contrast", a.contrast > 0),
+        ("gamma", a.gamma > 0), ("speckle", a.speckle > 0)) if on] if a.enabled else []
+    if not left_out:
+        return []
+    return [f"train_backbone '{mode}' augments by the mirror alone (its cached activations allow nothing else): "
+            f"train.augment's {', '.join(left_out)} do not apply to it."]
+
+
 class CachedProbe(Fitter):
     """A linear probe on cached features: the frozen backbone runs once per image and its mirror (the features
     are kept on disk, :mod:`thyro.train.features`, for every fold, arm and rerun that shares the backbone, its
@@ -126,6 +143,9 @@ class CachedProbe(Fitter):
     selection, no tuning.  Its predictions come from the cached features through the head."""
 
     modes = ("cached",)
+
+    def notes(self, train):
+        return _mirror_alone(self.mode, train)
     #: What the probe fits: the head alone (the recipe's word for it).
     trainable = "none"
 
@@ -185,6 +205,9 @@ class CachedTrunk(Fitter):
     plan is made (:func:`thyro.train.trunk.find_cut`)."""
 
     modes = ("cached_trunk",)
+
+    def notes(self, train):
+        return _mirror_alone(self.mode, train)
 
     def train_config(self, train):
         if train.freeze_stages < 1:
