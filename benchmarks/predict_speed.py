@@ -71,7 +71,7 @@ def bench_engines(pkg_dir: Path, batch_sizes: list[int], repeats: int, threads: 
     torch.set_num_threads(threads)
     package = load_package(pkg_dir)
     res = export_onnx(package)
-    print(f"ONNX export: opset {res['opset']}, max |ONNX - PyTorch| = {res['max_abs_diff']:.2e}")
+    print(f"ONNX export: opset {res['opset']}, largest difference from PyTorch {res['max_diff']:.2e}")
     engines = {"torch": TorchEngine(package.load_torch_models()), "onnx": OnnxEngine(package.onnx_path, threads=threads)}
     size = package.image_size
     rng = np.random.default_rng(0)

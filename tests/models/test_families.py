@@ -178,4 +178,4 @@ def test_a_multi_branch_network_runs_study_bundle_predict_explain_and_export(tmp
     index = pd.read_csv(tmp_path / "heat" / "index.csv", keep_default_na=False)
     assert (index["error"] == "").all() and len(list((tmp_path / "heat").glob("*.gradcam.png"))) == 3
     assert (index["probability"] - pred["probability"]).abs().max() < 1e-5  # explain scores as predict does
-    assert export_onnx(model)["max_abs_diff"] <= 1e-4
+    assert export_onnx(model)["max_diff"] <= 1e-4

@@ -73,7 +73,7 @@ def test_arms_at_two_sizes_run_study_report_bundle_predict_export(tmp_path, monk
         summary = predict(package, [str(manifest.parent / i) for i in images], progress=False)
         assert len(summary.rows) == 3 and np.isfinite([r.probability for r in summary.rows]).all()
         exported = export_onnx(tmp_path / arm)
-        assert exported["image_size"] == size and exported["max_abs_diff"] < 1e-4
+        assert exported["image_size"] == size and exported["max_diff"] < 1e-4
 
 
 def test_the_plan_says_the_side_each_arm_runs_at():

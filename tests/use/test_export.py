@@ -59,12 +59,47 @@ def test_export_reports_the_difference(run_dir, tmp_path, monkeypatch):
     one = write_package(tmp_path / "one", model_files=[run_dir / "jobs" / "scratch" / "fold0" / "model.safetensors"],
                         preprocess={"size": SIZE}, operating={"youden": {"threshold": 0.5}})
     res = export_onnx(one, tmp_path / "m.onnx", opset=18)
-    assert res["max_abs_diff"] < 1e-4 and res["opset"] == 18 and res["n_models"] == 1
+    assert res["max_diff"] < 1e-4 and res["opset"] == 18 and res["n_models"] == 1
     assert (tmp_path / "m.onnx").is_file()
     monkeypatch.setattr(export_mod, "verify", lambda *a, **k: 0.5)  # an export that went wrong
     with pytest.raises(ModelPackageError, match="differs from PyTorch"):
         export_onnx(one, tmp_path / "strict.onnx")
     assert not (tmp_path / "strict.onnx").exists()  # nothing half-written
+
+
+def test_a_head_with_large_logits_exports(run_dir, tmp_path):
+    """A fold's logits of 50 or more (a linear probe's head on an unusual image gives such values) carry float32
+    round-off of about 1e-5: the check is relative for them, absolute for the probabilities."""
+    from thyro.models.checkpoint import load_model, save_model
+    from thyro.use.bundle import write_package
+    from thyro.use.export import sample_inputs, verify
+
+    model = load_model(run_dir / "jobs" / "scratch" / "fold0" / "model.safetensors")
+    head = model.head
+    with torch.no_grad():
+        head.weight.mul_(20000.0)
+    save_model(tmp_path / "loud.safetensors", model)
+    loud = write_package(tmp_path / "loud", model_files=[tmp_path / "loud.safetensors"], preprocess={"size": SIZE},
+                         operating={"youden": {"threshold": 0.5}})
+    with torch.inference_mode():
+        logits = model.eval()(torch.from_numpy(np.concatenate(sample_inputs(SIZE))))
+    assert float(logits.abs().max()) > 50  # the case the absolute bound refused
+    res = export_onnx(loud, tmp_path / "loud.onnx")
+    assert res["max_diff"] <= 1e-4
+    session = ort.InferenceSession(str(tmp_path / "loud.onnx"), providers=["CPUExecutionProvider"])
+    x = sample_inputs(SIZE)[1]
+    prob, fold_logits = session.run(["probability", "fold_logits"], {"image": x})
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.allclose(fold_logits[:, 0], ref, rtol=1e-4, atol=1e-4)
+    assert np.abs(prob - 1 / (1 + np.exp(-ref))).max() < 1e-4  # the probability stays within the absolute bound
+
+    class Off(torch.nn.Module):  # a graph whose logits are off by 0.1 %: refused however large they are
+        def forward(self, x):
+            lg = model(x).unsqueeze(1) * 1.001
+            return torch.sigmoid(lg).mean(1), lg
+
+    assert verify(tmp_path / "loud.onnx", Off().eval(), [x]) > 5e-4
 
 
 def test_predict_with_onnx_engine_matches_torch(exported, images):

@@ -185,7 +185,8 @@ def export_cmd(
     model_dir: Path = typer.Argument(..., help="Model package (from `thyro bundle`)."),
     onnx: Path = typer.Option(None, "--onnx", help="ONNX file to write (default MODEL_DIR/model.onnx)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
-    tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest allowed |ONNX - PyTorch| on sample inputs."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest allowed difference from PyTorch on sample inputs "
+                                                       "(absolute for probabilities, relative for logits beyond ±1)."),
 ) -> None:
     """Export the fold ensemble as one ONNX graph, verified against PyTorch on sample inputs.
 
@@ -197,7 +198,7 @@ def export_cmd(
     res = export_onnx(model_dir, onnx, opset=opset, tolerance=tolerance)
     console.print(f"ONNX written to [bold]{escape(str(res['path']))}[/] (opset {res['opset']}, {res['n_models']} fold model(s) "
                   f"averaged in one graph, input (batch, 1, {res['image_size']}, {res['image_size']}), dynamic batch); "
-                  f"max |ONNX - PyTorch| on sample inputs = {res['max_abs_diff']:.2e} (allowed {tolerance:g})")
+                  f"largest difference from PyTorch on sample inputs {res['max_diff']:.2e} (allowed {tolerance:g})")
 
 
 #: ``thyro serve``'s flags, by the setting each fills (:class:`thyro.use.serve.ServeSettings`), so that a
