@@ -62,9 +62,9 @@ def verify(onnx_path: str | os.PathLike, module, inputs: list[np.ndarray]) -> fl
         for g, r in zip(got, ref):
             if g.shape != r.shape:
                 raise ModelPackageError(f"ONNX output shape {g.shape} differs from PyTorch's {r.shape}.")
-            ref = r.astype(np.float64)
-            scale = np.maximum(1.0, np.abs(ref))
-            worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - ref) / scale, initial=0.0)))
+            want = r.astype(np.float64)
+            scale = np.maximum(1.0, np.abs(want))
+            worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - want) / scale, initial=0.0)))
     return worst
 
 

@@ -143,11 +143,11 @@ class CachedProbe(Fitter):
     selection, no tuning.  Its predictions come from the cached features through the head."""
 
     modes = ("cached",)
+    #: What the probe fits: the head alone (the recipe's word for it).
+    trainable = "none"
 
     def notes(self, train):
         return _mirror_alone(self.mode, train)
-    #: What the probe fits: the head alone (the recipe's word for it).
-    trainable = "none"
 
     def train_config(self, train):
         return train.model_copy(update={"selection": "last", "tune": train.tune.model_copy(
