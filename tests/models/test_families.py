@@ -140,9 +140,7 @@ def test_whole_path(name, size, how, tmp_path):
         torch.onnx.export(ensemble, (x,), str(onnx_path), dynamo=False, opset_version=17, input_names=["image"],
                           output_names=["probability", "fold_logits"],
                           dynamic_axes={"image": {0: "batch"}, "probability": {0: "batch"}, "fold_logits": {0: "batch"}})
-    with torch.no_grad():
-        scale = max(1.0, float(ensemble(x)[1].abs().max()))
-    assert verify(onnx_path, ensemble, [x.numpy(), x[:1].numpy()]) < TOLERANCE * scale  # float32 round-off
+    assert verify(onnx_path, ensemble, [x.numpy(), x[:1].numpy()]) < TOLERANCE  # float32 round-off, relative beyond ±1
 
     cam = heatmaps([model], images[:2])
     assert cam.shape == (2, size, size) and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1 + 1e-6

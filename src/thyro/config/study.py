@@ -13,6 +13,7 @@ from thyro.base import StrictModel, read_yaml
 from thyro.config.merge import merge
 from thyro.config.training import NAME, ArchName, TrainConfig
 from thyro.data.preprocess import PreprocessConfig
+from thyro.data.preprocess.config import MAX_SIDE, MIN_SIDE
 from thyro.errors import ConfigError
 from thyro.machine import check_threads
 from thyro.models.archs import arch as arch_info
@@ -98,11 +99,11 @@ class ArmConfig(StrictModel):
     train: dict[str, Any] = Field(default_factory=dict, description="train settings for this arm only (e.g. epochs); "
                                                                    "every arm shares the study's otherwise")
     size: int | Literal["native"] | None = Field(
-        None, json_schema_extra={"anyOf": [{"type": "integer", "minimum": 8, "maximum": 4096},
+        None, json_schema_extra={"anyOf": [{"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE},
                                            {"const": "native"}, {"type": "null"}]},
-        description="this arm's image side in px, 8 to 4096 (its own image cache, bundle and export), or native: "
-                    "the architecture's native size (timm); default: the study's preprocess.size when the study sets "
-                    "it, else native for pretrained weights and preprocess.size for weights none")
+        description=f"this arm's image side in px, {MIN_SIDE} to {MAX_SIDE} (its own image cache, bundle and export), "
+                    "or native: the architecture's native size (timm); default: the study's preprocess.size when the "
+                    "study sets it, else native for pretrained weights and preprocess.size for weights none")
 
     @model_serializer(mode="wrap")
     def _without_default_size(self, handler):
@@ -118,9 +119,9 @@ class ArmConfig(StrictModel):
             return "native"
         if isinstance(v, str) and v.strip().isdigit():  # a number typed on the command line (--set)
             v = int(v)
-        if v is None or (isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096):
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and MIN_SIDE <= v <= MAX_SIDE):
             return v
-        raise ValueError("size is a side in px from 8 to 4096, or native (the architecture's own size)")
+        raise ValueError(f"size is a side in px from {MIN_SIDE} to {MAX_SIDE}, or native (the architecture's own size)")
 
     @model_validator(mode="after")
     def _native_size(self):

@@ -18,13 +18,16 @@ from thyro.errors import ConfigError
 #: 4: text rows are also found by glyphs standing on one baseline, and take the words beside them.
 PREPROCESS_VERSION = 4
 
+#: The smallest and largest square side an image may be made at (``preprocess.size``, an arm's ``size``).
+MIN_SIDE, MAX_SIDE = 8, 4096
+
 
 class PreprocessConfig(StrictModel):
     """Preprocessing settings (``preprocess:`` block of a study configuration): how a scan becomes the
     model's square uint8 input.  Each field's description is in the configuration reference
     (docs/config-reference.md, generated from these fields)."""
 
-    size: int = Field(224, ge=8, le=4096, description="output side in pixels (square)")
+    size: int = Field(224, ge=MIN_SIDE, le=MAX_SIDE, description="output side in pixels (square)")
     remove_frame: bool = Field(True, description="crop to the scan area (the tissue image), dropping borders, "
                                                  "text and scales beside it")
     frame_threshold: int = Field(4, ge=0, le=254, description="gray levels within which a pixel counts as the "
